@@ -1,0 +1,137 @@
+"""Selective scan (Mamba's S6 recurrence) with named backends.
+
+Shapes (one group, as in Vim): ``u, delta, z``: (B, E, L); ``A``: (E, N);
+``B, C``: (B, N, L); ``D, delta_bias``: (E,). Output: (B, E, L) in ``u``'s dtype.
+
+    Δ_t = softplus(delta_t + delta_bias)           (if delta_softplus)
+    h_t = exp(Δ_t A) ⊙ h_{t-1} + Δ_t B_t u_t        h_0 = 0, state (E, N)
+    y_t = C_t · h_t + D u_t;   out_t = y_t · silu(z_t)
+
+The state is always computed in float32 (float64 when the inputs are float64), whatever
+the input dtype, so bf16/fp16 inputs under autocast are fine on every backend.
+
+Backends (``backend=`` argument, else ``$DYVM_SCAN_BACKEND`` read at call time, else ``auto``):
+
+==========  ==========================================  =================================
+name        what                                        dtypes of the state
+==========  ==========================================  =================================
+reference   plain sequential recurrence (test oracle)   fp32, fp64
+torch       time-major PyTorch loop, custom backward    fp32, fp64
+cpp         compiled CPU kernel (SIMD over N, OpenMP)   fp32 (fp64 falls back to torch)
+cuda        ``mamba_ssm`` selective_scan_fn              fp32 (CUDA tensors only)
+auto        cuda on CUDA tensors when importable, else cpp where it builds, else torch
+==========  ==========================================  =================================
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+BACKENDS = ("reference", "torch", "cpp", "cuda", "auto")
+ENV_VAR = "DYVM_SCAN_BACKEND"
+
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def resolve_backend(backend: Optional[str] = None, device: torch.device | None = None) -> str:
+    """Return the concrete backend name for ``backend`` (or ``$DYVM_SCAN_BACKEND``)."""
+    source = "backend"
+    if backend is None:
+        backend = os.environ.get(ENV_VAR) or "auto"
+        source = ENV_VAR
+    if backend not in BACKENDS:
+        raise ValueError(f"{source}={backend!r} is not a scan backend; expected one of {', '.join(BACKENDS)}")
+    if backend != "auto":
+        return backend
+    if device is not None and device.type == "cuda":
+        from . import scan_cuda
+
+        if scan_cuda.available():
+            return "cuda"
+        _warn_once("auto-cuda", f"mamba_ssm is not importable ({scan_cuda.import_error()}); "
+                   "falling back to the pure-PyTorch scan on CUDA")
+        return "torch"
+    from . import scan_cpp
+
+    if scan_cpp.available():
+        return "cpp"
+    _warn_once("auto-cpp", f"the C++ scan kernel could not be built ({scan_cpp.build_error()}); "
+               "falling back to the pure-PyTorch 'torch' scan backend")
+    return "torch"
+
+
+def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
+                   D: Optional[Tensor] = None, z: Optional[Tensor] = None,
+                   delta_bias: Optional[Tensor] = None, delta_softplus: bool = True,
+                   backend: Optional[str] = None) -> Tensor:
+    """Selective scan, dispatched to ``backend`` (see module docstring). Returns (B, E, L)."""
+    name = resolve_backend(backend, u.device)
+    out_dtype = u.dtype
+    state_dtype = torch.float64 if u.dtype == torch.float64 else torch.float32
+    args = [t if t is None else t.to(state_dtype) for t in (u, delta, A, B, C, D, z, delta_bias)]
+    out = _IMPLS[name]()(*args, delta_softplus)
+    return out.to(out_dtype)
+
+
+def selective_scan_reference(u, delta, A, B, C, D=None, z=None, delta_bias=None,
+                             delta_softplus=True) -> Tensor:
+    """The recurrence exactly as written, one time step at a time (slow; the oracle)."""
+    if delta_bias is not None:
+        delta = delta + delta_bias[None, :, None]
+    if delta_softplus:
+        delta = F.softplus(delta)
+    batch, channels, length = u.shape
+    h = u.new_zeros(batch, channels, A.shape[1])
+    ys = []
+    for t in range(length):
+        decay = torch.exp(delta[:, :, t, None] * A)                          # (B, E, N)
+        drive = delta[:, :, t, None] * B[:, None, :, t] * u[:, :, t, None]   # (B, E, N)
+        h = decay * h + drive
+        ys.append((h * C[:, None, :, t]).sum(-1))
+    y = torch.stack(ys, dim=-1)
+    if D is not None:
+        y = y + D[None, :, None] * u
+    if z is not None:
+        y = y * F.silu(z)
+    return y
+
+
+def _reference():
+    return selective_scan_reference
+
+
+def _torch():
+    from .scan_torch import selective_scan_torch
+
+    return selective_scan_torch
+
+
+def _cpp():
+    from . import scan_cpp
+
+    if not scan_cpp.available():
+        raise RuntimeError(f"scan backend 'cpp' is unavailable: {scan_cpp.build_error()}")
+    return scan_cpp.selective_scan_cpp
+
+
+def _cuda():
+    from . import scan_cuda
+
+    if not scan_cuda.available():
+        raise RuntimeError("scan backend 'cuda' needs the optional mamba_ssm package "
+                           f"(pip install 'dyvm[cuda]') and a CUDA device: {scan_cuda.import_error()}")
+    return scan_cuda.selective_scan_cuda
+
+
+_IMPLS: dict[str, Callable] = {"reference": _reference, "torch": _torch, "cpp": _cpp, "cuda": _cuda}

@@ -1,0 +1,52 @@
+"""Model registry: ``create_model(name, **overrides)``, mirrored into timm's registry."""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+from torch import nn
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Register a factory under its ``__name__`` here and in timm (so ``timm.create_model`` works)."""
+    import timm.models
+
+    _MODELS[fn.__name__] = fn
+
+    def timm_entry(pretrained: bool = False, pretrained_cfg=None, pretrained_cfg_overlay=None,
+                   cache_dir=None, **kwargs: Any) -> nn.Module:
+        if pretrained:
+            raise ValueError(f"pretrained=True: dyvm fetches no weights from a hub; use "
+                             f"timm.create_model({fn.__name__!r}, checkpoint_path='vim_....pth')")
+        return fn(**kwargs)
+
+    timm_entry.__name__ = fn.__name__
+    timm_entry.__qualname__ = fn.__name__
+    timm_entry.__module__ = fn.__module__
+    timm_entry.__doc__ = fn.__doc__
+    timm.models.register_model(timm_entry)
+    return fn
+
+
+def list_models() -> list[str]:
+    return sorted(_MODELS)
+
+
+def create_model(name: str, checkpoint_path: Optional[str] = None, pretrained: bool = False,
+                 **overrides: Any) -> nn.Module:
+    """Build a registered model; ``overrides`` are constructor keywords (official Vim names).
+
+    ``checkpoint_path`` loads an official ``.pth``, a bare state dict or a ``.safetensors`` file
+    (see :func:`dyvm.load_checkpoint`).
+    """
+    if not isinstance(name, str) or name not in _MODELS:
+        raise ValueError(f"unknown model name {name!r}; available: {', '.join(list_models())}")
+    if pretrained:
+        raise ValueError("pretrained=True: dyvm fetches no weights from a hub; pass checkpoint_path=...")
+    model = _MODELS[name](**overrides)
+    if checkpoint_path is not None:
+        from ..checkpoint import load_checkpoint
+
+        load_checkpoint(model, checkpoint_path)
+    return model

@@ -1,0 +1,386 @@
+"""Vision Mamba (Vim), the official middle-class-token "bimamba v2" model.
+
+Parameter names and shapes are those of the official checkpoints (hustvl/Vim), so an
+official state dict loads with ``load_state_dict(sd, strict=True)``.
+
+Sequence layout: M patch tokens in row-major order with the class token inserted at index
+``M // 2``; ``pos_embed`` (1, M+1, D) is added after the insertion. Each of the ``depth``
+blocks is Add → RMSNorm → Mixer with the residual stream kept in float32; the head reads the
+class token after the final RMSNorm.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from timm.layers import DropPath, lecun_normal_, trunc_normal_
+from torch import Tensor, nn
+
+from ..kernels import causal_conv1d, selective_scan
+from ..kernels.norm import RMSNorm
+from .registry import register_model
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class BiMambaMixer(nn.Module):
+    """One mixer with two independent SSM branches (forward and backward over the sequence).
+
+    Shared: ``in_proj`` (D→2E, no bias) and ``out_proj`` (E→D, no bias). Per direction: a
+    depthwise causal conv, ``x_proj`` (E→R+2N), ``dt_proj`` (R→E), ``A_log`` (E,N) and ``D`` (E);
+    the backward branch's names carry a ``_b`` suffix. With ``router=True`` the DyVM
+    ``block_head`` (2E→2) is added: it reads the class token's ``in_proj`` output and gates
+    each branch per image.
+    """
+
+    def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2,
+                 dt_rank: Optional[int] = None, divide_out: bool = True, router: bool = False,
+                 dt_min: float = 1e-3, dt_max: float = 0.1, dt_init_floor: float = 1e-4):
+        super().__init__()
+        self.d_model, self.d_state, self.d_conv = d_model, d_state, d_conv
+        self.d_inner = expand * d_model
+        self.dt_rank = math.ceil(d_model / 16) if dt_rank is None else dt_rank
+        self.divide_out = divide_out
+        self.scan_backend: Optional[str] = None  # None: argument-less dispatch (env var / auto)
+        E, N, R = self.d_inner, d_state, self.dt_rank
+
+        self.in_proj = nn.Linear(d_model, 2 * E, bias=False)
+        for suffix in ("", "_b"):
+            self.add_module("conv1d" + suffix, nn.Conv1d(E, E, d_conv, groups=E, padding=d_conv - 1))
+            self.add_module("x_proj" + suffix, nn.Linear(E, R + 2 * N, bias=False))
+            dt_proj = nn.Linear(R, E, bias=True)
+            nn.init.uniform_(dt_proj.weight, -R ** -0.5, R ** -0.5)
+            dt = torch.exp(torch.rand(E) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+            dt = dt.clamp(min=dt_init_floor)
+            with torch.no_grad():  # inverse softplus, so that softplus(bias) = dt
+                dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+            dt_proj.bias._no_reinit = True
+            self.add_module("dt_proj" + suffix, dt_proj)
+            a_log = torch.log(torch.arange(1, N + 1, dtype=torch.float32)).repeat(E, 1)
+            self.register_parameter("A_log" if not suffix else "A_b_log", nn.Parameter(a_log))
+            self.register_parameter("D" + suffix, nn.Parameter(torch.ones(E)))
+        self.out_proj = nn.Linear(E, d_model, bias=False)
+        self.block_head = nn.Linear(2 * E, 2) if router else None
+        if router:
+            self.reset_router()
+
+    def reset_router(self, bias: float = 5.0) -> None:
+        """DyVM router init: weight 0, bias 5 (both branches on with probability σ(5))."""
+        nn.init.zeros_(self.block_head.weight)
+        nn.init.constant_(self.block_head.bias, bias)
+
+    def _branch(self, backward: bool, x: Tensor, z: Tensor, mask: Optional[Tensor]) -> Tensor:
+        """One SSM direction. x, z: (B, E, L) already in scan order; mask (B, 1, L) or None."""
+        s = "_b" if backward else ""
+        conv, x_proj, dt_proj = getattr(self, "conv1d" + s), getattr(self, "x_proj" + s), getattr(self, "dt_proj" + s)
+        A = -torch.exp(getattr(self, "A_b_log" if backward else "A_log").float())
+        if mask is not None:
+            x = x * mask
+        u = causal_conv1d(x, conv.weight, conv.bias, silu=True)
+        if mask is not None:  # after the conv too: its bias would make masked slots non-zero
+            u = u * mask
+        x_dbl = F.linear(u.transpose(1, 2), x_proj.weight)                 # (B, L, R+2N)
+        dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        delta = F.linear(dt, dt_proj.weight).transpose(1, 2)               # (B, E, L), bias in scan
+        return selective_scan(u, delta, A, B.transpose(1, 2), C.transpose(1, 2),
+                              getattr(self, "D" + s).float(), z, dt_proj.bias.float(),
+                              delta_softplus=True, backend=self.scan_backend)
+
+    def _gated_branch(self, backward: bool, x: Tensor, z: Tensor, mask: Optional[Tensor],
+                      gate: Optional[Tensor]) -> Tensor:
+        """Run a branch for the images whose gate (B,) is on; a skipped branch contributes 0.
+
+        When the gate needs a gradient (training) every image is computed and multiplied by
+        its 0/1 gate; otherwise only the selected sub-batch runs, so the compute really drops.
+        """
+        if backward:
+            x, z = x.flip(-1), z.flip(-1)
+            mask = None if mask is None else mask.flip(-1)
+        if gate is None:
+            y = self._branch(backward, x, z, mask)
+        elif gate.requires_grad:
+            y = self._branch(backward, x, z, mask) * gate[:, None, None].to(x.dtype)
+        else:
+            on = gate > 0.5
+            n_on = int(on.sum())
+            if n_on == gate.shape[0]:
+                y = self._branch(backward, x, z, mask)
+            elif n_on == 0:
+                return x.new_zeros(x.shape)
+            else:
+                idx = on.nonzero().squeeze(1)
+                sub = self._branch(backward, x[idx], z[idx], None if mask is None else mask[idx])
+                y = sub.new_zeros(x.shape).index_copy_(0, idx, sub)
+        return y.flip(-1) if backward else y
+
+    def forward(self, u: Tensor, mask: Optional[Tensor] = None, gates: Optional[Tensor] = None) -> Tensor:
+        """u: (B, L, D) → (B, L, D). mask: (B, L, 1) 0/1 or None; gates: (B, 2) 0/1 [fwd, bwd] or None."""
+        xz = self.in_proj(u)
+        return self.mix(xz, mask, gates)
+
+    def mix(self, xz: Tensor, mask: Optional[Tensor] = None, gates: Optional[Tensor] = None) -> Tensor:
+        """Everything after ``in_proj``: xz (B, L, 2E) → (B, L, D)."""
+        x, z = xz.transpose(1, 2).chunk(2, dim=1)                          # (B, E, L) each
+        m = None if mask is None else mask.transpose(1, 2).to(x.dtype)     # (B, 1, L)
+        g_f, g_b = (None, None) if gates is None else gates.unbind(-1)
+        y = self._gated_branch(False, x, z, m, g_f) + self._gated_branch(True, x, z, m, g_b)
+        if self.divide_out:
+            y = y / 2
+        return self.out_proj(y.transpose(1, 2))
+
+
+class Block(nn.Module):
+    """Add → RMSNorm → Mixer, with the residual stream kept in float32.
+
+    ``drop_path`` applies to the incoming hidden state (the official ``inter_dpr`` layout).
+    """
+
+    def __init__(self, dim: int, mixer: BiMambaMixer, norm_eps: float = 1e-5, drop_path: float = 0.0):
+        super().__init__()
+        self.mixer = mixer
+        self.norm = RMSNorm(dim, eps=norm_eps)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def add_norm(self, hidden: Tensor, residual: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+        """Returns (normed input of the mixer, new residual)."""
+        residual = hidden.float() if residual is None else residual + self.drop_path(hidden)
+        return self.norm(residual), residual
+
+    def forward(self, hidden: Tensor, residual: Optional[Tensor], mask: Optional[Tensor] = None,
+                gates: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        normed, residual = self.add_norm(hidden, residual)
+        return self.mixer(normed, mask, gates), residual
+
+
+class PatchEmbed(nn.Module):
+    """Conv2d patchify: (B, C, H, W) → (B, M, D) in row-major patch order."""
+
+    def __init__(self, img_size: int, patch_size: int, stride: int, in_chans: int, embed_dim: int):
+        super().__init__()
+        self.img_size, self.patch_size, self.stride = img_size, patch_size, stride
+        self.grid_size = ((img_size - patch_size) // stride + 1,) * 2
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=stride)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+@dataclass
+class VimOutput:
+    """Rich output of :meth:`VisionMamba.forward_detailed`.
+
+    logits (B, C); cls_feature (B, D) and tokens (B, M, D): final RMSNorm-ed class token and
+    non-class tokens in patch order; layer_hidden / layer_residual: per block, (B, L, D) each
+    (only when asked): ``residual_i`` enters norm i, ``hidden_i`` is mixer i's output.
+    """
+
+    logits: Tensor
+    cls_feature: Tensor
+    tokens: Tensor
+    layer_hidden: list[Tensor] = field(default_factory=list)
+    layer_residual: list[Tensor] = field(default_factory=list)
+
+
+_UNSUPPORTED = {  # key: the only accepted value (everything else raises ValueError)
+    "rms_norm": True, "if_abs_pos_embed": True, "if_rope": False, "if_rope_residual": False,
+    "bimamba_type": "v2", "if_cls_token": True, "use_middle_cls_token": True,
+}
+
+
+class VisionMamba(nn.Module):
+    """Vim with a middle class token. Keyword names follow the official constructor."""
+
+    def __init__(self, img_size: int = 224, patch_size: int = 16, stride: Optional[int] = None,
+                 depth: int = 24, embed_dim: int = 192, d_state: int = 16, num_classes: int = 1000,
+                 channels: int = 3, drop_rate: float = 0.0, drop_path_rate: float = 0.0,
+                 norm_epsilon: float = 1e-5, rms_norm: bool = True, residual_in_fp32: bool = True,
+                 fused_add_norm: bool = True, final_pool_type: str = "mean",
+                 if_abs_pos_embed: bool = True, if_rope: bool = False, if_rope_residual: bool = False,
+                 bimamba_type: str = "v2", if_cls_token: bool = True, if_divide_out: bool = True,
+                 use_middle_cls_token: bool = True, in_chans: Optional[int] = None,
+                 scan_backend: Optional[str] = None, _router: bool = False):
+        super().__init__()
+        given = dict(rms_norm=rms_norm, if_abs_pos_embed=if_abs_pos_embed, if_rope=if_rope,
+                     if_rope_residual=if_rope_residual, bimamba_type=bimamba_type,
+                     if_cls_token=if_cls_token, use_middle_cls_token=use_middle_cls_token)
+        for key, value in given.items():
+            if value != _UNSUPPORTED[key]:
+                raise ValueError(f"{key}={value!r} is not supported (only {_UNSUPPORTED[key]!r}: "
+                                 "the middle-class-token bimamba-v2 Vim with RMSNorm and absolute positions)")
+        if in_chans is not None:
+            if channels not in (3, in_chans):
+                raise ValueError(f"in_chans={in_chans} contradicts channels={channels}; give one of them")
+            channels = in_chans
+        stride = patch_size if stride is None else stride
+        for key, value in dict(img_size=img_size, patch_size=patch_size, stride=stride, depth=depth,
+                               embed_dim=embed_dim, d_state=d_state, num_classes=num_classes,
+                               channels=channels).items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if key == "num_classes" else 1):
+                raise ValueError(f"{key} must be a positive integer, got {value!r}")
+        if patch_size > img_size:
+            raise ValueError(f"patch_size={patch_size} is larger than img_size={img_size}")
+        if not 0.0 <= drop_path_rate < 1.0 or not 0.0 <= drop_rate < 1.0:
+            raise ValueError(f"drop_path_rate and drop_rate must be in [0, 1), got {drop_path_rate}, {drop_rate}")
+        if scan_backend is not None:
+            from ..kernels.scan import resolve_backend
+
+            resolve_backend(scan_backend)  # validates the name
+
+        self.config = dict(img_size=img_size, patch_size=patch_size, stride=stride, depth=depth,
+                           embed_dim=embed_dim, d_state=d_state, num_classes=num_classes,
+                           channels=channels, drop_rate=drop_rate, drop_path_rate=drop_path_rate,
+                           norm_epsilon=norm_epsilon, if_divide_out=if_divide_out)
+        self.num_classes, self.embed_dim, self.depth = num_classes, embed_dim, depth
+        self.num_features = embed_dim
+        self.in_chans, self.img_size = channels, img_size
+        self.residual_in_fp32, self.fused_add_norm = residual_in_fp32, fused_add_norm
+
+        self.patch_embed = PatchEmbed(img_size, patch_size, stride, channels, embed_dim)
+        self.num_patches = self.patch_embed.num_patches
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.num_patches + 1, embed_dim))
+        self.pos_drop = nn.Dropout(drop_rate)
+        dpr = torch.linspace(0, drop_path_rate, depth).tolist()
+        inter_dpr = [0.0] + dpr  # block i drops the output of block i-1 (official layout)
+        self.layers = nn.ModuleList(
+            Block(embed_dim, BiMambaMixer(embed_dim, d_state=d_state, divide_out=if_divide_out, router=_router),
+                  norm_eps=norm_epsilon, drop_path=inter_dpr[i])
+            for i in range(depth))
+        self.norm_f = RMSNorm(embed_dim, eps=norm_epsilon)
+        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
+        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self._init_weights()
+        if scan_backend is not None:
+            self.set_scan_backend(scan_backend)
+
+    # ----------------------------------------------------------------------------- set-up
+    def _init_weights(self) -> None:
+        """Official Vim initialisation (used when training from scratch)."""
+        trunc_normal_(self.pos_embed, std=0.02)
+        trunc_normal_(self.cls_token, std=0.02)
+        lecun_normal_(self.patch_embed.proj.weight)
+        nn.init.zeros_(self.patch_embed.proj.bias)
+        if isinstance(self.head, nn.Linear):
+            trunc_normal_(self.head.weight, std=0.02)
+            nn.init.zeros_(self.head.bias)
+        for layer in self.layers:
+            # GPT-2 style rescaling of the residual branch output (one residual per layer)
+            nn.init.kaiming_uniform_(layer.mixer.out_proj.weight, a=math.sqrt(5))
+            with torch.no_grad():
+                layer.mixer.out_proj.weight /= math.sqrt(self.depth)
+
+    def set_scan_backend(self, backend: Optional[str]) -> "VisionMamba":
+        """Pin every mixer to a scan backend (None: ``$DYVM_SCAN_BACKEND`` / auto at call time)."""
+        if backend is not None:
+            from ..kernels.scan import resolve_backend
+
+            resolve_backend(backend)
+        for layer in self.layers:
+            layer.mixer.scan_backend = backend
+        return self
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return {"pos_embed", "cls_token"}
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = self.config["num_classes"] = num_classes
+        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+
+    # ----------------------------------------------------------------------------- forward
+    def check_input(self, x: Tensor) -> None:
+        """Raise a clear TypeError/ValueError for an image batch this model cannot take."""
+        if not isinstance(x, Tensor):
+            raise TypeError(f"x must be a torch.Tensor of shape (B, {self.in_chans}, {self.img_size}, "
+                            f"{self.img_size}), got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(f"x must be a floating-point image tensor, got dtype {x.dtype} "
+                            "(convert with x.float() and normalise)")
+        if x.dim() != 4:
+            raise ValueError(f"x must have shape (B, C, H, W), got {tuple(x.shape)}")
+        if x.shape[1] != self.in_chans:
+            raise ValueError(f"x has {x.shape[1]} channels but the model expects channels={self.in_chans}")
+        if tuple(x.shape[2:]) != (self.img_size, self.img_size):
+            raise ValueError(
+                f"x is {x.shape[2]}x{x.shape[3]} but the model expects {self.img_size}x{self.img_size}: resize "
+                f"the images, or build the model with img_size={x.shape[2]} and load the checkpoint "
+                "(load_checkpoint interpolates pos_embed)" if x.shape[2] == x.shape[3] else
+                f"x is {x.shape[2]}x{x.shape[3]} but the model expects square {self.img_size}x{self.img_size} images")
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("x contains NaN or Inf values")
+
+    def embed(self, x: Tensor) -> Tensor:
+        """Images (B, C, H, W) → token sequence (B, M+1, D) with the class token at M//2."""
+        self.check_input(x)
+        patches = self.patch_embed(x)
+        c = self.num_patches // 2
+        cls = self.cls_token.expand(patches.shape[0], -1, -1).to(patches.dtype)
+        seq = torch.cat([patches[:, :c], cls, patches[:, c:]], dim=1)
+        return self.pos_drop(seq + self.pos_embed)
+
+    def final_norm(self, hidden: Tensor, residual: Tensor) -> Tensor:
+        return self.norm_f(residual + self.drop_path(hidden))
+
+    def forward_detailed(self, x: Tensor, return_layers: bool = False) -> VimOutput:
+        """Forward pass returning logits, final normalised tokens and optionally per-layer states."""
+        hidden, residual = self.embed(x), None
+        layer_hidden, layer_residual = [], []
+        for layer in self.layers:
+            hidden, residual = layer(hidden, residual)
+            if return_layers:
+                layer_hidden.append(hidden)
+                layer_residual.append(residual)
+        feat = self.final_norm(hidden, residual)
+        c = self.num_patches // 2
+        tokens = torch.cat([feat[:, :c], feat[:, c + 1:]], dim=1)
+        return VimOutput(self.head(feat[:, c]), feat[:, c], tokens, layer_hidden, layer_residual)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Images (B, C, H, W) → logits (B, num_classes)."""
+        return self.forward_detailed(x).logits
+
+
+# --------------------------------------------------------------------------------- registry
+VIM_SIZES = {"tiny": 192, "small": 384, "base": 768}
+
+
+def data_config(model: VisionMamba) -> dict:
+    """timm-style pretrained_cfg (read by ``timm.data.resolve_data_config``)."""
+    return dict(input_size=(model.in_chans, model.img_size, model.img_size), mean=IMAGENET_MEAN,
+                std=IMAGENET_STD, crop_pct=0.875, interpolation="bicubic", num_classes=model.num_classes,
+                first_conv="patch_embed.proj", classifier="head")
+
+
+def _vim(name: str, embed_dim: int, **kwargs) -> VisionMamba:
+    cfg = dict(patch_size=16, stride=16, depth=24, embed_dim=embed_dim, d_state=16)
+    cfg.update(kwargs)
+    model = VisionMamba(**cfg)
+    model.pretrained_cfg = model.default_cfg = data_config(model)
+    model.arch = name
+    return model
+
+
+@register_model
+def vim_tiny(**kwargs) -> VisionMamba:
+    """Vim-T: D=192, 24 layers, patch 16 (7.148M parameters); ckpt vim_t_midclstok_76p1acc.pth."""
+    return _vim("vim_tiny", 192, **kwargs)
+
+
+@register_model
+def vim_small(**kwargs) -> VisionMamba:
+    """Vim-S: D=384, 24 layers, patch 16 (25.797M parameters); ckpt vim_s_midclstok_80p5acc.pth."""
+    return _vim("vim_small", 384, **kwargs)
+
+
+@register_model
+def vim_base(**kwargs) -> VisionMamba:
+    """Vim-B: D=768, 24 layers, patch 16 (97.598M parameters); ckpt vim_b_midclstok_81p9acc.pth."""
+    return _vim("vim_base", 768, **kwargs)
