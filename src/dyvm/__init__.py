@@ -6,6 +6,6 @@
 __version__ = "0.1.0"
 
 from .checkpoint import LoadReport, load_checkpoint
-from .models import VisionMamba, create_model, list_models
+from .models import DyVM, VisionMamba, create_model, list_models
 
-__all__ = ["LoadReport", "VisionMamba", "__version__", "create_model", "list_models", "load_checkpoint"]
+__all__ = ["DyVM", "LoadReport", "VisionMamba", "__version__", "create_model", "list_models", "load_checkpoint"]

@@ -1,0 +1,144 @@
+"""DyVM's dynamic parts: the token keep predictor, Gumbel samplers, token rearrangement, routing.
+
+Everything is vectorised over the batch; per-sample variation (how many tokens an image keeps,
+where its class token sits) is expressed with index tensors, never with Python loops.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional, Union
+
+import torch
+import torch.nn.functional as F
+from timm.layers import trunc_normal_
+from torch import Tensor, nn
+
+SCORE_SOURCES = ("predictor", "random", "static")
+
+# An Exp(1) noise source: None (torch's global RNG), a torch.Generator, or a callable
+# ``noise(shape, device) -> Tensor`` (e.g. one replaying recorded draws in order).
+Noise = Union[None, torch.Generator, Callable[[tuple, torch.device], Tensor]]
+
+
+def exponential_noise(noise: Noise, shape: tuple, device: torch.device) -> Tensor:
+    """Exp(1) draws of ``shape`` (float32). Gumbel noise is ``-log`` of these."""
+    if callable(noise) and not isinstance(noise, torch.Generator):
+        out = noise(tuple(shape), device)
+        if tuple(out.shape) != tuple(shape):
+            raise ValueError(f"noise callable returned shape {tuple(out.shape)}, expected {tuple(shape)}")
+        return out.to(device=device, dtype=torch.float32)
+    gen_device = noise.device if isinstance(noise, torch.Generator) else device
+    return torch.empty(shape, device=gen_device).exponential_(generator=noise).to(device)
+
+
+def gumbel_softmax_keep(logp: Tensor, noise: Noise, tau: float = 1.0) -> Tensor:
+    """Hard straight-through Gumbel-softmax over the last dim (B, N, 2) → keep decision (B, N).
+
+    Values are exactly 0/1; the gradient is that of the soft sample (``F.gumbel_softmax`` with
+    ``hard=True``, noise made explicit).
+    """
+    gumbel = -exponential_noise(noise, logp.shape, logp.device).log()
+    soft = ((logp + gumbel) / tau).softmax(-1)
+    hard = F.one_hot(soft.argmax(-1), soft.shape[-1]).to(soft.dtype)
+    return (hard - soft.detach() + soft)[..., 0]
+
+
+def gumbel_sigmoid_gate(logits: Tensor, noise: Noise, tau: float = 2.0, threshold: float = 0.5) -> Tensor:
+    """Hard straight-through Gumbel-sigmoid (B, 2) → 0/1 gates with the soft gradient.
+
+    ``y = σ((logit + G1 − G2) / τ)``, gate = ``y > threshold``; G1 is drawn before G2.
+    """
+    g1 = -exponential_noise(noise, logits.shape, logits.device).log()
+    g2 = -exponential_noise(noise, logits.shape, logits.device).log()
+    soft = torch.sigmoid((logits + g1 - g2) / tau)
+    hard = (soft > threshold).to(soft.dtype)
+    return hard - soft.detach() + soft
+
+
+class TokenPredictor(nn.Module):
+    """DynamicViT-style keep predictor: (B, N, D) tokens + (B, N, 1) policy → (B, N, 2) log-probs.
+
+    Channel 0 is "keep". Half of the hidden features are local; the other half is pooled over the
+    live tokens as ``Σ x·policy / (Σ policy + 1)`` (the official "+1") and broadcast back.
+    """
+
+    def __init__(self, embed_dim: int):
+        super().__init__()
+        self.in_conv = nn.Sequential(nn.LayerNorm(embed_dim), nn.Linear(embed_dim, embed_dim), nn.GELU())
+        self.out_conv = nn.Sequential(
+            nn.Linear(embed_dim, embed_dim // 2), nn.GELU(),
+            nn.Linear(embed_dim // 2, embed_dim // 4), nn.GELU(),
+            nn.Linear(embed_dim // 4, 2), nn.LogSoftmax(dim=-1))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: Tensor, policy: Tensor) -> Tensor:
+        x = self.in_conv(x)
+        half = x.shape[-1] // 2
+        local, glob = x[..., :half], x[..., half:]
+        policy = policy.to(x.dtype)
+        glob = (glob * policy).sum(1, keepdim=True) / (policy.sum(1, keepdim=True) + 1)
+        return self.out_conv(torch.cat([local, glob.expand(-1, x.shape[1], -1)], dim=-1))
+
+
+# ------------------------------------------------------------------------- class-token layout
+def split_cls(x: Tensor, cls_pos: Tensor) -> tuple[Tensor, Tensor]:
+    """x (B, L, D), cls_pos (B,) → class token (B, D), other tokens (B, L-1, D) in order."""
+    batch, length = x.shape[:2]
+    j = torch.arange(length - 1, device=x.device)[None]
+    src = j + (j >= cls_pos[:, None]).long()                               # skip the class slot
+    rows = torch.arange(batch, device=x.device)
+    return x[rows, cls_pos], x.gather(1, src[..., None].expand(-1, -1, x.shape[-1]))
+
+
+def insert_cls(cls: Tensor, others: Tensor, cls_pos: Tensor) -> Tensor:
+    """Inverse of :func:`split_cls`: class token (B, D) placed at ``cls_pos`` (B,) among others (B, L-1, D)."""
+    batch, n = others.shape[:2]
+    s = torch.arange(n + 1, device=others.device)[None]
+    src = (s - (s > cls_pos[:, None]).long()).clamp(max=max(n - 1, 0))
+    gathered = others.gather(1, src[..., None].expand(-1, -1, others.shape[-1])) if n else \
+        others.new_zeros(batch, 1, others.shape[-1])
+    return torch.where((s == cls_pos[:, None])[..., None], cls[:, None].to(gathered.dtype), gathered)
+
+
+def kept_first_order(decision: Tensor) -> Tensor:
+    """Stable permutation (B, N) putting kept tokens (decision > 0.5) first, both groups in order.
+
+    This is the heart of DyVM's training layout: with the pruned tokens at the end of the
+    sequence, the forward scan reaches them only after every kept token, and the backward scan
+    meets them first while its state is still zero (masked u = 0 and B = 0), so kept-token
+    outputs equal those of the physically shortened sequence that inference computes.
+    """
+    return torch.sort((decision <= 0.5).to(torch.int8), dim=1, stable=True).indices
+
+
+def select_keep(source: str, logp: Optional[Tensor], n_alive: Tensor, k: int,
+                generator: Optional[torch.Generator] = None) -> Tensor:
+    """Indices (B, k) of the tokens to keep, ascending, among the first ``n_alive`` (B,) slots.
+
+    ``predictor``: top-k of the predicted keep log-probability; ``random``: k uniformly random
+    live tokens; ``static``: evenly spaced live tokens ``floor(linspace(0, n_alive-1, k))`` (the
+    official Static ablation). Live tokens always form a prefix of the sequence.
+    """
+    batch, n = (logp.shape[:2] if logp is not None else (n_alive.shape[0], int(n_alive.max())))
+    device = n_alive.device
+    alive = torch.arange(n, device=device)[None] < n_alive[:, None]
+    if source == "static":
+        steps = torch.arange(k, device=device, dtype=torch.float64)[None]
+        span = (n_alive[:, None] - 1).to(torch.float64) / max(k - 1, 1)
+        return (steps * span).floor().long()
+    if source == "predictor":
+        scores = logp[..., 0].float()
+    elif source == "random":
+        scores = torch.rand((batch, n), device=device, generator=generator)
+    else:
+        raise ValueError(f"score={source!r} is not a keep-score source; expected one of {SCORE_SOURCES}")
+    scores = scores.masked_fill(~alive, float("-inf"))
+    return scores.topk(k, dim=1).indices.sort(dim=1).values

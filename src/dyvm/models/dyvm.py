@@ -1,0 +1,353 @@
+"""DyVM: a Vim with token pruning (three stages) and per-image SSM branch selection.
+
+Training (``model.train()``; ``model(x)`` returns :class:`DyVMTrainOutput`): tokens are never
+removed. At each pruning stage a hard Gumbel-softmax decides which tokens survive; the kept
+tokens are moved to the front (in their original order), the pruned ones to the end, and the
+class token to ``num_keep // 2``; a 0/1 mask zeroes pruned tokens inside both SSM branches.
+Routers gate each branch by a hard Gumbel-sigmoid. Inference (``model.eval()``; ``model(x)``
+returns logits): each stage keeps exactly ``int(ρ_k · M)`` tokens by top-k and physically drops
+the rest; a branch runs only for the images whose router says so.
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..dynamic import (SCORE_SOURCES, Noise, TokenPredictor, gumbel_sigmoid_gate, gumbel_softmax_keep,
+                       insert_cls, kept_first_order, select_keep, split_cls)
+from .registry import register_model
+from .vim import VisionMamba, data_config
+
+
+class DyVMTrainOutput(NamedTuple):
+    """What the DyVM losses need (training forward). B images, M patches, S stages, depth layers.
+
+    logits (B, C); tokens (B, M, D): final normalised non-class tokens in rearranged order
+    (pruned ones included, at the end); decisions: S × (B, M) hard 0/1 keep decisions in the
+    order that entered each stage; token_policy (B, M, 1): final, rearranged (kept first);
+    current_pos (B, M): original patch index of each slot; gates (depth, B, 2): 0/1 [fwd, bwd];
+    cls_pos (B,); router_logits (depth, B, 2).
+    """
+
+    logits: Tensor
+    tokens: Tensor
+    decisions: list[Tensor]
+    token_policy: Tensor
+    current_pos: Tensor
+    gates: Tensor
+    cls_pos: Tensor
+    router_logits: Tensor
+
+
+class DyVMInferenceOutput(NamedTuple):
+    """Inference forward. keep_indices: S × (B, K_s) original patch indices kept after each stage
+    (ascending); keep_indices_local: S × (B, K_s) indices into the previous stage's tokens;
+    cls_positions: [M//2, K_1//2, ...]; gates/router_logits (depth, B, 2); tokens (B, K_S, D):
+    final normalised kept tokens; current_pos (B, K_S); layer_hidden/residual per layer if asked."""
+
+    logits: Tensor
+    keep_indices: list[Tensor]
+    keep_indices_local: list[Tensor]
+    cls_positions: list[int]
+    gates: Tensor
+    router_logits: Tensor
+    tokens: Tensor
+    current_pos: Tensor
+    pred_scores: list[Tensor]
+    layer_hidden: list[Tensor]
+    layer_residual: list[Tensor]
+
+
+def _check_ratio(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < float(value) <= 1.0:
+        raise ValueError(f"{name} must be in (0, 1], got {value!r}")
+    return float(value)
+
+
+class DyVM(VisionMamba):
+    """Dynamic Vision Mamba.
+
+    Args (besides the Vim ones):
+        pruning_loc: layers before which tokens are pruned (sorted, distinct, in [1, depth-1]).
+        token_keep_ratio: ρ; the cumulative keep ratios are ρ, ρ², ρ³, ... Or give
+        token_ratio: the explicit list of cumulative ratios (one per stage), as the official code.
+        block_keep_ratio: β, the target fraction of branches that run (used by the loss).
+        router_tau: temperature of the training Gumbel-sigmoid (2).
+        router_threshold: probability above which a branch runs (0.5 ⇔ logit > 0).
+        score: where keep scores come from: ``predictor`` | ``random`` | ``static``.
+        use_routers / use_pruning: False gives the paper's token-only / block-only ablations.
+    """
+
+    def __init__(self, pruning_loc: Sequence[int] = (6, 12, 18), token_keep_ratio: Optional[float] = None,
+                 token_ratio: Optional[Sequence[float]] = None, block_keep_ratio: float = 0.8,
+                 router_tau: float = 2.0, router_threshold: float = 0.5, score: str = "predictor",
+                 use_routers: bool = True, use_pruning: bool = True, **vim_kwargs: Any):
+        super().__init__(_router=use_routers, **vim_kwargs)
+        depth = self.depth
+        pruning_loc = list(pruning_loc) if use_pruning else []
+        if any(isinstance(p, bool) or not isinstance(p, int) for p in pruning_loc):
+            raise ValueError(f"pruning_loc must be a list of layer indices, got {pruning_loc!r}")
+        if pruning_loc != sorted(set(pruning_loc)):
+            raise ValueError(f"pruning_loc must be sorted and without duplicates, got {pruning_loc}")
+        if pruning_loc and (pruning_loc[0] < 1 or pruning_loc[-1] > depth - 1):
+            raise ValueError(f"pruning_loc={pruning_loc}: every location must be in [1, {depth - 1}] "
+                             f"(pruning happens before a layer; layer 0 sees the full sequence)")
+        self.pruning_loc = pruning_loc
+        self.use_routers = use_routers
+        self.block_keep_ratio = _check_ratio("block_keep_ratio", block_keep_ratio)
+        if router_tau <= 0:
+            raise ValueError(f"router_tau must be > 0, got {router_tau}")
+        self.router_tau = float(router_tau)
+        self.router_threshold = 0.5
+        self.score = "predictor"
+        self.token_ratio: list[float] = []
+        self.configure(token_keep_ratio=token_keep_ratio, token_ratio=token_ratio,
+                       router_threshold=router_threshold, score=score)
+        self.score_predictors = nn.ModuleList(TokenPredictor(self.embed_dim) for _ in pruning_loc)
+        self.config.update(pruning_loc=list(pruning_loc), token_ratio=list(self.token_ratio),
+                           block_keep_ratio=self.block_keep_ratio, router_tau=self.router_tau,
+                           router_threshold=self.router_threshold, use_routers=use_routers,
+                           use_pruning=use_pruning)
+
+    # ----------------------------------------------------------------------------- knobs
+    def configure(self, token_keep_ratio: Optional[float] = None, token_ratio: Optional[Sequence[float]] = None,
+                  router_threshold: Optional[float] = None, score: Optional[str] = None) -> "DyVM":
+        """Change the inference knobs without retraining (keep ratio, router threshold, score source)."""
+        if token_keep_ratio is not None and token_ratio is not None:
+            raise ValueError("give token_keep_ratio (ρ) or token_ratio (the cumulative list), not both")
+        n_stages = len(self.pruning_loc)
+        if token_keep_ratio is not None:
+            rho = _check_ratio("token_keep_ratio", token_keep_ratio)
+            self.token_ratio = [rho ** (k + 1) for k in range(n_stages)]
+        elif token_ratio is not None:
+            ratios = [_check_ratio("token_ratio", r) for r in token_ratio]
+            if len(ratios) != n_stages:
+                raise ValueError(f"token_ratio has {len(ratios)} entries but pruning_loc has {n_stages} stages")
+            if any(b > a for a, b in zip(ratios, ratios[1:])):
+                raise ValueError(f"token_ratio must be cumulative (non-increasing), got {ratios}")
+            self.token_ratio = ratios
+        elif not self.token_ratio:
+            self.token_ratio = [0.7 ** (k + 1) for k in range(n_stages)]
+        for k, r in enumerate(self.token_ratio):
+            if int(r * self.num_patches) < 1:
+                raise ValueError(f"token keep ratio {r:.4g} at stage {k} keeps int({r:.4g}·{self.num_patches}) = 0 "
+                                 "tokens at inference; use a larger ratio")
+        if router_threshold is not None:
+            if not 0.0 < float(router_threshold) < 1.0:
+                raise ValueError(f"router_threshold is a probability in (0, 1), got {router_threshold!r}")
+            self.router_threshold = float(router_threshold)
+        if score is not None:
+            if score not in SCORE_SOURCES:
+                raise ValueError(f"score={score!r} is not a keep-score source; expected one of {SCORE_SOURCES}")
+            self.score = score
+        if hasattr(self, "config"):
+            self.config.update(token_ratio=list(self.token_ratio), router_threshold=self.router_threshold)
+        return self
+
+    def keep_counts(self) -> list[int]:
+        """Tokens kept after each stage at inference: ``int(ρ_k · M)``."""
+        return [int(r * self.num_patches) for r in self.token_ratio]
+
+    def reset_dynamic_parameters(self) -> None:
+        """Fresh predictors (trunc-normal 0.02) and routers (weight 0, bias 5), as when starting from a Vim."""
+        for predictor in self.score_predictors:
+            predictor.reset_parameters()
+        if self.use_routers:
+            for layer in self.layers:
+                layer.mixer.reset_router()
+
+    # ----------------------------------------------------------------------------- helpers
+    def _route(self, layer: nn.Module, xz: Tensor, cls_pos: Tensor | int, forced: Optional[Tensor],
+               noise: Noise) -> tuple[Optional[Tensor], Optional[Tensor]]:
+        """Router logits (B, 2) from the class token's in_proj output, and the 0/1 gates (B, 2)."""
+        if not self.use_routers:
+            return None, forced
+        cls_xz = xz[:, cls_pos] if isinstance(cls_pos, int) else xz[torch.arange(xz.shape[0], device=xz.device), cls_pos]
+        logits = layer.mixer.block_head(cls_xz).float()
+        if forced is not None:
+            gates = forced.to(logits.dtype)
+        elif self.training:
+            gates = gumbel_sigmoid_gate(logits, noise, self.router_tau, self.router_threshold)
+        else:
+            gates = (torch.sigmoid(logits) > self.router_threshold).to(logits.dtype)
+        return logits, gates
+
+    def _layer(self, i: int, hidden: Tensor, residual: Optional[Tensor], mask: Optional[Tensor],
+               cls_pos: Tensor | int, forced_gates: Optional[Tensor], noise: Noise):
+        layer = self.layers[i]
+        normed, residual = layer.add_norm(hidden, residual)
+        xz = layer.mixer.in_proj(normed)
+        logits, gates = self._route(layer, xz, cls_pos, None if forced_gates is None else forced_gates[i], noise)
+        return layer.mixer.mix(xz, mask, gates), residual, logits, gates
+
+    def _stack(self, items: list[Optional[Tensor]], batch: int, device) -> Tensor:
+        if any(t is None for t in items):
+            return torch.ones(len(items), batch, 2, device=device)
+        return torch.stack(items)
+
+    def _check_forced(self, keep_masks, gates, batch: int) -> None:
+        if keep_masks is not None and len(keep_masks) != len(self.pruning_loc):
+            raise ValueError(f"keep_masks must hold {len(self.pruning_loc)} tensors (one per stage), got {len(keep_masks)}")
+        if gates is not None and tuple(gates.shape) != (self.depth, batch, 2):
+            raise ValueError(f"gates must have shape (depth={self.depth}, B={batch}, 2), got {tuple(gates.shape)}")
+
+    # ----------------------------------------------------------------------------- training
+    def forward_train(self, x: Tensor, noise: Noise = None, keep_masks: Optional[Sequence[Tensor]] = None,
+                      gates: Optional[Tensor] = None) -> DyVMTrainOutput:
+        """Masked, rearranged forward used in training (see the module docstring).
+
+        noise: Exp(1) source for the Gumbel draws, consumed per layer in the official order (the
+        token sampler at a pruning layer, then the router's two draws). keep_masks: optional forced
+        keep sets, S × (B, M) bool in original patch order; gates: optional forced (depth, B, 2).
+        """
+        hidden, residual = self.embed(x), None
+        batch, device = hidden.shape[0], hidden.device
+        m = self.num_patches
+        self._check_forced(keep_masks, gates, batch)
+        cls_pos = torch.full((batch,), m // 2, device=device, dtype=torch.long)
+        current_pos = torch.arange(m, device=device).expand(batch, m)
+        policy = hidden.new_ones(batch, m, 1, dtype=torch.float32)
+        mask: Optional[Tensor] = None
+        decisions, all_logits, all_gates = [], [], []
+        stage_of = {loc: k for k, loc in enumerate(self.pruning_loc)}
+        for i in range(self.depth):
+            if i in stage_of:
+                k = stage_of[i]
+                cls_h, oth_h = split_cls(hidden, cls_pos)
+                cls_r, oth_r = split_cls(residual, cls_pos)
+                if keep_masks is not None:
+                    decision = keep_masks[k].to(device).gather(1, current_pos).float() * policy[..., 0]
+                elif self.score == "predictor":
+                    logp = self.score_predictors[k](oth_h + oth_r, policy)
+                    decision = gumbel_softmax_keep(logp, noise) * policy[..., 0]
+                else:
+                    alive = policy[..., 0].sum(1).long()
+                    keep = select_keep(self.score, None, alive, self.keep_counts()[k])
+                    decision = torch.zeros_like(policy[..., 0]).scatter_(1, keep, 1.0)
+                decisions.append(decision)
+                order = kept_first_order(decision)
+                decision = decision.gather(1, order)
+                idx = order[..., None].expand(-1, -1, oth_h.shape[-1])
+                oth_h, oth_r = oth_h.gather(1, idx), oth_r.gather(1, idx)
+                current_pos = current_pos.gather(1, order)
+                cls_pos = decision.detach().sum(1).round().long() // 2
+                hidden = insert_cls(cls_h, oth_h, cls_pos)
+                residual = insert_cls(cls_r, oth_r, cls_pos)
+                mask = insert_cls(decision.new_ones(batch, 1), decision[..., None], cls_pos)
+                policy = decision[..., None]
+            hidden, residual, logits, gate = self._layer(i, hidden, residual, mask, cls_pos, gates, noise)
+            all_logits.append(logits)
+            all_gates.append(gate)
+        feat = self.final_norm(hidden, residual)
+        cls_feat, tokens = split_cls(feat, cls_pos)
+        return DyVMTrainOutput(self.head(cls_feat), tokens, decisions, policy.detach(), current_pos,
+                               self._stack(all_gates, batch, device), cls_pos,
+                               self._stack(all_logits, batch, device))
+
+    # ----------------------------------------------------------------------------- inference
+    def forward_inference(self, x: Tensor, keep_indices: Optional[Sequence[Tensor]] = None,
+                          gates: Optional[Tensor] = None, return_layers: bool = False) -> DyVMInferenceOutput:
+        """Pruned forward: tokens physically removed, skipped branches not computed.
+
+        keep_indices: optional forced keep sets, S × (B, K_s) original patch indices (each a subset
+        of the previous stage's); gates: optional forced (depth, B, 2) 0/1.
+        """
+        hidden, residual = self.embed(x), None
+        batch, device = hidden.shape[0], hidden.device
+        m = self.num_patches
+        if gates is not None and tuple(gates.shape) != (self.depth, batch, 2):
+            raise ValueError(f"gates must have shape (depth={self.depth}, B={batch}, 2), got {tuple(gates.shape)}")
+        c = m // 2
+        current_pos = torch.arange(m, device=device).expand(batch, m)
+        kept, kept_local, cls_positions, pred_scores = [], [], [c], []
+        all_logits, all_gates, layer_hidden, layer_residual = [], [], [], []
+        stage_of = {loc: k for k, loc in enumerate(self.pruning_loc)}
+        counts = self.keep_counts()
+        for i in range(self.depth):
+            if i in stage_of:
+                k = stage_of[i]
+                oth_h = torch.cat([hidden[:, :c], hidden[:, c + 1:]], dim=1)
+                oth_r = torch.cat([residual[:, :c], residual[:, c + 1:]], dim=1)
+                n_prev = oth_h.shape[1]
+                if keep_indices is not None:
+                    member = torch.zeros(batch, m, dtype=torch.bool, device=device)
+                    member.scatter_(1, keep_indices[k].to(device), True)
+                    member = member.gather(1, current_pos)
+                    n_keep = int(member.sum(1)[0])
+                    if not bool((member.sum(1) == n_keep).all()):
+                        raise ValueError("keep_indices: every image of a batch must keep the same number of tokens")
+                    local = kept_first_order(member.float())[:, :n_keep].sort(dim=1).values
+                else:
+                    logp = None
+                    if self.score == "predictor":
+                        logp = self.score_predictors[k](oth_h + oth_r, oth_h.new_ones(batch, n_prev, 1))
+                        pred_scores.append(logp)
+                    alive = torch.full((batch,), n_prev, device=device, dtype=torch.long)
+                    local = select_keep(self.score, logp, alive, counts[k])
+                idx = local[..., None].expand(-1, -1, oth_h.shape[-1])
+                oth_h, oth_r = oth_h.gather(1, idx), oth_r.gather(1, idx)
+                current_pos = current_pos.gather(1, local)
+                kept_local.append(local)
+                kept.append(current_pos)
+                c = local.shape[1] // 2
+                cls_positions.append(c)
+                hidden = torch.cat([oth_h[:, :c], hidden[:, cls_positions[-2]:cls_positions[-2] + 1], oth_h[:, c:]], 1)
+                residual = torch.cat([oth_r[:, :c], residual[:, cls_positions[-2]:cls_positions[-2] + 1], oth_r[:, c:]], 1)
+            hidden, residual, logits, gate = self._layer(i, hidden, residual, None, c, gates, None)
+            all_logits.append(logits)
+            all_gates.append(gate)
+            if return_layers:
+                layer_hidden.append(hidden)
+                layer_residual.append(residual)
+        feat = self.final_norm(hidden, residual)
+        tokens = torch.cat([feat[:, :c], feat[:, c + 1:]], dim=1)
+        return DyVMInferenceOutput(self.head(feat[:, c]), kept, kept_local, cls_positions,
+                                   self._stack(all_gates, batch, device), self._stack(all_logits, batch, device),
+                                   tokens, current_pos, pred_scores, layer_hidden, layer_residual)
+
+    def forward_detailed(self, x: Tensor, return_layers: bool = False) -> DyVMInferenceOutput:  # type: ignore[override]
+        return self.forward_inference(x, return_layers=return_layers)
+
+    def forward(self, x: Tensor, noise: Noise = None):  # type: ignore[override]
+        """Training: :class:`DyVMTrainOutput`; eval: logits (B, num_classes)."""
+        if self.training:
+            return self.forward_train(x, noise=noise)
+        return self.forward_inference(x).logits
+
+
+# --------------------------------------------------------------------------------- registry
+DYVM_DEFAULTS = {  # size: (embed_dim, ρ, β) from the official scripts
+    "tiny": (192, 0.9, 0.8), "small": (384, 0.7, 0.8), "base": (768, 0.7, 0.7)}
+
+
+def _dyvm(size: str, **kwargs: Any) -> DyVM:
+    embed_dim, rho, beta = DYVM_DEFAULTS[size]
+    cfg: dict[str, Any] = dict(patch_size=16, stride=16, depth=24, embed_dim=embed_dim, d_state=16,
+                               block_keep_ratio=beta)
+    if "token_ratio" not in kwargs:
+        cfg["token_keep_ratio"] = rho
+    cfg.update(kwargs)
+    model = DyVM(**cfg)
+    model.pretrained_cfg = model.default_cfg = data_config(model)
+    model.arch = f"dyvm_vim_{size}"
+    return model
+
+
+@register_model
+def dyvm_vim_tiny(**kwargs: Any) -> DyVM:
+    """DyVM on Vim-T: ρ=0.9 (keeps 176/158/142 of 196 tokens), β=0.8."""
+    return _dyvm("tiny", **kwargs)
+
+
+@register_model
+def dyvm_vim_small(**kwargs: Any) -> DyVM:
+    """DyVM on Vim-S: ρ=0.7 (keeps 137/96/67 of 196 tokens), β=0.8."""
+    return _dyvm("small", **kwargs)
+
+
+@register_model
+def dyvm_vim_base(**kwargs: Any) -> DyVM:
+    """DyVM on Vim-B: ρ=0.7, β=0.7."""
+    return _dyvm("base", **kwargs)
