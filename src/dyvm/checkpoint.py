@@ -185,7 +185,7 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike | dict, *, key: st
         raise ValueError(f"{source} does not fit this model: shape mismatch for "
                          f"{_abbrev(report.mismatched, 3)}{hint}")
 
-    report.missing = sorted(set(own) - set(state))
+    report.missing = sorted(set(own) - set(state) - set(report.skipped_head))
     report.unexpected = sorted(set(state) - set(own))
     if report.missing and len(report.missing) == len(own):
         raise ValueError(f"{source} shares no parameter names with this model "

@@ -131,13 +131,13 @@ def select_keep(source: str, logp: Optional[Tensor], n_alive: Tensor, k: int,
     device = n_alive.device
     alive = torch.arange(n, device=device)[None] < n_alive[:, None]
     if source == "static":
-        steps = torch.arange(k, device=device, dtype=torch.float64)[None]
-        span = (n_alive[:, None] - 1).to(torch.float64) / max(k - 1, 1)
-        return (steps * span).floor().long()
+        steps = torch.arange(k, device=device)[None]
+        return steps * (n_alive[:, None] - 1) // max(k - 1, 1)  # exact integer linspace
     if source == "predictor":
         scores = logp[..., 0].float()
     elif source == "random":
-        scores = torch.rand((batch, n), device=device, generator=generator)
+        gen_device = generator.device if generator is not None else device
+        scores = torch.rand((batch, n), device=gen_device, generator=generator).to(device)
     else:
         raise ValueError(f"score={source!r} is not a keep-score source; expected one of {SCORE_SOURCES}")
     scores = scores.masked_fill(~alive, float("-inf"))

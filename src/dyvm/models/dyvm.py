@@ -324,7 +324,7 @@ DYVM_DEFAULTS = {  # size: (embed_dim, ρ, β) from the official scripts
 
 def _dyvm(size: str, **kwargs: Any) -> DyVM:
     embed_dim, rho, beta = DYVM_DEFAULTS[size]
-    cfg: dict[str, Any] = dict(patch_size=16, stride=16, depth=24, embed_dim=embed_dim, d_state=16,
+    cfg: dict[str, Any] = dict(patch_size=16, depth=24, embed_dim=embed_dim, d_state=16,
                                block_keep_ratio=beta)
     if "token_ratio" not in kwargs:
         cfg["token_keep_ratio"] = rho

@@ -359,8 +359,8 @@ def data_config(model: VisionMamba) -> dict:
                 first_conv="patch_embed.proj", classifier="head")
 
 
-def _vim(name: str, embed_dim: int, **kwargs) -> VisionMamba:
-    cfg = dict(patch_size=16, stride=16, depth=24, embed_dim=embed_dim, d_state=16)
+def _vim(name: str, size_embed_dim: int, **kwargs) -> VisionMamba:
+    cfg = dict(patch_size=16, depth=24, embed_dim=size_embed_dim, d_state=16)
     cfg.update(kwargs)
     model = VisionMamba(**cfg)
     model.pretrained_cfg = model.default_cfg = data_config(model)

@@ -1,0 +1,36 @@
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+ORACLE = Path(__file__).parent / "oracle"
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def available_backends() -> list[str]:
+    """Scan backends to test here: reference, torch, and cpp where a compiler exists."""
+    try:
+        from dyvm.kernels import scan_cpp
+    except ImportError:  # TEMP while the backend is being written
+        return ["reference"]
+
+    names = ["reference", "torch"]
+    if scan_cpp.available():
+        names.append("cpp")
+    elif shutil.which(os.environ.get("CXX", "c++")):
+        raise RuntimeError(f"a C++ compiler exists but the cpp scan backend failed: {scan_cpp.build_error()}")
+    return names
+
+
+@pytest.fixture(scope="session")
+def oracle():
+    cache = {}
+
+    def load(name: str):
+        if name not in cache:
+            cache[name] = torch.load(ORACLE / f"{name}.pt", weights_only=True)
+        return cache[name]
+
+    return load

@@ -1,0 +1,200 @@
+"""DyVM: parity with the official implementation (eval and train with replayed noise), the
+train ≡ inference property, branch skipping, knobs and bad input."""
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import dyvm
+from conftest import available_backends
+from dyvm.models.dyvm import DyVM
+
+
+def oracle_model(o, backend=None):
+    model = dyvm.create_model("dyvm_vim_small", **o["config"])
+    model.load_state_dict(o["state_dict"], strict=True)
+    model.set_scan_backend(backend)
+    return model
+
+
+@pytest.mark.parametrize("backend", available_backends())
+def test_eval_matches_official_oracle(oracle, backend):
+    e = oracle("dyvm_small_eval")
+    model = oracle_model(e, backend).eval()
+    with torch.no_grad():
+        out = model.forward_inference(e["input"], return_layers=True)
+    assert (out.logits - e["logits"]).abs().max() < 1e-5
+    assert torch.equal(out.gates, e["block_policy"].squeeze(2))
+    assert (out.router_logits - e["block_logits"].squeeze(2)).abs().max() < 1e-5
+    assert out.cls_positions == e["cls_token_position"]
+    for k in range(3):
+        assert torch.equal(out.keep_indices_local[k], e["keep_idx_local"][k])
+        assert torch.equal(out.keep_indices[k], e["keep_idx_orig"][k])
+        assert (out.pred_scores[k] - e["pred_scores"][k]).abs().max() < 1e-5
+    for i in range(4):
+        assert (out.layer_hidden[i] - e["layer_hidden"][i]).abs().max() < 1e-5
+        assert (out.layer_residual[i] - e["layer_residual"][i]).abs().max() < 1e-5
+
+
+def replay_noise(t):
+    """The oracle's recorded Exp(1) draws in the official order: per layer, the token sampler
+    (at a pruning layer), then the router's two draws."""
+    draws = []
+    for i in range(t["config"]["depth"]):
+        if i in t["config"]["pruning_loc"]:
+            draws.append(t["token_exp_noise"][t["config"]["pruning_loc"].index(i)])
+        draws += [t["block_exp_noise1"][i], t["block_exp_noise2"][i]]
+    it = iter(draws)
+    return lambda shape, device: next(it).reshape(shape)
+
+
+@pytest.mark.parametrize("backend", available_backends())
+def test_train_matches_official_oracle_with_replayed_noise(oracle, backend):
+    t = oracle("dyvm_small_train")
+    model = oracle_model(t, backend).train()
+    out = model(t["input"], noise=replay_noise(t))
+    assert (out.logits - t["logits"]).abs().max() < 1e-5
+    assert (out.tokens - t["other_t"]).abs().max() < 1e-5
+    assert torch.equal(out.token_policy, t["token_policy"])
+    assert torch.equal(out.current_pos, t["current_pos"])
+    assert torch.equal(out.gates, t["block_policy"].squeeze(2))
+    assert torch.equal(out.cls_pos, t["stage_cls_token_position"][-1])
+    for k in range(3):
+        assert torch.equal(out.decisions[k], t["pred_decisions"][k])
+    loss = out.logits.square().mean() + sum(d.mean() for d in out.decisions) + out.gates.mean()
+    assert abs(loss.item() - t["grad_loss"].item()) < 1e-5
+    loss.backward()
+    for name, p in model.named_parameters():
+        ref = t["grads"][name]
+        assert torch.allclose(p.grad, ref, rtol=1e-4, atol=1e-5), name
+
+
+def small_dyvm(depth=4, embed_dim=32, img=32, patch=8, **kw):
+    return dyvm.create_model("dyvm_vim_tiny", img_size=img, patch_size=patch, depth=depth,
+                             embed_dim=embed_dim, num_classes=5, **kw)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_training_path_equals_inference_path(data):
+    """Property: with the same keep sets and gates, the masked rearranged training forward gives
+    the same logits and kept-token features as the physically pruned inference forward."""
+    depth = data.draw(st.integers(2, 5), label="depth")
+    patch = data.draw(st.sampled_from([4, 8]), label="patch")
+    n_stages = data.draw(st.integers(1, depth - 1), label="stages")
+    locs = sorted(data.draw(st.sets(st.integers(1, depth - 1), min_size=n_stages, max_size=n_stages)))
+    batch = data.draw(st.integers(1, 3), label="batch")
+    seed = data.draw(st.integers(0, 2 ** 16), label="seed")
+    torch.manual_seed(seed)
+    model = small_dyvm(depth=depth, patch=patch, img=16 if patch == 4 else 32, pruning_loc=locs)
+    with torch.no_grad():  # make every part matter: real routers, larger state paths
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    m = model.num_patches
+    x = torch.randn(batch, 3, model.img_size, model.img_size)
+    keep, prev = [], torch.ones(batch, m, dtype=torch.bool)
+    for _ in locs:
+        prob = data.draw(st.sampled_from([0.0, 0.3, 0.7, 1.0]), label="keep prob")
+        prev = prev & (torch.rand(batch, m) < prob)
+        keep.append(prev)
+    gates = (torch.rand(depth, batch, 2) < data.draw(st.sampled_from([0.0, 0.5, 1.0]))).float()
+
+    train = model.train().forward_train(x, keep_masks=keep, gates=gates.clone().requires_grad_(True))
+    model.eval()
+    for b in range(batch):
+        idx = [k[b].nonzero().squeeze(1)[None] for k in keep]
+        with torch.no_grad():
+            inf = model.forward_inference(x[b:b + 1], keep_indices=idx, gates=gates[:, b:b + 1])
+        n_keep = int(keep[-1][b].sum())
+        assert (train.logits[b] - inf.logits[0]).abs().max() < 1e-5
+        assert torch.equal(train.current_pos[b, :n_keep], inf.current_pos[0])
+        assert torch.allclose(train.tokens[b, :n_keep], inf.tokens[0], rtol=0, atol=1e-5)
+        assert int(train.cls_pos[b]) == n_keep // 2
+
+
+def test_nothing_pruned_all_gates_on_is_plain_vim(oracle):
+    o = oracle("vim_small")
+    vim = dyvm.create_model("vim_small", **o["config"]).eval()
+    vim.load_state_dict(o["state_dict"])
+    cfg = dict(o["config"], pruning_loc=[1, 2, 3], token_ratio=[1.0, 1.0, 1.0])
+    model = dyvm.create_model("dyvm_vim_small", **cfg).eval()
+    report = dyvm.load_checkpoint(model, {"model": o["state_dict"]})
+    assert len(report.new_initialised) == 3 * 10 + 4 * 2 and not report.missing
+    with torch.no_grad():
+        ref = vim(o["input"])
+        out = model.forward_inference(o["input"])
+    assert out.gates.min() == 1  # routers start at bias 5: every branch on
+    assert torch.equal(out.logits, ref)
+    train = model.train().forward_train(o["input"], keep_masks=[torch.ones(3, 16, dtype=torch.bool)] * 3,
+                                        gates=torch.ones(4, 3, 2))
+    assert (train.logits - ref).abs().max() < 1e-5
+
+
+def test_branch_skipping_equals_masking():
+    torch.manual_seed(0)
+    mixer = small_dyvm(depth=2, pruning_loc=[1]).layers[0].mixer
+    xz = torch.randn(5, 17, 2 * mixer.d_inner)
+    for gates in (torch.tensor([[1., 0], [0, 1], [1, 1], [0, 0], [1, 0]]), torch.zeros(5, 2), torch.ones(5, 2)):
+        with torch.no_grad():
+            skipped = mixer.mix(xz, None, gates)
+            multiplied = mixer.mix(xz, None, gates.clone().requires_grad_(True))
+        assert (skipped - multiplied).abs().max() < 1e-5
+
+
+def test_sub_batch_really_skips_compute(monkeypatch):
+    mixer = small_dyvm(depth=2, pruning_loc=[1]).layers[0].mixer
+    seen = []
+    original = mixer._branch
+    monkeypatch.setattr(mixer, "_branch", lambda backward, x, *a: seen.append((backward, x.shape[0])) or
+                        original(backward, x, *a))
+    with torch.no_grad():
+        mixer.mix(torch.randn(4, 9, 2 * mixer.d_inner), None, torch.tensor([[1., 0], [0, 0], [1, 0], [0, 0]]))
+    assert seen == [(False, 2)]  # forward branch for 2 images, backward branch not at all
+
+
+def test_knobs_and_keep_counts():
+    model = small_dyvm(pruning_loc=[1, 2, 3], token_keep_ratio=0.7)
+    assert model.keep_counts() == [int(0.7 * 16), int(0.7 ** 2 * 16), int(0.7 ** 3 * 16)]
+    assert dyvm.create_model("dyvm_vim_small").keep_counts() == [137, 96, 67]
+    assert dyvm.create_model("dyvm_vim_tiny").keep_counts() == [176, 158, 142]
+    model.eval().configure(token_keep_ratio=0.9, router_threshold=0.9)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        out = model.forward_inference(x)
+    assert [k.shape[1] for k in out.keep_indices] == [14, 12, 11]
+    for score in ("random", "static"):
+        model.configure(score=score)
+        with torch.no_grad():
+            out = model.forward_inference(x)
+        assert [k.shape[1] for k in out.keep_indices] == [14, 12, 11]
+        tr = model.train().forward_train(x)
+        assert [int(d.sum(1)[0]) for d in tr.decisions] == [14, 12, 11]
+        model.eval()
+    static = model.configure(score="static").forward_inference(x).keep_indices[0][0]
+    assert static.tolist() == torch.linspace(0, 15, 14).long().tolist()
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(token_keep_ratio=0.0), "token_keep_ratio"), (dict(token_keep_ratio=1.5), "token_keep_ratio"),
+    (dict(pruning_loc=[0, 1, 2]), "pruning_loc"), (dict(pruning_loc=[1, 9, 2]), "pruning_loc"),
+    (dict(pruning_loc=[2, 1, 3]), "pruning_loc"), (dict(pruning_loc=[1, 1, 2]), "pruning_loc"),
+    (dict(token_keep_ratio=0.05), "0 tokens"), (dict(block_keep_ratio=0), "block_keep_ratio"),
+    (dict(token_ratio=[0.5, 0.6, 0.4]), "cumulative"), (dict(token_ratio=[0.5]), "stages"),
+    (dict(router_threshold=1.0), "router_threshold"), (dict(score="oracle"), "score"),
+    (dict(token_keep_ratio=0.7, token_ratio=[0.7, 0.5, 0.3]), "not both")])
+def test_bad_dyvm_arguments(kwargs, match):
+    cfg = dict(pruning_loc=[1, 2, 3])
+    cfg.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        small_dyvm(**cfg)
+
+
+def test_checkpoints_into_dyvm(oracle):
+    e = oracle("dyvm_small_eval")
+    model = dyvm.create_model("dyvm_vim_small", **e["config"])
+    assert dyvm.load_checkpoint(model, {"model": e["state_dict"]}, strict=True).missing == []
+    partial = {k: v for k, v in e["state_dict"].items() if not k.startswith("score_predictors.1.")}
+    with pytest.raises(ValueError, match="score_predictors.1"):
+        dyvm.load_checkpoint(model, {"model": partial}, strict=True)
+    with pytest.raises(ValueError, match="score_predictors.1"):
+        dyvm.load_checkpoint(model, {"model": partial})

@@ -1,0 +1,113 @@
+"""The Vim backbone: parity with the official implementation, registry, config keys, bad input."""
+import pytest
+import timm
+import torch
+
+import dyvm
+from conftest import available_backends
+
+
+@pytest.mark.parametrize("backend", available_backends())
+def test_vim_matches_official_oracle(oracle, backend):
+    o = oracle("vim_small")
+    model = dyvm.create_model("vim_small", **o["config"]).eval()
+    model.load_state_dict(o["state_dict"], strict=True)
+    model.set_scan_backend(backend)
+    with torch.no_grad():
+        out = model.forward_detailed(o["input"], return_layers=True)
+    assert (out.logits - o["logits"]).abs().max() < 1e-5
+    assert (out.tokens - o["other_tokens"]).abs().max() < 1e-5
+    assert len(out.layer_hidden) == 4
+    for i in range(4):
+        assert (out.layer_hidden[i] - o["layer_hidden"][i]).abs().max() < 1e-5, i
+        assert (out.layer_residual[i] - o["layer_residual"][i]).abs().max() < 1e-5, i
+    with torch.no_grad():
+        assert torch.equal(model(o["input"]), out.logits)
+
+
+def test_batch_composition_does_not_matter(oracle):
+    o = oracle("vim_small")
+    model = dyvm.create_model("vim_small", **o["config"]).eval()
+    model.load_state_dict(o["state_dict"])
+    with torch.no_grad():
+        full = model(o["input"])
+        single = torch.cat([model(o["input"][i:i + 1]) for i in range(3)])
+    assert torch.allclose(full, single, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name,params,keys", [("vim_tiny", 7.148, 415), ("vim_small", 25.797, None),
+                                              ("vim_base", 97.598, None)])
+def test_registered_sizes(name, params, keys):
+    model = dyvm.create_model(name)
+    n = sum(p.numel() for p in model.parameters()) / 1e6
+    assert round(n, 3) == params
+    sd = model.state_dict()
+    if keys is not None:
+        assert len(sd) == keys
+    assert set(sd) == {n for n, _ in model.named_parameters()}  # no extra persistent buffers
+    assert sd["pos_embed"].shape[1] == 197 and model.patch_embed.num_patches == 196
+
+
+def test_timm_registry_and_data_config():
+    model = timm.create_model("vim_tiny", num_classes=10, img_size=32, patch_size=8, stride=8, depth=2)
+    assert isinstance(model, dyvm.VisionMamba) and model.num_classes == 10
+    cfg = timm.data.resolve_data_config({}, model=model)
+    assert cfg["input_size"] == (3, 32, 32) and cfg["interpolation"] == "bicubic"
+    assert "vim_small" in timm.list_models("vim_*") and "dyvm_vim_small" in dyvm.list_models()
+    with pytest.raises(ValueError, match="checkpoint_path"):
+        timm.create_model("vim_tiny", pretrained=True)
+
+
+def test_config_keys(oracle):
+    cfg = dict(oracle("vim_small")["config"])
+    model = dyvm.create_model("vim_tiny", **cfg)
+    assert model.embed_dim == 64 and model.depth == 4
+    assert dyvm.create_model("vim_tiny", img_size=32, patch_size=8, depth=1, in_chans=1).in_chans == 1
+    assert dyvm.create_model("vim_tiny", depth=1).config["drop_path_rate"] == 0.0
+    for key, value in [("if_rope", True), ("bimamba_type", "v1"), ("use_middle_cls_token", False),
+                       ("if_cls_token", False), ("rms_norm", False)]:
+        with pytest.raises(ValueError, match=key):
+            dyvm.create_model("vim_tiny", depth=1, **{key: value})
+    with pytest.raises(TypeError, match="not_a_key"):
+        dyvm.create_model("vim_tiny", not_a_key=1)
+    with pytest.raises(ValueError, match="unknown model name"):
+        dyvm.create_model("vim_huge")
+    with pytest.raises(ValueError, match="scan backend|backend"):
+        dyvm.create_model("vim_tiny", depth=1, scan_backend="fortran")
+
+
+def test_bad_inputs():
+    model = dyvm.create_model("vim_tiny", img_size=32, patch_size=8, depth=1, num_classes=3).eval()
+    good = torch.randn(2, 3, 32, 32)
+    model(good)
+    with pytest.raises(ValueError, match="channels"):
+        model(torch.randn(2, 1, 32, 32))
+    with pytest.raises(ValueError, match="img_size=48"):
+        model(torch.randn(2, 3, 48, 48))
+    with pytest.raises(ValueError, match="square"):
+        model(torch.randn(2, 3, 32, 48))
+    with pytest.raises(TypeError, match="floating-point"):
+        model(torch.zeros(2, 3, 32, 32, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        model(good.clone().index_fill_(0, torch.tensor([1]), float("nan")))
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        model(torch.randn(3, 32, 32))
+
+
+def test_gradients_reach_every_parameter(oracle):
+    o = oracle("vim_small")
+    model = dyvm.create_model("vim_small", **o["config"]).train()
+    model.load_state_dict(o["state_dict"])
+    model(o["input"]).square().mean().backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name  # both SSM branches train
+
+
+def test_bf16_autocast_on_cpu(oracle):
+    o = oracle("vim_small")
+    model = dyvm.create_model("vim_small", **o["config"]).eval()
+    model.load_state_dict(o["state_dict"])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(o["input"])
+    assert torch.isfinite(logits).all()
+    assert (logits.float() - o["logits"]).abs().max() < 0.25 * o["logits"].abs().max()
