@@ -76,6 +76,8 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
                    delta_bias: Optional[Tensor] = None, delta_softplus: bool = True,
                    backend: Optional[str] = None) -> Tensor:
     """Selective scan, dispatched to ``backend`` (see module docstring). Returns (B, E, L)."""
+    if _AS_CUSTOM_OP[0]:
+        return torch.ops.dyvm.selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     name = resolve_backend(backend, u.device)
     out_dtype = u.dtype
     state_dtype = torch.float64 if u.dtype == torch.float64 else torch.float32
@@ -135,3 +137,56 @@ def _cuda():
 
 
 _IMPLS: dict[str, Callable] = {"reference": _reference, "torch": _torch, "cpp": _cpp, "cuda": _cuda}
+
+
+# ------------------------------------------------------------------ FLOP counting support
+# Exposed as a torch.library custom op with a FLOP formula, so torch.utils.flop_counter's
+# FlopCounterMode sees the recurrence (no generic counter does). Forward only, used under
+# ``scan_as_custom_op()``; training never goes through it.
+_AS_CUSTOM_OP = [False]
+
+SCAN_MACS_PER_STEP = 9  # per (channel, state) and time step; + 2 per (channel, step): D skip, z gate
+
+
+def scan_macs(batch: int, channels: int, length: int, d_state: int) -> int:
+    """Multiply-accumulates of one selective scan (the Mamba convention: 9·L·E·N + 2·L·E)."""
+    return batch * (SCAN_MACS_PER_STEP * length * channels * d_state + 2 * length * channels)
+
+
+@torch.library.custom_op("dyvm::selective_scan", mutates_args=())
+def _selective_scan_op(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+                       z: Optional[Tensor], delta_bias: Optional[Tensor], delta_softplus: bool) -> Tensor:
+    _AS_CUSTOM_OP[0] = False
+    try:
+        return selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus).clone()
+    finally:
+        _AS_CUSTOM_OP[0] = True
+
+
+@_selective_scan_op.register_fake
+def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+    return torch.empty_like(u)
+
+
+def _register_flop_formula() -> None:
+    from torch.utils.flop_counter import register_flop_formula
+
+    @register_flop_formula(torch.ops.dyvm.selective_scan)
+    def _scan_flops(u_shape, delta_shape, A_shape, *args, out_shape=None, **kwargs) -> int:
+        batch, channels, length = u_shape
+        return 2 * scan_macs(batch, channels, length, A_shape[1])  # FLOPs = 2 × MACs, as for mm
+
+
+_register_flop_formula()
+
+
+class scan_as_custom_op:
+    """Context manager: route every selective scan through ``torch.ops.dyvm.selective_scan``."""
+
+    def __enter__(self):
+        self._prev = _AS_CUSTOM_OP[0]
+        _AS_CUSTOM_OP[0] = True
+        return self
+
+    def __exit__(self, *exc):
+        _AS_CUSTOM_OP[0] = self._prev

@@ -1,0 +1,105 @@
+"""DyVM training loss (spec §4): classification + keep-ratio losses + distillation from a frozen Vim.
+
+    loss = L_cls + w_tok · L_tok / S + w_blk · L_blk + w_dist · (L_KL + L_MSE)
+
+L_tok = Σ_k mean_b (mean_j dec^k_bj − ρ_k)²   (per-sample keep ratio, over all M slots)
+L_blk = (mean over layers, images, branches of the gates − β)²   (one batch-global mean)
+L_KL  = KL(teacher ‖ student) on logits, batch mean
+L_MSE = mean squared error between the student's kept final tokens and the teacher's tokens at
+        the same original positions.
+The token-only and block-only ablations drop the terms that do not apply (block-only also drops
+L_MSE, as the official ablation).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .models.dyvm import DyVM, DyVMTrainOutput
+
+
+def token_ratio_loss(decisions: list[Tensor], token_ratio: list[float]) -> Tensor:
+    """Σ_k mean_b (mean_j dec^k_bj − ρ_k)²; decisions S × (B, M)."""
+    return sum(((d.mean(1) - r) ** 2).mean() for d, r in zip(decisions, token_ratio))
+
+
+def block_ratio_loss(gates: Tensor, block_keep_ratio: float) -> Tensor:
+    """(mean of all gates (depth, B, 2) − β)²."""
+    return (gates.mean() - block_keep_ratio) ** 2
+
+
+def distill_kl(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
+    """KL(teacher ‖ student), batch mean, τ = 1."""
+    return F.kl_div(F.log_softmax(student_logits.float(), -1), F.log_softmax(teacher_logits.float(), -1),
+                    reduction="batchmean", log_target=True)
+
+
+def kept_token_mse(tokens: Tensor, token_policy: Tensor, current_pos: Tensor, teacher_tokens: Tensor) -> Tensor:
+    """MSE over kept slots (policy > 0.5) and channels between student tokens (B, M, D) in rearranged
+    order and the teacher's tokens (B, M, D) in patch order, matched through ``current_pos`` (B, M)."""
+    kept = token_policy[..., 0] > 0.5
+    if not bool(kept.any()):
+        return tokens.sum() * 0.0
+    matched = teacher_tokens.gather(1, current_pos[..., None].expand(-1, -1, teacher_tokens.shape[-1]))
+    return F.mse_loss(tokens[kept].float(), matched[kept].float())
+
+
+class DyVMLoss(nn.Module):
+    """The full DyVM objective. ``base_criterion(logits, targets)`` is the classification loss
+    (soft-target CE with mixup, else CE); ``teacher`` a frozen Vim fed the same inputs.
+
+    Returns ``(loss, parts)`` where parts holds each (unweighted) term as a float.
+    """
+
+    def __init__(self, base_criterion: nn.Module, teacher: Optional[nn.Module], token_ratio: list[float],
+                 block_keep_ratio: float, token_weight: float = 10.0, block_weight: float = 10.0,
+                 distill_weight: float = 0.5, token_loss: bool = True, block_loss: bool = True,
+                 token_distill: bool = True):
+        super().__init__()
+        for name, w in dict(token_weight=token_weight, block_weight=block_weight, distill_weight=distill_weight).items():
+            if w < 0:
+                raise ValueError(f"{name} must be >= 0, got {w}")
+        self.base_criterion = base_criterion
+        self.teacher = teacher
+        if teacher is not None:
+            teacher.eval().requires_grad_(False)
+        self.token_ratio, self.block_keep_ratio = list(token_ratio), block_keep_ratio
+        self.token_weight, self.block_weight, self.distill_weight = token_weight, block_weight, distill_weight
+        self.token_loss, self.block_loss, self.token_distill = token_loss and bool(token_ratio), block_loss, token_distill
+
+    @classmethod
+    def for_model(cls, model: DyVM, base_criterion: nn.Module, teacher: Optional[nn.Module] = None,
+                  **weights: float) -> "DyVMLoss":
+        """The loss of ``model``'s variant: token+block, token-only (no routers) or block-only (no pruning)."""
+        pruning, routing = bool(model.pruning_loc), model.use_routers
+        return cls(base_criterion, teacher, model.token_ratio, model.block_keep_ratio,
+                   token_loss=pruning and model.score == "predictor", block_loss=routing,
+                   token_distill=pruning or not routing, **weights)
+
+    def forward(self, inputs: Tensor, outputs: DyVMTrainOutput, targets: Tensor) -> tuple[Tensor, dict[str, float]]:
+        loss = self.base_criterion(outputs.logits.float(), targets)
+        parts = {"cls": loss.item()}
+        if self.token_loss:
+            tok = token_ratio_loss(outputs.decisions, self.token_ratio)
+            loss = loss + self.token_weight * tok / len(self.token_ratio)
+            parts["token_ratio"] = tok.item()
+        if self.block_loss:
+            blk = block_ratio_loss(outputs.gates, self.block_keep_ratio)
+            loss = loss + self.block_weight * blk
+            parts["block_ratio"] = blk.item()
+        if self.teacher is not None and self.distill_weight > 0:
+            with torch.no_grad():
+                teacher_out = self.teacher.forward_detailed(inputs)
+            kl = distill_kl(outputs.logits, teacher_out.logits)
+            distill = kl
+            parts["kl"] = kl.item()
+            if self.token_distill:
+                mse = kept_token_mse(outputs.tokens, outputs.token_policy, outputs.current_pos, teacher_out.tokens)
+                distill = distill + mse
+                parts["token_mse"] = mse.item()
+            loss = loss + self.distill_weight * distill
+        parts["loss"] = loss.item()
+        return loss, parts
