@@ -1,11 +1,42 @@
 """dyvm: Dynamic Vision Mamba (DyVM, arXiv 2504.04787) on CPUs and GPUs.
 
     import dyvm
-    model = dyvm.create_model("vim_small", checkpoint_path="vim_s_midclstok_80p5acc.pth")
+    vim = dyvm.create_model("vim_small", checkpoint_path="vim_s_midclstok_80p5acc.pth")
+    model = dyvm.create_model("dyvm_vim_small", checkpoint_path="vim_s_midclstok_80p5acc.pth")
+    dyvm.count_flops(model)            # G multiply-accumulates per image
+
+Attributes are imported lazily, so ``dyvm --help`` does not load torch.
 """
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
 
-from .checkpoint import LoadReport, load_checkpoint
-from .models import DyVM, VisionMamba, create_model, list_models
+_LAZY = {
+    "create_model": "dyvm.models", "list_models": "dyvm.models", "VisionMamba": "dyvm.models",
+    "DyVM": "dyvm.models", "load_checkpoint": "dyvm.checkpoint", "LoadReport": "dyvm.checkpoint",
+    "save_checkpoint": "dyvm.checkpoint", "convert_checkpoint": "dyvm.checkpoint",
+    "count_flops": "dyvm.flops", "solve_keep_ratio": "dyvm.flops", "DyVMLoss": "dyvm.losses",
+    "train": "dyvm.engine", "evaluate": "dyvm.evaluate", "demo": "dyvm.demo", "visualize_pruning": "dyvm.viz",
+    "selective_scan": "dyvm.kernels",
+}
+_SUBMODULES = {"bench", "checkpoint", "cli", "data", "demo", "dynamic", "engine", "evaluate", "flops", "kernels",
+               "losses", "models", "viz"}
 
-__all__ = ["DyVM", "LoadReport", "VisionMamba", "__version__", "create_model", "list_models", "load_checkpoint"]
+__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"dyvm.{name}")
+    raise AttributeError(f"module 'dyvm' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__ + sorted(_SUBMODULES)

@@ -12,7 +12,7 @@ import math
 import os
 import pathlib
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -208,3 +208,37 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike | dict, *, key: st
         model.reset_dynamic_parameters()
     log.info("loaded %s: %s", source, report)
     return report
+
+
+def atomic_write(path: str | os.PathLike, write: "Callable[[str], None]") -> None:
+    """Call ``write(tmp_path)`` then rename into ``path``: a crash never leaves a half-written file."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, key: str = "auto") -> int:
+    """Official ``.pth`` ↔ ``.safetensors``. Returns the number of tensors written."""
+    dst = os.fspath(dst)
+    if not dst.endswith((".safetensors", ".pth", ".pt")):
+        raise ValueError(f"dst={dst!r}: expected a .safetensors, .pth or .pt file name")
+    if os.path.abspath(dst) == os.path.abspath(os.fspath(src)):
+        raise ValueError("dst must differ from src")
+    state = extract_state_dict(read_checkpoint(src), key)
+    if dst.endswith(".safetensors"):
+        from safetensors.torch import save_file
+
+        tensors = {k: v.detach().contiguous().clone() for k, v in state.items()}  # no shared storage
+        atomic_write(dst, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt", "source": os.path.basename(os.fspath(src))}))
+    else:
+        atomic_write(dst, lambda tmp: torch.save({"model": state}, tmp))
+    return len(state)

@@ -1,0 +1,268 @@
+"""The ``dyvm`` command (also ``python -m dyvm``). Heavy imports happen inside each subcommand,
+so ``--help`` is fast. Every subcommand takes ``--config FILE.yaml`` whose keys are its flags
+(``batch_size`` or ``batch-size``); flags given on the command line win."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, Callable, Optional, Sequence
+
+SUBCOMMANDS = ("train", "eval", "flops", "bench", "convert", "demo", "viz")
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit code 2."""
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE.yaml", help="YAML file whose keys are this command's flags")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: all cores; 1 per process under torchrun)")
+
+
+def _model_args(p: argparse.ArgumentParser, default: Optional[str] = "vim_tiny") -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default=default, help="registered name: vim_tiny|small|base, dyvm_vim_tiny|small|base")
+    g.add_argument("--checkpoint", help="weights to load (.pth official/ours, or .safetensors)")
+    g.add_argument("--img-size", type=int, help="input resolution (pos_embed is resized when loading)")
+    g.add_argument("--patch-size", type=int, help="patch size (and stride)")
+    g.add_argument("--depth", type=int, help="number of layers")
+    g.add_argument("--embed-dim", type=int, help="model width D")
+    g.add_argument("--num-classes", type=int, help="classes of the head (default: from the data or checkpoint)")
+    g.add_argument("--in-chans", type=int, help="image channels")
+    g.add_argument("--scan-backend", choices=["reference", "torch", "cpp", "cuda", "auto"],
+                   help="selective-scan backend (default: $DYVM_SCAN_BACKEND or auto)")
+    g.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+
+
+def _dyvm_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("DyVM")
+    g.add_argument("--token-keep-ratio", type=float, help="ρ: cumulative keep ratios ρ, ρ², ρ³")
+    g.add_argument("--block-keep-ratio", type=float, help="β: target fraction of SSM branches that run")
+    g.add_argument("--router-threshold", type=float, help="router on-probability threshold (0.5 ⇔ logit > 0)")
+    g.add_argument("--score", choices=["predictor", "random", "static"], help="source of token keep scores")
+    g.add_argument("--pruning-loc", type=int, nargs="+", help="layers before which tokens are pruned")
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "imagefolder"],
+                   help="fashion-mnist (idx files) or an ImageFolder tree with train/ and val/")
+    g.add_argument("--data-path", help="dataset root (fashion-mnist default: /usr/share/datasets/fashion-mnist)")
+    g.add_argument("--batch-size", type=int, default=64, help="images per process per step")
+    g.add_argument("--workers", type=int, default=0, help="data-loading worker processes")
+    g.add_argument("--corrupt", choices=["skip", "fail"], default="skip",
+                   help="unreadable images: skip them (counted, warned) or fail naming the file")
+    g.add_argument("--subset", type=int, help="use only the first N training images (quick runs)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="dyvm", description="Dynamic Vision Mamba: train, evaluate, measure.")
+    parser.add_argument("--version", action="version", version=f"dyvm {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(SUBCOMMANDS) + "}")
+
+    p = sub.add_parser("train", help="pre-train a Vim, fine-tune a Vim, or fine-tune DyVM with distillation",
+                       description="Train on Fashion-MNIST or an ImageFolder. Runs under torchrun for DDP.")
+    _common(p), _model_args(p), _dyvm_args(p), _data_args(p)
+    g = p.add_argument_group("recipe (defaults: the paper's preset for the model size, spec §5)")
+    g.add_argument("--output", default="runs/train", help="run folder: checkpoints, log.jsonl, config")
+    g.add_argument("--teacher", help="frozen teacher checkpoint for distillation (default: --checkpoint)")
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--lr", type=float, help="base lr; the effective lr is lr × global batch / 512")
+    g.add_argument("--min-lr", type=float)
+    g.add_argument("--warmup-epochs", type=int)
+    g.add_argument("--warmup-lr", type=float)
+    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--clip-grad", type=float, help="gradient norm clip (default: none)")
+    g.add_argument("--mixup", type=float)
+    g.add_argument("--cutmix", type=float)
+    g.add_argument("--smoothing", type=float, help="label smoothing")
+    g.add_argument("--aa", help="RandAugment policy, e.g. rand-m9-mstd0.5-inc1; 'none' to disable")
+    g.add_argument("--reprob", type=float, help="random erasing probability")
+    g.add_argument("--repeated-aug", type=int, help="repeated augmentation count (1 = off)")
+    g.add_argument("--drop-path", type=float)
+    g.add_argument("--token-weight", type=float, help="token keep-ratio loss weight (10)")
+    g.add_argument("--block-weight", type=float, help="branch keep-ratio loss weight (10)")
+    g.add_argument("--distill-weight", type=float, help="distillation weight (0.5)")
+    g.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none", help="mixed precision")
+    g.add_argument("--ema", action="store_true", help="keep an EMA of the weights")
+    g.add_argument("--ema-decay", type=float, default=0.99996)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.pth")
+    g.add_argument("--max-steps-per-epoch", type=int, help="cap steps per epoch (quick runs)")
+    g.add_argument("--val-size", type=int, default=5000, help="images held out of the training set for model selection")
+    g.add_argument("--eval-batch-size", type=int, default=256)
+    g.add_argument("--tensorboard", action="store_true")
+    g.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("eval", help="accuracy, keep ratios, GFLOPs, latency of a checkpoint",
+                       description="Evaluate on the test split (Fashion-MNIST test set, or val/ of an ImageFolder).")
+    _common(p), _model_args(p, default=None), _dyvm_args(p), _data_args(p)
+    p.add_argument("--split", default="test", choices=["test", "val"], help="test split, or the held-out validation split")
+    p.add_argument("--val-size", type=int, default=5000)
+    p.add_argument("--json", help="also write the results as JSON to this file")
+    p.add_argument("--latency-batch-sizes", type=int, nargs="*", default=[1, 64])
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("flops", help="G multiply-accumulates per image (official and full conventions)")
+    _common(p), _model_args(p), _dyvm_args(p)
+    p.add_argument("--convention", choices=["official", "full", "both"], default="both")
+    p.add_argument("--branch-keep-ratio", type=float, help="average branch keep ratio (default: β for DyVM)")
+    p.add_argument("--target-gflops", type=float, help="solve for the token keep ratio meeting this budget")
+
+    p = sub.add_parser("bench", help="latency tables (scan backends; DyVM vs Vim)")
+    _common(p)
+    p.add_argument("--what", choices=["backbone", "dyvm", "all"], default="all")
+    p.add_argument("--model", default="vim_tiny", help="backbone model for the backend table")
+    p.add_argument("--sizes", nargs="+", default=["tiny", "small"], help="sizes for the DyVM table")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--train-batch", type=int, default=8)
+    p.add_argument("--backends", nargs="+", choices=["reference", "torch", "cpp", "cuda"])
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--routers-on", type=float, default=0.8, help="fraction of SSM branches that run in DyVM")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-isolate", action="store_true", help="measure in this process (peak memory is then shared)")
+    p.add_argument("--json", help="also write the results as JSON")
+
+    p = sub.add_parser("convert", help="official .pth ↔ .safetensors")
+    _common(p)
+    p.add_argument("src", help="input checkpoint (.pth or .safetensors)")
+    p.add_argument("dst", help="output file (.safetensors or .pth)")
+    p.add_argument("--key", default="auto", help="state dict key in a .pth: auto, model, model_ema")
+
+    p = sub.add_parser("demo", help="the paper's pipeline in miniature on Fashion-MNIST, with a report")
+    _common(p)
+    p.add_argument("--output", default="dyvm-demo", help="report folder (written atomically)")
+    p.add_argument("--data-path", help="Fashion-MNIST idx files (default: Debian's dataset-fashion-mnist)")
+    p.add_argument("--quick", action="store_true", help="a ~3-minute smoke run")
+    p.add_argument("--long", action="store_true", help="the longer run that checks the paper's claim")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--teacher-epochs", type=int)
+    p.add_argument("--dyvm-epochs", type=int)
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("viz", help="which patches survive each pruning stage, for one image")
+    _common(p)
+    p.add_argument("image", help="an image file (PNG, JPEG, ...)")
+    p.add_argument("--checkpoint", required=True, help="a DyVM checkpoint written by dyvm train")
+    p.add_argument("--output", default="pruning.png", help="PNG to write")
+    p.add_argument("--token-keep-ratio", type=float)
+    return parser
+
+
+def _apply_config(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    args = parser.parse_args(argv)
+    if getattr(args, "config", None):
+        import yaml
+
+        try:
+            with open(args.config) as fh:
+                values = yaml.safe_load(fh) or {}
+        except OSError as exc:
+            raise CLIError(f"--config {args.config}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise CLIError(f"--config {args.config}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(values, dict):
+            raise CLIError(f"--config {args.config}: expected a mapping of flag names to values")
+        sub = parser._subparsers._group_actions[0].choices[args.command]  # noqa: SLF001
+        known = {a.dest: a for a in sub._actions}  # noqa: SLF001
+        defaults = {}
+        for key, value in values.items():
+            dest = str(key).replace("-", "_")
+            if dest not in known or dest in ("help", "config"):
+                raise CLIError(f"--config {args.config}: unknown key {key!r} for 'dyvm {args.command}'")
+            defaults[dest] = value
+        sub.set_defaults(**defaults)
+        args = parser.parse_args(argv)
+    return args
+
+
+def _setup_threads(args: argparse.Namespace) -> None:
+    import torch
+
+    threads = getattr(args, "threads", None)
+    if threads is None and "LOCAL_RANK" in os.environ:
+        threads = 1
+    if threads is not None:
+        if threads < 1:
+            raise CLIError(f"--threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+
+
+def _run(args: argparse.Namespace) -> int:
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {
+        "train": lambda a: __import__("dyvm.engine", fromlist=["x"]).train_cli(a),
+        "eval": lambda a: __import__("dyvm.evaluate", fromlist=["x"]).eval_cli(a),
+        "flops": _flops_cli,
+        "bench": lambda a: __import__("dyvm.bench", fromlist=["x"]).main(a),
+        "convert": _convert_cli,
+        "demo": lambda a: __import__("dyvm.demo", fromlist=["x"]).demo_cli(a),
+        "viz": lambda a: __import__("dyvm.viz", fromlist=["x"]).viz_cli(a),
+    }
+    return handlers[args.command](args)
+
+
+def model_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Constructor keywords given on the command line (model and DyVM groups)."""
+    names = dict(img_size="img_size", patch_size="patch_size", depth="depth", embed_dim="embed_dim",
+                 num_classes="num_classes", in_chans="in_chans", token_keep_ratio="token_keep_ratio",
+                 block_keep_ratio="block_keep_ratio", router_threshold="router_threshold", score="score",
+                 pruning_loc="pruning_loc", scan_backend="scan_backend", drop_path="drop_path_rate")
+    return {kw: getattr(args, a) for a, kw in names.items() if getattr(args, a, None) is not None}
+
+
+def _flops_cli(args: argparse.Namespace) -> int:
+    from . import create_model
+    from .flops import count_flops, solve_keep_ratio
+
+    overrides = model_overrides(args)
+    if not args.model.startswith("dyvm"):
+        overrides = {k: v for k, v in overrides.items() if k not in
+                     ("token_keep_ratio", "block_keep_ratio", "router_threshold", "score", "pruning_loc")}
+    model = create_model(args.model, **overrides)
+    if args.checkpoint:
+        from .checkpoint import load_checkpoint
+
+        load_checkpoint(model, args.checkpoint)
+    conventions = ["official", "full"] if args.convention == "both" else [args.convention]
+    for conv in conventions:
+        g = count_flops(model, conv, branch_keep_ratio=args.branch_keep_ratio)
+        print(f"{args.model} {conv:8s} {g:.3f} GMACs/image")
+    if args.target_gflops is not None:
+        rho = solve_keep_ratio(model, args.target_gflops, branch_keep_ratio=args.branch_keep_ratio)
+        print(f"token keep ratio for <= {args.target_gflops} G (official): {rho:.4f}")
+    return 0
+
+
+def _convert_cli(args: argparse.Namespace) -> int:
+    from .checkpoint import convert_checkpoint
+
+    n = convert_checkpoint(args.src, args.dst, key=args.key)
+    print(f"wrote {args.dst} ({n} tensors)")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = _apply_config(parser, argv)
+        if not args.command:
+            parser.print_help()
+            return 2
+        _setup_threads(args)
+        return _run(args)
+    except CLIError as exc:
+        print(f"dyvm: error: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+        if os.environ.get("DYVM_DEBUG"):
+            raise
+        print(f"dyvm {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dyvm: interrupted", file=sys.stderr)
+        return 130
