@@ -242,3 +242,52 @@ def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, key: str 
     else:
         atomic_write(dst, lambda tmp: torch.save({"model": state}, tmp))
     return len(state)
+
+
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, **extra: Any) -> None:
+    """Write our checkpoint format atomically: weights plus what rebuilds the model
+    (``arch``, ``config``, ``data_config``), ``format_version`` and ``dyvm_version``."""
+    from . import __version__
+
+    model = getattr(model, "module", model)  # unwrap DDP
+    payload = {"format_version": FORMAT_VERSION, "dyvm_version": __version__,
+               "arch": getattr(model, "arch", None), "config": dict(getattr(model, "config", {})),
+               "data_config": {k: (list(v) if isinstance(v, tuple) else v)
+                               for k, v in dict(getattr(model, "pretrained_cfg", {}) or {}).items()},
+               "model": model.state_dict()}
+    payload.update(extra)
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def model_from_checkpoint(path: str | os.PathLike | dict, map_location: str | torch.device = "cpu",
+                          **overrides: Any) -> tuple[nn.Module, dict]:
+    """Rebuild the model a dyvm checkpoint describes and load its weights (strict).
+
+    ``overrides`` change inference knobs or model options (e.g. ``token_keep_ratio``)."""
+    from .models import create_model
+
+    ckpt = path if isinstance(path, dict) else read_checkpoint(path, map_location)
+    if not isinstance(ckpt, dict) or "arch" not in ckpt or "config" not in ckpt or not ckpt.get("arch"):
+        raise ValueError(f"{path!r} is not a dyvm checkpoint (no 'arch'/'config'); for an official checkpoint "
+                         "pass --model NAME as well")
+    if ckpt.get("format_version", 0) > FORMAT_VERSION:
+        raise ValueError(f"{path!r} has checkpoint format {ckpt['format_version']}, newer than this dyvm "
+                         f"understands ({FORMAT_VERSION}); upgrade dyvm")
+    config = dict(ckpt["config"])
+    if "token_keep_ratio" in overrides:
+        config.pop("token_ratio", None)
+    config.update(overrides)
+    model = create_model(ckpt["arch"], **config)
+    load_checkpoint(model, ckpt, strict=True)
+    if ckpt.get("data_config"):
+        cfg = dict(ckpt["data_config"])
+        if "input_size" in cfg:
+            cfg["input_size"] = tuple(cfg["input_size"])
+        for key in ("mean", "std"):
+            if key in cfg:
+                cfg[key] = tuple(cfg[key])
+        model.pretrained_cfg = model.default_cfg = cfg
+    return model, ckpt

@@ -142,3 +142,55 @@ def select_keep(source: str, logp: Optional[Tensor], n_alive: Tensor, k: int,
         raise ValueError(f"score={source!r} is not a keep-score source; expected one of {SCORE_SOURCES}")
     scores = scores.masked_fill(~alive, float("-inf"))
     return scores.topk(k, dim=1).indices.sort(dim=1).values
+
+
+# ------------------------------------------------------------------------- per-sample noise
+_MASK64 = (1 << 64) - 1
+
+
+def _signed(c: int) -> int:
+    return c - (1 << 64) if c >= 1 << 63 else c
+
+
+_C1, _C2 = _signed(0xBF58476D1CE4E5B9), _signed(0x94D049BB133111EB)
+_P1, _P2, _P3 = _signed(0x9E3779B97F4A7C15), _signed(0xD6E8FEB86659FD93), _signed(0xA0761D6478BD642F)
+
+
+def _shr(x: Tensor, k: int) -> Tensor:
+    """Logical right shift of int64 values."""
+    return (x >> k) & ((1 << (64 - k)) - 1)
+
+
+def _mix64(x: Tensor) -> Tensor:
+    """splitmix64's finaliser (wrapping int64 arithmetic): a strong bijective hash."""
+    x = x ^ _shr(x, 30)
+    x = x * _C1
+    x = x ^ _shr(x, 27)
+    x = x * _C2
+    return x ^ _shr(x, 31)
+
+
+class SampleNoise:
+    """Exp(1) noise that depends only on (seed, epoch, sample id, draw number, element), never on
+    which batch or process a sample lands in: a counter-based hash, vectorised over the batch.
+
+    Used so that a multi-process run draws exactly the Gumbel noise of a single-process run.
+    ``sample_ids`` (B,) identifies each image of the batch (its dataset index).
+    """
+
+    def __init__(self, sample_ids: Tensor, seed: int = 0, epoch: int = 0):
+        self.ids = sample_ids.long()
+        self.key = int(_mix64(torch.tensor([_signed((seed * 1_000_003 + epoch) & _MASK64)]))[0])
+        self.draw = 0
+
+    def __call__(self, shape: tuple, device: torch.device) -> Tensor:
+        if shape[0] != self.ids.shape[0]:
+            raise ValueError(f"SampleNoise: batch of {shape[0]} but {self.ids.shape[0]} sample ids")
+        per_sample = int(torch.tensor(shape[1:]).prod()) if len(shape) > 1 else 1
+        elem = torch.arange(per_sample, device=device, dtype=torch.long)[None]
+        ids = self.ids.to(device)[:, None]
+        x = ids * _P1 + elem * _P2 + (self.draw * _P3 + self.key)
+        self.draw += 1
+        bits = _shr(_mix64(_mix64(x)), 40)                     # top 24 bits
+        uniform = (bits.double() + 0.5) / float(1 << 24)         # in (0, 1)
+        return (-torch.log(uniform)).float().reshape(shape)

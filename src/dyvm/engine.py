@@ -1,0 +1,496 @@
+"""Training: ``dyvm train`` / :func:`train`. One small loop in the spirit of DeiT's ``engine.py``.
+
+Modes, chosen by the model name and the checkpoint:
+* pre-train a Vim from scratch (``--model vim_tiny``, no checkpoint);
+* fine-tune a Vim (``--model vim_small --checkpoint vim_s_midclstok_80p5acc.pth``; a head with
+  another class count is replaced);
+* fine-tune DyVM from a Vim (``--model dyvm_vim_small --checkpoint vim_s....pth``): predictors and
+  routers start fresh, the frozen teacher is the same Vim (or ``--teacher``), the loss is DyVM's.
+
+Multi-process: ``torchrun --nproc_per_node N -m dyvm train ...`` (gloo on CPU, nccl on CUDA).
+Determinism: every epoch reseeds all generators from (seed, epoch, rank) and the Gumbel noise is
+keyed by sample id, so a resumed run reproduces an uninterrupted one and N processes reproduce one
+process with the same global batch.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from .data import (FASHION_MNIST_MEAN, FASHION_MNIST_STD, build_dataset, build_transform, collate_skip_none,
+                   data_config_for, num_classes_of)
+from .dynamic import SampleNoise
+
+log = logging.getLogger("dyvm.train")
+
+# Spec §5.2: the official per-size DyVM scripts (lr is per 512 images of global batch).
+DYVM_PRESETS = {
+    "tiny": dict(lr=3e-5, batch_size=128, token_keep_ratio=0.9, block_keep_ratio=0.8),
+    "small": dict(lr=5e-5, batch_size=64, token_keep_ratio=0.7, block_keep_ratio=0.8),
+    "base": dict(lr=5e-5, batch_size=32, token_keep_ratio=0.7, block_keep_ratio=0.7),
+}
+DYVM_COMMON = dict(epochs=30, warmup_epochs=5, warmup_lr=1e-5, min_lr=1e-6, weight_decay=1e-8, drop_path=0.0,
+                   mixup=0.8, cutmix=1.0, smoothing=0.1, aa="rand-m9-mstd0.5-inc1", reprob=0.25, repeated_aug=3,
+                   token_weight=10.0, block_weight=10.0, distill_weight=0.5)
+# Vim/DeiT recipe for training a Vim (from scratch, or fine-tuning to new classes with a checkpoint).
+VIM_PRETRAIN = dict(lr=5e-4, epochs=300, warmup_epochs=5, warmup_lr=1e-6, min_lr=1e-5, weight_decay=0.05,
+                    drop_path=0.05, mixup=0.8, cutmix=1.0, smoothing=0.1, aa="rand-m9-mstd0.5-inc1", reprob=0.25,
+                    repeated_aug=3)
+VIM_FINETUNE = dict(VIM_PRETRAIN, lr=1e-4, epochs=30, warmup_epochs=2, drop_path=0.0)
+
+
+@dataclass
+class TrainConfig:
+    """Every option of ``dyvm train`` (None: from the preset of the model size)."""
+
+    model: str = "vim_tiny"
+    output: str = "runs/train"
+    checkpoint: Optional[str] = None
+    teacher: Optional[str] = None
+    dataset: str = "fashion-mnist"
+    data_path: Optional[str] = None
+    img_size: Optional[int] = None
+    patch_size: Optional[int] = None
+    depth: Optional[int] = None
+    embed_dim: Optional[int] = None
+    num_classes: Optional[int] = None
+    in_chans: Optional[int] = None
+    scan_backend: Optional[str] = None
+    device: Optional[str] = None
+    token_keep_ratio: Optional[float] = None
+    block_keep_ratio: Optional[float] = None
+    router_threshold: Optional[float] = None
+    score: Optional[str] = None
+    pruning_loc: Optional[list] = None
+    epochs: Optional[int] = None
+    batch_size: Optional[int] = None
+    lr: Optional[float] = None
+    min_lr: Optional[float] = None
+    warmup_epochs: Optional[int] = None
+    warmup_lr: Optional[float] = None
+    weight_decay: Optional[float] = None
+    clip_grad: Optional[float] = None
+    mixup: Optional[float] = None
+    cutmix: Optional[float] = None
+    smoothing: Optional[float] = None
+    aa: Optional[str] = None
+    reprob: Optional[float] = None
+    repeated_aug: Optional[int] = None
+    drop_path: Optional[float] = None
+    token_weight: Optional[float] = None
+    block_weight: Optional[float] = None
+    distill_weight: Optional[float] = None
+    scale_min: float = 0.08
+    hflip: float = 0.5
+    amp: str = "none"
+    ema: bool = False
+    ema_decay: float = 0.99996
+    seed: int = 0
+    resume: bool = False
+    max_steps_per_epoch: Optional[int] = None
+    val_size: int = 5000
+    eval_batch_size: int = 256
+    subset: Optional[int] = None
+    workers: int = 0
+    corrupt: str = "skip"
+    tensorboard: bool = False
+    no_progress: bool = False
+    threads: Optional[int] = None
+    config: Optional[str] = None
+
+    def resolved(self) -> "TrainConfig":
+        """Fill unset recipe values from the preset of the model's family and size."""
+        cfg = TrainConfig(**asdict(self))
+        size = next((s for s in ("tiny", "small", "base") if cfg.model.endswith(s)), "tiny")
+        if cfg.model.startswith("dyvm"):
+            preset = dict(DYVM_COMMON, **DYVM_PRESETS[size])
+        else:
+            preset = dict(VIM_FINETUNE if cfg.checkpoint else VIM_PRETRAIN, batch_size=128)
+        for key, value in preset.items():
+            if getattr(cfg, key) is None:
+                setattr(cfg, key, value)
+        return cfg
+
+
+# ------------------------------------------------------------------------------ distributed
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: torch.device) -> Dist:
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return Dist()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    info = Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    if device.type == "cuda":
+        torch.cuda.set_device(info.local_rank)
+    return info
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+# ------------------------------------------------------------------------------ model set-up
+def _check_config(cfg: TrainConfig) -> None:
+    positive = dict(epochs=cfg.epochs, batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size,
+                    repeated_aug=cfg.repeated_aug)
+    for key, value in positive.items():
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ValueError(f"{key} must be a positive integer, got {value!r}")
+    for key in ("lr", "min_lr", "warmup_lr", "weight_decay", "mixup", "cutmix", "smoothing", "reprob", "drop_path"):
+        value = getattr(cfg, key)
+        if value is not None and value < 0:
+            raise ValueError(f"{key} must be >= 0, got {value}")
+    if cfg.amp not in ("none", "bf16", "fp16"):
+        raise ValueError(f"amp={cfg.amp!r}; expected none, bf16 or fp16")
+    if (cfg.mixup or cfg.cutmix) and cfg.batch_size % 2:
+        raise ValueError(f"batch_size={cfg.batch_size} must be even with mixup/cutmix")
+
+
+def model_kwargs(cfg: TrainConfig, num_classes: int, channels: int) -> dict[str, Any]:
+    kw: dict[str, Any] = dict(num_classes=num_classes, in_chans=channels)
+    for key in ("img_size", "patch_size", "depth", "embed_dim", "scan_backend"):
+        if getattr(cfg, key) is not None:
+            kw[key] = getattr(cfg, key)
+    if cfg.drop_path:
+        kw["drop_path_rate"] = cfg.drop_path
+    if cfg.model.startswith("dyvm"):
+        for key in ("token_keep_ratio", "block_keep_ratio", "router_threshold", "score", "pruning_loc"):
+            if getattr(cfg, key) is not None:
+                kw[key] = getattr(cfg, key)
+    return kw
+
+
+def _teacher_name(name: str) -> str:
+    return name[len("dyvm_"):] if name.startswith("dyvm_") else name
+
+
+def build_models(cfg: TrainConfig, num_classes: int, channels: int, data_mean_std) -> tuple[nn.Module, Optional[nn.Module]]:
+    """The student (fresh, from a Vim, or from a dyvm checkpoint) and, for DyVM, the frozen teacher."""
+    from .models import create_model
+
+    kw = model_kwargs(cfg, num_classes, channels)
+    ckpt = read_checkpoint(cfg.checkpoint) if cfg.checkpoint else None
+    if ckpt is not None and isinstance(ckpt, dict) and ckpt.get("arch") and ckpt.get("config"):
+        # our own checkpoint: its architecture, our CLI overrides on top (e.g. a DyVM from our Vim)
+        base = {k: v for k, v in ckpt["config"].items() if k in ("img_size", "patch_size", "stride", "depth",
+                                                                   "embed_dim", "d_state", "channels")}
+        kw = {**base, **kw}
+    model = create_model(cfg.model, **kw)
+    if ckpt is not None:
+        report = load_checkpoint(model, ckpt, skip_mismatched_head=True)
+        log.info("initialised from %s: %s", cfg.checkpoint, report)
+    mean, std = data_mean_std
+    model.pretrained_cfg = dict(model.pretrained_cfg, mean=mean, std=std,
+                                crop_pct=1.0 if cfg.dataset == "fashion-mnist" else 0.875)
+    teacher = None
+    if cfg.model.startswith("dyvm") and (cfg.distill_weight or 0) > 0:
+        source = cfg.teacher or cfg.checkpoint
+        if source is None:
+            raise ValueError("DyVM fine-tuning distils from a frozen Vim: pass --checkpoint (a Vim) or --teacher, "
+                             "or --distill-weight 0")
+        tkw = {k: v for k, v in kw.items() if k not in ("token_keep_ratio", "block_keep_ratio", "router_threshold",
+                                                         "score", "pruning_loc", "drop_path_rate")}
+        teacher = create_model(_teacher_name(cfg.model), **tkw)
+        load_checkpoint(teacher, source, strict=False)
+        teacher.eval().requires_grad_(False)
+    return model, teacher
+
+
+# ------------------------------------------------------------------------------ the loop
+class _Logger:
+    def __init__(self, path: str, enabled: bool, tensorboard: bool):
+        self.enabled, self.path, self.tb = enabled, path, None
+        if enabled and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(os.path.dirname(path))
+            except ImportError:
+                log.warning("tensorboard is not installed; logging to %s only", path)
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k != "epoch":
+                    self.tb.add_scalar(k, v, record["epoch"])
+
+
+def _autocast(device: torch.device, amp: str):
+    if amp == "none":
+        return nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def _resolve_device(name: Optional[str]) -> torch.device:
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r} but CUDA is not available here")
+    return torch.device(name)
+
+
+def train(config: Optional[TrainConfig] = None, **options: Any) -> dict[str, Any]:
+    """Train as configured (a :class:`TrainConfig` and/or its fields as keywords).
+
+    Returns a summary: best validation top-1, the checkpoint paths and the per-epoch history.
+    """
+    from timm.data import Mixup
+    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import CosineLRScheduler
+
+    from .evaluate import evaluate
+    from .losses import DyVMLoss
+
+    unknown = set(options) - {f.name for f in fields(TrainConfig)}
+    if unknown:
+        raise TypeError(f"train() got unknown options: {sorted(unknown)}")
+    cfg = TrainConfig(**{**asdict(config or TrainConfig()), **options}).resolved()
+    _check_config(cfg)
+    device = _resolve_device(cfg.device)
+    ddp = init_distributed(device)
+    if ddp.world > 1 and device.type == "cuda":
+        device = torch.device("cuda", ddp.local_rank)
+    os.makedirs(cfg.output, exist_ok=True)
+    seed_everything(cfg.seed + ddp.rank)
+
+    # data -------------------------------------------------------------------------------
+    channels = cfg.in_chans or (1 if cfg.dataset == "fashion-mnist" else 3)
+    mean_std = ((FASHION_MNIST_MEAN * channels, FASHION_MNIST_STD * channels) if cfg.dataset == "fashion-mnist"
+                else ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
+    probe = build_dataset(cfg.dataset, "test", None, cfg.data_path, channels, cfg.val_size, cfg.corrupt)
+    num_classes = cfg.num_classes or num_classes_of(probe)
+    model, teacher = build_models(cfg, num_classes, channels, mean_std)
+    data_cfg = data_config_for(model)
+    train_tf = build_transform(data_cfg, True, cfg.aa, cfg.reprob, (cfg.scale_min, 1.0), cfg.hflip)
+    eval_tf = build_transform(data_cfg, False)
+    train_set = _Indexed(build_dataset(cfg.dataset, "train", train_tf, cfg.data_path, channels, cfg.val_size,
+                                       cfg.corrupt, cfg.subset))
+    val_set = build_dataset(cfg.dataset, "val", eval_tf, cfg.data_path, channels, cfg.val_size, cfg.corrupt)
+    if len(train_set) < cfg.batch_size * ddp.world:
+        raise ValueError(f"the training set has {len(train_set)} images, fewer than one global batch "
+                         f"({cfg.batch_size} × {ddp.world})")
+    if cfg.repeated_aug and cfg.repeated_aug > 1:
+        from timm.data.distributed_sampler import RepeatAugSampler
+
+        sampler = RepeatAugSampler(train_set, num_replicas=ddp.world, rank=ddp.rank, shuffle=True,
+                                   num_repeats=cfg.repeated_aug)
+    else:
+        from torch.utils.data.distributed import DistributedSampler
+
+        sampler = DistributedSampler(train_set, num_replicas=ddp.world, rank=ddp.rank, shuffle=True,
+                                     seed=cfg.seed, drop_last=True)
+    train_loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
+                              drop_last=True, collate_fn=collate_skip_none, persistent_workers=False)
+    val_loader = DataLoader(val_set, batch_size=cfg.eval_batch_size, shuffle=False, num_workers=cfg.workers,
+                            collate_fn=collate_skip_none)
+
+    # model, loss, optimiser -------------------------------------------------------------
+    model.to(device)
+    if teacher is not None:
+        teacher.to(device)
+    mixup = None
+    if (cfg.mixup or 0) > 0 or (cfg.cutmix or 0) > 0:
+        mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.smoothing,
+                      num_classes=num_classes)
+        base_criterion: nn.Module = SoftTargetCrossEntropy()
+    elif cfg.smoothing:
+        base_criterion = LabelSmoothingCrossEntropy(cfg.smoothing)
+    else:
+        base_criterion = nn.CrossEntropyLoss()
+    is_dyvm = cfg.model.startswith("dyvm")
+    criterion = (DyVMLoss.for_model(model, base_criterion, teacher, token_weight=cfg.token_weight,
+                                    block_weight=cfg.block_weight,
+                                    distill_weight=cfg.distill_weight if teacher is not None else 0.0)
+                 if is_dyvm else None)
+    global_batch = cfg.batch_size * ddp.world
+    lr = cfg.lr * global_batch / 512
+    optimizer = create_optimizer_v2(model, "adamw", lr=lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = len(train_loader) if cfg.max_steps_per_epoch is None else min(len(train_loader),
+                                                                                   cfg.max_steps_per_epoch)
+    scheduler = CosineLRScheduler(optimizer, t_initial=cfg.epochs * steps_per_epoch, lr_min=cfg.min_lr,
+                                  warmup_t=cfg.warmup_epochs * steps_per_epoch, warmup_lr_init=cfg.warmup_lr,
+                                  t_in_epochs=False)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
+    ema = None
+    if cfg.ema:
+        from timm.utils import ModelEmaV3
+
+        ema = ModelEmaV3(model, decay=cfg.ema_decay)
+    wrapped: nn.Module = model
+    if ddp.world > 1:
+        find_unused = is_dyvm and getattr(model, "score", "predictor") != "predictor"
+        wrapped = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                                      find_unused_parameters=find_unused)
+
+    # resume -----------------------------------------------------------------------------
+    last_path, best_path = os.path.join(cfg.output, "checkpoint.pth"), os.path.join(cfg.output, "best.pth")
+    start_epoch, best_acc, history = 0, -1.0, []
+    if cfg.resume:
+        if not os.path.isfile(last_path):
+            raise FileNotFoundError(f"--resume: no checkpoint at {last_path}")
+        state = read_checkpoint(last_path, map_location=device)
+        load_checkpoint(model, state, strict=True)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        if ema is not None and state.get("model_ema") is not None:
+            ema.module.load_state_dict(state["model_ema"])
+        start_epoch, best_acc, history = state["epoch"] + 1, state["best_acc"], list(state.get("history", []))
+        if ddp.main:
+            log.info("resumed from %s at epoch %d", last_path, start_epoch)
+    logger = _Logger(os.path.join(cfg.output, "log.jsonl"), ddp.main, cfg.tensorboard)
+    if ddp.main:
+        with open(os.path.join(cfg.output, "config.json"), "w") as fh:
+            json.dump(dict(asdict(cfg), world_size=ddp.world, effective_lr=lr, num_classes=num_classes), fh, indent=2)
+
+    # epochs -----------------------------------------------------------------------------
+    show = ddp.main and not cfg.no_progress
+    for epoch in range(start_epoch, cfg.epochs):
+        seed_everything(cfg.seed * 100_003 + epoch * 1_009 + ddp.rank)
+        sampler.set_epoch(epoch)
+        wrapped.train()
+        t0 = time.time()
+        sums: dict[str, float] = {}
+        n_steps, skipped = 0, 0
+        bar = _progress(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", show)
+        for step, batch in enumerate(train_loader):
+            if step >= steps_per_epoch:
+                break
+            if batch is None:
+                skipped += cfg.batch_size
+                continue
+            images, targets, ids = batch
+            skipped += cfg.batch_size - images.shape[0]
+            images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+            if mixup is not None:
+                if images.shape[0] % 2:
+                    images, targets, ids = images[:-1], targets[:-1], ids[:-1]
+                images, targets = mixup(images, targets)
+            with _autocast(device, cfg.amp):
+                if is_dyvm:
+                    out = wrapped(images, noise=SampleNoise(ids, cfg.seed, epoch))
+                    loss, parts = criterion(images, out, targets)
+                else:
+                    loss = base_criterion(wrapped(images).float(), targets)
+                    parts = {"loss": loss.item()}
+            if not math.isfinite(parts["loss"]):
+                raise FloatingPointError(f"loss is {parts['loss']} at epoch {epoch} step {step}; "
+                                         "lower --lr or use --amp none")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.clip_grad:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step_update(epoch * steps_per_epoch + step + 1)
+            if ema is not None:
+                ema.update(model)
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + v
+            n_steps += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{parts['loss']:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+        if bar is not None:
+            bar.close()
+        if skipped and ddp.main:
+            log.warning("epoch %d: skipped %d unreadable images", epoch, skipped)
+        train_time = time.time() - t0
+        stats = evaluate(model, val_loader, device, amp=cfg.amp, progress=False)
+        record = dict(epoch=epoch, lr=optimizer.param_groups[0]["lr"], train_time_s=train_time,
+                      skipped_images=skipped,
+                      **{f"train_{k}": v / max(n_steps, 1) for k, v in sums.items()},
+                      **{f"val_{k}": v for k, v in stats.items() if not isinstance(v, list)})
+        if "token_keep" in stats:
+            record["val_token_keep"] = stats["token_keep"]
+        if "branch_keep_mean" in stats:
+            record["val_branch_keep_mean"] = stats["branch_keep_mean"]
+        history.append(record)
+        logger.write(record)
+        improved = stats["top1"] > best_acc
+        best_acc = max(best_acc, stats["top1"])
+        if ddp.main:
+            extra = dict(epoch=epoch, best_acc=best_acc, history=history, optimizer=optimizer.state_dict(),
+                         scheduler=scheduler.state_dict(), scaler=scaler.state_dict(),
+                         model_ema=None if ema is None else ema.module.state_dict(), train_config=asdict(cfg),
+                         val_top1=stats["top1"])
+            save_checkpoint(last_path, model, **extra)
+            if improved:
+                save_checkpoint(best_path, model, epoch=epoch, best_acc=best_acc, val_top1=stats["top1"],
+                                train_config=asdict(cfg))
+            if not cfg.no_progress:
+                print(f"epoch {epoch + 1}/{cfg.epochs}: loss {record.get('train_loss', float('nan')):.4f}  "
+                      f"val top-1 {stats['top1']:.2f}%  best {best_acc:.2f}%  ({train_time:.0f} s)", file=sys.stderr)
+        if ddp.world > 1:
+            dist.barrier()
+    return dict(best_acc=best_acc, checkpoint=last_path, best_checkpoint=best_path, history=history,
+                output=cfg.output, world_size=ddp.world)
+
+
+class _Indexed(torch.utils.data.Dataset):
+    """Adds each item's dataset index (the key of its Gumbel noise)."""
+
+    def __init__(self, ds):
+        self.ds, self.classes = ds, getattr(ds, "classes", None)
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, index: int):
+        item = self.ds[index]
+        return None if item is None else (item[0], item[1], index)
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True, leave=False)
+
+
+def train_cli(args) -> int:
+    names = {f.name for f in fields(TrainConfig)}
+    options = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    if options.get("amp") is None:
+        options.pop("amp", None)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    summary = train(**options)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps({k: v for k, v in summary.items() if k != "history"}))
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return 0

@@ -1,0 +1,179 @@
+"""Evaluation: ``dyvm eval`` / :func:`evaluate` and :func:`evaluate_checkpoint`.
+
+Reports top-1/top-5, the token keep ratio per stage, the branch keep ratio per layer, GFLOPs in
+both conventions (branch savings measured on the evaluated images), latency and throughput.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from contextlib import nullcontext
+from typing import Any, Optional
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp: str = "none",
+             progress: bool = True, desc: str = "eval") -> dict[str, Any]:
+    """Accuracy (percent) and, for DyVM, token/branch keep ratios, over ``loader``."""
+    from .models.dyvm import DyVM
+
+    model.eval()
+    is_dyvm = isinstance(model, DyVM)
+    correct1 = correct5 = n = 0
+    loss_sum = 0.0
+    gate_sum = torch.zeros(model.depth, 2, dtype=torch.float64) if is_dyvm else None
+    per_class_gates: dict[int, torch.Tensor] = {}
+    class_counts: dict[int, int] = {}
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(loader), desc=desc, unit="batch", file=sys.stderr, leave=False)
+    ctx = (torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+           if amp in ("bf16", "fp16") else nullcontext())
+    for batch in loader:
+        if bar is not None:
+            bar.update(1)
+        if batch is None:
+            continue
+        images, targets = batch[0].to(device), batch[1].to(device)
+        with ctx:
+            if is_dyvm:
+                out = model.forward_inference(images)
+                logits = out.logits
+                gates = out.gates.double().cpu()                                   # (depth, B, 2)
+                gate_sum += gates.sum(1)
+                for c in targets.unique().tolist():
+                    sel = (targets == c).cpu()
+                    per_class_gates[c] = per_class_gates.get(c, 0) + gates[:, sel].sum(1)
+                    class_counts[c] = class_counts.get(c, 0) + int(sel.sum())
+            else:
+                logits = model(images)
+        logits = logits.float()
+        loss_sum += nn.functional.cross_entropy(logits, targets, reduction="sum").item()
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        correct1 += (top[:, 0] == targets).sum().item()
+        correct5 += (top == targets[:, None]).any(1).sum().item()
+        n += images.shape[0]
+    if bar is not None:
+        bar.close()
+    if n == 0:
+        raise ValueError("evaluation saw no images (empty or unreadable data)")
+    stats: dict[str, Any] = dict(top1=100.0 * correct1 / n, top5=100.0 * correct5 / n, loss=loss_sum / n, images=n)
+    if is_dyvm:
+        stats["token_keep"] = [k / model.num_patches for k in model.keep_counts()]
+        branch = gate_sum / n
+        stats["branch_keep"] = branch.tolist()
+        stats["branch_keep_mean"] = float(branch.mean())
+        stats["branch_keep_per_class"] = {c: (g / class_counts[c]).tolist() for c, g in sorted(per_class_gates.items())}
+    return stats
+
+
+def measure_latency(model: nn.Module, batch_size: int, device: torch.device, repeats: int = 10,
+                    warmup: int = 2) -> dict[str, float]:
+    """Median latency (ms) of an eval forward on random input, and the throughput (images/s)."""
+    from .bench import time_call
+
+    model.eval()
+    x = torch.randn(batch_size, model.in_chans, model.img_size, model.img_size, device=device)
+
+    def step():
+        with torch.no_grad():
+            model(x)
+
+    times = time_call(step, device, repeats, warmup)
+    median = statistics.median(times)
+    return dict(batch=batch_size, latency_ms=1e3 * median, throughput=batch_size / median)
+
+
+def load_for_eval(checkpoint: Optional[str], model_name: Optional[str] = None, overrides: Optional[dict] = None):
+    """A model from our checkpoint (architecture inside), or ``model_name`` + an official checkpoint."""
+    from .checkpoint import load_checkpoint, model_from_checkpoint, read_checkpoint
+    from .models import create_model
+
+    overrides = dict(overrides or {})
+    knobs = {k: overrides.pop(k) for k in ("token_keep_ratio", "router_threshold", "score") if k in overrides}
+    if checkpoint is None and model_name is None:
+        raise ValueError("give --checkpoint (a dyvm checkpoint) or --model NAME")
+    ckpt = read_checkpoint(checkpoint) if checkpoint else None
+    if ckpt is not None and isinstance(ckpt, dict) and ckpt.get("arch") and model_name is None:
+        model, _ = model_from_checkpoint(ckpt, **overrides)
+    else:
+        model = create_model(model_name, **overrides)
+        if ckpt is not None:
+            load_checkpoint(model, ckpt)
+    if knobs:
+        if not hasattr(model, "configure"):
+            raise ValueError(f"--{'/--'.join(k.replace('_', '-') for k in knobs)} apply to DyVM models only")
+        model.configure(**knobs)
+    return model
+
+
+def evaluate_checkpoint(checkpoint: Optional[str] = None, model: Optional[str] = None, dataset: str = "fashion-mnist",
+                        data_path: Optional[str] = None, split: str = "test", batch_size: int = 256,
+                        workers: int = 0, device: Optional[str] = None, latency_batch_sizes=(1, 64),
+                        val_size: int = 5000, corrupt: str = "skip", progress: bool = True,
+                        flops_images: int = 256, **overrides: Any) -> dict[str, Any]:
+    """Everything ``dyvm eval`` reports, as a dict."""
+    from .data import build_dataset, build_transform, collate_skip_none, data_config_for
+    from .flops import count_flops
+    from .models.dyvm import DyVM
+
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    net = load_for_eval(checkpoint, model, overrides).to(dev)
+    data_cfg = data_config_for(net)
+    ds = build_dataset(dataset, split, build_transform(data_cfg, False), data_path, net.in_chans, val_size, corrupt)
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate_skip_none)
+    stats = evaluate(net, loader, dev, progress=progress)
+    result: dict[str, Any] = dict(model=getattr(net, "arch", model), checkpoint=checkpoint, split=split, **stats)
+    if isinstance(net, DyVM) and net.use_routers:
+        keep = torch.tensor(stats["branch_keep"], dtype=torch.float64)
+        result["gflops_official"] = count_flops(net, "official", branch_keep_ratio=float(keep.mean()))
+        from .flops import flops_breakdown
+
+        result["gflops_full"] = sum(flops_breakdown(net, "full", branch_keep=keep).values()) / 1e9
+    else:
+        result["gflops_official"] = count_flops(net, "official")
+        result["gflops_full"] = count_flops(net, "full")
+    if isinstance(net, DyVM):
+        result.update(token_keep_ratio=net.token_ratio, router_threshold=net.router_threshold, score=net.score)
+    result["latency"] = [measure_latency(net, b, dev) for b in latency_batch_sizes]
+    result["device"] = str(dev)
+    result["threads"] = torch.get_num_threads()
+    return result
+
+
+def format_report(r: dict[str, Any]) -> str:
+    lines = [f"model {r['model']}  ({r['split']} split, {r['images']} images)",
+             f"  top-1 {r['top1']:.2f}%   top-5 {r['top5']:.2f}%   loss {r['loss']:.4f}",
+             f"  GFLOPs (GMACs/image): official {r['gflops_official']:.4f}   full {r['gflops_full']:.4f}"]
+    if "token_keep" in r:
+        lines.append("  token keep per stage: " + ", ".join(f"{k:.3f}" for k in r["token_keep"]))
+    if "branch_keep" in r:
+        lines.append(f"  branch keep (mean {r['branch_keep_mean']:.3f}) per layer [fwd/bwd]: " +
+                     " ".join(f"{f:.2f}/{b:.2f}" for f, b in r["branch_keep"]))
+    for lat in r["latency"]:
+        lines.append(f"  latency batch {lat['batch']}: {lat['latency_ms']:.1f} ms   "
+                     f"throughput {lat['throughput']:.1f} img/s  ({r['device']}, {r['threads']} threads)")
+    return "\n".join(lines)
+
+
+def eval_cli(args) -> int:
+    from .cli import model_overrides
+
+    overrides = model_overrides(args)
+    result = evaluate_checkpoint(args.checkpoint, args.model, args.dataset, args.data_path, args.split, args.batch_size,
+                                 args.workers, args.device, tuple(args.latency_batch_sizes), args.val_size, args.corrupt,
+                                 progress=not args.no_progress, **overrides)
+    print(format_report(result))
+    if args.json:
+        from .checkpoint import atomic_write
+
+        atomic_write(args.json, lambda tmp: open(tmp, "w").write(json.dumps(result, indent=2)))
+    return 0
