@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--reprob", type=float, help="random erasing probability")
     g.add_argument("--repeated-aug", type=int, help="repeated augmentation count (1 = off)")
     g.add_argument("--drop-path", type=float)
+    g.add_argument("--scale-min", type=float, default=0.08, help="RandomResizedCrop minimum area fraction")
+    g.add_argument("--hflip", type=float, default=0.5, help="horizontal flip probability")
     g.add_argument("--token-weight", type=float, help="token keep-ratio loss weight (10)")
     g.add_argument("--block-weight", type=float, help="branch keep-ratio loss weight (10)")
     g.add_argument("--distill-weight", type=float, help="distillation weight (0.5)")

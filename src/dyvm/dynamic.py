@@ -189,7 +189,7 @@ class SampleNoise:
         per_sample = int(torch.tensor(shape[1:]).prod()) if len(shape) > 1 else 1
         elem = torch.arange(per_sample, device=device, dtype=torch.long)[None]
         ids = self.ids.to(device)[:, None]
-        x = ids * _P1 + elem * _P2 + (self.draw * _P3 + self.key)
+        x = ids * _P1 + elem * _P2 + _signed((self.draw * _P3 + self.key) & _MASK64)
         self.draw += 1
         bits = _shr(_mix64(_mix64(x)), 40)                     # top 24 bits
         uniform = (bits.double() + 0.5) / float(1 << 24)         # in (0, 1)

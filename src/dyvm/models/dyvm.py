@@ -70,7 +70,8 @@ class DyVM(VisionMamba):
     """Dynamic Vision Mamba.
 
     Args (besides the Vim ones):
-        pruning_loc: layers before which tokens are pruned (sorted, distinct, in [1, depth-1]).
+        pruning_loc: layers before which tokens are pruned (sorted, distinct, in [1, depth-1]);
+            default [depth/4, depth/2, 3·depth/4], the official [6, 12, 18] at depth 24.
         token_keep_ratio: ρ; the cumulative keep ratios are ρ, ρ², ρ³, ... Or give
         token_ratio: the explicit list of cumulative ratios (one per stage), as the official code.
         block_keep_ratio: β, the target fraction of branches that run (used by the loss).
@@ -80,12 +81,14 @@ class DyVM(VisionMamba):
         use_routers / use_pruning: False gives the paper's token-only / block-only ablations.
     """
 
-    def __init__(self, pruning_loc: Sequence[int] = (6, 12, 18), token_keep_ratio: Optional[float] = None,
+    def __init__(self, pruning_loc: Optional[Sequence[int]] = None, token_keep_ratio: Optional[float] = None,
                  token_ratio: Optional[Sequence[float]] = None, block_keep_ratio: float = 0.8,
                  router_tau: float = 2.0, router_threshold: float = 0.5, score: str = "predictor",
                  use_routers: bool = True, use_pruning: bool = True, **vim_kwargs: Any):
         super().__init__(_router=use_routers, **vim_kwargs)
         depth = self.depth
+        if pruning_loc is None:  # the official [6, 12, 18] for 24 layers, scaled to the depth
+            pruning_loc = [depth // 4, depth // 2, 3 * depth // 4]
         pruning_loc = list(pruning_loc) if use_pruning else []
         if any(isinstance(p, bool) or not isinstance(p, int) for p in pruning_loc):
             raise ValueError(f"pruning_loc must be a list of layer indices, got {pruning_loc!r}")
