@@ -86,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--drop-path", type=float)
     g.add_argument("--scale-min", type=float, default=0.08, help="RandomResizedCrop minimum area fraction")
     g.add_argument("--hflip", type=float, default=0.5, help="horizontal flip probability")
+    g.add_argument("--no-routers", dest="use_routers", action="store_false",
+                   help="token-only ablation: no SSM branch selection")
+    g.add_argument("--no-pruning", dest="use_pruning", action="store_false",
+                   help="block-only ablation: no token pruning")
     g.add_argument("--token-weight", type=float, help="token keep-ratio loss weight (10)")
     g.add_argument("--block-weight", type=float, help="branch keep-ratio loss weight (10)")
     g.add_argument("--distill-weight", type=float, help="distillation weight (0.5)")

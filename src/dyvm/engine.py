@@ -77,6 +77,8 @@ class TrainConfig:
     router_threshold: Optional[float] = None
     score: Optional[str] = None
     pruning_loc: Optional[list] = None
+    use_routers: bool = True
+    use_pruning: bool = True
     epochs: Optional[int] = None
     batch_size: Optional[int] = None
     lr: Optional[float] = None
@@ -184,6 +186,7 @@ def model_kwargs(cfg: TrainConfig, num_classes: int, channels: int) -> dict[str,
         for key in ("token_keep_ratio", "block_keep_ratio", "router_threshold", "score", "pruning_loc"):
             if getattr(cfg, key) is not None:
                 kw[key] = getattr(cfg, key)
+        kw.update(use_routers=cfg.use_routers, use_pruning=cfg.use_pruning)
     return kw
 
 
@@ -216,7 +219,8 @@ def build_models(cfg: TrainConfig, num_classes: int, channels: int, data_mean_st
             raise ValueError("DyVM fine-tuning distils from a frozen Vim: pass --checkpoint (a Vim) or --teacher, "
                              "or --distill-weight 0")
         tkw = {k: v for k, v in kw.items() if k not in ("token_keep_ratio", "block_keep_ratio", "router_threshold",
-                                                         "score", "pruning_loc", "drop_path_rate")}
+                                                         "score", "pruning_loc", "drop_path_rate", "use_routers",
+                                                         "use_pruning")}
         teacher = create_model(_teacher_name(cfg.model), **tkw)
         load_checkpoint(teacher, source, strict=False)
         teacher.eval().requires_grad_(False)
@@ -377,6 +381,12 @@ def train(config: Optional[TrainConfig] = None, **options: Any) -> dict[str, Any
 
     # epochs -----------------------------------------------------------------------------
     show = ddp.main and not cfg.no_progress
+    epoch_bar = None
+    if show:
+        from tqdm import tqdm
+
+        epoch_bar = tqdm(total=cfg.epochs, initial=start_epoch, desc=f"train {cfg.model}", unit="epoch",
+                         file=sys.stderr, dynamic_ncols=True, position=0)
     for epoch in range(start_epoch, cfg.epochs):
         seed_everything(cfg.seed * 100_003 + epoch * 1_009 + ddp.rank)
         sampler.set_epoch(epoch)
@@ -384,7 +394,7 @@ def train(config: Optional[TrainConfig] = None, **options: Any) -> dict[str, Any
         t0 = time.time()
         sums: dict[str, float] = {}
         n_steps, skipped = 0, 0
-        bar = _progress(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", show)
+        bar = _progress(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", show, position=1)
         for step, batch in enumerate(train_loader):
             if step >= steps_per_epoch:
                 break
@@ -451,11 +461,16 @@ def train(config: Optional[TrainConfig] = None, **options: Any) -> dict[str, Any
             if improved:
                 save_checkpoint(best_path, model, epoch=epoch, best_acc=best_acc, val_top1=stats["top1"],
                                 train_config=asdict(cfg))
-            if not cfg.no_progress:
-                print(f"epoch {epoch + 1}/{cfg.epochs}: loss {record.get('train_loss', float('nan')):.4f}  "
-                      f"val top-1 {stats['top1']:.2f}%  best {best_acc:.2f}%  ({train_time:.0f} s)", file=sys.stderr)
+            if epoch_bar is not None:
+                epoch_bar.update(1)
+                epoch_bar.set_postfix(val_top1=f"{stats['top1']:.2f}", best=f"{best_acc:.2f}")
+                epoch_bar.write(f"epoch {epoch + 1}/{cfg.epochs}: loss {record.get('train_loss', float('nan')):.4f}  "
+                                f"val top-1 {stats['top1']:.2f}%  best {best_acc:.2f}%  ({train_time:.0f} s)",
+                                file=sys.stderr)
         if ddp.world > 1:
             dist.barrier()
+    if epoch_bar is not None:
+        epoch_bar.close()
     return dict(best_acc=best_acc, checkpoint=last_path, best_checkpoint=best_path, history=history,
                 output=cfg.output, world_size=ddp.world)
 
@@ -474,12 +489,13 @@ class _Indexed(torch.utils.data.Dataset):
         return None if item is None else (item[0], item[1], index)
 
 
-def _progress(total: int, desc: str, enabled: bool):
+def _progress(total: int, desc: str, enabled: bool, position: int = 0):
     if not enabled:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True, leave=False)
+    return tqdm(total=total, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True, leave=False,
+                position=position)
 
 
 def train_cli(args) -> int:
