@@ -11,10 +11,7 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 def available_backends() -> list[str]:
     """Scan backends to test here: reference, torch, and cpp where a compiler exists."""
-    try:
-        from dyvm.kernels import scan_cpp
-    except ImportError:  # TEMP while the backend is being written
-        return ["reference"]
+    from dyvm.kernels import scan_cpp
 
     names = ["reference", "torch"]
     if scan_cpp.available():

@@ -1,0 +1,301 @@
+"""Selective-scan backends against a float64 run of the reference recurrence."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dyvm.kernels import scan as scan_mod
+from dyvm.kernels import scan_cpp
+from dyvm.kernels.scan import ENV_VAR, resolve_backend, selective_scan, selective_scan_reference
+from dyvm.kernels.scan_torch import selective_scan_torch
+
+CPP = scan_cpp.available()
+BACKENDS_HERE = ["reference", "torch"] + (["cpp"] if CPP else [])
+needs_cpp = pytest.mark.skipif(not CPP, reason=f"C++ scan kernel unavailable: {scan_cpp.build_error()}")
+NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+
+
+def make_inputs(batch=2, channels=6, length=37, nstate=16, *, D=True, z=True, bias=True,
+                softplus=True, big_decay=False, dtype=torch.float32, seed=0):
+    """Leaf tensors (u, delta, A, B, C, D, z, delta_bias), None where absent, and the flag."""
+    g = torch.Generator().manual_seed(seed)
+
+    def rnd(*shape):
+        return torch.randn(*shape, generator=g, dtype=torch.float64)
+
+    u = rnd(batch, channels, length)
+    if softplus:
+        delta = 0.5 * rnd(batch, channels, length)
+    else:  # Δ used as is: keep it positive and moderate
+        delta = F.softplus(0.5 * rnd(batch, channels, length) - 1.0)
+    a_log_max = 2.5 if big_decay else 1.0       # |A| up to e^2.5 ~ 12
+    A = -torch.exp(a_log_max * torch.rand(channels, nstate, generator=g, dtype=torch.float64))
+    Bm, Cm = rnd(batch, nstate, length), rnd(batch, nstate, length)
+    Dv = rnd(channels) if D else None
+    zz = rnd(batch, channels, length) if z else None
+    if bias:
+        # big_decay: Δ ~ softplus(3 + ...) ~ 3-4.5, so Δ|A| reaches ~50
+        base = 3.0 if big_decay else -0.5
+        db = base + 0.5 * torch.rand(channels, generator=g, dtype=torch.float64)
+    else:
+        db = None
+    tensors = [t if t is None else t.to(dtype).requires_grad_() for t in
+               (u, delta, A, Bm, Cm, Dv, zz, db)]
+    return tensors, softplus
+
+
+def run_with_grads(fn, tensors, softplus, grad_out):
+    out = fn(*tensors, softplus)
+    present = [t for t in tensors if t is not None]
+    grads = torch.autograd.grad(out, present, grad_out.to(out.dtype))
+    it = iter(grads)
+    return out, [None if t is None else next(it) for t in tensors]
+
+
+def fp64_reference(tensors, softplus, grad_out):
+    t64 = [None if t is None else t.detach().double().requires_grad_() for t in tensors]
+    return run_with_grads(selective_scan_reference, t64, softplus, grad_out.double())
+
+
+CONFIGS = {
+    "full": dict(),
+    "bare": dict(D=False, z=False, bias=False),
+    "no_softplus": dict(softplus=False),
+    "no_softplus_bare": dict(softplus=False, D=False, z=False, bias=False),
+    "big_decay": dict(big_decay=True),
+    "long": dict(batch=1, channels=3, length=1100),
+    "n8_odd": dict(batch=3, channels=5, length=17, nstate=8),
+    "single_step": dict(batch=2, channels=4, length=1),
+}
+
+
+@pytest.mark.parametrize("config", list(CONFIGS))
+@pytest.mark.parametrize("backend", BACKENDS_HERE)
+def test_matches_fp64_reference(backend, config):
+    tensors, softplus = make_inputs(**CONFIGS[config])
+    grad_out = torch.randn(tensors[0].shape, generator=torch.Generator().manual_seed(1))
+    out, grads = run_with_grads(
+        lambda *a: selective_scan(*a, backend=backend), tensors, softplus, grad_out)
+    ref_out, ref_grads = fp64_reference(tensors, softplus, grad_out)
+
+    assert out.dtype == torch.float32 and out.shape == tensors[0].shape
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out.double(), ref_out, rtol=1e-5, atol=1e-5)
+    for name, t, g, rg in zip(NAMES, tensors, grads, ref_grads):
+        if t is None:
+            assert g is None
+            continue
+        assert g.shape == t.shape and torch.isfinite(g).all(), name
+        torch.testing.assert_close(g.double(), rg, rtol=1e-4, atol=1e-5, msg=lambda m: f"d{name}: {m}")
+
+
+def test_big_decay_really_is_big():
+    """The large-decay case reaches Δ|A| ~ 50 (exp(ΔA) underflows towards 0)."""
+    (u, delta, A, *_rest, db), _ = make_inputs(**CONFIGS["big_decay"])
+    dA = F.softplus(delta + db[None, :, None])[..., None] * A[None, :, None, :].abs()
+    assert dA.max() > 40
+
+
+@pytest.mark.parametrize("block_elems", [200, 1000, 90], ids=["1step", "5steps", "split_batch"])
+def test_torch_backend_blocking(monkeypatch, block_elems):
+    """Small work blocks: many time blocks (state carried across them both ways) and, at 90,
+    one batch element per block."""
+    from dyvm.kernels import scan_torch
+
+    monkeypatch.setitem(scan_torch._BLOCK_ELEMS, "cpu", block_elems)
+    tensors, softplus = make_inputs(batch=3, channels=2, length=23, nstate=16)
+    assert scan_torch._block_plan(3, 23, 2 * 16, torch.device("cpu"))[1] < 23
+    grad_out = torch.randn(tensors[0].shape, generator=torch.Generator().manual_seed(2))
+    out, grads = run_with_grads(selective_scan_torch, tensors, softplus, grad_out)
+    ref_out, ref_grads = fp64_reference(tensors, softplus, grad_out)
+    torch.testing.assert_close(out.double(), ref_out, rtol=1e-5, atol=1e-5)
+    for name, g, rg in zip(NAMES, grads, ref_grads):
+        torch.testing.assert_close(g.double(), rg, rtol=1e-4, atol=1e-5, msg=lambda m: f"d{name}: {m}")
+
+
+@pytest.mark.parametrize("backend", ["torch"] + (["cpp"] if CPP else []))
+def test_no_grad_path_matches(backend):
+    tensors, softplus = make_inputs(batch=2, channels=5, length=40)
+    with_grad = selective_scan(*tensors, softplus, backend=backend)
+    with torch.no_grad():
+        without = selective_scan(*tensors, softplus, backend=backend)
+    plain = [None if t is None else t.detach() for t in tensors]
+    torch.testing.assert_close(without, with_grad.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(selective_scan(*plain, softplus, backend=backend), without,
+                               rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("backend", ["torch"] + (["cpp"] if CPP else []))
+def test_non_contiguous_inputs(backend):
+    tensors, softplus = make_inputs(batch=2, channels=4, length=23)
+    u, delta, A, Bm, Cm, Dv, zz, db = [t.detach() for t in tensors]
+    # same values, other memory layouts
+    Bnc = Bm.transpose(1, 2).contiguous().transpose(1, 2)
+    Cnc = Cm.transpose(1, 2).contiguous().transpose(1, 2)
+    unc = torch.stack([u, u], dim=-1)[..., 0]
+    znc = zz.transpose(0, 1).contiguous().transpose(0, 1)
+    assert not (Bnc.is_contiguous() or unc.is_contiguous() or znc.is_contiguous())
+    got = selective_scan(unc, delta, A, Bnc, Cnc, Dv, znc, db, softplus, backend=backend)
+    want = selective_scan(u, delta, A, Bm, Cm, Dv, zz, db, softplus, backend="reference")
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def _gradcheck(fn, **kw):
+    tensors, softplus = make_inputs(batch=2, channels=3, length=7, nstate=4,
+                                    dtype=torch.float64, **kw)
+    present = [i for i, t in enumerate(tensors) if t is not None]
+
+    def f(*xs):
+        full = list(tensors)
+        for i, x in zip(present, xs):
+            full[i] = x
+        return fn(*full, softplus)
+
+    assert torch.autograd.gradcheck(f, [tensors[i] for i in present], eps=1e-6, atol=1e-6,
+                                    rtol=1e-5)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(D=False, z=False, bias=False, softplus=False)],
+                         ids=["full", "bare"])
+def test_gradcheck_torch(kw):
+    _gradcheck(selective_scan_torch, **kw)
+
+
+@needs_cpp
+@pytest.mark.parametrize("kw", [dict(), dict(D=False, z=False, bias=False, softplus=False)],
+                         ids=["full", "bare"])
+def test_gradcheck_cpp(kw):
+    _gradcheck(scan_cpp.selective_scan_cpp, **kw)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("backend", BACKENDS_HERE)
+def test_low_precision_inputs(backend, dtype):
+    tensors, softplus = make_inputs(batch=2, channels=4, length=29, dtype=dtype)
+    out = selective_scan(*tensors, softplus, backend=backend)
+    assert out.dtype == dtype
+    # the state is fp32 whatever the input dtype: compare with fp32 on the same (rounded) values
+    t32 = [None if t is None else t.detach().float() for t in tensors]
+    want = selective_scan_reference(*t32, softplus)
+    tol = 2e-2 if dtype == torch.bfloat16 else 4e-3
+    torch.testing.assert_close(out.float(), want, rtol=tol, atol=tol)
+    out.float().square().sum().backward()
+    for name, t in zip(NAMES, tensors):
+        if t is not None:
+            assert t.grad is not None and t.grad.dtype == dtype, name
+            assert torch.isfinite(t.grad.float()).all(), name
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_torch_backend_on_cuda():
+    tensors, softplus = make_inputs(batch=2, channels=8, length=50)
+    grad_out = torch.randn(tensors[0].shape)
+    cuda = [None if t is None else t.detach().cuda().requires_grad_() for t in tensors]
+    out, grads = run_with_grads(selective_scan_torch, cuda, softplus, grad_out.cuda())
+    ref_out, ref_grads = fp64_reference(tensors, softplus, grad_out)
+    torch.testing.assert_close(out.double().cpu(), ref_out, rtol=1e-5, atol=1e-5)
+    for g, rg in zip(grads, ref_grads):
+        if rg is not None:
+            torch.testing.assert_close(g.double().cpu(), rg, rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------- backend selection
+
+
+def _spy(monkeypatch):
+    calls = []
+
+    def fake_torch_impl(*args):
+        calls.append(len(args))
+        return selective_scan_reference(*args)
+
+    monkeypatch.setitem(scan_mod._IMPLS, "torch", lambda: fake_torch_impl)
+    return calls
+
+
+def test_backend_from_env_var_read_at_call_time(monkeypatch):
+    calls = _spy(monkeypatch)
+    tensors, softplus = make_inputs(batch=1, channels=2, length=5)
+    monkeypatch.setenv(ENV_VAR, "reference")
+    selective_scan(*tensors, softplus)
+    assert calls == []
+    monkeypatch.setenv(ENV_VAR, "torch")
+    selective_scan(*tensors, softplus)
+    assert calls == [9]  # positional (u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    # the argument wins over the variable
+    selective_scan(*tensors, softplus, backend="reference")
+    assert calls == [9]
+
+
+def test_backend_argument(monkeypatch):
+    calls = _spy(monkeypatch)
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    tensors, softplus = make_inputs(batch=1, channels=2, length=5)
+    selective_scan(*tensors, softplus, backend="torch")
+    assert calls == [9]
+    assert resolve_backend("reference") == "reference"
+
+
+def test_unknown_backend_names_its_source(monkeypatch):
+    tensors, softplus = make_inputs(batch=1, channels=2, length=5)
+    monkeypatch.setenv(ENV_VAR, "fastest")
+    with pytest.raises(ValueError, match=ENV_VAR):
+        selective_scan(*tensors, softplus)
+    monkeypatch.delenv(ENV_VAR)
+    with pytest.raises(ValueError, match="backend") as info:
+        selective_scan(*tensors, softplus, backend="fastest")
+    assert ENV_VAR not in str(info.value)
+
+
+def test_auto_on_cpu(monkeypatch):
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    assert resolve_backend(None, torch.device("cpu")) == ("cpp" if CPP else "torch")
+
+
+# ----------------------------------------------------------------- the C++ extension
+
+
+@needs_cpp
+def test_cpp_build_is_cached_and_reported():
+    seconds = scan_cpp.build_seconds()
+    assert isinstance(seconds, float) and seconds > 0
+    assert scan_cpp.build_error() == ""
+    assert scan_cpp.available() and scan_cpp.build_seconds() == seconds  # no second build
+
+
+@needs_cpp
+def test_cpp_concurrent_calls():
+    tensors, softplus = make_inputs(batch=2, channels=8, length=64)
+    plain = [None if t is None else t.detach() for t in tensors]
+    want = scan_cpp.selective_scan_cpp(*plain, softplus)
+    results, errors = [None] * 4, []
+
+    def work(i):
+        try:
+            results[i] = scan_cpp.selective_scan_cpp(*plain, softplus)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors
+    for r in results:
+        torch.testing.assert_close(r, want, rtol=0, atol=0)
+
+
+@needs_cpp
+def test_cpp_rejects_bad_inputs():
+    tensors, softplus = make_inputs(batch=1, channels=2, length=5)
+    plain = [None if t is None else t.detach() for t in tensors]
+    with pytest.raises(TypeError):
+        scan_cpp.selective_scan_cpp(*[None if t is None else t.half() for t in plain], softplus)
+    bad = list(plain)
+    bad[3] = bad[3][:, :, :4]  # B with the wrong length
+    with pytest.raises(RuntimeError):
+        scan_cpp.selective_scan_cpp(*bad, softplus)
