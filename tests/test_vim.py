@@ -19,10 +19,27 @@ def test_vim_matches_official_oracle(oracle, backend):
     assert (out.tokens - o["other_tokens"]).abs().max() < 1e-5
     assert len(out.layer_hidden) == 4
     for i in range(4):
-        assert (out.layer_hidden[i] - o["layer_hidden"][i]).abs().max() < 1e-5, i
-        assert (out.layer_residual[i] - o["layer_residual"][i]).abs().max() < 1e-5, i
+        # intermediate states reach |23|: there the oracle itself (fp32) is 1.6e-5 off the float64
+        # truth (see the next test), so they are compared with rtol + atol
+        assert torch.allclose(out.layer_hidden[i], o["layer_hidden"][i], rtol=1e-5, atol=1e-5), i
+        assert torch.allclose(out.layer_residual[i], o["layer_residual"][i], rtol=1e-5, atol=1e-5), i
     with torch.no_grad():
         assert torch.equal(model(o["input"]), out.logits)
+
+
+@pytest.mark.parametrize("backend", available_backends())
+def test_vim_close_to_float64_truth(oracle, backend):
+    o = oracle("vim_small")
+    model = dyvm.create_model("vim_small", **o["config"]).eval()
+    model.load_state_dict(o["state_dict"])
+    truth = model.double().set_scan_backend("reference")
+    with torch.no_grad():
+        ref = truth.forward_detailed(o["input"].double(), return_layers=True)
+        out = model.float().set_scan_backend(backend).forward_detailed(o["input"], return_layers=True)
+    assert (out.logits.double() - ref.logits).abs().max() < 1e-5
+    for mine, exact in zip(out.layer_hidden + out.layer_residual, ref.layer_hidden + ref.layer_residual):
+        # fp32 through 4 layers: the reference backend in fp32 needs rtol 5e-5 here too
+        assert torch.allclose(mine.double(), exact, rtol=1e-4, atol=1e-5)
 
 
 def test_batch_composition_does_not_matter(oracle):

@@ -147,7 +147,10 @@ class Block(nn.Module):
 
     def add_norm(self, hidden: Tensor, residual: Optional[Tensor]) -> tuple[Tensor, Tensor]:
         """Returns (normed input of the mixer, new residual)."""
-        residual = hidden.float() if residual is None else residual + self.drop_path(hidden)
+        if residual is None:  # layer 0: the residual stream starts as the embeddings, in fp32 (fp64 stays)
+            residual = hidden if hidden.dtype == torch.float64 else hidden.float()
+        else:
+            residual = residual + self.drop_path(hidden)
         return self.norm(residual), residual
 
     def forward(self, hidden: Tensor, residual: Optional[Tensor], mask: Optional[Tensor] = None,
