@@ -198,3 +198,16 @@ def test_checkpoints_into_dyvm(oracle):
         dyvm.load_checkpoint(model, {"model": partial}, strict=True)
     with pytest.raises(ValueError, match="score_predictors.1"):
         dyvm.load_checkpoint(model, {"model": partial})
+
+
+def test_keep_prior_initialisation():
+    model = small_dyvm(pruning_loc=[1, 2, 3], token_keep_ratio=0.7)
+    model.reset_dynamic_parameters(keep_prior=True)
+    x = torch.randn(64, 16, model.embed_dim)
+    for k, predictor in enumerate(model.score_predictors):
+        keep = predictor(x, torch.ones(64, 16, 1))[..., 0].exp().mean().item()
+        assert abs(keep - 0.7) < 0.02, k  # each stage keeps 0.7 of the live tokens at the start
+    model.reset_dynamic_parameters()
+    keep = model.score_predictors[0](x, torch.ones(64, 16, 1))[..., 0].exp().mean().item()
+    assert abs(keep - 0.5) < 0.02  # the official initialisation
+    assert torch.all(model.layers[0].mixer.block_head.bias == 5.0)

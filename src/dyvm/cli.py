@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="token-only ablation: no SSM branch selection")
     g.add_argument("--no-pruning", dest="use_pruning", action="store_false",
                    help="block-only ablation: no token pruning")
+    g.add_argument("--keep-prior", action="store_true",
+                   help="start new predictors at the target keep ratio instead of 1/2 (not in the paper)")
     g.add_argument("--token-weight", type=float, help="token keep-ratio loss weight (10)")
     g.add_argument("--block-weight", type=float, help="branch keep-ratio loss weight (10)")
     g.add_argument("--distill-weight", type=float, help="distillation weight (0.5)")

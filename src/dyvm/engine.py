@@ -79,6 +79,7 @@ class TrainConfig:
     pruning_loc: Optional[list] = None
     use_routers: bool = True
     use_pruning: bool = True
+    keep_prior: bool = False
     epochs: Optional[int] = None
     batch_size: Optional[int] = None
     lr: Optional[float] = None
@@ -209,6 +210,8 @@ def build_models(cfg: TrainConfig, num_classes: int, channels: int, data_mean_st
     if ckpt is not None:
         report = load_checkpoint(model, ckpt, skip_mismatched_head=True)
         log.info("initialised from %s: %s", cfg.checkpoint, report)
+        if report.new_initialised and cfg.keep_prior:
+            model.reset_dynamic_parameters(keep_prior=True)
     mean, std = data_mean_std
     model.pretrained_cfg = dict(model.pretrained_cfg, mean=mean, std=std,
                                 crop_pct=1.0 if cfg.dataset == "fashion-mnist" else 0.875)

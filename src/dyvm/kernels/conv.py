@@ -1,20 +1,67 @@
-"""Depthwise causal conv1d (Mamba's short convolution)."""
+"""Depthwise causal conv1d (Mamba's short convolution), with optional bias and SiLU.
+
+Backends (``$DYVM_CONV_BACKEND``, read at call time):
+
+- ``auto`` (default, also when unset): on CPU float32/float64 tensors of one dtype, the
+  compiled kernel of the scan extension (``conv_cpp``) when it builds; on CUDA the
+  ``causal_conv1d`` package's kernel when it imports; else ``F.conv1d`` + ``F.silu``.
+- ``cpp``: like ``auto``, but raise if the compiled extension is unavailable.
+- ``torch``: always ``F.conv1d`` + ``F.silu`` (the reference; for A/B tests).
+
+The compiled kernel is also skipped under a ``TorchDispatchMode`` (e.g. ``FlopCounterMode``,
+which counts ``F.conv1d`` but knows nothing of the custom op) and under ``torch.compile``.
+"""
 from __future__ import annotations
 
+import os
 from typing import Optional
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+ENV_VAR = "DYVM_CONV_BACKEND"
+BACKENDS = ("auto", "cpp", "torch")
+
+
+def _backend() -> str:
+    name = os.environ.get(ENV_VAR) or "auto"
+    if name not in BACKENDS:
+        raise ValueError(f"{ENV_VAR}={name!r} is not a conv backend; expected one of {', '.join(BACKENDS)}")
+    return name
+
+
+def _use_cpp(x: Tensor, weight: Tensor, bias: Optional[Tensor], backend: str) -> bool:
+    if backend == "torch" or x.device.type != "cpu":
+        return False
+    from . import conv_cpp, scan_cpp
+    from .scan import _AS_CUSTOM_OP
+
+    if not conv_cpp.supports(x, weight, bias):
+        return False
+    if _AS_CUSTOM_OP[0] or torch._C._len_torch_dispatch_stack() > 0 or torch.compiler.is_compiling():
+        return False
+    if not scan_cpp.available():
+        if backend == "cpp":
+            raise RuntimeError(f"{ENV_VAR}=cpp but the C++ kernels are unavailable: {scan_cpp.build_error()}")
+        return False
+    return True
 
 
 def causal_conv1d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, silu: bool = True) -> Tensor:
     """x: (B, E, L), weight: (E, 1, K) or (E, K), bias: (E,). Left zero-padding K-1. Returns (B, E, L).
 
-    On CUDA the ``causal_conv1d`` package's kernel is used when it imports (same arithmetic).
+    On CPU the compiled kernel is used where it applies, on CUDA the ``causal_conv1d``
+    package's kernel when it imports (same arithmetic); see the module docstring.
     """
+    backend = _backend()
+    if _use_cpp(x, weight, bias, backend):
+        from .conv_cpp import causal_conv1d_cpp
+
+        return causal_conv1d_cpp(x, weight, bias, silu)
     if weight.dim() == 2:
         weight = weight.unsqueeze(1)
-    if x.is_cuda:
+    if x.is_cuda and backend != "torch":
         from .scan_cuda import causal_conv1d_cuda
 
         fast = causal_conv1d_cuda()

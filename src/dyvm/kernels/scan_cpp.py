@@ -1,5 +1,8 @@
 """Compiled CPU selective scan (``csrc/selective_scan.cpp``), built on first use.
 
+The same extension also holds the causal conv1d kernels (wrapped in ``conv_cpp``), so
+:func:`available` / :func:`build_error` describe both.
+
 The extension is compiled with ``torch.utils.cpp_extension.load`` (g++ -O3 -march=native,
 OpenMP) the first time :func:`available` or :func:`selective_scan_cpp` is called, once per
 process (thread-safe), and cached on disk. The extension name carries a hash of the source,
@@ -95,7 +98,8 @@ def _build_one(cflags, ldflags):
     if root:
         build_dir = os.path.join(os.path.expanduser(root), name)
         os.makedirs(build_dir, exist_ok=True)
-    # a plain library registering torch.ops.dyvm_scan.{forward,backward} (no pybind11: the
+    # a plain library registering torch.ops.dyvm_scan.{forward,backward,conv_forward,
+    # conv_backward} (no pybind11: the
     # build is much faster without torch/extension.h)
     cpp_extension.load(name=name, sources=[str(_SOURCE)], extra_cflags=list(cflags),
                        extra_ldflags=list(ldflags), build_directory=build_dir, verbose=False,

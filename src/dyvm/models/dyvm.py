@@ -10,6 +10,7 @@ the rest; a branch runs only for the images whose router says so.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple, Optional, Sequence
 
 import torch
@@ -153,10 +154,21 @@ class DyVM(VisionMamba):
         """Tokens kept after each stage at inference: ``int(ρ_k · M)``."""
         return [int(r * self.num_patches) for r in self.token_ratio]
 
-    def reset_dynamic_parameters(self) -> None:
-        """Fresh predictors (trunc-normal 0.02) and routers (weight 0, bias 5), as when starting from a Vim."""
-        for predictor in self.score_predictors:
+    def reset_dynamic_parameters(self, keep_prior: bool = False) -> None:
+        """Fresh predictors (trunc-normal 0.02) and routers (weight 0, bias 5), as when starting from a Vim.
+
+        keep_prior (not in the paper): set each predictor's output bias so that its initial keep
+        probability is the stage's relative target ρ_k / ρ_{k-1} instead of 1/2, so short fine-tuning
+        runs start near the target keep ratios.
+        """
+        previous = 1.0
+        for predictor, ratio in zip(self.score_predictors, self.token_ratio):
             predictor.reset_parameters()
+            if keep_prior:
+                p = min(max(ratio / previous, 1e-3), 1 - 1e-3)
+                with torch.no_grad():
+                    predictor.out_conv[4].bias.copy_(torch.tensor([math.log(p), math.log(1 - p)]))
+            previous = ratio
         if self.use_routers:
             for layer in self.layers:
                 layer.mixer.reset_router()

@@ -1,4 +1,5 @@
-// Selective scan (Mamba's S6 recurrence) on the CPU: forward and backward kernels.
+// Selective scan (Mamba's S6 recurrence) on the CPU: forward and backward kernels; also
+// the depthwise causal conv1d + bias + SiLU that precedes it (section near the end).
 //
 //   Δ_t = softplus(delta_t + bias)  (or delta_t + bias)
 //   h_t = exp(Δ_t A) ⊙ h_{t-1} + Δ_t u_t B_t          state (N,) per (batch, channel)
@@ -596,6 +597,171 @@ void backward_dispatch<float>(const Args<float>& a, const float* gout, const Gra
 }
 #endif
 
+// ---------------------------------------------------------------------------------------
+// Depthwise causal conv1d + bias + SiLU (Mamba's short convolution): forward and backward.
+//
+//   pre[b,e,t] = bias[e] + sum_k w[e,k] x[b,e,t-(K-1)+k]   (x = 0 before t = 0)
+//   out[b,e,t] = silu(pre[b,e,t])  (or pre)
+//
+// x is read through its strides (the mixer passes (B, E, L) views of the (B, L, 2E) in_proj
+// output, whose channel stride is 1); w is (E, K), out and all gradients are contiguous.
+// Rows are gathered (16 channels at a time) into zero-padded scratch rows (K-1 zeros, then x),
+// so every tap is a unit-stride, vectorised loop over t; K = 4 has an unrolled path.
+// Backward, with g = dout * silu'(pre) (pre recomputed):
+//   dx[s] = sum_k w[k] g[s+K-1-k]  (g = 0 past L),  dw[k] = sum_{b,t} g[t] xp[t+k],
+//   dbias = sum_{b,t} g[t].
+// The forward splits rows over threads; the backward splits channels: a chunk owns dw and
+// dbias of its channels and sums them over b in order (per-row sums in T, the running sum
+// in double), so the result does not depend on the number of threads or on scheduling.
+// ---------------------------------------------------------------------------------------
+
+template <typename T>
+struct ConvArgs {
+  const T* x;              // (B, E, L), any strides
+  int64_t sb, se, sl;      // strides of x, in elements
+  const T* w;              // (E, K) contiguous
+  const T* bias;           // (E) or null
+  int64_t batch, E, L, K;
+  bool silu;
+};
+
+// Rows (b, e0 .. e0+nb) of x into nb zero-padded scratch rows of ld elements:
+// xp[j ld + k] = 0 for k < K-1, xp[j ld + K-1 + t] = x[b, e0+j, t]. With a unit time stride
+// a row is one memcpy; otherwise (the mixer's channel-last views) t runs outside j, so the
+// reads of one t (nb channels) are adjacent in memory.
+constexpr int64_t kConvBlock = 16;
+
+template <typename T>
+DYVM_INLINE void conv_gather(const ConvArgs<T>& a, int64_t b, int64_t e0, int64_t nb,
+                             T* __restrict__ xp, int64_t ld) {
+  const int64_t K = a.K, L = a.L, sl = a.sl, se = a.se;
+  const T* __restrict__ src = a.x + b * a.sb + e0 * se;
+  for (int64_t j = 0; j < nb; ++j)
+    for (int64_t k = 0; k < K - 1; ++k) xp[j * ld + k] = T(0);
+  T* __restrict__ dst = xp + (K - 1);
+  if (sl == 1) {
+    for (int64_t j = 0; j < nb; ++j)
+      std::memcpy(dst + j * ld, src + j * se, static_cast<size_t>(L) * sizeof(T));
+  } else if (se == 1) {
+    for (int64_t t = 0; t < L; ++t) {
+      const T* __restrict__ st = src + t * sl;
+      for (int64_t j = 0; j < nb; ++j) dst[j * ld + t] = st[j];
+    }
+  } else {
+    for (int64_t t = 0; t < L; ++t)
+      for (int64_t j = 0; j < nb; ++j) dst[j * ld + t] = src[t * sl + j * se];
+  }
+}
+
+// pre[t] = bias + sum_k w[k] xp[t+k], t < L
+template <typename T>
+DYVM_INLINE void conv_row_pre(const T* __restrict__ xp, const T* __restrict__ w, T bias,
+                              int64_t L, int64_t K, T* __restrict__ pre) {
+  if (K == 4) {
+    const T w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3];
+#pragma omp simd
+    for (int64_t t = 0; t < L; ++t)
+      pre[t] = bias + w0 * xp[t] + w1 * xp[t + 1] + w2 * xp[t + 2] + w3 * xp[t + 3];
+  } else {
+#pragma omp simd
+    for (int64_t t = 0; t < L; ++t) pre[t] = bias;
+    for (int64_t k = 0; k < K; ++k) {
+      const T wk = w[k];
+      const T* __restrict__ xk = xp + k;
+#pragma omp simd
+      for (int64_t t = 0; t < L; ++t) pre[t] += wk * xk[t];
+    }
+  }
+}
+
+template <typename T>
+void conv_forward_rows(const ConvArgs<T>& a, T* __restrict__ out, int64_t r0, int64_t r1) {
+  const int64_t L = a.L, K = a.K, E = a.E, ld = L + K;
+  Scratch<T> s(kConvBlock * ld);
+  for (int64_t row0 = r0; row0 < r1;) {
+    const int64_t b = row0 / E, e0 = row0 % E;
+    const int64_t nb = std::min(std::min(kConvBlock, r1 - row0), E - e0);  // one b per block
+    conv_gather(a, b, e0, nb, s.base, ld);
+    for (int64_t j = 0; j < nb; ++j) {
+      const int64_t e = e0 + j;
+      T* __restrict__ o = out + (row0 + j) * L;
+      conv_row_pre(s.base + j * ld, a.w + e * K, a.bias ? a.bias[e] : T(0), L, K, o);
+      if (a.silu) {
+#pragma omp simd
+        for (int64_t t = 0; t < L; ++t) {
+          const T v = o[t];
+          o[t] = v * sigmoid_f(v);
+        }
+      }
+    }
+    row0 += nb;
+  }
+}
+
+template <typename T>
+void conv_backward_chunk(const ConvArgs<T>& a, const T* __restrict__ gout, T* __restrict__ dx,
+                         T* __restrict__ dw, T* __restrict__ dbias, int64_t d0, int64_t d1) {
+  const int64_t L = a.L, K = a.K, E = a.E, nd = d1 - d0;
+  const int64_t ld = L + K;
+  Scratch<T> s((kConvBlock + 1) * ld);
+  T* __restrict__ gp = s.base + kConvBlock * ld;  // g[0..L), then K-1 zeros
+  std::vector<double> acc_w(static_cast<size_t>(nd * K), 0.0), acc_b(static_cast<size_t>(nd), 0.0);
+  for (int64_t t = L; t < L + K - 1; ++t) gp[t] = T(0);
+  for (int64_t b = 0; b < a.batch; ++b) {
+    for (int64_t e = d0; e < d1; ++e) {
+      const int64_t j = (e - d0) % kConvBlock;
+      if (j == 0) conv_gather(a, b, e, std::min(kConvBlock, d1 - e), s.base, ld);
+      T* __restrict__ xp = s.base + j * ld;
+      const int64_t row = b * E + e;
+      const T* __restrict__ w = a.w + e * K;
+      const T* __restrict__ go = gout + row * L;
+      if (a.silu) {
+        conv_row_pre(xp, w, a.bias ? a.bias[e] : T(0), L, K, gp);
+#pragma omp simd
+        for (int64_t t = 0; t < L; ++t) {
+          const T v = gp[t];
+          const T sg = sigmoid_f(v);
+          gp[t] = go[t] * sg * (T(1) + v * (T(1) - sg));
+        }
+      } else {
+        std::memcpy(gp, go, static_cast<size_t>(L) * sizeof(T));
+      }
+      T sb = T(0);
+#pragma omp simd reduction(+ : sb)
+      for (int64_t t = 0; t < L; ++t) sb += gp[t];
+      acc_b[e - d0] += static_cast<double>(sb);
+      for (int64_t k = 0; k < K; ++k) {
+        const T* __restrict__ xk = xp + k;
+        T sw = T(0);
+#pragma omp simd reduction(+ : sw)
+        for (int64_t t = 0; t < L; ++t) sw += gp[t] * xk[t];
+        acc_w[(e - d0) * K + k] += static_cast<double>(sw);
+      }
+      T* __restrict__ dxr = dx + row * L;
+      if (K == 4) {
+        const T w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3];
+#pragma omp simd
+        for (int64_t t = 0; t < L; ++t)
+          dxr[t] = w3 * gp[t] + w2 * gp[t + 1] + w1 * gp[t + 2] + w0 * gp[t + 3];
+      } else {
+        const T wl = w[K - 1];
+#pragma omp simd
+        for (int64_t t = 0; t < L; ++t) dxr[t] = wl * gp[t];
+        for (int64_t j = 1; j < K; ++j) {  // tap k = K-1-j reads g[t + j]
+          const T wk = w[K - 1 - j];
+          const T* __restrict__ gj = gp + j;
+#pragma omp simd
+          for (int64_t t = 0; t < L; ++t) dxr[t] += wk * gj[t];
+        }
+      }
+    }
+  }
+  for (int64_t e = d0; e < d1; ++e) {
+    for (int64_t k = 0; k < K; ++k) dw[e * K + k] = static_cast<T>(acc_w[(e - d0) * K + k]);
+    if (dbias) dbias[e] = static_cast<T>(acc_b[e - d0]);
+  }
+}
+
 }  // namespace
 
 // ------------------------------------ bindings -----------------------------------------
@@ -712,18 +878,96 @@ std::vector<at::Tensor> scan_backward(const at::Tensor& gout, const at::Tensor& 
   return {du, ddelta, dA, dB, dC, dD, dz, dbias};
 }
 
+// ----------------------------- causal conv1d bindings ----------------------------------
+
+void check_conv(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& bias) {
+  TORCH_CHECK(x.device().is_cpu() && w.device().is_cpu(), "causal_conv1d_cpp: CPU tensors only");
+  TORCH_CHECK(x.dim() == 3, "causal_conv1d_cpp: x must be (B, E, L)");
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+              "causal_conv1d_cpp: float32/float64 only");
+  TORCH_CHECK(w.dim() == 2 && w.size(0) == x.size(1) && w.size(1) >= 1 && w.is_contiguous() &&
+              w.scalar_type() == x.scalar_type(), "causal_conv1d_cpp: weight must be contiguous (E, K), x's dtype");
+  if (bias) TORCH_CHECK(bias->device().is_cpu() && bias->numel() == x.size(1) && bias->is_contiguous() &&
+                        bias->scalar_type() == x.scalar_type(), "causal_conv1d_cpp: bad bias");
+}
+
+template <typename T>
+ConvArgs<T> make_conv_args(const at::Tensor& x, const at::Tensor& w,
+                           const c10::optional<at::Tensor>& bias, bool silu) {
+  ConvArgs<T> a;
+  a.x = x.data_ptr<T>();
+  a.sb = x.stride(0);
+  a.se = x.stride(1);
+  a.sl = x.stride(2);
+  a.w = w.data_ptr<T>();
+  a.bias = bias ? bias->data_ptr<T>() : nullptr;
+  a.batch = x.size(0);
+  a.E = x.size(1);
+  a.L = x.size(2);
+  a.K = w.size(1);
+  a.silu = silu;
+  return a;
+}
+
+at::Tensor conv_forward(const at::Tensor& x, const at::Tensor& w,
+                        const c10::optional<at::Tensor>& bias, bool silu) {
+  check_conv(x, w, bias);
+  at::Tensor out = at::empty(x.sizes(), x.options());
+  const int64_t rows = x.size(0) * x.size(1), L = x.size(2), K = w.size(1);
+  if (rows == 0 || L == 0) return out;
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, L * (K + 4)));
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dyvm_conv_fwd", [&] {
+    const ConvArgs<scalar_t> a = make_conv_args<scalar_t>(x, w, bias, silu);
+    scalar_t* o = out.data_ptr<scalar_t>();
+    at::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) { conv_forward_rows(a, o, r0, r1); });
+  });
+  return out;
+}
+
+std::vector<at::Tensor> conv_backward(const at::Tensor& gout, const at::Tensor& x,
+                                      const at::Tensor& w, const c10::optional<at::Tensor>& bias,
+                                      bool silu) {
+  check_conv(x, w, bias);
+  TORCH_CHECK(gout.sizes() == x.sizes() && gout.scalar_type() == x.scalar_type() &&
+              gout.is_contiguous(), "grad_out must be contiguous (B, E, L) in x's dtype");
+  const int64_t Bsz = x.size(0), E = x.size(1), L = x.size(2), K = w.size(1);
+  at::Tensor dx = at::empty(x.sizes(), x.options());
+  at::Tensor dw = at::zeros_like(w);
+  at::Tensor dbias = bias ? at::zeros_like(*bias) : at::empty({0}, x.options());
+  if (Bsz > 0 && E > 0 && L > 0) {
+    const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, Bsz * L * (2 * K + 8)));
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dyvm_conv_bwd", [&] {
+      const ConvArgs<scalar_t> a = make_conv_args<scalar_t>(x, w, bias, silu);
+      const scalar_t* go = gout.data_ptr<scalar_t>();
+      scalar_t* pdx = dx.data_ptr<scalar_t>();
+      scalar_t* pdw = dw.data_ptr<scalar_t>();
+      scalar_t* pdb = bias ? dbias.data_ptr<scalar_t>() : nullptr;
+      at::parallel_for(0, E, grain, [&](int64_t d0, int64_t d1) {
+        conv_backward_chunk(a, go, pdx, pdw, pdb, d0, d1);
+      });
+    });
+  }
+  return {dx, dw, dbias};
+}
+
 }  // namespace
 
-// Ops torch.ops.dyvm_scan.forward / .backward (the extension is loaded as a plain library).
+// Ops torch.ops.dyvm_scan.forward / .backward (selective scan) and .conv_forward /
+// .conv_backward (causal conv1d); the extension is loaded as a plain library.
 TORCH_LIBRARY(dyvm_scan, m) {
   m.def("forward(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, "
         "Tensor? delta_bias, bool delta_softplus) -> Tensor");
   m.def("backward(Tensor grad_out, Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, "
         "Tensor? D, Tensor? z, Tensor? delta_bias, bool delta_softplus) -> Tensor[]");
+  m.def("conv_forward(Tensor x, Tensor weight, Tensor? bias, bool silu) -> Tensor");
+  m.def("conv_backward(Tensor grad_out, Tensor x, Tensor weight, Tensor? bias, bool silu) "
+        "-> Tensor[]");
 }
 
 TORCH_LIBRARY_IMPL(dyvm_scan, CPU, m) {
   m.impl("forward", &scan_forward);
   m.impl("backward", &scan_backward);
+  m.impl("conv_forward", &conv_forward);
+  m.impl("conv_backward", &conv_backward);
 }
 #endif  // DYVM_SCAN_STANDALONE
