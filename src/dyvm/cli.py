@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="block-only ablation: no token pruning")
     g.add_argument("--keep-prior", action="store_true",
                    help="start new predictors at the target keep ratio instead of 1/2 (not in the paper)")
+    g.add_argument("--dynamic-lr-scale", type=float, default=1.0,
+                   help="lr multiplier of predictors and routers (1 in the paper)")
     g.add_argument("--token-weight", type=float, help="token keep-ratio loss weight (10)")
     g.add_argument("--block-weight", type=float, help="branch keep-ratio loss weight (10)")
     g.add_argument("--distill-weight", type=float, help="distillation weight (0.5)")

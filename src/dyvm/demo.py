@@ -45,18 +45,20 @@ class DemoPlan:
     sweep: list = field(default_factory=list)
     ablations: bool = False
     batch_size: int = 128
+    scale_min: float = 1.0        # RandomResizedCrop's minimum area (1.0: no crop augmentation)
+    warmup_epochs: int = 0
 
 
 PLANS = {
     "quick": DemoPlan(depth=4, embed_dim=48, pruning_loc=[1, 2, 3], token_keep_ratio=0.7, block_keep_ratio=0.8,
-                      teacher_epochs=2, dyvm_epochs=1, teacher_lr=4e-3, dyvm_lr=4e-4, subset=6000,
+                      teacher_epochs=2, dyvm_epochs=1, teacher_lr=8e-3, dyvm_lr=1e-3, subset=6000,
                       test_images=2000, sweep=[1.0, 0.85, 0.7, 0.55, 0.4]),
     "default": DemoPlan(depth=8, embed_dim=64, pruning_loc=[2, 4, 6], token_keep_ratio=0.7, block_keep_ratio=0.8,
-                        teacher_epochs=6, dyvm_epochs=2, teacher_lr=4e-3, dyvm_lr=4e-4, subset=None,
-                        test_images=None, sweep=[1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4]),
-    "long": DemoPlan(depth=8, embed_dim=96, pruning_loc=[2, 4, 6], token_keep_ratio=0.7, block_keep_ratio=0.8,
-                     teacher_epochs=20, dyvm_epochs=6, teacher_lr=4e-3, dyvm_lr=4e-4, subset=None, test_images=None,
-                     sweep=[1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5, 0.45, 0.4], ablations=True),
+                        teacher_epochs=2, dyvm_epochs=1, teacher_lr=8e-3, dyvm_lr=1e-3, subset=None,
+                        test_images=None, sweep=[1.0, 0.85, 0.7, 0.55, 0.4]),
+    "long": DemoPlan(depth=8, embed_dim=64, pruning_loc=[2, 4, 6], token_keep_ratio=0.7, block_keep_ratio=0.8,
+                     teacher_epochs=8, dyvm_epochs=6, teacher_lr=8e-3, dyvm_lr=1e-3, subset=None, test_images=None,
+                     sweep=[1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4], ablations=False, scale_min=0.8, warmup_epochs=1),
 }
 
 
@@ -136,9 +138,10 @@ def run_demo(output: str = "dyvm-demo", data_path: Optional[str] = None, mode: s
     try:
         arch = dict(MODEL, depth=plan.depth, embed_dim=plan.embed_dim)
         common = dict(dataset="fashion-mnist", data_path=data_path, batch_size=plan.batch_size, subset=plan.subset,
-                      val_size=5000, eval_batch_size=500, mixup=0.0, cutmix=0.0, aa="none", reprob=0.0,
-                      repeated_aug=1, scale_min=0.6, hflip=0.5, seed=seed, no_progress=not progress,
-                      threads=threads, warmup_epochs=1, weight_decay=0.05, min_lr=1e-5, warmup_lr=1e-5)
+                      val_size=5000, eval_batch_size=500, mixup=0.0, cutmix=0.0, aa="none", reprob=0.0, smoothing=0.0,
+                      repeated_aug=1, scale_min=plan.scale_min, hflip=0.5, seed=seed, no_progress=not progress,
+                      threads=threads, warmup_epochs=plan.warmup_epochs, weight_decay=0.05, min_lr=1e-5,
+                      warmup_lr=1e-5)
         ckpt_dir = os.path.join(work, "checkpoints")
 
         # 1. teacher --------------------------------------------------------------------
@@ -224,7 +227,8 @@ def _train_dyvm(train, name, extra, teacher_ckpt, out, plan: DemoPlan, arch, com
     """Fine-tune one DyVM variant; ``extra`` switches a mechanism off for the ablations."""
     return train(model="dyvm_vim_tiny", output=out, checkpoint=teacher_ckpt, epochs=plan.dyvm_epochs,
                  lr=plan.dyvm_lr, token_keep_ratio=plan.token_keep_ratio, block_keep_ratio=plan.block_keep_ratio,
-                 pruning_loc=plan.pruning_loc, drop_path=0.0, **extra, **arch, **common)
+                 pruning_loc=plan.pruning_loc, drop_path=0.0, keep_prior=True, dynamic_lr_scale=20.0,
+                 **extra, **arch, **common)
 
 
 def _figures(work, dy, loader, results, runs, teacher_run, class_names, accuracy_flops_curve, branch_heatmap,

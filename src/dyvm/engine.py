@@ -80,6 +80,7 @@ class TrainConfig:
     use_routers: bool = True
     use_pruning: bool = True
     keep_prior: bool = False
+    dynamic_lr_scale: float = 1.0
     epochs: Optional[int] = None
     batch_size: Optional[int] = None
     lr: Optional[float] = None
@@ -230,6 +231,28 @@ def build_models(cfg: TrainConfig, num_classes: int, channels: int, data_mean_st
     return model, teacher
 
 
+def param_groups(model: nn.Module, weight_decay: float, dynamic_lr_scale: float = 1.0) -> list[dict]:
+    """AdamW groups: no weight decay for 1-D parameters and ``no_weight_decay()`` names (timm's rule);
+    DyVM's predictors and routers optionally at ``dynamic_lr_scale`` × the lr (1 in the paper)."""
+    from timm.optim._param_groups import param_groups_weight_decay
+
+    from .checkpoint import _is_dynamic
+
+    if dynamic_lr_scale <= 0:
+        raise ValueError(f"dynamic_lr_scale must be > 0, got {dynamic_lr_scale}")
+    groups = param_groups_weight_decay(model, weight_decay, no_weight_decay_list=model.no_weight_decay())
+    if dynamic_lr_scale == 1.0:
+        return groups
+    dynamic = {id(p) for n, p in model.named_parameters() if _is_dynamic(n)}
+    out = []
+    for g in groups:
+        for is_dyn in (False, True):
+            params = [p for p in g["params"] if (id(p) in dynamic) == is_dyn]
+            if params:
+                out.append(dict(g, params=params, lr_scale=dynamic_lr_scale if is_dyn else 1.0))
+    return out
+
+
 # ------------------------------------------------------------------------------ the loop
 class _Logger:
     def __init__(self, path: str, enabled: bool, tensorboard: bool):
@@ -343,7 +366,8 @@ def train(config: Optional[TrainConfig] = None, **options: Any) -> dict[str, Any
                  if is_dyvm else None)
     global_batch = cfg.batch_size * ddp.world
     lr = cfg.lr * global_batch / 512
-    optimizer = create_optimizer_v2(model, "adamw", lr=lr, weight_decay=cfg.weight_decay)
+    optimizer = create_optimizer_v2(param_groups(model, cfg.weight_decay, cfg.dynamic_lr_scale), "adamw", lr=lr,
+                                    weight_decay=cfg.weight_decay)
     steps_per_epoch = len(train_loader) if cfg.max_steps_per_epoch is None else min(len(train_loader),
                                                                                    cfg.max_steps_per_epoch)
     scheduler = CosineLRScheduler(optimizer, t_initial=cfg.epochs * steps_per_epoch, lr_min=cfg.min_lr,
