@@ -313,8 +313,9 @@ def render_report(r: dict[str, Any]) -> str:
              f"Produced by `{m['command']}` on {m['date']} ({m['machine']}, {m['torch_threads']} torch threads, "
              f"scan backend `{m['scan_backend']}`; dyvm {m['dyvm_version']}, torch {m['torch_version']}, "
              f"Python {m['python']}); total {m['timings_s']['total_s'] / 60:.1f} min. Seed {m['seed']}.", "",
-             "Teacher: a Vim (middle class token, bidirectional SSM) trained from scratch on the 55,000 training images "
-             "(5,000 held out for model selection). DyVM: fine-tuned from it with distillation, token pruning before "
+             f"Teacher: a Vim (middle class token, bidirectional SSM) trained from scratch on "
+             f"{'the first ' + format(m['plan']['subset'], ',') + ' of ' if m['plan']['subset'] else ''}the 55,000 training "
+             "images (5,000 more held out for model selection). DyVM: fine-tuned from it with distillation, token pruning before "
              f"layers {m['plan']['pruning_loc']} (ρ = {m['plan']['token_keep_ratio']}) and per-image SSM branch selection "
              f"(β = {m['plan']['block_keep_ratio']}). Accuracy on the official test split "
              f"({'all 10,000' if not m['plan']['test_images'] else m['plan']['test_images']} images).", "",

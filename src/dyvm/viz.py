@@ -68,6 +68,7 @@ def pruning_overlay(model, images: Tensor, display: np.ndarray, path: str, title
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle("patches kept by DyVM at each pruning stage (pruned ones dimmed)", fontsize=9)
+    fig.tight_layout()
     _save(fig, path)
 
 

@@ -1,0 +1,69 @@
+"""`dyvm demo --quick` end to end on the real Fashion-MNIST files, and `dyvm viz`."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dyvm.data import FASHION_MNIST_DIRS, read_idx
+
+pytestmark = pytest.mark.skipif(not os.path.isdir(FASHION_MNIST_DIRS[0]), reason="needs dataset-fashion-mnist")
+FIGURES = ("pruning.png", "branch_usage.png", "accuracy_vs_flops.png", "training.png")
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "report"
+    proc = subprocess.run([sys.executable, "-m", "dyvm", "demo", "--quick", "--output", str(out), "--no-progress"],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def test_report_files_and_sane_numbers(report):
+    for name in ("report.md", "results.json") + FIGURES:
+        assert (report / name).is_file() and (report / name).stat().st_size > 1000, name
+    for name in FIGURES:
+        with Image.open(report / name) as im:
+            assert im.format == "PNG" and min(im.size) > 100
+    r = json.loads((report / "results.json").read_text())
+    assert {"teacher", "dyvm", "curves", "meta"} <= set(r)
+    t, d = r["teacher"], r["dyvm"]
+    assert t["top1"] > 30 and d["top1"] > 20  # far above chance (10 classes)
+    assert d["gflops_official"] < t["gflops_official"] and d["gflops_full"] < t["gflops_full"]
+    assert len(d["token_keep"]) == 3 and d["token_keep"][0] > d["token_keep"][-1]
+    assert len(d["branch_keep"]) == r["meta"]["plan"]["depth"] and 0 < d["branch_keep_mean"] <= 1
+    assert set(r["curves"]) == {"predictor", "random", "static"}
+    for points in r["curves"].values():
+        g = [p["gflops_official"] for p in sorted(points, key=lambda p: p["token_keep_ratio"])]
+        assert g == sorted(g)  # keeping more tokens costs more
+    assert t["latency_ms"]["b1"] > 0 and r["meta"]["command"] == "dyvm demo --quick"
+    text = (report / "report.md").read_text()
+    assert f"{t['top1']:.2f}" in text and f"{d['top1']:.2f}" in text  # the report shows the JSON's numbers
+    assert not [p for p in os.listdir(report.parent) if p.startswith(".dyvm-demo-")]  # no temp folder left
+
+
+def test_viz_renders_an_image_file(report, tmp_path):
+    images = read_idx(os.path.join(FASHION_MNIST_DIRS[0], "t10k-images-idx3-ubyte.gz"))
+    Image.fromarray(images[0]).save(tmp_path / "boot.png")
+    out = tmp_path / "overlay.png"
+    ckpt = report / "checkpoints" / "dyvm" / "best.pth"
+    proc = subprocess.run([sys.executable, "-m", "dyvm", "viz", str(tmp_path / "boot.png"), "--checkpoint", str(ckpt),
+                           "--output", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with Image.open(out) as im:
+        assert im.format == "PNG"
+    bad = subprocess.run([sys.executable, "-m", "dyvm", "viz", str(tmp_path / "missing.png"), "--checkpoint", str(ckpt)],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "missing.png" in bad.stderr.strip().splitlines()[-1]
+
+
+def test_failed_demo_leaves_no_half_report(tmp_path):
+    out = tmp_path / "report"
+    proc = subprocess.run([sys.executable, "-m", "dyvm", "demo", "--quick", "--output", str(out),
+                           "--data-path", str(tmp_path / "nothing")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "--data-path" in proc.stderr.strip().splitlines()[-1]
+    assert not out.exists() and not [p for p in os.listdir(tmp_path) if p.startswith(".dyvm-demo-")]
