@@ -55,9 +55,9 @@ PLANS = {
                       test_images=2000, sweep=[1.0, 0.85, 0.7, 0.55, 0.4]),
     "default": DemoPlan(depth=8, embed_dim=64, pruning_loc=[2, 4, 6], token_keep_ratio=0.7, block_keep_ratio=0.8,
                         teacher_epochs=2, dyvm_epochs=1, teacher_lr=8e-3, dyvm_lr=1e-3, subset=None,
-                        test_images=None, sweep=[1.0, 0.85, 0.7, 0.55, 0.4]),
+                        test_images=None, sweep=[1.0, 0.8, 0.6, 0.4]),
     "long": DemoPlan(depth=8, embed_dim=64, pruning_loc=[2, 4, 6], token_keep_ratio=0.7, block_keep_ratio=0.8,
-                     teacher_epochs=8, dyvm_epochs=6, teacher_lr=8e-3, dyvm_lr=1e-3, subset=None, test_images=None,
+                     teacher_epochs=7, dyvm_epochs=5, teacher_lr=8e-3, dyvm_lr=1e-3, subset=None, test_images=None,
                      sweep=[1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4], ablations=False, scale_min=0.8, warmup_epochs=1),
 }
 
