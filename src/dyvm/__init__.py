@@ -5,6 +5,10 @@
     model = dyvm.create_model("dyvm_vim_small", checkpoint_path="vim_s_midclstok_80p5acc.pth")
     dyvm.count_flops(model)            # G multiply-accumulates per image
 
+The command line's work is all here too: ``dyvm.train``, ``dyvm.evaluate_checkpoint``,
+``dyvm.count_flops``, ``dyvm.bench_backbone`` / ``dyvm.bench_dyvm``, ``dyvm.convert_checkpoint``,
+``dyvm.run_demo``, ``dyvm.visualize_pruning``.
+
 Attributes are imported lazily, so ``dyvm --help`` does not load torch.
 """
 from __future__ import annotations
@@ -19,7 +23,8 @@ _LAZY = {
     "DyVM": "dyvm.models", "load_checkpoint": "dyvm.checkpoint", "LoadReport": "dyvm.checkpoint",
     "save_checkpoint": "dyvm.checkpoint", "convert_checkpoint": "dyvm.checkpoint",
     "count_flops": "dyvm.flops", "solve_keep_ratio": "dyvm.flops", "DyVMLoss": "dyvm.losses",
-    "train": "dyvm.engine", "evaluate": "dyvm.evaluate", "demo": "dyvm.demo", "visualize_pruning": "dyvm.viz",
+    "train": "dyvm.engine", "evaluate_checkpoint": "dyvm.evaluate", "run_demo": "dyvm.demo",
+    "visualize_pruning": "dyvm.viz", "bench_backbone": "dyvm.bench", "bench_dyvm": "dyvm.bench",
     "selective_scan": "dyvm.kernels",
 }
 _SUBMODULES = {"bench", "checkpoint", "cli", "data", "demo", "dynamic", "engine", "evaluate", "flops", "kernels",

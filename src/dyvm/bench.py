@@ -160,13 +160,17 @@ def _fmt_table(headers: list[str], rows: list[list[Any]]) -> str:
     return "\n".join([line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in cells[1:]])
 
 
-def machine_line(threads: int, device: torch.device) -> str:
-    cpu = platform.processor() or platform.machine()
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
     try:
         with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+            return next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
     except (OSError, StopIteration):
-        pass
+        return platform.processor() or platform.machine()
+
+
+def machine_line(threads: int, device: torch.device) -> str:
+    cpu = cpu_name()
     gpu = f", GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
     return (f"{time.strftime('%Y-%m-%d')}, {cpu}, {os.cpu_count()} cores, torch threads {threads}{gpu}, "
             f"torch {torch.__version__}")

@@ -285,14 +285,10 @@ def _claim(results: dict) -> dict[str, Any]:
 
 
 def _meta(mode, plan, seed, data_path, output, timings, figures, version) -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    from .bench import cpu_name
     from .kernels.scan import resolve_backend
 
+    cpu = cpu_name()
     command = "dyvm demo" + {"quick": " --quick", "long": " --long", "default": ""}[mode] + (f" --seed {seed}" if seed else "")
     return dict(command=command, argv=sys.argv, mode=mode, seed=seed, plan=plan.__dict__, data_path=data_path,
                 date=time.strftime("%Y-%m-%d %H:%M:%S %Z"), dyvm_version=version, torch_version=torch.__version__,
@@ -379,8 +375,3 @@ def demo_cli(args) -> int:
     run_demo(args.output, args.data_path, mode, args.seed, args.teacher_epochs, args.dyvm_epochs,
              progress=not args.no_progress, threads=args.threads)
     return 0
-
-
-def demo(**kwargs) -> dict[str, Any]:
-    """Python API of ``dyvm demo`` (see :func:`run_demo`)."""
-    return run_demo(**kwargs)
