@@ -55,6 +55,8 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--corrupt", choices=["skip", "fail"], default="skip",
                    help="unreadable images: skip them (counted, warned) or fail naming the file")
     g.add_argument("--subset", type=int, help="use only the first N training images (quick runs)")
+    g.add_argument("--download", action="store_true",
+                   help="fetch Fashion-MNIST through torchvision into --data-path when it is missing (needs a network)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -112,6 +112,7 @@ class TrainConfig:
     subset: Optional[int] = None
     workers: int = 0
     corrupt: str = "skip"
+    download: bool = False
     tensorboard: bool = False
     no_progress: bool = False
     threads: Optional[int] = None
@@ -319,7 +320,8 @@ def train(config: Optional[TrainConfig] = None, **options: Any) -> dict[str, Any
     channels = cfg.in_chans or (1 if cfg.dataset == "fashion-mnist" else 3)
     mean_std = ((FASHION_MNIST_MEAN * channels, FASHION_MNIST_STD * channels) if cfg.dataset == "fashion-mnist"
                 else ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
-    probe = build_dataset(cfg.dataset, "test", None, cfg.data_path, channels, cfg.val_size, cfg.corrupt)
+    probe = build_dataset(cfg.dataset, "test", None, cfg.data_path, channels, cfg.val_size, cfg.corrupt,
+                          download=cfg.download)
     num_classes = cfg.num_classes or num_classes_of(probe)
     model, teacher = build_models(cfg, num_classes, channels, mean_std)
     data_cfg = data_config_for(model)

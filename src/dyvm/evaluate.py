@@ -119,7 +119,7 @@ def evaluate_checkpoint(checkpoint: Optional[str] = None, model: Optional[str] =
                         data_path: Optional[str] = None, split: str = "test", batch_size: int = 256,
                         workers: int = 0, device: Optional[str] = None, latency_batch_sizes=(1, 64),
                         val_size: int = 5000, corrupt: str = "skip", progress: bool = True,
-                        flops_images: int = 256, **overrides: Any) -> dict[str, Any]:
+                        download: bool = False, **overrides: Any) -> dict[str, Any]:
     """Everything ``dyvm eval`` reports, as a dict."""
     from .data import build_dataset, build_transform, collate_skip_none, data_config_for
     from .flops import count_flops
@@ -128,7 +128,8 @@ def evaluate_checkpoint(checkpoint: Optional[str] = None, model: Optional[str] =
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     net = load_for_eval(checkpoint, model, overrides).to(dev)
     data_cfg = data_config_for(net)
-    ds = build_dataset(dataset, split, build_transform(data_cfg, False), data_path, net.in_chans, val_size, corrupt)
+    ds = build_dataset(dataset, split, build_transform(data_cfg, False), data_path, net.in_chans, val_size, corrupt,
+                       download=download)
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate_skip_none)
     stats = evaluate(net, loader, dev, progress=progress)
     result: dict[str, Any] = dict(model=getattr(net, "arch", model), checkpoint=checkpoint, split=split, **stats)
@@ -170,7 +171,7 @@ def eval_cli(args) -> int:
     overrides = model_overrides(args)
     result = evaluate_checkpoint(args.checkpoint, args.model, args.dataset, args.data_path, args.split, args.batch_size,
                                  args.workers, args.device, tuple(args.latency_batch_sizes), args.val_size, args.corrupt,
-                                 progress=not args.no_progress, **overrides)
+                                 progress=not args.no_progress, download=args.download, **overrides)
     print(format_report(result))
     if args.json:
         from .checkpoint import atomic_write
