@@ -67,8 +67,8 @@ def pruning_overlay(model, images: Tensor, display: np.ndarray, path: str, title
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.suptitle("patches kept by DyVM at each pruning stage (pruned ones dimmed)", fontsize=9)
-    fig.tight_layout()
     _save(fig, path)
 
 
