@@ -7,7 +7,6 @@ from hypothesis import strategies as st
 
 import dyvm
 from conftest import available_backends
-from dyvm.models.dyvm import DyVM
 
 
 def oracle_model(o, backend=None):

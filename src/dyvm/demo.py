@@ -21,7 +21,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-import numpy as np
 import torch
 
 # Model and schedule per mode. Time budgets on 2 CPU cores: quick ≈ 3 min, default ≈ 15 min,
@@ -273,7 +272,7 @@ def _interp(points: list[dict], g: float) -> Optional[float]:
 def _claim(results: dict) -> dict[str, Any]:
     """The paper's finding at this scale: ≥35% fewer FLOPs (official), ≤1.0 point lost, and better
     than random/static pruning at equal FLOPs."""
-    d, t = results["dyvm"], results["teacher"]
+    d = results["dyvm"]
     curves = results["curves"]
     at = {}
     for s in ("random", "static"):
@@ -352,7 +351,7 @@ def render_report(r: dict[str, Any]) -> str:
     for i, p in enumerate(first):
         cells = [f"{pts[i]['gflops_official'] * 1e3:.2f} / {pts[i]['top1']:.2f}" for pts in r["curves"].values()]
         lines.append(f"| {p['token_keep_ratio']:.2f} | " + " | ".join(cells) + " |")
-    lines += ["", f"Phase times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in m["timings_s"].items()), ""]
+    lines += ["", "Phase times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in m["timings_s"].items()), ""]
     return "\n".join(lines)
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import statistics
 import sys
-import time
 from contextlib import nullcontext
 from typing import Any, Optional
 
