@@ -86,22 +86,16 @@ def _latency(model, batch_sizes=(1, 64)) -> dict[str, float]:
 
 
 def _summarise(model, stats: dict, latency: dict) -> dict[str, Any]:
-    from .flops import count_flops, flops_breakdown
+    from .flops import flops_from_stats
     from .models.dyvm import DyVM
 
     out = dict(top1=stats["top1"], top5=stats["top5"], latency_ms=latency,
-               params_m=sum(p.numel() for p in model.parameters()) / 1e6)
+               params_m=sum(p.numel() for p in model.parameters()) / 1e6, **flops_from_stats(model, stats))
     if isinstance(model, DyVM):
-        keep = torch.tensor(stats["branch_keep"], dtype=torch.float64) if model.use_routers else 1.0
-        mean_keep = float(keep.mean()) if model.use_routers else 1.0
-        out.update(gflops_official=count_flops(model, "official", branch_keep_ratio=mean_keep),
-                   gflops_full=sum(flops_breakdown(model, "full", branch_keep=keep).values()) / 1e9,
-                   token_keep=stats["token_keep"], branch_keep=stats.get("branch_keep"),
+        out.update(token_keep=stats["token_keep"], branch_keep=stats.get("branch_keep"),
                    branch_keep_mean=stats.get("branch_keep_mean", 1.0),
                    branch_keep_per_class=stats.get("branch_keep_per_class"),
                    token_keep_ratio=model.token_ratio, router_threshold=model.router_threshold)
-    else:
-        out.update(gflops_official=count_flops(model, "official"), gflops_full=count_flops(model, "full"))
     return out
 
 

@@ -121,7 +121,7 @@ def evaluate_checkpoint(checkpoint: Optional[str] = None, model: Optional[str] =
                         download: bool = False, **overrides: Any) -> dict[str, Any]:
     """Everything ``dyvm eval`` reports, as a dict."""
     from .data import build_dataset, build_transform, collate_skip_none, data_config_for
-    from .flops import count_flops
+    from .flops import flops_from_stats
     from .models.dyvm import DyVM
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -131,16 +131,8 @@ def evaluate_checkpoint(checkpoint: Optional[str] = None, model: Optional[str] =
                        download=download)
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate_skip_none)
     stats = evaluate(net, loader, dev, progress=progress)
-    result: dict[str, Any] = dict(model=getattr(net, "arch", model), checkpoint=checkpoint, split=split, **stats)
-    if isinstance(net, DyVM) and net.use_routers:
-        keep = torch.tensor(stats["branch_keep"], dtype=torch.float64)
-        result["gflops_official"] = count_flops(net, "official", branch_keep_ratio=float(keep.mean()))
-        from .flops import flops_breakdown
-
-        result["gflops_full"] = sum(flops_breakdown(net, "full", branch_keep=keep).values()) / 1e9
-    else:
-        result["gflops_official"] = count_flops(net, "official")
-        result["gflops_full"] = count_flops(net, "full")
+    result: dict[str, Any] = dict(model=getattr(net, "arch", model), checkpoint=checkpoint, split=split, **stats,
+                                  **flops_from_stats(net, stats))
     if isinstance(net, DyVM):
         result.update(token_keep_ratio=net.token_ratio, router_threshold=net.router_threshold, score=net.score)
     result["latency"] = [measure_latency(net, b, dev) for b in latency_batch_sizes]

@@ -140,6 +140,16 @@ def count_flops(model: VisionMamba, convention: str = "official", *, branch_keep
                                token_ratio=token_ratio).values()) / 1e9
 
 
+def flops_from_stats(model: VisionMamba, stats: dict) -> dict[str, float]:
+    """GFLOPs in both conventions, branch savings from what ``evaluate`` measured (``stats['branch_keep']``,
+    (depth, 2): its mean for ``official``, per layer and direction for ``full``)."""
+    if isinstance(model, DyVM) and model.use_routers and "branch_keep" in stats:
+        keep = torch.tensor(stats["branch_keep"], dtype=torch.float64)
+        return dict(gflops_official=count_flops(model, "official", branch_keep_ratio=float(keep.mean())),
+                    gflops_full=sum(flops_breakdown(model, "full", branch_keep=keep).values()) / 1e9)
+    return dict(gflops_official=count_flops(model, "official"), gflops_full=count_flops(model, "full"))
+
+
 def solve_keep_ratio(model: DyVM, target_gflops: float, convention: str = "official",
                      branch_keep_ratio: Optional[float] = None, tol: float = 1e-4) -> float:
     """Largest token keep ratio ρ (cumulative ρ, ρ², ...) whose FLOPs do not exceed ``target_gflops``.

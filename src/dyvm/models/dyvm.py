@@ -283,6 +283,7 @@ class DyVM(VisionMamba):
         for i in range(self.depth):
             if i in stage_of:
                 k = stage_of[i]
+                cls_h, cls_r = hidden[:, c:c + 1], residual[:, c:c + 1]
                 oth_h = torch.cat([hidden[:, :c], hidden[:, c + 1:]], dim=1)
                 oth_r = torch.cat([residual[:, :c], residual[:, c + 1:]], dim=1)
                 n_prev = oth_h.shape[1]
@@ -308,8 +309,8 @@ class DyVM(VisionMamba):
                 kept.append(current_pos)
                 c = local.shape[1] // 2
                 cls_positions.append(c)
-                hidden = torch.cat([oth_h[:, :c], hidden[:, cls_positions[-2]:cls_positions[-2] + 1], oth_h[:, c:]], 1)
-                residual = torch.cat([oth_r[:, :c], residual[:, cls_positions[-2]:cls_positions[-2] + 1], oth_r[:, c:]], 1)
+                hidden = torch.cat([oth_h[:, :c], cls_h, oth_h[:, c:]], dim=1)
+                residual = torch.cat([oth_r[:, :c], cls_r, oth_r[:, c:]], dim=1)
             hidden, residual, logits, gate = self._layer(i, hidden, residual, None, c, gates, None)
             all_logits.append(logits)
             all_gates.append(gate)
