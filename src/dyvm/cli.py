@@ -50,7 +50,7 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "imagefolder"],
                    help="fashion-mnist (idx files) or an ImageFolder tree with train/ and val/")
     g.add_argument("--data-path", help="dataset root (fashion-mnist default: /usr/share/datasets/fashion-mnist)")
-    g.add_argument("--batch-size", type=int, default=64, help="images per process per step")
+    g.add_argument("--batch-size", type=int, help="images per process per step (train: the preset's; eval: 256)")
     g.add_argument("--workers", type=int, default=0, help="data-loading worker processes")
     g.add_argument("--corrupt", choices=["skip", "fail"], default="skip",
                    help="unreadable images: skip them (counted, warned) or fail naming the file")
@@ -92,10 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="token-only ablation: no SSM branch selection")
     g.add_argument("--no-pruning", dest="use_pruning", action="store_false",
                    help="block-only ablation: no token pruning")
-    g.add_argument("--keep-prior", action="store_true",
-                   help="start new predictors at the target keep ratio instead of 1/2 (not in the paper)")
-    g.add_argument("--dynamic-lr-scale", type=float, default=1.0,
-                   help="lr multiplier of predictors and routers (1 in the paper)")
+    g.add_argument("--recipe", choices=["dyvm", "paper"], default="dyvm",
+                   help="DyVM fine-tuning recipe: dyvm (default: the paper's plus the departures named in "
+                        "README/docs/study) or paper (exactly the official scripts)")
+    g.add_argument("--keep-prior", action=argparse.BooleanOptionalAction, default=None,
+                   help="start new predictors at the target keep ratio instead of 1/2 (recipe dyvm: on; paper: off)")
+    g.add_argument("--dynamic-lr-scale", type=float,
+                   help="lr multiplier of predictors and routers (recipe dyvm: 20; paper: 1)")
+    g.add_argument("--ratio-warmup", type=float,
+                   help="fraction of the steps over which keep-ratio targets go from 1 to ρ_k and β (paper: 0)")
     g.add_argument("--token-weight", type=float, help="token keep-ratio loss weight (10)")
     g.add_argument("--block-weight", type=float, help="branch keep-ratio loss weight (10)")
     g.add_argument("--distill-weight", type=float, help="distillation weight (0.5)")

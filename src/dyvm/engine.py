@@ -47,6 +47,20 @@ DYVM_PRESETS = {
 DYVM_COMMON = dict(epochs=30, warmup_epochs=5, warmup_lr=1e-5, min_lr=1e-6, weight_decay=1e-8, drop_path=0.0,
                    mixup=0.8, cutmix=1.0, smoothing=0.1, aa="rand-m9-mstd0.5-inc1", reprob=0.25, repeated_aug=3,
                    token_weight=10.0, block_weight=10.0, distill_weight=0.5)
+# DyVM fine-tuning recipes. ``paper``: exactly the official scripts. ``dyvm`` (the default): the paper's,
+# plus the departures that docs/study measured to keep accuracy on short runs and small data; each
+# one is named in RECIPE_DEPARTURES and in the demo report.
+DYVM_RECIPES = {
+    "paper": dict(keep_prior=False, dynamic_lr_scale=1.0, ratio_warmup=0.0),
+    "dyvm": dict(keep_prior=True, dynamic_lr_scale=20.0, ratio_warmup=0.0),
+}
+RECIPE_DEPARTURES = {
+    "keep_prior": "new predictors start at the stage's target keep ratio instead of 1/2",
+    "dynamic_lr_scale": "predictors and routers train at this multiple of the backbone lr (1 in the paper)",
+    "ratio_warmup": "keep-ratio targets (ρ_k and β) go linearly from 1 to their values over this fraction of the "
+                    "steps (fixed in the paper)",
+}
+
 # Vim/DeiT recipe for training a Vim (from scratch, or fine-tuning to new classes with a checkpoint).
 VIM_PRETRAIN = dict(lr=5e-4, epochs=300, warmup_epochs=5, warmup_lr=1e-6, min_lr=1e-5, weight_decay=0.05,
                     drop_path=0.05, mixup=0.8, cutmix=1.0, smoothing=0.1, aa="rand-m9-mstd0.5-inc1", reprob=0.25,
@@ -79,8 +93,10 @@ class TrainConfig:
     pruning_loc: Optional[list] = None
     use_routers: bool = True
     use_pruning: bool = True
-    keep_prior: bool = False
-    dynamic_lr_scale: float = 1.0
+    recipe: str = "dyvm"
+    keep_prior: Optional[bool] = None
+    dynamic_lr_scale: Optional[float] = None
+    ratio_warmup: Optional[float] = None
     epochs: Optional[int] = None
     batch_size: Optional[int] = None
     lr: Optional[float] = None
@@ -123,9 +139,12 @@ class TrainConfig:
         cfg = TrainConfig(**asdict(self))
         size = next((s for s in ("tiny", "small", "base") if cfg.model.endswith(s)), "tiny")
         if cfg.model.startswith("dyvm"):
-            preset = dict(DYVM_COMMON, **DYVM_PRESETS[size])
+            if cfg.recipe not in DYVM_RECIPES:
+                raise ValueError(f"recipe={cfg.recipe!r}; expected one of {sorted(DYVM_RECIPES)}")
+            preset = dict(DYVM_COMMON, **DYVM_PRESETS[size], **DYVM_RECIPES[cfg.recipe])
         else:
-            preset = dict(VIM_FINETUNE if cfg.checkpoint else VIM_PRETRAIN, batch_size=128)
+            preset = dict(VIM_FINETUNE if cfg.checkpoint else VIM_PRETRAIN, batch_size=128, keep_prior=False,
+                          dynamic_lr_scale=1.0, ratio_warmup=0.0)
         for key, value in preset.items():
             if getattr(cfg, key) is None:
                 setattr(cfg, key, value)
@@ -174,6 +193,8 @@ def _check_config(cfg: TrainConfig) -> None:
             raise ValueError(f"{key} must be >= 0, got {value}")
     if cfg.amp not in ("none", "bf16", "fp16"):
         raise ValueError(f"amp={cfg.amp!r}; expected none, bf16 or fp16")
+    if cfg.ratio_warmup is not None and not 0.0 <= cfg.ratio_warmup <= 1.0:
+        raise ValueError(f"ratio_warmup is a fraction of the run in [0, 1], got {cfg.ratio_warmup}")
     if (cfg.mixup or cfg.cutmix) and cfg.batch_size % 2:
         raise ValueError(f"batch_size={cfg.batch_size} must be even with mixup/cutmix")
 
@@ -334,10 +355,8 @@ def train(config: Optional[TrainConfig] = None, **options: Any) -> dict[str, Any
         raise ValueError(f"the training set has {len(train_set)} images, fewer than one global batch "
                          f"({cfg.batch_size} × {ddp.world})")
     if cfg.repeated_aug and cfg.repeated_aug > 1:
-        from timm.data.distributed_sampler import RepeatAugSampler
-
-        sampler = RepeatAugSampler(train_set, num_replicas=ddp.world, rank=ddp.rank, shuffle=True,
-                                   num_repeats=cfg.repeated_aug)
+        sampler = CopyKeyedRepeatAugSampler(train_set, num_replicas=ddp.world, rank=ddp.rank, shuffle=True,
+                                            num_repeats=cfg.repeated_aug)
     else:
         from torch.utils.data.distributed import DistributedSampler
 
@@ -375,6 +394,8 @@ def train(config: Optional[TrainConfig] = None, **options: Any) -> dict[str, Any
     scheduler = CosineLRScheduler(optimizer, t_initial=cfg.epochs * steps_per_epoch, lr_min=cfg.min_lr,
                                   warmup_t=cfg.warmup_epochs * steps_per_epoch, warmup_lr_init=cfg.warmup_lr,
                                   t_in_epochs=False)
+    warmup = (KeepRatioWarmup(model, criterion, cfg.ratio_warmup, cfg.epochs * steps_per_epoch)
+              if is_dyvm and cfg.ratio_warmup else None)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
     ema = None
     if cfg.ema:
@@ -437,6 +458,8 @@ def train(config: Optional[TrainConfig] = None, **options: Any) -> dict[str, Any
                 if images.shape[0] % 2:
                     images, targets, ids = images[:-1], targets[:-1], ids[:-1]
                 images, targets = mixup(images, targets)
+            if warmup is not None:
+                warmup.step(epoch * steps_per_epoch + step)
             with _autocast(device, cfg.amp):
                 if is_dyvm:
                     out = wrapped(images, noise=SampleNoise(ids, cfg.seed, epoch))
@@ -468,6 +491,8 @@ def train(config: Optional[TrainConfig] = None, **options: Any) -> dict[str, Any
         if skipped and ddp.main:
             log.warning("epoch %d: skipped %d unreadable images", epoch, skipped)
         train_time = time.time() - t0
+        if warmup is not None:
+            warmup.finish()
         stats = evaluate(model, val_loader, device, amp=cfg.amp, progress=False)
         record = dict(epoch=epoch, lr=optimizer.param_groups[0]["lr"], train_time_s=train_time,
                       skipped_images=skipped,
@@ -505,7 +530,8 @@ def train(config: Optional[TrainConfig] = None, **options: Any) -> dict[str, Any
 
 
 class _Indexed(torch.utils.data.Dataset):
-    """Adds each item's dataset index (the key of its Gumbel noise)."""
+    """Adds each item's sample key (the key of its Gumbel noise): the dataset index, plus
+    ``copy · len(dataset)`` for the repeated-augmentation copies (see :class:`CopyKeyedRepeatAugSampler`)."""
 
     def __init__(self, ds):
         self.ds, self.classes = ds, getattr(ds, "classes", None)
@@ -513,9 +539,65 @@ class _Indexed(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.ds)
 
-    def __getitem__(self, index: int):
-        item = self.ds[index]
-        return None if item is None else (item[0], item[1], index)
+    def __getitem__(self, key: int):
+        item = self.ds[key % len(self.ds)]
+        return None if item is None else (item[0], item[1], key)
+
+
+def _repeat_aug_sampler_class():
+    from timm.data.distributed_sampler import RepeatAugSampler
+
+    class _Sampler(RepeatAugSampler):
+        """timm's RepeatAugSampler whose items are keys ``index + copy · N`` (N = dataset size), so the
+        repeated-augmentation copies of an image draw different Gumbel noise (i.i.d., as the official
+        code), while the key of every item depends only on its position in the global order: one
+        process and several processes with the same global batch draw the same noise."""
+
+        def __init__(self, dataset, num_repeats: int = 3, **kwargs):
+            if int(num_repeats) != num_repeats:
+                raise ValueError(f"repeated_aug must be an integer, got {num_repeats}")
+            super().__init__(dataset, num_repeats=int(num_repeats), **kwargs)
+
+        def __iter__(self):
+            # the global list is repeat_interleave(permutation): position p holds copy p % R
+            positions = range(self.rank, self.total_size, self.num_replicas)[:self.num_selected_samples]
+            n, r = len(self.dataset), self.num_repeats
+            return iter([index + (pos % r) * n for pos, index in zip(positions, super().__iter__())])
+
+    return _Sampler
+
+
+def CopyKeyedRepeatAugSampler(dataset, **kwargs):  # noqa: N802 (a class made lazily: timm imports late)
+    return _repeat_aug_sampler_class()(dataset, **kwargs)
+
+
+class KeepRatioWarmup:
+    """Linear warm-up of DyVM's keep-ratio targets from 1 (the teacher's behaviour: every token and
+    branch kept) to ρ_k and β over the first ``fraction`` of the steps. Applied to the model's
+    ``token_ratio`` (used by random/static selection and inference) and to the loss targets."""
+
+    def __init__(self, model: nn.Module, criterion, fraction: float, total_steps: int):
+        self.model, self.criterion = model, criterion
+        self.final_token = list(model.token_ratio)
+        self.final_block = criterion.block_keep_ratio
+        self.steps = max(1, round(fraction * total_steps)) if fraction > 0 else 0
+
+    def step(self, global_step: int) -> None:
+        """Set the targets for step ``global_step`` (0-based)."""
+        if not self.steps:
+            return
+        t = min(1.0, (global_step + 1) / self.steps)
+        ratios = [1.0 - t * (1.0 - r) for r in self.final_token]
+        self.model.configure(token_ratio=ratios)
+        self.criterion.token_ratio = ratios
+        self.criterion.block_keep_ratio = 1.0 - t * (1.0 - self.final_block)
+
+    def finish(self) -> None:
+        """The final targets (before evaluating or saving)."""
+        if self.steps:
+            self.model.configure(token_ratio=self.final_token)
+            self.criterion.token_ratio = list(self.final_token)
+            self.criterion.block_keep_ratio = self.final_block
 
 
 def _progress(total: int, desc: str, enabled: bool, position: int = 0):
