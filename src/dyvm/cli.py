@@ -157,8 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a ~3-minute smoke run")
     p.add_argument("--long", action="store_true", help="the longer run that checks the paper's claim")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--teacher-epochs", type=int)
-    p.add_argument("--dyvm-epochs", type=int)
+    p.add_argument("--finetune-epochs", type=int, help="epochs of each fine-tuning run (DyVM, random, static)")
+    p.add_argument("--train-teacher", action="store_true",
+                   help="train the teacher in the run with the shipped teacher's recipe instead of loading it")
+    p.add_argument("--recipe", choices=["dyvm", "paper"], help="DyVM fine-tuning recipe (default: dyvm)")
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("viz", help="which patches survive each pruning stage, for one image")
