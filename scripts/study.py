@@ -1,0 +1,149 @@
+"""Attribution study at the demo's scale: where does DyVM's accuracy go, and what recipe keeps it?
+
+    python scripts/study.py run NAME [NAME ...] [--teacher CKPT] [--threads 1]   # one result file per run
+    python scripts/study.py report                                               # table + plot + JSON
+
+Every run fine-tunes the demo's teacher (the shipped checkpoint unless --teacher) for the demo's budget
+(`dyvm demo`'s plan: 1 epoch on the 55,000 training images, batch 128) and evaluates on the full
+Fashion-MNIST test split. Results go to docs/study/runs/NAME.json, written when the run ends.
+"""
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+OUT = os.path.join(HERE, "..", "docs", "study")
+
+# name: (description, train() options on top of the demo's fine-tuning options)
+RUNS = {
+    "control": ("teacher fine-tuned, no pruning, all branches on (the cost of fine-tuning itself)",
+                dict(use_pruning=False, use_routers=False)),
+    "token_only": ("token pruning only (no routers)", dict(use_routers=False)),
+    "block_only": ("branch selection only (no token pruning)", dict(use_pruning=False)),
+    "both": ("DyVM: token pruning and branch selection (the demo's operating point)", dict()),
+    "both_seed1": ("DyVM, seed 1", dict(seed=1)),
+    "both_seed2": ("DyVM, seed 2", dict(seed=2)),
+    "random": ("trained random pruning (+ routers)", dict(score="random")),
+    "static": ("trained static pruning (+ routers)", dict(score="static")),
+    "rho0.6": ("ρ 0.6", dict(token_keep_ratio=0.6)),
+    "rho0.8": ("ρ 0.8", dict(token_keep_ratio=0.8)),
+    "beta0.7": ("β 0.7", dict(block_keep_ratio=0.7)),
+    "beta0.9": ("β 0.9", dict(block_keep_ratio=0.9)),
+    "rho0.6_beta0.7": ("ρ 0.6, β 0.7", dict(token_keep_ratio=0.6, block_keep_ratio=0.7)),
+    "rho0.8_beta0.9": ("ρ 0.8, β 0.9", dict(token_keep_ratio=0.8, block_keep_ratio=0.9)),
+    "rho0.8_beta0.6": ("ρ 0.8, β 0.6", dict(token_keep_ratio=0.8, block_keep_ratio=0.6)),
+    "rho0.8_beta0.5": ("ρ 0.8, β 0.5", dict(token_keep_ratio=0.8, block_keep_ratio=0.5)),
+    "dyn_lr_100": ("predictors/routers at 100× the backbone lr", dict(dynamic_lr_scale=100.0)),
+    "paper": ("the paper's recipe (no keep prior, predictors/routers at the backbone lr)", dict(recipe="paper")),
+    "no_keep_prior": ("dyvm recipe without the keep prior", dict(keep_prior=False)),
+    "dyn_lr_1": ("dyvm recipe with predictors/routers at the backbone lr", dict(dynamic_lr_scale=1.0)),
+    "warmup0.3": ("keep-ratio warm-up over the first 30% of steps", dict(ratio_warmup=0.3)),
+    "warmup0.6": ("keep-ratio warm-up over the first 60% of steps", dict(ratio_warmup=0.6)),
+    "lr3e-4": ("backbone lr 3e-4 (per 512 images)", dict(lr=3e-4)),
+    "lr3e-3": ("backbone lr 3e-3 (per 512 images)", dict(lr=3e-3)),
+    "distill2": ("distillation weight 2 (0.5 in the paper)", dict(distill_weight=2.0)),
+}
+
+
+def run(name: str, teacher: str, threads: int, subset) -> dict:
+    from dyvm.checkpoint import model_from_checkpoint
+    from dyvm.demo import FINETUNE_COMMON, MODEL, PLANS, _test_loader
+    from dyvm.engine import train
+    from dyvm.evaluate import evaluate
+    from dyvm.flops import flops_from_stats
+
+    plan = PLANS["default"]
+    desc, extra = RUNS[name]
+    opts = dict(FINETUNE_COMMON, model="dyvm_vim_tiny", checkpoint=teacher, epochs=plan.finetune_epochs,
+                lr=plan.finetune_lr, token_keep_ratio=plan.token_keep_ratio, block_keep_ratio=plan.block_keep_ratio,
+                pruning_loc=plan.pruning_loc, subset=subset, threads=threads, no_progress=True, seed=0)
+    opts.update(extra)
+    t0 = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        summary = train(output=tmp, **opts)
+        model, _ = model_from_checkpoint(summary["best_checkpoint"])
+        with open(os.path.join(tmp, "config.json")) as fh:
+            config = json.load(fh)
+    teacher_model, _ = model_from_checkpoint(teacher)
+    loader = _test_loader(model, None, None)
+    stats = evaluate(model, loader, torch.device("cpu"), progress=False)
+    tstats = evaluate(teacher_model, loader, torch.device("cpu"), progress=False)
+    flops, tflops = flops_from_stats(model, stats), flops_from_stats(teacher_model, tstats)
+    return dict(name=name, description=desc, options=extra, top1=stats["top1"], teacher_top1=tstats["top1"],
+                top1_drop=tstats["top1"] - stats["top1"], gflops_official=flops["gflops_official"],
+                flops_cut=1 - flops["gflops_official"] / tflops["gflops_official"],
+                token_keep=stats.get("token_keep"), branch_keep_mean=stats.get("branch_keep_mean", 1.0),
+                val_top1=summary["best_acc"], history=summary["history"], config=config,
+                seconds=time.time() - t0, date=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                command=f"python scripts/study.py run {name}")
+
+
+def report() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = os.path.join(OUT, "runs")
+    rows = [json.load(open(os.path.join(folder, f))) for f in sorted(os.listdir(folder)) if f.endswith(".json")]
+    order = {n: i for i, n in enumerate(RUNS)}
+    rows.sort(key=lambda r: order.get(r["name"], 99))
+    lines = ["| run | what | top-1 % | drop (points) | FLOPs cut (official) | token keep (measured) | branch keep |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        tk = ", ".join(f"{v:.2f}" for v in r["token_keep"]) if r.get("token_keep") else "1"
+        lines.append(f"| {r['name']} | {r['description']} | {r['top1']:.2f} | {r['top1_drop']:+.2f} | "
+                     f"{100 * r['flops_cut']:.1f}% | {tk} | {r['branch_keep_mean']:.3f} |")
+    with open(os.path.join(OUT, "table.md"), "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    with open(os.path.join(OUT, "results.json"), "w") as fh:
+        json.dump([{k: v for k, v in r.items() if k != "history"} for r in rows], fh, indent=1)
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    for r in rows:
+        ax.scatter(100 * r["flops_cut"], r["top1"], s=25)
+        ax.annotate(r["name"], (100 * r["flops_cut"], r["top1"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    if rows:
+        ax.axhline(rows[0]["teacher_top1"], color="k", lw=0.8, ls="--", label="Vim teacher")
+        ax.axhline(rows[0]["teacher_top1"] - 1.5, color="r", lw=0.8, ls=":", label="teacher − 1.5 points")
+    ax.axvline(35, color="g", lw=0.8, ls=":", label="35% FLOPs cut")
+    ax.set_xlabel("FLOPs cut vs the teacher (official convention, measured branch keep) %")
+    ax.set_ylabel("top-1 % (Fashion-MNIST test, 10,000 images)")
+    ax.legend(fontsize=8)
+    ax.set_title("Attribution study at the demo's budget (1 fine-tuning epoch each)")
+    fig.savefig(os.path.join(OUT, "study.png"), dpi=110, bbox_inches="tight")
+    print("\n".join(lines))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("names", nargs="+", choices=list(RUNS))
+    r.add_argument("--teacher", help="teacher checkpoint (default: the shipped one)")
+    r.add_argument("--threads", type=int, default=1)
+    r.add_argument("--subset", type=int, help="training images per run (default: all, the demo's budget)")
+    r.add_argument("--out", default=os.path.join(OUT, "runs"))
+    sub.add_parser("report")
+    args = ap.parse_args()
+    if args.cmd == "report":
+        report()
+        return
+    from dyvm.demo import TEACHER_FILE
+
+    torch.set_num_threads(args.threads)
+    os.makedirs(args.out, exist_ok=True)
+    for name in args.names:
+        res = run(name, args.teacher or TEACHER_FILE, args.threads, args.subset)
+        with open(os.path.join(args.out, f"{name}.json"), "w") as fh:
+            json.dump(res, fh, indent=1)
+        print(f"{name}: top-1 {res['top1']:.2f} (drop {res['top1_drop']:+.2f}), FLOPs cut {100 * res['flops_cut']:.1f}%",
+              file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    main()
