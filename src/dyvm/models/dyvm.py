@@ -147,7 +147,8 @@ class DyVM(VisionMamba):
                 raise ValueError(f"score={score!r} is not a keep-score source; expected one of {SCORE_SOURCES}")
             self.score = score
         if hasattr(self, "config"):
-            self.config.update(token_ratio=list(self.token_ratio), router_threshold=self.router_threshold)
+            self.config.update(token_ratio=list(self.token_ratio), router_threshold=self.router_threshold,
+                               score=self.score)
         return self
 
     def keep_counts(self) -> list[int]:
