@@ -101,7 +101,7 @@ def _summarise(model, stats: dict, latency: dict) -> dict[str, Any]:
 
 def run_demo(output: str = "dyvm-demo", data_path: Optional[str] = None, mode: str = "default", seed: int = 0,
              teacher_epochs: Optional[int] = None, dyvm_epochs: Optional[int] = None, progress: bool = True,
-             threads: Optional[int] = None) -> dict[str, Any]:
+             threads: Optional[int] = None, download: bool = False) -> dict[str, Any]:
     """Run the demo and write the report folder; returns ``results.json``'s content."""
     from . import __version__
     from .checkpoint import model_from_checkpoint
@@ -120,12 +120,20 @@ def run_demo(output: str = "dyvm-demo", data_path: Optional[str] = None, mode: s
         plan.dyvm_epochs = dyvm_epochs
     if plan.teacher_epochs < 1 or plan.dyvm_epochs < 1:
         raise ValueError("teacher_epochs and dyvm_epochs must be >= 1")
-    find_fashion_mnist(data_path)  # fail early with a clear message
+    try:
+        find_fashion_mnist(data_path)  # fail early with a clear message (naming the command that fixes it)
+    except FileNotFoundError:
+        if not download:
+            raise
+        from .data import FashionMNIST
+
+        data_path = data_path or "data"
+        FashionMNIST(data_path, download=True)
     output = os.path.abspath(output)
     parent = os.path.dirname(output)
     os.makedirs(parent, exist_ok=True)
     work = tempfile.mkdtemp(prefix=".dyvm-demo-", dir=parent)
-    quiet = not progress
+    quiet = False  # the phase lines are printed even with --no-progress (it only turns off the bars)
     started = time.time()
     timings: dict[str, float] = {}
     try:
@@ -211,8 +219,7 @@ def run_demo(output: str = "dyvm-demo", data_path: Optional[str] = None, mode: s
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    if progress:
-        print(f"\nreport written to {output}/report.md ({timings['total_s'] / 60:.1f} min)", file=sys.stderr)
+    print(f"\nreport written to {output}/report.md ({timings['total_s'] / 60:.1f} min)", file=sys.stderr)
     return results
 
 
@@ -366,5 +373,5 @@ def demo_cli(args) -> int:
         raise ValueError("--quick and --long exclude each other")
     mode = "quick" if args.quick else "long" if args.long else "default"
     run_demo(args.output, args.data_path, mode, args.seed, args.teacher_epochs, args.dyvm_epochs,
-             progress=not args.no_progress, threads=args.threads)
+             progress=not args.no_progress, threads=args.threads, download=args.download)
     return 0
