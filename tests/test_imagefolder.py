@@ -166,6 +166,10 @@ def test_smaller_things_are_one_line_errors(tmp_path, capsys):
     assert code == 2 and "--warmup-epochs 3" in last
     code, last = _cli(capsys, *base, "--depth", "1", "--val-size", "500", "--output", tmp_path / "o3")
     assert code == 2 and "--val-size 500" in last
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "checkpoint.pth").write_bytes(b"an earlier run")
+    code, last = _cli(capsys, *base, "--depth", "1", "--output", tmp_path / "old")
+    assert code == 2 and "--resume" in last and (tmp_path / "old" / "checkpoint.pth").read_bytes() == b"an earlier run"
 
 
 def test_dyvm_depth_below_4_gets_valid_pruning_locations(tmp_path, capsys):
@@ -262,3 +266,16 @@ def test_demo_without_data_names_the_fix(tmp_path, monkeypatch, capsys):
     code, last = _cli(capsys, "demo", "--output", tmp_path / "report")
     assert code == 2 and "apt-get install -y dataset-fashion-mnist" in last and "--download" in last
     assert not (tmp_path / "report").exists()
+
+
+def test_predict_with_a_vim_checkpoint_without_names(tmp_path):
+    from dyvm.checkpoint import save_checkpoint
+
+    model = dyvm.create_model("vim_tiny", img_size=16, patch_size=8, depth=1, embed_dim=16, num_classes=2, in_chans=1)
+    save_checkpoint(tmp_path / "vim.pth", model)  # no class names inside: they are shown as indices
+    torch.save({"model": model.state_dict()}, tmp_path / "bare.pth")  # official-style: no architecture either
+    Image.new("RGB", (40, 12), (0, 90, 200)).save(tmp_path / "x.jpg")
+    with pytest.raises(ValueError, match="--model"):
+        dyvm.predict(tmp_path / "x.jpg", str(tmp_path / "bare.pth"))
+    r = dyvm.predict(tmp_path / "x.jpg", str(tmp_path / "vim.pth"), top_k=5)
+    assert sorted(t["class"] for t in r[0]["top"]) == ["0", "1"] and "token_keep" not in r[0]

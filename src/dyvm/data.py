@@ -262,7 +262,13 @@ def data_config_for(model: torch.nn.Module) -> dict[str, Any]:
     interpolation), as ``timm.data.resolve_data_config`` reads it."""
     from timm.data import resolve_data_config
 
-    return resolve_data_config({}, model=model)
+    cfg = resolve_data_config({}, model=model)
+    channels = cfg["input_size"][0]
+    for key in ("mean", "std"):  # e.g. ImageNet's 3-channel statistics on a 1-channel model
+        values = tuple(cfg[key])
+        if len(values) != channels:
+            cfg[key] = (sum(values) / len(values),) * channels
+    return cfg
 
 
 def build_transform(data_cfg: dict[str, Any], is_training: bool, aa: Optional[str] = None, reprob: float = 0.0,

@@ -200,6 +200,9 @@ def _check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"--val-size must be >= 0, got {cfg.val_size}")
     if os.path.exists(cfg.output) and not os.path.isdir(cfg.output):
         raise ValueError(f"--output {cfg.output}: exists and is not a directory (a run folder is written there)")
+    if not cfg.resume and os.path.isfile(os.path.join(cfg.output, "checkpoint.pth")):
+        raise ValueError(f"--output {cfg.output} already holds a run (checkpoint.pth): pass --resume to continue it, "
+                         "or choose another --output")
     if cfg.amp not in ("none", "bf16", "fp16"):
         raise ValueError(f"amp={cfg.amp!r}; expected none, bf16 or fp16")
     if (cfg.mixup or cfg.cutmix) and cfg.batch_size % 2:

@@ -110,6 +110,9 @@ def load_for_eval(checkpoint: Optional[str], model_name: Optional[str] = None, o
     ckpt = read_checkpoint(checkpoint) if checkpoint else None
     if ckpt is not None and isinstance(ckpt, dict) and ckpt.get("arch") and model_name is None:
         model, _ = model_from_checkpoint(ckpt, **overrides)
+    elif model_name is None:
+        raise ValueError(f"--checkpoint {checkpoint}: not a dyvm checkpoint (no architecture inside); "
+                         "pass --model NAME as well")
     else:
         model = create_model(model_name, **overrides)
         if ckpt is not None:
