@@ -143,7 +143,9 @@ def test_defaults_follow_the_data():
     assert default_val_size(60000) == 5000 and default_val_size(8000) == 800 and default_val_size(7) == 1
     small = TrainConfig(model="vim_tiny", img_size=28, epochs=8).resolved()
     assert (small.mixup, small.cutmix, small.aa, small.reprob, small.repeated_aug) == (0.0, 0.0, "none", 0.0, 1)
-    assert (small.scale_min, small.hflip, small.warmup_epochs) == (1.0, 0.0, 1)
+    assert (small.scale_min, small.hflip, small.warmup_epochs) == (0.8, 0.0, 1)
+    assert small.batch_size == 32 and small.lr * 32 / 512 == pytest.approx(2e-3)  # effective lr 2e-3
+    assert TrainConfig(model="vim_tiny", img_size=28, batch_size=128).resolved().lr * 128 / 512 == pytest.approx(2e-3)
     assert TrainConfig(model="vim_tiny", img_size=28, epochs=2).resolved().warmup_epochs == 0
     big = TrainConfig(model="dyvm_vim_small", epochs=2).resolved()
     assert big.warmup_epochs == 0 and big.mixup == 0.8 and big.hflip == 0.5 and big.scale_min == 0.08

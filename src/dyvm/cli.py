@@ -51,7 +51,8 @@ def _data_args(p: argparse.ArgumentParser) -> None:
                    help="fashion-mnist (idx files) or an ImageFolder: ROOT/train/<class>/* with ROOT/val/<class>/*, "
                         "or a single tree ROOT/<class>/* (split by --val-fraction)")
     g.add_argument("--data-path", help="dataset root (fashion-mnist default: /usr/share/datasets/fashion-mnist)")
-    g.add_argument("--batch-size", type=int, default=64, help="images per process per step")
+    g.add_argument("--batch-size", type=int,
+                   help="images per process per step (train: the preset's, 32 for images <= 64 px; eval: 64)")
     g.add_argument("--workers", type=int, default=0, help="data-loading worker processes")
     g.add_argument("--corrupt", choices=["skip", "fail"], default="skip",
                    help="unreadable images: skip them (counted, warned) or fail naming the file")

@@ -188,7 +188,8 @@ def eval_cli(args) -> int:
     from .cli import model_overrides
 
     overrides = model_overrides(args)
-    result = evaluate_checkpoint(args.checkpoint, args.model, args.dataset, args.data_path, args.split, args.batch_size,
+    result = evaluate_checkpoint(args.checkpoint, args.model, args.dataset, args.data_path, args.split,
+                                 args.batch_size or 64,
                                  args.workers, args.device, tuple(args.latency_batch_sizes), args.val_size, args.corrupt,
                                  progress=not args.no_progress, download=args.download,
                                  val_fraction=args.val_fraction, **overrides)
