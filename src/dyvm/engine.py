@@ -53,10 +53,10 @@ VIM_PRETRAIN = dict(lr=5e-4, epochs=300, warmup_epochs=5, warmup_lr=1e-6, min_lr
                     repeated_aug=3)
 VIM_FINETUNE = dict(VIM_PRETRAIN, lr=1e-4, epochs=30, warmup_epochs=2, drop_path=0.0)
 # Small images (<= SMALL_IMAGE px): what the demo measured on 28-px Fashion-MNIST. No RandAugment,
-# mixup/cutmix or random erasing (they destroy a 28-px image), a mild crop (>= 80% of the area, the
-# demo's --long setting; on 5k handwritten digits the run without it over-fitted from epoch 3 on,
-# stuck at 88-89% held-out top-1, while with it it reached 94% after 8 epochs), and no flip (it turns digits and letters into other symbols; pass --hflip 0.5 for
-# pictures of objects).
+# mixup/cutmix or random erasing (they destroy a 28-px image); a mild crop (>= 80% of the area, the
+# demo's --long setting: on 5k handwritten digits a run without it over-fitted from epoch 3 on, at
+# 88-89% held-out top-1, one with it reached 94% after 8 epochs); no flip (it turns digits and
+# letters into other symbols; pass --hflip 0.5 for pictures of objects).
 SMALL_IMAGE = 64
 SMALL_AUG = dict(mixup=0.0, cutmix=0.0, aa="none", reprob=0.0, repeated_aug=1, smoothing=0.0, scale_min=0.8,
                  hflip=0.0)
