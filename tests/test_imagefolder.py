@@ -2,7 +2,6 @@
 their errors, the defaults that follow the data, and ``dyvm predict``. No dataset needed."""
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
