@@ -64,7 +64,7 @@ RUNS = {
 
 def run(name: str, teacher: str, threads: int, subset) -> dict:
     from dyvm.checkpoint import model_from_checkpoint
-    from dyvm.demo import FINETUNE_COMMON, MODEL, PLANS, _test_loader
+    from dyvm.demo import FINETUNE_COMMON, PLANS, _test_loader
     from dyvm.engine import train
     from dyvm.evaluate import evaluate
     from dyvm.flops import flops_from_stats

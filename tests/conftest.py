@@ -22,6 +22,16 @@ def available_backends() -> list[str]:
 
 
 @pytest.fixture(scope="session")
+def fashion_mnist() -> str:
+    """Debian's Fashion-MNIST folder. A test that needs it FAILS (never skips) where it is missing."""
+    from dyvm.data import FASHION_MNIST_DIRS, FASHION_MNIST_FIX
+
+    if not os.path.isdir(FASHION_MNIST_DIRS[0]):
+        pytest.fail(f"Fashion-MNIST is missing ({FASHION_MNIST_DIRS[0]}); install it: {FASHION_MNIST_FIX}", pytrace=False)
+    return FASHION_MNIST_DIRS[0]
+
+
+@pytest.fixture(scope="session")
 def oracle():
     cache = {}
 

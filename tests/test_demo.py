@@ -9,16 +9,19 @@ from PIL import Image
 
 from dyvm.data import FASHION_MNIST_DIRS, read_idx
 
-pytestmark = pytest.mark.skipif(not os.path.isdir(FASHION_MNIST_DIRS[0]), reason="needs dataset-fashion-mnist")
 FIGURES = ("pruning.png", "branch_usage.png", "accuracy_vs_flops.png", "training.png")
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory):
+def report(tmp_path_factory, fashion_mnist):  # fails (never skips) without the dataset
     out = tmp_path_factory.mktemp("demo") / "report"
     proc = subprocess.run([sys.executable, "-m", "dyvm", "demo", "--quick", "--output", str(out), "--no-progress"],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # --no-progress turns off the bars, not the news: every phase and every epoch still gets a line
+    assert "== 1/5 teacher: the shipped Vim checkpoint" in proc.stderr and "== 5/5" in proc.stderr
+    assert proc.stderr.lstrip().startswith("dyvm demo --quick: a smoke run")  # says so in its first lines
+    assert "epoch 1/" in proc.stderr and "report written to" in proc.stderr
     return out
 
 
@@ -29,12 +32,19 @@ def test_report_files_and_sane_numbers(report):
         with Image.open(report / name) as im:
             assert im.format == "PNG" and min(im.size) > 100
     r = json.loads((report / "results.json").read_text())
-    assert {"teacher", "dyvm", "curves", "meta"} <= set(r)
+    assert {"teacher", "dyvm", "trained_baselines", "curves", "meta", "claim"} <= set(r)
     t, d = r["teacher"], r["dyvm"]
-    assert t["top1"] > 30 and d["top1"] > 20  # far above chance (10 classes)
+    assert t["source"]["kind"] == "shipped checkpoint" and t["top1"] > 85  # the shipped teacher, on 2,000 test images
+    assert d["top1"] > 20 and d["score"] == "predictor"  # far above chance (10 classes)
+    for name in ("random", "static"):  # trained baselines, reloaded with the selection rule they trained with
+        b = r["trained_baselines"][name]
+        assert b["score"] == name and b["top1"] > 20 and b["gflops_official"] < t["gflops_official"]
+    assert r["claim"]["drop_bar"] is None and r["claim"]["top1_drop_within_bar"] is None  # a smoke run claims nothing
+    rec = r["meta"]["finetune_recipe"]
+    assert rec["recipe"] == "dyvm" and rec["keep_prior"] is True and rec["subset"] == 4096
     assert d["gflops_official"] < t["gflops_official"] and d["gflops_full"] < t["gflops_full"]
     assert len(d["token_keep"]) == 3 and d["token_keep"][0] > d["token_keep"][-1]
-    assert len(d["branch_keep"]) == r["meta"]["plan"]["depth"] and 0 < d["branch_keep_mean"] <= 1
+    assert len(d["branch_keep"]) == 8 and 0 < d["branch_keep_mean"] <= 1
     assert set(r["curves"]) == {"predictor", "random", "static"}
     for points in r["curves"].values():
         g = [p["gflops_official"] for p in sorted(points, key=lambda p: p["token_keep_ratio"])]
@@ -42,6 +52,7 @@ def test_report_files_and_sane_numbers(report):
     assert t["latency_ms"]["b1"] > 0 and r["meta"]["command"] == "dyvm demo --quick"
     text = (report / "report.md").read_text()
     assert f"{t['top1']:.2f}" in text and f"{d['top1']:.2f}" in text  # the report shows the JSON's numbers
+    assert "A smoke run" in text and "← departs" in text and "trained random pruning" in text
     assert not [p for p in os.listdir(report.parent) if p.startswith(".dyvm-demo-")]  # no temp folder left
 
 

@@ -16,8 +16,7 @@ import dyvm
 from dyvm.checkpoint import read_checkpoint
 from dyvm.data import FASHION_MNIST_DIRS, build_dataset, build_transform, read_idx
 
-FMNIST = FASHION_MNIST_DIRS[0]
-pytestmark = pytest.mark.skipif(not os.path.isdir(FMNIST), reason="needs Debian's dataset-fashion-mnist")
+FMNIST = FASHION_MNIST_DIRS[0]  # tests that read it take the `fashion_mnist` fixture: they fail without it
 
 TINY = ["--img-size", "28", "--patch-size", "7", "--depth", "2", "--embed-dim", "32", "--batch-size", "32",
         "--subset", "256", "--val-size", "500", "--eval-batch-size", "500", "--mixup", "0", "--cutmix", "0",
@@ -41,7 +40,7 @@ def test_cli_help_version_and_subcommands():
     out = run_cli("--version").stdout
     assert out.strip() == f"dyvm {dyvm.__version__}"
     top = run_cli("--help").stdout
-    for sub in ("train", "eval", "flops", "bench", "convert", "demo", "viz"):
+    for sub in ("train", "eval", "predict", "flops", "bench", "convert", "demo", "viz"):
         assert sub in top
         assert "--config" in run_cli(sub, "--help").stdout
     start = time.perf_counter()
@@ -71,7 +70,7 @@ def test_convert_roundtrip(tmp_path):
 
 
 # ----------------------------------------------------------------------------- data
-def test_fashion_mnist_from_idx_files():
+def test_fashion_mnist_from_idx_files(fashion_mnist):
     images = read_idx(Path(FMNIST) / "train-images-idx3-ubyte.gz")
     assert images.shape == (60000, 28, 28) and images.dtype == np.uint8
     train = build_dataset("fashion-mnist", "train", None, val_size=5000)
@@ -102,7 +101,7 @@ def make_image_folder(root: Path, per_class=6, corrupt=True):
     return root
 
 
-def test_image_folder_skip_or_fail_on_corrupt_files(tmp_path):
+def test_image_folder_skip_or_fail_on_corrupt_files(tmp_path, fashion_mnist):
     root = make_image_folder(tmp_path / "data")
     ds = build_dataset("imagefolder", "train", None, str(root), channels=3, val_size=2)
     with pytest.warns(RuntimeWarning, match="broken.png"):
@@ -122,7 +121,7 @@ def test_image_folder_skip_or_fail_on_corrupt_files(tmp_path):
 
 
 # ----------------------------------------------------------------------------- training
-def test_train_resume_equals_uninterrupted(tmp_path, monkeypatch):
+def test_train_resume_equals_uninterrupted(tmp_path, monkeypatch, fashion_mnist):
     common = dict(model="vim_tiny", img_size=28, patch_size=7, depth=2, embed_dim=32, batch_size=32, subset=512,
                   val_size=500, eval_batch_size=500, mixup=0.0, cutmix=0.0, aa="none", reprob=0.0, repeated_aug=1,
                   no_progress=True, epochs=2, lr=2e-2, warmup_epochs=1, drop_path=0.1)
@@ -154,7 +153,7 @@ def test_train_resume_equals_uninterrupted(tmp_path, monkeypatch):
     assert same_state(resumed["model"], first["model"])  # bit-identical to the uninterrupted run
 
 
-def test_kill_leaves_last_checkpoint_loadable(tmp_path):
+def test_kill_leaves_last_checkpoint_loadable(tmp_path, fashion_mnist):
     out = tmp_path / "run"
     args = [sys.executable, "-m", "dyvm", "train", "--model", "vim_tiny", *TINY, "--subset", "2048",
             "--epochs", "50", "--output", str(out)]
@@ -173,7 +172,7 @@ def test_kill_leaves_last_checkpoint_loadable(tmp_path):
     assert ckpt["epoch"] >= 0 and isinstance(model, dyvm.VisionMamba)
 
 
-def test_dyvm_finetune_from_our_vim_then_eval(tmp_path):
+def test_dyvm_finetune_from_our_vim_then_eval(tmp_path, fashion_mnist):
     run_cli("train", "--model", "vim_tiny", *TINY, "--epochs", "1", "--lr", "2e-3", "--output", tmp_path / "vim")
     # depth differs from the checkpoint: a clear error, not a deep stack trace
     proc = run_cli("train", "--model", "dyvm_vim_tiny", *TINY, "--depth", "4", "--pruning-loc", "1", "2", "3",
@@ -204,7 +203,7 @@ def test_dyvm_finetune_from_our_vim_then_eval(tmp_path):
     (["--checkpoint", "/nonexistent.pth"], "no such file"),
     (["--model", "dyvm_vim_tiny", "--pruning-loc", "0", "1"], "pruning_loc"),
 ])
-def test_bad_training_input_is_one_line(tmp_path, args, match):
+def test_bad_training_input_is_one_line(tmp_path, args, match, fashion_mnist):
     proc = run_cli("train", *TINY, "--epochs", "1", "--output", tmp_path / "x", *args, check=False)
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
@@ -218,7 +217,7 @@ def test_checkpoint_of_another_architecture(tmp_path):
 
 
 # ----------------------------------------------------------------------------- multi-process
-def test_two_processes_equal_one_process(tmp_path):
+def test_two_processes_equal_one_process(tmp_path, fashion_mnist):
     """torchrun with 2 CPU processes (gloo) × batch 16 gives the weights of 1 process × batch 32."""
     common = ["--model", "dyvm_vim_tiny", "--img-size", "28", "--patch-size", "7", "--depth", "3", "--embed-dim", "32",
               "--pruning-loc", "1", "2", "--token-keep-ratio", "0.8", "--subset", "128", "--val-size", "500",

@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Any, Callable, Optional, Sequence
 
-SUBCOMMANDS = ("train", "eval", "flops", "bench", "convert", "demo", "viz")
+SUBCOMMANDS = ("train", "eval", "predict", "flops", "bench", "convert", "demo", "viz")
 
 
 class CLIError(Exception):
@@ -48,13 +48,18 @@ def _dyvm_args(p: argparse.ArgumentParser) -> None:
 def _data_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "imagefolder"],
-                   help="fashion-mnist (idx files) or an ImageFolder tree with train/ and val/")
+                   help="fashion-mnist (idx files) or an ImageFolder: ROOT/train/<class>/* with ROOT/val/<class>/*, "
+                        "or a single tree ROOT/<class>/* (split by --val-fraction)")
     g.add_argument("--data-path", help="dataset root (fashion-mnist default: /usr/share/datasets/fashion-mnist)")
-    g.add_argument("--batch-size", type=int, help="images per process per step (train: the preset's; eval: 256)")
+    g.add_argument("--batch-size", type=int,
+                   help="images per process per step (train: the preset's, 32 for images <= 64 px; eval: 64)")
     g.add_argument("--workers", type=int, default=0, help="data-loading worker processes")
     g.add_argument("--corrupt", choices=["skip", "fail"], default="skip",
                    help="unreadable images: skip them (counted, warned) or fail naming the file")
     g.add_argument("--subset", type=int, help="use only the first N training images (quick runs)")
+    g.add_argument("--val-fraction", type=float, default=0.2,
+                   help="single ImageFolder tree without train/ val/: share of each class used as val/ (the test "
+                        "split), chosen deterministically")
     g.add_argument("--download", action="store_true",
                    help="fetch Fashion-MNIST through torchvision into --data-path when it is missing (needs a network)")
 
@@ -86,8 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--reprob", type=float, help="random erasing probability")
     g.add_argument("--repeated-aug", type=int, help="repeated augmentation count (1 = off)")
     g.add_argument("--drop-path", type=float)
-    g.add_argument("--scale-min", type=float, default=0.08, help="RandomResizedCrop minimum area fraction")
-    g.add_argument("--hflip", type=float, default=0.5, help="horizontal flip probability")
+    g.add_argument("--scale-min", type=float,
+                   help="RandomResizedCrop minimum area fraction (default 0.08; 1.0 = no crop for images <= 64 px)")
+    g.add_argument("--hflip", type=float,
+                   help="horizontal flip probability (default 0.5; 0 for images <= 64 px, e.g. digits)")
     g.add_argument("--no-routers", dest="use_routers", action="store_false",
                    help="token-only ablation: no SSM branch selection")
     g.add_argument("--no-pruning", dest="use_pruning", action="store_false",
@@ -110,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.pth")
     g.add_argument("--max-steps-per-epoch", type=int, help="cap steps per epoch (quick runs)")
-    g.add_argument("--val-size", type=int, default=5000, help="images held out of the training set for model selection")
+    g.add_argument("--val-size", type=int,
+                   help="images held out of the training set for model selection (default: 10%%, at most 5,000)")
     g.add_argument("--eval-batch-size", type=int, default=256)
     g.add_argument("--tensorboard", action="store_true")
     g.add_argument("--no-progress", action="store_true")
@@ -119,9 +127,25 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Evaluate on the test split (Fashion-MNIST test set, or val/ of an ImageFolder).")
     _common(p), _model_args(p, default=None), _dyvm_args(p), _data_args(p)
     p.add_argument("--split", default="test", choices=["test", "val"], help="test split, or the held-out validation split")
-    p.add_argument("--val-size", type=int, default=5000)
+    p.add_argument("--val-size", type=int, help="held-out split size as in training (default: 10%%, at most 5,000)")
     p.add_argument("--json", help="also write the results as JSON to this file")
     p.add_argument("--latency-batch-sizes", type=int, nargs="*", default=[1, 64])
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("predict", help="classify image files or folders with a trained checkpoint",
+                       description="Top-k classes (names from the checkpoint) and probabilities per image; for DyVM "
+                                   "also the kept-token fraction and the share of SSM branches that ran.")
+    _common(p)
+    p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files and/or folders (searched recursively)")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint written by dyvm train (or an official one with --model)")
+    p.add_argument("--model", help="model name, for an official checkpoint without the architecture inside")
+    p.add_argument("--top-k", type=int, default=5, help="classes to show per image")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--json", nargs="?", const="-", metavar="FILE",
+                   help="JSON output: to stdout (--json alone) or to FILE (written atomically)")
+    p.add_argument("--token-keep-ratio", type=float)
+    p.add_argument("--router-threshold", type=float)
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("flops", help="G multiply-accumulates per image (official and full conventions)")
@@ -154,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--output", default="dyvm-demo", help="report folder (written atomically)")
     p.add_argument("--data-path", help="Fashion-MNIST idx files (default: Debian's dataset-fashion-mnist)")
+    p.add_argument("--download", action="store_true",
+                   help="fetch Fashion-MNIST through torchvision into --data-path (default ./data) when it is missing")
     p.add_argument("--quick", action="store_true", help="a ~3-minute smoke run")
     p.add_argument("--long", action="store_true", help="the longer run that checks the paper's claim")
     p.add_argument("--seed", type=int, default=0)
@@ -161,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-teacher", action="store_true",
                    help="train the teacher in the run with the shipped teacher's recipe instead of loading it")
     p.add_argument("--recipe", choices=["dyvm", "paper"], help="DyVM fine-tuning recipe (default: dyvm)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (phase and epoch lines are still printed)")
 
     p = sub.add_parser("viz", help="which patches survive each pruning stage, for one image")
     _common(p)
@@ -220,6 +246,7 @@ def _run(args: argparse.Namespace) -> int:
         "convert": _convert_cli,
         "demo": lambda a: __import__("dyvm.demo", fromlist=["x"]).demo_cli(a),
         "viz": lambda a: __import__("dyvm.viz", fromlist=["x"]).viz_cli(a),
+        "predict": lambda a: __import__("dyvm.prediction", fromlist=["x"]).predict_cli(a),
     }
     return handlers[args.command](args)
 

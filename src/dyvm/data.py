@@ -4,6 +4,15 @@ Splits: ``train`` (minus a held-out validation split used for model selection), 
 held-out part: the last ``val_size`` images of Fashion-MNIST's training set, or a fixed random
 subset of an ImageFolder's ``train/``), ``test`` (Fashion-MNIST's official 10,000 test images, or
 the ImageFolder's ``val/``; only for final numbers).
+
+The held-out validation split defaults to 10% of the training images, capped at 5,000
+(:func:`default_val_size`; Fashion-MNIST: 5,000 of 60,000).
+
+ImageFolder layouts: ``ROOT/train/<class>/*`` with ``ROOT/val/<class>/*`` (the same class
+folders), or a single tree ``ROOT/<class>/*`` (also ``ROOT/train/`` alone) whose ``test`` split is
+a deterministic, per-class ``val_fraction`` of every class. Images are read as they come (any
+mode PIL opens: grey, RGB, alpha, palette, CMYK, 16-bit; EXIF rotation applied) and converted to
+the model's channel count by :func:`to_model_mode`.
 """
 from __future__ import annotations
 
@@ -13,7 +22,7 @@ import os
 import struct
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -26,6 +35,8 @@ FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
                          "Bag", "Ankle boot")
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
+FASHION_MNIST_FIX = "apt-get install -y dataset-fashion-mnist"
+VAL_FRACTION, VAL_CAP = 0.1, 5000   # default held-out validation split: 10% of train, at most 5,000
 _FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
           "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 
@@ -59,10 +70,13 @@ def find_fashion_mnist(data_path: Optional[str] = None) -> Path:
             folder = Path(root) / sub
             if all(_idx_file(folder, name) for pair in _FILES.values() for name in pair):
                 return folder
-    where = f"--data-path {data_path}" if data_path else f"{FASHION_MNIST_DIRS[0]} (apt-get install dataset-fashion-mnist)"
     if data_path and not Path(data_path).exists():
         raise FileNotFoundError(f"--data-path {data_path}: no such directory")
-    raise FileNotFoundError(f"Fashion-MNIST idx files (train-images-idx3-ubyte[.gz], ...) not found in {where}")
+    if data_path:
+        raise FileNotFoundError(f"--data-path {data_path}: no Fashion-MNIST idx files (train-images-idx3-ubyte[.gz], "
+                                "...) there; add --download to fetch them there")
+    raise FileNotFoundError(f"Fashion-MNIST is not installed ({FASHION_MNIST_DIRS[0]} is missing); fix: "
+                            f"{FASHION_MNIST_FIX}  (elsewhere: add --download, or --data-path DIR)")
 
 
 def _idx_file(folder: Path, name: str) -> Optional[Path]:
@@ -108,36 +122,129 @@ class FashionMNIST(Dataset):
         return (self.transform(img) if self.transform else img), int(self.targets[index])
 
 
+def to_model_mode(img: Image.Image, channels: int) -> Image.Image:
+    """Any PIL image → "L" (``channels == 1``) or "RGB" (``channels == 3``): EXIF rotation applied,
+    palette and CMYK converted, alpha dropped, 16/32-bit grey scaled to 8 bits."""
+    from PIL import ImageOps
+
+    if channels not in (1, 3):
+        raise ValueError(f"in_chans={channels}: images can be read as 1 (grey) or 3 (RGB) channels")
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # a broken EXIF block: keep the pixels as stored
+        pass
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        img = Image.fromarray(np.clip(arr * (255.0 / top), 0, 255).round().astype(np.uint8))
+    elif img.mode in ("P", "PA"):
+        img = img.convert("RGBA")  # palette, with or without a transparent colour
+    target = "RGB" if channels == 3 else "L"
+    if img.mode != target:
+        if img.mode not in ("L", "RGB"):
+            img = img.convert("RGB" if img.mode in ("RGBA", "RGBa", "CMYK", "YCbCr", "LAB", "HSV") else "L")
+        img = img.convert(target)
+    return img
+
+
+def read_image(path: str | os.PathLike, channels: int) -> Image.Image:
+    """Open and decode one image file in the model's mode (see :func:`to_model_mode`)."""
+    with Image.open(path) as im:
+        im.load()
+        return to_model_mode(im, channels)
+
+
+def _is_image(path: str) -> bool:
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    return path.lower().endswith(IMG_EXTENSIONS)
+
+
+def scan_class_folders(folder: str) -> tuple[list[str], list[tuple[str, int]]]:
+    """Class names (sorted sub-folder names) and (path, class index) samples of an ImageFolder tree.
+
+    Raises ValueError naming ``folder`` for no class folders, a single class, or empty classes."""
+    from torchvision.datasets.folder import make_dataset
+
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{folder}: no such directory")
+    classes = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
+    if not classes:
+        raise ValueError(f"{folder}: no class folders (expected {os.path.join(folder, '<class>', '<image files>')})")
+    index = {c: i for i, c in enumerate(classes)}
+    samples = make_dataset(folder, index, is_valid_file=_is_image, allow_empty=True)
+    counts = np.bincount([t for _, t in samples], minlength=len(classes))
+    empty = [c for c, n in zip(classes, counts) if n == 0]
+    if len(empty) == len(classes):
+        raise ValueError(f"{folder}: no image files in its class folders ({', '.join(classes[:5])}"
+                         f"{', ...' if len(classes) > 5 else ''})")
+    if empty:
+        raise ValueError(f"{folder}: class folders without images: {', '.join(empty[:10])}"
+                         f"{' ...' if len(empty) > 10 else ''} (add images or remove them)")
+    if len(classes) < 2:
+        raise ValueError(f"{folder}: only one class folder ({classes[0]!r}); a classifier needs at least 2")
+    return classes, samples
+
+
+def imagefolder_layout(root: str) -> tuple[str, Optional[str]]:
+    """(train tree, val tree or None) of ``root``: ROOT/train + ROOT/val, or a single tree."""
+    if not root:
+        raise ValueError("--data-path is required for --dataset imagefolder (ROOT/train/<class>/..., "
+                         "ROOT/val/<class>/..., or a single tree ROOT/<class>/...)")
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"--data-path {root}: no such directory")
+    train, val = os.path.join(root, "train"), os.path.join(root, "val")
+    if os.path.isdir(train):
+        return train, (val if os.path.isdir(val) else None)
+    return root, None
+
+
 class SafeImageFolder(Dataset):
-    """torchvision ImageFolder whose unreadable files are skipped (returns None, warned once per
-    file, dropped by :func:`collate_skip_none`) or, with ``on_corrupt='fail'``, raise naming the file."""
+    """An ImageFolder tree whose unreadable files are skipped (returns None, warned once per file,
+    dropped by :func:`collate_skip_none`) or, with ``on_corrupt='fail'``, raise naming the file.
+    Every image is converted to ``channels`` (see :func:`to_model_mode`)."""
 
-    def __init__(self, root: str, transform: Optional[Callable] = None, channels: int = 3, on_corrupt: str = "skip"):
-        from torchvision.datasets import ImageFolder
-
-        if not os.path.isdir(root):
-            raise FileNotFoundError(f"{root}: no such directory")
-        try:
-            self.folder = ImageFolder(root, loader=lambda p: p)  # paths only; decoding happens here
-        except FileNotFoundError as exc:
-            raise ValueError(f"{root}: no class folders with images ({exc})") from None
-        self.classes, self.targets = self.folder.classes, self.folder.targets
-        self.transform, self.channels, self.on_corrupt = transform, channels, on_corrupt
+    def __init__(self, root: str, transform: Optional[Callable] = None, channels: int = 3, on_corrupt: str = "skip",
+                 scanned: Optional[tuple[list[str], list[tuple[str, int]]]] = None):
+        self.classes, self.samples = scanned or scan_class_folders(root)
+        self.targets = [t for _, t in self.samples]
+        self.root, self.transform, self.channels, self.on_corrupt = root, transform, channels, on_corrupt
 
     def __len__(self) -> int:
-        return len(self.folder.samples)
+        return len(self.samples)
 
     def __getitem__(self, index: int):
-        path, target = self.folder.samples[index]
+        path, target = self.samples[index]
         try:
-            with Image.open(path) as im:
-                img = im.convert("RGB" if self.channels == 3 else "L")
+            img = read_image(path, self.channels)
         except Exception as exc:
             if self.on_corrupt == "fail":
                 raise ValueError(f"unreadable image {path}: {type(exc).__name__}: {exc}") from None
             warnings.warn(f"skipping unreadable image {path} ({type(exc).__name__})", RuntimeWarning)
             return None
         return (self.transform(img) if self.transform else img), target
+
+
+def default_val_size(n_train: int) -> int:
+    """Images held out of ``n_train`` for model selection: 10%, at least 1, at most 5,000."""
+    return max(1, min(VAL_CAP, int(round(VAL_FRACTION * n_train))))
+
+
+def split_per_class(targets: Sequence[int], fraction: float, seed: int = 0) -> tuple[list[int], list[int]]:
+    """Deterministic split of indices into (rest, held) with ``fraction`` of every class held
+    (at least one image of each class with two or more, never all of a class)."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"--val-fraction must be in (0, 1), got {fraction}")
+    targets = np.asarray(targets)
+    rng = np.random.default_rng(seed)
+    rest, held = [], []
+    for c in np.unique(targets):
+        idx = np.nonzero(targets == c)[0]
+        idx = idx[rng.permutation(len(idx))]
+        k = min(len(idx) - 1, max(1, int(round(fraction * len(idx))))) if len(idx) > 1 else 0
+        held += idx[:k].tolist()
+        rest += idx[k:].tolist()
+    return sorted(rest), sorted(held)
 
 
 def collate_skip_none(batch: list):
@@ -155,7 +262,13 @@ def data_config_for(model: torch.nn.Module) -> dict[str, Any]:
     interpolation), as ``timm.data.resolve_data_config`` reads it."""
     from timm.data import resolve_data_config
 
-    return resolve_data_config({}, model=model)
+    cfg = resolve_data_config({}, model=model)
+    channels = cfg["input_size"][0]
+    for key in ("mean", "std"):  # e.g. ImageNet's 3-channel statistics on a 1-channel model
+        values = tuple(cfg[key])
+        if len(values) != channels:
+            cfg[key] = (sum(values) / len(values),) * channels
+    return cfg
 
 
 def build_transform(data_cfg: dict[str, Any], is_training: bool, aa: Optional[str] = None, reprob: float = 0.0,
@@ -176,9 +289,11 @@ def build_transform(data_cfg: dict[str, Any], is_training: bool, aa: Optional[st
 
 
 def build_dataset(dataset: str, split: str, transform: Optional[Callable], data_path: Optional[str] = None,
-                  channels: int = 3, val_size: int = 5000, on_corrupt: str = "skip", subset: Optional[int] = None,
-                  download: bool = False) -> Dataset:
-    """``split`` in train / val / test, as described in the module docstring."""
+                  channels: int = 3, val_size: Optional[int] = None, on_corrupt: str = "skip",
+                  subset: Optional[int] = None, download: bool = False, val_fraction: float = 0.2) -> Dataset:
+    """``split`` in train / val / test, as described in the module docstring. ``val_size``: images
+    held out of the training set for model selection (None: :func:`default_val_size`);
+    ``val_fraction``: share of each class that becomes the test split of a single ImageFolder tree."""
     from torch.utils.data import Subset
 
     if split not in ("train", "val", "test"):
@@ -187,25 +302,42 @@ def build_dataset(dataset: str, split: str, transform: Optional[Callable], data_
         full = FashionMNIST(data_path, "test" if split == "test" else "train", transform, channels, download)
         order = np.arange(len(full))
     elif dataset == "imagefolder":
-        if not data_path:
-            raise ValueError("--data-path is required for --dataset imagefolder (a folder with train/ and val/)")
-        sub = "val" if split == "test" else "train"
-        full = SafeImageFolder(os.path.join(data_path, sub), transform, channels, on_corrupt)
-        order = np.random.default_rng(0).permutation(len(full)) if split != "test" else np.arange(len(full))
+        train_dir, val_dir = imagefolder_layout(data_path)
+        train_scan = scan_class_folders(train_dir)
+        if val_dir is not None:
+            val_scan = scan_class_folders(val_dir)
+            if val_scan[0] != train_scan[0]:
+                only_t = sorted(set(train_scan[0]) - set(val_scan[0]))
+                only_v = sorted(set(val_scan[0]) - set(train_scan[0]))
+                raise ValueError(f"--data-path {data_path}: {train_dir} and {val_dir} must hold the same class folders; "
+                                 f"only in train/: {', '.join(only_t) or '-'}; only in val/: {', '.join(only_v) or '-'}")
+            if split == "test":
+                full = SafeImageFolder(val_dir, transform, channels, on_corrupt, val_scan)
+                order = np.arange(len(full))
+            else:
+                full = SafeImageFolder(train_dir, transform, channels, on_corrupt, train_scan)
+                order = np.random.default_rng(0).permutation(len(full))
+        else:  # a single tree: a fixed per-class share is the test split
+            full = SafeImageFolder(train_dir, transform, channels, on_corrupt, train_scan)
+            rest, held = split_per_class(full.targets, val_fraction)
+            order = np.asarray(held) if split == "test" else np.asarray(rest)[np.random.default_rng(0).permutation(len(rest))]
     else:
         raise ValueError(f"dataset={dataset!r}; expected fashion-mnist or imagefolder")
-    if len(full) == 0:
+    if len(order) == 0:
         raise ValueError(f"{dataset} split {split!r} is empty")
     if split != "test":
-        if not 0 <= val_size < len(full):
-            raise ValueError(f"val_size={val_size} must be in [0, {len(full)}) for this training set")
+        if val_size is None:
+            val_size = default_val_size(len(order))
+        if not 0 <= val_size < len(order):
+            raise ValueError(f"--val-size {val_size} must be in [0, {len(order)}) for this training set "
+                             f"of {len(order)} images")
         order = order[len(order) - val_size:] if split == "val" else order[:len(order) - val_size]
     if subset is not None and split == "train":
         if subset < 1:
             raise ValueError(f"subset must be >= 1, got {subset}")
         order = order[:subset]
     ds = Subset(full, order.tolist()) if len(order) != len(full) or split != "test" else full
-    ds.classes = full.classes  # type: ignore[attr-defined]
+    ds.classes = list(full.classes)  # type: ignore[attr-defined]
     return ds
 
 

@@ -142,7 +142,7 @@ def _summarise(model, stats: dict, latency: Optional[dict]) -> dict[str, Any]:
 
 def run_demo(output: str = "dyvm-demo", data_path: Optional[str] = None, mode: str = "default", seed: int = 0,
              finetune_epochs: Optional[int] = None, train_teacher: bool = False, recipe: Optional[str] = None,
-             progress: bool = True, threads: Optional[int] = None) -> dict[str, Any]:
+             progress: bool = True, threads: Optional[int] = None, download: bool = False) -> dict[str, Any]:
     """Run the demo and write the report folder; returns ``results.json``'s content."""
     from . import __version__
     from .checkpoint import model_from_checkpoint
@@ -161,7 +161,15 @@ def run_demo(output: str = "dyvm-demo", data_path: Optional[str] = None, mode: s
         plan.finetune_epochs = finetune_epochs
     if recipe is not None:
         plan.recipe = recipe
-    find_fashion_mnist(data_path)  # fail early with a clear message
+    try:
+        find_fashion_mnist(data_path)  # fail early with a clear message (naming the command that fixes it)
+    except FileNotFoundError:
+        if not download:
+            raise
+        from .data import FashionMNIST
+
+        data_path = data_path or "data"
+        FashionMNIST(data_path, download=True)
     output = os.path.abspath(output)
     parent = os.path.dirname(output)
     os.makedirs(parent, exist_ok=True)
@@ -267,8 +275,7 @@ def run_demo(output: str = "dyvm-demo", data_path: Optional[str] = None, mode: s
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    if progress:
-        print(f"\nreport written to {output}/report.md ({timings['total_s'] / 60:.1f} min)", file=sys.stderr)
+    print(f"\nreport written to {output}/report.md ({timings['total_s'] / 60:.1f} min)", file=sys.stderr)
     return results
 
 
@@ -479,5 +486,5 @@ def demo_cli(args) -> int:
         raise ValueError("--quick and --long exclude each other")
     mode = "quick" if args.quick else "long" if args.long else "default"
     run_demo(args.output, args.data_path, mode, args.seed, args.finetune_epochs, args.train_teacher, args.recipe,
-             progress=not args.no_progress, threads=args.threads)
+             progress=not args.no_progress, threads=args.threads, download=args.download)
     return 0

@@ -54,6 +54,7 @@ DYVM_RECIPES = {
     "paper": dict(keep_prior=False, dynamic_lr_scale=1.0, ratio_warmup=0.0),
     "dyvm": dict(keep_prior=True, dynamic_lr_scale=20.0, ratio_warmup=0.0),
 }
+NO_DYNAMIC = dict(keep_prior=False, dynamic_lr_scale=1.0, ratio_warmup=0.0)  # a Vim has no predictors/routers
 RECIPE_DEPARTURES = {
     "keep_prior": "new predictors start at the stage's target keep ratio instead of 1/2",
     "dynamic_lr_scale": "predictors and routers train at this multiple of the backbone lr (1 in the paper)",
@@ -66,6 +67,22 @@ VIM_PRETRAIN = dict(lr=5e-4, epochs=300, warmup_epochs=5, warmup_lr=1e-6, min_lr
                     drop_path=0.05, mixup=0.8, cutmix=1.0, smoothing=0.1, aa="rand-m9-mstd0.5-inc1", reprob=0.25,
                     repeated_aug=3)
 VIM_FINETUNE = dict(VIM_PRETRAIN, lr=1e-4, epochs=30, warmup_epochs=2, drop_path=0.0)
+# Small images (<= SMALL_IMAGE px): what the demo measured on 28-px Fashion-MNIST. No RandAugment,
+# mixup/cutmix or random erasing (they destroy a 28-px image); a mild crop (>= 80% of the area, the
+# demo's --long setting: on 5k handwritten digits a run without it over-fitted from epoch 3 on, at
+# 88-89% held-out top-1, one with it reached 94% after 8 epochs); no flip (it turns digits and
+# letters into other symbols; pass --hflip 0.5 for pictures of objects).
+SMALL_IMAGE = 64
+SMALL_AUG = dict(mixup=0.0, cutmix=0.0, aa="none", reprob=0.0, repeated_aug=1, smoothing=0.0, scale_min=0.8,
+                 hflip=0.0)
+# ... and a Vim trained from scratch on them: the demo teacher's recipe (AdamW at an effective lr of
+# 2e-3, i.e. base lr 8e-3 at its batch of 128), in batches of 32: 4× the steps per epoch, which a
+# small data set of a few thousand images needs (measured on handwritten digits, see README).
+SMALL_PRETRAIN = dict(SMALL_AUG, batch_size=32, epochs=30, warmup_epochs=1, warmup_lr=1e-5, min_lr=1e-5,
+                      weight_decay=0.05, drop_path=0.0)
+SMALL_EFFECTIVE_LR = 2e-3  # whatever the batch: base lr = 2e-3 × 512 / batch
+LARGE_AUG = dict(scale_min=0.08, hflip=0.5)
+WARMUP_SHARE = 0.2  # a preset's warm-up never takes more than 20% of the epochs
 
 
 @dataclass
@@ -115,15 +132,16 @@ class TrainConfig:
     token_weight: Optional[float] = None
     block_weight: Optional[float] = None
     distill_weight: Optional[float] = None
-    scale_min: float = 0.08
-    hflip: float = 0.5
+    scale_min: Optional[float] = None
+    hflip: Optional[float] = None
     amp: str = "none"
     ema: bool = False
     ema_decay: float = 0.99996
     seed: int = 0
     resume: bool = False
     max_steps_per_epoch: Optional[int] = None
-    val_size: int = 5000
+    val_size: Optional[int] = None
+    val_fraction: float = 0.2
     eval_batch_size: int = 256
     subset: Optional[int] = None
     workers: int = 0
@@ -138,16 +156,24 @@ class TrainConfig:
         """Fill unset recipe values from the preset of the model's family and size."""
         cfg = TrainConfig(**asdict(self))
         size = next((s for s in ("tiny", "small", "base") if cfg.model.endswith(s)), "tiny")
+        small = (cfg.img_size or 224) <= SMALL_IMAGE
         if cfg.model.startswith("dyvm"):
             if cfg.recipe not in DYVM_RECIPES:
                 raise ValueError(f"recipe={cfg.recipe!r}; expected one of {sorted(DYVM_RECIPES)}")
             preset = dict(DYVM_COMMON, **DYVM_PRESETS[size], **DYVM_RECIPES[cfg.recipe])
+        elif small and not cfg.checkpoint:
+            preset = dict(SMALL_PRETRAIN, **NO_DYNAMIC)
+            if cfg.lr is None:
+                preset["lr"] = SMALL_EFFECTIVE_LR * 512 / (cfg.batch_size or preset["batch_size"])
         else:
-            preset = dict(VIM_FINETUNE if cfg.checkpoint else VIM_PRETRAIN, batch_size=128, keep_prior=False,
-                          dynamic_lr_scale=1.0, ratio_warmup=0.0)
+            preset = dict(VIM_FINETUNE if cfg.checkpoint else VIM_PRETRAIN, batch_size=128, **NO_DYNAMIC)
+        preset.update(SMALL_AUG if small else LARGE_AUG)
+        warmup_given = cfg.warmup_epochs is not None
         for key, value in preset.items():
             if getattr(cfg, key) is None:
                 setattr(cfg, key, value)
+        if not warmup_given and cfg.epochs:
+            cfg.warmup_epochs = min(cfg.warmup_epochs, int(WARMUP_SHARE * cfg.epochs))
         return cfg
 
 
@@ -191,6 +217,17 @@ def _check_config(cfg: TrainConfig) -> None:
         value = getattr(cfg, key)
         if value is not None and value < 0:
             raise ValueError(f"{key} must be >= 0, got {value}")
+    if cfg.warmup_epochs is not None and cfg.epochs is not None and cfg.warmup_epochs > cfg.epochs:
+        raise ValueError(f"--warmup-epochs {cfg.warmup_epochs} is longer than the run (--epochs {cfg.epochs})")
+    if cfg.warmup_epochs is not None and cfg.warmup_epochs < 0:
+        raise ValueError(f"--warmup-epochs must be >= 0, got {cfg.warmup_epochs}")
+    if cfg.val_size is not None and cfg.val_size < 0:
+        raise ValueError(f"--val-size must be >= 0, got {cfg.val_size}")
+    if os.path.exists(cfg.output) and not os.path.isdir(cfg.output):
+        raise ValueError(f"--output {cfg.output}: exists and is not a directory (a run folder is written there)")
+    if not cfg.resume and os.path.isfile(os.path.join(cfg.output, "checkpoint.pth")):
+        raise ValueError(f"--output {cfg.output} already holds a run (checkpoint.pth): pass --resume to continue it, "
+                         "or choose another --output")
     if cfg.amp not in ("none", "bf16", "fp16"):
         raise ValueError(f"amp={cfg.amp!r}; expected none, bf16 or fp16")
     if cfg.ratio_warmup is not None and not 0.0 <= cfg.ratio_warmup <= 1.0:
@@ -210,8 +247,19 @@ def model_kwargs(cfg: TrainConfig, num_classes: int, channels: int) -> dict[str,
         for key in ("token_keep_ratio", "block_keep_ratio", "router_threshold", "score", "pruning_loc"):
             if getattr(cfg, key) is not None:
                 kw[key] = getattr(cfg, key)
+        if cfg.pruning_loc is None and cfg.depth is not None and cfg.use_pruning:
+            kw["pruning_loc"] = default_pruning_loc(cfg.depth)
         kw.update(use_routers=cfg.use_routers, use_pruning=cfg.use_pruning)
     return kw
+
+
+def default_pruning_loc(depth: int) -> list[int]:
+    """The official [6, 12, 18] of 24 layers scaled to ``depth``, without repeats or layer 0."""
+    locs = sorted({d for d in (depth // 4, depth // 2, 3 * depth // 4) if 1 <= d <= depth - 1})
+    if not locs:
+        raise ValueError(f"--depth {depth}: a DyVM needs at least 2 layers to prune tokens between them "
+                         "(or pass --no-pruning)")
+    return locs
 
 
 def _teacher_name(name: str) -> str:
@@ -237,7 +285,8 @@ def build_models(cfg: TrainConfig, num_classes: int, channels: int, data_mean_st
             model.reset_dynamic_parameters(keep_prior=True)
     mean, std = data_mean_std
     model.pretrained_cfg = dict(model.pretrained_cfg, mean=mean, std=std,
-                                crop_pct=1.0 if cfg.dataset == "fashion-mnist" else 0.875)
+                                crop_pct=1.0 if cfg.dataset == "fashion-mnist" or (cfg.img_size or 224) <= SMALL_IMAGE
+                                else 0.875)
     teacher = None
     if cfg.model.startswith("dyvm") and (cfg.distill_weight or 0) > 0:
         source = cfg.teacher or cfg.checkpoint
@@ -334,23 +383,29 @@ def train(config: Optional[TrainConfig] = None, **options: Any) -> dict[str, Any
     ddp = init_distributed(device)
     if ddp.world > 1 and device.type == "cuda":
         device = torch.device("cuda", ddp.local_rank)
-    os.makedirs(cfg.output, exist_ok=True)
     seed_everything(cfg.seed + ddp.rank)
 
     # data -------------------------------------------------------------------------------
     channels = cfg.in_chans or (1 if cfg.dataset == "fashion-mnist" else 3)
     mean_std = ((FASHION_MNIST_MEAN * channels, FASHION_MNIST_STD * channels) if cfg.dataset == "fashion-mnist"
-                else ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
+                else ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)) if channels == 3 else ((0.449,), (0.226,)))
     probe = build_dataset(cfg.dataset, "test", None, cfg.data_path, channels, cfg.val_size, cfg.corrupt,
-                          download=cfg.download)
+                          download=cfg.download, val_fraction=cfg.val_fraction)
+    class_names = list(probe.classes)
     num_classes = cfg.num_classes or num_classes_of(probe)
+    if num_classes < len(class_names):
+        raise ValueError(f"--num-classes {num_classes} is fewer than the {len(class_names)} classes of the data")
+    os.makedirs(cfg.output, exist_ok=True)
     model, teacher = build_models(cfg, num_classes, channels, mean_std)
     data_cfg = data_config_for(model)
     train_tf = build_transform(data_cfg, True, cfg.aa, cfg.reprob, (cfg.scale_min, 1.0), cfg.hflip)
     eval_tf = build_transform(data_cfg, False)
     train_set = _Indexed(build_dataset(cfg.dataset, "train", train_tf, cfg.data_path, channels, cfg.val_size,
-                                       cfg.corrupt, cfg.subset))
-    val_set = build_dataset(cfg.dataset, "val", eval_tf, cfg.data_path, channels, cfg.val_size, cfg.corrupt)
+                                       cfg.corrupt, cfg.subset, val_fraction=cfg.val_fraction))
+    val_set = build_dataset(cfg.dataset, "val", eval_tf, cfg.data_path, channels, cfg.val_size, cfg.corrupt,
+                            val_fraction=cfg.val_fraction)
+    if len(val_set) == 0:
+        raise ValueError("--val-size 0: model selection needs a held-out validation split of at least 1 image")
     if len(train_set) < cfg.batch_size * ddp.world:
         raise ValueError(f"the training set has {len(train_set)} images, fewer than one global batch "
                          f"({cfg.batch_size} × {ddp.world})")
@@ -497,7 +552,7 @@ def train(config: Optional[TrainConfig] = None, **options: Any) -> dict[str, Any
         record = dict(epoch=epoch, lr=optimizer.param_groups[0]["lr"], train_time_s=train_time,
                       skipped_images=skipped,
                       **{f"train_{k}": v / max(n_steps, 1) for k, v in sums.items()},
-                      **{f"val_{k}": v for k, v in stats.items() if not isinstance(v, list)})
+                      **{f"val_{k}": v for k, v in stats.items() if not isinstance(v, (list, dict))})
         if "token_keep" in stats:
             record["val_token_keep"] = stats["token_keep"]
         if "branch_keep_mean" in stats:
@@ -510,17 +565,19 @@ def train(config: Optional[TrainConfig] = None, **options: Any) -> dict[str, Any
             extra = dict(epoch=epoch, best_acc=best_acc, history=history, optimizer=optimizer.state_dict(),
                          scheduler=scheduler.state_dict(), scaler=scaler.state_dict(),
                          model_ema=None if ema is None else ema.module.state_dict(), train_config=asdict(cfg),
-                         val_top1=stats["top1"])
+                         val_top1=stats["top1"], classes=class_names)
             save_checkpoint(last_path, model, **extra)
             if improved:
                 save_checkpoint(best_path, model, epoch=epoch, best_acc=best_acc, val_top1=stats["top1"],
-                                train_config=asdict(cfg))
+                                train_config=asdict(cfg), classes=class_names)
+            line = (f"epoch {epoch + 1}/{cfg.epochs}: loss {record.get('train_loss', float('nan')):.4f}  "
+                    f"val top-1 {stats['top1']:.2f}%  best {best_acc:.2f}%  ({train_time:.0f} s)")
             if epoch_bar is not None:
                 epoch_bar.update(1)
                 epoch_bar.set_postfix(val_top1=f"{stats['top1']:.2f}", best=f"{best_acc:.2f}")
-                epoch_bar.write(f"epoch {epoch + 1}/{cfg.epochs}: loss {record.get('train_loss', float('nan')):.4f}  "
-                                f"val top-1 {stats['top1']:.2f}%  best {best_acc:.2f}%  ({train_time:.0f} s)",
-                                file=sys.stderr)
+                epoch_bar.write(line, file=sys.stderr)
+            else:  # --no-progress: no bars, but one line per epoch
+                print(f"[{cfg.model}] {line}", file=sys.stderr, flush=True)
         if ddp.world > 1:
             dist.barrier()
     if epoch_bar is not None:

@@ -25,6 +25,8 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp: st
     model.eval()
     is_dyvm = isinstance(model, DyVM)
     correct1 = correct5 = n = 0
+    class_correct: dict[int, int] = {}
+    class_total: dict[int, int] = {}
     loss_sum = 0.0
     gate_sum = torch.zeros(model.depth, 2, dtype=torch.float64) if is_dyvm else None
     per_class_gates: dict[int, torch.Tensor] = {}
@@ -59,12 +61,17 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp: st
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         correct1 += (top[:, 0] == targets).sum().item()
         correct5 += (top == targets[:, None]).any(1).sum().item()
+        hit = (top[:, 0] == targets).cpu()
+        for c, h in zip(targets.cpu().tolist(), hit.tolist()):
+            class_total[c] = class_total.get(c, 0) + 1
+            class_correct[c] = class_correct.get(c, 0) + int(h)
         n += images.shape[0]
     if bar is not None:
         bar.close()
     if n == 0:
         raise ValueError("evaluation saw no images (empty or unreadable data)")
-    stats: dict[str, Any] = dict(top1=100.0 * correct1 / n, top5=100.0 * correct5 / n, loss=loss_sum / n, images=n)
+    stats: dict[str, Any] = dict(top1=100.0 * correct1 / n, top5=100.0 * correct5 / n, loss=loss_sum / n, images=n,
+                                 per_class_top1={c: 100.0 * class_correct[c] / class_total[c] for c in sorted(class_total)})
     if is_dyvm:
         stats["token_keep"] = [k / model.num_patches for k in model.keep_counts()]
         branch = gate_sum / n
@@ -103,10 +110,14 @@ def load_for_eval(checkpoint: Optional[str], model_name: Optional[str] = None, o
     ckpt = read_checkpoint(checkpoint) if checkpoint else None
     if ckpt is not None and isinstance(ckpt, dict) and ckpt.get("arch") and model_name is None:
         model, _ = model_from_checkpoint(ckpt, **overrides)
+    elif model_name is None:
+        raise ValueError(f"--checkpoint {checkpoint}: not a dyvm checkpoint (no architecture inside); "
+                         "pass --model NAME as well")
     else:
         model = create_model(model_name, **overrides)
         if ckpt is not None:
             load_checkpoint(model, ckpt)
+    model.class_names = class_names_of(ckpt, model.num_classes)
     if knobs:
         if not hasattr(model, "configure"):
             raise ValueError(f"--{'/--'.join(k.replace('_', '-') for k in knobs)} apply to DyVM models only")
@@ -114,11 +125,19 @@ def load_for_eval(checkpoint: Optional[str], model_name: Optional[str] = None, o
     return model
 
 
+def class_names_of(ckpt: Any, num_classes: int) -> list[str]:
+    """The class names a checkpoint stores (``dyvm train`` writes them), else "0", "1", ..."""
+    names = ckpt.get("classes") if isinstance(ckpt, dict) else None
+    if isinstance(names, (list, tuple)) and len(names) == num_classes:
+        return [str(n) for n in names]
+    return [str(i) for i in range(num_classes)]
+
+
 def evaluate_checkpoint(checkpoint: Optional[str] = None, model: Optional[str] = None, dataset: str = "fashion-mnist",
                         data_path: Optional[str] = None, split: str = "test", batch_size: int = 256,
                         workers: int = 0, device: Optional[str] = None, latency_batch_sizes=(1, 64),
-                        val_size: int = 5000, corrupt: str = "skip", progress: bool = True,
-                        download: bool = False, **overrides: Any) -> dict[str, Any]:
+                        val_size: Optional[int] = None, corrupt: str = "skip", progress: bool = True,
+                        download: bool = False, val_fraction: float = 0.2, **overrides: Any) -> dict[str, Any]:
     """Everything ``dyvm eval`` reports, as a dict."""
     from .data import build_dataset, build_transform, collate_skip_none, data_config_for
     from .flops import flops_from_stats
@@ -128,10 +147,17 @@ def evaluate_checkpoint(checkpoint: Optional[str] = None, model: Optional[str] =
     net = load_for_eval(checkpoint, model, overrides).to(dev)
     data_cfg = data_config_for(net)
     ds = build_dataset(dataset, split, build_transform(data_cfg, False), data_path, net.in_chans, val_size, corrupt,
-                       download=download)
+                       download=download, val_fraction=val_fraction)
+    names = net.class_names
+    if checkpoint and names != [str(i) for i in range(len(names))] and list(ds.classes) != names:
+        raise ValueError(f"the data's classes ({', '.join(map(str, ds.classes[:6]))}{', ...' if len(ds.classes) > 6 else ''}) "
+                         f"differ from those the checkpoint was trained on ({', '.join(names[:6])}"
+                         f"{', ...' if len(names) > 6 else ''}); check --dataset / --data-path")
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate_skip_none)
     stats = evaluate(net, loader, dev, progress=progress)
-    result: dict[str, Any] = dict(model=getattr(net, "arch", model), checkpoint=checkpoint, split=split, **stats,
+    stats["per_class_top1"] = {names[c] if c < len(names) else str(c): v for c, v in stats["per_class_top1"].items()}
+    result: dict[str, Any] = dict(model=getattr(net, "arch", model), checkpoint=checkpoint, split=split, classes=names,
+                                  **stats,
                                   **flops_from_stats(net, stats))
     if isinstance(net, DyVM):
         result.update(token_keep_ratio=net.token_ratio, router_threshold=net.router_threshold, score=net.score)
@@ -145,6 +171,8 @@ def format_report(r: dict[str, Any]) -> str:
     lines = [f"model {r['model']}  ({r['split']} split, {r['images']} images)",
              f"  top-1 {r['top1']:.2f}%   top-5 {r['top5']:.2f}%   loss {r['loss']:.4f}",
              f"  GFLOPs (GMACs/image): official {r['gflops_official']:.4f}   full {r['gflops_full']:.4f}"]
+    if r.get("per_class_top1"):
+        lines.append("  top-1 per class: " + ", ".join(f"{c} {v:.1f}%" for c, v in r["per_class_top1"].items()))
     if "token_keep" in r:
         lines.append("  token keep per stage: " + ", ".join(f"{k:.3f}" for k in r["token_keep"]))
     if "branch_keep" in r:
@@ -160,9 +188,11 @@ def eval_cli(args) -> int:
     from .cli import model_overrides
 
     overrides = model_overrides(args)
-    result = evaluate_checkpoint(args.checkpoint, args.model, args.dataset, args.data_path, args.split, args.batch_size or 256,
+    result = evaluate_checkpoint(args.checkpoint, args.model, args.dataset, args.data_path, args.split,
+                                 args.batch_size or 64,
                                  args.workers, args.device, tuple(args.latency_batch_sizes), args.val_size, args.corrupt,
-                                 progress=not args.no_progress, download=args.download, **overrides)
+                                 progress=not args.no_progress, download=args.download,
+                                 val_fraction=args.val_fraction, **overrides)
     print(format_report(result))
     if args.json:
         from .checkpoint import atomic_write

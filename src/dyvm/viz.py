@@ -130,16 +130,15 @@ def training_curves(histories: dict[str, list[dict]], path: str) -> None:
 
 def load_image(path: str, model) -> tuple[Tensor, np.ndarray]:
     """An image file → (model input (1, C, H, W), display picture in [0, 1])."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
-    from .data import build_transform, data_config_for
+    from .data import build_transform, data_config_for, read_image
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"image {path!r}: no such file")
     try:
-        with Image.open(path) as im:
-            img = im.convert("RGB" if model.in_chans == 3 else "L")
-    except (UnidentifiedImageError, OSError) as exc:
+        img = read_image(path, model.in_chans)
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise ValueError(f"image {path!r} could not be read ({type(exc).__name__})") from None
     cfg = data_config_for(model)
     x = build_transform(cfg, False)(img)[None]
@@ -155,11 +154,19 @@ def visualize_pruning(image: str, checkpoint: str, output: str, token_keep_ratio
     from .models.dyvm import DyVM
 
     overrides = {} if token_keep_ratio is None else {"token_keep_ratio": token_keep_ratio}
-    model, _ = model_from_checkpoint(checkpoint, **overrides)
+    from .evaluate import class_names_of
+
+    model, ckpt = model_from_checkpoint(checkpoint, **overrides)
     if not isinstance(model, DyVM) or not model.pruning_loc:
         raise ValueError(f"checkpoint {checkpoint!r} is not a DyVM model with token pruning")
     x, pic = load_image(image, model)
-    pruning_overlay(model, x, pic[None], output, titles=[os.path.basename(image)])
+    model.eval()
+    with torch.no_grad():
+        prob = model.forward_inference(x).logits.float().softmax(-1)[0]
+    names = class_names_of(ckpt, model.num_classes)
+    p, c = prob.max(0)
+    title = f"{os.path.basename(image)}: {names[int(c)]} ({100 * float(p):.0f}%)"
+    pruning_overlay(model, x, pic[None], output, titles=[title])
     return output
 
 
