@@ -25,6 +25,7 @@ RUNS = {
                 dict(use_pruning=False, use_routers=False)),
     "token_only": ("token pruning only (no routers)", dict(use_routers=False)),
     "block_only": ("branch selection only (no token pruning)", dict(use_pruning=False)),
+    "both_lr1e-3": ("DyVM at the previous demo lr 1e-3", dict(lr=1e-3)),
     "both": ("DyVM: token pruning and branch selection (the demo's operating point)", dict()),
     "both_seed1": ("DyVM, seed 1", dict(seed=1)),
     "both_seed2": ("DyVM, seed 2", dict(seed=2)),
@@ -105,11 +106,11 @@ def report() -> None:
     rows = [json.load(open(os.path.join(folder, f))) for f in sorted(os.listdir(folder)) if f.endswith(".json")]
     order = {n: i for i, n in enumerate(RUNS)}
     rows.sort(key=lambda r: order.get(r["name"], 99))
-    lines = ["| run | what | top-1 % | drop (points) | FLOPs cut (official) | token keep (measured) | branch keep |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| run | what | lr (per 512) | top-1 % | drop (points) | FLOPs cut (official) | token keep (measured) "
+             "| branch keep |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         tk = ", ".join(f"{v:.2f}" for v in r["token_keep"]) if r.get("token_keep") else "1"
-        lines.append(f"| {r['name']} | {r['description']} | {r['top1']:.2f} | {r['top1_drop']:+.2f} | "
+        lines.append(f"| {r['name']} | {r['description']} | {r['config']['lr']:g} | {r['top1']:.2f} | {r['top1_drop']:+.2f} | "
                      f"{100 * r['flops_cut']:.1f}% | {tk} | {r['branch_keep_mean']:.3f} |")
     with open(os.path.join(OUT, "table.md"), "w") as fh:
         fh.write("\n".join(lines) + "\n")

@@ -62,11 +62,11 @@ class DemoPlan:
 
 PLANS = {
     "quick": DemoPlan(pruning_loc=[2, 4, 6], token_keep_ratio=0.7, block_keep_ratio=0.8, finetune_epochs=1,
-                      finetune_lr=1e-3, subset=4096, test_images=2000, drop_bar=None, sweep=[1.0, 0.7, 0.4]),
+                      finetune_lr=3e-3, subset=4096, test_images=2000, drop_bar=None, sweep=[1.0, 0.7, 0.4]),
     "default": DemoPlan(pruning_loc=[2, 4, 6], token_keep_ratio=0.7, block_keep_ratio=0.8, finetune_epochs=1,
-                        finetune_lr=1e-3, subset=None, test_images=None, drop_bar=1.5, sweep=[1.0, 0.8, 0.6, 0.4]),
+                        finetune_lr=3e-3, subset=None, test_images=None, drop_bar=1.5, sweep=[1.0, 0.8, 0.6, 0.4]),
     "long": DemoPlan(pruning_loc=[2, 4, 6], token_keep_ratio=0.7, block_keep_ratio=0.8, finetune_epochs=4,
-                     finetune_lr=1e-3, subset=None, test_images=None, drop_bar=1.0,
+                     finetune_lr=3e-3, subset=None, test_images=None, drop_bar=1.0,
                      sweep=[1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4]),
 }
 # The three fine-tuned models: DyVM's learned predictor, and the trained baselines.
