@@ -90,19 +90,22 @@ def extract_state_dict(ckpt: Any, key: str = "auto") -> dict[str, Tensor]:
     return dict(state)
 
 
-def resize_pos_embed(pos_embed: Tensor, new_num_patches: int) -> Tensor:
-    """(1, M+1, D) with the class row at M//2 → (1, M'+1, D) with it at M'//2.
-
-    Only the patch rows are interpolated (bicubic on the square grid); the class row is moved.
-    """
-    old_m = pos_embed.shape[1] - 1
+def resize_pos_embed(pos_embed: Tensor, new_num_patches: int, cls_index: Optional[str] = "middle") -> Tensor:
+    """(1, P+M, D) → (1, P+M', D): the patch rows are interpolated (bicubic on the square grid), the
+    class row (if any) is moved. ``cls_index``: where the class row sits, ``middle`` (Vim: at M//2,
+    and at M'//2 after), ``first`` (VideoMamba: row 0) or None (no class row)."""
+    if cls_index not in ("middle", "first", None):
+        raise ValueError(f"cls_index={cls_index!r}; expected 'middle', 'first' or None")
+    has_cls = cls_index is not None
+    old_m = pos_embed.shape[1] - has_cls
     old_side, new_side = math.isqrt(old_m), math.isqrt(new_num_patches)
     if old_side * old_side != old_m or new_side * new_side != new_num_patches:
         raise ValueError(f"pos_embed: cannot resize {old_m} patch positions to {new_num_patches} "
                          "(both must be square grids)")
-    c_old, c_new = old_m // 2, new_num_patches // 2
-    cls = pos_embed[:, c_old:c_old + 1]
-    patches = torch.cat([pos_embed[:, :c_old], pos_embed[:, c_old + 1:]], dim=1)
+    c_old = {"middle": old_m // 2, "first": 0, None: 0}[cls_index]
+    c_new = {"middle": new_num_patches // 2, "first": 0, None: 0}[cls_index]
+    cls = pos_embed[:, c_old:c_old + has_cls]
+    patches = torch.cat([pos_embed[:, :c_old], pos_embed[:, c_old + has_cls:]], dim=1)
     dim = patches.shape[-1]
     grid = patches.reshape(1, old_side, old_side, dim).permute(0, 3, 1, 2).float()
     grid = F.interpolate(grid, size=(new_side, new_side), mode="bicubic", align_corners=False)
@@ -162,12 +165,13 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike | dict, *, key: st
     own = model.state_dict()
     report = LoadReport()
 
-    if "pos_embed" in state and "pos_embed" in own and state["pos_embed"].shape != own["pos_embed"].shape:
-        old, new = state["pos_embed"], own["pos_embed"]
-        if old.dim() == 3 and old.shape[-1] == new.shape[-1]:
-            state["pos_embed"] = resize_pos_embed(old, new.shape[1] - 1)
-            report.resized.append("pos_embed")
-            log.info("resized pos_embed %s -> %s", tuple(old.shape), tuple(new.shape))
+    checkpoint_filter = getattr(type(model), "checkpoint_filter", None)  # the family's own adaptation
+    if checkpoint_filter is not None:
+        before = {k: tuple(v.shape) for k, v in state.items()}
+        state = checkpoint_filter(state, model)
+        report.resized = sorted(k for k, v in state.items() if k in before and tuple(v.shape) != before[k])
+        for k in report.resized:
+            log.info("resized %s %s -> %s", k, before[k], tuple(state[k].shape))
 
     head_keys = [k for k in ("head.weight", "head.bias") if k in state and k in own]
     if any(state[k].shape != own[k].shape for k in head_keys) and skip_mismatched_head:
