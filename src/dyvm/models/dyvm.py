@@ -20,7 +20,8 @@ from torch import Tensor, nn
 from ..dynamic import SCORE_SOURCES, Noise, TokenPredictor, gumbel_sigmoid_gate, gumbel_softmax_keep, select_keep
 from .registry import register_model
 from .tokens import TokenSequence, kept_first_order
-from .vim import VisionMamba, data_config
+from .presets import build_model
+from .vim import VisionMamba
 
 
 class DyVMTrainOutput(NamedTuple):
@@ -360,36 +361,19 @@ class DyVM(VisionMamba):
 
 
 # --------------------------------------------------------------------------------- registry
-DYVM_DEFAULTS = {  # size: (embed_dim, ρ, β) from the official scripts
-    "tiny": (192, 0.9, 0.8), "small": (384, 0.7, 0.8), "base": (768, 0.7, 0.7)}
-
-
-def _dyvm(size: str, **kwargs: Any) -> DyVM:
-    embed_dim, rho, beta = DYVM_DEFAULTS[size]
-    cfg: dict[str, Any] = dict(patch_size=16, depth=24, embed_dim=embed_dim, d_state=16,
-                               block_keep_ratio=beta)
-    if "token_ratio" not in kwargs:
-        cfg["token_keep_ratio"] = rho
-    cfg.update(kwargs)
-    model = DyVM(**cfg)
-    model.pretrained_cfg = model.default_cfg = data_config(model)
-    model.arch = f"dyvm_vim_{size}"
-    return model
-
-
 @register_model
 def dyvm_vim_tiny(**kwargs: Any) -> DyVM:
     """DyVM on Vim-T: ρ=0.9 (keeps 176/158/142 of 196 tokens), β=0.8."""
-    return _dyvm("tiny", **kwargs)
+    return build_model(DyVM, "dyvm_vim_tiny", "vim", "tiny", **kwargs)
 
 
 @register_model
 def dyvm_vim_small(**kwargs: Any) -> DyVM:
     """DyVM on Vim-S: ρ=0.7 (keeps 137/96/67 of 196 tokens), β=0.8."""
-    return _dyvm("small", **kwargs)
+    return build_model(DyVM, "dyvm_vim_small", "vim", "small", **kwargs)
 
 
 @register_model
 def dyvm_vim_base(**kwargs: Any) -> DyVM:
     """DyVM on Vim-B: ρ=0.7, β=0.7."""
-    return _dyvm("base", **kwargs)
+    return build_model(DyVM, "dyvm_vim_base", "vim", "base", **kwargs)

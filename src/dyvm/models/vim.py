@@ -21,11 +21,10 @@ from torch import Tensor, nn
 
 from ..kernels import causal_conv1d, selective_scan
 from ..kernels.norm import RMSNorm
+from .presets import IMAGENET_MEAN, IMAGENET_STD, build_model, data_config  # noqa: F401 (re-exported)
 from .registry import register_model
 from .tokens import MiddleClassToken, PrefixLayout, TokenSequence
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class BiMambaMixer(nn.Module):
@@ -427,38 +426,19 @@ class VisionMamba(nn.Module):
 
 
 # --------------------------------------------------------------------------------- registry
-VIM_SIZES = {"tiny": 192, "small": 384, "base": 768}
-
-
-def data_config(model: VisionMamba) -> dict:
-    """timm-style pretrained_cfg (read by ``timm.data.resolve_data_config``)."""
-    return dict(input_size=(model.in_chans, model.img_size, model.img_size), mean=IMAGENET_MEAN,
-                std=IMAGENET_STD, crop_pct=0.875, interpolation="bicubic", num_classes=model.num_classes,
-                first_conv="patch_embed.proj", classifier="head")
-
-
-def _vim(name: str, size_embed_dim: int, **kwargs) -> VisionMamba:
-    cfg = dict(patch_size=16, depth=24, embed_dim=size_embed_dim, d_state=16)
-    cfg.update(kwargs)
-    model = VisionMamba(**cfg)
-    model.pretrained_cfg = model.default_cfg = data_config(model)
-    model.arch = name
-    return model
-
-
 @register_model
 def vim_tiny(**kwargs) -> VisionMamba:
     """Vim-T: D=192, 24 layers, patch 16 (7.148M parameters); ckpt vim_t_midclstok_76p1acc.pth."""
-    return _vim("vim_tiny", 192, **kwargs)
+    return build_model(VisionMamba, "vim_tiny", "vim", "tiny", **kwargs)
 
 
 @register_model
 def vim_small(**kwargs) -> VisionMamba:
     """Vim-S: D=384, 24 layers, patch 16 (25.797M parameters); ckpt vim_s_midclstok_80p5acc.pth."""
-    return _vim("vim_small", 384, **kwargs)
+    return build_model(VisionMamba, "vim_small", "vim", "small", **kwargs)
 
 
 @register_model
 def vim_base(**kwargs) -> VisionMamba:
     """Vim-B: D=768, 24 layers, patch 16 (97.598M parameters); ckpt vim_b_midclstok_81p9acc.pth."""
-    return _vim("vim_base", 768, **kwargs)
+    return build_model(VisionMamba, "vim_base", "vim", "base", **kwargs)
