@@ -66,3 +66,55 @@ def test_classifier_train_matches_official_with_replayed_noise(oracle, prefix, a
     loss.backward()
     for name, p in model.named_parameters():
         assert torch.allclose(p.grad, t["grads"][name], rtol=1e-3, atol=1e-4), name
+
+
+def test_segmentation_eval_matches_official(oracle):
+    e = oracle("seg_small_eval")
+    model = build(e, "dyvm_vim_seg_small", "eval")
+    with torch.no_grad():
+        out = model.forward_dense(e["input"], return_layers=True)
+        assert all(torch.equal(a, b) for a, b in zip(model(e["input"]), out.features))
+    assert len(out.features) == 4
+    for mine, ref in zip(out.features + out.features_pre_neck, e["features"] + e["features_pre_neck"]):
+        assert mine.shape == ref.shape and (mine - ref).abs().max() < STATE_ATOL
+    assert torch.equal(out.gates, e["block_policy"].squeeze(2))
+    assert (out.router_logits - e["block_logits"].squeeze(2)).abs().max() < 1e-5
+    for k in range(3):
+        assert torch.equal(out.keep_indices[k], e["keep_idx"][k])
+        assert torch.equal(out.decisions[k], e["keep_mask"][k].to(out.decisions[k].dtype))
+        assert (out.pred_scores[k] - e["pred_scores"][k]).abs().max() < 1e-5
+    for i in range(4):
+        assert (out.layer_hidden[i] - e["layer_hidden"][i]).abs().max() < STATE_ATOL
+        assert (out.layer_residual[i] - e["layer_residual"][i]).abs().max() < STATE_ATOL
+
+
+def test_segmentation_train_matches_official_with_replayed_noise(oracle):
+    from dyvm.losses import segmentation_ratio_losses
+
+    t = oracle("seg_small_train")
+    model = build(t, "dyvm_vim_seg_small", "train")
+    out = model.forward_dense(t["input"], noise=replay_noise(t), return_layers=True)
+    for mine, ref in zip(out.features + out.features_pre_neck, t["features"] + t["features_pre_neck"]):
+        assert (mine - ref).abs().max() < STATE_ATOL
+    assert torch.equal(out.gates, t["block_policy"].squeeze(2))
+    for k in range(3):
+        assert torch.equal(out.decisions[k], t["pred_decisions"][k])
+    for i in range(4):  # the new_order layout: pruned slots exactly 0 in both streams
+        assert (out.layer_hidden[i] - t["layer_hidden"][i]).abs().max() < STATE_ATOL
+        assert (out.layer_residual[i] - t["layer_residual"][i]).abs().max() < STATE_ATOL
+        pruned = t["layer_mask"][i] == 0
+        assert (out.layer_hidden[i][pruned] == 0).all() and (out.layer_residual[i][pruned] == 0).all()
+    bn = model.fpn1[1]
+    assert torch.allclose(bn.running_mean, t["bn_running_mean_after"], atol=1e-5)
+    assert torch.allclose(bn.running_var, t["bn_running_var_after"], atol=1e-5)
+    token_loss, block_loss = segmentation_ratio_losses(out.decisions, out.gates, model.token_ratio)
+    assert abs(token_loss.item() - t["token_ratio_loss"].item()) < 1e-6
+    assert abs(block_loss.item() - t["block_ratio_loss"].item()) < 1e-6
+    loss = sum(f.square().mean() for f in out.features) + token_loss + block_loss
+    assert abs(loss.item() - t["grad_loss"].item()) < 1e-4
+    loss.backward()
+    for name, p in model.named_parameters():
+        if name in t["params_without_grad"]:
+            assert p.grad is None, name
+        else:
+            assert torch.allclose(p.grad, t["grads"][name], rtol=1e-3, atol=1e-4), name
