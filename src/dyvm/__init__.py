@@ -28,7 +28,7 @@ _LAZY = {
     "selective_scan": "dyvm.kernels",
 }
 _SUBMODULES = {"bench", "checkpoint", "cli", "data", "demo", "dynamic", "engine", "evaluate", "flops", "kernels",
-               "losses", "models", "viz"}
+               "losses", "models", "viz", "weights"}
 
 __all__ = sorted(_LAZY) + ["__version__"]
 

@@ -5,6 +5,8 @@ from typing import Any, Callable, Optional
 
 from torch import nn
 
+from ..weights import load_checkpoint
+
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
 
@@ -46,7 +48,5 @@ def create_model(name: str, checkpoint_path: Optional[str] = None, pretrained: b
         raise ValueError("pretrained=True: dyvm fetches no weights from a hub; pass checkpoint_path=...")
     model = _MODELS[name](**overrides)
     if checkpoint_path is not None:
-        from ..checkpoint import load_checkpoint
-
         load_checkpoint(model, checkpoint_path)
     return model

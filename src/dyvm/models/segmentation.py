@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ..dynamic import Noise, gumbel_softmax_keep
+from ..weights import load_checkpoint, resize_pos_embed
 from .dyvm import DyVM
 from .presets import build_model
 from .registry import register_model
@@ -87,8 +88,6 @@ class SegmentationVariant:
     def load_pretrained(self, path: str) -> None:
         """The official init from a classification checkpoint: non-strict, head dropped, ``pos_embed``
         adapted by :meth:`checkpoint_filter`, routers reset to weight 0 / bias 5 afterwards."""
-        from ..checkpoint import load_checkpoint
-
         load_checkpoint(self, path, strict=False)
         if self.is_dynamic and self.use_routers:
             for layer in self.layers:
@@ -99,8 +98,7 @@ class SegmentationVariant:
         """A classification checkpoint into the backbone: head and class token dropped; a pos_embed
         with one extra row loses **row 0** (the official loader, even for a middle-class Vim), then
         the patch rows are resized bicubically to the backbone's grid."""
-        from ..checkpoint import resize_pos_embed
-
+        
         state = {k: v for k, v in state.items() if not k.startswith(("head.", "cls_token"))}
         old = state.get("pos_embed")
         if old is not None and old.dim() == 3 and old.shape != model.pos_embed.shape:

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from ..kernels import causal_conv1d, selective_scan
 from ..kernels.norm import RMSNorm
+from ..weights import resize_pos_embed
 from .presets import IMAGENET_MEAN, IMAGENET_STD, build_model, data_config  # noqa: F401 (re-exported)
 from .registry import register_model
 from .tokens import MiddleClassToken, PrefixLayout, TokenSequence
@@ -316,8 +317,6 @@ class VisionMamba(nn.Module):
     def checkpoint_filter(cls, state: dict[str, Tensor], model: "VisionMamba") -> dict[str, Tensor]:
         """Adapt an official state dict of this family to ``model``: resize ``pos_embed`` (the class
         row stays at the middle) when the patch grid differs."""
-        from ..checkpoint import resize_pos_embed
-
         state = dict(state)
         own = model.pos_embed
         old = state.get("pos_embed")
