@@ -118,3 +118,28 @@ def test_segmentation_train_matches_official_with_replayed_noise(oracle):
             assert p.grad is None, name
         else:
             assert torch.allclose(p.grad, t["grads"][name], rtol=1e-3, atol=1e-4), name
+
+
+@pytest.mark.parametrize("arch,teacher,dyvm_beta1,dyvm_default", [
+    ("dyvm_mambareg_small", 5.360, 3.628, 3.513), ("dyvm_mambareg_base", 19.918, 13.476, 13.058),
+    ("dyvm_videomamba_tiny", 1.449, 1.279, None), ("dyvm_videomamba_small", 5.077, 3.345, None)])
+def test_official_flops_of_variants(arch, teacher, dyvm_beta1, dyvm_default):
+    from dyvm.flops import count_flops
+
+    assert round(count_flops(dyvm.create_model(arch[len("dyvm_"):])), 3) == teacher
+    model = dyvm.create_model(arch)
+    assert round(count_flops(model, branch_keep_ratio=1.0), 3) == dyvm_beta1
+    if dyvm_default is not None:  # at the preset β
+        assert round(count_flops(model), 3) == dyvm_default
+
+
+def test_segmentation_flops_count_backbone_neck_and_all_position_predictors():
+    from dyvm.flops import flops_breakdown
+
+    model = dyvm.create_model("dyvm_vim_seg_tiny", depth=4, pruning_loc=[1, 2, 3], img_size=128,
+                              out_indices=[0, 1, 2, 23])
+    parts = flops_breakdown(model, branch_keep=1.0)
+    d, m = 192, 64
+    assert parts["head"] == d * d * 4 * (m + 4 * m + m)
+    assert parts["predictors"] == 3 * m * (d * d + d * (d // 2) + (d // 2) * (d // 4) + (d // 4) * 2)
+    assert parts["in_proj"] == sum([m] + model.keep_counts()) * d * 2 * 2 * d

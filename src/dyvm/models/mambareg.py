@@ -79,6 +79,11 @@ class MambaRegVariant:
         return pooled if pre_logits else self.head(pooled)
 
 
+    def head_macs(self) -> int:
+        linear = self.head.in_features * self.head.out_features if isinstance(self.head, nn.Linear) else 0
+        return self.num_registers * self.neck.in_features * self.neck.out_features + linear
+
+
 class MambaReg(MambaRegVariant, VisionMamba):
     """Plain MambaReg (the official ``MambaReg<Size>Teacher``)."""
 

@@ -119,6 +119,12 @@ class SegmentationVariant:
             return features
         return [op(f) for op, f in zip((self.fpn1, self.fpn2, self.fpn3, self.fpn4), features)]
 
+    def head_macs(self) -> int:
+        """The neck's transposed convolutions (2×2, stride 2: D·D·4 per input pixel)."""
+        h, w = self.patch_embed.grid_size
+        per_pixel = self.embed_dim * self.embed_dim * 4
+        return per_pixel * (h * w + 4 * h * w) + per_pixel * h * w   # fpn1 (two), fpn2 (one)
+
     def _to_map(self, tokens: Tensor) -> Tensor:
         """(B, M, D) in raster order → (B, D, h, w)."""
         h, w = self.patch_embed.grid_size
@@ -151,6 +157,8 @@ class VimSeg(SegmentationVariant, VisionMamba):
 
 class DyVMSeg(SegmentationVariant, DyVM):
     """DyVM segmentation backbone (the official ``VisionMambaSeg``)."""
+
+    predictor_scores_all_positions = True  # frozen tokens are scored too (for FLOPs)
 
     def router_input(self, xz: Tensor, seq: TokenSequence) -> Tensor:
         """Mean of ``xz`` over the sequence; training divides by (Σmask + 1) instead (official)."""

@@ -313,6 +313,10 @@ class VisionMamba(nn.Module):
         pooled = prefix_features[:, 0]
         return pooled if pre_logits else self.head(pooled)
 
+    def head_macs(self) -> int:
+        """Multiply-accumulates of ``forward_head`` per image (the official FLOPs convention counts it)."""
+        return self.head.in_features * self.head.out_features if isinstance(self.head, nn.Linear) else 0
+
     @classmethod
     def checkpoint_filter(cls, state: dict[str, Tensor], model: "VisionMamba") -> dict[str, Tensor]:
         """Adapt an official state dict of this family to ``model``: resize ``pos_embed`` (the class
