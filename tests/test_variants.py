@@ -143,3 +143,131 @@ def test_segmentation_flops_count_backbone_neck_and_all_position_predictors():
     assert parts["head"] == d * d * 4 * (m + 4 * m + m)
     assert parts["predictors"] == 3 * m * (d * d + d * (d // 2) + (d // 2) * (d // 4) + (d // 4) * 2)
     assert parts["in_proj"] == sum([m] + model.keep_counts()) * d * 2 * 2 * d
+
+
+# ------------------------------------------------------------------------------ token layouts
+def test_mambareg_layout_at_224_follows_the_official_rule():
+    from dyvm.models.tokens import InterleavedRegisters
+
+    layout = InterleavedRegisters(12)
+    counts = torch.tensor([196, 137, 96, 67])
+    pos = layout.positions(counts)
+    assert pos[0].tolist() == [16 * (i + 1) - 1 for i in range(12)]          # 15, 31, ..., 191
+    assert pos[1].tolist() == [11 * i + 10 for i in range(12)]
+    assert pos[2].tolist() == [8 * i + 7 for i in range(12)]
+    assert pos[3].tolist() == [6 * i + 5 for i in range(12)]
+    model = dyvm.create_model("dyvm_mambareg_small", depth=4, pruning_loc=[1, 2, 3])
+    assert model.embed(torch.zeros(1, 3, 224, 224)).shape[1] == 208
+
+
+@pytest.mark.parametrize("layout_name", ["MiddleClassToken", "HeadClassToken", "InterleavedRegisters", "NoPrefix"])
+def test_token_sequence_operations(layout_name):
+    """split ∘ insert is the identity; select keeps the prefix and the chosen patches in order;
+    rearrange puts kept patches first, prefix tokens where the layout says, and masks the rest."""
+    from dyvm.models import tokens
+
+    layout = tokens.InterleavedRegisters(3) if layout_name == "InterleavedRegisters" else getattr(tokens, layout_name)()
+    torch.manual_seed(0)
+    b, m, d, p = 2, 11, 5, layout.num_prefix
+    prefix, patches = torch.randn(b, p, d), torch.randn(b, m, d)
+    seq = tokens.TokenSequence.from_parts(prefix, patches, layout)
+    seq.residual = seq.hidden * 2
+    assert torch.equal(seq.prefix(), prefix) and torch.equal(seq.patches(), patches)
+    keep = torch.tensor([[0, 3, 4, 9], [1, 2, 7, 10]])
+    sel = seq.select(keep)
+    assert torch.equal(sel.patches(), patches.gather(1, keep[..., None].expand(-1, -1, d)))
+    assert torch.equal(sel.prefix(), prefix) and torch.equal(sel.residual, sel.hidden * 2)
+    assert torch.equal(sel.prefix_pos, layout.positions(torch.tensor([4, 4])))
+    decision = torch.zeros(b, m)
+    decision[0, [1, 5, 6]] = 1
+    decision[1, [0, 2, 4, 8, 10]] = 1
+    re = seq.rearrange(decision)
+    assert torch.equal(re.prefix_pos, layout.positions(torch.tensor([3, 5])))
+    assert re.patch_ids[0, :3].tolist() == [1, 5, 6] and re.patch_ids[1, :5].tolist() == [0, 2, 4, 8, 10]
+    assert torch.equal(re.patches(), patches.gather(1, re.patch_ids[..., None].expand(-1, -1, d)))
+    assert torch.equal(re.prefix(), prefix)
+    assert torch.equal(re.mask.sum((1, 2)), torch.tensor([3.0 + p, 5.0 + p]))
+    assert torch.equal(re.prefix(re.mask)[..., 0], torch.ones(b, p))
+
+
+@pytest.mark.parametrize("arch", ["dyvm_videomamba_tiny", "dyvm_mambareg_small"])
+def test_variant_training_path_equals_inference_path(arch):
+    """With the same keep sets and gates, the masked rearranged training forward gives the logits
+    and kept tokens of the physically pruned inference forward (the consistency argument)."""
+    torch.manual_seed(1)
+    img = 64 if "mambareg" in arch else 32
+    extra = dict(patch_size=8, stride=8) if "videomamba" in arch else {}
+    model = dyvm.create_model(arch, img_size=img, depth=4, embed_dim=32, num_classes=5, pruning_loc=[1, 2, 3],
+                              **extra)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    m, batch = model.num_patches, 2
+    x = torch.randn(batch, 3, img, img)
+    keep, prev = [], torch.ones(batch, m, dtype=torch.bool)
+    for _ in range(3):
+        prev = prev & (torch.rand(batch, m) < 0.7)
+        keep.append(prev)
+    gates = (torch.rand(4, batch, 2) < 0.6).float()
+    train = model.train().forward_train(x, keep_masks=keep, gates=gates.clone().requires_grad_(True))
+    model.eval()
+    for b in range(batch):
+        idx = [k[b].nonzero().squeeze(1)[None] for k in keep]
+        with torch.no_grad():
+            inf = model.forward_inference(x[b:b + 1], keep_indices=idx, gates=gates[:, b:b + 1])
+        n_keep = int(keep[-1][b].sum())
+        assert (train.logits[b] - inf.logits[0]).abs().max() < 1e-5
+        assert torch.equal(train.current_pos[b, :n_keep], inf.current_pos[0])
+        assert torch.allclose(train.tokens[b, :n_keep], inf.tokens[0], rtol=0, atol=1e-5)
+        assert torch.equal(train.prefix_pos[b], inf.prefix_positions[-1])
+
+
+# ------------------------------------------------------------------------ predictor ablations
+def _direction_averaged_stats(mixer, xz, prefix_pos):
+    """B̄ and Δ̄ (pre-bias, pre-softplus) from first principles (F.conv1d), prefix columns removed."""
+    import torch.nn.functional as F
+
+    e, r, n = mixer.d_inner, mixer.dt_rank, mixer.d_state
+    out = []
+    for suffix, flip in (("", False), ("_b", True)):
+        x = xz[..., :e].transpose(1, 2)
+        x = x.flip(-1) if flip else x
+        conv = getattr(mixer, "conv1d" + suffix)
+        u = F.silu(F.conv1d(x, conv.weight, conv.bias, padding=3, groups=e)[..., :x.shape[-1]])
+        dbl = F.linear(u.transpose(1, 2), getattr(mixer, "x_proj" + suffix).weight)
+        b_mat = dbl[..., r:r + n]
+        delta = F.linear(dbl[..., :r], getattr(mixer, "dt_proj" + suffix).weight)
+        out.append((b_mat.flip(1), delta.flip(1)) if flip else (b_mat, delta))
+    b_bar, d_bar = (out[0][0] + out[1][0]) / 2, (out[0][1] + out[1][1]) / 2
+    keep = torch.ones(xz.shape[1], dtype=torch.bool)
+    keep[prefix_pos] = False
+    return b_bar[:, keep], d_bar[:, keep]
+
+
+@pytest.mark.parametrize("source,width", [("B", 16), ("delta", 64)])
+def test_predictor_input_ablations_read_the_preceding_layer(source, width):
+    """Predictor-B / Predictor-Δ (variants.md §5.1): the stage-k predictor reads the direction-
+    averaged B (N = 16 channels) or pre-softplus Δ (2D channels) of layer pruning_loc[k] − 1,
+    class column removed; token pruning only (no routers)."""
+    torch.manual_seed(0)
+    model = dyvm.create_model("dyvm_vim_tiny", img_size=32, patch_size=8, depth=3, embed_dim=32, num_classes=4,
+                              pruning_loc=[1, 2], predictor_input=source, use_routers=False).eval()
+    assert model.score_predictors[0].in_conv[0].normalized_shape == (width,)
+    assert model.layers[0].mixer.block_head is None
+    seen, xz = [], []
+    model.score_predictors[0].register_forward_hook(lambda mod, args, out: seen.append(args[0]))
+    model.layers[0].mixer.in_proj.register_forward_hook(lambda mod, args, out: xz.append(out))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        out = model.forward_inference(x)
+        b_bar, d_bar = _direction_averaged_stats(model.layers[0].mixer, xz[0], model.num_patches // 2)
+    expected = b_bar if source == "B" else d_bar
+    assert seen[0].shape == (2, 16, width) and torch.allclose(seen[0], expected, atol=1e-5)
+    assert [k.shape[1] for k in out.keep_indices] == model.keep_counts()
+    train = model.train().forward_train(x)  # trains end to end: the predictors get gradients
+    (train.logits.square().mean() + sum(d.mean() for d in train.decisions)).backward()
+    assert model.score_predictors[1].out_conv[4].weight.grad.abs().sum() > 0
+    assert dyvm.create_model("dyvm_vim_tiny", depth=2, pruning_loc=[1], predictor_input=source) \
+        .config["predictor_input"] == source
+    with pytest.raises(ValueError, match="predictor_input"):
+        dyvm.create_model("dyvm_vim_tiny", depth=2, pruning_loc=[1], predictor_input="C")
