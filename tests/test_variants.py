@@ -271,3 +271,102 @@ def test_predictor_input_ablations_read_the_preceding_layer(source, width):
         .config["predictor_input"] == source
     with pytest.raises(ValueError, match="predictor_input"):
         dyvm.create_model("dyvm_vim_tiny", depth=2, pruning_loc=[1], predictor_input="C")
+
+
+# ------------------------------------------------------------------------ losses, checkpoints
+def test_segmentation_loss_uses_the_official_weights():
+    import torch.nn.functional as F
+
+    from dyvm.losses import segmentation_loss
+
+    torch.manual_seed(0)
+    decode, aux = torch.randn(2, 5, 8, 8), torch.randn(2, 5, 8, 8)
+    target = torch.randint(0, 5, (2, 32, 32))
+    target[0, :4] = 255  # ignored pixels
+    decisions = [(torch.rand(2, 16) < r).float() for r in (0.9, 0.8, 0.7)]
+    gates = (torch.rand(4, 2, 2) < 0.7).float()
+    ratios = [0.9, 0.81, 0.729]
+    loss, parts = segmentation_loss(decode, aux, target, decisions, gates, ratios)
+    up = lambda t: F.interpolate(t, size=(32, 32), mode="bilinear", align_corners=False)  # noqa: E731
+    expected = (F.cross_entropy(up(decode), target, ignore_index=255)
+                + 0.4 * F.cross_entropy(up(aux), target, ignore_index=255)
+                + 20 * sum(((d.mean(1) - r) ** 2).mean() for d, r in zip(decisions, ratios)) / 3
+                + 20 * (gates.mean() - 0.8) ** 2)
+    assert abs(loss.item() - expected.item()) < 1e-5
+    assert abs(sum(parts.values()) - expected.item()) < 1e-5 and parts["block_ratio"] > 0
+
+
+def test_segmentation_init_from_a_classification_checkpoint(tmp_path):
+    """The official loader: head and class token dropped, row 0 of a 197-style pos_embed dropped
+    (not the middle class row), the patch rows resized bicubically; routers reset to 0 / 5."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    with pytest.raises(ValueError, match="out_indices"):  # 2 maps for a neck of 4
+        dyvm.create_model("dyvm_vim_seg_tiny", img_size=64, patch_size=8, depth=2, embed_dim=32, pruning_loc=[1],
+                          out_indices=[0, 23])
+    vim = dyvm.create_model("vim_tiny", img_size=32, patch_size=8, depth=5, embed_dim=32, num_classes=3)
+    path = tmp_path / "vim.pth"
+    torch.save({"model": vim.state_dict()}, path)
+    seg = dyvm.create_model("dyvm_vim_seg_tiny", img_size=64, patch_size=8, depth=5, embed_dim=32,
+                            pruning_loc=[1, 2], out_indices=[0, 1, 2, 23], pretrained=str(path))
+    grid = vim.pos_embed.detach()[:, 1:].reshape(1, 4, 4, 32).permute(0, 3, 1, 2)
+    expected = F.interpolate(grid, size=(8, 8), mode="bicubic", align_corners=False).permute(0, 2, 3, 1).reshape(1, 64, 32)
+    assert torch.allclose(seg.pos_embed.detach(), expected, atol=1e-6)
+    assert torch.equal(seg.layers[3].mixer.in_proj.weight, vim.layers[3].mixer.in_proj.weight)
+    assert all(bool((layer.mixer.block_head.bias == 5).all()) for layer in seg.layers)
+    assert not hasattr(seg, "cls_token")
+
+
+@pytest.mark.parametrize("arch,class_row", [("videomamba_tiny", 0), ("vim_tiny", "middle"), ("mambareg_small", None)])
+def test_checkpoint_filter_resizes_pos_embed_per_family(arch, class_row):
+    extra = dict(patch_size=8, stride=8) if arch != "mambareg_small" else {}
+    size = (64, 128) if arch == "mambareg_small" else (32, 64)
+    small = dyvm.create_model(arch, img_size=size[0], depth=1, embed_dim=32, num_classes=3, **extra)
+    big = dyvm.create_model(arch, img_size=size[1], depth=1, embed_dim=32, num_classes=3, **extra)
+    report = dyvm.load_checkpoint(big, {"model": small.state_dict()})
+    assert report.resized == ["pos_embed"]
+    old, new = small.pos_embed.detach(), big.pos_embed.detach()
+    if class_row == 0:
+        assert torch.equal(new[:, 0], old[:, 0])
+    elif class_row == "middle":
+        assert torch.equal(new[:, big.num_patches // 2], old[:, small.num_patches // 2])
+    else:
+        assert new.shape[1] == big.num_patches and torch.equal(big.pos_embed_cls, small.pos_embed_cls)
+
+
+@pytest.mark.parametrize("arch", ["dyvm_mambareg_small", "dyvm_videomamba_tiny", "dyvm_vim_seg_tiny"])
+def test_variant_checkpoints_rebuild_the_same_model(tmp_path, arch):
+    from dyvm.checkpoint import model_from_checkpoint, save_checkpoint
+
+    kw = dict(img_size=64, depth=4, embed_dim=32, pruning_loc=[1, 2, 3])
+    kw.update(out_indices=[0, 1, 2, 23]) if "seg" in arch else kw.update(num_classes=4)
+    torch.manual_seed(0)
+    model = dyvm.create_model(arch, token_keep_ratio=0.8, **kw).eval()
+    save_checkpoint(tmp_path / "c.pth", model)
+    again, _ = model_from_checkpoint(tmp_path / "c.pth")
+    assert type(again) is type(model) and again.config == model.config
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        a, b = model(x), again.eval()(x)
+    for u, v in zip(a if isinstance(a, list) else [a], b if isinstance(b, list) else [b]):
+        assert torch.equal(u, v)
+
+
+@pytest.mark.parametrize("arch,kwargs,match", [
+    ("dyvm_mambareg_small", dict(cls_reduce=1), "cls_reduce"), ("dyvm_mambareg_small", dict(cls_reduce=5), "divide"),
+    ("dyvm_mambareg_small", dict(stride=8), "stride"), ("dyvm_vim_seg_tiny", dict(if_cls_token=True), "if_cls_token"),
+    ("dyvm_videomamba_tiny", dict(use_middle_cls_token=True), "use_middle_cls_token"),
+    ("vim_tiny", dict(if_cls_token=False), "if_cls_token")])
+def test_bad_variant_arguments(arch, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        dyvm.create_model(arch, depth=4, pruning_loc=[1, 2, 3], **kwargs) if arch.startswith("dyvm") else \
+            dyvm.create_model(arch, depth=1, **kwargs)
+
+
+def test_is_dynamic_is_the_one_question():
+    for name in dyvm.list_models():
+        model_cls = type(dyvm.create_model(name, depth=4, img_size=64, **({"pruning_loc": [1, 2, 3]}
+                                           if name.startswith("dyvm") else {}),
+                                           **({"out_indices": [0, 1, 2, 23]} if "seg" in name else {})))
+        assert model_cls.is_dynamic == name.startswith("dyvm_"), name
