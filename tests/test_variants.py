@@ -370,3 +370,16 @@ def test_is_dynamic_is_the_one_question():
                                            if name.startswith("dyvm") else {}),
                                            **({"out_indices": [0, 1, 2, 23]} if "seg" in name else {})))
         assert model_cls.is_dynamic == name.startswith("dyvm_"), name
+
+
+def test_model_config_is_typed_and_rebuilds():
+    from dyvm.models import ModelConfig
+
+    model = dyvm.create_model("dyvm_mambareg_small", depth=4, pruning_loc=[1, 2, 3], img_size=64)
+    assert isinstance(model.config, ModelConfig)
+    kwargs = dict(model.config)
+    assert kwargs["num_cls_tokens"] == 12 and kwargs["cls_reduce"] == 2 and "out_indices" not in kwargs
+    assert dyvm.create_model("dyvm_mambareg_small", **kwargs).config == model.config
+    assert "pruning_loc" not in dict(dyvm.create_model("vim_tiny", depth=1).config)
+    with pytest.raises(KeyError, match="not_a_field"):
+        model.config["not_a_field"] = 1

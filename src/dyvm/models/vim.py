@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from ..kernels import causal_conv1d, selective_scan
 from ..kernels.norm import RMSNorm
 from ..weights import resize_pos_embed
+from .config import ModelConfig
 from .presets import IMAGENET_MEAN, IMAGENET_STD, build_model, data_config  # noqa: F401 (re-exported)
 from .registry import register_model
 from .tokens import MiddleClassToken, PrefixLayout, TokenSequence
@@ -256,10 +257,10 @@ class VisionMamba(nn.Module):
 
             resolve_backend(scan_backend)  # validates the name
 
-        self.config = dict(img_size=img_size, patch_size=patch_size, stride=stride, depth=depth,
-                           embed_dim=embed_dim, d_state=d_state, num_classes=num_classes,
-                           channels=channels, drop_rate=drop_rate, drop_path_rate=drop_path_rate,
-                           norm_epsilon=norm_epsilon, if_divide_out=if_divide_out)
+        self.config = ModelConfig(img_size=img_size, patch_size=patch_size, stride=stride, depth=depth,
+                                  embed_dim=embed_dim, d_state=d_state, num_classes=num_classes,
+                                  channels=channels, drop_rate=drop_rate, drop_path_rate=drop_path_rate,
+                                  norm_epsilon=norm_epsilon, if_divide_out=if_divide_out)
         self.num_classes, self.embed_dim, self.depth = num_classes, embed_dim, depth
         self.num_features = embed_dim
         self.in_chans, self.img_size = channels, img_size
