@@ -1,12 +1,15 @@
-"""DyVM: a Vim with token pruning (three stages) and per-image SSM branch selection.
+"""DyVM: a Vim-family model with token pruning (three stages) and per-image SSM branch selection.
 
 Training (``model.train()``; ``model(x)`` returns :class:`DyVMTrainOutput`): tokens are never
-removed. At each pruning stage a hard Gumbel-softmax decides which tokens survive; the kept
-tokens are moved to the front (in their original order), the pruned ones to the end, and the
-class token to ``num_keep // 2``; a 0/1 mask zeroes pruned tokens inside both SSM branches.
-Routers gate each branch by a hard Gumbel-sigmoid. Inference (``model.eval()``; ``model(x)``
-returns logits): each stage keeps exactly ``int(ρ_k · M)`` tokens by top-k and physically drops
-the rest; a branch runs only for the images whose router says so.
+removed. At each pruning stage a hard Gumbel-softmax decides which patch tokens survive; the
+kept ones move to the front (in their original order), the pruned ones to the end, and the
+prefix tokens (class token / registers) go where the variant's :class:`~.tokens.PrefixLayout`
+puts them for the kept count (Vim: ``num_keep // 2``); a 0/1 mask zeroes pruned tokens inside
+both SSM branches. Routers gate each branch by a hard Gumbel-sigmoid. Inference
+(``model.eval()``; ``model(x)`` returns logits): each stage keeps exactly ``int(ρ_k · M)``
+patches by top-k and physically drops the rest; a branch runs only for the images whose router
+says so. Both paths go through :class:`~.tokens.TokenSequence` (``rearrange`` / ``select``), so a
+variant only says where its prefix tokens sit (and how its head and router read them).
 """
 from __future__ import annotations
 
