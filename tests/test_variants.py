@@ -65,7 +65,7 @@ def test_classifier_train_matches_official_with_replayed_noise(oracle, prefix, a
     assert abs(loss.item() - t["grad_loss"].item()) < 1e-5
     loss.backward()
     for name, p in model.named_parameters():
-        assert torch.allclose(p.grad, t["grads"][name], rtol=1e-3, atol=1e-4), name
+        assert torch.allclose(p.grad, t["grads"][name], rtol=1e-4, atol=2e-5), name
 
 
 def test_segmentation_eval_matches_official(oracle):
@@ -117,7 +117,7 @@ def test_segmentation_train_matches_official_with_replayed_noise(oracle):
         if name in t["params_without_grad"]:
             assert p.grad is None, name
         else:
-            assert torch.allclose(p.grad, t["grads"][name], rtol=1e-3, atol=1e-4), name
+            assert torch.allclose(p.grad, t["grads"][name], rtol=1e-4, atol=2e-5), name
 
 
 @pytest.mark.parametrize("arch,teacher,dyvm_beta1,dyvm_default", [
@@ -357,7 +357,8 @@ def test_variant_checkpoints_rebuild_the_same_model(tmp_path, arch):
     ("dyvm_mambareg_small", dict(cls_reduce=1), "cls_reduce"), ("dyvm_mambareg_small", dict(cls_reduce=5), "divide"),
     ("dyvm_mambareg_small", dict(stride=8), "stride"), ("dyvm_vim_seg_tiny", dict(if_cls_token=True), "if_cls_token"),
     ("dyvm_videomamba_tiny", dict(use_middle_cls_token=True), "use_middle_cls_token"),
-    ("vim_tiny", dict(if_cls_token=False), "if_cls_token")])
+    ("vim_tiny", dict(if_cls_token=False), "if_cls_token"),
+    ("dyvm_vim_seg_tiny", dict(predictor_input="B"), "predictor_input")])
 def test_bad_variant_arguments(arch, kwargs, match):
     with pytest.raises(ValueError, match=match):
         dyvm.create_model(arch, depth=4, pruning_loc=[1, 2, 3], **kwargs) if arch.startswith("dyvm") else \
@@ -383,3 +384,15 @@ def test_model_config_is_typed_and_rebuilds():
     assert "pruning_loc" not in dict(dyvm.create_model("vim_tiny", depth=1).config)
     with pytest.raises(KeyError, match="not_a_field"):
         model.config["not_a_field"] = 1
+
+
+def test_segmentation_keeps_tokens_by_its_predictor_only():
+    model = dyvm.create_model("dyvm_vim_seg_tiny", img_size=64, depth=4, embed_dim=32, pruning_loc=[1, 2, 3],
+                              out_indices=[0, 1, 2, 23]).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        maps = model(x)
+    assert [tuple(f.shape) for f in maps] == [(1, 32, 16, 16), (1, 32, 8, 8), (1, 32, 4, 4), (1, 32, 2, 2)]
+    model.configure(score="random")
+    with pytest.raises(ValueError, match="predictor only"):
+        model(x)

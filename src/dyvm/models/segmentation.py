@@ -160,6 +160,11 @@ class DyVMSeg(SegmentationVariant, DyVM):
 
     predictor_scores_all_positions = True  # frozen tokens are scored too (for FLOPs)
 
+    def __init__(self, predictor_input: str = "hidden", **kwargs: Any):
+        if predictor_input != "hidden":  # the official backbone scores frozen + live h + r only
+            raise ValueError(f"predictor_input={predictor_input!r}: the segmentation backbone supports 'hidden' only")
+        super().__init__(predictor_input=predictor_input, **kwargs)
+
     def router_input(self, xz: Tensor, seq: TokenSequence) -> Tensor:
         """Mean of ``xz`` over the sequence; training divides by (Σmask + 1) instead (official)."""
         if seq.mask is None:
@@ -169,6 +174,8 @@ class DyVMSeg(SegmentationVariant, DyVM):
     def forward_dense(self, x: Tensor, noise: Noise = None, return_layers: bool = False) -> DenseOutput:
         """Both modes (``self.training``): training masks and rearranges (kept first, raster order
         within each group), inference gathers the kept tokens."""
+        if self.score != "predictor":
+            raise ValueError(f"score={self.score!r}: the segmentation backbone keeps tokens by its predictor only")
         seq = self.embed_sequence(x)
         batch, m = seq.hidden.shape[:2]
         frozen_h = seq.hidden.new_zeros(seq.hidden.shape, dtype=torch.float32)
@@ -220,10 +227,10 @@ class DyVMSeg(SegmentationVariant, DyVM):
         """Images → the 4 pre-neck maps (B, D, h, w) (pruned inference path in eval)."""
         return self.forward_dense(x).features_pre_neck
 
-    def forward_train(self, x: Tensor, noise: Noise = None, **_: Any) -> DenseOutput:  # type: ignore[override]
+    def forward_train(self, x: Tensor, noise: Noise = None) -> DenseOutput:  # type: ignore[override]
         return self.forward_dense(x, noise)
 
-    def forward_inference(self, x: Tensor, return_layers: bool = False, **_: Any) -> DenseOutput:  # type: ignore[override]
+    def forward_inference(self, x: Tensor, return_layers: bool = False) -> DenseOutput:  # type: ignore[override]
         return self.forward_dense(x, return_layers=return_layers)
 
     def forward(self, x: Tensor, noise: Noise = None):  # type: ignore[override]

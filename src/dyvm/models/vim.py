@@ -420,8 +420,7 @@ class VisionMamba(nn.Module):
         layers: tuple[list, list] = ([], [])
         feat = self.forward_features(x, layers if return_layers else None)
         prefix = feat.prefix()
-        cls_feature = prefix[:, 0] if prefix.shape[1] else feat.hidden.mean(1)
-        return VimOutput(self.forward_head(prefix), cls_feature, feat.patches(), layers[0], layers[1])
+        return VimOutput(self.forward_head(prefix), prefix[:, 0], feat.patches(), layers[0], layers[1])
 
     def forward(self, x: Tensor) -> Tensor:
         """Images (B, C, H, W) → logits (B, num_classes)."""
