@@ -1,4 +1,7 @@
-"""DyVM's dynamic parts: the token keep predictor, Gumbel samplers, token rearrangement, routing.
+"""DyVM's dynamic parts: the token keep predictor, Gumbel samplers, keep selection, per-sample noise.
+
+Token layout operations (split / select / rearrange / insert of prefix tokens) live in
+:mod:`dyvm.models.tokens`.
 
 Everything is vectorised over the batch; per-sample variation (how many tokens an image keeps,
 where its class token sits) is expressed with index tensors, never with Python loops.
@@ -86,37 +89,6 @@ class TokenPredictor(nn.Module):
         policy = policy.to(x.dtype)
         glob = (glob * policy).sum(1, keepdim=True) / (policy.sum(1, keepdim=True) + 1)
         return self.out_conv(torch.cat([local, glob.expand(-1, x.shape[1], -1)], dim=-1))
-
-
-# ------------------------------------------------------------------------- class-token layout
-def split_cls(x: Tensor, cls_pos: Tensor) -> tuple[Tensor, Tensor]:
-    """x (B, L, D), cls_pos (B,) → class token (B, D), other tokens (B, L-1, D) in order."""
-    batch, length = x.shape[:2]
-    j = torch.arange(length - 1, device=x.device)[None]
-    src = j + (j >= cls_pos[:, None]).long()                               # skip the class slot
-    rows = torch.arange(batch, device=x.device)
-    return x[rows, cls_pos], x.gather(1, src[..., None].expand(-1, -1, x.shape[-1]))
-
-
-def insert_cls(cls: Tensor, others: Tensor, cls_pos: Tensor) -> Tensor:
-    """Inverse of :func:`split_cls`: class token (B, D) placed at ``cls_pos`` (B,) among others (B, L-1, D)."""
-    batch, n = others.shape[:2]
-    s = torch.arange(n + 1, device=others.device)[None]
-    src = (s - (s > cls_pos[:, None]).long()).clamp(max=max(n - 1, 0))
-    gathered = others.gather(1, src[..., None].expand(-1, -1, others.shape[-1])) if n else \
-        others.new_zeros(batch, 1, others.shape[-1])
-    return torch.where((s == cls_pos[:, None])[..., None], cls[:, None].to(gathered.dtype), gathered)
-
-
-def kept_first_order(decision: Tensor) -> Tensor:
-    """Stable permutation (B, N) putting kept tokens (decision > 0.5) first, both groups in order.
-
-    This is the heart of DyVM's training layout: with the pruned tokens at the end of the
-    sequence, the forward scan reaches them only after every kept token, and the backward scan
-    meets them first while its state is still zero (masked u = 0 and B = 0), so kept-token
-    outputs equal those of the physically shortened sequence that inference computes.
-    """
-    return torch.sort((decision <= 0.5).to(torch.int8), dim=1, stable=True).indices
 
 
 def select_keep(source: str, logp: Optional[Tensor], n_alive: Tensor, k: int,

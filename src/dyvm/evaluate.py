@@ -20,10 +20,9 @@ from torch.utils.data import DataLoader
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp: str = "none",
              progress: bool = True, desc: str = "eval") -> dict[str, Any]:
     """Accuracy (percent) and, for DyVM, token/branch keep ratios, over ``loader``."""
-    from .models.dyvm import DyVM
 
     model.eval()
-    is_dyvm = isinstance(model, DyVM)
+    is_dyvm = getattr(model, "is_dynamic", False)
     correct1 = correct5 = n = 0
     class_correct: dict[int, int] = {}
     class_total: dict[int, int] = {}
@@ -141,7 +140,6 @@ def evaluate_checkpoint(checkpoint: Optional[str] = None, model: Optional[str] =
     """Everything ``dyvm eval`` reports, as a dict."""
     from .data import build_dataset, build_transform, collate_skip_none, data_config_for
     from .flops import flops_from_stats
-    from .models.dyvm import DyVM
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     net = load_for_eval(checkpoint, model, overrides).to(dev)
@@ -159,7 +157,7 @@ def evaluate_checkpoint(checkpoint: Optional[str] = None, model: Optional[str] =
     result: dict[str, Any] = dict(model=getattr(net, "arch", model), checkpoint=checkpoint, split=split, classes=names,
                                   **stats,
                                   **flops_from_stats(net, stats))
-    if isinstance(net, DyVM):
+    if getattr(net, "is_dynamic", False):
         result.update(token_keep_ratio=net.token_ratio, router_threshold=net.router_threshold, score=net.score)
     result["latency"] = [measure_latency(net, b, dev) for b in latency_batch_sizes]
     result["device"] = str(dev)

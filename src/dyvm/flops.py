@@ -13,6 +13,13 @@ LayerNorm. Elementwise activations are not counted.
 
 Reference values (official): Vim-T 1.449, Vim-S 5.077, Vim-B 18.868; DyVM-Vim-S (ρ 0.7) 3.292
 at ρ_b = 0.9.
+
+Variants (same formula, ``variants.md``): lengths include every prefix token (MambaReg: 12
+registers, 208 → 149/108/79), the head term is the model's ``head_macs`` (MambaReg: 12 neck
+Linears D→D/r plus the 2304-input head; the segmentation backbone: its neck's transposed
+convolutions, an addition of ours: no official segmentation FLOPs exist), predictors score the
+patches entering each stage (the segmentation backbone: all M positions). MambaReg-S 5.360 G,
+DyVM 3.628 (ρ_b = 1) / 3.513 (0.8); MambaReg-B 19.918 / 13.476 / 13.058; VideoMamba = Vim.
 """
 from __future__ import annotations
 
@@ -39,14 +46,14 @@ def _geometry(model: VisionMamba, img_size: Optional[int]) -> tuple[int, int]:
 
 
 def sequence_lengths(model: VisionMamba, num_patches: int, token_ratio: Optional[Sequence[float]] = None) -> list[int]:
-    """Sequence length (patches + class token) seen by each layer at inference."""
+    """Sequence length (patches + prefix tokens: class token or registers) seen by each layer at inference."""
     lengths, current = [], num_patches
     locs = getattr(model, "pruning_loc", [])
     ratios = list(getattr(model, "token_ratio", [])) if token_ratio is None else list(token_ratio)
     for i in range(model.depth):
         if i in locs:
             current = int(ratios[locs.index(i)] * num_patches)
-        lengths.append(current + 1)
+        lengths.append(current + model.num_prefix_tokens)
     return lengths
 
 
@@ -93,7 +100,7 @@ def flops_breakdown(model: VisionMamba, convention: str = "official", *, branch_
     parts = dict.fromkeys(["patch_embed", "in_proj", "out_proj", "conv", "x_proj", "dt_proj", "scan",
                            "predictors", "head", "norms", "routers"], 0.0)
     parts["patch_embed"] = D * pe.patch_size ** 2 * model.in_chans * m
-    parts["head"] = D * model.num_classes
+    parts["head"] = model.head_macs()
     lengths = sequence_lengths(model, m, token_ratio)
     full = convention == "full"
     for i, l in enumerate(lengths):
@@ -107,7 +114,8 @@ def flops_breakdown(model: VisionMamba, convention: str = "official", *, branch_
             if getattr(mixer, "block_head", None) is not None:
                 parts["routers"] += 2 * E * 2
     for k, loc in enumerate(getattr(model, "pruning_loc", [])):
-        n = lengths[loc - 1] - 1
+        # the predictor scores the patches entering the stage (all M positions for the segmentation backbone)
+        n = m if getattr(model, "predictor_scores_all_positions", False) else lengths[loc - 1] - model.num_prefix_tokens
         parts["predictors"] += _predictor_macs(n, D)
         if full:
             parts["norms"] += 2 * n * D
@@ -126,11 +134,11 @@ def count_flops(model: VisionMamba, convention: str = "official", *, branch_keep
     ``token_ratio`` overrides the model's cumulative keep ratios (for what-if questions).
     """
     keep = branch_keep_ratio
-    if isinstance(model, DyVM) and model.use_routers and keep is None:
+    if model.is_dynamic and model.use_routers and keep is None:
         keep = measure_branch_keep(model, images) if images is not None else model.block_keep_ratio
         if convention == "official" and isinstance(keep, Tensor):
             keep = float(keep.mean())
-    elif keep is not None and not isinstance(model, DyVM):
+    elif keep is not None and not model.is_dynamic:
         pass  # an explicit ratio for a Vim: a what-if (e.g. the official formula at ρ_b < 1)
     if keep is not None and not isinstance(keep, Tensor):
         keep = float(keep)
@@ -143,7 +151,7 @@ def count_flops(model: VisionMamba, convention: str = "official", *, branch_keep
 def flops_from_stats(model: VisionMamba, stats: dict) -> dict[str, float]:
     """GFLOPs in both conventions, branch savings from what ``evaluate`` measured (``stats['branch_keep']``,
     (depth, 2): its mean for ``official``, per layer and direction for ``full``)."""
-    if isinstance(model, DyVM) and model.use_routers and "branch_keep" in stats:
+    if model.is_dynamic and model.use_routers and "branch_keep" in stats:
         keep = torch.tensor(stats["branch_keep"], dtype=torch.float64)
         return dict(gflops_official=count_flops(model, "official", branch_keep_ratio=float(keep.mean())),
                     gflops_full=sum(flops_breakdown(model, "full", branch_keep=keep).values()) / 1e9)
@@ -156,7 +164,7 @@ def solve_keep_ratio(model: DyVM, target_gflops: float, convention: str = "offic
 
     Apply it with ``model.configure(token_keep_ratio=ρ)``; no retraining needed.
     """
-    if not isinstance(model, DyVM) or not model.pruning_loc:
+    if not model.is_dynamic or not model.pruning_loc:
         raise ValueError("solve_keep_ratio needs a DyVM model with token pruning")
     n_stages, m = len(model.pruning_loc), model.num_patches
 

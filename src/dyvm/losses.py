@@ -103,3 +103,41 @@ class DyVMLoss(nn.Module):
             loss = loss + self.distill_weight * distill
         parts["loss"] = loss.item()
         return loss, parts
+
+
+# ------------------------------------------------------------------------- segmentation (variants.md §3)
+SEG_RATIO_WEIGHT = 20.0      # both ratio terms of the official segmentation backbone
+SEG_AUX_WEIGHT = 0.4         # FCN auxiliary head on the third feature map
+SEG_BLOCK_TARGET = 0.8       # β, hard-coded in the official backbone
+SEG_IGNORE_INDEX = 255       # mmseg's ignore label
+
+
+def segmentation_ratio_losses(decisions: list[Tensor], gates: Tensor, token_ratio: list[float],
+                              block_keep_ratio: float = SEG_BLOCK_TARGET,
+                              weight: float = SEG_RATIO_WEIGHT) -> tuple[Tensor, Tensor]:
+    """The backbone's own terms: ``weight · Σ_k mean_b(mean_j dec_k − ρ_k)² / S`` over all M positions
+    (decisions S × (B, M)) and ``weight · (mean of all gates (depth, B, 2) − β)²``."""
+    return (weight * token_ratio_loss(decisions, token_ratio) / max(len(decisions), 1),
+            weight * block_ratio_loss(gates, block_keep_ratio))
+
+
+def segmentation_loss(decode_logits: Tensor, aux_logits: Tensor, target: Tensor, decisions: list[Tensor],
+                      gates: Tensor, token_ratio: list[float], block_keep_ratio: float = SEG_BLOCK_TARGET,
+                      aux_weight: float = SEG_AUX_WEIGHT, ratio_weight: float = SEG_RATIO_WEIGHT,
+                      ignore_index: int = SEG_IGNORE_INDEX) -> tuple[Tensor, dict[str, float]]:
+    """The official segmentation objective (no teacher, no distillation):
+    decode CE + 0.4 · auxiliary CE + token ratio term + block ratio term.
+
+    decode_logits / aux_logits (B, K, h, w) are resized bilinearly to the labels ``target`` (B, H, W)
+    (mmseg's ``align_corners=False``) before the per-pixel CE, which ignores ``ignore_index``.
+    Returns ``(loss, parts)`` with every weighted term as a float.
+    """
+    def ce(logits: Tensor) -> Tensor:
+        if logits.shape[-2:] != target.shape[-2:]:
+            logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
+        return F.cross_entropy(logits.float(), target.long(), ignore_index=ignore_index)
+
+    decode, aux = ce(decode_logits), aux_weight * ce(aux_logits)
+    token, block = segmentation_ratio_losses(decisions, gates, token_ratio, block_keep_ratio, ratio_weight)
+    parts = dict(decode_ce=decode.item(), aux_ce=aux.item(), token_ratio=token.item(), block_ratio=block.item())
+    return decode + aux + token + block, parts

@@ -1,25 +1,30 @@
-"""DyVM: a Vim with token pruning (three stages) and per-image SSM branch selection.
+"""DyVM: a Vim-family model with token pruning (three stages) and per-image SSM branch selection.
 
 Training (``model.train()``; ``model(x)`` returns :class:`DyVMTrainOutput`): tokens are never
-removed. At each pruning stage a hard Gumbel-softmax decides which tokens survive; the kept
-tokens are moved to the front (in their original order), the pruned ones to the end, and the
-class token to ``num_keep // 2``; a 0/1 mask zeroes pruned tokens inside both SSM branches.
-Routers gate each branch by a hard Gumbel-sigmoid. Inference (``model.eval()``; ``model(x)``
-returns logits): each stage keeps exactly ``int(ρ_k · M)`` tokens by top-k and physically drops
-the rest; a branch runs only for the images whose router says so.
+removed. At each pruning stage a hard Gumbel-softmax decides which patch tokens survive; the
+kept ones move to the front (in their original order), the pruned ones to the end, and the
+prefix tokens (class token / registers) go where the variant's :class:`~.tokens.PrefixLayout`
+puts them for the kept count (Vim: ``num_keep // 2``); a 0/1 mask zeroes pruned tokens inside
+both SSM branches. Routers gate each branch by a hard Gumbel-sigmoid. Inference
+(``model.eval()``; ``model(x)`` returns logits): each stage keeps exactly ``int(ρ_k · M)``
+patches by top-k and physically drops the rest; a branch runs only for the images whose router
+says so. Both paths go through :class:`~.tokens.TokenSequence` (``rearrange`` / ``select``), so a
+variant only says where its prefix tokens sit (and how its head and router read them).
 """
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any, NamedTuple, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from ..dynamic import (SCORE_SOURCES, Noise, TokenPredictor, gumbel_sigmoid_gate, gumbel_softmax_keep,
-                       insert_cls, kept_first_order, select_keep, split_cls)
+from ..dynamic import SCORE_SOURCES, Noise, TokenPredictor, gumbel_sigmoid_gate, gumbel_softmax_keep, select_keep
 from .registry import register_model
-from .vim import VisionMamba, data_config
+from .tokens import TokenSequence, kept_first_order
+from .presets import build_model
+from .vim import VisionMamba
 
 
 class DyVMTrainOutput(NamedTuple):
@@ -29,7 +34,8 @@ class DyVMTrainOutput(NamedTuple):
     (pruned ones included, at the end); decisions: S × (B, M) hard 0/1 keep decisions in the
     order that entered each stage; token_policy (B, M, 1): final, rearranged (kept first);
     current_pos (B, M): original patch index of each slot; gates (depth, B, 2): 0/1 [fwd, bwd];
-    cls_pos (B,); router_logits (depth, B, 2).
+    cls_pos (B,): the class token's (first prefix token's) final position, None without prefix
+    tokens; router_logits (depth, B, 2); prefix_pos (B, P): final positions of all prefix tokens.
     """
 
     logits: Tensor
@@ -38,15 +44,18 @@ class DyVMTrainOutput(NamedTuple):
     token_policy: Tensor
     current_pos: Tensor
     gates: Tensor
-    cls_pos: Tensor
+    cls_pos: Optional[Tensor]
     router_logits: Tensor
+    prefix_pos: Tensor
 
 
 class DyVMInferenceOutput(NamedTuple):
     """Inference forward. keep_indices: S × (B, K_s) original patch indices kept after each stage
     (ascending); keep_indices_local: S × (B, K_s) indices into the previous stage's tokens;
-    cls_positions: [M//2, K_1//2, ...]; gates/router_logits (depth, B, 2); tokens (B, K_S, D):
-    final normalised kept tokens; current_pos (B, K_S); layer_hidden/residual per layer if asked."""
+    cls_positions: the class token's position before and after each stage ([M//2, K_1//2, ...] for
+    Vim); gates/router_logits (depth, B, 2); tokens (B, K_S, D): final normalised kept patch tokens;
+    current_pos (B, K_S); layer_hidden/residual per layer if asked; prefix_positions: (S+1) × (P,)
+    positions of every prefix token; features: the final sequence (hidden RMSNorm-ed)."""
 
     logits: Tensor
     keep_indices: list[Tensor]
@@ -59,6 +68,8 @@ class DyVMInferenceOutput(NamedTuple):
     pred_scores: list[Tensor]
     layer_hidden: list[Tensor]
     layer_residual: list[Tensor]
+    prefix_positions: list[Tensor]
+    features: TokenSequence
 
 
 def _check_ratio(name: str, value: float) -> float:
@@ -80,13 +91,23 @@ class DyVM(VisionMamba):
         router_threshold: probability above which a branch runs (0.5 ⇔ logit > 0).
         score: where keep scores come from: ``predictor`` | ``random`` | ``static``.
         use_routers / use_pruning: False gives the paper's token-only / block-only ablations.
+        predictor_input: what the keep predictors read: ``hidden`` (h + r, the paper), ``B`` or
+            ``delta`` (the Predictor-B / Predictor-Δ ablations: the preceding layer's direction-averaged
+            B (N channels) or pre-softplus Δ (2D channels)).
     """
+
+    is_dynamic = True
+    PREDICTOR_INPUTS = ("hidden", "B", "delta")
 
     def __init__(self, pruning_loc: Optional[Sequence[int]] = None, token_keep_ratio: Optional[float] = None,
                  token_ratio: Optional[Sequence[float]] = None, block_keep_ratio: float = 0.8,
                  router_tau: float = 2.0, router_threshold: float = 0.5, score: str = "predictor",
-                 use_routers: bool = True, use_pruning: bool = True, **vim_kwargs: Any):
+                 use_routers: bool = True, use_pruning: bool = True, predictor_input: str = "hidden",
+                 **vim_kwargs: Any):
+        if predictor_input not in self.PREDICTOR_INPUTS:
+            raise ValueError(f"predictor_input={predictor_input!r}; expected one of {self.PREDICTOR_INPUTS}")
         super().__init__(_router=use_routers, **vim_kwargs)
+        self.predictor_input_source = predictor_input
         depth = self.depth
         if pruning_loc is None:  # the official [6, 12, 18] for 24 layers, scaled to the depth
             pruning_loc = [depth // 4, depth // 2, 3 * depth // 4]
@@ -109,11 +130,13 @@ class DyVM(VisionMamba):
         self.token_ratio: list[float] = []
         self.configure(token_keep_ratio=token_keep_ratio, token_ratio=token_ratio,
                        router_threshold=router_threshold, score=score)
-        self.score_predictors = nn.ModuleList(TokenPredictor(self.embed_dim) for _ in pruning_loc)
+        mixer = self.layers[0].mixer
+        width = {"hidden": self.embed_dim, "B": mixer.d_state, "delta": mixer.d_inner}[predictor_input]
+        self.score_predictors = nn.ModuleList(TokenPredictor(width) for _ in pruning_loc)
         self.config.update(pruning_loc=list(pruning_loc), token_ratio=list(self.token_ratio),
                            block_keep_ratio=self.block_keep_ratio, router_tau=self.router_tau,
                            router_threshold=self.router_threshold, use_routers=use_routers,
-                           use_pruning=use_pruning)
+                           use_pruning=use_pruning, predictor_input=predictor_input)
 
     # ----------------------------------------------------------------------------- knobs
     def configure(self, token_keep_ratio: Optional[float] = None, token_ratio: Optional[Sequence[float]] = None,
@@ -175,13 +198,17 @@ class DyVM(VisionMamba):
                 layer.mixer.reset_router()
 
     # ----------------------------------------------------------------------------- helpers
-    def _route(self, layer: nn.Module, xz: Tensor, cls_pos: Tensor | int, forced: Optional[Tensor],
+    def router_input(self, xz: Tensor, seq: TokenSequence) -> Tensor:
+        """What the routers read, (B, 2E): the mean of ``xz`` (B, L, 2E) over the prefix tokens (the
+        class token itself for Vim and VideoMamba, the 12 registers for MambaReg)."""
+        return xz.gather(1, seq.prefix_pos[..., None].expand(-1, -1, xz.shape[-1])).mean(1)
+
+    def _route(self, layer: nn.Module, xz: Tensor, seq: TokenSequence, forced: Optional[Tensor],
                noise: Noise) -> tuple[Optional[Tensor], Optional[Tensor]]:
-        """Router logits (B, 2) from the class token's in_proj output, and the 0/1 gates (B, 2)."""
+        """Router logits (B, 2) and the 0/1 gates (B, 2)."""
         if not self.use_routers:
             return None, forced
-        cls_xz = xz[:, cls_pos] if isinstance(cls_pos, int) else xz[torch.arange(xz.shape[0], device=xz.device), cls_pos]
-        logits = layer.mixer.block_head(cls_xz).float()
+        logits = layer.mixer.block_head(self.router_input(xz, seq)).float()
         if forced is not None:
             gates = forced.to(logits.dtype)
         elif self.training:
@@ -190,13 +217,26 @@ class DyVM(VisionMamba):
             gates = (torch.sigmoid(logits) > self.router_threshold).to(logits.dtype)
         return logits, gates
 
-    def _layer(self, i: int, hidden: Tensor, residual: Optional[Tensor], mask: Optional[Tensor],
-               cls_pos: Tensor | int, forced_gates: Optional[Tensor], noise: Noise):
+    def _layer(self, i: int, seq: TokenSequence, forced_gates: Optional[Tensor], noise: Noise,
+               stats: Optional[list] = None):
+        """Block i on ``seq`` in place. Returns (router logits, gates). ``stats``: when a list, the
+        mixer's per-token (B̄, Δ̄) are appended (the predictor-input ablations read them)."""
         layer = self.layers[i]
-        normed, residual = layer.add_norm(hidden, residual)
+        normed, seq.residual = layer.add_norm(seq.hidden, seq.residual)
         xz = layer.mixer.in_proj(normed)
-        logits, gates = self._route(layer, xz, cls_pos, None if forced_gates is None else forced_gates[i], noise)
-        return layer.mixer.mix(xz, mask, gates), residual, logits, gates
+        logits, gates = self._route(layer, xz, seq, None if forced_gates is None else forced_gates[i], noise)
+        if stats is not None:
+            stats.append(layer.mixer.token_stats(xz, seq.mask))
+        seq.hidden = layer.mixer.mix(xz, seq.mask, gates)
+        return logits, gates
+
+    def predictor_input(self, k: int, seq: TokenSequence, stats: Optional[list]) -> Tensor:
+        """What stage k's predictor reads for each patch slot, (B, N, ·): ``hidden + residual``
+        (the paper), or the preceding layer's B̄ / Δ̄ (Predictor-B / Predictor-Δ ablations)."""
+        if self.predictor_input_source == "hidden":
+            return seq.patches(seq.hidden) + seq.patches(seq.residual)
+        b_bar, delta_bar = stats[-1]
+        return seq.patches(b_bar if self.predictor_input_source == "B" else delta_bar)
 
     def _stack(self, items: list[Optional[Tensor]], batch: int, device) -> Tensor:
         if any(t is None for t in items):
@@ -218,49 +258,37 @@ class DyVM(VisionMamba):
         token sampler at a pruning layer, then the router's two draws). keep_masks: optional forced
         keep sets, S × (B, M) bool in original patch order; gates: optional forced (depth, B, 2).
         """
-        hidden, residual = self.embed(x), None
-        batch, device = hidden.shape[0], hidden.device
-        m = self.num_patches
+        seq = self.embed_sequence(x)
+        batch, device = seq.hidden.shape[0], seq.hidden.device
         self._check_forced(keep_masks, gates, batch)
-        cls_pos = torch.full((batch,), m // 2, device=device, dtype=torch.long)
-        current_pos = torch.arange(m, device=device).expand(batch, m)
-        policy = hidden.new_ones(batch, m, 1, dtype=torch.float32)
-        mask: Optional[Tensor] = None
+        seq.policy = seq.hidden.new_ones(batch, seq.num_patches, 1, dtype=torch.float32)
+        stats = [] if self.predictor_input_source != "hidden" else None
         decisions, all_logits, all_gates = [], [], []
         stage_of = {loc: k for k, loc in enumerate(self.pruning_loc)}
         for i in range(self.depth):
             if i in stage_of:
                 k = stage_of[i]
-                cls_h, oth_h = split_cls(hidden, cls_pos)
-                cls_r, oth_r = split_cls(residual, cls_pos)
+                policy = seq.policy[..., 0]
                 if keep_masks is not None:
-                    decision = keep_masks[k].to(device).gather(1, current_pos).float() * policy[..., 0]
+                    decision = keep_masks[k].to(device).gather(1, seq.patch_ids).float() * policy
                 elif self.score == "predictor":
-                    logp = self.score_predictors[k](oth_h + oth_r, policy)
-                    decision = gumbel_softmax_keep(logp, noise) * policy[..., 0]
+                    logp = self.score_predictors[k](self.predictor_input(k, seq, stats), seq.policy)
+                    decision = gumbel_softmax_keep(logp, noise) * policy
                 else:
-                    alive = policy[..., 0].sum(1).long()
+                    alive = policy.sum(1).long()
                     keep = select_keep(self.score, None, alive, self.keep_counts()[k])
-                    decision = torch.zeros_like(policy[..., 0]).scatter_(1, keep, 1.0)
+                    decision = torch.zeros_like(policy).scatter_(1, keep, 1.0)
                 decisions.append(decision)
-                order = kept_first_order(decision)
-                decision = decision.gather(1, order)
-                idx = order[..., None].expand(-1, -1, oth_h.shape[-1])
-                oth_h, oth_r = oth_h.gather(1, idx), oth_r.gather(1, idx)
-                current_pos = current_pos.gather(1, order)
-                cls_pos = decision.detach().sum(1).round().long() // 2
-                hidden = insert_cls(cls_h, oth_h, cls_pos)
-                residual = insert_cls(cls_r, oth_r, cls_pos)
-                mask = insert_cls(decision.new_ones(batch, 1), decision[..., None], cls_pos)
-                policy = decision[..., None]
-            hidden, residual, logits, gate = self._layer(i, hidden, residual, mask, cls_pos, gates, noise)
+                seq = seq.rearrange(decision)
+            logits, gate = self._layer(i, seq, gates, noise, stats)
             all_logits.append(logits)
             all_gates.append(gate)
-        feat = self.final_norm(hidden, residual)
-        cls_feat, tokens = split_cls(feat, cls_pos)
-        return DyVMTrainOutput(self.head(cls_feat), tokens, decisions, policy.detach(), current_pos,
-                               self._stack(all_gates, batch, device), cls_pos,
-                               self._stack(all_logits, batch, device))
+        feat = self.final_norm(seq.hidden, seq.residual)
+        prefix_pos = seq.prefix_pos
+        cls_pos = prefix_pos[:, 0] if prefix_pos.shape[1] else None
+        return DyVMTrainOutput(self.forward_head(seq.prefix(feat)), seq.patches(feat), decisions,
+                               seq.policy.detach(), seq.patch_ids, self._stack(all_gates, batch, device), cls_pos,
+                               self._stack(all_logits, batch, device), prefix_pos)
 
     # ----------------------------------------------------------------------------- inference
     def forward_inference(self, x: Tensor, keep_indices: Optional[Sequence[Tensor]] = None,
@@ -270,28 +298,24 @@ class DyVM(VisionMamba):
         keep_indices: optional forced keep sets, S × (B, K_s) original patch indices (each a subset
         of the previous stage's); gates: optional forced (depth, B, 2) 0/1.
         """
-        hidden, residual = self.embed(x), None
-        batch, device = hidden.shape[0], hidden.device
+        seq = self.embed_sequence(x)
+        batch, device = seq.hidden.shape[0], seq.hidden.device
         m = self.num_patches
         if gates is not None and tuple(gates.shape) != (self.depth, batch, 2):
             raise ValueError(f"gates must have shape (depth={self.depth}, B={batch}, 2), got {tuple(gates.shape)}")
-        c = m // 2
-        current_pos = torch.arange(m, device=device).expand(batch, m)
-        kept, kept_local, cls_positions, pred_scores = [], [], [c], []
+        stats = [] if self.predictor_input_source != "hidden" else None
+        kept, kept_local, prefix_positions, pred_scores = [], [], [seq.prefix_pos[0]], []
         all_logits, all_gates, layer_hidden, layer_residual = [], [], [], []
         stage_of = {loc: k for k, loc in enumerate(self.pruning_loc)}
         counts = self.keep_counts()
         for i in range(self.depth):
             if i in stage_of:
                 k = stage_of[i]
-                cls_h, cls_r = hidden[:, c:c + 1], residual[:, c:c + 1]
-                oth_h = torch.cat([hidden[:, :c], hidden[:, c + 1:]], dim=1)
-                oth_r = torch.cat([residual[:, :c], residual[:, c + 1:]], dim=1)
-                n_prev = oth_h.shape[1]
+                n_prev = seq.num_patches
                 if keep_indices is not None:
                     member = torch.zeros(batch, m, dtype=torch.bool, device=device)
                     member.scatter_(1, keep_indices[k].to(device), True)
-                    member = member.gather(1, current_pos)
+                    member = member.gather(1, seq.patch_ids)
                     n_keep = int(member.sum(1)[0])
                     if not bool((member.sum(1) == n_keep).all()):
                         raise ValueError("keep_indices: every image of a batch must keep the same number of tokens")
@@ -299,30 +323,36 @@ class DyVM(VisionMamba):
                 else:
                     logp = None
                     if self.score == "predictor":
-                        logp = self.score_predictors[k](oth_h + oth_r, oth_h.new_ones(batch, n_prev, 1))
+                        inputs = self.predictor_input(k, seq, stats)
+                        logp = self.score_predictors[k](inputs, inputs.new_ones(batch, n_prev, 1))
                         pred_scores.append(logp)
                     alive = torch.full((batch,), n_prev, device=device, dtype=torch.long)
                     local = select_keep(self.score, logp, alive, counts[k])
-                idx = local[..., None].expand(-1, -1, oth_h.shape[-1])
-                oth_h, oth_r = oth_h.gather(1, idx), oth_r.gather(1, idx)
-                current_pos = current_pos.gather(1, local)
+                seq = seq.select(local)
                 kept_local.append(local)
-                kept.append(current_pos)
-                c = local.shape[1] // 2
-                cls_positions.append(c)
-                hidden = torch.cat([oth_h[:, :c], cls_h, oth_h[:, c:]], dim=1)
-                residual = torch.cat([oth_r[:, :c], cls_r, oth_r[:, c:]], dim=1)
-            hidden, residual, logits, gate = self._layer(i, hidden, residual, None, c, gates, None)
+                kept.append(seq.patch_ids)
+                prefix_positions.append(seq.prefix_pos[0])
+            logits, gate = self._layer(i, seq, gates, None, stats)
             all_logits.append(logits)
             all_gates.append(gate)
             if return_layers:
-                layer_hidden.append(hidden)
-                layer_residual.append(residual)
-        feat = self.final_norm(hidden, residual)
-        tokens = torch.cat([feat[:, :c], feat[:, c + 1:]], dim=1)
-        return DyVMInferenceOutput(self.head(feat[:, c]), kept, kept_local, cls_positions,
+                layer_hidden.append(seq.hidden)
+                layer_residual.append(seq.residual)
+        feat = self.final_norm(seq.hidden, seq.residual)
+        prefix = seq.prefix(feat)
+        cls_positions = [int(p[0]) for p in prefix_positions] if self.num_prefix_tokens else []
+        return DyVMInferenceOutput(self.forward_head(prefix), kept, kept_local, cls_positions,
                                    self._stack(all_gates, batch, device), self._stack(all_logits, batch, device),
-                                   tokens, current_pos, pred_scores, layer_hidden, layer_residual)
+                                   seq.patches(feat), seq.patch_ids, pred_scores, layer_hidden, layer_residual,
+                                   prefix_positions, replace(seq, hidden=feat, residual=None))
+
+    def forward_features(self, x: Tensor, layers: Optional[tuple[list, list]] = None) -> TokenSequence:
+        """The pruned inference path's final sequence, ``hidden`` = RMSNorm-ed kept tokens (B, L_S, D)."""
+        out = self.forward_inference(x, return_layers=layers is not None)
+        if layers is not None:
+            layers[0].extend(out.layer_hidden)
+            layers[1].extend(out.layer_residual)
+        return out.features
 
     def forward_detailed(self, x: Tensor, return_layers: bool = False) -> DyVMInferenceOutput:  # type: ignore[override]
         return self.forward_inference(x, return_layers=return_layers)
@@ -335,36 +365,19 @@ class DyVM(VisionMamba):
 
 
 # --------------------------------------------------------------------------------- registry
-DYVM_DEFAULTS = {  # size: (embed_dim, ρ, β) from the official scripts
-    "tiny": (192, 0.9, 0.8), "small": (384, 0.7, 0.8), "base": (768, 0.7, 0.7)}
-
-
-def _dyvm(size: str, **kwargs: Any) -> DyVM:
-    embed_dim, rho, beta = DYVM_DEFAULTS[size]
-    cfg: dict[str, Any] = dict(patch_size=16, depth=24, embed_dim=embed_dim, d_state=16,
-                               block_keep_ratio=beta)
-    if "token_ratio" not in kwargs:
-        cfg["token_keep_ratio"] = rho
-    cfg.update(kwargs)
-    model = DyVM(**cfg)
-    model.pretrained_cfg = model.default_cfg = data_config(model)
-    model.arch = f"dyvm_vim_{size}"
-    return model
-
-
 @register_model
 def dyvm_vim_tiny(**kwargs: Any) -> DyVM:
     """DyVM on Vim-T: ρ=0.9 (keeps 176/158/142 of 196 tokens), β=0.8."""
-    return _dyvm("tiny", **kwargs)
+    return build_model(DyVM, "dyvm_vim_tiny", "vim", "tiny", **kwargs)
 
 
 @register_model
 def dyvm_vim_small(**kwargs: Any) -> DyVM:
     """DyVM on Vim-S: ρ=0.7 (keeps 137/96/67 of 196 tokens), β=0.8."""
-    return _dyvm("small", **kwargs)
+    return build_model(DyVM, "dyvm_vim_small", "vim", "small", **kwargs)
 
 
 @register_model
 def dyvm_vim_base(**kwargs: Any) -> DyVM:
     """DyVM on Vim-B: ρ=0.7, β=0.7."""
-    return _dyvm("base", **kwargs)
+    return build_model(DyVM, "dyvm_vim_base", "vim", "base", **kwargs)

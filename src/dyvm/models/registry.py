@@ -1,9 +1,12 @@
 """Model registry: ``create_model(name, **overrides)``, mirrored into timm's registry."""
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, Optional
 
 from torch import nn
+
+from ..weights import load_checkpoint
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -33,20 +36,21 @@ def list_models() -> list[str]:
     return sorted(_MODELS)
 
 
-def create_model(name: str, checkpoint_path: Optional[str] = None, pretrained: bool = False,
+def create_model(name: str, checkpoint_path: Optional[str] = None, pretrained: Any = False,
                  **overrides: Any) -> nn.Module:
     """Build a registered model; ``overrides`` are constructor keywords (official Vim names).
 
     ``checkpoint_path`` loads an official ``.pth``, a bare state dict or a ``.safetensors`` file
-    (see :func:`dyvm.load_checkpoint`).
+    (see :func:`dyvm.load_checkpoint`). ``pretrained`` as a path is the segmentation backbone's
+    official keyword (its initialising checkpoint); ``pretrained=True`` (a hub download) is refused.
     """
     if not isinstance(name, str) or name not in _MODELS:
         raise ValueError(f"unknown model name {name!r}; available: {', '.join(list_models())}")
-    if pretrained:
+    if isinstance(pretrained, (str, os.PathLike)):
+        overrides["pretrained"] = os.fspath(pretrained)
+    elif pretrained:
         raise ValueError("pretrained=True: dyvm fetches no weights from a hub; pass checkpoint_path=...")
     model = _MODELS[name](**overrides)
     if checkpoint_path is not None:
-        from ..checkpoint import load_checkpoint
-
         load_checkpoint(model, checkpoint_path)
     return model

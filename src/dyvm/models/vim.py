@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -21,10 +21,12 @@ from torch import Tensor, nn
 
 from ..kernels import causal_conv1d, selective_scan
 from ..kernels.norm import RMSNorm
+from ..weights import resize_pos_embed
+from .config import ModelConfig
+from .presets import IMAGENET_MEAN, IMAGENET_STD, build_model, data_config  # noqa: F401 (re-exported)
 from .registry import register_model
+from .tokens import MiddleClassToken, PrefixLayout, TokenSequence
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class BiMambaMixer(nn.Module):
@@ -73,11 +75,11 @@ class BiMambaMixer(nn.Module):
         nn.init.zeros_(self.block_head.weight)
         nn.init.constant_(self.block_head.bias, bias)
 
-    def _branch(self, backward: bool, x: Tensor, z: Tensor, mask: Optional[Tensor]) -> Tensor:
-        """One SSM direction. x, z: (B, E, L) already in scan order; mask (B, 1, L) or None."""
+    def _ssm_inputs(self, backward: bool, x: Tensor, mask: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Conv, x_proj and dt_proj of one direction: x (B, E, L) in scan order → u (B, E, L),
+        Δ before bias and softplus (B, E, L), B and C (B, L, N)."""
         s = "_b" if backward else ""
         conv, x_proj, dt_proj = getattr(self, "conv1d" + s), getattr(self, "x_proj" + s), getattr(self, "dt_proj" + s)
-        A = -torch.exp(getattr(self, "A_b_log" if backward else "A_log").float())
         if mask is not None:
             x = x * mask
         u = causal_conv1d(x, conv.weight, conv.bias, silu=True)
@@ -86,9 +88,25 @@ class BiMambaMixer(nn.Module):
         x_dbl = F.linear(u.transpose(1, 2), x_proj.weight)                 # (B, L, R+2N)
         dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = F.linear(dt, dt_proj.weight).transpose(1, 2)               # (B, E, L), bias in scan
+        return u, delta, B, C
+
+    def _branch(self, backward: bool, x: Tensor, z: Tensor, mask: Optional[Tensor]) -> Tensor:
+        """One SSM direction. x, z: (B, E, L) already in scan order; mask (B, 1, L) or None."""
+        s = "_b" if backward else ""
+        A = -torch.exp(getattr(self, "A_b_log" if backward else "A_log").float())
+        u, delta, B, C = self._ssm_inputs(backward, x, mask)
         return selective_scan(u, delta, A, B.transpose(1, 2), C.transpose(1, 2),
-                              getattr(self, "D" + s).float(), z, dt_proj.bias.float(),
+                              getattr(self, "D" + s).float(), z, getattr(self, "dt_proj" + s).bias.float(),
                               delta_softplus=True, backend=self.scan_backend)
+
+    def token_stats(self, xz: Tensor, mask: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        """Per-token averages of the two directions, what the Predictor-B / Predictor-Δ ablations
+        read: B̄ = (B_f + flip(B_b))/2 (B, L, N) and Δ̄ (B, L, E), Δ before its bias and softplus."""
+        x = xz.transpose(1, 2)[:, :self.d_inner]
+        m = None if mask is None else mask.transpose(1, 2).to(x.dtype)
+        _, d_f, b_f, _ = self._ssm_inputs(False, x, m)
+        _, d_b, b_b, _ = self._ssm_inputs(True, x.flip(-1), None if m is None else m.flip(-1))
+        return (b_f + b_b.flip(1)) / 2, ((d_f + d_b.flip(-1)) / 2).transpose(1, 2)
 
     def _gated_branch(self, backward: bool, x: Tensor, z: Tensor, mask: Optional[Tensor],
                       gate: Optional[Tensor]) -> Tensor:
@@ -189,14 +207,19 @@ class VimOutput:
     layer_residual: list[Tensor] = field(default_factory=list)
 
 
-_UNSUPPORTED = {  # key: the only accepted value (everything else raises ValueError)
-    "rms_norm": True, "if_abs_pos_embed": True, "if_rope": False, "if_rope_residual": False,
-    "bimamba_type": "v2", "if_cls_token": True, "use_middle_cls_token": True,
-}
-
-
 class VisionMamba(nn.Module):
-    """Vim with a middle class token. Keyword names follow the official constructor."""
+    """Vim with a middle class token. Keyword names follow the official constructor.
+
+    The family hooks a variant overrides: ``build_layout`` (where prefix tokens sit), the prefix
+    parameters (``_build_prefix``), ``embed_tokens``, ``forward_head`` and ``checkpoint_filter``.
+    """
+
+    # options of the official constructors this implementation fixes: key -> the only accepted value
+    FIXED_OPTIONS: dict[str, Any] = {
+        "rms_norm": True, "if_abs_pos_embed": True, "if_rope": False, "if_rope_residual": False,
+        "bimamba_type": "v2", "if_cls_token": True, "use_middle_cls_token": True}
+    is_dynamic = False  # "is this a DyVM?": True for every model with predictors/routers
+    class_row: Optional[str] = "middle"  # the class token's row in pos_embed: "middle", "first" or None
 
     def __init__(self, img_size: int = 224, patch_size: int = 16, stride: Optional[int] = None,
                  depth: int = 24, embed_dim: int = 192, d_state: int = 16, num_classes: int = 1000,
@@ -204,17 +227,17 @@ class VisionMamba(nn.Module):
                  norm_epsilon: float = 1e-5, rms_norm: bool = True, residual_in_fp32: bool = True,
                  fused_add_norm: bool = True, final_pool_type: str = "mean",
                  if_abs_pos_embed: bool = True, if_rope: bool = False, if_rope_residual: bool = False,
-                 bimamba_type: str = "v2", if_cls_token: bool = True, if_divide_out: bool = True,
-                 use_middle_cls_token: bool = True, in_chans: Optional[int] = None,
+                 bimamba_type: str = "v2", if_cls_token: Optional[bool] = None, if_divide_out: bool = True,
+                 use_middle_cls_token: Optional[bool] = None, in_chans: Optional[int] = None,
                  scan_backend: Optional[str] = None, _router: bool = False):
         super().__init__()
         given = dict(rms_norm=rms_norm, if_abs_pos_embed=if_abs_pos_embed, if_rope=if_rope,
                      if_rope_residual=if_rope_residual, bimamba_type=bimamba_type,
                      if_cls_token=if_cls_token, use_middle_cls_token=use_middle_cls_token)
         for key, value in given.items():
-            if value != _UNSUPPORTED[key]:
-                raise ValueError(f"{key}={value!r} is not supported (only {_UNSUPPORTED[key]!r}: "
-                                 "the middle-class-token bimamba-v2 Vim with RMSNorm and absolute positions)")
+            if value is not None and key in self.FIXED_OPTIONS and value != self.FIXED_OPTIONS[key]:
+                raise ValueError(f"{key}={value!r} is not supported by {type(self).__name__} (only "
+                                 f"{self.FIXED_OPTIONS[key]!r}); the fixed options: {self.FIXED_OPTIONS}")
         if in_chans is not None:
             if channels not in (3, in_chans):
                 raise ValueError(f"in_chans={in_chans} contradicts channels={channels}; give one of them")
@@ -234,10 +257,10 @@ class VisionMamba(nn.Module):
 
             resolve_backend(scan_backend)  # validates the name
 
-        self.config = dict(img_size=img_size, patch_size=patch_size, stride=stride, depth=depth,
-                           embed_dim=embed_dim, d_state=d_state, num_classes=num_classes,
-                           channels=channels, drop_rate=drop_rate, drop_path_rate=drop_path_rate,
-                           norm_epsilon=norm_epsilon, if_divide_out=if_divide_out)
+        self.config = ModelConfig(img_size=img_size, patch_size=patch_size, stride=stride, depth=depth,
+                                  embed_dim=embed_dim, d_state=d_state, num_classes=num_classes,
+                                  channels=channels, drop_rate=drop_rate, drop_path_rate=drop_path_rate,
+                                  norm_epsilon=norm_epsilon, if_divide_out=if_divide_out)
         self.num_classes, self.embed_dim, self.depth = num_classes, embed_dim, depth
         self.num_features = embed_dim
         self.in_chans, self.img_size = channels, img_size
@@ -245,8 +268,9 @@ class VisionMamba(nn.Module):
 
         self.patch_embed = PatchEmbed(img_size, patch_size, stride, channels, embed_dim)
         self.num_patches = self.patch_embed.num_patches
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, self.num_patches + 1, embed_dim))
+        self.layout = self.build_layout()
+        self.num_prefix_tokens = self.layout.num_prefix
+        self._build_prefix()
         self.pos_drop = nn.Dropout(drop_rate)
         dpr = torch.linspace(0, drop_path_rate, depth).tolist()
         inter_dpr = [0.0] + dpr  # block i drops the output of block i-1 (official layout)
@@ -256,19 +280,64 @@ class VisionMamba(nn.Module):
             for i in range(depth))
         self.norm_f = RMSNorm(embed_dim, eps=norm_epsilon)
         self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
-        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self._build_head()
         self._init_weights()
         if scan_backend is not None:
             self.set_scan_backend(scan_backend)
+
+    # ----------------------------------------------------------------------------- variant hooks
+    def build_layout(self) -> PrefixLayout:
+        """Where the prefix tokens sit (Vim: one class token in the middle)."""
+        return MiddleClassToken()
+
+    def _build_prefix(self) -> None:
+        """Prefix parameters: ``cls_token`` (1, P, D); ``pos_embed`` (1, M+P, D) covers every slot."""
+        p, d = self.num_prefix_tokens, self.embed_dim
+        if p:
+            self.cls_token = nn.Parameter(torch.zeros(1, p, d))
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.num_patches + p, d))
+
+    def _build_head(self) -> None:
+        self.head = nn.Linear(self.embed_dim, self.num_classes) if self.num_classes > 0 else nn.Identity()
+
+    def embed_tokens(self, patches: Tensor) -> TokenSequence:
+        """Patch embeddings (B, M, D) → the initial sequence: prefix tokens placed, then ``pos_embed``
+        (laid out in sequence order) added."""
+        prefix = self.cls_token.expand(patches.shape[0], -1, -1) if self.num_prefix_tokens else \
+            patches.new_zeros(patches.shape[0], 0, patches.shape[-1])
+        seq = TokenSequence.from_parts(prefix.to(patches.dtype), patches, self.layout)
+        seq.hidden = self.pos_drop(seq.hidden + self.pos_embed)
+        return seq
+
+    def forward_head(self, prefix_features: Tensor, pre_logits: bool = False) -> Tensor:
+        """Normalised prefix tokens (B, P, D) → logits (B, C), or the head input with ``pre_logits``."""
+        pooled = prefix_features[:, 0]
+        return pooled if pre_logits else self.head(pooled)
+
+    def head_macs(self) -> int:
+        """Multiply-accumulates of ``forward_head`` per image (the official FLOPs convention counts it)."""
+        return self.head.in_features * self.head.out_features if isinstance(self.head, nn.Linear) else 0
+
+    @classmethod
+    def checkpoint_filter(cls, state: dict[str, Tensor], model: "VisionMamba") -> dict[str, Tensor]:
+        """Adapt an official state dict of this family to ``model``: resize ``pos_embed`` (the class
+        row stays at the middle) when the patch grid differs."""
+        state = dict(state)
+        own = model.pos_embed
+        old = state.get("pos_embed")
+        if old is not None and old.dim() == 3 and old.shape != own.shape and old.shape[-1] == own.shape[-1]:
+            state["pos_embed"] = resize_pos_embed(old, model.num_patches, cls_index=cls.class_row)
+        return state
 
     # ----------------------------------------------------------------------------- set-up
     def _init_weights(self) -> None:
         """Official Vim initialisation (used when training from scratch)."""
         trunc_normal_(self.pos_embed, std=0.02)
-        trunc_normal_(self.cls_token, std=0.02)
+        if self.num_prefix_tokens:
+            trunc_normal_(self.cls_token, std=0.02)
         lecun_normal_(self.patch_embed.proj.weight)
         nn.init.zeros_(self.patch_embed.proj.bias)
-        if isinstance(self.head, nn.Linear):
+        if isinstance(getattr(self, "head", None), nn.Linear):
             trunc_normal_(self.head.weight, std=0.02)
             nn.init.zeros_(self.head.bias)
         for layer in self.layers:
@@ -289,14 +358,15 @@ class VisionMamba(nn.Module):
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
-        return {"pos_embed", "cls_token"}
+        return {name for name, _ in self.named_parameters() if name.startswith(("pos_embed", "cls_token"))}
 
     def get_classifier(self) -> nn.Module:
         return self.head
 
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes = self.config["num_classes"] = num_classes
-        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.head = nn.Linear(self.head.in_features if isinstance(self.head, nn.Linear) else self.embed_dim,
+                              num_classes) if num_classes > 0 else nn.Identity()
 
     # ----------------------------------------------------------------------------- forward
     def check_input(self, x: Tensor) -> None:
@@ -320,70 +390,58 @@ class VisionMamba(nn.Module):
         if not bool(torch.isfinite(x).all()):
             raise ValueError("x contains NaN or Inf values")
 
-    def embed(self, x: Tensor) -> Tensor:
-        """Images (B, C, H, W) → token sequence (B, M+1, D) with the class token at M//2."""
+    def embed_sequence(self, x: Tensor) -> TokenSequence:
+        """Images (B, C, H, W) → the initial :class:`TokenSequence`."""
         self.check_input(x)
-        patches = self.patch_embed(x)
-        c = self.num_patches // 2
-        cls = self.cls_token.expand(patches.shape[0], -1, -1).to(patches.dtype)
-        seq = torch.cat([patches[:, :c], cls, patches[:, c:]], dim=1)
-        return self.pos_drop(seq + self.pos_embed)
+        return self.embed_tokens(self.patch_embed(x))
+
+    def embed(self, x: Tensor) -> Tensor:
+        """Images (B, C, H, W) → token sequence (B, M+P, D) in the variant's layout."""
+        return self.embed_sequence(x).hidden
 
     def final_norm(self, hidden: Tensor, residual: Tensor) -> Tensor:
         return self.norm_f(residual + self.drop_path(hidden))
 
-    def forward_detailed(self, x: Tensor, return_layers: bool = False) -> VimOutput:
-        """Forward pass returning logits, final normalised tokens and optionally per-layer states."""
-        hidden, residual = self.embed(x), None
-        layer_hidden, layer_residual = [], []
+    def forward_features(self, x: Tensor, layers: Optional[tuple[list, list]] = None) -> TokenSequence:
+        """Images → the final sequence, ``hidden`` = RMSNorm-ed tokens (B, L, D). ``layers``: two lists
+        that receive every block's (hidden, residual)."""
+        seq = self.embed_sequence(x)
+        hidden, residual = seq.hidden, None
         for layer in self.layers:
             hidden, residual = layer(hidden, residual)
-            if return_layers:
-                layer_hidden.append(hidden)
-                layer_residual.append(residual)
-        feat = self.final_norm(hidden, residual)
-        c = self.num_patches // 2
-        tokens = torch.cat([feat[:, :c], feat[:, c + 1:]], dim=1)
-        return VimOutput(self.head(feat[:, c]), feat[:, c], tokens, layer_hidden, layer_residual)
+            if layers is not None:
+                layers[0].append(hidden)
+                layers[1].append(residual)
+        seq.hidden, seq.residual = self.final_norm(hidden, residual), None
+        return seq
+
+    def forward_detailed(self, x: Tensor, return_layers: bool = False) -> VimOutput:
+        """Forward pass returning logits, final normalised tokens and optionally per-layer states."""
+        layers: tuple[list, list] = ([], [])
+        feat = self.forward_features(x, layers if return_layers else None)
+        prefix = feat.prefix()
+        return VimOutput(self.forward_head(prefix), prefix[:, 0], feat.patches(), layers[0], layers[1])
 
     def forward(self, x: Tensor) -> Tensor:
         """Images (B, C, H, W) → logits (B, num_classes)."""
-        return self.forward_detailed(x).logits
+        feat = self.forward_features(x)
+        return self.forward_head(feat.prefix())
 
 
 # --------------------------------------------------------------------------------- registry
-VIM_SIZES = {"tiny": 192, "small": 384, "base": 768}
-
-
-def data_config(model: VisionMamba) -> dict:
-    """timm-style pretrained_cfg (read by ``timm.data.resolve_data_config``)."""
-    return dict(input_size=(model.in_chans, model.img_size, model.img_size), mean=IMAGENET_MEAN,
-                std=IMAGENET_STD, crop_pct=0.875, interpolation="bicubic", num_classes=model.num_classes,
-                first_conv="patch_embed.proj", classifier="head")
-
-
-def _vim(name: str, size_embed_dim: int, **kwargs) -> VisionMamba:
-    cfg = dict(patch_size=16, depth=24, embed_dim=size_embed_dim, d_state=16)
-    cfg.update(kwargs)
-    model = VisionMamba(**cfg)
-    model.pretrained_cfg = model.default_cfg = data_config(model)
-    model.arch = name
-    return model
-
-
 @register_model
 def vim_tiny(**kwargs) -> VisionMamba:
     """Vim-T: D=192, 24 layers, patch 16 (7.148M parameters); ckpt vim_t_midclstok_76p1acc.pth."""
-    return _vim("vim_tiny", 192, **kwargs)
+    return build_model(VisionMamba, "vim_tiny", "vim", "tiny", **kwargs)
 
 
 @register_model
 def vim_small(**kwargs) -> VisionMamba:
     """Vim-S: D=384, 24 layers, patch 16 (25.797M parameters); ckpt vim_s_midclstok_80p5acc.pth."""
-    return _vim("vim_small", 384, **kwargs)
+    return build_model(VisionMamba, "vim_small", "vim", "small", **kwargs)
 
 
 @register_model
 def vim_base(**kwargs) -> VisionMamba:
     """Vim-B: D=768, 24 layers, patch 16 (97.598M parameters); ckpt vim_b_midclstok_81p9acc.pth."""
-    return _vim("vim_base", 768, **kwargs)
+    return build_model(VisionMamba, "vim_base", "vim", "base", **kwargs)

@@ -1,0 +1,184 @@
+"""The token sequence of every Vim-family model: patch tokens plus P *prefix tokens* (a class
+token, registers, or none) at positions a :class:`PrefixLayout` dictates.
+
+Every variant and both DyVM paths go through the same three operations of
+:class:`TokenSequence`: ``patches`` (split the prefix off), ``select`` (inference: keep a subset
+of patch tokens, physically) and ``rearrange`` (training: kept patches first, pruned ones last,
+masked). After either, the prefix tokens are re-placed where the layout wants them for the new
+number of kept patches. Index tensors only; no per-sample Python loops.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+
+# ------------------------------------------------------------------------------------ layouts
+class PrefixLayout:
+    """Where P prefix tokens sit in a sequence of n patches + P prefix tokens."""
+
+    num_prefix = 0
+
+    def positions(self, num_patches: Tensor) -> Tensor:
+        """num_patches (B,) long → sorted prefix positions (B, P)."""
+        return num_patches.new_zeros(num_patches.shape[0], 0)
+
+
+class NoPrefix(PrefixLayout):
+    """Patch tokens only (the segmentation backbone)."""
+
+
+class MiddleClassToken(PrefixLayout):
+    """Vim: one class token at ``n // 2``, re-centred among the kept patches after each pruning."""
+
+    num_prefix = 1
+
+    def positions(self, num_patches: Tensor) -> Tensor:
+        return (num_patches // 2)[:, None]
+
+
+class HeadClassToken(PrefixLayout):
+    """VideoMamba: one class token at index 0, where it stays."""
+
+    num_prefix = 1
+
+    def positions(self, num_patches: Tensor) -> Tensor:
+        return num_patches.new_zeros(num_patches.shape[0], 1)
+
+
+class InterleavedRegisters(PrefixLayout):
+    """MambaReg: ``count`` registers spread evenly: with ``interval = n // (count+1)`` register i
+    sits at ``(interval+1)(i+1) − 1``, i.e. [interval patches, register] × count, then the rest."""
+
+    def __init__(self, count: int):
+        if count < 1:
+            raise ValueError(f"the register count must be >= 1, got {count}")
+        self.num_prefix = count
+
+    def positions(self, num_patches: Tensor) -> Tensor:
+        interval = num_patches // (self.num_prefix + 1)
+        i = torch.arange(1, self.num_prefix + 1, device=num_patches.device)
+        return (interval[:, None] + 1) * i[None] - 1
+
+
+# ------------------------------------------------------------------------ gather primitives
+def _is_prefix(prefix_pos: Tensor, length: int) -> Tensor:
+    """(B, P) positions → (B, L) bool."""
+    flags = torch.zeros(prefix_pos.shape[0], length, dtype=torch.bool, device=prefix_pos.device)
+    return flags.scatter_(1, prefix_pos, True)
+
+
+def _gather_tokens(x: Tensor, index: Tensor) -> Tensor:
+    """x (B, L, D), index (B, K) → (B, K, D)."""
+    return x.gather(1, index[..., None].expand(-1, -1, x.shape[-1]))
+
+
+def patch_slots(prefix_pos: Tensor, length: int) -> Tensor:
+    """Sequence positions (B, L−P) of the patch tokens, in order, given the prefix positions."""
+    flags = _is_prefix(prefix_pos, length).to(torch.int8)
+    return torch.sort(flags, dim=1, stable=True).indices[:, :length - prefix_pos.shape[1]]
+
+
+def split_prefix(x: Tensor, prefix_pos: Tensor) -> tuple[Tensor, Tensor]:
+    """x (B, L, D) → prefix tokens (B, P, D), patch tokens (B, L−P, D), both in sequence order."""
+    return _gather_tokens(x, prefix_pos), _gather_tokens(x, patch_slots(prefix_pos, x.shape[1]))
+
+
+def insert_prefix(prefix: Tensor, patches: Tensor, prefix_pos: Tensor) -> Tensor:
+    """Inverse of :func:`split_prefix`: prefix (B, P, D) at ``prefix_pos`` (B, P) among patches (B, N, D)."""
+    n, p = patches.shape[1], prefix.shape[1]
+    if p == 0:
+        return patches
+    flags = _is_prefix(prefix_pos, n + p)
+    seen = flags.long().cumsum(1)                                  # prefix tokens up to and at each slot
+    slot = torch.arange(n + p, device=patches.device)[None]
+    source = torch.where(flags, n + seen - 1, slot - seen)          # index into cat(patches, prefix)
+    return _gather_tokens(torch.cat([patches, prefix.to(patches.dtype)], dim=1), source)
+
+
+def kept_first_order(decision: Tensor) -> Tensor:
+    """Stable permutation (B, N) putting kept tokens (decision > 0.5) first, both groups in order.
+
+    This is the heart of DyVM's training layout: with the pruned tokens at the end of the
+    sequence, the forward scan reaches them only after every kept token, and the backward scan
+    meets them first while its state is still zero (masked u = 0 and B = 0), so kept-token
+    outputs equal those of the physically shortened sequence that inference computes.
+    """
+    return torch.sort((decision <= 0.5).to(torch.int8), dim=1, stable=True).indices
+
+
+# ------------------------------------------------------------------------------- sequence
+@dataclass
+class TokenSequence:
+    """The state flowing through the blocks.
+
+    hidden (B, L, D): last mixer output (the embeddings before layer 0); residual (B, L, D) or
+    None before layer 0; prefix_pos (B, P): where the prefix tokens sit; patch_ids (B, N): the
+    original patch index of each patch slot, in sequence order (N = L − P); mask (B, L, 1): training
+    only, 1 at prefix tokens and kept patches, 0 at pruned ones (None: all live); policy (B, N, 1):
+    training only, the patch part of the mask.
+    """
+
+    hidden: Tensor
+    residual: Optional[Tensor]
+    prefix_pos: Tensor
+    patch_ids: Tensor
+    layout: PrefixLayout
+    mask: Optional[Tensor] = None
+    policy: Optional[Tensor] = None
+
+    @classmethod
+    def from_parts(cls, prefix: Tensor, patches: Tensor, layout: PrefixLayout) -> "TokenSequence":
+        """Lay out fresh embeddings: prefix (B, P, D) placed among patches (B, M, D) by the layout."""
+        batch, m = patches.shape[:2]
+        counts = torch.full((batch,), m, dtype=torch.long, device=patches.device)
+        pos = layout.positions(counts)
+        ids = torch.arange(m, device=patches.device).expand(batch, m)
+        return cls(insert_prefix(prefix, patches, pos), None, pos, ids, layout)
+
+    @property
+    def num_patches(self) -> int:
+        return self.patch_ids.shape[1]
+
+    def prefix(self, x: Optional[Tensor] = None) -> Tensor:
+        """Prefix tokens (B, P, D) of ``x`` (default: hidden) in this sequence's layout."""
+        return _gather_tokens(self.hidden if x is None else x, self.prefix_pos)
+
+    def patches(self, x: Optional[Tensor] = None) -> Tensor:
+        """Patch tokens (B, N, D) of ``x`` (default: hidden), in sequence order."""
+        x = self.hidden if x is None else x
+        return _gather_tokens(x, patch_slots(self.prefix_pos, x.shape[1]))
+
+    def _relayout(self, keep: Tensor, num_kept: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Patches reordered/subset by ``keep`` (B, K) patch-slot indices; prefix re-placed for
+        ``num_kept`` (B,) live patches. Returns (hidden, residual, new prefix positions)."""
+        new_pos = self.layout.positions(num_kept)
+        slots = patch_slots(self.prefix_pos, self.hidden.shape[1])
+        source = slots.gather(1, keep)                                 # sequence positions of the kept
+        out = []
+        for x in (self.hidden, self.residual):
+            out.append(insert_prefix(_gather_tokens(x, self.prefix_pos), _gather_tokens(x, source), new_pos))
+        return out[0], out[1], new_pos
+
+    def select(self, keep: Tensor) -> "TokenSequence":
+        """Inference: keep the patch slots ``keep`` (B, K), ascending; the others are dropped."""
+        counts = torch.full((keep.shape[0],), keep.shape[1], dtype=torch.long, device=keep.device)
+        hidden, residual, pos = self._relayout(keep, counts)
+        return replace(self, hidden=hidden, residual=residual, prefix_pos=pos,
+                       patch_ids=self.patch_ids.gather(1, keep))
+
+    def rearrange(self, decision: Tensor) -> "TokenSequence":
+        """Training: ``decision`` (B, N) 0/1 per patch slot (straight-through values kept). Kept patches
+        move to the front in order, pruned ones to the end; prefix tokens go where the layout puts
+        them for each image's kept count; the mask is 1 at prefix tokens and kept patches."""
+        order = kept_first_order(decision)
+        decision = decision.gather(1, order)
+        num_kept = decision.detach().sum(1).round().long()
+        hidden, residual, pos = self._relayout(order, num_kept)
+        ones = decision.new_ones(decision.shape[0], pos.shape[1], 1)
+        return replace(self, hidden=hidden, residual=residual, prefix_pos=pos,
+                       patch_ids=self.patch_ids.gather(1, order),
+                       mask=insert_prefix(ones, decision[..., None], pos), policy=decision[..., None])
