@@ -74,21 +74,22 @@ class BiMambaMixer(nn.Module):
         nn.init.constant_(self.block_head.bias, bias)
 
     def _branch(self, backward: bool, x: Tensor, z: Tensor, mask: Optional[Tensor]) -> Tensor:
-        """One SSM direction. x, z: (B, E, L) already in scan order; mask (B, 1, L) or None."""
+        """One SSM direction. x, z: (B, E, L) in sequence order; mask (B, L) 0/1 or None.
+
+        The backward branch runs its conv and scan over the reversed sequence (``reverse=True``
+        in the kernels; backends without it flip around the call); its result is in sequence order.
+        """
         s = "_b" if backward else ""
         conv, x_proj, dt_proj = getattr(self, "conv1d" + s), getattr(self, "x_proj" + s), getattr(self, "dt_proj" + s)
         A = -torch.exp(getattr(self, "A_b_log" if backward else "A_log").float())
-        if mask is not None:
-            x = x * mask
-        u = causal_conv1d(x, conv.weight, conv.bias, silu=True)
-        if mask is not None:  # after the conv too: its bias would make masked slots non-zero
-            u = u * mask
+        # the mask zeroes pruned slots before the conv and after it (its bias would make them non-zero)
+        u = causal_conv1d(x, conv.weight, conv.bias, silu=True, mask=mask, reverse=backward, channels_last=True)
         x_dbl = F.linear(u.transpose(1, 2), x_proj.weight)                 # (B, L, R+2N)
         dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = F.linear(dt, dt_proj.weight).transpose(1, 2)               # (B, E, L), bias in scan
         return selective_scan(u, delta, A, B.transpose(1, 2), C.transpose(1, 2),
                               getattr(self, "D" + s).float(), z, dt_proj.bias.float(),
-                              delta_softplus=True, backend=self.scan_backend)
+                              delta_softplus=True, backend=self.scan_backend, reverse=backward)
 
     def _gated_branch(self, backward: bool, x: Tensor, z: Tensor, mask: Optional[Tensor],
                       gate: Optional[Tensor]) -> Tensor:
@@ -97,25 +98,19 @@ class BiMambaMixer(nn.Module):
         When the gate needs a gradient (training) every image is computed and multiplied by
         its 0/1 gate; otherwise only the selected sub-batch runs, so the compute really drops.
         """
-        if backward:
-            x, z = x.flip(-1), z.flip(-1)
-            mask = None if mask is None else mask.flip(-1)
         if gate is None:
-            y = self._branch(backward, x, z, mask)
-        elif gate.requires_grad:
-            y = self._branch(backward, x, z, mask) * gate[:, None, None].to(x.dtype)
-        else:
-            on = gate > 0.5
-            n_on = int(on.sum())
-            if n_on == gate.shape[0]:
-                y = self._branch(backward, x, z, mask)
-            elif n_on == 0:
-                return x.new_zeros(x.shape)
-            else:
-                idx = on.nonzero().squeeze(1)
-                sub = self._branch(backward, x[idx], z[idx], None if mask is None else mask[idx])
-                y = sub.new_zeros(x.shape).index_copy_(0, idx, sub)
-        return y.flip(-1) if backward else y
+            return self._branch(backward, x, z, mask)
+        if gate.requires_grad:
+            return self._branch(backward, x, z, mask) * gate[:, None, None].to(x.dtype)
+        on = gate > 0.5
+        n_on = int(on.sum())
+        if n_on == gate.shape[0]:
+            return self._branch(backward, x, z, mask)
+        if n_on == 0:
+            return x.new_zeros(x.shape)
+        idx = on.nonzero().squeeze(1)
+        sub = self._branch(backward, x[idx], z[idx], None if mask is None else mask[idx])
+        return sub.new_zeros(x.shape).index_copy_(0, idx, sub)
 
     def forward(self, u: Tensor, mask: Optional[Tensor] = None, gates: Optional[Tensor] = None) -> Tensor:
         """u: (B, L, D) → (B, L, D). mask: (B, L, 1) 0/1 or None; gates: (B, 2) 0/1 [fwd, bwd] or None."""
@@ -123,9 +118,14 @@ class BiMambaMixer(nn.Module):
         return self.mix(xz, mask, gates)
 
     def mix(self, xz: Tensor, mask: Optional[Tensor] = None, gates: Optional[Tensor] = None) -> Tensor:
-        """Everything after ``in_proj``: xz (B, L, 2E) → (B, L, D)."""
-        x, z = xz.transpose(1, 2).chunk(2, dim=1)                          # (B, E, L) each
-        m = None if mask is None else mask.transpose(1, 2).to(x.dtype)     # (B, 1, L)
+        """Everything after ``in_proj``: xz (B, L, 2E) → (B, L, D).
+
+        The branches work on channel-last (B, L, E) memory viewed as (B, E, L): the kernels read
+        and write through strides, so ``in_proj``'s output, ``x_proj``'s input and ``out_proj``'s
+        input need no transposed copies.
+        """
+        x, z = xz.transpose(1, 2).chunk(2, dim=1)                          # (B, E, L) views
+        m = None if mask is None else mask.reshape(mask.shape[0], -1).to(x.dtype)  # (B, L)
         g_f, g_b = (None, None) if gates is None else gates.unbind(-1)
         y = self._gated_branch(False, x, z, m, g_f) + self._gated_branch(True, x, z, m, g_b)
         if self.divide_out:
