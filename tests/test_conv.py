@@ -232,3 +232,20 @@ def test_mask_reverse_torch_backend_matches_cpp(monkeypatch):
     monkeypatch.setenv(conv_mod.ENV_VAR, "torch")
     got = causal_conv1d(x, w, b, True, mask=mask, reverse=True)
     torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-5)
+
+
+@needs_cpp
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("silu", [True, False])
+def test_gradcheck_with_mask_gradient(reverse, silu):
+    # the mask gets a gradient (DyVM's straight-through keep decisions); any mask values
+    g = torch.Generator().manual_seed(4)
+    xz = torch.randn(2, 6, 2 * 5, generator=g, dtype=torch.float64)
+    x = xz.transpose(1, 2)[:, 5:].detach().requires_grad_()  # channel-last view (B, E, L)
+    w = (0.5 * torch.randn(5, 4, generator=g, dtype=torch.float64)).requires_grad_()
+    b = (0.3 * torch.randn(5, generator=g, dtype=torch.float64)).requires_grad_()
+    m = torch.rand(2, 6, generator=g, dtype=torch.float64).requires_grad_()
+    fn = lambda x_, w_, b_, m_: conv_cpp.causal_conv1d_cpp(x_, w_, b_, silu, m_, reverse, True)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, w, b, m), eps=1e-6, atol=1e-6, rtol=1e-5)
+    ref = masked_reference(x, w, b, silu, m, reverse)
+    torch.testing.assert_close(fn(x, w, b, m), ref, rtol=1e-10, atol=1e-10)

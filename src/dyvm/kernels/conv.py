@@ -53,7 +53,7 @@ def causal_conv1d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, silu
     """x: (B, E, L), weight: (E, 1, K) or (E, K), bias: (E,). Left zero-padding K-1. Returns (B, E, L).
 
     mask: optional (B, L) 0/1 token mask, applied to the input and to the output
-    (``m * act(conv(m * x))``: the bias would make masked slots non-zero); it gets no gradient.
+    (``m * act(conv(m * x))``: the bias would make masked slots non-zero), differentiable in m.
     reverse: the conv runs over the time-reversed sequence (``conv(x.flip(-1)).flip(-1)``:
     anti-causal), as the backward branch of a bidirectional mixer needs. channels_last: a layout
     hint, the compiled kernel then returns (B, L, E) memory viewed as (B, E, L).
@@ -63,7 +63,7 @@ def causal_conv1d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, silu
     """
     backend = _backend()
     if mask is not None:
-        mask = mask.detach().to(x.dtype)
+        mask = mask.to(x.dtype)
     if _use_cpp(x, weight, bias, backend, mask):
         from .conv_cpp import causal_conv1d_cpp
 

@@ -55,10 +55,13 @@ class _CausalConv1dCpp(torch.autograd.Function):
     def backward(ctx, grad_out):
         x, w, b, mask = ctx.saved_tensors
         grad_out = grad_out.to(x.dtype)
-        dx, dw, db = torch.ops.dyvm_scan.conv_backward(grad_out, x, w, b, ctx.silu, mask, ctx.reverse, ctx.cl)
+        mask_grad = mask is not None and ctx.needs_input_grad[4]
+        dx, dw, db, dm = torch.ops.dyvm_scan.conv_backward(grad_out, x, w, b, ctx.silu, mask, ctx.reverse, ctx.cl,
+                                                           mask_grad)
         return (dx if ctx.needs_input_grad[0] else None,
                 dw.reshape(ctx.weight_shape) if ctx.needs_input_grad[1] else None,
-                db if b is not None and ctx.needs_input_grad[2] else None, None, None, None, None)
+                db if b is not None and ctx.needs_input_grad[2] else None, None,
+                dm if mask_grad else None, None, None)
 
 
 def causal_conv1d_cpp(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, silu: bool = True,
@@ -66,7 +69,8 @@ def causal_conv1d_cpp(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, 
     """``silu(F.conv1d(x, weight, bias, padding=K-1, groups=E)[..., :L])`` with the compiled kernel.
 
     x: (B, E, L) float32/float64 CPU tensor, any strides; weight (E, 1, K) or (E, K); bias (E,).
-    mask (B, L) 0/1 in x's dtype: ``m * conv(m * x)`` (no gradient to the mask); reverse: the
+    mask (B, L) in x's dtype (0/1 in DyVM, any values work): ``m * act(conv(m * x))``, with its
+    gradient (DyVM's straight-through keep decisions need it); reverse: the
     conv over the time-reversed sequence (``conv(x.flip(-1)).flip(-1)``); channels_last: the
     output and x's gradient are (B, L, E) memory viewed as (B, E, L) (else contiguous).
     """
@@ -76,10 +80,9 @@ def causal_conv1d_cpp(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, 
         raise TypeError("causal_conv1d_cpp needs CPU float32/float64 tensors of one dtype, a 3-D x and a (B, L) "
                         f"mask; got x {x.dtype} {tuple(x.shape)} on {x.device}, weight {weight.dtype} on "
                         f"{weight.device}")
-    if mask is not None:
-        mask = mask.detach()
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
-                                    or (bias is not None and bias.requires_grad)):
+                                    or (bias is not None and bias.requires_grad)
+                                    or (mask is not None and mask.requires_grad)):
         return _CausalConv1dCpp.apply(x, weight, bias, silu, mask, reverse, channels_last)
     b = None if bias is None else bias.contiguous()
     return torch.ops.dyvm_scan.conv_forward(x, _weight_2d(weight, x.shape[1]), b, bool(silu), mask, bool(reverse),

@@ -20,6 +20,7 @@ from timm.layers import DropPath, lecun_normal_, trunc_normal_
 from torch import Tensor, nn
 
 from ..kernels import causal_conv1d, selective_scan
+from ..kernels.mixer_ops import gated_sum, split_xz
 from ..kernels.norm import RMSNorm
 from .registry import register_model
 
@@ -124,12 +125,16 @@ class BiMambaMixer(nn.Module):
         and write through strides, so ``in_proj``'s output, ``x_proj``'s input and ``out_proj``'s
         input need no transposed copies.
         """
-        x, z = xz.transpose(1, 2).chunk(2, dim=1)                          # (B, E, L) views
+        x, z = split_xz(xz)                                                # (B, E, L) views
         m = None if mask is None else mask.reshape(mask.shape[0], -1).to(x.dtype)  # (B, L)
         g_f, g_b = (None, None) if gates is None else gates.unbind(-1)
-        y = self._gated_branch(False, x, z, m, g_f) + self._gated_branch(True, x, z, m, g_b)
-        if self.divide_out:
-            y = y / 2
+        if gates is not None and torch.is_grad_enabled() and gates.requires_grad:
+            # training: every image runs both branches, gated 0/1 with a gradient (one fused op)
+            y = gated_sum(self._branch(False, x, z, m), self._branch(True, x, z, m), g_f, g_b)
+        else:
+            y = self._gated_branch(False, x, z, m, g_f) + self._gated_branch(True, x, z, m, g_b)
+        if self.divide_out:  # (y / 2) W^T = y (W / 2)^T exactly (a power of two): halve the small weight
+            return F.linear(y.transpose(1, 2), self.out_proj.weight * 0.5)
         return self.out_proj(y.transpose(1, 2))
 
 

@@ -175,41 +175,6 @@ struct Grads {
   T* dbias;   // (E) or null
 };
 
-// dst[s] = src[b, d, t(s)], t(s) = s or L-1-s
-template <typename T>
-DYVM_INLINE void gather_row(const Strided<T>& x, int64_t b, int64_t d, int64_t L, bool rev,
-                            T* __restrict__ dst) {
-  const T* __restrict__ p = x.p + b * x.sb + d * x.se;
-  const int64_t sl = x.sl;
-  if (!rev) {
-    if (sl == 1) {
-      std::memcpy(dst, p, static_cast<size_t>(L) * sizeof(T));
-    } else {
-      for (int64_t s = 0; s < L; ++s) dst[s] = p[s * sl];
-    }
-  } else {
-    const T* __restrict__ q = p + (L - 1) * sl;
-    for (int64_t s = 0; s < L; ++s) dst[s] = q[-s * sl];
-  }
-}
-
-template <typename T>
-DYVM_INLINE void scatter_row(const StridedOut<T>& x, int64_t b, int64_t d, int64_t L, bool rev,
-                             const T* __restrict__ src) {
-  T* __restrict__ p = x.p + b * x.sb + d * x.se;
-  const int64_t sl = x.sl;
-  if (!rev) {
-    if (sl == 1) {
-      std::memcpy(p, src, static_cast<size_t>(L) * sizeof(T));
-    } else {
-      for (int64_t s = 0; s < L; ++s) p[s * sl] = src[s];
-    }
-  } else {
-    T* __restrict__ q = p + (L - 1) * sl;
-    for (int64_t s = 0; s < L; ++s) q[-s * sl] = src[s];
-  }
-}
-
 // Row pointer of B or C (or a dB/dC partial) at scan step 0 and its step (elements) per scan step.
 template <typename T>
 DYVM_INLINE const T* bc_base(const T* p, int64_t sb, int64_t sl, int64_t b, int64_t L, bool rev) {
@@ -306,17 +271,69 @@ DYVM_INLINE void row_finish(const T* __restrict__ u, T Dd, bool softplus, int64_
   acc_b += sb;
 }
 
-// Per-thread row buffers of the forward and the backward (scan order).
+constexpr int64_t kBlock = 16;  // channels gathered together (one cache line of a channel-last row)
+
+// dst[j ld + off + s] = p[b, e0+j, t(s)] (times ms[s] if ms), j < nb, s < L; t(s) = s or L-1-s.
+// With a unit time stride and no reversal a row is one memcpy; otherwise s runs outside j,
+// so the accesses of one t (nb channels) are adjacent in memory for channel-last tensors.
 template <typename T>
-struct RowIn {
+DYVM_INLINE void gather_block(const T* p, int64_t sb, int64_t se, int64_t sl, int64_t b, int64_t e0,
+                              int64_t nb, int64_t L, bool rev, const T* __restrict__ ms,
+                              T* __restrict__ dst, int64_t ld, int64_t off) {
+  const T* __restrict__ src = p + b * sb + e0 * se;
+  T* __restrict__ o = dst + off;
+  if (!rev && sl == 1 && !ms) {
+    for (int64_t j = 0; j < nb; ++j)
+      std::memcpy(o + j * ld, src + j * se, static_cast<size_t>(L) * sizeof(T));
+    return;
+  }
+  for (int64_t s = 0; s < L; ++s) {
+    const T* __restrict__ st = src + (rev ? L - 1 - s : s) * sl;
+    const T mv = ms ? ms[s] : T(1);
+    for (int64_t j = 0; j < nb; ++j) o[j * ld + s] = st[j * se] * mv;
+  }
+}
+
+// p[b, e0+j, t(s)] = src[j ld + s]
+template <typename T>
+DYVM_INLINE void scatter_block(T* p, int64_t sb, int64_t se, int64_t sl, int64_t b, int64_t e0,
+                               int64_t nb, int64_t L, bool rev, const T* __restrict__ src, int64_t ld) {
+  T* __restrict__ dst = p + b * sb + e0 * se;
+  if (!rev && sl == 1) {
+    for (int64_t j = 0; j < nb; ++j)
+      std::memcpy(dst + j * se, src + j * ld, static_cast<size_t>(L) * sizeof(T));
+    return;
+  }
+  for (int64_t s = 0; s < L; ++s) {
+    T* __restrict__ dt = dst + (rev ? L - 1 - s : s) * sl;
+    for (int64_t j = 0; j < nb; ++j) dt[j * se] = src[j * ld + s];
+  }
+}
+
+// Blocks of up to kBlock channels of one image, gathered in scan order: row j at base + j ld.
+template <typename T>
+struct BlockIn {
   T *u, *raw, *z;
-  // gathers row (b, d); z only with a gate
-  DYVM_INLINE void load(const Args<T>& a, int64_t b, int64_t d) {
-    gather_row(a.u, b, d, a.L, a.reverse, u);
-    gather_row(a.delta, b, d, a.L, a.reverse, raw);
-    if (a.z.p) gather_row(a.z, b, d, a.L, a.reverse, z);
+  int64_t ld;
+  DYVM_INLINE void load(const Args<T>& a, int64_t b, int64_t e0, int64_t nb) {
+    gather_block(a.u.p, a.u.sb, a.u.se, a.u.sl, b, e0, nb, a.L, a.reverse, static_cast<const T*>(nullptr), u, ld, 0);
+    gather_block(a.delta.p, a.delta.sb, a.delta.se, a.delta.sl, b, e0, nb, a.L, a.reverse,
+                 static_cast<const T*>(nullptr), raw, ld, 0);
+    if (a.z.p)
+      gather_block(a.z.p, a.z.sb, a.z.se, a.z.sl, b, e0, nb, a.L, a.reverse, static_cast<const T*>(nullptr), z, ld, 0);
   }
 };
+
+template <typename T>
+DYVM_INLINE void scatter_out(const StridedOut<T>& o, int64_t b, int64_t e0, int64_t nb, int64_t L, bool rev,
+                             const T* src, int64_t ld) {
+  scatter_block(o.p, o.sb, o.se, o.sl, b, e0, nb, L, rev, src, ld);
+}
+template <typename T>
+DYVM_INLINE void gather_in(const Strided<T>& x, int64_t b, int64_t e0, int64_t nb, int64_t L, bool rev,
+                           T* dst, int64_t ld) {
+  gather_block(x.p, x.sb, x.se, x.sl, b, e0, nb, L, rev, static_cast<const T*>(nullptr), dst, ld, 0);
+}
 
 // A 64-byte aligned float/double scratch buffer.
 template <typename T>
@@ -330,52 +347,59 @@ struct Scratch {
 };
 
 // ----------------------------- generic path: any N, float/double ------------------------
+// Rows are processed in blocks of up to kBlock channels of one image (gathered together).
 
 template <typename T>
 void forward_rows(const Args<T>& a, const StridedOut<T>& out, int64_t r0, int64_t r1) {
-  const int64_t L = a.L, E = a.E, N = a.N;
-  Scratch<T> s(7 * L + 2 * N);
+  const int64_t L = a.L, E = a.E, N = a.N, ld = L;
+  Scratch<T> s(3 * L + 4 * kBlock * ld + 2 * N);
   T* __restrict__ dt = s.base;
   T* __restrict__ dtu = dt + L;
   T* __restrict__ y = dtu + L;
-  T* __restrict__ o = y + L;
-  RowIn<T> in{o + L, o + 2 * L, o + 3 * L};
-  T* __restrict__ h = o + 4 * L;
+  T* __restrict__ ob = y + L;
+  BlockIn<T> in{ob + kBlock * ld, ob + 2 * kBlock * ld, ob + 3 * kBlock * ld, ld};
+  T* __restrict__ h = ob + 4 * kBlock * ld;
   T* __restrict__ Ar = h + N;
-  for (int64_t row = r0; row < r1; ++row) {
-    const int64_t b = row / E, d = row % E;
-    in.load(a, b, d);
-    row_delta(in.u, in.raw, a.bias ? a.bias[d] : T(0), a.softplus, L, dt, dtu, static_cast<T*>(nullptr));
-    for (int64_t n = 0; n < N; ++n) {
-      h[n] = T(0);
-      Ar[n] = a.A[d * N + n];
-    }
+  const int64_t stB = a.reverse ? -a.sBl : a.sBl, stC = a.reverse ? -a.sCl : a.sCl;
+  for (int64_t row0 = r0; row0 < r1;) {
+    const int64_t b = row0 / E, e0 = row0 % E;
+    const int64_t nb = std::min(std::min(kBlock, r1 - row0), E - e0);
+    in.load(a, b, e0, nb);
     const T* __restrict__ Bs = bc_base(a.Bm, a.sBb, a.sBl, b, L, a.reverse);
     const T* __restrict__ Cs = bc_base(a.Cm, a.sCb, a.sCl, b, L, a.reverse);
-    const int64_t stB = a.reverse ? -a.sBl : a.sBl, stC = a.reverse ? -a.sCl : a.sCl;
-    for (int64_t t = 0; t < L; ++t) {
-      const T dtt = dt[t], dut = dtu[t];
-      const T* __restrict__ Bt = Bs + t * stB;
-      const T* __restrict__ Ct = Cs + t * stC;
-      T acc = T(0);
-#pragma omp simd reduction(+ : acc)
+    for (int64_t j = 0; j < nb; ++j) {
+      const int64_t d = e0 + j;
+      const T* ur = in.u + j * ld;
+      row_delta(ur, in.raw + j * ld, a.bias ? a.bias[d] : T(0), a.softplus, L, dt, dtu, static_cast<T*>(nullptr));
       for (int64_t n = 0; n < N; ++n) {
-        const T hn = exp_f(dtt * Ar[n]) * h[n] + dut * Bt[n];
-        h[n] = hn;
-        acc += hn * Ct[n];
+        h[n] = T(0);
+        Ar[n] = a.A[d * N + n];
       }
-      y[t] = acc;
+      for (int64_t t = 0; t < L; ++t) {
+        const T dtt = dt[t], dut = dtu[t];
+        const T* __restrict__ Bt = Bs + t * stB;
+        const T* __restrict__ Ct = Cs + t * stC;
+        T acc = T(0);
+#pragma omp simd reduction(+ : acc)
+        for (int64_t n = 0; n < N; ++n) {
+          const T hn = exp_f(dtt * Ar[n]) * h[n] + dut * Bt[n];
+          h[n] = hn;
+          acc += hn * Ct[n];
+        }
+        y[t] = acc;
+      }
+      row_output(ur, a.z.p ? in.z + j * ld : static_cast<T*>(nullptr), a.D ? a.D[d] : T(0), L, y, ob + j * ld);
     }
-    row_output(in.u, a.z.p ? in.z : static_cast<T*>(nullptr), a.D ? a.D[d] : T(0), L, y, o);
-    scatter_row(out, b, d, L, a.reverse, o);
+    scatter_out(out, b, e0, nb, L, a.reverse, ob, ld);
+    row0 += nb;
   }
 }
 
 template <typename T>
 void backward_chunk(const Args<T>& a, const Strided<T>& gout, const Grads<T>& g,
                     int64_t chunk, int64_t d0, int64_t d1) {
-  const int64_t L = a.L, E = a.E, Bsz = a.batch, N = a.N;
-  Scratch<T> s(13 * L + 2 * (L + 1) * N + 4 * N);
+  const int64_t L = a.L, Bsz = a.batch, N = a.N, ld = L;
+  Scratch<T> s(7 * L + 7 * kBlock * ld + 2 * (L + 1) * N + 2 * N + kBlock * (N + 2));
   T* __restrict__ dt = s.base;
   T* __restrict__ dtu = dt + L;
   T* __restrict__ sig = dtu + L;
@@ -383,93 +407,101 @@ void backward_chunk(const Args<T>& a, const Strided<T>& gout, const Grads<T>& g,
   T* __restrict__ dyv = yv + L;
   T* __restrict__ s1 = dyv + L;
   T* __restrict__ s2 = s1 + L;
-  T* __restrict__ go = s2 + L;
-  T* __restrict__ o1 = go + L;   // du, then dz
-  T* __restrict__ o2 = o1 + L;   // ddelta
-  RowIn<T> in{o2 + L, o2 + 2 * L, o2 + 3 * L};
-  T* __restrict__ Hs = o2 + 4 * L;            // Hs[(t+1) N + n] = h_t[n]; first row 0
-  T* __restrict__ Ea = Hs + (L + 1) * N;      // Ea[t N + n] = exp(Δ_t A[n]); last row 0
-  T* __restrict__ Ar = Ea + (L + 1) * N;
-  T* __restrict__ dh = Ar + N;
-  T* __restrict__ dAacc = dh + N;
-  T* __restrict__ h = dAacc + N;
+  T* __restrict__ gob = s2 + L;                 // grad_out block
+  T* __restrict__ dub = gob + kBlock * ld;      // du block
+  T* __restrict__ ddb = dub + kBlock * ld;      // ddelta block
+  T* __restrict__ dzb = ddb + kBlock * ld;      // dz block
+  BlockIn<T> in{dzb + kBlock * ld, dzb + 2 * kBlock * ld, dzb + 3 * kBlock * ld, ld};
+  T* __restrict__ Hs = dzb + 4 * kBlock * ld;   // Hs[(t+1) N + n] = h_t[n]; first row 0
+  T* __restrict__ Ea = Hs + (L + 1) * N;        // Ea[t N + n] = exp(Δ_t A[n]); last row 0
+  T* __restrict__ dh = Ea + (L + 1) * N;
+  T* __restrict__ h = dh + N;
+  T* __restrict__ dAacc = h + N;                // kBlock x N
+  T* __restrict__ dDacc = dAacc + kBlock * N;
+  T* __restrict__ dbacc = dDacc + kBlock;
   std::fill(Hs, Hs + 2 * (L + 1) * N, T(0));
   T* __restrict__ dBpart = g.dB + chunk * Bsz * L * N;
   T* __restrict__ dCpart = g.dC + chunk * Bsz * L * N;
   const int64_t stB = a.reverse ? -a.sBl : a.sBl, stC = a.reverse ? -a.sCl : a.sCl;
   const int64_t stP = a.reverse ? -N : N;  // partials are (B, L, N) contiguous
 
-  for (int64_t d = d0; d < d1; ++d) {
-    for (int64_t n = 0; n < N; ++n) {
-      Ar[n] = a.A[d * N + n];
-      dAacc[n] = T(0);
-    }
-    const T Dd = a.D ? a.D[d] : T(0);
-    T dD_acc = T(0), dbias_acc = T(0);
+  for (int64_t e0 = d0; e0 < d1; e0 += kBlock) {
+    const int64_t nb = std::min(kBlock, d1 - e0);
+    std::fill(dAacc, dAacc + kBlock * (N + 2), T(0));
     for (int64_t b = 0; b < Bsz; ++b) {
-      in.load(a, b, d);
-      gather_row(gout, b, d, L, a.reverse, go);
-      const T* zr = a.z.p ? in.z : static_cast<T*>(nullptr);
-      row_delta(in.u, in.raw, a.bias ? a.bias[d] : T(0), a.softplus, L, dt, dtu,
-                a.softplus ? sig : static_cast<T*>(nullptr));
+      in.load(a, b, e0, nb);
+      gather_in(gout, b, e0, nb, L, a.reverse, gob, ld);
       const T* __restrict__ Bs = bc_base(a.Bm, a.sBb, a.sBl, b, L, a.reverse);
       const T* __restrict__ Cs = bc_base(a.Cm, a.sCb, a.sCl, b, L, a.reverse);
-      for (int64_t n = 0; n < N; ++n) h[n] = T(0);
-      for (int64_t t = 0; t < L; ++t) {
-        const T dtt = dt[t], dut = dtu[t];
-        const T* __restrict__ Bt = Bs + t * stB;
-        const T* __restrict__ Ct = Cs + t * stC;
-        T* __restrict__ Et = Ea + t * N;
-        T* __restrict__ Ht = Hs + (t + 1) * N;
-        T acc = T(0);
-#pragma omp simd reduction(+ : acc)
-        for (int64_t n = 0; n < N; ++n) {
-          const T e = exp_f(dtt * Ar[n]);
-          const T hn = e * h[n] + dut * Bt[n];
-          Et[n] = e;
-          h[n] = hn;
-          Ht[n] = hn;
-          acc += hn * Ct[n];
-        }
-        yv[t] = acc;
-      }
-      row_gate_backward(in.u, zr, Dd, L, go, yv, dyv, o1);
-      if (zr) scatter_row(g.dz, b, d, L, a.reverse, o1);
       T* __restrict__ dBs = dBpart + b * L * N + (a.reverse ? (L - 1) * N : 0);
       T* __restrict__ dCs = dCpart + b * L * N + (a.reverse ? (L - 1) * N : 0);
-      for (int64_t n = 0; n < N; ++n) dh[n] = T(0);
-      for (int64_t t = L - 1; t >= 0; --t) {
-        const T dyt = dyv[t], dtt = dt[t], dut = dtu[t];
-        const T* __restrict__ Bt = Bs + t * stB;
-        const T* __restrict__ Ct = Cs + t * stC;
-        const T* __restrict__ Enext = Ea + (t + 1) * N;
-        const T* __restrict__ Et = Ea + t * N;
-        const T* __restrict__ Ht = Hs + (t + 1) * N;
-        const T* __restrict__ Hprev = Hs + t * N;
-        T* __restrict__ dBt = dBs + t * stP;
-        T* __restrict__ dCt = dCs + t * stP;
-        T acc1 = T(0), acc2 = T(0);
-#pragma omp simd reduction(+ : acc1, acc2)
-        for (int64_t n = 0; n < N; ++n) {
-          const T dhn = Enext[n] * dh[n] + dyt * Ct[n];
-          dh[n] = dhn;
-          const T x = dhn * Et[n] * Hprev[n];
-          dAacc[n] += x * dtt;
-          acc1 += x * Ar[n];
-          acc2 += dhn * Bt[n];
-          dBt[n] += dhn * dut;
-          dCt[n] += dyt * Ht[n];
+      for (int64_t j = 0; j < nb; ++j) {
+        const int64_t d = e0 + j;
+        const T* Ar = a.A + d * N;
+        T* dAj = dAacc + j * N;
+        const T Dd = a.D ? a.D[d] : T(0);
+        const T* ur = in.u + j * ld;
+        const T* zr = a.z.p ? in.z + j * ld : static_cast<T*>(nullptr);
+        row_delta(ur, in.raw + j * ld, a.bias ? a.bias[d] : T(0), a.softplus, L, dt, dtu,
+                  a.softplus ? sig : static_cast<T*>(nullptr));
+        for (int64_t n = 0; n < N; ++n) h[n] = T(0);
+        for (int64_t t = 0; t < L; ++t) {
+          const T dtt = dt[t], dut = dtu[t];
+          const T* __restrict__ Bt = Bs + t * stB;
+          const T* __restrict__ Ct = Cs + t * stC;
+          T* __restrict__ Et = Ea + t * N;
+          T* __restrict__ Ht = Hs + (t + 1) * N;
+          T acc = T(0);
+#pragma omp simd reduction(+ : acc)
+          for (int64_t n = 0; n < N; ++n) {
+            const T e = exp_f(dtt * Ar[n]);
+            const T hn = e * h[n] + dut * Bt[n];
+            Et[n] = e;
+            h[n] = hn;
+            Ht[n] = hn;
+            acc += hn * Ct[n];
+          }
+          yv[t] = acc;
         }
-        s1[t] = acc1;
-        s2[t] = acc2;
+        row_gate_backward(ur, zr, Dd, L, gob + j * ld, yv, dyv, dzb + j * ld);
+        for (int64_t n = 0; n < N; ++n) dh[n] = T(0);
+        for (int64_t t = L - 1; t >= 0; --t) {
+          const T dyt = dyv[t], dtt = dt[t], dut = dtu[t];
+          const T* __restrict__ Bt = Bs + t * stB;
+          const T* __restrict__ Ct = Cs + t * stC;
+          const T* __restrict__ Enext = Ea + (t + 1) * N;
+          const T* __restrict__ Et = Ea + t * N;
+          const T* __restrict__ Ht = Hs + (t + 1) * N;
+          const T* __restrict__ Hprev = Hs + t * N;
+          T* __restrict__ dBt = dBs + t * stP;
+          T* __restrict__ dCt = dCs + t * stP;
+          T acc1 = T(0), acc2 = T(0);
+#pragma omp simd reduction(+ : acc1, acc2)
+          for (int64_t n = 0; n < N; ++n) {
+            const T dhn = Enext[n] * dh[n] + dyt * Ct[n];
+            dh[n] = dhn;
+            const T x = dhn * Et[n] * Hprev[n];
+            dAj[n] += x * dtt;
+            acc1 += x * Ar[n];
+            acc2 += dhn * Bt[n];
+            dBt[n] += dhn * dut;
+            dCt[n] += dyt * Ht[n];
+          }
+          s1[t] = acc1;
+          s2[t] = acc2;
+        }
+        row_finish(ur, Dd, a.softplus, L, s1, s2, dt, sig, dyv, ddb + j * ld, dub + j * ld, dDacc[j], dbacc[j]);
       }
-      row_finish(in.u, Dd, a.softplus, L, s1, s2, dt, sig, dyv, o2, o1, dD_acc, dbias_acc);
-      scatter_row(g.ddelta, b, d, L, a.reverse, o2);
-      scatter_row(g.du, b, d, L, a.reverse, o1);
+      if (a.z.p) scatter_out(g.dz, b, e0, nb, L, a.reverse, dzb, ld);
+      scatter_out(g.ddelta, b, e0, nb, L, a.reverse, ddb, ld);
+      scatter_out(g.du, b, e0, nb, L, a.reverse, dub, ld);
     }
-    for (int64_t n = 0; n < N; ++n) g.dA[d * N + n] = dAacc[n];
-    if (g.dD) g.dD[d] = dD_acc;
-    if (g.dbias) g.dbias[d] = dbias_acc;
+    for (int64_t j = 0; j < nb; ++j) {
+      const int64_t d = e0 + j;
+      for (int64_t n = 0; n < N; ++n) g.dA[d * N + n] = dAacc[j * N + n];
+      if (g.dD) g.dD[d] = dDacc[j];
+      if (g.dbias) g.dbias[d] = dbacc[j];
+    }
   }
 }
 
@@ -543,40 +575,47 @@ DYVM_INLINE int64_t round16(int64_t n) { return (n + 15) & ~int64_t(15); }
 // block only feed output lanes >= L, which are never read.
 
 
+
 void forward_rows_n16(const Args<float>& a, const StridedOut<float>& out, int64_t r0, int64_t r1) {
-  const int64_t L = a.L, E = a.E, Lp = round16(L);
-  Scratch<float> s(256 + 7 * Lp);
+  const int64_t L = a.L, E = a.E, Lp = round16(L), ld = Lp;
+  Scratch<float> s(256 + 3 * Lp + 4 * kBlock * ld);
   float* __restrict__ ring = s.base;        // ring[16 (t mod 16) + n] = C_t[n] h_t[n]
   float* __restrict__ y = ring + 256;
   float* __restrict__ dt = y + Lp;
   float* __restrict__ dtu = dt + Lp;
-  float* __restrict__ o = dtu + Lp;
-  RowIn<float> in{o + Lp, o + 2 * Lp, o + 3 * Lp};
+  float* __restrict__ ob = dtu + Lp;
+  BlockIn<float> in{ob + kBlock * ld, ob + 2 * kBlock * ld, ob + 3 * kBlock * ld, ld};
   std::fill(ring, ring + 256, 0.0f);
   const int64_t stB = a.reverse ? -a.sBl : a.sBl, stC = a.reverse ? -a.sCl : a.sCl;
-  for (int64_t row = r0; row < r1; ++row) {
-    const int64_t b = row / E, d = row % E;
-    in.load(a, b, d);
-    row_delta(in.u, in.raw, a.bias ? a.bias[d] : 0.0f, a.softplus, L, dt, dtu, static_cast<float*>(nullptr));
-    const v16f A2 = load16(a.A + d * 16) * 1.44269504088896341f;
+  for (int64_t row0 = r0; row0 < r1;) {
+    const int64_t b = row0 / E, e0 = row0 % E;
+    const int64_t nb = std::min(std::min(kBlock, r1 - row0), E - e0);
+    in.load(a, b, e0, nb);
     const float* __restrict__ Bs = bc_base(a.Bm, a.sBb, a.sBl, b, L, a.reverse);
     const float* __restrict__ Cs = bc_base(a.Cm, a.sCb, a.sCl, b, L, a.reverse);
-    v16f h = {};
-    for (int64_t t = 0; t < L; ++t) {
-      h = exp2_v16(A2 * dt[t]) * h + load16(Bs + t * stB) * dtu[t];
-      store16(ring + 16 * (t & 15), h * load16(Cs + t * stC));
-      if ((t & 15) == 15) store16(y + (t - 15), row_sums16(ring));
+    for (int64_t j = 0; j < nb; ++j) {
+      const int64_t d = e0 + j;
+      const float* ur = in.u + j * ld;
+      row_delta(ur, in.raw + j * ld, a.bias ? a.bias[d] : 0.0f, a.softplus, L, dt, dtu, static_cast<float*>(nullptr));
+      const v16f A2 = load16(a.A + d * 16) * 1.44269504088896341f;
+      v16f h = {};
+      for (int64_t t = 0; t < L; ++t) {
+        h = exp2_v16(A2 * dt[t]) * h + load16(Bs + t * stB) * dtu[t];
+        store16(ring + 16 * (t & 15), h * load16(Cs + t * stC));
+        if ((t & 15) == 15) store16(y + (t - 15), row_sums16(ring));
+      }
+      if (L & 15) store16(y + (L & ~int64_t(15)), row_sums16(ring));
+      row_output(ur, a.z.p ? in.z + j * ld : static_cast<float*>(nullptr), a.D ? a.D[d] : 0.0f, L, y, ob + j * ld);
     }
-    if (L & 15) store16(y + (L & ~int64_t(15)), row_sums16(ring));
-    row_output(in.u, a.z.p ? in.z : static_cast<float*>(nullptr), a.D ? a.D[d] : 0.0f, L, y, o);
-    scatter_row(out, b, d, L, a.reverse, o);
+    scatter_out(out, b, e0, nb, L, a.reverse, ob, ld);
+    row0 += nb;
   }
 }
 
 void backward_chunk_n16(const Args<float>& a, const Strided<float>& gout,
                         const Grads<float>& g, int64_t chunk, int64_t d0, int64_t d1) {
-  const int64_t L = a.L, E = a.E, Bsz = a.batch, Lp = round16(L);
-  Scratch<float> s(16 * (L + 1) + 2 * 256 + 13 * Lp);
+  const int64_t L = a.L, Bsz = a.batch, Lp = round16(L), ld = Lp;
+  Scratch<float> s(16 * (L + 1) + 2 * 256 + 7 * Lp + 7 * kBlock * ld + kBlock * 18);
   float* __restrict__ Hs = s.base;              // Hs[16 (t+1) + n] = h_t[n]; first row 0
   float* __restrict__ ring1 = Hs + 16 * (L + 1);  // C_t h_t, then X_t A
   float* __restrict__ ring2 = ring1 + 256;        // dh_t B_t
@@ -587,82 +626,95 @@ void backward_chunk_n16(const Args<float>& a, const Strided<float>& gout,
   float* __restrict__ dyv = yv + Lp;
   float* __restrict__ s1 = dyv + Lp;
   float* __restrict__ s2 = s1 + Lp;
-  float* __restrict__ go = s2 + Lp;
-  float* __restrict__ o1 = go + Lp;
-  float* __restrict__ o2 = o1 + Lp;
-  RowIn<float> in{o2 + Lp, o2 + 2 * Lp, o2 + 3 * Lp};
+  float* __restrict__ gob = s2 + Lp;
+  float* __restrict__ dub = gob + kBlock * ld;
+  float* __restrict__ ddb = dub + kBlock * ld;
+  float* __restrict__ dzb = ddb + kBlock * ld;
+  BlockIn<float> in{dzb + kBlock * ld, dzb + 2 * kBlock * ld, dzb + 3 * kBlock * ld, ld};
+  float* __restrict__ dAacc = dzb + 4 * kBlock * ld;  // kBlock x 16
+  float* __restrict__ dDacc = dAacc + kBlock * 16;
+  float* __restrict__ dbacc = dDacc + kBlock;
   std::fill(s.base, s.base + 16 * (L + 1) + 2 * 256, 0.0f);
   float* __restrict__ dBpart = g.dB + chunk * Bsz * L * 16;
   float* __restrict__ dCpart = g.dC + chunk * Bsz * L * 16;
   const int64_t stB = a.reverse ? -a.sBl : a.sBl, stC = a.reverse ? -a.sCl : a.sCl;
   const int64_t stP = a.reverse ? -16 : 16;
 
-  for (int64_t d = d0; d < d1; ++d) {
-    const v16f Av = load16(a.A + d * 16);
-    const v16f A2 = Av * 1.44269504088896341f;
-    const float Dd = a.D ? a.D[d] : 0.0f;
-    v16f dAacc = {};
-    float dD_acc = 0.0f, dbias_acc = 0.0f;
+  for (int64_t e0 = d0; e0 < d1; e0 += kBlock) {
+    const int64_t nb = std::min(kBlock, d1 - e0);
+    std::fill(dAacc, dAacc + kBlock * 18, 0.0f);
     for (int64_t b = 0; b < Bsz; ++b) {
-      in.load(a, b, d);
-      gather_row(gout, b, d, L, a.reverse, go);
-      const float* zr = a.z.p ? in.z : static_cast<float*>(nullptr);
-      row_delta(in.u, in.raw, a.bias ? a.bias[d] : 0.0f, a.softplus, L, dt, dtu,
-                a.softplus ? sig : static_cast<float*>(nullptr));
+      in.load(a, b, e0, nb);
+      gather_in(gout, b, e0, nb, L, a.reverse, gob, ld);
       const float* __restrict__ Bs = bc_base(a.Bm, a.sBb, a.sBl, b, L, a.reverse);
       const float* __restrict__ Cs = bc_base(a.Cm, a.sCb, a.sCl, b, L, a.reverse);
-      // recompute the states (and C_t h_t for the gate's y)
-      v16f h = {};
-      if (zr) {
-        for (int64_t t = 0; t < L; ++t) {
-          h = exp2_v16(A2 * dt[t]) * h + load16(Bs + t * stB) * dtu[t];
-          store16(Hs + 16 * (t + 1), h);
-          store16(ring1 + 16 * (t & 15), h * load16(Cs + t * stC));
-          if ((t & 15) == 15) store16(yv + (t - 15), row_sums16(ring1));
-        }
-        if (L & 15) store16(yv + (L & ~int64_t(15)), row_sums16(ring1));
-      } else {
-        for (int64_t t = 0; t < L; ++t) {
-          h = exp2_v16(A2 * dt[t]) * h + load16(Bs + t * stB) * dtu[t];
-          store16(Hs + 16 * (t + 1), h);
-        }
-      }
-      row_gate_backward(in.u, zr, Dd, L, go, yv, dyv, o1);
-      if (zr) scatter_row(g.dz, b, d, L, a.reverse, o1);
-      // reverse recurrence; the decay is recomputed (cheaper than a round trip through
-      // memory) and exp(Δ_{t+1} A), h_t carry over from the previous step in registers
       float* __restrict__ dBs = dBpart + b * L * 16 + (a.reverse ? (L - 1) * 16 : 0);
       float* __restrict__ dCs = dCpart + b * L * 16 + (a.reverse ? (L - 1) * 16 : 0);
-      v16f dh = {}, e_next = {};
-      v16f h_t = load16(Hs + 16 * L);
-      for (int64_t t = L - 1; t >= 0; --t) {
-        const float dyt = dyv[t];
-        const v16f e_t = exp2_v16(A2 * dt[t]);
-        const v16f h_prev = load16(Hs + 16 * t);
-        const v16f Bt = load16(Bs + t * stB);
-        dh = e_next * dh + load16(Cs + t * stC) * dyt;
-        const v16f x = dh * e_t * h_prev;
-        dAacc += x * dt[t];
-        store16(ring1 + 16 * (t & 15), x * Av);
-        store16(ring2 + 16 * (t & 15), dh * Bt);
-        float* dBt = dBs + t * stP;
-        float* dCt = dCs + t * stP;
-        store16(dBt, load16(dBt) + dh * dtu[t]);
-        store16(dCt, load16(dCt) + h_t * dyt);
-        if ((t & 15) == 0) {
-          store16(s1 + t, row_sums16(ring1));
-          store16(s2 + t, row_sums16(ring2));
+      for (int64_t j = 0; j < nb; ++j) {
+        const int64_t d = e0 + j;
+        const v16f Av = load16(a.A + d * 16);
+        const v16f A2 = Av * 1.44269504088896341f;
+        const float Dd = a.D ? a.D[d] : 0.0f;
+        const float* ur = in.u + j * ld;
+        const float* zr = a.z.p ? in.z + j * ld : static_cast<float*>(nullptr);
+        row_delta(ur, in.raw + j * ld, a.bias ? a.bias[d] : 0.0f, a.softplus, L, dt, dtu,
+                  a.softplus ? sig : static_cast<float*>(nullptr));
+        // recompute the states (and C_t h_t for the gate's y)
+        v16f h = {};
+        if (zr) {
+          for (int64_t t = 0; t < L; ++t) {
+            h = exp2_v16(A2 * dt[t]) * h + load16(Bs + t * stB) * dtu[t];
+            store16(Hs + 16 * (t + 1), h);
+            store16(ring1 + 16 * (t & 15), h * load16(Cs + t * stC));
+            if ((t & 15) == 15) store16(yv + (t - 15), row_sums16(ring1));
+          }
+          if (L & 15) store16(yv + (L & ~int64_t(15)), row_sums16(ring1));
+        } else {
+          for (int64_t t = 0; t < L; ++t) {
+            h = exp2_v16(A2 * dt[t]) * h + load16(Bs + t * stB) * dtu[t];
+            store16(Hs + 16 * (t + 1), h);
+          }
         }
-        e_next = e_t;
-        h_t = h_prev;
+        row_gate_backward(ur, zr, Dd, L, gob + j * ld, yv, dyv, dzb + j * ld);
+        // reverse recurrence; the decay is recomputed (cheaper than a round trip through
+        // memory) and exp(Δ_{t+1} A), h_t carry over from the previous step in registers
+        v16f dh = {}, e_next = {};
+        v16f h_t = load16(Hs + 16 * L);
+        v16f dA = load16(dAacc + j * 16);
+        for (int64_t t = L - 1; t >= 0; --t) {
+          const float dyt = dyv[t];
+          const v16f e_t = exp2_v16(A2 * dt[t]);
+          const v16f h_prev = load16(Hs + 16 * t);
+          const v16f Bt = load16(Bs + t * stB);
+          dh = e_next * dh + load16(Cs + t * stC) * dyt;
+          const v16f x = dh * e_t * h_prev;
+          dA += x * dt[t];
+          store16(ring1 + 16 * (t & 15), x * Av);
+          store16(ring2 + 16 * (t & 15), dh * Bt);
+          float* dBt = dBs + t * stP;
+          float* dCt = dCs + t * stP;
+          store16(dBt, load16(dBt) + dh * dtu[t]);
+          store16(dCt, load16(dCt) + h_t * dyt);
+          if ((t & 15) == 0) {
+            store16(s1 + t, row_sums16(ring1));
+            store16(s2 + t, row_sums16(ring2));
+          }
+          e_next = e_t;
+          h_t = h_prev;
+        }
+        store16(dAacc + j * 16, dA);
+        row_finish(ur, Dd, a.softplus, L, s1, s2, dt, sig, dyv, ddb + j * ld, dub + j * ld, dDacc[j], dbacc[j]);
       }
-      row_finish(in.u, Dd, a.softplus, L, s1, s2, dt, sig, dyv, o2, o1, dD_acc, dbias_acc);
-      scatter_row(g.ddelta, b, d, L, a.reverse, o2);
-      scatter_row(g.du, b, d, L, a.reverse, o1);
+      if (a.z.p) scatter_out(g.dz, b, e0, nb, L, a.reverse, dzb, ld);
+      scatter_out(g.ddelta, b, e0, nb, L, a.reverse, ddb, ld);
+      scatter_out(g.du, b, e0, nb, L, a.reverse, dub, ld);
     }
-    store16(g.dA + d * 16, dAacc);
-    if (g.dD) g.dD[d] = dD_acc;
-    if (g.dbias) g.dbias[d] = dbias_acc;
+    for (int64_t j = 0; j < nb; ++j) {
+      const int64_t d = e0 + j;
+      std::memcpy(g.dA + d * 16, dAacc + j * 16, 16 * sizeof(float));
+      if (g.dD) g.dD[d] = dDacc[j];
+      if (g.dbias) g.dbias[d] = dbacc[j];
+    }
   }
 }
 
@@ -726,43 +778,6 @@ struct ConvArgs {
 };
 
 constexpr int64_t kConvBlock = 16;
-
-// dst[j ld + off + s] = p[b, e0+j, t(s)] (times ms[s] if ms), j < nb, s < L; t(s) = s or L-1-s.
-// With a unit time stride and no reversal a row is one memcpy; otherwise s runs outside j,
-// so the accesses of one t (nb channels) are adjacent in memory for channel-last tensors.
-template <typename T>
-DYVM_INLINE void gather_block(const T* p, int64_t sb, int64_t se, int64_t sl, int64_t b, int64_t e0,
-                              int64_t nb, int64_t L, bool rev, const T* __restrict__ ms,
-                              T* __restrict__ dst, int64_t ld, int64_t off) {
-  const T* __restrict__ src = p + b * sb + e0 * se;
-  T* __restrict__ o = dst + off;
-  if (!rev && sl == 1 && !ms) {
-    for (int64_t j = 0; j < nb; ++j)
-      std::memcpy(o + j * ld, src + j * se, static_cast<size_t>(L) * sizeof(T));
-    return;
-  }
-  for (int64_t s = 0; s < L; ++s) {
-    const T* __restrict__ st = src + (rev ? L - 1 - s : s) * sl;
-    const T mv = ms ? ms[s] : T(1);
-    for (int64_t j = 0; j < nb; ++j) o[j * ld + s] = st[j * se] * mv;
-  }
-}
-
-// p[b, e0+j, t(s)] = src[j ld + s]
-template <typename T>
-DYVM_INLINE void scatter_block(T* p, int64_t sb, int64_t se, int64_t sl, int64_t b, int64_t e0,
-                               int64_t nb, int64_t L, bool rev, const T* __restrict__ src, int64_t ld) {
-  T* __restrict__ dst = p + b * sb + e0 * se;
-  if (!rev && sl == 1) {
-    for (int64_t j = 0; j < nb; ++j)
-      std::memcpy(dst + j * se, src + j * ld, static_cast<size_t>(L) * sizeof(T));
-    return;
-  }
-  for (int64_t s = 0; s < L; ++s) {
-    T* __restrict__ dt = dst + (rev ? L - 1 - s : s) * sl;
-    for (int64_t j = 0; j < nb; ++j) dt[j * se] = src[j * ld + s];
-  }
-}
 
 // ms[s] = m[b, t(s)]; returns ms, or null without a mask
 template <typename T>
@@ -843,37 +858,56 @@ void conv_forward_rows(const ConvArgs<T>& a, const StridedOut<T>& out, int64_t r
 
 template <typename T>
 void conv_backward_chunk(const ConvArgs<T>& a, const Strided<T>& gout, const StridedOut<T>& dx,
-                         T* __restrict__ dw, T* __restrict__ dbias, int64_t d0, int64_t d1) {
+                         T* __restrict__ dw, T* __restrict__ dbias, T* __restrict__ dmask,
+                         int64_t d0, int64_t d1) {
+  // dmask (B, L) of this chunk, or null: d/dm of m act(pre(m x)) = sum_e dout act(pre) + x dxm
   const int64_t L = a.L, K = a.K, nd = d1 - d0;
   const int64_t ld = L + K;
-  Scratch<T> s((3 * kConvBlock + 1) * ld + L);
-  T* __restrict__ gos = s.base + kConvBlock * ld;   // grad_out rows (times the mask), scan order
-  T* __restrict__ dxs = gos + kConvBlock * ld;      // dx rows, scan order
-  T* __restrict__ gp = dxs + kConvBlock * ld;       // g[0..L), then K-1 zeros
-  T* __restrict__ msb = gp + ld;
+  Scratch<T> s((4 * kConvBlock + 2) * ld + 2 * L);
+  T* __restrict__ gos = s.base + kConvBlock * ld;   // grad_out rows, scan order
+  T* __restrict__ dxs = gos + kConvBlock * ld;      // dx rows (before the mask), scan order
+  T* __restrict__ xr = dxs + kConvBlock * ld;       // raw x rows (for dmask)
+  T* __restrict__ gp = xr + kConvBlock * ld;        // g[0..L), then K-1 zeros
+  T* __restrict__ pre = gp + ld;
+  T* __restrict__ msb = pre + ld;
+  T* __restrict__ dms = msb + L;                    // dmask of one image, scan order
   std::vector<double> acc_w(static_cast<size_t>(nd * K), 0.0), acc_b(static_cast<size_t>(nd), 0.0);
   for (int64_t t = L; t < L + K - 1; ++t) gp[t] = T(0);
   for (int64_t b = 0; b < a.batch; ++b) {
     const T* ms = conv_mask_row(a, b, msb);
+    if (dmask) std::fill(dms, dms + L, T(0));
     for (int64_t e0 = d0; e0 < d1; e0 += kConvBlock) {
       const int64_t nb = std::min(kConvBlock, d1 - e0);
       conv_gather(a, b, e0, nb, ms, s.base, ld);
-      gather_block(gout.p, gout.sb, gout.se, gout.sl, b, e0, nb, L, a.reverse, ms, gos, ld, 0);
+      gather_block(gout.p, gout.sb, gout.se, gout.sl, b, e0, nb, L, a.reverse, static_cast<const T*>(nullptr),
+                   gos, ld, 0);
+      if (dmask)
+        gather_block(a.x, a.sb, a.se, a.sl, b, e0, nb, L, a.reverse, static_cast<const T*>(nullptr), xr, ld, 0);
       for (int64_t j = 0; j < nb; ++j) {
         const int64_t e = e0 + j;
         T* __restrict__ xp = s.base + j * ld;
         const T* __restrict__ w = a.w + e * K;
         const T* __restrict__ go = gos + j * ld;
+        if (a.silu || dmask) conv_row_pre(xp, w, a.bias ? a.bias[e] : T(0), L, K, pre);
         if (a.silu) {
-          conv_row_pre(xp, w, a.bias ? a.bias[e] : T(0), L, K, gp);
 #pragma omp simd
           for (int64_t t = 0; t < L; ++t) {
-            const T v = gp[t];
+            const T v = pre[t];
             const T sg = sigmoid_f(v);
-            gp[t] = go[t] * sg * (T(1) + v * (T(1) - sg));
+            const T gm = ms ? go[t] * ms[t] : go[t];
+            gp[t] = gm * sg * (T(1) + v * (T(1) - sg));
+          }
+          if (dmask) {
+#pragma omp simd
+            for (int64_t t = 0; t < L; ++t) dms[t] += go[t] * pre[t] * sigmoid_f(pre[t]);
           }
         } else {
-          std::memcpy(gp, go, static_cast<size_t>(L) * sizeof(T));
+#pragma omp simd
+          for (int64_t t = 0; t < L; ++t) gp[t] = ms ? go[t] * ms[t] : go[t];
+          if (dmask) {
+#pragma omp simd
+            for (int64_t t = 0; t < L; ++t) dms[t] += go[t] * pre[t];
+          }
         }
         T sb = T(0);
 #pragma omp simd reduction(+ : sb)
@@ -903,12 +937,21 @@ void conv_backward_chunk(const ConvArgs<T>& a, const Strided<T>& gout, const Str
             for (int64_t t = 0; t < L; ++t) dxr[t] += wk * gj[t];
           }
         }
+        if (dmask) {
+          const T* __restrict__ xrr = xr + j * ld;
+#pragma omp simd
+          for (int64_t t = 0; t < L; ++t) dms[t] += xrr[t] * dxr[t];
+        }
         if (ms) {
 #pragma omp simd
           for (int64_t t = 0; t < L; ++t) dxr[t] *= ms[t];
         }
       }
       scatter_block(dx.p, dx.sb, dx.se, dx.sl, b, e0, nb, L, a.reverse, dxs, ld);
+    }
+    if (dmask) {
+      T* __restrict__ dm = dmask + b * L;
+      for (int64_t s2 = 0; s2 < L; ++s2) dm[a.reverse ? L - 1 - s2 : s2] = dms[s2];
     }
   }
   for (int64_t e = d0; e < d1; ++e) {
@@ -1117,28 +1160,37 @@ at::Tensor conv_forward(const at::Tensor& x, const at::Tensor& w,
 std::vector<at::Tensor> conv_backward(const at::Tensor& gout, const at::Tensor& x,
                                       const at::Tensor& w, const c10::optional<at::Tensor>& bias,
                                       bool silu, const c10::optional<at::Tensor>& mask, bool reverse,
-                                      bool channels_last) {
+                                      bool channels_last, bool mask_grad) {
   check_conv(x, w, bias, mask);
   TORCH_CHECK(gout.sizes() == x.sizes() && gout.scalar_type() == x.scalar_type(),
               "grad_out must be (B, E, L) in x's dtype");
-  const int64_t Bsz = x.size(0), E = x.size(1), L = x.size(2), K = w.size(1);
+  TORCH_CHECK(!mask_grad || mask, "mask_grad needs a mask");
+  const int64_t Bsz = x.size(0), E = x.size(1), L = x.size(2);
+  // one chunk of channels per thread; each owns dw, dbias of its channels and a (B, L) dmask
+  // partial, summed at the end (no races, independent of scheduling)
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(E, at::get_num_threads()));
   at::Tensor dx = empty_bel(x, channels_last);
   at::Tensor dw = at::zeros_like(w);
   at::Tensor dbias = bias ? at::zeros_like(*bias) : at::empty({0}, x.options());
+  at::Tensor dmp = mask_grad ? at::zeros({chunks, Bsz, L}, x.options()) : at::empty({0}, x.options());
   if (Bsz > 0 && E > 0 && L > 0) {
-    const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, Bsz * L * (2 * K + 8)));
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dyvm_conv_bwd", [&] {
       const ConvArgs<scalar_t> a = make_conv_args<scalar_t>(x, w, bias, silu, mask, reverse);
       const Strided<scalar_t> go = strided<scalar_t>(gout);
       const StridedOut<scalar_t> pdx = strided_out<scalar_t>(dx);
       scalar_t* pdw = dw.data_ptr<scalar_t>();
       scalar_t* pdb = bias ? dbias.data_ptr<scalar_t>() : nullptr;
-      at::parallel_for(0, E, grain, [&](int64_t d0, int64_t d1) {
-        conv_backward_chunk(a, go, pdx, pdw, pdb, d0, d1);
+      scalar_t* pdm = mask_grad ? dmp.data_ptr<scalar_t>() : nullptr;
+      at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+        for (int64_t c = c0; c < c1; ++c) {
+          const int64_t d0 = c * E / chunks, d1 = (c + 1) * E / chunks;
+          conv_backward_chunk(a, go, pdx, pdw, pdb, pdm ? pdm + c * Bsz * L : nullptr, d0, d1);
+        }
       });
     });
   }
-  return {dx, dw, dbias};
+  at::Tensor dmask = !mask_grad ? at::empty({0}, x.options()) : (chunks == 1 ? dmp[0] : dmp.sum(0));
+  return {dx, dw, dbias, dmask};
 }
 
 }  // namespace
@@ -1146,7 +1198,8 @@ std::vector<at::Tensor> conv_backward(const at::Tensor& gout, const at::Tensor& 
 // Ops torch.ops.dyvm_scan.forward / .backward (selective scan) and .conv_forward /
 // .conv_backward (causal conv1d); the extension is loaded as a plain library.
 // reverse: run over the reversed sequence (results in the original order); channels_last:
-// allocate the (B, E, L) outputs as channel-last memory (B, L, E).
+// allocate the (B, E, L) outputs as channel-last memory (B, L, E); mask_grad: also return the
+// gradient of the conv's mask (else an empty tensor).
 TORCH_LIBRARY(dyvm_scan, m) {
   m.def("forward(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, "
         "Tensor? delta_bias, bool delta_softplus, bool reverse=False, bool channels_last=False) -> Tensor");
@@ -1156,7 +1209,7 @@ TORCH_LIBRARY(dyvm_scan, m) {
   m.def("conv_forward(Tensor x, Tensor weight, Tensor? bias, bool silu, Tensor? mask=None, "
         "bool reverse=False, bool channels_last=False) -> Tensor");
   m.def("conv_backward(Tensor grad_out, Tensor x, Tensor weight, Tensor? bias, bool silu, "
-        "Tensor? mask=None, bool reverse=False, bool channels_last=False) -> Tensor[]");
+        "Tensor? mask=None, bool reverse=False, bool channels_last=False, bool mask_grad=False) -> Tensor[]");
 }
 
 TORCH_LIBRARY_IMPL(dyvm_scan, CPU, m) {
