@@ -178,3 +178,74 @@ def test_model_forward_backward_matches_torch_backend(monkeypatch):
     torch.testing.assert_close(results["auto"][0], results["torch"][0], rtol=1e-5, atol=1e-6)
     for name, g in results["torch"][1].items():
         torch.testing.assert_close(results["auto"][1][name], g, rtol=1e-3, atol=1e-5, msg=name)
+
+
+# ------------------------------------------------------------ mask, reverse, channel-last output
+def masked_reference(x, weight, bias, silu, mask, reverse):
+    """float64 definition: m * act(conv(m * x)) over the (optionally) reversed sequence."""
+    m = None if mask is None else mask[:, None, :]
+    xm = x if m is None else x * m
+    if reverse:
+        xm = xm.flip(-1)
+    out = reference(xm, weight, bias, silu)
+    if reverse:
+        out = out.flip(-1)
+    return out if m is None else out * m
+
+
+@needs_cpp
+@pytest.mark.parametrize("layout", ["contiguous", "transposed", "strided"])
+@pytest.mark.parametrize("k", [1, 4])
+@pytest.mark.parametrize("length", [1, 37])
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_mask_reverse_layout_match_reference(layout, k, length, masked, reverse, channels_last):
+    batch, channels = 3, 21
+    x = make_x(batch, channels, length, layout)
+    w, b = make_params(channels, k)
+    g = torch.Generator().manual_seed(3)
+    mask = (torch.rand(batch, length, generator=g) > 0.4).float() if masked else None
+    grad_out = torch.randn(batch, channels, length, generator=torch.Generator().manual_seed(2))
+    fn = lambda x_, w_, b_, s_: causal_conv1d(x_, w_, b_, s_, mask=mask, reverse=reverse,  # noqa: E731
+                                              channels_last=channels_last)
+    out, (dx, dw, db) = grads(fn, x, w, b, True, grad_out)
+    m64 = None if mask is None else mask.double()
+    ref, (rx, rw, rb) = grads(lambda x_, w_, b_, s_: masked_reference(x_, w_, b_, s_, m64, reverse),
+                              x.double(), w.double(), b.double(), True, grad_out.double())
+    assert out.shape == x.shape
+    if length > 1 and channels_last:
+        assert out.stride(1) == 1 and dx.stride(1) == 1
+    elif length > 1:
+        assert out.is_contiguous()
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(dx.double(), rx, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(dw.double(), rw, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(db.double(), rb, rtol=1e-4, atol=1e-5)
+
+
+def test_mask_reverse_torch_backend_matches_cpp(monkeypatch):
+    x = make_x(2, 5, 9, "transposed")
+    w, b = make_params(5, 4)
+    mask = torch.tensor([[1, 1, 0, 1, 0, 1, 1, 1, 0], [0, 1, 1, 1, 1, 1, 0, 0, 1]], dtype=torch.float32)
+    ref = masked_reference(x.double(), w.double(), b.double(), True, mask.double(), True)
+    monkeypatch.setenv(conv_mod.ENV_VAR, "torch")
+    got = causal_conv1d(x, w, b, True, mask=mask, reverse=True)
+    torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-5)
+
+
+@needs_cpp
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("silu", [True, False])
+def test_gradcheck_with_mask_gradient(reverse, silu):
+    # the mask gets a gradient (DyVM's straight-through keep decisions); any mask values
+    g = torch.Generator().manual_seed(4)
+    xz = torch.randn(2, 6, 2 * 5, generator=g, dtype=torch.float64)
+    x = xz.transpose(1, 2)[:, 5:].detach().requires_grad_()  # channel-last view (B, E, L)
+    w = (0.5 * torch.randn(5, 4, generator=g, dtype=torch.float64)).requires_grad_()
+    b = (0.3 * torch.randn(5, generator=g, dtype=torch.float64)).requires_grad_()
+    m = torch.rand(2, 6, generator=g, dtype=torch.float64).requires_grad_()
+    fn = lambda x_, w_, b_, m_: conv_cpp.causal_conv1d_cpp(x_, w_, b_, silu, m_, reverse, True)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, w, b, m), eps=1e-6, atol=1e-6, rtol=1e-5)
+    ref = masked_reference(x, w, b, silu, m, reverse)
+    torch.testing.assert_close(fn(x, w, b, m), ref, rtol=1e-10, atol=1e-10)

@@ -299,3 +299,97 @@ def test_cpp_rejects_bad_inputs():
     bad[3] = bad[3][:, :, :4]  # B with the wrong length
     with pytest.raises(RuntimeError):
         scan_cpp.selective_scan_cpp(*bad, softplus)
+
+
+# ------------------------------------------------------------ reverse scan, strided inputs
+TIME_AXIS = {0, 1, 3, 4, 6}  # u, delta, B, C, z
+
+
+def _time_flipped(tensors):
+    """New leaves with every time axis reversed."""
+    return [None if t is None else (t.detach().flip(-1) if i in TIME_AXIS else t.detach()).requires_grad_()
+            for i, t in enumerate(tensors)]
+
+
+def _unflip(ref_out, ref_grads):
+    """The fp64 forward reference on the original inputs, mapped to the time-flipped ones."""
+    return ref_out.flip(-1), [None if g is None else (g.flip(-1) if i in TIME_AXIS else g)
+                              for i, g in enumerate(ref_grads)]
+
+
+@pytest.mark.parametrize("config", ["full", "bare", "no_softplus", "n8_odd", "single_step", "long"])
+@pytest.mark.parametrize("backend", BACKENDS_HERE)
+def test_reverse_matches_flipped_reference(backend, config):
+    # the reverse scan of time-flipped inputs is the forward scan of the originals, flipped
+    tensors, softplus = make_inputs(**CONFIGS[config])
+    grad_out = torch.randn(tensors[0].shape, generator=torch.Generator().manual_seed(1))
+    flipped = _time_flipped(tensors)
+    out, grads = run_with_grads(lambda *a: selective_scan(*a, backend=backend, reverse=True), flipped, softplus,
+                                grad_out.flip(-1))
+    ref_out, ref_grads = _unflip(*fp64_reference(tensors, softplus, grad_out))
+    torch.testing.assert_close(out.double(), ref_out, rtol=1e-5, atol=1e-5)
+    for name, t, g, rg in zip(NAMES, tensors, grads, ref_grads):
+        if t is None:
+            assert g is None
+            continue
+        torch.testing.assert_close(g.double(), rg, rtol=1e-4, atol=1e-5, msg=lambda m: f"d{name}: {m}")
+
+
+@needs_cpp
+def test_cpp_reverse_is_exactly_the_flipped_forward():
+    tensors, softplus = make_inputs(batch=2, channels=5, length=29)
+    plain = [None if t is None else t.detach() for t in tensors]
+    f = lambda t: None if t is None else t.flip(-1)  # noqa: E731
+    u, delta, A, Bm, Cm, Dv, zz, db = plain
+    want = scan_cpp.selective_scan_cpp(f(u), f(delta), A, f(Bm), f(Cm), Dv, f(zz), db, softplus).flip(-1)
+    got = scan_cpp.selective_scan_cpp(*plain, softplus, reverse=True)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def _channel_last_views(tensors):
+    """The same values in the mixer's layouts: u, delta, z as (B, L, E) memory viewed as (B, E, L)
+    (z a column slice of a wider (B, L, 2E) buffer), B and C column slices of one (B, L, R+2N) buffer."""
+    u, delta, A, Bm, Cm, Dv, zz, db = tensors
+    batch, channels, length = u.shape
+    n = Bm.shape[1]
+
+    def cl(t, extra=0):
+        buf = torch.zeros(batch, length, channels + extra, dtype=t.dtype)
+        buf[..., extra:] = t.detach().transpose(1, 2)
+        return buf[..., extra:].transpose(1, 2).requires_grad_()
+
+    xdbl = torch.zeros(batch, length, 3 + 2 * n, dtype=Bm.dtype)
+    xdbl[..., 3:3 + n] = Bm.detach().transpose(1, 2)
+    xdbl[..., 3 + n:] = Cm.detach().transpose(1, 2)
+    Bv = xdbl[..., 3:3 + n].transpose(1, 2).requires_grad_()
+    Cv = xdbl[..., 3 + n:].transpose(1, 2).requires_grad_()
+    zv = None if zz is None else cl(zz, extra=channels)
+    return [cl(u), cl(delta), A, Bv, Cv, Dv, zv, db]
+
+
+@needs_cpp
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("config", ["full", "bare", "n8_odd"])
+def test_cpp_channel_last_strided_inputs(config, reverse):
+    tensors, softplus = make_inputs(**CONFIGS[config])
+    grad_out = torch.randn(tensors[0].shape, generator=torch.Generator().manual_seed(1))
+    ref_out, ref_grads = fp64_reference(tensors, softplus, grad_out)
+    if reverse:
+        tensors, grad_out = _time_flipped(tensors), grad_out.flip(-1)
+        ref_out, ref_grads = _unflip(ref_out, ref_grads)
+    views = _channel_last_views(tensors)
+    assert views[0].stride(1) == 1 and views[3].stride(2) != 1
+    out, grads = run_with_grads(lambda *a: selective_scan(*a, backend="cpp", reverse=reverse), views, softplus,
+                                grad_out.transpose(1, 2).contiguous().transpose(1, 2))  # a channel-last grad too
+    assert out.stride(1) == 1  # channel-last in, channel-last out
+    torch.testing.assert_close(out.double(), ref_out, rtol=1e-5, atol=1e-5)
+    for name, t, g, rg in zip(NAMES, tensors, grads, ref_grads):
+        if t is None:
+            continue
+        torch.testing.assert_close(g.double(), rg, rtol=1e-4, atol=1e-5, msg=lambda m: f"d{name}: {m}")
+
+
+@needs_cpp
+@pytest.mark.parametrize("kw", [dict(), dict(D=False, z=False, bias=False, softplus=False)], ids=["full", "bare"])
+def test_gradcheck_cpp_reverse(kw):
+    _gradcheck(lambda *a: scan_cpp.selective_scan_cpp(*a, reverse=True), **kw)

@@ -1,5 +1,8 @@
 """Benchmarks (not tests): ``dyvm bench``. Prints tables; each number is a median over repeats.
 
+``train-step``: the demo's DyVM and Vim training steps, this build against another checkout
+(interleaved rounds in two worker processes; :mod:`dyvm.bench_train`).
+
 ``backbone``: Vim latency per scan backend at batch 1 and 8, the same forward with the scan
 replaced by a zero-cost stub (the "matmul floor"), a training step (forward+backward), peak
 memory, and the first-use build time of the compiled scan.
@@ -288,6 +291,16 @@ def main(args) -> int:
     """Entry of ``dyvm bench`` (args from the CLI)."""
     out: dict[str, Any] = {}
     what = args.what
+    if what == "train-step":
+        from .bench_train import bench_train_step
+
+        res = bench_train_step(args.against, args.rounds, args.steps, args.warmup, args.threads or 1,
+                               kinds=args.kinds, autocast=args.autocast, against_autocast=args.against_autocast)
+        out["train_step"] = res
+        print(f"\nTraining steps of the demo configuration (batch 128; {machine_line(res['threads'], torch.device('cpu'))}),"
+              f" {res['rounds']} interleaved rounds of {res['steps_per_round']} steps, after {res['warmup']} warm-up steps;"
+              " images/s are medians over rounds, ratios are medians of per-round ratios")
+        print(res["table"])
     if what in ("backbone", "all"):
         res = bench_backbone(args.model, tuple(args.batch_sizes), args.backends, args.threads, args.repeats,
                              args.device, not args.no_isolate, train_batch=args.train_batch)

@@ -156,7 +156,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="latency tables (scan backends; DyVM vs Vim)")
     _common(p)
-    p.add_argument("--what", choices=["backbone", "dyvm", "all"], default="all")
+    p.add_argument("--what", choices=["backbone", "dyvm", "all", "train-step"], default="all",
+                   help="train-step: the demo's DyVM and Vim training steps of this build against --against")
+    p.add_argument("--against", metavar="CHECKOUT", help="train-step: the other build (a checkout or its src; "
+                   "default: this build, an A/A run)")
+    p.add_argument("--rounds", type=int, default=7, help="train-step: interleaved A/B rounds")
+    p.add_argument("--steps", type=int, default=2, help="train-step: timed steps per build, kind and round")
+    p.add_argument("--warmup", type=int, default=2, help="train-step: untimed steps per build and kind")
+    p.add_argument("--kinds", nargs="+", choices=["dyvm", "vim"], default=["dyvm", "vim"], help="train-step: steps")
+    p.add_argument("--autocast", action="store_true", help="train-step: bf16 autocast in this build's steps")
+    p.add_argument("--against-autocast", action="store_true", help="train-step: bf16 autocast in the other's")
     p.add_argument("--model", default="vim_tiny", help="backbone model for the backend table")
     p.add_argument("--sizes", nargs="+", default=["tiny", "small"], help="sizes for the DyVM table")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])

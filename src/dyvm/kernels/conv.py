@@ -31,13 +31,13 @@ def _backend() -> str:
     return name
 
 
-def _use_cpp(x: Tensor, weight: Tensor, bias: Optional[Tensor], backend: str) -> bool:
+def _use_cpp(x: Tensor, weight: Tensor, bias: Optional[Tensor], backend: str, mask: Optional[Tensor] = None) -> bool:
     if backend == "torch" or x.device.type != "cpu":
         return False
     from . import conv_cpp, scan_cpp
     from .scan import _AS_CUSTOM_OP
 
-    if not conv_cpp.supports(x, weight, bias):
+    if not conv_cpp.supports(x, weight, bias, mask):
         return False
     if _AS_CUSTOM_OP[0] or torch._C._len_torch_dispatch_stack() > 0 or torch.compiler.is_compiling():
         return False
@@ -48,17 +48,38 @@ def _use_cpp(x: Tensor, weight: Tensor, bias: Optional[Tensor], backend: str) ->
     return True
 
 
-def causal_conv1d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, silu: bool = True) -> Tensor:
+def causal_conv1d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, silu: bool = True,
+                  mask: Optional[Tensor] = None, reverse: bool = False, channels_last: bool = False) -> Tensor:
     """x: (B, E, L), weight: (E, 1, K) or (E, K), bias: (E,). Left zero-padding K-1. Returns (B, E, L).
 
-    On CPU the compiled kernel is used where it applies, on CUDA the ``causal_conv1d``
-    package's kernel when it imports (same arithmetic); see the module docstring.
+    mask: optional (B, L) 0/1 token mask, applied to the input and to the output
+    (``m * act(conv(m * x))``: the bias would make masked slots non-zero), differentiable in m.
+    reverse: the conv runs over the time-reversed sequence (``conv(x.flip(-1)).flip(-1)``:
+    anti-causal), as the backward branch of a bidirectional mixer needs. channels_last: a layout
+    hint, the compiled kernel then returns (B, L, E) memory viewed as (B, E, L).
+    On CPU the compiled kernel is used where it applies (mask and reverse done in the kernel),
+    on CUDA the ``causal_conv1d`` package's kernel when it imports (same arithmetic); see the
+    module docstring.
     """
     backend = _backend()
-    if _use_cpp(x, weight, bias, backend):
+    if mask is not None:
+        mask = mask.to(x.dtype)
+    if _use_cpp(x, weight, bias, backend, mask):
         from .conv_cpp import causal_conv1d_cpp
 
-        return causal_conv1d_cpp(x, weight, bias, silu)
+        return causal_conv1d_cpp(x, weight, bias, silu, mask, reverse, channels_last)
+    m = None if mask is None else mask[:, None, :]
+    if m is not None:
+        x = x * m
+    if reverse:
+        x = x.flip(-1)
+    out = _causal_conv1d_plain(x, weight, bias, silu, backend)
+    if reverse:
+        out = out.flip(-1)
+    return out if m is None else out * m
+
+
+def _causal_conv1d_plain(x: Tensor, weight: Tensor, bias: Optional[Tensor], silu: bool, backend: str) -> Tensor:
     if weight.dim() == 2:
         weight = weight.unsqueeze(1)
     if x.is_cuda and backend != "torch":

@@ -74,16 +74,36 @@ def resolve_backend(backend: Optional[str] = None, device: torch.device | None =
 def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
                    D: Optional[Tensor] = None, z: Optional[Tensor] = None,
                    delta_bias: Optional[Tensor] = None, delta_softplus: bool = True,
-                   backend: Optional[str] = None) -> Tensor:
-    """Selective scan, dispatched to ``backend`` (see module docstring). Returns (B, E, L)."""
+                   backend: Optional[str] = None, reverse: bool = False) -> Tensor:
+    """Selective scan, dispatched to ``backend`` (see module docstring). Returns (B, E, L).
+
+    reverse=True runs the recurrence from the last time step to the first, i.e. it equals
+    ``selective_scan(flip(u), flip(delta), ..., flip(z)).flip(-1)`` with every time axis flipped
+    (the backward branch of a bidirectional mixer). The ``cpp`` backend does it in the kernel;
+    the others flip around the call.
+    """
     if _AS_CUSTOM_OP[0]:
+        if reverse:
+            return _flipped(torch.ops.dyvm.selective_scan, u, delta, A, B, C, D, z, delta_bias, delta_softplus)
         return torch.ops.dyvm.selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     name = resolve_backend(backend, u.device)
     out_dtype = u.dtype
     state_dtype = torch.float64 if u.dtype == torch.float64 else torch.float32
     args = [t if t is None else t.to(state_dtype) for t in (u, delta, A, B, C, D, z, delta_bias)]
-    out = _IMPLS[name]()(*args, delta_softplus)
+    impl = _IMPLS[name]()
+    if not reverse:
+        out = impl(*args, delta_softplus)
+    elif name in _REVERSE_NATIVE:
+        out = impl(*args, delta_softplus, reverse=True)
+    else:
+        out = _flipped(impl, *args, delta_softplus)
     return out.to(out_dtype)
+
+
+def _flipped(impl: Callable, u, delta, A, B, C, D, z, delta_bias, delta_softplus) -> Tensor:
+    """``impl`` on time-reversed inputs, its output flipped back (reverse scan for any backend)."""
+    f = lambda t: None if t is None else t.flip(-1)  # noqa: E731
+    return impl(f(u), f(delta), A, f(B), f(C), D, f(z), delta_bias, delta_softplus).flip(-1)
 
 
 def selective_scan_reference(u, delta, A, B, C, D=None, z=None, delta_bias=None,
@@ -137,6 +157,8 @@ def _cuda():
 
 
 _IMPLS: dict[str, Callable] = {"reference": _reference, "torch": _torch, "cpp": _cpp, "cuda": _cuda}
+# backends whose implementation takes ``reverse=True`` itself (the others get flipped inputs)
+_REVERSE_NATIVE = {"cpp"}
 
 
 # ------------------------------------------------------------------ FLOP counting support

@@ -152,6 +152,11 @@ def build_seconds() -> Optional[float]:
     return _seconds
 
 
+def _channels_last(u: Tensor) -> bool:
+    """Whether u (B, E, L) is channel-last memory: outputs are then allocated channel-last too."""
+    return u.dim() == 3 and u.shape[1] > 1 and u.stride(1) == 1
+
+
 def _prepare(u, delta, A, B, C, D, z, delta_bias):
     if u.device.type != "cpu":
         raise ValueError(f"scan backend 'cpp' needs CPU tensors; got u on {u.device}")
@@ -167,39 +172,49 @@ def _prepare(u, delta, A, B, C, D, z, delta_bias):
     def c(t):
         return None if t is None else t.contiguous()
 
-    # B, C: (B, N, L) -> (B, L, N) so the kernel's inner loop over n is contiguous
-    return (c(u), c(delta), c(A), B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(),
-            c(D), c(z), c(delta_bias))
+    def bc(t):  # (B, N, L) -> (B, L, N) view; the kernel needs unit stride over N only
+        t = t.transpose(1, 2)
+        return t if t.stride(2) == 1 or t.shape[2] == 1 else t.contiguous()
+
+    # u, delta, z are read through their strides (no copies of the mixer's channel-last views)
+    return (u, delta, c(A), bc(B), bc(C), c(D), z, c(delta_bias))
 
 
 class _SelectiveScanCpp(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
         args = _prepare(u, delta, A, B, C, D, z, delta_bias)
-        out = _module.forward(*args, bool(delta_softplus))
+        cl = _channels_last(u)
+        out = _module.forward(*args, bool(delta_softplus), bool(reverse), cl)
         ctx.save_for_backward(*args)
-        ctx.delta_softplus = bool(delta_softplus)
+        ctx.delta_softplus, ctx.reverse, ctx.channels_last = bool(delta_softplus), bool(reverse), cl
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
         args = ctx.saved_tensors
-        grad_out = grad_out.to(args[0].dtype).contiguous()
-        du, ddelta, dA, dBt, dCt, dD, dz, dbias = _module.backward(grad_out, *args,
-                                                                    ctx.delta_softplus)
+        grad_out = grad_out.to(args[0].dtype)
+        du, ddelta, dA, dBt, dCt, dD, dz, dbias = _module.backward(grad_out, *args, ctx.delta_softplus,
+                                                                    ctx.reverse, ctx.channels_last)
         return (du, ddelta, dA, dBt.transpose(1, 2), dCt.transpose(1, 2),
                 dD if args[5] is not None else None, dz if args[6] is not None else None,
-                dbias if args[7] is not None else None, None)
+                dbias if args[7] is not None else None, None, None)
 
 
 def selective_scan_cpp(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
                        D: Optional[Tensor] = None, z: Optional[Tensor] = None,
-                       delta_bias: Optional[Tensor] = None, delta_softplus: bool = True) -> Tensor:
-    """Selective scan with the compiled CPU kernel; float32/float64 CPU tensors, (B, E, L)."""
+                       delta_bias: Optional[Tensor] = None, delta_softplus: bool = True,
+                       reverse: bool = False) -> Tensor:
+    """Selective scan with the compiled CPU kernel; float32/float64 CPU tensors, (B, E, L), any strides.
+
+    reverse: run the recurrence from the last time step to the first (the result is in the
+    original time order; equals flipping every time axis around the forward scan). The output
+    (and the gradients of u, delta, z) are channel-last (B, L, E) memory when u is.
+    """
     if _load() is None:
         raise RuntimeError(f"the C++ scan kernel is unavailable: {_error}")
     tensors = (u, delta, A, B, C, D, z, delta_bias)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
-        return _SelectiveScanCpp.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-    return _module.forward(*_prepare(*tensors), bool(delta_softplus))
+        return _SelectiveScanCpp.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
+    return _module.forward(*_prepare(*tensors), bool(delta_softplus), bool(reverse), _channels_last(u))

@@ -20,6 +20,7 @@ from timm.layers import DropPath, lecun_normal_, trunc_normal_
 from torch import Tensor, nn
 
 from ..kernels import causal_conv1d, selective_scan
+from ..kernels.mixer_ops import gated_sum, split_xz
 from ..kernels.norm import RMSNorm
 from ..weights import resize_pos_embed
 from .config import ModelConfig
@@ -76,37 +77,38 @@ class BiMambaMixer(nn.Module):
         nn.init.constant_(self.block_head.bias, bias)
 
     def _ssm_inputs(self, backward: bool, x: Tensor, mask: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Conv, x_proj and dt_proj of one direction: x (B, E, L) in scan order → u (B, E, L),
-        Δ before bias and softplus (B, E, L), B and C (B, L, N)."""
+        """Conv, x_proj and dt_proj of one direction, all in sequence order: x (B, E, L), mask (B, L) 0/1
+        or None → u (B, E, L), Δ before bias and softplus (B, E, L), B and C (B, L, N). The backward
+        direction's conv runs over the reversed sequence (``reverse=True``; backends without it flip
+        around the call)."""
         s = "_b" if backward else ""
         conv, x_proj, dt_proj = getattr(self, "conv1d" + s), getattr(self, "x_proj" + s), getattr(self, "dt_proj" + s)
-        if mask is not None:
-            x = x * mask
-        u = causal_conv1d(x, conv.weight, conv.bias, silu=True)
-        if mask is not None:  # after the conv too: its bias would make masked slots non-zero
-            u = u * mask
+        # the mask zeroes pruned slots before the conv and after it (its bias would make them non-zero)
+        u = causal_conv1d(x, conv.weight, conv.bias, silu=True, mask=mask, reverse=backward, channels_last=True)
         x_dbl = F.linear(u.transpose(1, 2), x_proj.weight)                 # (B, L, R+2N)
         dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = F.linear(dt, dt_proj.weight).transpose(1, 2)               # (B, E, L), bias in scan
         return u, delta, B, C
 
     def _branch(self, backward: bool, x: Tensor, z: Tensor, mask: Optional[Tensor]) -> Tensor:
-        """One SSM direction. x, z: (B, E, L) already in scan order; mask (B, 1, L) or None."""
+        """One SSM direction. x, z: (B, E, L) in sequence order; mask (B, L) 0/1 or None. The backward
+        branch scans the reversed sequence (``reverse=True``); its result is in sequence order."""
         s = "_b" if backward else ""
         A = -torch.exp(getattr(self, "A_b_log" if backward else "A_log").float())
         u, delta, B, C = self._ssm_inputs(backward, x, mask)
         return selective_scan(u, delta, A, B.transpose(1, 2), C.transpose(1, 2),
                               getattr(self, "D" + s).float(), z, getattr(self, "dt_proj" + s).bias.float(),
-                              delta_softplus=True, backend=self.scan_backend)
+                              delta_softplus=True, backend=self.scan_backend, reverse=backward)
 
     def token_stats(self, xz: Tensor, mask: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         """Per-token averages of the two directions, what the Predictor-B / Predictor-Δ ablations
-        read: B̄ = (B_f + flip(B_b))/2 (B, L, N) and Δ̄ (B, L, E), Δ before its bias and softplus."""
-        x = xz.transpose(1, 2)[:, :self.d_inner]
-        m = None if mask is None else mask.transpose(1, 2).to(x.dtype)
+        read: B̄ = (B_f + B_b)/2 (B, L, N) and Δ̄ (B, L, E), Δ before its bias and softplus, both
+        directions in sequence order."""
+        x, _ = split_xz(xz)
+        m = None if mask is None else mask.reshape(mask.shape[0], -1).to(x.dtype)
         _, d_f, b_f, _ = self._ssm_inputs(False, x, m)
-        _, d_b, b_b, _ = self._ssm_inputs(True, x.flip(-1), None if m is None else m.flip(-1))
-        return (b_f + b_b.flip(1)) / 2, ((d_f + d_b.flip(-1)) / 2).transpose(1, 2)
+        _, d_b, b_b, _ = self._ssm_inputs(True, x, m)
+        return (b_f + b_b) / 2, ((d_f + d_b) / 2).transpose(1, 2)
 
     def _gated_branch(self, backward: bool, x: Tensor, z: Tensor, mask: Optional[Tensor],
                       gate: Optional[Tensor]) -> Tensor:
@@ -115,25 +117,19 @@ class BiMambaMixer(nn.Module):
         When the gate needs a gradient (training) every image is computed and multiplied by
         its 0/1 gate; otherwise only the selected sub-batch runs, so the compute really drops.
         """
-        if backward:
-            x, z = x.flip(-1), z.flip(-1)
-            mask = None if mask is None else mask.flip(-1)
         if gate is None:
-            y = self._branch(backward, x, z, mask)
-        elif gate.requires_grad:
-            y = self._branch(backward, x, z, mask) * gate[:, None, None].to(x.dtype)
-        else:
-            on = gate > 0.5
-            n_on = int(on.sum())
-            if n_on == gate.shape[0]:
-                y = self._branch(backward, x, z, mask)
-            elif n_on == 0:
-                return x.new_zeros(x.shape)
-            else:
-                idx = on.nonzero().squeeze(1)
-                sub = self._branch(backward, x[idx], z[idx], None if mask is None else mask[idx])
-                y = sub.new_zeros(x.shape).index_copy_(0, idx, sub)
-        return y.flip(-1) if backward else y
+            return self._branch(backward, x, z, mask)
+        if gate.requires_grad:
+            return self._branch(backward, x, z, mask) * gate[:, None, None].to(x.dtype)
+        on = gate > 0.5
+        n_on = int(on.sum())
+        if n_on == gate.shape[0]:
+            return self._branch(backward, x, z, mask)
+        if n_on == 0:
+            return x.new_zeros(x.shape)
+        idx = on.nonzero().squeeze(1)
+        sub = self._branch(backward, x[idx], z[idx], None if mask is None else mask[idx])
+        return sub.new_zeros(x.shape).index_copy_(0, idx, sub)
 
     def forward(self, u: Tensor, mask: Optional[Tensor] = None, gates: Optional[Tensor] = None) -> Tensor:
         """u: (B, L, D) → (B, L, D). mask: (B, L, 1) 0/1 or None; gates: (B, 2) 0/1 [fwd, bwd] or None."""
@@ -141,13 +137,22 @@ class BiMambaMixer(nn.Module):
         return self.mix(xz, mask, gates)
 
     def mix(self, xz: Tensor, mask: Optional[Tensor] = None, gates: Optional[Tensor] = None) -> Tensor:
-        """Everything after ``in_proj``: xz (B, L, 2E) → (B, L, D)."""
-        x, z = xz.transpose(1, 2).chunk(2, dim=1)                          # (B, E, L) each
-        m = None if mask is None else mask.transpose(1, 2).to(x.dtype)     # (B, 1, L)
+        """Everything after ``in_proj``: xz (B, L, 2E) → (B, L, D).
+
+        The branches work on channel-last (B, L, E) memory viewed as (B, E, L): the kernels read
+        and write through strides, so ``in_proj``'s output, ``x_proj``'s input and ``out_proj``'s
+        input need no transposed copies.
+        """
+        x, z = split_xz(xz)                                                # (B, E, L) views
+        m = None if mask is None else mask.reshape(mask.shape[0], -1).to(x.dtype)  # (B, L)
         g_f, g_b = (None, None) if gates is None else gates.unbind(-1)
-        y = self._gated_branch(False, x, z, m, g_f) + self._gated_branch(True, x, z, m, g_b)
-        if self.divide_out:
-            y = y / 2
+        if gates is not None and torch.is_grad_enabled() and gates.requires_grad:
+            # training: every image runs both branches, gated 0/1 with a gradient (one fused op)
+            y = gated_sum(self._branch(False, x, z, m), self._branch(True, x, z, m), g_f, g_b)
+        else:
+            y = self._gated_branch(False, x, z, m, g_f) + self._gated_branch(True, x, z, m, g_b)
+        if self.divide_out:  # (y / 2) W^T = y (W / 2)^T exactly (a power of two): halve the small weight
+            return F.linear(y.transpose(1, 2), self.out_proj.weight * 0.5)
         return self.out_proj(y.transpose(1, 2))
 
 

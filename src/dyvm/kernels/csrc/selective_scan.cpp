@@ -5,8 +5,13 @@
 //   h_t = exp(Δ_t A) ⊙ h_{t-1} + Δ_t u_t B_t          state (N,) per (batch, channel)
 //   y_t = C_t · h_t + D u_t,   out_t = y_t · silu(z_t)
 //
-// Layouts (all contiguous): u, delta, z, out: (B, E, L); A: (E, N); B, C: (B, L, N), i.e.
-// time-major per batch, so the state index n is the contiguous inner dimension.
+// Layouts: u, delta, z, out and the (B, E, L) gradients: (B, E, L) with any strides (the
+// mixer passes channel-last (B, L, E) memory viewed as (B, E, L)); A: (E, N) contiguous;
+// B, C: (B, L, N) with unit stride over n (e.g. column slices of the x_proj output), so the
+// state index n is the contiguous inner dimension. Each row is gathered into contiguous
+// scratch in scan order and its results scattered back. `reverse` runs the recurrence from
+// t = L-1 down to 0 (h_t depends on t+1), reading and writing in the original time order:
+// the backward branch of a bidirectional mixer without flipped copies.
 //
 // Generic path (any N, float or double; double is for gradcheck): loops over n with
 // `#pragma omp simd`; float exp/softplus/sigmoid are branch-free polynomial versions that
@@ -127,43 +132,60 @@ DYVM_INLINE double sigmoid_f(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 
 // ---------------------------------------------------------------------------------------
 // Shared per-row pieces.
+//
+// Every per-(batch, channel) row is first gathered, in scan order, into contiguous scratch
+// arrays (u, raw delta, z; grad_out in the backward), and its results are scattered back
+// through the output's strides; so u, delta, z, grad_out and the outputs may have any
+// strides (the mixer passes channel-last (B, L, E) memory viewed as (B, E, L)), and with
+// `reverse` the scan runs from t = L-1 down to 0 (the backward branch of a bidirectional
+// mixer, without flipped copies). B and C are read in place ((B, L, N) with unit stride over n).
 // ---------------------------------------------------------------------------------------
 
 template <typename T>
+struct Strided {  // a (B, E, L) tensor through its strides (elements)
+  const T* p;
+  int64_t sb, se, sl;
+};
+template <typename T>
+struct StridedOut {
+  T* p;
+  int64_t sb, se, sl;
+};
+
+template <typename T>
 struct Args {
-  const T* u;       // (B, E, L)
-  const T* delta;   // (B, E, L)
-  const T* A;       // (E, N)
-  const T* Bm;      // (B, L, N)
-  const T* Cm;      // (B, L, N)
-  const T* D;       // (E) or null
-  const T* z;       // (B, E, L) or null
-  const T* bias;    // (E) or null
+  Strided<T> u, delta, z;    // (B, E, L); z.p null without a gate
+  const T* A;                // (E, N) contiguous
+  const T* Bm;               // (B, L, N), unit stride over n
+  const T* Cm;
+  int64_t sBb, sBl, sCb, sCl;
+  const T* D;                // (E) or null
+  const T* bias;             // (E) or null
   int64_t batch, E, L, N;
-  bool softplus;
+  bool softplus, reverse;
 };
 
 template <typename T>
 struct Grads {
-  T* du;      // (B, E, L)
-  T* ddelta;  // (B, E, L)
+  StridedOut<T> du, ddelta, dz;  // (B, E, L); dz.p null without a gate
   T* dA;      // (E, N)
-  T* dB;      // (K, B, L, N) partials, one slab per channel chunk
+  T* dB;      // (K, B, L, N) partials, one slab per channel chunk, original time order
   T* dC;      // (K, B, L, N)
   T* dD;      // (E) or null
-  T* dz;      // (B, E, L) or null
   T* dbias;   // (E) or null
 };
 
-// Δ and Δu of one row into dt[0..L), dtu[0..L); sig[t] = sigmoid(raw) if sig != null.
+// Row pointer of B or C (or a dB/dC partial) at scan step 0 and its step (elements) per scan step.
 template <typename T>
-DYVM_INLINE void row_delta(const Args<T>& a, int64_t row, int64_t d, T* __restrict__ dt,
-                           T* __restrict__ dtu, T* __restrict__ sig) {
-  const int64_t L = a.L;
-  const T* __restrict__ u = a.u + row * L;
-  const T* __restrict__ raw = a.delta + row * L;
-  const T bias = a.bias ? a.bias[d] : T(0);
-  if (a.softplus) {
+DYVM_INLINE const T* bc_base(const T* p, int64_t sb, int64_t sl, int64_t b, int64_t L, bool rev) {
+  return p + b * sb + (rev ? (L - 1) * sl : 0);
+}
+
+// Δ and Δu of one row (scan order) into dt[0..L), dtu[0..L); sig[t] = sigmoid(raw) if sig != null.
+template <typename T>
+DYVM_INLINE void row_delta(const T* __restrict__ u, const T* __restrict__ raw, T bias, bool softplus,
+                           int64_t L, T* __restrict__ dt, T* __restrict__ dtu, T* __restrict__ sig) {
+  if (softplus) {
 #pragma omp simd
     for (int64_t t = 0; t < L; ++t) {
       const T v = softplus_f(raw[t] + bias);
@@ -184,15 +206,11 @@ DYVM_INLINE void row_delta(const Args<T>& a, int64_t row, int64_t d, T* __restri
   }
 }
 
-// out[t] = (y[t] + D u[t]) * silu(z[t]) (the parts that exist), for one row.
+// o[t] = (y[t] + D u[t]) * silu(z[t]) (the parts that exist), for one row.
 template <typename T>
-DYVM_INLINE void row_output(const Args<T>& a, int64_t row, int64_t d, const T* __restrict__ y,
-                            T* __restrict__ o) {
-  const int64_t L = a.L;
-  const T* __restrict__ u = a.u + row * L;
-  const T Dd = a.D ? a.D[d] : T(0);
-  if (a.z) {
-    const T* __restrict__ z = a.z + row * L;
+DYVM_INLINE void row_output(const T* __restrict__ u, const T* __restrict__ z, T Dd, int64_t L,
+                            const T* __restrict__ y, T* __restrict__ o) {
+  if (z) {
 #pragma omp simd
     for (int64_t t = 0; t < L; ++t) {
       const T zt = z[t];
@@ -206,14 +224,10 @@ DYVM_INLINE void row_output(const Args<T>& a, int64_t row, int64_t d, const T* _
 
 // dy = g silu(z), dz = g (y + D u) silu'(z) for one row (dy = g without a gate).
 template <typename T>
-DYVM_INLINE void row_gate_backward(const Args<T>& a, int64_t row, int64_t d,
+DYVM_INLINE void row_gate_backward(const T* __restrict__ u, const T* __restrict__ z, T Dd, int64_t L,
                                    const T* __restrict__ go, const T* __restrict__ y,
                                    T* __restrict__ dy, T* __restrict__ dz) {
-  const int64_t L = a.L;
-  if (a.z) {
-    const T* __restrict__ u = a.u + row * L;
-    const T* __restrict__ z = a.z + row * L;
-    const T Dd = a.D ? a.D[d] : T(0);
+  if (z) {
 #pragma omp simd
     for (int64_t t = 0; t < L; ++t) {
       const T zt = z[t];
@@ -227,17 +241,14 @@ DYVM_INLINE void row_gate_backward(const Args<T>& a, int64_t row, int64_t d,
   }
 }
 
-// ddelta = (s1 + u s2) * softplus', du = Δ s2 + D dy; returns (sum dy u, sum ddelta raw).
+// ddelta = (s1 + u s2) * softplus', du = Δ s2 + D dy; adds (sum dy u, sum ddelta raw).
 template <typename T>
-DYVM_INLINE void row_finish(const Args<T>& a, int64_t row, int64_t d, const T* __restrict__ s1,
-                            const T* __restrict__ s2, const T* __restrict__ dt,
+DYVM_INLINE void row_finish(const T* __restrict__ u, T Dd, bool softplus, int64_t L,
+                            const T* __restrict__ s1, const T* __restrict__ s2, const T* __restrict__ dt,
                             const T* __restrict__ sig, const T* __restrict__ dy,
                             T* __restrict__ ddt, T* __restrict__ du, T& acc_d, T& acc_b) {
-  const int64_t L = a.L;
-  const T* __restrict__ u = a.u + row * L;
-  const T Dd = a.D ? a.D[d] : T(0);
   T sd = T(0), sb = T(0);
-  if (a.softplus) {
+  if (softplus) {
 #pragma omp simd reduction(+ : sd, sb)
     for (int64_t t = 0; t < L; ++t) {
       const T g = (s1[t] + u[t] * s2[t]) * sig[t];
@@ -260,6 +271,70 @@ DYVM_INLINE void row_finish(const Args<T>& a, int64_t row, int64_t d, const T* _
   acc_b += sb;
 }
 
+constexpr int64_t kBlock = 16;  // channels gathered together (one cache line of a channel-last row)
+
+// dst[j ld + off + s] = p[b, e0+j, t(s)] (times ms[s] if ms), j < nb, s < L; t(s) = s or L-1-s.
+// With a unit time stride and no reversal a row is one memcpy; otherwise s runs outside j,
+// so the accesses of one t (nb channels) are adjacent in memory for channel-last tensors.
+template <typename T>
+DYVM_INLINE void gather_block(const T* p, int64_t sb, int64_t se, int64_t sl, int64_t b, int64_t e0,
+                              int64_t nb, int64_t L, bool rev, const T* __restrict__ ms,
+                              T* __restrict__ dst, int64_t ld, int64_t off) {
+  const T* __restrict__ src = p + b * sb + e0 * se;
+  T* __restrict__ o = dst + off;
+  if (!rev && sl == 1 && !ms) {
+    for (int64_t j = 0; j < nb; ++j)
+      std::memcpy(o + j * ld, src + j * se, static_cast<size_t>(L) * sizeof(T));
+    return;
+  }
+  for (int64_t s = 0; s < L; ++s) {
+    const T* __restrict__ st = src + (rev ? L - 1 - s : s) * sl;
+    const T mv = ms ? ms[s] : T(1);
+    for (int64_t j = 0; j < nb; ++j) o[j * ld + s] = st[j * se] * mv;
+  }
+}
+
+// p[b, e0+j, t(s)] = src[j ld + s]
+template <typename T>
+DYVM_INLINE void scatter_block(T* p, int64_t sb, int64_t se, int64_t sl, int64_t b, int64_t e0,
+                               int64_t nb, int64_t L, bool rev, const T* __restrict__ src, int64_t ld) {
+  T* __restrict__ dst = p + b * sb + e0 * se;
+  if (!rev && sl == 1) {
+    for (int64_t j = 0; j < nb; ++j)
+      std::memcpy(dst + j * se, src + j * ld, static_cast<size_t>(L) * sizeof(T));
+    return;
+  }
+  for (int64_t s = 0; s < L; ++s) {
+    T* __restrict__ dt = dst + (rev ? L - 1 - s : s) * sl;
+    for (int64_t j = 0; j < nb; ++j) dt[j * se] = src[j * ld + s];
+  }
+}
+
+// Blocks of up to kBlock channels of one image, gathered in scan order: row j at base + j ld.
+template <typename T>
+struct BlockIn {
+  T *u, *raw, *z;
+  int64_t ld;
+  DYVM_INLINE void load(const Args<T>& a, int64_t b, int64_t e0, int64_t nb) {
+    gather_block(a.u.p, a.u.sb, a.u.se, a.u.sl, b, e0, nb, a.L, a.reverse, static_cast<const T*>(nullptr), u, ld, 0);
+    gather_block(a.delta.p, a.delta.sb, a.delta.se, a.delta.sl, b, e0, nb, a.L, a.reverse,
+                 static_cast<const T*>(nullptr), raw, ld, 0);
+    if (a.z.p)
+      gather_block(a.z.p, a.z.sb, a.z.se, a.z.sl, b, e0, nb, a.L, a.reverse, static_cast<const T*>(nullptr), z, ld, 0);
+  }
+};
+
+template <typename T>
+DYVM_INLINE void scatter_out(const StridedOut<T>& o, int64_t b, int64_t e0, int64_t nb, int64_t L, bool rev,
+                             const T* src, int64_t ld) {
+  scatter_block(o.p, o.sb, o.se, o.sl, b, e0, nb, L, rev, src, ld);
+}
+template <typename T>
+DYVM_INLINE void gather_in(const Strided<T>& x, int64_t b, int64_t e0, int64_t nb, int64_t L, bool rev,
+                           T* dst, int64_t ld) {
+  gather_block(x.p, x.sb, x.se, x.sl, b, e0, nb, L, rev, static_cast<const T*>(nullptr), dst, ld, 0);
+}
+
 // A 64-byte aligned float/double scratch buffer.
 template <typename T>
 struct Scratch {
@@ -272,47 +347,59 @@ struct Scratch {
 };
 
 // ----------------------------- generic path: any N, float/double ------------------------
+// Rows are processed in blocks of up to kBlock channels of one image (gathered together).
 
 template <typename T>
-void forward_rows(const Args<T>& a, T* __restrict__ out, int64_t r0, int64_t r1) {
-  const int64_t L = a.L, E = a.E, N = a.N;
-  Scratch<T> s(3 * L + 2 * N);
+void forward_rows(const Args<T>& a, const StridedOut<T>& out, int64_t r0, int64_t r1) {
+  const int64_t L = a.L, E = a.E, N = a.N, ld = L;
+  Scratch<T> s(3 * L + 4 * kBlock * ld + 2 * N);
   T* __restrict__ dt = s.base;
   T* __restrict__ dtu = dt + L;
   T* __restrict__ y = dtu + L;
-  T* __restrict__ h = y + L;
+  T* __restrict__ ob = y + L;
+  BlockIn<T> in{ob + kBlock * ld, ob + 2 * kBlock * ld, ob + 3 * kBlock * ld, ld};
+  T* __restrict__ h = ob + 4 * kBlock * ld;
   T* __restrict__ Ar = h + N;
-  for (int64_t row = r0; row < r1; ++row) {
-    const int64_t b = row / E, d = row % E;
-    row_delta(a, row, d, dt, dtu, static_cast<T*>(nullptr));
-    for (int64_t n = 0; n < N; ++n) {
-      h[n] = T(0);
-      Ar[n] = a.A[d * N + n];
-    }
-    const T* __restrict__ Bb = a.Bm + b * L * N;
-    const T* __restrict__ Cb = a.Cm + b * L * N;
-    for (int64_t t = 0; t < L; ++t) {
-      const T dtt = dt[t], dut = dtu[t];
-      const T* __restrict__ Bt = Bb + t * N;
-      const T* __restrict__ Ct = Cb + t * N;
-      T acc = T(0);
-#pragma omp simd reduction(+ : acc)
+  const int64_t stB = a.reverse ? -a.sBl : a.sBl, stC = a.reverse ? -a.sCl : a.sCl;
+  for (int64_t row0 = r0; row0 < r1;) {
+    const int64_t b = row0 / E, e0 = row0 % E;
+    const int64_t nb = std::min(std::min(kBlock, r1 - row0), E - e0);
+    in.load(a, b, e0, nb);
+    const T* __restrict__ Bs = bc_base(a.Bm, a.sBb, a.sBl, b, L, a.reverse);
+    const T* __restrict__ Cs = bc_base(a.Cm, a.sCb, a.sCl, b, L, a.reverse);
+    for (int64_t j = 0; j < nb; ++j) {
+      const int64_t d = e0 + j;
+      const T* ur = in.u + j * ld;
+      row_delta(ur, in.raw + j * ld, a.bias ? a.bias[d] : T(0), a.softplus, L, dt, dtu, static_cast<T*>(nullptr));
       for (int64_t n = 0; n < N; ++n) {
-        const T hn = exp_f(dtt * Ar[n]) * h[n] + dut * Bt[n];
-        h[n] = hn;
-        acc += hn * Ct[n];
+        h[n] = T(0);
+        Ar[n] = a.A[d * N + n];
       }
-      y[t] = acc;
+      for (int64_t t = 0; t < L; ++t) {
+        const T dtt = dt[t], dut = dtu[t];
+        const T* __restrict__ Bt = Bs + t * stB;
+        const T* __restrict__ Ct = Cs + t * stC;
+        T acc = T(0);
+#pragma omp simd reduction(+ : acc)
+        for (int64_t n = 0; n < N; ++n) {
+          const T hn = exp_f(dtt * Ar[n]) * h[n] + dut * Bt[n];
+          h[n] = hn;
+          acc += hn * Ct[n];
+        }
+        y[t] = acc;
+      }
+      row_output(ur, a.z.p ? in.z + j * ld : static_cast<T*>(nullptr), a.D ? a.D[d] : T(0), L, y, ob + j * ld);
     }
-    row_output(a, row, d, y, out + row * L);
+    scatter_out(out, b, e0, nb, L, a.reverse, ob, ld);
+    row0 += nb;
   }
 }
 
 template <typename T>
-void backward_chunk(const Args<T>& a, const T* __restrict__ gout, const Grads<T>& g,
+void backward_chunk(const Args<T>& a, const Strided<T>& gout, const Grads<T>& g,
                     int64_t chunk, int64_t d0, int64_t d1) {
-  const int64_t L = a.L, E = a.E, Bsz = a.batch, N = a.N;
-  Scratch<T> s(7 * L + 2 * (L + 1) * N + 4 * N);
+  const int64_t L = a.L, Bsz = a.batch, N = a.N, ld = L;
+  Scratch<T> s(7 * L + 7 * kBlock * ld + 2 * (L + 1) * N + 2 * N + kBlock * (N + 2));
   T* __restrict__ dt = s.base;
   T* __restrict__ dtu = dt + L;
   T* __restrict__ sig = dtu + L;
@@ -320,85 +407,104 @@ void backward_chunk(const Args<T>& a, const T* __restrict__ gout, const Grads<T>
   T* __restrict__ dyv = yv + L;
   T* __restrict__ s1 = dyv + L;
   T* __restrict__ s2 = s1 + L;
-  T* __restrict__ Hs = s2 + L;                // Hs[(t+1) N + n] = h_t[n]; first row 0
-  T* __restrict__ Ea = Hs + (L + 1) * N;      // Ea[t N + n] = exp(Δ_t A[n]); last row 0
-  T* __restrict__ Ar = Ea + (L + 1) * N;
-  T* __restrict__ dh = Ar + N;
-  T* __restrict__ dAacc = dh + N;
-  T* __restrict__ h = dAacc + N;
+  T* __restrict__ gob = s2 + L;                 // grad_out block
+  T* __restrict__ dub = gob + kBlock * ld;      // du block
+  T* __restrict__ ddb = dub + kBlock * ld;      // ddelta block
+  T* __restrict__ dzb = ddb + kBlock * ld;      // dz block
+  BlockIn<T> in{dzb + kBlock * ld, dzb + 2 * kBlock * ld, dzb + 3 * kBlock * ld, ld};
+  T* __restrict__ Hs = dzb + 4 * kBlock * ld;   // Hs[(t+1) N + n] = h_t[n]; first row 0
+  T* __restrict__ Ea = Hs + (L + 1) * N;        // Ea[t N + n] = exp(Δ_t A[n]); last row 0
+  T* __restrict__ dh = Ea + (L + 1) * N;
+  T* __restrict__ h = dh + N;
+  T* __restrict__ dAacc = h + N;                // kBlock x N
+  T* __restrict__ dDacc = dAacc + kBlock * N;
+  T* __restrict__ dbacc = dDacc + kBlock;
   std::fill(Hs, Hs + 2 * (L + 1) * N, T(0));
   T* __restrict__ dBpart = g.dB + chunk * Bsz * L * N;
   T* __restrict__ dCpart = g.dC + chunk * Bsz * L * N;
+  const int64_t stB = a.reverse ? -a.sBl : a.sBl, stC = a.reverse ? -a.sCl : a.sCl;
+  const int64_t stP = a.reverse ? -N : N;  // partials are (B, L, N) contiguous
 
-  for (int64_t d = d0; d < d1; ++d) {
-    for (int64_t n = 0; n < N; ++n) {
-      Ar[n] = a.A[d * N + n];
-      dAacc[n] = T(0);
-    }
-    T dD_acc = T(0), dbias_acc = T(0);
+  for (int64_t e0 = d0; e0 < d1; e0 += kBlock) {
+    const int64_t nb = std::min(kBlock, d1 - e0);
+    std::fill(dAacc, dAacc + kBlock * (N + 2), T(0));
     for (int64_t b = 0; b < Bsz; ++b) {
-      const int64_t row = b * E + d;
-      row_delta(a, row, d, dt, dtu, a.softplus ? sig : static_cast<T*>(nullptr));
-      const T* __restrict__ Bb = a.Bm + b * L * N;
-      const T* __restrict__ Cb = a.Cm + b * L * N;
-      for (int64_t n = 0; n < N; ++n) h[n] = T(0);
-      for (int64_t t = 0; t < L; ++t) {
-        const T dtt = dt[t], dut = dtu[t];
-        const T* __restrict__ Bt = Bb + t * N;
-        const T* __restrict__ Ct = Cb + t * N;
-        T* __restrict__ Et = Ea + t * N;
-        T* __restrict__ Ht = Hs + (t + 1) * N;
-        T acc = T(0);
+      in.load(a, b, e0, nb);
+      gather_in(gout, b, e0, nb, L, a.reverse, gob, ld);
+      const T* __restrict__ Bs = bc_base(a.Bm, a.sBb, a.sBl, b, L, a.reverse);
+      const T* __restrict__ Cs = bc_base(a.Cm, a.sCb, a.sCl, b, L, a.reverse);
+      T* __restrict__ dBs = dBpart + b * L * N + (a.reverse ? (L - 1) * N : 0);
+      T* __restrict__ dCs = dCpart + b * L * N + (a.reverse ? (L - 1) * N : 0);
+      for (int64_t j = 0; j < nb; ++j) {
+        const int64_t d = e0 + j;
+        const T* Ar = a.A + d * N;
+        T* dAj = dAacc + j * N;
+        const T Dd = a.D ? a.D[d] : T(0);
+        const T* ur = in.u + j * ld;
+        const T* zr = a.z.p ? in.z + j * ld : static_cast<T*>(nullptr);
+        row_delta(ur, in.raw + j * ld, a.bias ? a.bias[d] : T(0), a.softplus, L, dt, dtu,
+                  a.softplus ? sig : static_cast<T*>(nullptr));
+        for (int64_t n = 0; n < N; ++n) h[n] = T(0);
+        for (int64_t t = 0; t < L; ++t) {
+          const T dtt = dt[t], dut = dtu[t];
+          const T* __restrict__ Bt = Bs + t * stB;
+          const T* __restrict__ Ct = Cs + t * stC;
+          T* __restrict__ Et = Ea + t * N;
+          T* __restrict__ Ht = Hs + (t + 1) * N;
+          T acc = T(0);
 #pragma omp simd reduction(+ : acc)
-        for (int64_t n = 0; n < N; ++n) {
-          const T e = exp_f(dtt * Ar[n]);
-          const T hn = e * h[n] + dut * Bt[n];
-          Et[n] = e;
-          h[n] = hn;
-          Ht[n] = hn;
-          acc += hn * Ct[n];
+          for (int64_t n = 0; n < N; ++n) {
+            const T e = exp_f(dtt * Ar[n]);
+            const T hn = e * h[n] + dut * Bt[n];
+            Et[n] = e;
+            h[n] = hn;
+            Ht[n] = hn;
+            acc += hn * Ct[n];
+          }
+          yv[t] = acc;
         }
-        yv[t] = acc;
-      }
-      row_gate_backward(a, row, d, gout + row * L, yv, dyv, a.z ? g.dz + row * L : nullptr);
-      T* __restrict__ dBb = dBpart + b * L * N;
-      T* __restrict__ dCb = dCpart + b * L * N;
-      for (int64_t n = 0; n < N; ++n) dh[n] = T(0);
-      for (int64_t t = L - 1; t >= 0; --t) {
-        const T dyt = dyv[t], dtt = dt[t], dut = dtu[t];
-        const T* __restrict__ Bt = Bb + t * N;
-        const T* __restrict__ Ct = Cb + t * N;
-        const T* __restrict__ Enext = Ea + (t + 1) * N;
-        const T* __restrict__ Et = Ea + t * N;
-        const T* __restrict__ Ht = Hs + (t + 1) * N;
-        const T* __restrict__ Hprev = Hs + t * N;
-        T* __restrict__ dBt = dBb + t * N;
-        T* __restrict__ dCt = dCb + t * N;
-        T acc1 = T(0), acc2 = T(0);
+        row_gate_backward(ur, zr, Dd, L, gob + j * ld, yv, dyv, dzb + j * ld);
+        for (int64_t n = 0; n < N; ++n) dh[n] = T(0);
+        for (int64_t t = L - 1; t >= 0; --t) {
+          const T dyt = dyv[t], dtt = dt[t], dut = dtu[t];
+          const T* __restrict__ Bt = Bs + t * stB;
+          const T* __restrict__ Ct = Cs + t * stC;
+          const T* __restrict__ Enext = Ea + (t + 1) * N;
+          const T* __restrict__ Et = Ea + t * N;
+          const T* __restrict__ Ht = Hs + (t + 1) * N;
+          const T* __restrict__ Hprev = Hs + t * N;
+          T* __restrict__ dBt = dBs + t * stP;
+          T* __restrict__ dCt = dCs + t * stP;
+          T acc1 = T(0), acc2 = T(0);
 #pragma omp simd reduction(+ : acc1, acc2)
-        for (int64_t n = 0; n < N; ++n) {
-          const T dhn = Enext[n] * dh[n] + dyt * Ct[n];
-          dh[n] = dhn;
-          const T x = dhn * Et[n] * Hprev[n];
-          dAacc[n] += x * dtt;
-          acc1 += x * Ar[n];
-          acc2 += dhn * Bt[n];
-          dBt[n] += dhn * dut;
-          dCt[n] += dyt * Ht[n];
+          for (int64_t n = 0; n < N; ++n) {
+            const T dhn = Enext[n] * dh[n] + dyt * Ct[n];
+            dh[n] = dhn;
+            const T x = dhn * Et[n] * Hprev[n];
+            dAj[n] += x * dtt;
+            acc1 += x * Ar[n];
+            acc2 += dhn * Bt[n];
+            dBt[n] += dhn * dut;
+            dCt[n] += dyt * Ht[n];
+          }
+          s1[t] = acc1;
+          s2[t] = acc2;
         }
-        s1[t] = acc1;
-        s2[t] = acc2;
+        row_finish(ur, Dd, a.softplus, L, s1, s2, dt, sig, dyv, ddb + j * ld, dub + j * ld, dDacc[j], dbacc[j]);
       }
-      row_finish(a, row, d, s1, s2, dt, sig, dyv, g.ddelta + row * L, g.du + row * L, dD_acc,
-                 dbias_acc);
+      if (a.z.p) scatter_out(g.dz, b, e0, nb, L, a.reverse, dzb, ld);
+      scatter_out(g.ddelta, b, e0, nb, L, a.reverse, ddb, ld);
+      scatter_out(g.du, b, e0, nb, L, a.reverse, dub, ld);
     }
-    for (int64_t n = 0; n < N; ++n) g.dA[d * N + n] = dAacc[n];
-    if (g.dD) g.dD[d] = dD_acc;
-    if (g.dbias) g.dbias[d] = dbias_acc;
+    for (int64_t j = 0; j < nb; ++j) {
+      const int64_t d = e0 + j;
+      for (int64_t n = 0; n < N; ++n) g.dA[d * N + n] = dAacc[j * N + n];
+      if (g.dD) g.dD[d] = dDacc[j];
+      if (g.dbias) g.dbias[d] = dbacc[j];
+    }
   }
 }
 
-// ------------------------------- fast path: float, N = 16 --------------------------------
 #if DYVM_HAVE_N16
 
 typedef float v16f __attribute__((vector_size(64)));
@@ -468,35 +574,48 @@ DYVM_INLINE int64_t round16(int64_t n) { return (n + 15) & ~int64_t(15); }
 // each time 16 steps are complete (out[t0 + i] = sum of row i). The padding rows of a partial
 // block only feed output lanes >= L, which are never read.
 
-void forward_rows_n16(const Args<float>& a, float* __restrict__ out, int64_t r0, int64_t r1) {
-  const int64_t L = a.L, E = a.E, Lp = round16(L);
-  Scratch<float> s(256 + 3 * Lp);
+
+
+void forward_rows_n16(const Args<float>& a, const StridedOut<float>& out, int64_t r0, int64_t r1) {
+  const int64_t L = a.L, E = a.E, Lp = round16(L), ld = Lp;
+  Scratch<float> s(256 + 3 * Lp + 4 * kBlock * ld);
   float* __restrict__ ring = s.base;        // ring[16 (t mod 16) + n] = C_t[n] h_t[n]
   float* __restrict__ y = ring + 256;
   float* __restrict__ dt = y + Lp;
   float* __restrict__ dtu = dt + Lp;
+  float* __restrict__ ob = dtu + Lp;
+  BlockIn<float> in{ob + kBlock * ld, ob + 2 * kBlock * ld, ob + 3 * kBlock * ld, ld};
   std::fill(ring, ring + 256, 0.0f);
-  for (int64_t row = r0; row < r1; ++row) {
-    const int64_t b = row / E, d = row % E;
-    row_delta(a, row, d, dt, dtu, static_cast<float*>(nullptr));
-    const v16f A2 = load16(a.A + d * 16) * 1.44269504088896341f;
-    const float* __restrict__ Bb = a.Bm + b * L * 16;
-    const float* __restrict__ Cb = a.Cm + b * L * 16;
-    v16f h = {};
-    for (int64_t t = 0; t < L; ++t) {
-      h = exp2_v16(A2 * dt[t]) * h + load16(Bb + 16 * t) * dtu[t];
-      store16(ring + 16 * (t & 15), h * load16(Cb + 16 * t));
-      if ((t & 15) == 15) store16(y + (t - 15), row_sums16(ring));
+  const int64_t stB = a.reverse ? -a.sBl : a.sBl, stC = a.reverse ? -a.sCl : a.sCl;
+  for (int64_t row0 = r0; row0 < r1;) {
+    const int64_t b = row0 / E, e0 = row0 % E;
+    const int64_t nb = std::min(std::min(kBlock, r1 - row0), E - e0);
+    in.load(a, b, e0, nb);
+    const float* __restrict__ Bs = bc_base(a.Bm, a.sBb, a.sBl, b, L, a.reverse);
+    const float* __restrict__ Cs = bc_base(a.Cm, a.sCb, a.sCl, b, L, a.reverse);
+    for (int64_t j = 0; j < nb; ++j) {
+      const int64_t d = e0 + j;
+      const float* ur = in.u + j * ld;
+      row_delta(ur, in.raw + j * ld, a.bias ? a.bias[d] : 0.0f, a.softplus, L, dt, dtu, static_cast<float*>(nullptr));
+      const v16f A2 = load16(a.A + d * 16) * 1.44269504088896341f;
+      v16f h = {};
+      for (int64_t t = 0; t < L; ++t) {
+        h = exp2_v16(A2 * dt[t]) * h + load16(Bs + t * stB) * dtu[t];
+        store16(ring + 16 * (t & 15), h * load16(Cs + t * stC));
+        if ((t & 15) == 15) store16(y + (t - 15), row_sums16(ring));
+      }
+      if (L & 15) store16(y + (L & ~int64_t(15)), row_sums16(ring));
+      row_output(ur, a.z.p ? in.z + j * ld : static_cast<float*>(nullptr), a.D ? a.D[d] : 0.0f, L, y, ob + j * ld);
     }
-    if (L & 15) store16(y + (L & ~int64_t(15)), row_sums16(ring));
-    row_output(a, row, d, y, out + row * L);
+    scatter_out(out, b, e0, nb, L, a.reverse, ob, ld);
+    row0 += nb;
   }
 }
 
-void backward_chunk_n16(const Args<float>& a, const float* __restrict__ gout,
+void backward_chunk_n16(const Args<float>& a, const Strided<float>& gout,
                         const Grads<float>& g, int64_t chunk, int64_t d0, int64_t d1) {
-  const int64_t L = a.L, E = a.E, Bsz = a.batch, Lp = round16(L);
-  Scratch<float> s(16 * (L + 1) + 2 * 256 + 7 * Lp);
+  const int64_t L = a.L, Bsz = a.batch, Lp = round16(L), ld = Lp;
+  Scratch<float> s(16 * (L + 1) + 2 * 256 + 7 * Lp + 7 * kBlock * ld + kBlock * 18);
   float* __restrict__ Hs = s.base;              // Hs[16 (t+1) + n] = h_t[n]; first row 0
   float* __restrict__ ring1 = Hs + 16 * (L + 1);  // C_t h_t, then X_t A
   float* __restrict__ ring2 = ring1 + 256;        // dh_t B_t
@@ -507,67 +626,95 @@ void backward_chunk_n16(const Args<float>& a, const float* __restrict__ gout,
   float* __restrict__ dyv = yv + Lp;
   float* __restrict__ s1 = dyv + Lp;
   float* __restrict__ s2 = s1 + Lp;
+  float* __restrict__ gob = s2 + Lp;
+  float* __restrict__ dub = gob + kBlock * ld;
+  float* __restrict__ ddb = dub + kBlock * ld;
+  float* __restrict__ dzb = ddb + kBlock * ld;
+  BlockIn<float> in{dzb + kBlock * ld, dzb + 2 * kBlock * ld, dzb + 3 * kBlock * ld, ld};
+  float* __restrict__ dAacc = dzb + 4 * kBlock * ld;  // kBlock x 16
+  float* __restrict__ dDacc = dAacc + kBlock * 16;
+  float* __restrict__ dbacc = dDacc + kBlock;
   std::fill(s.base, s.base + 16 * (L + 1) + 2 * 256, 0.0f);
   float* __restrict__ dBpart = g.dB + chunk * Bsz * L * 16;
   float* __restrict__ dCpart = g.dC + chunk * Bsz * L * 16;
+  const int64_t stB = a.reverse ? -a.sBl : a.sBl, stC = a.reverse ? -a.sCl : a.sCl;
+  const int64_t stP = a.reverse ? -16 : 16;
 
-  for (int64_t d = d0; d < d1; ++d) {
-    const v16f Av = load16(a.A + d * 16);
-    const v16f A2 = Av * 1.44269504088896341f;
-    v16f dAacc = {};
-    float dD_acc = 0.0f, dbias_acc = 0.0f;
+  for (int64_t e0 = d0; e0 < d1; e0 += kBlock) {
+    const int64_t nb = std::min(kBlock, d1 - e0);
+    std::fill(dAacc, dAacc + kBlock * 18, 0.0f);
     for (int64_t b = 0; b < Bsz; ++b) {
-      const int64_t row = b * E + d;
-      row_delta(a, row, d, dt, dtu, a.softplus ? sig : static_cast<float*>(nullptr));
-      const float* __restrict__ Bb = a.Bm + b * L * 16;
-      const float* __restrict__ Cb = a.Cm + b * L * 16;
-      // recompute the states (and C_t h_t for the gate's y)
-      v16f h = {};
-      if (a.z) {
-        for (int64_t t = 0; t < L; ++t) {
-          h = exp2_v16(A2 * dt[t]) * h + load16(Bb + 16 * t) * dtu[t];
-          store16(Hs + 16 * (t + 1), h);
-          store16(ring1 + 16 * (t & 15), h * load16(Cb + 16 * t));
-          if ((t & 15) == 15) store16(yv + (t - 15), row_sums16(ring1));
+      in.load(a, b, e0, nb);
+      gather_in(gout, b, e0, nb, L, a.reverse, gob, ld);
+      const float* __restrict__ Bs = bc_base(a.Bm, a.sBb, a.sBl, b, L, a.reverse);
+      const float* __restrict__ Cs = bc_base(a.Cm, a.sCb, a.sCl, b, L, a.reverse);
+      float* __restrict__ dBs = dBpart + b * L * 16 + (a.reverse ? (L - 1) * 16 : 0);
+      float* __restrict__ dCs = dCpart + b * L * 16 + (a.reverse ? (L - 1) * 16 : 0);
+      for (int64_t j = 0; j < nb; ++j) {
+        const int64_t d = e0 + j;
+        const v16f Av = load16(a.A + d * 16);
+        const v16f A2 = Av * 1.44269504088896341f;
+        const float Dd = a.D ? a.D[d] : 0.0f;
+        const float* ur = in.u + j * ld;
+        const float* zr = a.z.p ? in.z + j * ld : static_cast<float*>(nullptr);
+        row_delta(ur, in.raw + j * ld, a.bias ? a.bias[d] : 0.0f, a.softplus, L, dt, dtu,
+                  a.softplus ? sig : static_cast<float*>(nullptr));
+        // recompute the states (and C_t h_t for the gate's y)
+        v16f h = {};
+        if (zr) {
+          for (int64_t t = 0; t < L; ++t) {
+            h = exp2_v16(A2 * dt[t]) * h + load16(Bs + t * stB) * dtu[t];
+            store16(Hs + 16 * (t + 1), h);
+            store16(ring1 + 16 * (t & 15), h * load16(Cs + t * stC));
+            if ((t & 15) == 15) store16(yv + (t - 15), row_sums16(ring1));
+          }
+          if (L & 15) store16(yv + (L & ~int64_t(15)), row_sums16(ring1));
+        } else {
+          for (int64_t t = 0; t < L; ++t) {
+            h = exp2_v16(A2 * dt[t]) * h + load16(Bs + t * stB) * dtu[t];
+            store16(Hs + 16 * (t + 1), h);
+          }
         }
-        if (L & 15) store16(yv + (L & ~int64_t(15)), row_sums16(ring1));
-      } else {
-        for (int64_t t = 0; t < L; ++t) {
-          h = exp2_v16(A2 * dt[t]) * h + load16(Bb + 16 * t) * dtu[t];
-          store16(Hs + 16 * (t + 1), h);
+        row_gate_backward(ur, zr, Dd, L, gob + j * ld, yv, dyv, dzb + j * ld);
+        // reverse recurrence; the decay is recomputed (cheaper than a round trip through
+        // memory) and exp(Δ_{t+1} A), h_t carry over from the previous step in registers
+        v16f dh = {}, e_next = {};
+        v16f h_t = load16(Hs + 16 * L);
+        v16f dA = load16(dAacc + j * 16);
+        for (int64_t t = L - 1; t >= 0; --t) {
+          const float dyt = dyv[t];
+          const v16f e_t = exp2_v16(A2 * dt[t]);
+          const v16f h_prev = load16(Hs + 16 * t);
+          const v16f Bt = load16(Bs + t * stB);
+          dh = e_next * dh + load16(Cs + t * stC) * dyt;
+          const v16f x = dh * e_t * h_prev;
+          dA += x * dt[t];
+          store16(ring1 + 16 * (t & 15), x * Av);
+          store16(ring2 + 16 * (t & 15), dh * Bt);
+          float* dBt = dBs + t * stP;
+          float* dCt = dCs + t * stP;
+          store16(dBt, load16(dBt) + dh * dtu[t]);
+          store16(dCt, load16(dCt) + h_t * dyt);
+          if ((t & 15) == 0) {
+            store16(s1 + t, row_sums16(ring1));
+            store16(s2 + t, row_sums16(ring2));
+          }
+          e_next = e_t;
+          h_t = h_prev;
         }
+        store16(dAacc + j * 16, dA);
+        row_finish(ur, Dd, a.softplus, L, s1, s2, dt, sig, dyv, ddb + j * ld, dub + j * ld, dDacc[j], dbacc[j]);
       }
-      row_gate_backward(a, row, d, gout + row * L, yv, dyv, a.z ? g.dz + row * L : nullptr);
-      // reverse recurrence; the decay is recomputed (cheaper than a round trip through
-      // memory) and exp(Δ_{t+1} A), h_t carry over from the previous step in registers
-      float* __restrict__ dBb = dBpart + b * L * 16;
-      float* __restrict__ dCb = dCpart + b * L * 16;
-      v16f dh = {}, e_next = {};
-      v16f h_t = load16(Hs + 16 * L);
-      for (int64_t t = L - 1; t >= 0; --t) {
-        const float dyt = dyv[t];
-        const v16f e_t = exp2_v16(A2 * dt[t]);
-        const v16f h_prev = load16(Hs + 16 * t);
-        dh = e_next * dh + load16(Cb + 16 * t) * dyt;
-        const v16f x = dh * e_t * h_prev;
-        dAacc += x * dt[t];
-        store16(ring1 + 16 * (t & 15), x * Av);
-        store16(ring2 + 16 * (t & 15), dh * load16(Bb + 16 * t));
-        store16(dBb + 16 * t, load16(dBb + 16 * t) + dh * dtu[t]);
-        store16(dCb + 16 * t, load16(dCb + 16 * t) + h_t * dyt);
-        if ((t & 15) == 0) {
-          store16(s1 + t, row_sums16(ring1));
-          store16(s2 + t, row_sums16(ring2));
-        }
-        e_next = e_t;
-        h_t = h_prev;
-      }
-      row_finish(a, row, d, s1, s2, dt, sig, dyv, g.ddelta + row * L, g.du + row * L, dD_acc,
-                 dbias_acc);
+      if (a.z.p) scatter_out(g.dz, b, e0, nb, L, a.reverse, dzb, ld);
+      scatter_out(g.ddelta, b, e0, nb, L, a.reverse, ddb, ld);
+      scatter_out(g.du, b, e0, nb, L, a.reverse, dub, ld);
     }
-    store16(g.dA + d * 16, dAacc);
-    if (g.dD) g.dD[d] = dD_acc;
-    if (g.dbias) g.dbias[d] = dbias_acc;
+    for (int64_t j = 0; j < nb; ++j) {
+      const int64_t d = e0 + j;
+      std::memcpy(g.dA + d * 16, dAacc + j * 16, 16 * sizeof(float));
+      if (g.dD) g.dD[d] = dDacc[j];
+      if (g.dbias) g.dbias[d] = dbacc[j];
+    }
   }
 }
 
@@ -575,22 +722,22 @@ void backward_chunk_n16(const Args<float>& a, const float* __restrict__ gout,
 
 // the fast path where it applies, else the generic one
 template <typename T>
-void forward_dispatch(const Args<T>& a, T* out, int64_t r0, int64_t r1) {
+void forward_dispatch(const Args<T>& a, const StridedOut<T>& out, int64_t r0, int64_t r1) {
   forward_rows<T>(a, out, r0, r1);
 }
 template <typename T>
-void backward_dispatch(const Args<T>& a, const T* gout, const Grads<T>& g, int64_t chunk,
+void backward_dispatch(const Args<T>& a, const Strided<T>& gout, const Grads<T>& g, int64_t chunk,
                        int64_t d0, int64_t d1) {
   backward_chunk<T>(a, gout, g, chunk, d0, d1);
 }
 #if DYVM_HAVE_N16
 template <>
-void forward_dispatch<float>(const Args<float>& a, float* out, int64_t r0, int64_t r1) {
+void forward_dispatch<float>(const Args<float>& a, const StridedOut<float>& out, int64_t r0, int64_t r1) {
   if (a.N == 16) return forward_rows_n16(a, out, r0, r1);
   forward_rows<float>(a, out, r0, r1);
 }
 template <>
-void backward_dispatch<float>(const Args<float>& a, const float* gout, const Grads<float>& g,
+void backward_dispatch<float>(const Args<float>& a, const Strided<float>& gout, const Grads<float>& g,
                               int64_t chunk, int64_t d0, int64_t d1) {
   if (a.N == 16) return backward_chunk_n16(a, gout, g, chunk, d0, d1);
   backward_chunk<float>(a, gout, g, chunk, d0, d1);
@@ -600,16 +747,19 @@ void backward_dispatch<float>(const Args<float>& a, const float* gout, const Gra
 // ---------------------------------------------------------------------------------------
 // Depthwise causal conv1d + bias + SiLU (Mamba's short convolution): forward and backward.
 //
-//   pre[b,e,t] = bias[e] + sum_k w[e,k] x[b,e,t-(K-1)+k]   (x = 0 before t = 0)
-//   out[b,e,t] = silu(pre[b,e,t])  (or pre)
+//   pre[b,e,t] = bias[e] + sum_k w[e,k] xm[b,e,t-(K-1)+k]   (xm = 0 before t = 0)
+//   out[b,e,t] = m[b,t] silu(pre[b,e,t])  (or pre),     xm = m[b,t] x[b,e,t]
 //
-// x is read through its strides (the mixer passes (B, E, L) views of the (B, L, 2E) in_proj
-// output, whose channel stride is 1); w is (E, K), out and all gradients are contiguous.
-// Rows are gathered (16 channels at a time) into zero-padded scratch rows (K-1 zeros, then x),
-// so every tap is a unit-stride, vectorised loop over t; K = 4 has an unrolled path.
-// Backward, with g = dout * silu'(pre) (pre recomputed):
-//   dx[s] = sum_k w[k] g[s+K-1-k]  (g = 0 past L),  dw[k] = sum_{b,t} g[t] xp[t+k],
-//   dbias = sum_{b,t} g[t].
+// with an optional 0/1 token mask m (B, L) (DyVM's training mask: applied before the conv
+// and after it, since the bias would make masked slots non-zero); with `reverse` the conv
+// runs over the reversed sequence (anti-causal), as the backward branch of the mixer needs.
+// x, m, grad_out and the outputs are read and written through their strides (the mixer
+// uses channel-last (B, L, E) memory viewed as (B, E, L)); w is (E, K).
+// Rows are gathered (16 channels at a time), in scan order, into zero-padded scratch rows
+// (K-1 zeros, then xm), so every tap is a unit-stride, vectorised loop; K = 4 is unrolled.
+// Backward, with g = m dout silu'(pre) (pre recomputed), in scan order:
+//   dx[s] = m sum_k w[k] g[s+K-1-k]  (g = 0 past L),  dw[k] = sum_{b,s} g[s] xp[s+k],
+//   dbias = sum_{b,s} g[s].
 // The forward splits rows over threads; the backward splits channels: a chunk owns dw and
 // dbias of its channels and sums them over b in order (per-row sums in T, the running sum
 // in double), so the result does not depend on the number of threads or on scheduling.
@@ -619,38 +769,33 @@ template <typename T>
 struct ConvArgs {
   const T* x;              // (B, E, L), any strides
   int64_t sb, se, sl;      // strides of x, in elements
+  const T* m;              // (B, L) mask or null
+  int64_t msb, msl;
   const T* w;              // (E, K) contiguous
   const T* bias;           // (E) or null
   int64_t batch, E, L, K;
-  bool silu;
+  bool silu, reverse;
 };
 
-// Rows (b, e0 .. e0+nb) of x into nb zero-padded scratch rows of ld elements:
-// xp[j ld + k] = 0 for k < K-1, xp[j ld + K-1 + t] = x[b, e0+j, t]. With a unit time stride
-// a row is one memcpy; otherwise (the mixer's channel-last views) t runs outside j, so the
-// reads of one t (nb channels) are adjacent in memory.
 constexpr int64_t kConvBlock = 16;
 
+// ms[s] = m[b, t(s)]; returns ms, or null without a mask
+template <typename T>
+DYVM_INLINE const T* conv_mask_row(const ConvArgs<T>& a, int64_t b, T* __restrict__ ms) {
+  if (!a.m) return nullptr;
+  const T* __restrict__ p = a.m + b * a.msb;
+  for (int64_t s = 0; s < a.L; ++s) ms[s] = p[(a.reverse ? a.L - 1 - s : s) * a.msl];
+  return ms;
+}
+
+// Rows (b, e0 .. e0+nb) of xm into nb zero-padded scratch rows of ld elements:
+// xp[j ld + k] = 0 for k < K-1, xp[j ld + K-1 + s] = xm[b, e0+j, t(s)].
 template <typename T>
 DYVM_INLINE void conv_gather(const ConvArgs<T>& a, int64_t b, int64_t e0, int64_t nb,
-                             T* __restrict__ xp, int64_t ld) {
-  const int64_t K = a.K, L = a.L, sl = a.sl, se = a.se;
-  const T* __restrict__ src = a.x + b * a.sb + e0 * se;
+                             const T* ms, T* __restrict__ xp, int64_t ld) {
   for (int64_t j = 0; j < nb; ++j)
-    for (int64_t k = 0; k < K - 1; ++k) xp[j * ld + k] = T(0);
-  T* __restrict__ dst = xp + (K - 1);
-  if (sl == 1) {
-    for (int64_t j = 0; j < nb; ++j)
-      std::memcpy(dst + j * ld, src + j * se, static_cast<size_t>(L) * sizeof(T));
-  } else if (se == 1) {
-    for (int64_t t = 0; t < L; ++t) {
-      const T* __restrict__ st = src + t * sl;
-      for (int64_t j = 0; j < nb; ++j) dst[j * ld + t] = st[j];
-    }
-  } else {
-    for (int64_t t = 0; t < L; ++t)
-      for (int64_t j = 0; j < nb; ++j) dst[j * ld + t] = src[t * sl + j * se];
-  }
+    for (int64_t k = 0; k < a.K - 1; ++k) xp[j * ld + k] = T(0);
+  gather_block(a.x, a.sb, a.se, a.sl, b, e0, nb, a.L, a.reverse, ms, xp, ld, a.K - 1);
 }
 
 // pre[t] = bias + sum_k w[k] xp[t+k], t < L
@@ -675,16 +820,24 @@ DYVM_INLINE void conv_row_pre(const T* __restrict__ xp, const T* __restrict__ w,
 }
 
 template <typename T>
-void conv_forward_rows(const ConvArgs<T>& a, T* __restrict__ out, int64_t r0, int64_t r1) {
+void conv_forward_rows(const ConvArgs<T>& a, const StridedOut<T>& out, int64_t r0, int64_t r1) {
   const int64_t L = a.L, K = a.K, E = a.E, ld = L + K;
-  Scratch<T> s(kConvBlock * ld);
+  Scratch<T> s(2 * kConvBlock * ld + L);
+  T* __restrict__ os = s.base + kConvBlock * ld;
+  T* __restrict__ msb = os + kConvBlock * ld;
+  int64_t mask_b = -1;
+  const T* ms = nullptr;
   for (int64_t row0 = r0; row0 < r1;) {
     const int64_t b = row0 / E, e0 = row0 % E;
     const int64_t nb = std::min(std::min(kConvBlock, r1 - row0), E - e0);  // one b per block
-    conv_gather(a, b, e0, nb, s.base, ld);
+    if (b != mask_b) {
+      ms = conv_mask_row(a, b, msb);
+      mask_b = b;
+    }
+    conv_gather(a, b, e0, nb, ms, s.base, ld);
     for (int64_t j = 0; j < nb; ++j) {
       const int64_t e = e0 + j;
-      T* __restrict__ o = out + (row0 + j) * L;
+      T* __restrict__ o = os + j * ld;
       conv_row_pre(s.base + j * ld, a.w + e * K, a.bias ? a.bias[e] : T(0), L, K, o);
       if (a.silu) {
 #pragma omp simd
@@ -693,67 +846,112 @@ void conv_forward_rows(const ConvArgs<T>& a, T* __restrict__ out, int64_t r0, in
           o[t] = v * sigmoid_f(v);
         }
       }
+      if (ms) {
+#pragma omp simd
+        for (int64_t t = 0; t < L; ++t) o[t] *= ms[t];
+      }
     }
+    scatter_block(out.p, out.sb, out.se, out.sl, b, e0, nb, L, a.reverse, os, ld);
     row0 += nb;
   }
 }
 
 template <typename T>
-void conv_backward_chunk(const ConvArgs<T>& a, const T* __restrict__ gout, T* __restrict__ dx,
-                         T* __restrict__ dw, T* __restrict__ dbias, int64_t d0, int64_t d1) {
-  const int64_t L = a.L, K = a.K, E = a.E, nd = d1 - d0;
+void conv_backward_chunk(const ConvArgs<T>& a, const Strided<T>& gout, const StridedOut<T>& dx,
+                         T* __restrict__ dw, T* __restrict__ dbias, T* __restrict__ dmask,
+                         int64_t d0, int64_t d1) {
+  // dmask (B, L) of this chunk, or null: d/dm of m act(pre(m x)) = sum_e dout act(pre) + x dxm
+  const int64_t L = a.L, K = a.K, nd = d1 - d0;
   const int64_t ld = L + K;
-  Scratch<T> s((kConvBlock + 1) * ld);
-  T* __restrict__ gp = s.base + kConvBlock * ld;  // g[0..L), then K-1 zeros
+  Scratch<T> s((4 * kConvBlock + 2) * ld + 2 * L);
+  T* __restrict__ gos = s.base + kConvBlock * ld;   // grad_out rows, scan order
+  T* __restrict__ dxs = gos + kConvBlock * ld;      // dx rows (before the mask), scan order
+  T* __restrict__ xr = dxs + kConvBlock * ld;       // raw x rows (for dmask)
+  T* __restrict__ gp = xr + kConvBlock * ld;        // g[0..L), then K-1 zeros
+  T* __restrict__ pre = gp + ld;
+  T* __restrict__ msb = pre + ld;
+  T* __restrict__ dms = msb + L;                    // dmask of one image, scan order
   std::vector<double> acc_w(static_cast<size_t>(nd * K), 0.0), acc_b(static_cast<size_t>(nd), 0.0);
   for (int64_t t = L; t < L + K - 1; ++t) gp[t] = T(0);
   for (int64_t b = 0; b < a.batch; ++b) {
-    for (int64_t e = d0; e < d1; ++e) {
-      const int64_t j = (e - d0) % kConvBlock;
-      if (j == 0) conv_gather(a, b, e, std::min(kConvBlock, d1 - e), s.base, ld);
-      T* __restrict__ xp = s.base + j * ld;
-      const int64_t row = b * E + e;
-      const T* __restrict__ w = a.w + e * K;
-      const T* __restrict__ go = gout + row * L;
-      if (a.silu) {
-        conv_row_pre(xp, w, a.bias ? a.bias[e] : T(0), L, K, gp);
+    const T* ms = conv_mask_row(a, b, msb);
+    if (dmask) std::fill(dms, dms + L, T(0));
+    for (int64_t e0 = d0; e0 < d1; e0 += kConvBlock) {
+      const int64_t nb = std::min(kConvBlock, d1 - e0);
+      conv_gather(a, b, e0, nb, ms, s.base, ld);
+      gather_block(gout.p, gout.sb, gout.se, gout.sl, b, e0, nb, L, a.reverse, static_cast<const T*>(nullptr),
+                   gos, ld, 0);
+      if (dmask)
+        gather_block(a.x, a.sb, a.se, a.sl, b, e0, nb, L, a.reverse, static_cast<const T*>(nullptr), xr, ld, 0);
+      for (int64_t j = 0; j < nb; ++j) {
+        const int64_t e = e0 + j;
+        T* __restrict__ xp = s.base + j * ld;
+        const T* __restrict__ w = a.w + e * K;
+        const T* __restrict__ go = gos + j * ld;
+        if (a.silu || dmask) conv_row_pre(xp, w, a.bias ? a.bias[e] : T(0), L, K, pre);
+        if (a.silu) {
 #pragma omp simd
-        for (int64_t t = 0; t < L; ++t) {
-          const T v = gp[t];
-          const T sg = sigmoid_f(v);
-          gp[t] = go[t] * sg * (T(1) + v * (T(1) - sg));
+          for (int64_t t = 0; t < L; ++t) {
+            const T v = pre[t];
+            const T sg = sigmoid_f(v);
+            const T gm = ms ? go[t] * ms[t] : go[t];
+            gp[t] = gm * sg * (T(1) + v * (T(1) - sg));
+          }
+          if (dmask) {
+#pragma omp simd
+            for (int64_t t = 0; t < L; ++t) dms[t] += go[t] * pre[t] * sigmoid_f(pre[t]);
+          }
+        } else {
+#pragma omp simd
+          for (int64_t t = 0; t < L; ++t) gp[t] = ms ? go[t] * ms[t] : go[t];
+          if (dmask) {
+#pragma omp simd
+            for (int64_t t = 0; t < L; ++t) dms[t] += go[t] * pre[t];
+          }
         }
-      } else {
-        std::memcpy(gp, go, static_cast<size_t>(L) * sizeof(T));
-      }
-      T sb = T(0);
+        T sb = T(0);
 #pragma omp simd reduction(+ : sb)
-      for (int64_t t = 0; t < L; ++t) sb += gp[t];
-      acc_b[e - d0] += static_cast<double>(sb);
-      for (int64_t k = 0; k < K; ++k) {
-        const T* __restrict__ xk = xp + k;
-        T sw = T(0);
+        for (int64_t t = 0; t < L; ++t) sb += gp[t];
+        acc_b[e - d0] += static_cast<double>(sb);
+        for (int64_t k = 0; k < K; ++k) {
+          const T* __restrict__ xk = xp + k;
+          T sw = T(0);
 #pragma omp simd reduction(+ : sw)
-        for (int64_t t = 0; t < L; ++t) sw += gp[t] * xk[t];
-        acc_w[(e - d0) * K + k] += static_cast<double>(sw);
-      }
-      T* __restrict__ dxr = dx + row * L;
-      if (K == 4) {
-        const T w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3];
+          for (int64_t t = 0; t < L; ++t) sw += gp[t] * xk[t];
+          acc_w[(e - d0) * K + k] += static_cast<double>(sw);
+        }
+        T* __restrict__ dxr = dxs + j * ld;
+        if (K == 4) {
+          const T w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3];
 #pragma omp simd
-        for (int64_t t = 0; t < L; ++t)
-          dxr[t] = w3 * gp[t] + w2 * gp[t + 1] + w1 * gp[t + 2] + w0 * gp[t + 3];
-      } else {
-        const T wl = w[K - 1];
+          for (int64_t t = 0; t < L; ++t)
+            dxr[t] = w3 * gp[t] + w2 * gp[t + 1] + w1 * gp[t + 2] + w0 * gp[t + 3];
+        } else {
+          const T wl = w[K - 1];
 #pragma omp simd
-        for (int64_t t = 0; t < L; ++t) dxr[t] = wl * gp[t];
-        for (int64_t j = 1; j < K; ++j) {  // tap k = K-1-j reads g[t + j]
-          const T wk = w[K - 1 - j];
-          const T* __restrict__ gj = gp + j;
+          for (int64_t t = 0; t < L; ++t) dxr[t] = wl * gp[t];
+          for (int64_t jj = 1; jj < K; ++jj) {  // tap k = K-1-jj reads g[t + jj]
+            const T wk = w[K - 1 - jj];
+            const T* __restrict__ gj = gp + jj;
 #pragma omp simd
-          for (int64_t t = 0; t < L; ++t) dxr[t] += wk * gj[t];
+            for (int64_t t = 0; t < L; ++t) dxr[t] += wk * gj[t];
+          }
+        }
+        if (dmask) {
+          const T* __restrict__ xrr = xr + j * ld;
+#pragma omp simd
+          for (int64_t t = 0; t < L; ++t) dms[t] += xrr[t] * dxr[t];
+        }
+        if (ms) {
+#pragma omp simd
+          for (int64_t t = 0; t < L; ++t) dxr[t] *= ms[t];
         }
       }
+      scatter_block(dx.p, dx.sb, dx.se, dx.sl, b, e0, nb, L, a.reverse, dxs, ld);
+    }
+    if (dmask) {
+      T* __restrict__ dm = dmask + b * L;
+      for (int64_t s2 = 0; s2 < L; ++s2) dm[a.reverse ? L - 1 - s2 : s2] = dms[s2];
     }
   }
   for (int64_t e = d0; e < d1; ++e) {
@@ -768,6 +966,21 @@ void conv_backward_chunk(const ConvArgs<T>& a, const T* __restrict__ gout, T* __
 #ifndef DYVM_SCAN_STANDALONE
 namespace {
 
+// (B, E, L) output: contiguous, or channel-last memory (B, L, E) viewed as (B, E, L)
+at::Tensor empty_bel(const at::Tensor& like, bool channels_last) {
+  if (!channels_last) return at::empty(like.sizes(), like.options());
+  return at::empty({like.size(0), like.size(2), like.size(1)}, like.options()).transpose(1, 2);
+}
+
+template <typename T>
+Strided<T> strided(const at::Tensor& t) {
+  return {t.data_ptr<T>(), t.stride(0), t.stride(1), t.stride(2)};
+}
+template <typename T>
+StridedOut<T> strided_out(at::Tensor& t) {
+  return {t.data_ptr<T>(), t.stride(0), t.stride(1), t.stride(2)};
+}
+
 void check_inputs(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
                   const at::Tensor& Bm, const at::Tensor& Cm,
                   const c10::optional<at::Tensor>& D, const c10::optional<at::Tensor>& z,
@@ -780,51 +993,60 @@ void check_inputs(const at::Tensor& u, const at::Tensor& delta, const at::Tensor
   TORCH_CHECK(Bm.dim() == 3 && Bm.size(0) == Bsz && Bm.size(1) == L && Bm.size(2) == N,
               "B must be (B, L, N) here");
   TORCH_CHECK(Cm.sizes() == Bm.sizes(), "C must be (B, L, N) here");
+  TORCH_CHECK((Bm.stride(2) == 1 || N == 1) && (Cm.stride(2) == 1 || N == 1),
+              "B, C must have unit stride over N");
   const auto st = u.scalar_type();
   for (const at::Tensor* t : {&u, &delta, &A, &Bm, &Cm}) {
-    TORCH_CHECK(t->scalar_type() == st && t->is_contiguous(), "inputs must be contiguous, one dtype");
+    TORCH_CHECK(t->scalar_type() == st && t->device().is_cpu(), "inputs must be CPU tensors of one dtype");
   }
+  TORCH_CHECK(A.is_contiguous(), "A must be contiguous");
   if (D) TORCH_CHECK(D->numel() == E && D->scalar_type() == st && D->is_contiguous(), "bad D");
   if (bias) TORCH_CHECK(bias->numel() == E && bias->scalar_type() == st && bias->is_contiguous(), "bad delta_bias");
-  if (z) TORCH_CHECK(z->sizes() == u.sizes() && z->scalar_type() == st && z->is_contiguous(), "bad z");
+  if (z) TORCH_CHECK(z->sizes() == u.sizes() && z->scalar_type() == st && z->device().is_cpu(), "bad z");
 }
 
 template <typename T>
 Args<T> make_args(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
                   const at::Tensor& Bm, const at::Tensor& Cm,
                   const c10::optional<at::Tensor>& D, const c10::optional<at::Tensor>& z,
-                  const c10::optional<at::Tensor>& bias, bool softplus) {
+                  const c10::optional<at::Tensor>& bias, bool softplus, bool reverse) {
   Args<T> a;
-  a.u = u.data_ptr<T>();
-  a.delta = delta.data_ptr<T>();
+  a.u = strided<T>(u);
+  a.delta = strided<T>(delta);
+  a.z = z ? strided<T>(*z) : Strided<T>{nullptr, 0, 0, 0};
   a.A = A.data_ptr<T>();
   a.Bm = Bm.data_ptr<T>();
   a.Cm = Cm.data_ptr<T>();
+  a.sBb = Bm.stride(0);
+  a.sBl = Bm.stride(1);
+  a.sCb = Cm.stride(0);
+  a.sCl = Cm.stride(1);
   a.D = D ? D->data_ptr<T>() : nullptr;
-  a.z = z ? z->data_ptr<T>() : nullptr;
   a.bias = bias ? bias->data_ptr<T>() : nullptr;
   a.batch = u.size(0);
   a.E = u.size(1);
   a.L = u.size(2);
   a.N = A.size(1);
   a.softplus = softplus;
+  a.reverse = reverse;
   return a;
 }
 
 at::Tensor scan_forward(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
                         const at::Tensor& Bm, const at::Tensor& Cm,
                         const c10::optional<at::Tensor>& D, const c10::optional<at::Tensor>& z,
-                        const c10::optional<at::Tensor>& bias, bool softplus) {
+                        const c10::optional<at::Tensor>& bias, bool softplus, bool reverse,
+                        bool channels_last) {
   check_inputs(u, delta, A, Bm, Cm, D, z, bias);
-  at::Tensor out = at::empty_like(u);
+  at::Tensor out = empty_bel(u, channels_last);
   const int64_t rows = u.size(0) * u.size(1);
   const int64_t L = u.size(2);
   if (rows == 0 || L == 0) return out;
   // enough rows per task to amortise the task overhead (~L*N*20 flops per row)
   const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, L));
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "dyvm_selective_scan_fwd", [&] {
-    const Args<scalar_t> a = make_args<scalar_t>(u, delta, A, Bm, Cm, D, z, bias, softplus);
-    scalar_t* o = out.data_ptr<scalar_t>();
+    const Args<scalar_t> a = make_args<scalar_t>(u, delta, A, Bm, Cm, D, z, bias, softplus, reverse);
+    const StridedOut<scalar_t> o = strided_out<scalar_t>(out);
     at::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) {
       forward_dispatch(a, o, r0, r1);
     });
@@ -837,34 +1059,35 @@ std::vector<at::Tensor> scan_backward(const at::Tensor& gout, const at::Tensor& 
                                       const at::Tensor& Bm, const at::Tensor& Cm,
                                       const c10::optional<at::Tensor>& D,
                                       const c10::optional<at::Tensor>& z,
-                                      const c10::optional<at::Tensor>& bias, bool softplus) {
+                                      const c10::optional<at::Tensor>& bias, bool softplus,
+                                      bool reverse, bool channels_last) {
   check_inputs(u, delta, A, Bm, Cm, D, z, bias);
-  TORCH_CHECK(gout.sizes() == u.sizes() && gout.scalar_type() == u.scalar_type() &&
-              gout.is_contiguous(), "grad_out must be contiguous (B, E, L) in u's dtype");
+  TORCH_CHECK(gout.sizes() == u.sizes() && gout.scalar_type() == u.scalar_type(),
+              "grad_out must be (B, E, L) in u's dtype");
   const int64_t Bsz = u.size(0), E = u.size(1), L = u.size(2), N = A.size(1);
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(E, at::get_num_threads()));
-  at::Tensor du = at::empty_like(u);
-  at::Tensor ddelta = at::empty_like(u);
+  at::Tensor du = empty_bel(u, channels_last);
+  at::Tensor ddelta = empty_bel(u, channels_last);
   at::Tensor dA = at::zeros_like(A);
   at::Tensor dBp = at::zeros({chunks, Bsz, L, N}, u.options());
   at::Tensor dCp = at::zeros({chunks, Bsz, L, N}, u.options());
   // (absent optional inputs get empty gradients)
   at::Tensor dD = D ? at::zeros_like(*D) : at::empty({0}, u.options());
-  at::Tensor dz = z ? at::empty_like(*z) : at::empty({0}, u.options());
+  at::Tensor dz = z ? empty_bel(u, channels_last) : at::empty({0}, u.options());
   at::Tensor dbias = bias ? at::zeros_like(*bias) : at::empty({0}, u.options());
   if (Bsz > 0 && E > 0 && L > 0) {
     AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "dyvm_selective_scan_bwd", [&] {
-      const Args<scalar_t> a = make_args<scalar_t>(u, delta, A, Bm, Cm, D, z, bias, softplus);
+      const Args<scalar_t> a = make_args<scalar_t>(u, delta, A, Bm, Cm, D, z, bias, softplus, reverse);
       Grads<scalar_t> g;
-      g.du = du.data_ptr<scalar_t>();
-      g.ddelta = ddelta.data_ptr<scalar_t>();
+      g.du = strided_out<scalar_t>(du);
+      g.ddelta = strided_out<scalar_t>(ddelta);
+      g.dz = z ? strided_out<scalar_t>(dz) : StridedOut<scalar_t>{nullptr, 0, 0, 0};
       g.dA = dA.data_ptr<scalar_t>();
       g.dB = dBp.data_ptr<scalar_t>();
       g.dC = dCp.data_ptr<scalar_t>();
       g.dD = D ? dD.data_ptr<scalar_t>() : nullptr;
-      g.dz = z ? dz.data_ptr<scalar_t>() : nullptr;
       g.dbias = bias ? dbias.data_ptr<scalar_t>() : nullptr;
-      const scalar_t* go = gout.data_ptr<scalar_t>();
+      const Strided<scalar_t> go = strided<scalar_t>(gout);
       at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
         for (int64_t c = c0; c < c1; ++c) {
           const int64_t d0 = c * E / chunks, d1 = (c + 1) * E / chunks;
@@ -880,7 +1103,8 @@ std::vector<at::Tensor> scan_backward(const at::Tensor& gout, const at::Tensor& 
 
 // ----------------------------- causal conv1d bindings ----------------------------------
 
-void check_conv(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& bias) {
+void check_conv(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& bias,
+                const c10::optional<at::Tensor>& mask) {
   TORCH_CHECK(x.device().is_cpu() && w.device().is_cpu(), "causal_conv1d_cpp: CPU tensors only");
   TORCH_CHECK(x.dim() == 3, "causal_conv1d_cpp: x must be (B, E, L)");
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
@@ -889,16 +1113,23 @@ void check_conv(const at::Tensor& x, const at::Tensor& w, const c10::optional<at
               w.scalar_type() == x.scalar_type(), "causal_conv1d_cpp: weight must be contiguous (E, K), x's dtype");
   if (bias) TORCH_CHECK(bias->device().is_cpu() && bias->numel() == x.size(1) && bias->is_contiguous() &&
                         bias->scalar_type() == x.scalar_type(), "causal_conv1d_cpp: bad bias");
+  if (mask) TORCH_CHECK(mask->device().is_cpu() && mask->dim() == 2 && mask->size(0) == x.size(0) &&
+                        mask->size(1) == x.size(2) && mask->scalar_type() == x.scalar_type(),
+                        "causal_conv1d_cpp: mask must be (B, L) in x's dtype");
 }
 
 template <typename T>
 ConvArgs<T> make_conv_args(const at::Tensor& x, const at::Tensor& w,
-                           const c10::optional<at::Tensor>& bias, bool silu) {
+                           const c10::optional<at::Tensor>& bias, bool silu,
+                           const c10::optional<at::Tensor>& mask, bool reverse) {
   ConvArgs<T> a;
   a.x = x.data_ptr<T>();
   a.sb = x.stride(0);
   a.se = x.stride(1);
   a.sl = x.stride(2);
+  a.m = mask ? mask->data_ptr<T>() : nullptr;
+  a.msb = mask ? mask->stride(0) : 0;
+  a.msl = mask ? mask->stride(1) : 0;
   a.w = w.data_ptr<T>();
   a.bias = bias ? bias->data_ptr<T>() : nullptr;
   a.batch = x.size(0);
@@ -906,19 +1137,21 @@ ConvArgs<T> make_conv_args(const at::Tensor& x, const at::Tensor& w,
   a.L = x.size(2);
   a.K = w.size(1);
   a.silu = silu;
+  a.reverse = reverse;
   return a;
 }
 
 at::Tensor conv_forward(const at::Tensor& x, const at::Tensor& w,
-                        const c10::optional<at::Tensor>& bias, bool silu) {
-  check_conv(x, w, bias);
-  at::Tensor out = at::empty(x.sizes(), x.options());
+                        const c10::optional<at::Tensor>& bias, bool silu,
+                        const c10::optional<at::Tensor>& mask, bool reverse, bool channels_last) {
+  check_conv(x, w, bias, mask);
+  at::Tensor out = empty_bel(x, channels_last);
   const int64_t rows = x.size(0) * x.size(1), L = x.size(2), K = w.size(1);
   if (rows == 0 || L == 0) return out;
   const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, L * (K + 4)));
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dyvm_conv_fwd", [&] {
-    const ConvArgs<scalar_t> a = make_conv_args<scalar_t>(x, w, bias, silu);
-    scalar_t* o = out.data_ptr<scalar_t>();
+    const ConvArgs<scalar_t> a = make_conv_args<scalar_t>(x, w, bias, silu, mask, reverse);
+    const StridedOut<scalar_t> o = strided_out<scalar_t>(out);
     at::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) { conv_forward_rows(a, o, r0, r1); });
   });
   return out;
@@ -926,42 +1159,57 @@ at::Tensor conv_forward(const at::Tensor& x, const at::Tensor& w,
 
 std::vector<at::Tensor> conv_backward(const at::Tensor& gout, const at::Tensor& x,
                                       const at::Tensor& w, const c10::optional<at::Tensor>& bias,
-                                      bool silu) {
-  check_conv(x, w, bias);
-  TORCH_CHECK(gout.sizes() == x.sizes() && gout.scalar_type() == x.scalar_type() &&
-              gout.is_contiguous(), "grad_out must be contiguous (B, E, L) in x's dtype");
-  const int64_t Bsz = x.size(0), E = x.size(1), L = x.size(2), K = w.size(1);
-  at::Tensor dx = at::empty(x.sizes(), x.options());
+                                      bool silu, const c10::optional<at::Tensor>& mask, bool reverse,
+                                      bool channels_last, bool mask_grad) {
+  check_conv(x, w, bias, mask);
+  TORCH_CHECK(gout.sizes() == x.sizes() && gout.scalar_type() == x.scalar_type(),
+              "grad_out must be (B, E, L) in x's dtype");
+  TORCH_CHECK(!mask_grad || mask, "mask_grad needs a mask");
+  const int64_t Bsz = x.size(0), E = x.size(1), L = x.size(2);
+  // one chunk of channels per thread; each owns dw, dbias of its channels and a (B, L) dmask
+  // partial, summed at the end (no races, independent of scheduling)
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(E, at::get_num_threads()));
+  at::Tensor dx = empty_bel(x, channels_last);
   at::Tensor dw = at::zeros_like(w);
   at::Tensor dbias = bias ? at::zeros_like(*bias) : at::empty({0}, x.options());
+  at::Tensor dmp = mask_grad ? at::zeros({chunks, Bsz, L}, x.options()) : at::empty({0}, x.options());
   if (Bsz > 0 && E > 0 && L > 0) {
-    const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, Bsz * L * (2 * K + 8)));
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dyvm_conv_bwd", [&] {
-      const ConvArgs<scalar_t> a = make_conv_args<scalar_t>(x, w, bias, silu);
-      const scalar_t* go = gout.data_ptr<scalar_t>();
-      scalar_t* pdx = dx.data_ptr<scalar_t>();
+      const ConvArgs<scalar_t> a = make_conv_args<scalar_t>(x, w, bias, silu, mask, reverse);
+      const Strided<scalar_t> go = strided<scalar_t>(gout);
+      const StridedOut<scalar_t> pdx = strided_out<scalar_t>(dx);
       scalar_t* pdw = dw.data_ptr<scalar_t>();
       scalar_t* pdb = bias ? dbias.data_ptr<scalar_t>() : nullptr;
-      at::parallel_for(0, E, grain, [&](int64_t d0, int64_t d1) {
-        conv_backward_chunk(a, go, pdx, pdw, pdb, d0, d1);
+      scalar_t* pdm = mask_grad ? dmp.data_ptr<scalar_t>() : nullptr;
+      at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+        for (int64_t c = c0; c < c1; ++c) {
+          const int64_t d0 = c * E / chunks, d1 = (c + 1) * E / chunks;
+          conv_backward_chunk(a, go, pdx, pdw, pdb, pdm ? pdm + c * Bsz * L : nullptr, d0, d1);
+        }
       });
     });
   }
-  return {dx, dw, dbias};
+  at::Tensor dmask = !mask_grad ? at::empty({0}, x.options()) : (chunks == 1 ? dmp[0] : dmp.sum(0));
+  return {dx, dw, dbias, dmask};
 }
 
 }  // namespace
 
 // Ops torch.ops.dyvm_scan.forward / .backward (selective scan) and .conv_forward /
 // .conv_backward (causal conv1d); the extension is loaded as a plain library.
+// reverse: run over the reversed sequence (results in the original order); channels_last:
+// allocate the (B, E, L) outputs as channel-last memory (B, L, E); mask_grad: also return the
+// gradient of the conv's mask (else an empty tensor).
 TORCH_LIBRARY(dyvm_scan, m) {
   m.def("forward(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, "
-        "Tensor? delta_bias, bool delta_softplus) -> Tensor");
+        "Tensor? delta_bias, bool delta_softplus, bool reverse=False, bool channels_last=False) -> Tensor");
   m.def("backward(Tensor grad_out, Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, "
-        "Tensor? D, Tensor? z, Tensor? delta_bias, bool delta_softplus) -> Tensor[]");
-  m.def("conv_forward(Tensor x, Tensor weight, Tensor? bias, bool silu) -> Tensor");
-  m.def("conv_backward(Tensor grad_out, Tensor x, Tensor weight, Tensor? bias, bool silu) "
-        "-> Tensor[]");
+        "Tensor? D, Tensor? z, Tensor? delta_bias, bool delta_softplus, bool reverse=False, "
+        "bool channels_last=False) -> Tensor[]");
+  m.def("conv_forward(Tensor x, Tensor weight, Tensor? bias, bool silu, Tensor? mask=None, "
+        "bool reverse=False, bool channels_last=False) -> Tensor");
+  m.def("conv_backward(Tensor grad_out, Tensor x, Tensor weight, Tensor? bias, bool silu, "
+        "Tensor? mask=None, bool reverse=False, bool channels_last=False, bool mask_grad=False) -> Tensor[]");
 }
 
 TORCH_LIBRARY_IMPL(dyvm_scan, CPU, m) {

@@ -1,0 +1,107 @@
+"""Worker process of ``dyvm bench --what train-step`` (see :mod:`dyvm.bench_train`).
+
+This file is run as ``python -c <its source>`` with ``PYTHONPATH`` pointing at the ``src``
+folder of the build under test, so it must only use the public API that every build has
+(``dyvm.create_model``, ``dyvm.losses.DyVMLoss.for_model``, ``model(x, noise=...)``) and
+nothing from its own package. Protocol: one JSON object per line on stdin, one JSON reply
+per line on stdout (anything else the build prints goes to stderr).
+
+    {"cmd": "setup", "threads": 1, "batch": 128, "seed": 0, "autocast": false}
+        -> {"ok": true, "dyvm_file": ..., "torch": ..., "threads": ...}
+    {"cmd": "run", "kind": "dyvm" | "vim", "steps": n}
+        -> {"ok": true, "wall": seconds, "cpu": seconds}   (n training steps)
+    {"cmd": "quit"}
+"""
+import json
+import os
+import sys
+import time
+
+DEMO_KWARGS = dict(img_size=28, patch_size=4, in_chans=1, depth=8, embed_dim=64, num_classes=10)
+DYVM_KWARGS = dict(pruning_loc=[2, 4, 6], token_keep_ratio=0.7, block_keep_ratio=0.8)
+
+
+def _make_steps(batch, seed, use_autocast):
+    import torch
+    from torch import nn
+
+    import dyvm
+    import dyvm.losses
+
+    torch.manual_seed(seed)
+    x = torch.randn(batch, 1, 28, 28)
+    y = torch.randint(0, 10, (batch,))
+    ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if use_autocast else None
+
+    # the Vim teacher's own training step: plain CE, AdamW
+    vim = dyvm.create_model("vim_tiny", **DEMO_KWARGS).train()
+    vim_opt = torch.optim.AdamW(vim.parameters(), lr=1e-4)
+    ce = nn.CrossEntropyLoss()
+
+    # DyVM fine-tuning from a Vim with the same kwargs, that Vim frozen as the distillation teacher
+    teacher = dyvm.create_model("vim_tiny", **DEMO_KWARGS)
+    model = dyvm.create_model("dyvm_vim_tiny", **DEMO_KWARGS, **DYVM_KWARGS)
+    model.load_state_dict(teacher.state_dict(), strict=False)
+    model.train()
+    criterion = dyvm.losses.DyVMLoss.for_model(model, nn.CrossEntropyLoss(), teacher)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+    def vim_step():
+        if ctx is None:
+            loss = ce(vim(x), y)
+        else:
+            with ctx():
+                loss = ce(vim(x), y)
+        vim_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        vim_opt.step()
+
+    def dyvm_step():
+        if ctx is None:
+            out = model(x, noise=None)
+            loss, _ = criterion(x, out, y)
+        else:
+            with ctx():
+                out = model(x, noise=None)
+                loss, _ = criterion(x, out, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return {"dyvm": dyvm_step, "vim": vim_step}, dyvm.__file__
+
+
+def main():
+    out = sys.stdout
+    sys.stdout = sys.stderr  # keep the reply channel clean
+    steps = None
+    for line in sys.stdin:
+        req = json.loads(line)
+        try:
+            if req["cmd"] == "quit":
+                break
+            if req["cmd"] == "setup":
+                import torch
+
+                torch.set_num_threads(int(req["threads"]))
+                steps, path = _make_steps(int(req["batch"]), int(req.get("seed", 0)), bool(req.get("autocast")))
+                reply = {"ok": True, "dyvm_file": path, "torch": torch.__version__,
+                         "threads": torch.get_num_threads(), "pid": os.getpid()}
+            elif req["cmd"] == "run":
+                fn = steps[req["kind"]]
+                c0, w0 = time.process_time(), time.perf_counter()
+                for _ in range(int(req["steps"])):
+                    fn()
+                reply = {"ok": True, "wall": time.perf_counter() - w0, "cpu": time.process_time() - c0}
+            else:
+                reply = {"ok": False, "error": f"unknown command {req['cmd']!r}"}
+        except Exception as exc:  # reported to the driver, which raises
+            import traceback
+
+            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()}
+        out.write(json.dumps(reply) + "\n")
+        out.flush()
+
+
+if __name__ == "__main__":
+    main()
