@@ -32,6 +32,10 @@ def test_recipes_paper_and_dyvm():
     assert (paper.lr, paper.token_keep_ratio, paper.block_keep_ratio) == (ours.lr, ours.token_keep_ratio,
                                                                            ours.block_keep_ratio) == (5e-5, 0.7, 0.8)
     assert TrainConfig(model="dyvm_vim_small", recipe="paper", keep_prior=True).resolved().keep_prior is True
+    # small images: the dyvm recipe fine-tunes at the lr the study measured best, the paper recipe keeps its own
+    assert TrainConfig(model="dyvm_vim_tiny", img_size=28).resolved().lr == 3e-3
+    assert TrainConfig(model="dyvm_vim_tiny", img_size=28, recipe="paper").resolved().lr == 3e-5
+    assert TrainConfig(model="dyvm_vim_tiny", img_size=28, lr=1e-4).resolved().lr == 1e-4
     with pytest.raises(ValueError, match="recipe"):
         TrainConfig(model="dyvm_vim_small", recipe="fast").resolved()
     vim = TrainConfig(model="vim_tiny").resolved()
