@@ -160,7 +160,7 @@ class TrainConfig:
         """Fill unset recipe values from the preset of the model's family and size."""
         cfg = TrainConfig(**asdict(self))
         size = next((s for s in ("tiny", "small", "base") if cfg.model.endswith(s)), "tiny")
-        small = (cfg.img_size or 224) <= SMALL_IMAGE
+        small = (cfg.img_size or _checkpoint_img_size(cfg.checkpoint) or 224) <= SMALL_IMAGE
         if cfg.model.startswith("dyvm"):
             if cfg.recipe not in DYVM_RECIPES:
                 raise ValueError(f"recipe={cfg.recipe!r}; expected one of {sorted(DYVM_RECIPES)}")
@@ -181,6 +181,18 @@ class TrainConfig:
         if not warmup_given and cfg.epochs:
             cfg.warmup_epochs = min(cfg.warmup_epochs, int(WARMUP_SHARE * cfg.epochs))
         return cfg
+
+
+def _checkpoint_img_size(path: Optional[str]) -> Optional[int]:
+    """The input size a dyvm checkpoint was trained at (None for official or unreadable files)."""
+    if not path or not os.path.isfile(path):
+        return None
+    try:
+        ckpt = read_checkpoint(path)
+    except ValueError:
+        return None
+    config = ckpt.get("config") if isinstance(ckpt, dict) else None
+    return config.get("img_size") if isinstance(config, dict) else None
 
 
 # ------------------------------------------------------------------------------ distributed
