@@ -22,6 +22,11 @@ from torch import Tensor
 
 from .triton_util import acc_dtype, launch
 
+# Sums are tl.reduce with tl.sum's own combine function and sigmoids are written out: the
+# same code as tl.sum / tl.sigmoid once compiled, but those are @triton.jit library functions
+# that the interpreter re-patches on every call (~3 ms each), most of the interpreted runtime.
+_SUM = tl.standard._sum_combine
+
 
 @triton.jit
 def _conv_fwd_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, E, L,
@@ -42,7 +47,7 @@ def _conv_fwd_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, E, L,
     if HAS_BIAS:
         acc += tl.load(bias_ptr + e, mask=em, other=0.0).to(ACC)[:, None]
     if SILU:
-        acc = acc * tl.sigmoid(acc)
+        acc = acc * (1.0 / (1.0 + tl.exp(-acc)))
     tl.store(out_ptr + pid_b * so_b + e[:, None] * so_e + t[None, :] * so_l,
              acc.to(out_ptr.dtype.element_ty), mask=em[:, None] & tm[None, :])
 
@@ -69,7 +74,7 @@ def _conv_bwd_pre_kernel(x_ptr, w_ptr, bias_ptr, g_ptr, dpre_ptr, dw_ptr, db_ptr
             pre += wv[:, None] * xv.to(ACC)
         if HAS_BIAS:
             pre += tl.load(bias_ptr + e, mask=em, other=0.0).to(ACC)[:, None]
-        s = tl.sigmoid(pre)
+        s = 1.0 / (1.0 + tl.exp(-pre))
         g = g * s * (1.0 + pre * (1.0 - s))
     # dpre: (B, E, L) contiguous; masked slots hold 0 so they add nothing below
     tl.store(dpre_ptr + pid_b * E * L + e[:, None] * L + t[None, :], g, mask=m2)
@@ -77,9 +82,9 @@ def _conv_bwd_pre_kernel(x_ptr, w_ptr, bias_ptr, g_ptr, dpre_ptr, dw_ptr, db_ptr
     for k in tl.static_range(K):
         src = t - (K - 1) + k
         xv = tl.load(x_p + src[None, :] * sx_l, mask=em[:, None] & ((src >= 0) & tm)[None, :], other=0.0)
-        tl.store(dw_ptr + part * K + k, tl.sum(g * xv.to(ACC), axis=1), mask=em)
+        tl.store(dw_ptr + part * K + k, tl.reduce(g * xv.to(ACC), 1, _SUM), mask=em)
     if HAS_BIAS:
-        tl.store(db_ptr + part, tl.sum(g, axis=1), mask=em)
+        tl.store(db_ptr + part, tl.reduce(g, 1, _SUM), mask=em)
 
 
 @triton.jit
@@ -100,13 +105,16 @@ def _conv_bwd_x_kernel(dpre_ptr, w_ptr, dx_ptr, E, L, sw_e, sw_k, sdx_b, sdx_e, 
              acc.to(dx_ptr.dtype.element_ty), mask=em[:, None] & tm[None, :])
 
 
+# (channels, time steps) per program: modest tiles on GPU; interpreted, few big programs
+BLOCKS_CUDA = (32, 64)
+BLOCKS_INTERPRETED = (256, 1024)
+
+
 def _blocks(x: Tensor) -> tuple[int, int]:
-    """(BLOCK_E, BLOCK_T): modest tiles on GPU, whole (small) tensors when interpreted."""
-    channels, length = x.shape[1], x.shape[2]
-    if x.is_cuda:
-        return 32, 64
-    return (min(256, triton.next_power_of_2(max(channels, 1))),
-            min(1024, triton.next_power_of_2(max(length, 1))))
+    """(BLOCK_E, BLOCK_T) for x (B, E, L)."""
+    cap_e, cap_t = BLOCKS_CUDA if x.is_cuda else BLOCKS_INTERPRETED
+    return (min(cap_e, triton.next_power_of_2(max(x.shape[1], 1))),
+            min(cap_t, triton.next_power_of_2(max(x.shape[2], 1))))
 
 
 def _weight_2d(weight: Tensor, channels: int) -> Tensor:

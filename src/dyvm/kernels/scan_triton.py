@@ -26,8 +26,12 @@ from torch import Tensor
 
 from .triton_util import acc_dtype, bel_strides, launch
 
-# No @triton.jit helper functions: CPU launches interpret only the kernel itself (triton_util).
 CHUNK = 16  # time steps between forward checkpoints (= scratch depth of the backward)
+
+# Sums are tl.reduce with tl.sum's own combine function and sigmoids are written out: the
+# same code as tl.sum / tl.sigmoid once compiled, but those are @triton.jit library functions
+# that the interpreter re-patches on every call (~3 ms each), most of the interpreted runtime.
+_SUM = tl.standard._sum_combine
 
 
 @triton.jit
@@ -69,12 +73,12 @@ def _scan_fwd_kernel(u_ptr, dt_ptr, a_ptr, b_ptr, c_ptr, d_ptr, z_ptr, bias_ptr,
         Bt = tl.load(b_p + t * sb_l, mask=nm, other=0.0).to(ACC)
         Ct = tl.load(c_p + t * sc_l, mask=nm, other=0.0).to(ACC)
         h = tl.exp(delta[:, None] * A) * h + (delta * ut)[:, None] * Bt[None, :]
-        y = tl.sum(h * Ct[None, :], axis=1)
+        y = tl.reduce(h * Ct[None, :], 1, _SUM)
         if HAS_D:
             y += Dv * ut
         if HAS_Z:
             zt = tl.load(z_p + t * sz_l, mask=em, other=0.0).to(ACC)
-            y = y * zt * tl.sigmoid(zt)
+            y = y * zt * (1.0 / (1.0 + tl.exp(-zt)))
         tl.store(o_p + t * so_l, y.to(out_ptr.dtype.element_ty), mask=em)
 
 
@@ -155,8 +159,8 @@ def _scan_bwd_kernel(u_ptr, dt_ptr, a_ptr, b_ptr, c_ptr, d_ptr, z_ptr, bias_ptr,
             h = decay * h_prev + du_t[:, None] * Bt[None, :]
             if HAS_Z:
                 zt = tl.load(z_p + t * sz_l, mask=em, other=0.0).to(ACC)
-                sz = tl.sigmoid(zt)
-                y = tl.sum(h * Ct[None, :], axis=1)
+                sz = 1.0 / (1.0 + tl.exp(-zt))
+                y = tl.reduce(h * Ct[None, :], 1, _SUM)
                 if HAS_D:
                     y += Dv * ut
                 dzt = gt * y * sz * (1.0 + zt * (1.0 - sz))
@@ -165,18 +169,18 @@ def _scan_bwd_kernel(u_ptr, dt_ptr, a_ptr, b_ptr, c_ptr, d_ptr, z_ptr, bias_ptr,
             else:
                 dy = gt
             dh += dy[:, None] * Ct[None, :]
-            tl.store(dc_ptr + dbc_off + t, tl.sum(dy[:, None] * h, axis=0), mask=nm)
-            tl.store(db_ptr + dbc_off + t, tl.sum(dh * du_t[:, None], axis=0), mask=nm)
-            dhB = tl.sum(dh * Bt[None, :], axis=1)
+            tl.store(dc_ptr + dbc_off + t, tl.reduce(dy[:, None] * h, 0, _SUM), mask=nm)
+            tl.store(db_ptr + dbc_off + t, tl.reduce(dh * du_t[:, None], 0, _SUM), mask=nm)
+            dhB = tl.reduce(dh * Bt[None, :], 1, _SUM)
             X = dh * decay * h_prev
             dA_acc += X * delta[:, None]
-            ddelta = tl.sum(X * A, axis=1) + ut * dhB
+            ddelta = tl.reduce(X * A, 1, _SUM) + ut * dhB
             dut = delta * dhB
             if HAS_D:
                 dut += Dv * dy
                 dD_acc += dy * ut
             if SOFTPLUS:
-                ddelta = ddelta * tl.sigmoid(raw)
+                ddelta = ddelta * (1.0 / (1.0 + tl.exp(-raw)))
             dbias_acc += ddelta
             tl.store(du_p + t * sdu_l, dut.to(du_ptr.dtype.element_ty), mask=em)
             tl.store(ddt_p + t * sddt_l, ddelta.to(ddt_ptr.dtype.element_ty), mask=em)
@@ -190,13 +194,17 @@ def _scan_bwd_kernel(u_ptr, dt_ptr, a_ptr, b_ptr, c_ptr, d_ptr, z_ptr, bias_ptr,
         tl.store(dbias_ptr + pid_b * E + e, dbias_acc, mask=em)
 
 
+# channels per program: a (32, 16) fp32 state is 4 registers a thread at 4 warps on GPU; the
+# interpreter runs programs one after the other, so there few big ones are fastest
+BLOCK_E_CUDA = 32
+BLOCK_E_INTERPRETED = 256
+
+
 def _blocks(u: Tensor, nstate: int) -> tuple[int, int]:
-    """(BLOCK_E, BLOCK_N): registers-sized tiles on GPU; big tiles (few programs) interpreted."""
-    channels = u.shape[1]
+    """(BLOCK_E, BLOCK_N) for u (B, E, L) and d_state ``nstate``."""
     block_n = triton.next_power_of_2(max(nstate, 1))
-    cap = 32 if u.is_cuda else 256
-    cap = max(1, min(cap, 2048 // block_n)) if u.is_cuda else cap
-    return min(cap, triton.next_power_of_2(max(channels, 1))), block_n
+    cap = max(1, min(BLOCK_E_CUDA, 4096 // block_n)) if u.is_cuda else BLOCK_E_INTERPRETED
+    return min(cap, triton.next_power_of_2(max(u.shape[1], 1))), block_n
 
 
 def _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save: bool):
