@@ -417,6 +417,46 @@ def test_cpu_tensors_need_the_interpreter(monkeypatch):
             conv_mod.causal_conv1d(x, w, b)
 
 
+_TRITON_TYPES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.float64: "fp64"}
+
+
+def test_kernels_compile_for_hopper(monkeypatch):
+    """The GPU path, minus the GPU: every kernel, with the arguments a bf16 autocast training
+    step passes, compiles to PTX and a cubin for sm_90 (H100/H200); nothing is launched."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from dyvm.kernels import conv_triton, scan_triton
+
+    compiled = []
+
+    def compile_only(kernel, grid, device, *args, num_warps=None, **meta):
+        assert not triton_util.interpreted(kernel)
+        sig = {}
+        for name, a in zip(kernel.arg_names, args):
+            sig[name] = "*" + _TRITON_TYPES[a.dtype] if isinstance(a, torch.Tensor) else "i32"
+        sig.update({name: "constexpr" for name in meta})
+        binary = triton.compile(ASTSource(kernel, sig, meta), target=GPUTarget("cuda", 90, 32),
+                                options={"num_warps": num_warps or 4})
+        assert "cubin" in binary.asm and ".entry " + kernel.__name__ in binary.asm["ptx"]
+        compiled.append(kernel.__name__)
+
+    monkeypatch.setattr(scan_triton, "launch", compile_only)
+    monkeypatch.setattr(conv_triton, "launch", compile_only)
+    monkeypatch.setattr(scan_triton, "_blocks", lambda u, n: (scan_triton.BLOCK_E_CUDA, 16))
+    monkeypatch.setattr(conv_triton, "_blocks", lambda x: conv_triton.BLOCKS_CUDA)
+    tensors, softplus = test_scan.make_inputs(batch=2, channels=4, length=20)
+    mixed = [t.detach().to(torch.bfloat16 if i in (0, 1, 3, 4, 6) else torch.float32).requires_grad_()
+             for i, t in enumerate(tensors)]
+    scan_triton.selective_scan_triton(*mixed, softplus).sum().backward()
+    x = test_conv.make_x(2, 8, 20, "transposed").bfloat16().requires_grad_()
+    w, b = (t.requires_grad_() for t in test_conv.make_params(8, 4))
+    conv_triton.causal_conv1d_triton(x, w, b).float().sum().backward()
+    assert compiled == ["_scan_fwd_kernel", "_scan_bwd_kernel", "_conv_fwd_kernel", "_conv_bwd_pre_kernel",
+                        "_conv_bwd_x_kernel"]
+
+
 def test_unknown_conv_backend_still_rejected(monkeypatch):
     monkeypatch.setenv(conv_mod.ENV_VAR, "tritonn")
     x = test_conv.make_x(1, 2, 5, "contiguous")
