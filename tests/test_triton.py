@@ -337,33 +337,95 @@ def run_cases(out_path: str) -> None:
 # ----------------------------------------------------------------- the parent's tests
 
 
+class Child:
+    """A subprocess started now, waited for when its result is first needed."""
+
+    def __init__(self, argv, env):
+        self.t0 = time.perf_counter()
+        self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True)
+        self.output = None
+
+    def wait(self) -> str:
+        if self.output is None:
+            try:
+                self.output, _ = self.proc.communicate(timeout=CHILD_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.output = self.proc.communicate()[0] + f"\n[killed after {CHILD_TIMEOUT_S} s]"
+            self.wall_s = time.perf_counter() - self.t0
+        assert self.proc.returncode == 0, f"{self.proc.args} failed:\n{self.output[-6000:]}"
+        return self.output
+
+
 @pytest.fixture(scope="module")
-def interpreted_results(tmp_path_factory):
-    out = tmp_path_factory.mktemp("triton") / "results.json"
-    env_child = {k: v for k, v in os.environ.items() if not k.startswith("DYVM_")}
+def children(tmp_path_factory):
+    """The two interpreted subprocesses, run side by side: this file's cases, and the dry run of
+    benchmarks/gpu_check.py. No DYVM_* variables reach them."""
+    tmp = tmp_path_factory.mktemp("triton")
+    env_child = {k: v for k, v in os.environ.items() if not k.startswith("DYVM_") and k != "TRITON_INTERPRET"}
     env_child["OMP_NUM_THREADS"] = "1"
     src = str(Path(dyvm.__file__).resolve().parents[1])
-    t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, __file__, str(out), src], cwd=ROOT, env=env_child,
-                          capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
-    assert proc.returncode == 0 and out.exists(), f"child failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-    results = json.loads(out.read_text())
-    results["wall_s"] = time.perf_counter() - t0
+    kids = {"cases": Child([sys.executable, __file__, str(tmp / "cases.json"), src], env_child),
+            "dry_run": Child([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--dry-run",
+                              "--out", str(tmp / "gpu_check.json")], env_child)}
+    kids["cases"].json = tmp / "cases.json"
+    kids["dry_run"].json = tmp / "gpu_check.json"
+    yield kids
+    for kid in kids.values():
+        if kid.proc.poll() is None:
+            kid.proc.kill()
+            kid.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def interpreted_results(children):
+    kid = children["cases"]
+    kid.wait()
+    results = json.loads(kid.json.read_text())
+    results["wall_s"] = kid.wall_s
     return results
 
 
-def test_child_ran_interpreted(interpreted_results):
-    assert interpreted_results["interpreted"] is True
-    assert set(interpreted_results["cases"]) == set(CASES)
-    print(f"\ninterpreted cases: {interpreted_results['wall_s']:.1f} s wall, slowest: " + ", ".join(
-        f"{n} {e['seconds']}s" for n, e in sorted(interpreted_results["cases"].items(),
-                                                    key=lambda kv: -kv[1]["seconds"])[:4]))
+_TRITON_TYPES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.float64: "fp64"}
 
 
-@pytest.mark.parametrize("name", list(CASES))
-def test_interpreted(interpreted_results, name):
-    entry = interpreted_results["cases"][name]
-    assert entry["ok"], entry.get("error")
+def test_kernels_compile_for_hopper(monkeypatch, children):
+    """The GPU path, minus the GPU: every kernel, with the arguments a bf16 autocast training
+    step passes, compiles to PTX and a cubin for sm_90 (H100/H200); nothing is launched.
+    (``children`` only starts the interpreted subprocesses, which run meanwhile.)"""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from dyvm.kernels import conv_triton, scan_triton
+
+    compiled = []
+
+    def compile_only(kernel, grid, device, *args, num_warps=None, **meta):
+        assert not triton_util.interpreted(kernel)
+        sig = {}
+        for name, a in zip(kernel.arg_names, args):
+            sig[name] = "*" + _TRITON_TYPES[a.dtype] if isinstance(a, torch.Tensor) else "i32"
+        sig.update({name: "constexpr" for name in meta})
+        binary = triton.compile(ASTSource(kernel, sig, meta), target=GPUTarget("cuda", 90, 32),
+                                options={"num_warps": num_warps or 4})
+        assert "cubin" in binary.asm and ".entry " + kernel.__name__ in binary.asm["ptx"]
+        compiled.append(kernel.__name__)
+
+    monkeypatch.setattr(scan_triton, "launch", compile_only)
+    monkeypatch.setattr(conv_triton, "launch", compile_only)
+    monkeypatch.setattr(scan_triton, "_blocks", lambda u, n: (scan_triton.BLOCK_E_CUDA, 16))
+    monkeypatch.setattr(conv_triton, "_blocks", lambda x: conv_triton.BLOCKS_CUDA)
+    tensors, softplus = test_scan.make_inputs(batch=2, channels=4, length=20)
+    mixed = [t.detach().to(torch.bfloat16 if i in (0, 1, 3, 4, 6) else torch.float32).requires_grad_()
+             for i, t in enumerate(tensors)]
+    scan_triton.selective_scan_triton(*mixed, softplus).sum().backward()
+    x = test_conv.make_x(2, 8, 20, "transposed").bfloat16().requires_grad_()
+    w, b = (t.requires_grad_() for t in test_conv.make_params(8, 4))
+    conv_triton.causal_conv1d_triton(x, w, b).float().sum().backward()
+    assert compiled == ["_scan_fwd_kernel", "_scan_bwd_kernel", "_conv_fwd_kernel", "_conv_bwd_pre_kernel",
+                        "_conv_bwd_x_kernel"]
 
 
 def test_triton_is_importable():
@@ -417,52 +479,41 @@ def test_cpu_tensors_need_the_interpreter(monkeypatch):
             conv_mod.causal_conv1d(x, w, b)
 
 
-_TRITON_TYPES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.float64: "fp64"}
-
-
-def test_kernels_compile_for_hopper(monkeypatch):
-    """The GPU path, minus the GPU: every kernel, with the arguments a bf16 autocast training
-    step passes, compiles to PTX and a cubin for sm_90 (H100/H200); nothing is launched."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    from dyvm.kernels import conv_triton, scan_triton
-
-    compiled = []
-
-    def compile_only(kernel, grid, device, *args, num_warps=None, **meta):
-        assert not triton_util.interpreted(kernel)
-        sig = {}
-        for name, a in zip(kernel.arg_names, args):
-            sig[name] = "*" + _TRITON_TYPES[a.dtype] if isinstance(a, torch.Tensor) else "i32"
-        sig.update({name: "constexpr" for name in meta})
-        binary = triton.compile(ASTSource(kernel, sig, meta), target=GPUTarget("cuda", 90, 32),
-                                options={"num_warps": num_warps or 4})
-        assert "cubin" in binary.asm and ".entry " + kernel.__name__ in binary.asm["ptx"]
-        compiled.append(kernel.__name__)
-
-    monkeypatch.setattr(scan_triton, "launch", compile_only)
-    monkeypatch.setattr(conv_triton, "launch", compile_only)
-    monkeypatch.setattr(scan_triton, "_blocks", lambda u, n: (scan_triton.BLOCK_E_CUDA, 16))
-    monkeypatch.setattr(conv_triton, "_blocks", lambda x: conv_triton.BLOCKS_CUDA)
-    tensors, softplus = test_scan.make_inputs(batch=2, channels=4, length=20)
-    mixed = [t.detach().to(torch.bfloat16 if i in (0, 1, 3, 4, 6) else torch.float32).requires_grad_()
-             for i, t in enumerate(tensors)]
-    scan_triton.selective_scan_triton(*mixed, softplus).sum().backward()
-    x = test_conv.make_x(2, 8, 20, "transposed").bfloat16().requires_grad_()
-    w, b = (t.requires_grad_() for t in test_conv.make_params(8, 4))
-    conv_triton.causal_conv1d_triton(x, w, b).float().sum().backward()
-    assert compiled == ["_scan_fwd_kernel", "_scan_bwd_kernel", "_conv_fwd_kernel", "_conv_bwd_pre_kernel",
-                        "_conv_bwd_x_kernel"]
-
-
 def test_unknown_conv_backend_still_rejected(monkeypatch):
     monkeypatch.setenv(conv_mod.ENV_VAR, "tritonn")
     x = test_conv.make_x(1, 2, 5, "contiguous")
     w, b = test_conv.make_params(2, 4)
     with pytest.raises(ValueError, match="DYVM_CONV_BACKEND"):
         conv_mod.causal_conv1d(x, w, b)
+
+
+def test_gpu_check_dry_run(children):
+    """benchmarks/gpu_check.py --dry-run: parity rows all pass, every benchmark cell timed."""
+    output = children["dry_run"].wait()
+    res = json.loads(children["dry_run"].json.read_text())
+    assert res["env"]["dry_run"] is True and res["env"]["device"] == "cpu"
+    assert res["parity"] and all(r["ok"] for r in res["parity"]), res["parity"]
+    assert {r["check"] for r in res["parity"]} >= {"scan float32", "scan bfloat16", "conv float32",
+                                                    "oracle dyvm_small train+grads"}
+    assert len(res["bench"]) == 8 and res["goals"] == []
+    for row in res["bench"]:
+        assert not row["errors"] and set(row["median_ms"]) == {"triton", "torch"}, row
+        assert row["ratio_vs_triton"]["torch"]["median"] > 0
+    assert "| vim_tiny | train | bf16 | 2 |" in output and "DRY RUN" in output
+
+
+def test_child_ran_interpreted(interpreted_results):
+    assert interpreted_results["interpreted"] is True
+    assert set(interpreted_results["cases"]) == set(CASES)
+    print(f"\ninterpreted cases: {interpreted_results['wall_s']:.1f} s wall, slowest: " + ", ".join(
+        f"{n} {e['seconds']}s" for n, e in sorted(interpreted_results["cases"].items(),
+                                                    key=lambda kv: -kv[1]["seconds"])[:4]))
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_interpreted(interpreted_results, name):
+    entry = interpreted_results["cases"][name]
+    assert entry["ok"], entry.get("error")
 
 
 if __name__ == "__main__":
