@@ -114,8 +114,8 @@ def _scan_bwd_kernel(u_ptr, dt_ptr, a_ptr, b_ptr, c_ptr, d_ptr, z_ptr, bias_ptr,
     c_p = c_ptr + pid_b * sc_b + n * sc_n
     ck_p = ck_ptr + pid_b * n_chunks * E * N + e[:, None] * N + n[None, :]
     hs_p = hs_ptr + pid_b * CHUNK * E * N + e[:, None] * N + n[None, :]
-    # dB, dC partials of this channel block: (n_eblocks, B, N, L) contiguous
-    dbc_off = (pid_e * B + pid_b) * N * L + n * L
+    # dB, dC partials of this channel block: (n_eblocks, B, L, N) contiguous
+    dbc_off = (pid_e * B + pid_b) * L * N + n
 
     dh = tl.zeros((BLOCK_E, BLOCK_N), dtype=ACC)
     dA_acc = tl.zeros((BLOCK_E, BLOCK_N), dtype=ACC)
@@ -169,8 +169,8 @@ def _scan_bwd_kernel(u_ptr, dt_ptr, a_ptr, b_ptr, c_ptr, d_ptr, z_ptr, bias_ptr,
             else:
                 dy = gt
             dh += dy[:, None] * Ct[None, :]
-            tl.store(dc_ptr + dbc_off + t, tl.reduce(dy[:, None] * h, 0, _SUM), mask=nm)
-            tl.store(db_ptr + dbc_off + t, tl.reduce(dh * du_t[:, None], 0, _SUM), mask=nm)
+            tl.store(dc_ptr + dbc_off + t * N, tl.reduce(dy[:, None] * h, 0, _SUM), mask=nm)
+            tl.store(db_ptr + dbc_off + t * N, tl.reduce(dh * du_t[:, None], 0, _SUM), mask=nm)
             dhB = tl.reduce(dh * Bt[None, :], 1, _SUM)
             X = dh * decay * h_prev
             dA_acc += X * delta[:, None]
@@ -207,11 +207,18 @@ def _blocks(u: Tensor, nstate: int) -> tuple[int, int]:
     return min(cap, triton.next_power_of_2(max(u.shape[1], 1))), block_n
 
 
+def _time_major_empty(like: Tensor) -> Tensor:
+    """A (B, E, L) tensor laid out (B, L, E) in memory: each time step of a channel block is
+    contiguous for the kernels, and the mixer's next op (out_proj) wants (B, L, E) anyway."""
+    b, e, l = like.shape
+    return like.new_empty(b, l, e).transpose(1, 2)
+
+
 def _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save: bool):
-    """Output (B, E, L) in u's dtype and layout, and the checkpoints (B, n_chunks, E, N) or None."""
+    """Output (B, E, L) in u's dtype (time-major memory), and the checkpoints (B, n_chunks, E, N) or None."""
     batch, channels, length = u.shape
     nstate = A.shape[1]
-    out = torch.empty_like(u)
+    out = _time_major_empty(u)
     n_chunks = triton.cdiv(length, CHUNK)
     acc = acc_dtype(u, delta, A, B, C, D, z, delta_bias)
     state_dtype = torch.float64 if acc == tl.float64 else torch.float32
@@ -238,11 +245,11 @@ def _backward(grad_out, u, delta, A, B, C, D, z, delta_bias, delta_softplus, ck)
     block_e, block_n = _blocks(u, nstate)
     n_eblocks = triton.cdiv(channels, block_e)
     f32 = ck.dtype
-    du, ddelta = torch.empty_like(u), torch.empty_like(delta)
-    dz = None if z is None else torch.empty_like(z)
+    du, ddelta = _time_major_empty(u), _time_major_empty(delta)
+    dz = None if z is None else _time_major_empty(z)
     dA_part = u.new_empty(batch, channels, nstate, dtype=f32)
-    dB_part = u.new_empty(n_eblocks, batch, nstate, length, dtype=f32)
-    dC_part = u.new_empty(n_eblocks, batch, nstate, length, dtype=f32)
+    dB_part = u.new_empty(n_eblocks, batch, length, nstate, dtype=f32)
+    dC_part = u.new_empty(n_eblocks, batch, length, nstate, dtype=f32)
     dD_part = u.new_empty(batch, channels, dtype=f32)
     dbias_part = u.new_empty(batch, channels, dtype=f32)
     scratch = u.new_empty(batch, CHUNK, channels, nstate, dtype=f32)
@@ -262,8 +269,8 @@ def _backward(grad_out, u, delta, A, B, C, D, z, delta_bias, delta_softplus, ck)
         for t in (dA_part, dB_part, dC_part, dD_part, dbias_part):
             t.zero_()
     dA = dA_part.sum(0).to(A.dtype)
-    dB = dB_part.sum(0).to(B.dtype)
-    dC = dC_part.sum(0).to(C.dtype)
+    dB = dB_part.sum(0).to(B.dtype).transpose(1, 2)
+    dC = dC_part.sum(0).to(C.dtype).transpose(1, 2)
     dD = None if D is None else dD_part.sum(0).to(D.dtype)
     dbias = None if delta_bias is None else dbias_part.sum(0).to(delta_bias.dtype)
     return du, ddelta, dA, dB, dC, dD, dz, dbias
@@ -290,7 +297,7 @@ def selective_scan_triton(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Ten
                           delta_bias: Optional[Tensor] = None, delta_softplus: bool = True) -> Tensor:
     """Selective scan with the Triton kernels; u, delta, z (B, E, L), A (E, N), B, C (B, N, L),
     D, delta_bias (E,). Any strides and float dtypes (mixed is fine); output (B, E, L) in u's
-    dtype, gradients in each input's dtype. CUDA tensors, or CPU ones through the interpreter."""
+    dtype, laid out (B, L, E) in memory; gradients in each input's dtype. CUDA tensors, or CPU ones through the interpreter."""
     tensors = (u, delta, A, B, C, D, z, delta_bias)
     devices = {t.device for t in tensors if t is not None}
     if len(devices) != 1:
