@@ -9,7 +9,8 @@
 2. Oracle parity: the official implementation's test vectors (``tests/oracle``): Vim-S eval,
    DyVM eval, DyVM train with replayed noise (logits and every parameter gradient), with the
    ``triton`` and ``torch`` backends (and ``cuda`` = mamba_ssm when it imports).
-3. Benchmark: Vim-T and DyVM-Vim-T, forward (eval, no grad) and training step (forward,
+3. The selective scan alone at Vim-T's shape per backend, and a sweep of the triton tiles.
+4. Benchmark: Vim-T and DyVM-Vim-T, forward (eval, no grad) and training step (forward,
    backward, AdamW step at lr 0 so the weights and DyVM's routing stay put), batch 64 and
    256, bf16 autocast and fp32. The arms (scan backend + conv backend: triton+triton,
    torch+torch, cuda+auto) run in interleaved rounds A, B, C, A, B, C, ... after warm-up; the
@@ -59,6 +60,7 @@ def parse_args(argv):
     p.add_argument("--warmup", type=int, default=2, help="untimed calls per arm and cell first (dry run 0)")
     p.add_argument("--skip-parity", action="store_true")
     p.add_argument("--skip-bench", action="store_true")
+    p.add_argument("--skip-kernel-bench", action="store_true")
     return p.parse_args(argv)
 
 
@@ -195,6 +197,59 @@ def oracle_parity(device, arm: str) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- benchmark
+
+
+SWEEP = [(32, 4), (16, 2), (32, 2), (64, 4)]  # (BLOCK_E, num_warps) of the triton scan; first = default
+
+
+def kernel_bench(args, device, arms, dry_run) -> list[dict]:
+    """The selective scan alone at Vim-T's shape (E 384, L 197, N 16): forward and forward +
+    backward per backend, and the triton kernel's tile sweep (to tune BLOCK_E / num_warps)."""
+    import torch
+
+    from dyvm.kernels import scan_triton
+    from dyvm.kernels.scan import selective_scan
+
+    e, l, n = (8, 20, 16) if dry_run else (384, 197, 16)
+    reps = 1 if dry_run else 10
+    rows = []
+    default = (scan_triton.BLOCK_E_CUDA, scan_triton.NUM_WARPS_CUDA)
+    for batch in args.batches:
+        for dtype in args.dtypes:
+            low = torch.bfloat16 if dtype == "bf16" else torch.float32
+            g = torch.Generator().manual_seed(0)
+            mk = lambda *shape, dt=low: torch.randn(*shape, generator=g).to(device, dt)  # noqa: E731
+            ins = [mk(batch, e, l), 0.5 * mk(batch, e, l), -torch.rand(e, n, generator=g).to(device) - 0.5,
+                   mk(batch, n, l), mk(batch, n, l), mk(e, dt=torch.float32), mk(batch, e, l),
+                   mk(e, dt=torch.float32)]
+            variants = [(a, None) for a in arms] + ([("triton", t) for t in SWEEP[1:]] if not dry_run else [])
+            for arm, tile in variants:
+                scan_triton.BLOCK_E_CUDA, scan_triton.NUM_WARPS_CUDA = tile or default
+                leaves = [t.detach().requires_grad_() for t in ins]
+                res = {"batch": batch, "dtype": dtype, "backend": arm, "tile": list(tile or default) if arm == "triton" else None}
+                try:
+                    for label, grad in (("forward_ms", False), ("fwd_bwd_ms", True)):
+                        def call():
+                            with torch.set_grad_enabled(grad):
+                                out = selective_scan(*(leaves if grad else ins), backend=arm)
+                            if grad:
+                                out.backward(torch.ones_like(out))
+                        call()  # warm-up (and compile)
+                        times = []
+                        for _ in range(reps):
+                            sync(device)
+                            t0 = time.perf_counter()
+                            call()
+                            sync(device)
+                            times.append(time.perf_counter() - t0)
+                        res[label] = statistics.median(times) * 1e3
+                except Exception as exc:
+                    res["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+                rows.append(res)
+                print(f"| {batch} | {dtype} | {arm} | {res['tile'] or ''} | {res.get('forward_ms', float('nan')):.3f} | "
+                      f"{res.get('fwd_bwd_ms', float('nan')):.3f} | {res.get('error', '')} |", flush=True)
+    scan_triton.BLOCK_E_CUDA, scan_triton.NUM_WARPS_CUDA = default
+    return rows
 
 
 def make_step(model, mode: str, dtype: str, images, labels, device):
@@ -387,7 +442,7 @@ def main(argv=None) -> int:
                tf32_matmul=torch.backends.cuda.matmul.allow_tf32, arms={a: ARMS[a] for a in arms})
     print("# GPU check" + (" (DRY RUN: CPU, Triton interpreter, tiny shapes; no speed measured)" if args.dry_run else ""))
     print(json.dumps(env, indent=1))
-    results = {"env": env, "parity": [], "bench": [], "goals": []}
+    results = {"env": env, "parity": [], "kernel_bench": [], "bench": [], "goals": []}
     failed = False
 
     if not args.skip_parity:
@@ -410,6 +465,12 @@ def main(argv=None) -> int:
             print(f"| {r['check']} | {r.get('arm', 'triton')} | {errs or r.get('error', '')[-300:]} | "
                   f"{'yes' if r['ok'] else 'NO'} |")
         failed = not all(r["ok"] for r in rows)
+
+    if not args.skip_kernel_bench:
+        print(f"\n## Selective scan alone (Vim-T shape; median of {1 if args.dry_run else 10} calls)\n\n"
+              "| batch | dtype | backend | tile (BLOCK_E, warps) | forward ms | fwd+bwd ms | error |\n"
+              "|---|---|---|---|---|---|---|", flush=True)
+        results["kernel_bench"] = kernel_bench(args, device, arms, args.dry_run)
 
     if not args.skip_bench:
         print(f"\n## Benchmark ({args.rounds} interleaved rounds after {args.warmup} warm-up calls per arm; "

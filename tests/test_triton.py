@@ -495,6 +495,7 @@ def test_gpu_check_dry_run(children):
     assert res["parity"] and all(r["ok"] for r in res["parity"]), res["parity"]
     assert {r["check"] for r in res["parity"]} >= {"scan float32", "scan bfloat16", "conv float32",
                                                     "oracle dyvm_small train+grads"}
+    assert len(res["kernel_bench"]) == 4 and not any("error" in r for r in res["kernel_bench"]), res["kernel_bench"]
     assert len(res["bench"]) == 8 and res["goals"] == []
     for row in res["bench"]:
         assert not row["errors"] and set(row["median_ms"]) == {"triton", "torch"}, row

@@ -194,9 +194,11 @@ def _scan_bwd_kernel(u_ptr, dt_ptr, a_ptr, b_ptr, c_ptr, d_ptr, z_ptr, bias_ptr,
         tl.store(dbias_ptr + pid_b * E + e, dbias_acc, mask=em)
 
 
-# channels per program: a (32, 16) fp32 state is 4 registers a thread at 4 warps on GPU; the
-# interpreter runs programs one after the other, so there few big ones are fastest
+# channels per program: a (32, 16) fp32 state is 4 registers a thread at 4 warps on GPU (not
+# tuned on a GPU yet: benchmarks/gpu_check.py sweeps these); the interpreter runs programs one
+# after the other, so there few big ones are fastest
 BLOCK_E_CUDA = 32
+NUM_WARPS_CUDA = 4
 BLOCK_E_INTERPRETED = 256
 
 
@@ -234,7 +236,7 @@ def _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save: bool):
            *u.stride(), *delta.stride(), *A.stride(), *B.stride(), *C.stride(), *bel_strides(z), *out.stride(),
            HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
            SOFTPLUS=bool(delta_softplus), SAVE=save, CHUNK=CHUNK,
-           BLOCK_E=block_e, BLOCK_N=block_n, ACC=acc, num_warps=4)
+           BLOCK_E=block_e, BLOCK_N=block_n, ACC=acc, num_warps=NUM_WARPS_CUDA)
     return out, ck
 
 
@@ -264,7 +266,7 @@ def _backward(grad_out, u, delta, A, B, C, D, z, delta_bias, delta_softplus, ck)
                HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
                SOFTPLUS=bool(delta_softplus), CHUNK=CHUNK,
                BLOCK_E=block_e, BLOCK_N=block_n, ACC=acc_dtype(u, delta, A, B, C, D, z, delta_bias),
-               num_warps=4)
+               num_warps=NUM_WARPS_CUDA)
     else:
         for t in (dA_part, dB_part, dC_part, dD_part, dbias_part):
             t.zero_()
