@@ -226,7 +226,8 @@ def kernel_bench(args, device, arms, dry_run) -> list[dict]:
             for arm, tile in variants:
                 scan_triton.BLOCK_E_CUDA, scan_triton.NUM_WARPS_CUDA = tile or default
                 leaves = [t.detach().requires_grad_() for t in ins]
-                res = {"batch": batch, "dtype": dtype, "backend": arm, "tile": list(tile or default) if arm == "triton" else None}
+                res = {"batch": batch, "dtype": dtype, "backend": arm,
+                       "tile": list(tile or default) if arm == "triton" else None}
                 try:
                     for label, grad in (("forward_ms", False), ("fwd_bwd_ms", True)):
                         def call():
@@ -246,8 +247,9 @@ def kernel_bench(args, device, arms, dry_run) -> list[dict]:
                 except Exception as exc:
                     res["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
                 rows.append(res)
-                print(f"| {batch} | {dtype} | {arm} | {res['tile'] or ''} | {res.get('forward_ms', float('nan')):.3f} | "
-                      f"{res.get('fwd_bwd_ms', float('nan')):.3f} | {res.get('error', '')} |", flush=True)
+                nan = float("nan")
+                print(f"| {batch} | {dtype} | {arm} | {res['tile'] or ''} | {res.get('forward_ms', nan):.3f} | "
+                      f"{res.get('fwd_bwd_ms', nan):.3f} | {res.get('error', '')} |", flush=True)
     scan_triton.BLOCK_E_CUDA, scan_triton.NUM_WARPS_CUDA = default
     return rows
 
@@ -376,7 +378,8 @@ def table_header(arms) -> str:
 def table_line(row, arms) -> str:
     cells = [row["model"], row["mode"], row["dtype"], str(row["batch"])]
     for a in arms:
-        cells.append(f"{row['median_ms'][a]:.2f}" if a in row["median_ms"] else f"error: {row['errors'].get(a, '')[:40]}")
+        cells.append(f"{row['median_ms'][a]:.2f}" if a in row["median_ms"]
+                     else f"error: {row['errors'].get(a, '')[:40]}")
     for a in arms:
         if a == "triton":
             continue
@@ -440,7 +443,8 @@ def main(argv=None) -> int:
                torch=torch.__version__, triton=triton.__version__, dyvm=dyvm.__version__,
                mamba_ssm=scan_cuda.available(), causal_conv1d_package=causal_conv1d_cuda() is not None,
                tf32_matmul=torch.backends.cuda.matmul.allow_tf32, arms={a: ARMS[a] for a in arms})
-    print("# GPU check" + (" (DRY RUN: CPU, Triton interpreter, tiny shapes; no speed measured)" if args.dry_run else ""))
+    print("# GPU check" + (" (DRY RUN: CPU, Triton interpreter, tiny shapes; no speed measured)"
+                           if args.dry_run else ""))
     print(json.dumps(env, indent=1))
     results = {"env": env, "parity": [], "kernel_bench": [], "bench": [], "goals": []}
     failed = False

@@ -9,7 +9,8 @@ contiguous (B, L, E) input. Arithmetic in float32 (float64 for float64 inputs).
 
 Backward: one kernel recomputes the pre-activation, writes dL/d(pre-activation) and
 per-(batch, time block) partials of dw and dbias (summed in torch, deterministic); a second
-one forms dx from it. On CPU tensors the kernels run in Triton's interpreter (``triton_util``).
+one forms dx from it. CPU tensors work under Triton's interpreter (``TRITON_INTERPRET=1``, see
+``triton_util``).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from .triton_util import acc_dtype, launch
 
 # Sums are tl.reduce with tl.sum's own combine function and sigmoids are written out: the
 # same code as tl.sum / tl.sigmoid once compiled, but those are @triton.jit library functions
-# that the interpreter re-patches on every call (~3 ms each), most of the interpreted runtime.
+# that the interpreter re-patches on every call (milliseconds each: most of its runtime).
 _SUM = tl.standard._sum_combine
 
 

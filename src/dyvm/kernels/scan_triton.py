@@ -13,7 +13,7 @@ its checkpoint into a small scratch buffer, then runs the reverse recurrence
 Per-(batch, channel) partials of dA, dD and dΔ-bias, and per-channel-block partials of the
 shared dB and dC, are summed in torch (deterministic, no atomics).
 
-On CPU tensors the kernels run in Triton's interpreter (see ``triton_util``).
+CPU tensors work under Triton's interpreter (``TRITON_INTERPRET=1``, see ``triton_util``).
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ CHUNK = 16  # time steps between forward checkpoints (= scratch depth of the bac
 
 # Sums are tl.reduce with tl.sum's own combine function and sigmoids are written out: the
 # same code as tl.sum / tl.sigmoid once compiled, but those are @triton.jit library functions
-# that the interpreter re-patches on every call (~3 ms each), most of the interpreted runtime.
+# that the interpreter re-patches on every call (milliseconds each: most of its runtime).
 _SUM = tl.standard._sum_combine
 
 
@@ -246,15 +246,15 @@ def _backward(grad_out, u, delta, A, B, C, D, z, delta_bias, delta_softplus, ck)
     n_chunks = ck.shape[1]
     block_e, block_n = _blocks(u, nstate)
     n_eblocks = triton.cdiv(channels, block_e)
-    f32 = ck.dtype
+    work = ck.dtype  # the state dtype: fp32, or fp64 for fp64 inputs
     du, ddelta = _time_major_empty(u), _time_major_empty(delta)
     dz = None if z is None else _time_major_empty(z)
-    dA_part = u.new_empty(batch, channels, nstate, dtype=f32)
-    dB_part = u.new_empty(n_eblocks, batch, length, nstate, dtype=f32)
-    dC_part = u.new_empty(n_eblocks, batch, length, nstate, dtype=f32)
-    dD_part = u.new_empty(batch, channels, dtype=f32)
-    dbias_part = u.new_empty(batch, channels, dtype=f32)
-    scratch = u.new_empty(batch, CHUNK, channels, nstate, dtype=f32)
+    dA_part = u.new_empty(batch, channels, nstate, dtype=work)
+    dB_part = u.new_empty(n_eblocks, batch, length, nstate, dtype=work)
+    dC_part = u.new_empty(n_eblocks, batch, length, nstate, dtype=work)
+    dD_part = u.new_empty(batch, channels, dtype=work)
+    dbias_part = u.new_empty(batch, channels, dtype=work)
+    scratch = u.new_empty(batch, CHUNK, channels, nstate, dtype=work)
     if u.numel() > 0:
         launch(_scan_bwd_kernel, (batch, n_eblocks), u.device,
                u, delta, A, B, C, u if D is None else D, u if z is None else z,
@@ -299,7 +299,8 @@ def selective_scan_triton(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Ten
                           delta_bias: Optional[Tensor] = None, delta_softplus: bool = True) -> Tensor:
     """Selective scan with the Triton kernels; u, delta, z (B, E, L), A (E, N), B, C (B, N, L),
     D, delta_bias (E,). Any strides and float dtypes (mixed is fine); output (B, E, L) in u's
-    dtype, laid out (B, L, E) in memory; gradients in each input's dtype. CUDA tensors, or CPU ones through the interpreter."""
+    dtype, laid out (B, L, E) in memory; gradients in each input's dtype. CUDA tensors, or CPU
+    ones under Triton's interpreter."""
     tensors = (u, delta, A, B, C, D, z, delta_bias)
     devices = {t.device for t in tensors if t is not None}
     if len(devices) != 1:
