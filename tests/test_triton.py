@@ -400,10 +400,11 @@ def test_kernels_compile_for_hopper(monkeypatch, children):
 
     from dyvm.kernels import conv_triton, scan_triton
 
+    if triton_util.interpreted(scan_triton._scan_fwd_kernel):
+        pytest.skip("the whole test run has TRITON_INTERPRET=1: this process has no compiler path")
     compiled = []
 
     def compile_only(kernel, grid, device, *args, num_warps=None, **meta):
-        assert not triton_util.interpreted(kernel)
         sig = {}
         for name, a in zip(kernel.arg_names, args):
             sig[name] = "*" + _TRITON_TYPES[a.dtype] if isinstance(a, torch.Tensor) else "i32"
