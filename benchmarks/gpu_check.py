@@ -199,7 +199,9 @@ def oracle_parity(device, arm: str) -> list[dict]:
 # ----------------------------------------------------------------------------- benchmark
 
 
-SWEEP = [(32, 4), (16, 2), (32, 2), (64, 4)]  # (BLOCK_E, num_warps) of the triton scan; first = default
+# (BLOCK_E, num_warps) of the triton scan. With one warp the backward's per-step sums over the
+# channels (dB, dC) stay within the warp, with more they cross warps through shared memory.
+SWEEP = [(32, 4), (16, 2), (32, 2), (64, 4), (8, 1), (16, 1)]
 
 
 def kernel_bench(args, device, arms, dry_run) -> list[dict]:
@@ -213,7 +215,7 @@ def kernel_bench(args, device, arms, dry_run) -> list[dict]:
     e, l, n = (8, 20, 16) if dry_run else (384, 197, 16)
     reps = 1 if dry_run else 10
     rows = []
-    default = (scan_triton.BLOCK_E_CUDA, scan_triton.NUM_WARPS_CUDA)
+    default = (scan_triton.BLOCK_E_CUDA, scan_triton.NUM_WARPS_CUDA)  # restored afterwards
     for batch in args.batches:
         for dtype in args.dtypes:
             low = torch.bfloat16 if dtype == "bf16" else torch.float32
@@ -251,6 +253,14 @@ def kernel_bench(args, device, arms, dry_run) -> list[dict]:
                 print(f"| {batch} | {dtype} | {arm} | {res['tile'] or ''} | {res.get('forward_ms', nan):.3f} | "
                       f"{res.get('fwd_bwd_ms', nan):.3f} | {res.get('error', '')} |", flush=True)
     scan_triton.BLOCK_E_CUDA, scan_triton.NUM_WARPS_CUDA = default
+    tiles = [r for r in rows if r["backend"] == "triton" and "fwd_bwd_ms" in r]
+    for batch in args.batches:
+        for dtype in args.dtypes:
+            cell = [r for r in tiles if r["batch"] == batch and r["dtype"] == dtype]
+            if len(cell) > 1:
+                best = min(cell, key=lambda r: r["fwd_bwd_ms"])
+                print(f"- batch {batch} {dtype}: fastest triton tile {best['tile']} "
+                      f"({best['fwd_bwd_ms']:.3f} ms fwd+bwd; default {tuple(default)})")
     return rows
 
 
