@@ -322,6 +322,12 @@ def bench_cell(model, arms, step, device, warmup, rounds) -> dict:
     times = {a: [] for a in arms}
     errors = {}
     peak = {}
+
+    def failed(a, exc):  # an OOM or a missing kernel: reported in the table, the other arms go on
+        errors[a] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
     for a in arms:
         try:
             for _ in range(warmup):
@@ -330,14 +336,17 @@ def bench_cell(model, arms, step, device, warmup, rounds) -> dict:
                 torch.cuda.reset_peak_memory_stats(device)
                 run_arm(model, a, step, device)
                 peak[a] = torch.cuda.max_memory_allocated(device) / 2**20
-        except Exception as exc:  # an OOM or a missing kernel: reported in the table
-            errors[a] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-    live = [a for a in arms if a not in errors]
+        except Exception as exc:
+            failed(a, exc)
     for _ in range(rounds):
-        for a in live:
-            times[a].append(run_arm(model, a, step, device))
+        for a in arms:
+            if a in errors:
+                continue
+            try:
+                times[a].append(run_arm(model, a, step, device))
+            except Exception as exc:
+                failed(a, exc)
+    live = [a for a in arms if a not in errors]
     res = {"times_s": times, "errors": errors, "peak_mib": peak}
     res["median_ms"] = {a: statistics.median(times[a]) * 1e3 for a in live}
     if "triton" in live:
