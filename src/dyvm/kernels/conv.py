@@ -4,12 +4,15 @@ Backends (``$DYVM_CONV_BACKEND``, read at call time):
 
 - ``auto`` (default, also when unset): on CPU float32/float64 tensors of one dtype, the
   compiled kernel of the scan extension (``conv_cpp``) when it builds; on CUDA the
-  ``causal_conv1d`` package's kernel when it imports; else ``F.conv1d`` + ``F.silu``.
+  ``causal_conv1d`` package's kernel when it imports, else the Triton kernels
+  (``conv_triton``) when triton imports; else ``F.conv1d`` + ``F.silu``.
 - ``cpp``: like ``auto``, but raise if the compiled extension is unavailable.
+- ``triton``: the Triton kernels on any tensors (CPU ones only under ``TRITON_INTERPRET=1``).
 - ``torch``: always ``F.conv1d`` + ``F.silu`` (the reference; for A/B tests).
 
-The compiled kernel is also skipped under a ``TorchDispatchMode`` (e.g. ``FlopCounterMode``,
-which counts ``F.conv1d`` but knows nothing of the custom op) and under ``torch.compile``.
+The compiled and Triton kernels are also skipped under a ``TorchDispatchMode`` (e.g.
+``FlopCounterMode``, which counts ``F.conv1d`` but knows nothing of the custom op) and under
+``torch.compile``.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 ENV_VAR = "DYVM_CONV_BACKEND"
-BACKENDS = ("auto", "cpp", "torch")
+BACKENDS = ("auto", "cpp", "torch", "triton")
 
 
 def _backend() -> str:
@@ -31,15 +34,21 @@ def _backend() -> str:
     return name
 
 
+def _kernels_allowed() -> bool:
+    """False while FLOPs are counted (custom op, dispatch mode) or under torch.compile."""
+    from .scan import _AS_CUSTOM_OP
+
+    return not (_AS_CUSTOM_OP[0] or torch._C._len_torch_dispatch_stack() > 0 or torch.compiler.is_compiling())
+
+
 def _use_cpp(x: Tensor, weight: Tensor, bias: Optional[Tensor], backend: str, mask: Optional[Tensor] = None) -> bool:
-    if backend == "torch" or x.device.type != "cpu":
+    if backend in ("torch", "triton") or x.device.type != "cpu":
         return False
     from . import conv_cpp, scan_cpp
-    from .scan import _AS_CUSTOM_OP
 
     if not conv_cpp.supports(x, weight, bias, mask):
         return False
-    if _AS_CUSTOM_OP[0] or torch._C._len_torch_dispatch_stack() > 0 or torch.compiler.is_compiling():
+    if not _kernels_allowed():
         return False
     if not scan_cpp.available():
         if backend == "cpp":
@@ -58,8 +67,8 @@ def causal_conv1d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, silu
     anti-causal), as the backward branch of a bidirectional mixer needs. channels_last: a layout
     hint, the compiled kernel then returns (B, L, E) memory viewed as (B, E, L).
     On CPU the compiled kernel is used where it applies (mask and reverse done in the kernel),
-    on CUDA the ``causal_conv1d`` package's kernel when it imports (same arithmetic); see the
-    module docstring.
+    on CUDA the ``causal_conv1d`` package's kernel when it imports, else the Triton one (same
+    arithmetic; mask and reverse around the call); see the module docstring.
     """
     backend = _backend()
     if mask is not None:
@@ -80,15 +89,21 @@ def causal_conv1d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, silu
 
 
 def _causal_conv1d_plain(x: Tensor, weight: Tensor, bias: Optional[Tensor], silu: bool, backend: str) -> Tensor:
+    from . import triton_util
+    from .scan_cuda import causal_conv1d_cuda
+
+    fast = causal_conv1d_cuda() if x.is_cuda and backend in ("auto", "cpp") else None
+    if backend == "triton" or (backend == "auto" and x.is_cuda and fast is None and triton_util.available()):
+        if _kernels_allowed():
+            triton_util.require(f"{ENV_VAR}=triton")
+            from .conv_triton import causal_conv1d_triton
+
+            return causal_conv1d_triton(x, weight, bias, silu)
     if weight.dim() == 2:
         weight = weight.unsqueeze(1)
-    if x.is_cuda and backend != "torch":
-        from .scan_cuda import causal_conv1d_cuda
-
-        fast = causal_conv1d_cuda()
-        if fast is not None:
-            return fast(x.contiguous(), weight.squeeze(1).to(x.dtype), None if bias is None else bias.to(x.dtype),
-                        activation="silu" if silu else None)
+    if fast is not None:
+        return fast(x.contiguous(), weight.squeeze(1).to(x.dtype), None if bias is None else bias.to(x.dtype),
+                    activation="silu" if silu else None)
     length = x.shape[-1]
     out = F.conv1d(x, weight, bias, padding=weight.shape[-1] - 1, groups=x.shape[1])[..., :length]
     return F.silu(out) if silu else out

@@ -19,7 +19,9 @@ reference   plain sequential recurrence (test oracle)   fp32, fp64
 torch       time-major PyTorch loop, custom backward    fp32, fp64
 cpp         compiled CPU kernel (SIMD over N, OpenMP)   fp32 (AVX-512 fast path), fp64
 cuda        ``mamba_ssm`` selective_scan_fn              fp32 (CUDA tensors only)
-auto        cuda on CUDA tensors when importable, else cpp where it builds, else torch
+triton      Triton kernels, fwd + bwd (``scan_triton``)   fp32, fp64 (CUDA; CPU interpreted)
+auto        on CUDA tensors: cuda when mamba_ssm imports, else triton, else torch;
+            elsewhere: cpp where it builds, else torch
 ==========  ==========================================  =================================
 """
 from __future__ import annotations
@@ -32,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-BACKENDS = ("reference", "torch", "cpp", "cuda", "auto")
+BACKENDS = ("reference", "torch", "cpp", "cuda", "triton", "auto")
 ENV_VAR = "DYVM_SCAN_BACKEND"
 
 _warned: set[str] = set()
@@ -57,10 +59,14 @@ def resolve_backend(backend: Optional[str] = None, device: torch.device | None =
     if device is not None and device.type == "cuda":
         from . import scan_cuda
 
+        from . import triton_util
+
         if scan_cuda.available():
             return "cuda"
-        _warn_once("auto-cuda", f"mamba_ssm is not importable ({scan_cuda.import_error()}); "
-                   "falling back to the pure-PyTorch scan on CUDA")
+        if triton_util.available():
+            return "triton"
+        _warn_once("auto-cuda", f"neither mamba_ssm ({scan_cuda.import_error()}) nor triton "
+                   f"({triton_util.import_error()}) is importable; falling back to the pure-PyTorch scan on CUDA")
         return "torch"
     from . import scan_cpp
 
@@ -87,10 +93,13 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
             return _flipped(torch.ops.dyvm.selective_scan, u, delta, A, B, C, D, z, delta_bias, delta_softplus)
         return torch.ops.dyvm.selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     name = resolve_backend(backend, u.device)
+    impl = _IMPLS[name]()
+    if getattr(impl, "native_dtypes", False):  # reads any float dtype itself, output in u's dtype
+        args = (u, delta, A, B, C, D, z, delta_bias)
+        return _flipped(impl, *args, delta_softplus) if reverse else impl(*args, delta_softplus)
     out_dtype = u.dtype
     state_dtype = torch.float64 if u.dtype == torch.float64 else torch.float32
     args = [t if t is None else t.to(state_dtype) for t in (u, delta, A, B, C, D, z, delta_bias)]
-    impl = _IMPLS[name]()
     if not reverse:
         out = impl(*args, delta_softplus)
     elif name in _REVERSE_NATIVE:
@@ -156,7 +165,17 @@ def _cuda():
     return scan_cuda.selective_scan_cuda
 
 
-_IMPLS: dict[str, Callable] = {"reference": _reference, "torch": _torch, "cpp": _cpp, "cuda": _cuda}
+def _triton():
+    from . import triton_util
+
+    triton_util.require("scan backend 'triton'")
+    from .scan_triton import selective_scan_triton
+
+    return selective_scan_triton
+
+
+_IMPLS: dict[str, Callable] = {"reference": _reference, "torch": _torch, "cpp": _cpp, "cuda": _cuda,
+                               "triton": _triton}
 # backends whose implementation takes ``reverse=True`` itself (the others get flipped inputs)
 _REVERSE_NATIVE = {"cpp"}
 
