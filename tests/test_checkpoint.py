@@ -103,3 +103,11 @@ def test_arbitrary_code_is_never_unpickled(tmp_path):
         pickle.dump({"model": {}, "payload": _Evil()}, f)
     with pytest.raises(ValueError, match="weights-only"):
         dyvm.load_checkpoint(tiny(), path)
+
+
+def test_atomic_write_to_a_directory_is_a_clear_error(tmp_path):
+    from dyvm.checkpoint import atomic_write
+
+    with pytest.raises(ValueError, match="is a directory"):
+        atomic_write(tmp_path, lambda tmp: open(tmp, "w").write("x"))
+    assert list(tmp_path.iterdir()) == []  # nothing half-written left behind

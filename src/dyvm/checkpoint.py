@@ -17,6 +17,8 @@ from .weights import (DYNAMIC_PREFIXES, DYNAMIC_SUFFIXES, LoadReport, _is_dynami
 def atomic_write(path: str | os.PathLike, write: "Callable[[str], None]") -> None:
     """Call ``write(tmp_path)`` then rename into ``path``: a crash never leaves a half-written file."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ValueError(f"{path} is a directory; give a file name to write")
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp{os.getpid()}")
