@@ -35,6 +35,8 @@ from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from .data import (FASHION_MNIST_MEAN, FASHION_MNIST_STD, build_dataset, build_transform, collate_skip_none,
                    data_config_for, num_classes_of)
 from .dynamic import SampleNoise
+from .model_options import DYNAMIC_OPTIONS, default_pruning_loc, model_overrides  # noqa: F401 (re-exported)
+from .models.registry import create_model, is_dynamic_name, static_counterpart
 
 log = logging.getLogger("dyvm.train")
 
@@ -108,6 +110,7 @@ class TrainConfig:
     router_threshold: Optional[float] = None
     score: Optional[str] = None
     pruning_loc: Optional[list] = None
+    predictor_input: Optional[str] = None
     use_routers: bool = True
     use_pruning: bool = True
     recipe: str = "dyvm"
@@ -157,7 +160,7 @@ class TrainConfig:
         cfg = TrainConfig(**asdict(self))
         size = next((s for s in ("tiny", "small", "base") if cfg.model.endswith(s)), "tiny")
         small = (cfg.img_size or 224) <= SMALL_IMAGE
-        if cfg.model.startswith("dyvm"):
+        if is_dynamic_name(cfg.model):
             if cfg.recipe not in DYVM_RECIPES:
                 raise ValueError(f"recipe={cfg.recipe!r}; expected one of {sorted(DYVM_RECIPES)}")
             preset = dict(DYVM_COMMON, **DYVM_PRESETS[size], **DYVM_RECIPES[cfg.recipe])
@@ -236,41 +239,10 @@ def _check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"batch_size={cfg.batch_size} must be even with mixup/cutmix")
 
 
-def model_kwargs(cfg: TrainConfig, num_classes: int, channels: int) -> dict[str, Any]:
-    kw: dict[str, Any] = dict(num_classes=num_classes, in_chans=channels)
-    for key in ("img_size", "patch_size", "depth", "embed_dim", "scan_backend"):
-        if getattr(cfg, key) is not None:
-            kw[key] = getattr(cfg, key)
-    if cfg.drop_path:
-        kw["drop_path_rate"] = cfg.drop_path
-    if cfg.model.startswith("dyvm"):
-        for key in ("token_keep_ratio", "block_keep_ratio", "router_threshold", "score", "pruning_loc"):
-            if getattr(cfg, key) is not None:
-                kw[key] = getattr(cfg, key)
-        if cfg.pruning_loc is None and cfg.depth is not None and cfg.use_pruning:
-            kw["pruning_loc"] = default_pruning_loc(cfg.depth)
-        kw.update(use_routers=cfg.use_routers, use_pruning=cfg.use_pruning)
-    return kw
-
-
-def default_pruning_loc(depth: int) -> list[int]:
-    """The official [6, 12, 18] of 24 layers scaled to ``depth``, without repeats or layer 0."""
-    locs = sorted({d for d in (depth // 4, depth // 2, 3 * depth // 4) if 1 <= d <= depth - 1})
-    if not locs:
-        raise ValueError(f"--depth {depth}: a DyVM needs at least 2 layers to prune tokens between them "
-                         "(or pass --no-pruning)")
-    return locs
-
-
-def _teacher_name(name: str) -> str:
-    return name[len("dyvm_"):] if name.startswith("dyvm_") else name
-
-
 def build_models(cfg: TrainConfig, num_classes: int, channels: int, data_mean_std) -> tuple[nn.Module, Optional[nn.Module]]:
     """The student (fresh, from a Vim, or from a dyvm checkpoint) and, for DyVM, the frozen teacher."""
-    from .models import create_model
-
-    kw = model_kwargs(cfg, num_classes, channels)
+    dynamic = is_dynamic_name(cfg.model)
+    kw = {**model_overrides(cfg, dynamic=dynamic), "num_classes": num_classes, "in_chans": channels}
     ckpt = read_checkpoint(cfg.checkpoint) if cfg.checkpoint else None
     if ckpt is not None and isinstance(ckpt, dict) and ckpt.get("arch") and ckpt.get("config"):
         # our own checkpoint: its architecture, our CLI overrides on top (e.g. a DyVM from our Vim)
@@ -288,15 +260,13 @@ def build_models(cfg: TrainConfig, num_classes: int, channels: int, data_mean_st
                                 crop_pct=1.0 if cfg.dataset == "fashion-mnist" or (cfg.img_size or 224) <= SMALL_IMAGE
                                 else 0.875)
     teacher = None
-    if cfg.model.startswith("dyvm") and (cfg.distill_weight or 0) > 0:
+    if model.is_dynamic and (cfg.distill_weight or 0) > 0:
         source = cfg.teacher or cfg.checkpoint
         if source is None:
             raise ValueError("DyVM fine-tuning distils from a frozen Vim: pass --checkpoint (a Vim) or --teacher, "
                              "or --distill-weight 0")
-        tkw = {k: v for k, v in kw.items() if k not in ("token_keep_ratio", "block_keep_ratio", "router_threshold",
-                                                         "score", "pruning_loc", "drop_path_rate", "use_routers",
-                                                         "use_pruning")}
-        teacher = create_model(_teacher_name(cfg.model), **tkw)
+        teacher_kw = {k: v for k, v in kw.items() if k not in DYNAMIC_OPTIONS and k != "drop_path_rate"}
+        teacher = create_model(static_counterpart(cfg.model), **teacher_kw)
         load_checkpoint(teacher, source, strict=False)
         teacher.eval().requires_grad_(False)
     return model, teacher
@@ -435,7 +405,7 @@ def train(config: Optional[TrainConfig] = None, **options: Any) -> dict[str, Any
         base_criterion = LabelSmoothingCrossEntropy(cfg.smoothing)
     else:
         base_criterion = nn.CrossEntropyLoss()
-    is_dyvm = cfg.model.startswith("dyvm")
+    is_dyvm = model.is_dynamic
     criterion = (DyVMLoss.for_model(model, base_criterion, teacher, token_weight=cfg.token_weight,
                                     block_weight=cfg.block_weight,
                                     distill_weight=cfg.distill_weight if teacher is not None else 0.0)
@@ -459,7 +429,7 @@ def train(config: Optional[TrainConfig] = None, **options: Any) -> dict[str, Any
         ema = ModelEmaV3(model, decay=cfg.ema_decay)
     wrapped: nn.Module = model
     if ddp.world > 1:
-        find_unused = is_dyvm and getattr(model, "score", "predictor") != "predictor"
+        find_unused = is_dyvm and model.score != "predictor"
         wrapped = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                                       find_unused_parameters=find_unused)
 
