@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from dyvm.bench import cpu_name
+from dyvm.utils import cpu_name
 from dyvm.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
 from dyvm.demo import TEACHER_CARD, TEACHER_FILE, _test_loader, sha256_of
 from dyvm.evaluate import evaluate

@@ -54,7 +54,7 @@ _LAZY = {
     "selective_scan": "dyvm.kernels", "predict": "dyvm.prediction",
 }
 _SUBMODULES = {"bench", "checkpoint", "cli", "data", "demo", "dynamic", "engine", "evaluate", "flops", "kernels",
-               "losses", "models", "prediction", "viz", "weights"}
+               "losses", "model_options", "models", "prediction", "utils", "viz", "weights"}
 
 __all__ = sorted(_LAZY) + ["__version__"]
 

@@ -15,40 +15,21 @@ import contextlib
 import json
 import multiprocessing as mp
 import os
-import platform
 import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
+
+from .utils import cpu_name, format_table, time_call
 
 DEFAULT_BACKENDS = ("reference", "torch", "cpp", "cuda")
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def time_call(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int = 2) -> list[float]:
-    """Wall-clock seconds of ``fn()`` for each of ``repeats`` runs after ``warmup`` runs."""
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return times
-
-
-@contextlib.contextmanager
 def stub_scan():
     """Replace the selective scan by a zero-cost stub (returns its input) inside the models."""
     from .models import vim
@@ -76,7 +57,7 @@ def _row_worker(spec: dict, queue) -> None:
 
 
 def _measure(spec: dict) -> dict:
-    from . import create_model
+    from .models import create_model
 
     torch.set_num_threads(spec["threads"])
     device = torch.device(spec["device"])
@@ -127,7 +108,7 @@ def run_isolated(spec: dict, isolate: bool = True) -> dict:
 def set_router_pattern(model, fraction_on: float, seed: int = 0) -> float:
     """Routers with weight 0 and bias ±5 so that a fixed ``fraction_on`` of (layer, direction) branches
     runs for every image. Returns the realised fraction."""
-    if not hasattr(model, "use_routers") or not model.use_routers:
+    if not model.is_dynamic or not model.use_routers:
         return 1.0
     depth = model.depth
     n_on = round(fraction_on * depth * 2)
@@ -154,22 +135,6 @@ def cold_build_seconds() -> Optional[float]:
         except (ValueError, IndexError):
             return None
         return value if value >= 0 else None
-
-
-def _fmt_table(headers: list[str], rows: list[list[Any]]) -> str:
-    cells = [[str(h) for h in headers]] + [[("%.1f" % c) if isinstance(c, float) else str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    line = lambda r: "| " + " | ".join(c.rjust(w) for c, w in zip(r, widths)) + " |"
-    return "\n".join([line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in cells[1:]])
-
-
-def cpu_name() -> str:
-    """The CPU's model name (from /proc/cpuinfo where there is one)."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            return next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def machine_line(threads: int, device: torch.device) -> str:
@@ -243,7 +208,7 @@ def bench_backbone(model: str = "vim_tiny", batch_sizes=(1, 8), backends=None, t
     from .kernels import scan_cpp
 
     build = cold_build_seconds() if "cpp" in backends else None
-    table = _fmt_table(["what", "scan backend", "batch", "median ms", "img/s", "peak MiB", "note"], rows)
+    table = format_table(["what", "scan backend", "batch", "median ms", "img/s", "peak MiB", "note"], rows)
     return dict(model=model, device=device, threads=threads, default_backend=default, rows=results,
                 summary=summary, cpp_cold_build_s=build, cpp_load_s=scan_cpp.build_seconds(),
                 machine=machine_line(threads, dev), table=table)
@@ -252,7 +217,7 @@ def bench_backbone(model: str = "vim_tiny", batch_sizes=(1, 8), backends=None, t
 def bench_dyvm(sizes=("tiny", "small"), batch_sizes=(1, 8), threads: Optional[int] = None, repeats: int = 10,
                device: str = "cpu", routers_on: float = 0.8, isolate: bool = True, progress: bool = True) -> dict:
     """DyVM vs Vim latency next to the FLOPs reduction (official and full conventions)."""
-    from . import create_model
+    from .models import create_model
     from .flops import count_flops
 
     threads = threads or os.cpu_count() or 1
@@ -282,7 +247,7 @@ def bench_dyvm(sizes=("tiny", "small"), batch_sizes=(1, 8), threads: Optional[in
                             branch_keep=realised, goal_met=lat >= 0.9 * f_full))
         rows.append([f"vim_{size}", b, vim["median_ms"], dy["median_ms"], f"{100 * lat:.1f}%",
                      f"{100 * f_off:.1f}%", f"{100 * f_full:.1f}%", f"{lat / f_full:.2f}"])
-    table = _fmt_table(["model", "batch", "Vim ms", "DyVM ms", "latency cut", "FLOPs cut (official)",
+    table = format_table(["model", "batch", "Vim ms", "DyVM ms", "latency cut", "FLOPs cut (official)",
                         "FLOPs cut (full)", "latency/FLOPs cut"], rows)
     return dict(rows=results, table=table, threads=threads, routers_on=routers_on, machine=machine_line(threads, dev))
 

@@ -135,7 +135,7 @@ def interleave(workers: dict[str, Any], kinds: Sequence[str], rounds: int, steps
 
 
 def format_report(result: dict, labels: dict[str, str]) -> str:
-    from .bench import _fmt_table
+    from .utils import format_table
 
     rows = []
     for kind, e in result["kinds"].items():
@@ -144,7 +144,7 @@ def format_report(result: dict, labels: dict[str, str]) -> str:
             rows.append([KIND_LABELS.get(kind, kind), clock, f"{sa['median']:.1f}", f"{sb['median']:.1f}",
                          f"{sr['median']:.3f}", f"{sr['min']:.3f}-{sr['max']:.3f}", f"{sr['q1']:.3f}-{sr['q3']:.3f}"])
     head = ["step", "clock", "A img/s", "B img/s", "ratio A/B (median)", "min-max", "IQR"]
-    return (f"A = {labels['A']}\nB = {labels['B']}\n" + _fmt_table(head, rows))
+    return (f"A = {labels['A']}\nB = {labels['B']}\n" + format_table(head, rows))
 
 
 def bench_train_step(against: Optional[str], rounds: int = 7, steps: int = 2, warmup: int = 2, threads: int = 1,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 SUBCOMMANDS = ("train", "eval", "predict", "flops", "bench", "convert", "demo", "viz")
 
@@ -43,6 +43,8 @@ def _dyvm_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--router-threshold", type=float, help="router on-probability threshold (0.5 ⇔ logit > 0)")
     g.add_argument("--score", choices=["predictor", "random", "static"], help="source of token keep scores")
     g.add_argument("--pruning-loc", type=int, nargs="+", help="layers before which tokens are pruned")
+    g.add_argument("--predictor-input", choices=["hidden", "B", "delta"],
+                   help="what the keep predictors read: hidden (the paper), or the Predictor-B / -Δ ablations")
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
@@ -260,24 +262,13 @@ def _run(args: argparse.Namespace) -> int:
     return handlers[args.command](args)
 
 
-def model_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """Constructor keywords given on the command line (model and DyVM groups)."""
-    names = dict(img_size="img_size", patch_size="patch_size", depth="depth", embed_dim="embed_dim",
-                 num_classes="num_classes", in_chans="in_chans", token_keep_ratio="token_keep_ratio",
-                 block_keep_ratio="block_keep_ratio", router_threshold="router_threshold", score="score",
-                 pruning_loc="pruning_loc", scan_backend="scan_backend", drop_path="drop_path_rate")
-    return {kw: getattr(args, a) for a, kw in names.items() if getattr(args, a, None) is not None}
-
-
 def _flops_cli(args: argparse.Namespace) -> int:
-    from . import create_model
     from .flops import count_flops, solve_keep_ratio
+    from .model_options import model_overrides
+    from .models import create_model
+    from .models.registry import is_dynamic_name
 
-    overrides = model_overrides(args)
-    if not args.model.startswith("dyvm"):
-        overrides = {k: v for k, v in overrides.items() if k not in
-                     ("token_keep_ratio", "block_keep_ratio", "router_threshold", "score", "pruning_loc")}
-    model = create_model(args.model, **overrides)
+    model = create_model(args.model, **model_overrides(args, dynamic=is_dynamic_name(args.model)))
     if args.checkpoint:
         from .checkpoint import load_checkpoint
 

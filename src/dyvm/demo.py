@@ -126,13 +126,12 @@ def _latency(model, batch_sizes=(1, 64)) -> dict[str, float]:
 
 def _summarise(model, stats: dict, latency: Optional[dict]) -> dict[str, Any]:
     from .flops import flops_from_stats
-    from .models.dyvm import DyVM
 
     out = dict(top1=stats["top1"], top5=stats["top5"], params_m=sum(p.numel() for p in model.parameters()) / 1e6,
                **flops_from_stats(model, stats))
     if latency is not None:
         out["latency_ms"] = latency
-    if isinstance(model, DyVM):
+    if model.is_dynamic:
         out.update(token_keep=stats["token_keep"], branch_keep=stats.get("branch_keep"),
                    branch_keep_mean=stats.get("branch_keep_mean", 1.0),
                    branch_keep_per_class=stats.get("branch_keep_per_class"),
@@ -335,7 +334,7 @@ def _claim(results: dict, drop_bar: Optional[float]) -> dict[str, Any]:
 
 
 def _meta(mode, plan, seed, data_path, output, timings, figures, version, runs, train_teacher) -> dict[str, Any]:
-    from .bench import cpu_name
+    from .utils import cpu_name
     from .kernels.scan import resolve_backend
 
     cpu = cpu_name()

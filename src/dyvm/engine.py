@@ -1,4 +1,11 @@
-"""Training: ``dyvm train`` / :func:`train`. One small loop in the spirit of DeiT's ``engine.py``.
+"""Training: ``dyvm train`` / :func:`train`, laid out as DeiT's ``engine.py``.
+
+* :func:`resolve_config`: options → a :class:`TrainConfig` with the recipe filled in, checked;
+* :func:`setup_training`: process group, data, models, losses, optimiser → a :class:`TrainingRun`;
+* :func:`train_one_epoch`: the steps of one epoch → the averaged loss parts;
+* :func:`dyvm.evaluate.evaluate` on the validation split after each epoch;
+* :func:`resume` / :func:`save_checkpoints`: OUTPUT/checkpoint.pth and best.pth;
+* :func:`train`: these in order, with the per-epoch log and progress lines.
 
 Modes, chosen by the model name and the checkpoint:
 * pre-train a Vim from scratch (``--model vim_tiny``, no checkpoint);
@@ -22,7 +29,7 @@ import random
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Optional
 
 import numpy as np
@@ -35,6 +42,8 @@ from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from .data import (FASHION_MNIST_MEAN, FASHION_MNIST_STD, build_dataset, build_transform, collate_skip_none,
                    data_config_for, num_classes_of)
 from .dynamic import SampleNoise
+from .model_options import DYNAMIC_OPTIONS, default_pruning_loc, model_overrides  # noqa: F401 (re-exported)
+from .models.registry import create_model, is_dynamic_name, static_counterpart
 
 log = logging.getLogger("dyvm.train")
 
@@ -112,6 +121,7 @@ class TrainConfig:
     router_threshold: Optional[float] = None
     score: Optional[str] = None
     pruning_loc: Optional[list] = None
+    predictor_input: Optional[str] = None
     use_routers: bool = True
     use_pruning: bool = True
     recipe: str = "dyvm"
@@ -161,7 +171,7 @@ class TrainConfig:
         cfg = TrainConfig(**asdict(self))
         size = next((s for s in ("tiny", "small", "base") if cfg.model.endswith(s)), "tiny")
         small = (cfg.img_size or _checkpoint_img_size(cfg.checkpoint) or 224) <= SMALL_IMAGE
-        if cfg.model.startswith("dyvm"):
+        if is_dynamic_name(cfg.model):
             if cfg.recipe not in DYVM_RECIPES:
                 raise ValueError(f"recipe={cfg.recipe!r}; expected one of {sorted(DYVM_RECIPES)}")
             preset = dict(DYVM_COMMON, **DYVM_PRESETS[size], **DYVM_RECIPES[cfg.recipe])
@@ -254,41 +264,10 @@ def _check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"batch_size={cfg.batch_size} must be even with mixup/cutmix")
 
 
-def model_kwargs(cfg: TrainConfig, num_classes: int, channels: int) -> dict[str, Any]:
-    kw: dict[str, Any] = dict(num_classes=num_classes, in_chans=channels)
-    for key in ("img_size", "patch_size", "depth", "embed_dim", "scan_backend"):
-        if getattr(cfg, key) is not None:
-            kw[key] = getattr(cfg, key)
-    if cfg.drop_path:
-        kw["drop_path_rate"] = cfg.drop_path
-    if cfg.model.startswith("dyvm"):
-        for key in ("token_keep_ratio", "block_keep_ratio", "router_threshold", "score", "pruning_loc"):
-            if getattr(cfg, key) is not None:
-                kw[key] = getattr(cfg, key)
-        if cfg.pruning_loc is None and cfg.depth is not None and cfg.use_pruning:
-            kw["pruning_loc"] = default_pruning_loc(cfg.depth)
-        kw.update(use_routers=cfg.use_routers, use_pruning=cfg.use_pruning)
-    return kw
-
-
-def default_pruning_loc(depth: int) -> list[int]:
-    """The official [6, 12, 18] of 24 layers scaled to ``depth``, without repeats or layer 0."""
-    locs = sorted({d for d in (depth // 4, depth // 2, 3 * depth // 4) if 1 <= d <= depth - 1})
-    if not locs:
-        raise ValueError(f"--depth {depth}: a DyVM needs at least 2 layers to prune tokens between them "
-                         "(or pass --no-pruning)")
-    return locs
-
-
-def _teacher_name(name: str) -> str:
-    return name[len("dyvm_"):] if name.startswith("dyvm_") else name
-
-
 def build_models(cfg: TrainConfig, num_classes: int, channels: int, data_mean_std) -> tuple[nn.Module, Optional[nn.Module]]:
     """The student (fresh, from a Vim, or from a dyvm checkpoint) and, for DyVM, the frozen teacher."""
-    from .models import create_model
-
-    kw = model_kwargs(cfg, num_classes, channels)
+    dynamic = is_dynamic_name(cfg.model)
+    kw = {**model_overrides(cfg, dynamic=dynamic), "num_classes": num_classes, "in_chans": channels}
     ckpt = read_checkpoint(cfg.checkpoint) if cfg.checkpoint else None
     if ckpt is not None and isinstance(ckpt, dict) and ckpt.get("arch") and ckpt.get("config"):
         # our own checkpoint: its architecture, our CLI overrides on top (e.g. a DyVM from our Vim)
@@ -306,15 +285,13 @@ def build_models(cfg: TrainConfig, num_classes: int, channels: int, data_mean_st
                                 crop_pct=1.0 if cfg.dataset == "fashion-mnist" or (cfg.img_size or 224) <= SMALL_IMAGE
                                 else 0.875)
     teacher = None
-    if cfg.model.startswith("dyvm") and (cfg.distill_weight or 0) > 0:
+    if model.is_dynamic and (cfg.distill_weight or 0) > 0:
         source = cfg.teacher or cfg.checkpoint
         if source is None:
             raise ValueError("DyVM fine-tuning distils from a frozen Vim: pass --checkpoint (a Vim) or --teacher, "
                              "or --distill-weight 0")
-        tkw = {k: v for k, v in kw.items() if k not in ("token_keep_ratio", "block_keep_ratio", "router_threshold",
-                                                         "score", "pruning_loc", "drop_path_rate", "use_routers",
-                                                         "use_pruning")}
-        teacher = create_model(_teacher_name(cfg.model), **tkw)
+        teacher_kw = {k: v for k, v in kw.items() if k not in DYNAMIC_OPTIONS and k != "drop_path_rate"}
+        teacher = create_model(static_counterpart(cfg.model), **teacher_kw)
         load_checkpoint(teacher, source, strict=False)
         teacher.eval().requires_grad_(False)
     return model, teacher
@@ -342,7 +319,227 @@ def param_groups(model: nn.Module, weight_decay: float, dynamic_lr_scale: float 
     return out
 
 
-# ------------------------------------------------------------------------------ the loop
+# ------------------------------------------------------------------------------ data, losses, the whole set-up
+def resolve_config(config: Optional[TrainConfig] = None, **options: Any) -> TrainConfig:
+    """``config`` with ``options`` on top, recipe values filled in from the preset, and checked."""
+    unknown = set(options) - {f.name for f in fields(TrainConfig)}
+    if unknown:
+        raise TypeError(f"train() got unknown options: {sorted(unknown)}")
+    cfg = TrainConfig(**{**asdict(config or TrainConfig()), **options}).resolved()
+    _check_config(cfg)
+    return cfg
+
+
+def _resolve_device(name: Optional[str]) -> torch.device:
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r} but CUDA is not available here")
+    return torch.device(name)
+
+
+@dataclass
+class DataInfo:
+    """What the data says about the model: channels, normalisation, classes."""
+
+    channels: int
+    mean_std: tuple[tuple[float, ...], tuple[float, ...]]
+    class_names: list[str]
+    num_classes: int
+
+
+def probe_data(cfg: TrainConfig) -> DataInfo:
+    """Channels, mean/std and classes of the configured data set (reads no images)."""
+    channels = cfg.in_chans or (1 if cfg.dataset == "fashion-mnist" else 3)
+    mean_std = ((FASHION_MNIST_MEAN * channels, FASHION_MNIST_STD * channels) if cfg.dataset == "fashion-mnist"
+                else ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)) if channels == 3 else ((0.449,), (0.226,)))
+    probe = build_dataset(cfg.dataset, "test", None, cfg.data_path, channels, cfg.val_size, cfg.corrupt,
+                          download=cfg.download, val_fraction=cfg.val_fraction)
+    class_names = list(probe.classes)
+    num_classes = cfg.num_classes or num_classes_of(probe)
+    if num_classes < len(class_names):
+        raise ValueError(f"--num-classes {num_classes} is fewer than the {len(class_names)} classes of the data")
+    return DataInfo(channels, mean_std, class_names, num_classes)
+
+
+def build_loaders(cfg: TrainConfig, model: nn.Module, channels: int, ddp: Dist):
+    """(train sampler, train loader, val loader); training items are (image, target, sample key)."""
+    data_cfg = data_config_for(model)
+    train_tf = build_transform(data_cfg, True, cfg.aa, cfg.reprob, (cfg.scale_min, 1.0), cfg.hflip)
+    eval_tf = build_transform(data_cfg, False)
+    train_set = _Indexed(build_dataset(cfg.dataset, "train", train_tf, cfg.data_path, channels, cfg.val_size,
+                                       cfg.corrupt, cfg.subset, val_fraction=cfg.val_fraction))
+    val_set = build_dataset(cfg.dataset, "val", eval_tf, cfg.data_path, channels, cfg.val_size, cfg.corrupt,
+                            val_fraction=cfg.val_fraction)
+    if len(val_set) == 0:
+        raise ValueError("--val-size 0: model selection needs a held-out validation split of at least 1 image")
+    if len(train_set) < cfg.batch_size * ddp.world:
+        raise ValueError(f"the training set has {len(train_set)} images, fewer than one global batch "
+                         f"({cfg.batch_size} × {ddp.world})")
+    if cfg.repeated_aug and cfg.repeated_aug > 1:
+        sampler = CopyKeyedRepeatAugSampler(train_set, num_replicas=ddp.world, rank=ddp.rank, shuffle=True,
+                                            num_repeats=cfg.repeated_aug)
+    else:
+        from torch.utils.data.distributed import DistributedSampler
+
+        sampler = DistributedSampler(train_set, num_replicas=ddp.world, rank=ddp.rank, shuffle=True,
+                                     seed=cfg.seed, drop_last=True)
+    train_loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
+                              drop_last=True, collate_fn=collate_skip_none, persistent_workers=False)
+    val_loader = DataLoader(val_set, batch_size=cfg.eval_batch_size, shuffle=False, num_workers=cfg.workers,
+                            collate_fn=collate_skip_none)
+    return sampler, train_loader, val_loader
+
+
+def build_criteria(cfg: TrainConfig, model: nn.Module, teacher: Optional[nn.Module], num_classes: int):
+    """(mixup or None, the classification loss, DyVM's loss or None for a plain model)."""
+    from timm.data import Mixup
+    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+
+    from .losses import DyVMLoss
+
+    mixup = None
+    if (cfg.mixup or 0) > 0 or (cfg.cutmix or 0) > 0:
+        mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.smoothing,
+                      num_classes=num_classes)
+        base_criterion: nn.Module = SoftTargetCrossEntropy()
+    elif cfg.smoothing:
+        base_criterion = LabelSmoothingCrossEntropy(cfg.smoothing)
+    else:
+        base_criterion = nn.CrossEntropyLoss()
+    criterion = (DyVMLoss.for_model(model, base_criterion, teacher, token_weight=cfg.token_weight,
+                                    block_weight=cfg.block_weight,
+                                    distill_weight=cfg.distill_weight if teacher is not None else 0.0)
+                 if model.is_dynamic else None)
+    return mixup, base_criterion, criterion
+
+
+@dataclass
+class TrainingRun:
+    """Everything one run trains with, built by :func:`setup_training`."""
+
+    cfg: TrainConfig
+    device: torch.device
+    ddp: Dist
+    data: DataInfo
+    model: nn.Module                 # the model itself (saved, evaluated)
+    wrapped: nn.Module               # what the steps call: the model, or its DistributedDataParallel
+    teacher: Optional[nn.Module]
+    sampler: Any
+    train_loader: DataLoader
+    val_loader: DataLoader
+    mixup: Any                       # timm Mixup, or None
+    base_criterion: nn.Module        # the classification loss (a plain model's whole loss)
+    criterion: Any                   # DyVMLoss for a DyVM, else None
+    optimizer: torch.optim.Optimizer
+    scheduler: Any                   # timm CosineLRScheduler, stepped per update
+    scaler: torch.amp.GradScaler
+    warmup: Optional["KeepRatioWarmup"]
+    ema: Any                         # timm ModelEmaV3, or None
+    steps_per_epoch: int
+    effective_lr: float              # cfg.lr × global batch / 512
+
+    @property
+    def last_path(self) -> str:
+        return os.path.join(self.cfg.output, "checkpoint.pth")
+
+    @property
+    def best_path(self) -> str:
+        return os.path.join(self.cfg.output, "best.pth")
+
+
+def setup_training(cfg: TrainConfig) -> TrainingRun:
+    """Process group, data, models, losses, optimiser and schedule for a resolved ``cfg``.
+
+    The order of the steps is the order in which they draw random numbers: keep it.
+    """
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import CosineLRScheduler
+
+    device = _resolve_device(cfg.device)
+    ddp = init_distributed(device)
+    if ddp.world > 1 and device.type == "cuda":
+        device = torch.device("cuda", ddp.local_rank)
+    seed_everything(cfg.seed + ddp.rank)
+
+    data = probe_data(cfg)
+    os.makedirs(cfg.output, exist_ok=True)
+    model, teacher = build_models(cfg, data.num_classes, data.channels, data.mean_std)
+    sampler, train_loader, val_loader = build_loaders(cfg, model, data.channels, ddp)
+    model.to(device)
+    if teacher is not None:
+        teacher.to(device)
+    mixup, base_criterion, criterion = build_criteria(cfg, model, teacher, data.num_classes)
+
+    global_batch = cfg.batch_size * ddp.world
+    effective_lr = cfg.lr * global_batch / 512
+    optimizer = create_optimizer_v2(param_groups(model, cfg.weight_decay, cfg.dynamic_lr_scale), "adamw",
+                                    lr=effective_lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = len(train_loader) if cfg.max_steps_per_epoch is None else min(len(train_loader),
+                                                                                   cfg.max_steps_per_epoch)
+    scheduler = CosineLRScheduler(optimizer, t_initial=cfg.epochs * steps_per_epoch, lr_min=cfg.min_lr,
+                                  warmup_t=cfg.warmup_epochs * steps_per_epoch, warmup_lr_init=cfg.warmup_lr,
+                                  t_in_epochs=False)
+    warmup = (KeepRatioWarmup(model, criterion, cfg.ratio_warmup, cfg.epochs * steps_per_epoch)
+              if model.is_dynamic and cfg.ratio_warmup else None)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
+    ema = None
+    if cfg.ema:
+        from timm.utils import ModelEmaV3
+
+        ema = ModelEmaV3(model, decay=cfg.ema_decay)
+    wrapped: nn.Module = model
+    if ddp.world > 1:
+        # score sources other than the predictor leave the predictors out of the graph
+        find_unused = model.is_dynamic and model.score != "predictor"
+        wrapped = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                                      find_unused_parameters=find_unused)
+    return TrainingRun(cfg, device, ddp, data, model, wrapped, teacher, sampler, train_loader, val_loader, mixup,
+                       base_criterion, criterion, optimizer, scheduler, scaler, warmup, ema, steps_per_epoch,
+                       effective_lr)
+
+
+# ------------------------------------------------------------------------------ checkpoints
+@dataclass
+class Progress:
+    """Where a run stands: the next epoch, the best validation top-1 so far, one record per epoch."""
+
+    start_epoch: int = 0
+    best_acc: float = -1.0
+    history: list = field(default_factory=list)
+
+
+def resume(run: TrainingRun) -> Progress:
+    """Restore model, optimiser, schedule, scaler and EMA from OUTPUT/checkpoint.pth."""
+    if not os.path.isfile(run.last_path):
+        raise FileNotFoundError(f"--resume: no checkpoint at {run.last_path}")
+    state = read_checkpoint(run.last_path, map_location=run.device)
+    load_checkpoint(run.model, state, strict=True)
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.scaler.load_state_dict(state["scaler"])
+    if run.ema is not None and state.get("model_ema") is not None:
+        run.ema.module.load_state_dict(state["model_ema"])
+    progress = Progress(state["epoch"] + 1, state["best_acc"], list(state.get("history", [])))
+    if run.ddp.main:
+        log.info("resumed from %s at epoch %d", run.last_path, progress.start_epoch)
+    return progress
+
+
+def save_checkpoints(run: TrainingRun, epoch: int, progress: Progress, val_top1: float, improved: bool) -> None:
+    """OUTPUT/checkpoint.pth (everything :func:`resume` needs) and, when ``improved``, best.pth."""
+    cfg = asdict(run.cfg)
+    extra = dict(epoch=epoch, best_acc=progress.best_acc, history=progress.history,
+                 optimizer=run.optimizer.state_dict(), scheduler=run.scheduler.state_dict(),
+                 scaler=run.scaler.state_dict(), model_ema=None if run.ema is None else run.ema.module.state_dict(),
+                 train_config=cfg, val_top1=val_top1, classes=run.data.class_names)
+    save_checkpoint(run.last_path, run.model, **extra)
+    if improved:
+        save_checkpoint(run.best_path, run.model, epoch=epoch, best_acc=progress.best_acc, val_top1=val_top1,
+                        train_config=cfg, classes=run.data.class_names)
+
+
+# ------------------------------------------------------------------------------ one epoch
 class _Logger:
     def __init__(self, path: str, enabled: bool, tensorboard: bool):
         self.enabled, self.path, self.tb = enabled, path, None
@@ -371,228 +568,132 @@ def _autocast(device: torch.device, amp: str):
     return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
-def _resolve_device(name: Optional[str]) -> torch.device:
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={name!r} but CUDA is not available here")
-    return torch.device(name)
+@dataclass
+class EpochResult:
+    """The training half of an epoch: loss parts averaged over its steps, unreadable images skipped."""
+
+    losses: dict[str, float]
+    skipped_images: int
 
 
+def train_one_epoch(run: TrainingRun, epoch: int, show_progress: bool = False) -> EpochResult:
+    """One pass over the training loader (at most ``steps_per_epoch`` steps), updating the model.
+
+    The caller seeds the generators and sets the sampler's epoch first (see :func:`train`).
+    """
+    cfg, device, model = run.cfg, run.device, run.model
+    run.wrapped.train()
+    sums: dict[str, float] = {}
+    n_steps, skipped = 0, 0
+    bar = _progress(run.steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", show_progress, position=1)
+    for step, batch in enumerate(run.train_loader):
+        if step >= run.steps_per_epoch:
+            break
+        if batch is None:
+            skipped += cfg.batch_size
+            continue
+        images, targets, ids = batch                                       # (B, C, H, W), (B,), (B,) sample keys
+        skipped += cfg.batch_size - images.shape[0]
+        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        if run.mixup is not None:
+            if images.shape[0] % 2:
+                images, targets, ids = images[:-1], targets[:-1], ids[:-1]
+            images, targets = run.mixup(images, targets)                  # targets become (B, classes)
+        global_step = epoch * run.steps_per_epoch + step
+        if run.warmup is not None:
+            run.warmup.step(global_step)
+        with _autocast(device, cfg.amp):
+            if model.is_dynamic:
+                out = run.wrapped(images, noise=SampleNoise(ids, cfg.seed, epoch))
+                loss, parts = run.criterion(images, out, targets)
+            else:
+                loss = run.base_criterion(run.wrapped(images).float(), targets)
+                parts = {"loss": loss.item()}
+        if not math.isfinite(parts["loss"]):
+            raise FloatingPointError(f"loss is {parts['loss']} at epoch {epoch} step {step}; "
+                                     "lower --lr or use --amp none")
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        if cfg.clip_grad:
+            run.scaler.unscale_(run.optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        run.scheduler.step_update(global_step + 1)
+        if run.ema is not None:
+            run.ema.update(model)
+        for k, v in parts.items():
+            sums[k] = sums.get(k, 0.0) + v
+        n_steps += 1
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{parts['loss']:.3f}", lr=f"{run.optimizer.param_groups[0]['lr']:.2e}")
+    if bar is not None:
+        bar.close()
+    if skipped and run.ddp.main:
+        log.warning("epoch %d: skipped %d unreadable images", epoch, skipped)
+    return EpochResult({k: v / max(n_steps, 1) for k, v in sums.items()}, skipped)
+
+
+def epoch_record(epoch: int, lr: float, train_time: float, result: EpochResult, stats: dict[str, Any]) -> dict:
+    """One line of log.jsonl / the history: training losses (``train_*``) and validation scalars (``val_*``)."""
+    record = dict(epoch=epoch, lr=lr, train_time_s=train_time, skipped_images=result.skipped_images,
+                  **{f"train_{k}": v for k, v in result.losses.items()},
+                  **{f"val_{k}": v for k, v in stats.items() if not isinstance(v, (list, dict))})
+    if "token_keep" in stats:
+        record["val_token_keep"] = stats["token_keep"]
+    if "branch_keep_mean" in stats:
+        record["val_branch_keep_mean"] = stats["branch_keep_mean"]
+    return record
+
+
+# ------------------------------------------------------------------------------ the run
 def train(config: Optional[TrainConfig] = None, **options: Any) -> dict[str, Any]:
     """Train as configured (a :class:`TrainConfig` and/or its fields as keywords).
 
     Returns a summary: best validation top-1, the checkpoint paths and the per-epoch history.
     """
-    from timm.data import Mixup
-    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-    from timm.optim import create_optimizer_v2
-    from timm.scheduler import CosineLRScheduler
-
     from .evaluate import evaluate
-    from .losses import DyVMLoss
 
-    unknown = set(options) - {f.name for f in fields(TrainConfig)}
-    if unknown:
-        raise TypeError(f"train() got unknown options: {sorted(unknown)}")
-    cfg = TrainConfig(**{**asdict(config or TrainConfig()), **options}).resolved()
-    _check_config(cfg)
-    device = _resolve_device(cfg.device)
-    ddp = init_distributed(device)
-    if ddp.world > 1 and device.type == "cuda":
-        device = torch.device("cuda", ddp.local_rank)
-    seed_everything(cfg.seed + ddp.rank)
-
-    # data -------------------------------------------------------------------------------
-    channels = cfg.in_chans or (1 if cfg.dataset == "fashion-mnist" else 3)
-    mean_std = ((FASHION_MNIST_MEAN * channels, FASHION_MNIST_STD * channels) if cfg.dataset == "fashion-mnist"
-                else ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)) if channels == 3 else ((0.449,), (0.226,)))
-    probe = build_dataset(cfg.dataset, "test", None, cfg.data_path, channels, cfg.val_size, cfg.corrupt,
-                          download=cfg.download, val_fraction=cfg.val_fraction)
-    class_names = list(probe.classes)
-    num_classes = cfg.num_classes or num_classes_of(probe)
-    if num_classes < len(class_names):
-        raise ValueError(f"--num-classes {num_classes} is fewer than the {len(class_names)} classes of the data")
-    os.makedirs(cfg.output, exist_ok=True)
-    model, teacher = build_models(cfg, num_classes, channels, mean_std)
-    data_cfg = data_config_for(model)
-    train_tf = build_transform(data_cfg, True, cfg.aa, cfg.reprob, (cfg.scale_min, 1.0), cfg.hflip)
-    eval_tf = build_transform(data_cfg, False)
-    train_set = _Indexed(build_dataset(cfg.dataset, "train", train_tf, cfg.data_path, channels, cfg.val_size,
-                                       cfg.corrupt, cfg.subset, val_fraction=cfg.val_fraction))
-    val_set = build_dataset(cfg.dataset, "val", eval_tf, cfg.data_path, channels, cfg.val_size, cfg.corrupt,
-                            val_fraction=cfg.val_fraction)
-    if len(val_set) == 0:
-        raise ValueError("--val-size 0: model selection needs a held-out validation split of at least 1 image")
-    if len(train_set) < cfg.batch_size * ddp.world:
-        raise ValueError(f"the training set has {len(train_set)} images, fewer than one global batch "
-                         f"({cfg.batch_size} × {ddp.world})")
-    if cfg.repeated_aug and cfg.repeated_aug > 1:
-        sampler = CopyKeyedRepeatAugSampler(train_set, num_replicas=ddp.world, rank=ddp.rank, shuffle=True,
-                                            num_repeats=cfg.repeated_aug)
-    else:
-        from torch.utils.data.distributed import DistributedSampler
-
-        sampler = DistributedSampler(train_set, num_replicas=ddp.world, rank=ddp.rank, shuffle=True,
-                                     seed=cfg.seed, drop_last=True)
-    train_loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
-                              drop_last=True, collate_fn=collate_skip_none, persistent_workers=False)
-    val_loader = DataLoader(val_set, batch_size=cfg.eval_batch_size, shuffle=False, num_workers=cfg.workers,
-                            collate_fn=collate_skip_none)
-
-    # model, loss, optimiser -------------------------------------------------------------
-    model.to(device)
-    if teacher is not None:
-        teacher.to(device)
-    mixup = None
-    if (cfg.mixup or 0) > 0 or (cfg.cutmix or 0) > 0:
-        mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.smoothing,
-                      num_classes=num_classes)
-        base_criterion: nn.Module = SoftTargetCrossEntropy()
-    elif cfg.smoothing:
-        base_criterion = LabelSmoothingCrossEntropy(cfg.smoothing)
-    else:
-        base_criterion = nn.CrossEntropyLoss()
-    is_dyvm = cfg.model.startswith("dyvm")
-    criterion = (DyVMLoss.for_model(model, base_criterion, teacher, token_weight=cfg.token_weight,
-                                    block_weight=cfg.block_weight,
-                                    distill_weight=cfg.distill_weight if teacher is not None else 0.0)
-                 if is_dyvm else None)
-    global_batch = cfg.batch_size * ddp.world
-    lr = cfg.lr * global_batch / 512
-    optimizer = create_optimizer_v2(param_groups(model, cfg.weight_decay, cfg.dynamic_lr_scale), "adamw", lr=lr,
-                                    weight_decay=cfg.weight_decay)
-    steps_per_epoch = len(train_loader) if cfg.max_steps_per_epoch is None else min(len(train_loader),
-                                                                                   cfg.max_steps_per_epoch)
-    scheduler = CosineLRScheduler(optimizer, t_initial=cfg.epochs * steps_per_epoch, lr_min=cfg.min_lr,
-                                  warmup_t=cfg.warmup_epochs * steps_per_epoch, warmup_lr_init=cfg.warmup_lr,
-                                  t_in_epochs=False)
-    warmup = (KeepRatioWarmup(model, criterion, cfg.ratio_warmup, cfg.epochs * steps_per_epoch)
-              if is_dyvm and cfg.ratio_warmup else None)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
-    ema = None
-    if cfg.ema:
-        from timm.utils import ModelEmaV3
-
-        ema = ModelEmaV3(model, decay=cfg.ema_decay)
-    wrapped: nn.Module = model
-    if ddp.world > 1:
-        find_unused = is_dyvm and getattr(model, "score", "predictor") != "predictor"
-        wrapped = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                                      find_unused_parameters=find_unused)
-
-    # resume -----------------------------------------------------------------------------
-    last_path, best_path = os.path.join(cfg.output, "checkpoint.pth"), os.path.join(cfg.output, "best.pth")
-    start_epoch, best_acc, history = 0, -1.0, []
-    if cfg.resume:
-        if not os.path.isfile(last_path):
-            raise FileNotFoundError(f"--resume: no checkpoint at {last_path}")
-        state = read_checkpoint(last_path, map_location=device)
-        load_checkpoint(model, state, strict=True)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        if ema is not None and state.get("model_ema") is not None:
-            ema.module.load_state_dict(state["model_ema"])
-        start_epoch, best_acc, history = state["epoch"] + 1, state["best_acc"], list(state.get("history", []))
-        if ddp.main:
-            log.info("resumed from %s at epoch %d", last_path, start_epoch)
+    cfg = resolve_config(config, **options)
+    run = setup_training(cfg)
+    ddp = run.ddp
+    progress = resume(run) if cfg.resume else Progress()
     logger = _Logger(os.path.join(cfg.output, "log.jsonl"), ddp.main, cfg.tensorboard)
     if ddp.main:
         with open(os.path.join(cfg.output, "config.json"), "w") as fh:
-            json.dump(dict(asdict(cfg), world_size=ddp.world, effective_lr=lr, num_classes=num_classes), fh, indent=2)
+            json.dump(dict(asdict(cfg), world_size=ddp.world, effective_lr=run.effective_lr,
+                           num_classes=run.data.num_classes), fh, indent=2)
 
-    # epochs -----------------------------------------------------------------------------
     show = ddp.main and not cfg.no_progress
     epoch_bar = None
     if show:
         from tqdm import tqdm
 
-        epoch_bar = tqdm(total=cfg.epochs, initial=start_epoch, desc=f"train {cfg.model}", unit="epoch",
+        epoch_bar = tqdm(total=cfg.epochs, initial=progress.start_epoch, desc=f"train {cfg.model}", unit="epoch",
                          file=sys.stderr, dynamic_ncols=True, position=0)
-    for epoch in range(start_epoch, cfg.epochs):
+    for epoch in range(progress.start_epoch, cfg.epochs):
+        # every epoch reseeds from (seed, epoch, rank): a resumed run repeats an uninterrupted one
         seed_everything(cfg.seed * 100_003 + epoch * 1_009 + ddp.rank)
-        sampler.set_epoch(epoch)
-        wrapped.train()
+        run.sampler.set_epoch(epoch)
         t0 = time.time()
-        sums: dict[str, float] = {}
-        n_steps, skipped = 0, 0
-        bar = _progress(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", show, position=1)
-        for step, batch in enumerate(train_loader):
-            if step >= steps_per_epoch:
-                break
-            if batch is None:
-                skipped += cfg.batch_size
-                continue
-            images, targets, ids = batch
-            skipped += cfg.batch_size - images.shape[0]
-            images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-            if mixup is not None:
-                if images.shape[0] % 2:
-                    images, targets, ids = images[:-1], targets[:-1], ids[:-1]
-                images, targets = mixup(images, targets)
-            if warmup is not None:
-                warmup.step(epoch * steps_per_epoch + step)
-            with _autocast(device, cfg.amp):
-                if is_dyvm:
-                    out = wrapped(images, noise=SampleNoise(ids, cfg.seed, epoch))
-                    loss, parts = criterion(images, out, targets)
-                else:
-                    loss = base_criterion(wrapped(images).float(), targets)
-                    parts = {"loss": loss.item()}
-            if not math.isfinite(parts["loss"]):
-                raise FloatingPointError(f"loss is {parts['loss']} at epoch {epoch} step {step}; "
-                                         "lower --lr or use --amp none")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.clip_grad:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step_update(epoch * steps_per_epoch + step + 1)
-            if ema is not None:
-                ema.update(model)
-            for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + v
-            n_steps += 1
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{parts['loss']:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
-        if bar is not None:
-            bar.close()
-        if skipped and ddp.main:
-            log.warning("epoch %d: skipped %d unreadable images", epoch, skipped)
+        result = train_one_epoch(run, epoch, show)
         train_time = time.time() - t0
-        if warmup is not None:
-            warmup.finish()
-        stats = evaluate(model, val_loader, device, amp=cfg.amp, progress=False)
-        record = dict(epoch=epoch, lr=optimizer.param_groups[0]["lr"], train_time_s=train_time,
-                      skipped_images=skipped,
-                      **{f"train_{k}": v / max(n_steps, 1) for k, v in sums.items()},
-                      **{f"val_{k}": v for k, v in stats.items() if not isinstance(v, (list, dict))})
-        if "token_keep" in stats:
-            record["val_token_keep"] = stats["token_keep"]
-        if "branch_keep_mean" in stats:
-            record["val_branch_keep_mean"] = stats["branch_keep_mean"]
-        history.append(record)
+        if run.warmup is not None:
+            run.warmup.finish()
+        stats = evaluate(run.model, run.val_loader, run.device, amp=cfg.amp, progress=False)
+        record = epoch_record(epoch, run.optimizer.param_groups[0]["lr"], train_time, result, stats)
+        progress.history.append(record)
         logger.write(record)
-        improved = stats["top1"] > best_acc
-        best_acc = max(best_acc, stats["top1"])
+        improved = stats["top1"] > progress.best_acc
+        progress.best_acc = max(progress.best_acc, stats["top1"])
         if ddp.main:
-            extra = dict(epoch=epoch, best_acc=best_acc, history=history, optimizer=optimizer.state_dict(),
-                         scheduler=scheduler.state_dict(), scaler=scaler.state_dict(),
-                         model_ema=None if ema is None else ema.module.state_dict(), train_config=asdict(cfg),
-                         val_top1=stats["top1"], classes=class_names)
-            save_checkpoint(last_path, model, **extra)
-            if improved:
-                save_checkpoint(best_path, model, epoch=epoch, best_acc=best_acc, val_top1=stats["top1"],
-                                train_config=asdict(cfg), classes=class_names)
+            save_checkpoints(run, epoch, progress, stats["top1"], improved)
             line = (f"epoch {epoch + 1}/{cfg.epochs}: loss {record.get('train_loss', float('nan')):.4f}  "
-                    f"val top-1 {stats['top1']:.2f}%  best {best_acc:.2f}%  ({train_time:.0f} s)")
+                    f"val top-1 {stats['top1']:.2f}%  best {progress.best_acc:.2f}%  ({train_time:.0f} s)")
             if epoch_bar is not None:
                 epoch_bar.update(1)
-                epoch_bar.set_postfix(val_top1=f"{stats['top1']:.2f}", best=f"{best_acc:.2f}")
+                epoch_bar.set_postfix(val_top1=f"{stats['top1']:.2f}", best=f"{progress.best_acc:.2f}")
                 epoch_bar.write(line, file=sys.stderr)
             else:  # --no-progress: no bars, but one line per epoch
                 print(f"[{cfg.model}] {line}", file=sys.stderr, flush=True)
@@ -600,8 +701,8 @@ def train(config: Optional[TrainConfig] = None, **options: Any) -> dict[str, Any
             dist.barrier()
     if epoch_bar is not None:
         epoch_bar.close()
-    return dict(best_acc=best_acc, checkpoint=last_path, best_checkpoint=best_path, history=history,
-                output=cfg.output, world_size=ddp.world)
+    return dict(best_acc=progress.best_acc, checkpoint=run.last_path, best_checkpoint=run.best_path,
+                history=progress.history, output=cfg.output, world_size=ddp.world)
 
 
 class _Indexed(torch.utils.data.Dataset):

@@ -22,7 +22,7 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp: st
     """Accuracy (percent) and, for DyVM, token/branch keep ratios, over ``loader``."""
 
     model.eval()
-    is_dyvm = getattr(model, "is_dynamic", False)
+    is_dyvm = model.is_dynamic
     correct1 = correct5 = n = 0
     class_correct: dict[int, int] = {}
     class_total: dict[int, int] = {}
@@ -83,7 +83,7 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp: st
 def measure_latency(model: nn.Module, batch_size: int, device: torch.device, repeats: int = 10,
                     warmup: int = 2) -> dict[str, float]:
     """Median latency (ms) of an eval forward on random input, and the throughput (images/s)."""
-    from .bench import time_call
+    from .utils import time_call
 
     model.eval()
     x = torch.randn(batch_size, model.in_chans, model.img_size, model.img_size, device=device)
@@ -100,10 +100,11 @@ def measure_latency(model: nn.Module, batch_size: int, device: torch.device, rep
 def load_for_eval(checkpoint: Optional[str], model_name: Optional[str] = None, overrides: Optional[dict] = None):
     """A model from our checkpoint (architecture inside), or ``model_name`` + an official checkpoint."""
     from .checkpoint import load_checkpoint, model_from_checkpoint, read_checkpoint
+    from .model_options import INFERENCE_OPTIONS
     from .models import create_model
 
     overrides = dict(overrides or {})
-    knobs = {k: overrides.pop(k) for k in ("token_keep_ratio", "router_threshold", "score") if k in overrides}
+    knobs = {k: overrides.pop(k) for k in INFERENCE_OPTIONS if k in overrides}
     if checkpoint is None and model_name is None:
         raise ValueError("give --checkpoint (a dyvm checkpoint) or --model NAME")
     ckpt = read_checkpoint(checkpoint) if checkpoint else None
@@ -118,7 +119,7 @@ def load_for_eval(checkpoint: Optional[str], model_name: Optional[str] = None, o
             load_checkpoint(model, ckpt)
     model.class_names = class_names_of(ckpt, model.num_classes)
     if knobs:
-        if not hasattr(model, "configure"):
+        if not model.is_dynamic:
             raise ValueError(f"--{'/--'.join(k.replace('_', '-') for k in knobs)} apply to DyVM models only")
         model.configure(**knobs)
     return model
@@ -157,7 +158,7 @@ def evaluate_checkpoint(checkpoint: Optional[str] = None, model: Optional[str] =
     result: dict[str, Any] = dict(model=getattr(net, "arch", model), checkpoint=checkpoint, split=split, classes=names,
                                   **stats,
                                   **flops_from_stats(net, stats))
-    if getattr(net, "is_dynamic", False):
+    if net.is_dynamic:
         result.update(token_keep_ratio=net.token_ratio, router_threshold=net.router_threshold, score=net.score)
     result["latency"] = [measure_latency(net, b, dev) for b in latency_batch_sizes]
     result["device"] = str(dev)
@@ -183,9 +184,11 @@ def format_report(r: dict[str, Any]) -> str:
 
 
 def eval_cli(args) -> int:
-    from .cli import model_overrides
+    from .model_options import model_overrides
+    from .models.registry import is_dynamic_name
 
-    overrides = model_overrides(args)
+    # a DyVM name scales pruning_loc to --depth as training does; without one the checkpoint decides
+    overrides = model_overrides(args, dynamic=True if args.model and is_dynamic_name(args.model) else None)
     result = evaluate_checkpoint(args.checkpoint, args.model, args.dataset, args.data_path, args.split,
                                  args.batch_size or 64,
                                  args.workers, args.device, tuple(args.latency_batch_sizes), args.val_size, args.corrupt,

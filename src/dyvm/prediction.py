@@ -76,19 +76,18 @@ def predict(images: str | os.PathLike | Iterable[str | os.PathLike], checkpoint:
 
     from .data import build_transform, data_config_for
     from .evaluate import load_for_eval
-    from .models.dyvm import DyVM
+    from .model_options import model_overrides
 
     if not isinstance(top_k, int) or top_k < 1:
         raise ValueError(f"--top-k must be a positive integer, got {top_k!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"--batch-size must be a positive integer, got {batch_size!r}")
     files = collect_images([images] if isinstance(images, (str, os.PathLike)) else list(images))
-    knobs = {k: v for k, v in dict(token_keep_ratio=token_keep_ratio, router_threshold=router_threshold).items()
-             if v is not None}
+    knobs = model_overrides(dict(token_keep_ratio=token_keep_ratio, router_threshold=router_threshold))
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     net = load_for_eval(checkpoint, model, knobs).to(dev).eval()
     names = net.class_names
-    is_dyvm = isinstance(net, DyVM)
+    is_dyvm = net.is_dynamic
     k = min(top_k, net.num_classes)
     loader = DataLoader(_Files(files, build_transform(data_config_for(net), False), net.in_chans),
                         batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=_collate)

@@ -151,12 +151,11 @@ def load_image(path: str, model) -> tuple[Tensor, np.ndarray]:
 def visualize_pruning(image: str, checkpoint: str, output: str, token_keep_ratio: Optional[float] = None) -> str:
     """Render the pruning overlay of one image file for a DyVM checkpoint; returns the PNG path."""
     from .checkpoint import model_from_checkpoint
-
-    overrides = {} if token_keep_ratio is None else {"token_keep_ratio": token_keep_ratio}
     from .evaluate import class_names_of
+    from .model_options import model_overrides
 
-    model, ckpt = model_from_checkpoint(checkpoint, **overrides)
-    if not getattr(model, "is_dynamic", False) or not model.pruning_loc:
+    model, ckpt = model_from_checkpoint(checkpoint, **model_overrides(dict(token_keep_ratio=token_keep_ratio)))
+    if not model.is_dynamic or not model.pruning_loc:
         raise ValueError(f"checkpoint {checkpoint!r} is not a DyVM model with token pruning")
     x, pic = load_image(image, model)
     model.eval()

@@ -1,0 +1,45 @@
+"""The one road from options to :func:`dyvm.models.create_model` keywords.
+
+``dyvm train`` / ``eval`` / ``flops`` / ``predict`` / ``viz``, their YAML files (which become the same
+argparse options) and the Python API (:class:`dyvm.engine.TrainConfig`, keyword arguments) all turn
+their model and DyVM options into constructor keywords here, so a flag means the same in every
+command.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Optional
+
+ARCHITECTURE_OPTIONS = ("img_size", "patch_size", "depth", "embed_dim", "num_classes", "in_chans", "scan_backend")
+# The DyVM options; a plain model has none of them.
+DYNAMIC_OPTIONS = ("token_keep_ratio", "block_keep_ratio", "router_threshold", "score", "pruning_loc",
+                   "predictor_input", "use_routers", "use_pruning")
+# DyVM options that a built model changes in place (``model.configure``), without rebuilding.
+INFERENCE_OPTIONS = ("token_keep_ratio", "router_threshold", "score")
+
+
+def default_pruning_loc(depth: int) -> list[int]:
+    """The official [6, 12, 18] of 24 layers scaled to ``depth``, without repeats or layer 0."""
+    locs = sorted({d for d in (depth // 4, depth // 2, 3 * depth // 4) if 1 <= d <= depth - 1})
+    if not locs:
+        raise ValueError(f"--depth {depth}: a DyVM needs at least 2 layers to prune tokens between them "
+                         "(or pass --no-pruning)")
+    return locs
+
+
+def model_overrides(options: Any, dynamic: Optional[bool] = None) -> dict[str, Any]:
+    """``create_model`` keywords from ``options``: a TrainConfig, an argparse Namespace or a dict.
+
+    Options that are unset (None or absent) are left to the model's preset; ``drop_path`` becomes
+    ``drop_path_rate`` (when non-zero). ``dynamic`` says whether the model is a DyVM: False drops
+    the DyVM options (a plain model has none), True also scales the default ``pruning_loc`` to a
+    given ``depth``, None (not known before a checkpoint is read) passes them on as given.
+    """
+    get = options.get if isinstance(options, Mapping) else lambda key: getattr(options, key, None)
+    names = ARCHITECTURE_OPTIONS + (DYNAMIC_OPTIONS if dynamic is not False else ())
+    kwargs = {key: get(key) for key in names if get(key) is not None}
+    if get("drop_path"):
+        kwargs["drop_path_rate"] = get("drop_path")
+    if dynamic and kwargs.get("pruning_loc") is None and "depth" in kwargs and kwargs.get("use_pruning", True):
+        kwargs["pruning_loc"] = default_pruning_loc(kwargs["depth"])
+    return kwargs

@@ -1,0 +1,48 @@
+"""Small helpers shared by the measuring and reporting modules (bench, evaluate, demo).
+
+The lowest layer of the package above models/kernels: it imports no other dyvm module.
+"""
+from __future__ import annotations
+
+import platform
+import time
+from typing import Any, Callable
+
+import torch
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op on CPU), so wall-clock times are complete."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_call(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int = 2) -> list[float]:
+    """Wall-clock seconds of ``fn()`` for each of ``repeats`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def format_table(headers: list[str], rows: list[list[Any]]) -> str:
+    """A Markdown table; floats with one decimal, columns right-aligned."""
+    cells = [[str(h) for h in headers]] + [[("%.1f" % c) if isinstance(c, float) else str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    line = lambda r: "| " + " | ".join(c.rjust(w) for c, w in zip(r, widths)) + " |"
+    return "\n".join([line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in cells[1:]])
