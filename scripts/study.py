@@ -127,7 +127,7 @@ def report() -> None:
     ax.set_xlabel("FLOPs cut vs the teacher (official convention, measured branch keep) %")
     ax.set_ylabel("top-1 % (Fashion-MNIST test, 10,000 images)")
     ax.legend(fontsize=8)
-    ax.set_title("Attribution study at the demo's budget (1 fine-tuning epoch each)")
+    ax.set_title("Attribution study at the demo's budget (1 fine-tuning epoch each unless named)")
     fig.savefig(os.path.join(OUT, "study.png"), dpi=110, bbox_inches="tight")
     print("\n".join(lines))
 
