@@ -66,17 +66,14 @@ RUNS = {
 
 def run(name: str, teacher: str, threads: int, subset) -> dict:
     from dyvm.checkpoint import model_from_checkpoint
-    from dyvm.demo import FINETUNE_COMMON, PLANS, _test_loader
+    from dyvm.demo import PLANS, _test_loader, finetune_options
     from dyvm.engine import train
     from dyvm.evaluate import evaluate
     from dyvm.flops import flops_from_stats
 
     plan = PLANS["default"]
     desc, extra = RUNS[name]
-    opts = dict(FINETUNE_COMMON, model="dyvm_vim_tiny", checkpoint=teacher, epochs=plan.finetune_epochs,
-                lr=plan.finetune_lr, token_keep_ratio=plan.token_keep_ratio, block_keep_ratio=plan.block_keep_ratio,
-                pruning_loc=plan.pruning_loc, subset=subset, threads=threads, no_progress=True, seed=0)
-    opts.update(extra)
+    opts = finetune_options(plan, teacher, **{**dict(subset=subset, threads=threads, no_progress=True, seed=0), **extra})
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         summary = train(output=tmp, **opts)

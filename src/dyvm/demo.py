@@ -73,6 +73,17 @@ PLANS = {
 FINETUNED = {"dyvm": "predictor", "random": "random", "static": "static"}
 
 
+def finetune_options(plan: DemoPlan, teacher_ckpt: str, **overrides: Any) -> dict[str, Any]:
+    """``train()`` options of one of the demo's fine-tuning runs (DyVM or a trained baseline): the plan's
+    budget and operating point on FINETUNE_COMMON; ``overrides`` replace any of them (the study's rows)."""
+    options = dict(FINETUNE_COMMON, **MODEL, model="dyvm_vim_tiny", checkpoint=teacher_ckpt,
+                   epochs=plan.finetune_epochs, lr=plan.finetune_lr, recipe=plan.recipe,
+                   token_keep_ratio=plan.token_keep_ratio, block_keep_ratio=plan.block_keep_ratio,
+                   pruning_loc=plan.pruning_loc, subset=plan.subset)
+    options.update(overrides)
+    return options
+
+
 def _phase(msg: str) -> None:
     """Phase headers go to stderr even with --no-progress (which silences only the bars)."""
     print(f"\n== {msg}", file=sys.stderr, flush=True)
@@ -179,7 +190,6 @@ def run_demo(output: str = "dyvm-demo", data_path: Optional[str] = None, mode: s
         print("dyvm demo --quick: a smoke run of the pipeline (4,096 training images per fine-tuning, 2,000 test "
               "images); far too short to show the paper's claim. Run `dyvm demo` for that.", file=sys.stderr)
     try:
-        common = dict(FINETUNE_COMMON, data_path=data_path, seed=seed, no_progress=not progress, threads=threads)
         ckpt_dir = os.path.join(work, "checkpoints")
 
         # 1. teacher ----------------------------------------------------------------------
@@ -208,10 +218,9 @@ def run_demo(output: str = "dyvm-demo", data_path: Optional[str] = None, mode: s
                    f"with distillation ({plan.finetune_epochs} epoch(s), ρ={plan.token_keep_ratio}, "
                    f"β={plan.block_keep_ratio}, recipe {plan.recipe})")
             t = time.time()
-            runs[name] = train(model="dyvm_vim_tiny", output=os.path.join(ckpt_dir, name), checkpoint=teacher_ckpt,
-                               epochs=plan.finetune_epochs, lr=plan.finetune_lr, recipe=plan.recipe,
-                               token_keep_ratio=plan.token_keep_ratio, block_keep_ratio=plan.block_keep_ratio,
-                               pruning_loc=plan.pruning_loc, score=score, subset=plan.subset, **MODEL, **common)
+            runs[name] = train(**finetune_options(plan, teacher_ckpt, output=os.path.join(ckpt_dir, name), score=score,
+                                                  data_path=data_path, seed=seed, no_progress=not progress,
+                                                  threads=threads))
             timings[f"{name}_train_s"] = time.time() - t
 
         # 3. evaluation on the test split -------------------------------------------------
