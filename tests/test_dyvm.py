@@ -180,7 +180,8 @@ def test_knobs_and_keep_counts():
     (dict(token_keep_ratio=0.05), "0 tokens"), (dict(block_keep_ratio=0), "block_keep_ratio"),
     (dict(token_ratio=[0.5, 0.6, 0.4]), "cumulative"), (dict(token_ratio=[0.5]), "stages"),
     (dict(router_threshold=1.0), "router_threshold"), (dict(score="oracle"), "score"),
-    (dict(token_keep_ratio=0.7, token_ratio=[0.7, 0.5, 0.3]), "not both")])
+    (dict(token_keep_ratio=0.7, token_ratio=[0.7, 0.5, 0.3]), "not both"),
+    (dict(token_sampler="bernoulli"), "token_sampler")])
 def test_bad_dyvm_arguments(kwargs, match):
     cfg = dict(pruning_loc=[1, 2, 3])
     cfg.update(kwargs)
@@ -210,3 +211,32 @@ def test_keep_prior_initialisation():
     keep = model.score_predictors[0](x, torch.ones(64, 16, 1))[..., 0].exp().mean().item()
     assert abs(keep - 0.5) < 0.02  # the official initialisation
     assert torch.all(model.layers[0].mixer.block_head.bias == 5.0)
+
+
+def test_topk_sampler_trains_on_what_inference_computes():
+    """token_sampler='topk': every image keeps exactly inference's count at each stage; without noise
+    the training keep sets are inference's top-k sets and the logits are the same; the predictors get
+    gradients through the straight-through decisions."""
+    torch.manual_seed(0)
+    model = small_dyvm(pruning_loc=[1, 2, 3], token_keep_ratio=0.7, token_sampler="topk")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    x = torch.randn(3, 3, model.img_size, model.img_size)
+    no_noise = lambda shape, device: torch.ones(shape)  # Exp(1) draws of 1 → Gumbel noise 0
+    train = model.train().forward_train(x, noise=no_noise)
+    for decision, count in zip(train.decisions, model.keep_counts()):
+        assert decision.sum(1).tolist() == [float(count)] * 3
+    train.logits.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.score_predictors.parameters()
+               if p.dim() == 2)
+    gates = train.gates.detach()
+    model.eval()
+    with torch.no_grad():
+        inf = model.forward_inference(x, gates=gates)
+    n = model.keep_counts()[-1]
+    assert torch.equal(train.current_pos[:, :n], inf.current_pos)
+    assert (train.logits - inf.logits).abs().max() < 1e-5
+    noisy = model.train().forward_train(x)  # with Gumbel noise: still exactly the count
+    assert [d.sum(1).tolist() for d in noisy.decisions] == [[float(c)] * 3 for c in model.keep_counts()]
+    assert model.config["token_sampler"] == "topk"

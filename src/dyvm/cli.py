@@ -45,6 +45,9 @@ def _dyvm_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--pruning-loc", type=int, nargs="+", help="layers before which tokens are pruned")
     g.add_argument("--predictor-input", choices=["hidden", "B", "delta"],
                    help="what the keep predictors read: hidden (the paper), or the Predictor-B / -Δ ablations")
+    g.add_argument("--token-sampler", choices=["gumbel", "topk"],
+                   help="training keep decisions: gumbel (the paper: per-token Gumbel-softmax) or topk (Gumbel-top-k: "
+                        "exactly inference's kept count per image)")
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:

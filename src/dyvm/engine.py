@@ -122,6 +122,7 @@ class TrainConfig:
     score: Optional[str] = None
     pruning_loc: Optional[list] = None
     predictor_input: Optional[str] = None
+    token_sampler: Optional[str] = None
     use_routers: bool = True
     use_pruning: bool = True
     recipe: str = "dyvm"

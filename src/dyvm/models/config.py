@@ -33,6 +33,7 @@ class ModelConfig:
     router_tau: Optional[float] = None
     router_threshold: Optional[float] = None
     score: Optional[str] = None             # keep-score source: predictor, random or static
+    token_sampler: Optional[str] = None     # training keep decisions: gumbel (the paper) or topk
     use_routers: Optional[bool] = None
     use_pruning: Optional[bool] = None
     predictor_input: Optional[str] = None

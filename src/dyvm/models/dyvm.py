@@ -20,7 +20,8 @@ from typing import Any, NamedTuple, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..dynamic import SCORE_SOURCES, Noise, TokenPredictor, gumbel_sigmoid_gate, gumbel_softmax_keep, select_keep
+from ..dynamic import (SCORE_SOURCES, TOKEN_SAMPLERS, Noise, TokenPredictor, gumbel_sigmoid_gate, gumbel_softmax_keep,
+                       gumbel_topk_keep, select_keep)
 from .registry import register_model
 from .tokens import TokenSequence, kept_first_order
 from .presets import build_model
@@ -94,6 +95,9 @@ class DyVM(VisionMamba):
         predictor_input: what the keep predictors read: ``hidden`` (h + r, the paper), ``B`` or
             ``delta`` (the Predictor-B / Predictor-Δ ablations: the preceding layer's direction-averaged
             B (N channels) or pre-softplus Δ (2D channels)).
+        token_sampler: how training draws the keep decisions of the predictor: ``gumbel`` (the
+            paper: a hard Gumbel-softmax per token, the kept count varies per image) or ``topk``
+            (Gumbel-top-k: exactly inference's ``int(ρ_k · M)`` tokens per image, not in the paper).
     """
 
     is_dynamic = True
@@ -103,9 +107,12 @@ class DyVM(VisionMamba):
                  token_ratio: Optional[Sequence[float]] = None, block_keep_ratio: float = 0.8,
                  router_tau: float = 2.0, router_threshold: float = 0.5, score: str = "predictor",
                  use_routers: bool = True, use_pruning: bool = True, predictor_input: str = "hidden",
-                 **vim_kwargs: Any):
+                 token_sampler: str = "gumbel", **vim_kwargs: Any):
         if predictor_input not in self.PREDICTOR_INPUTS:
             raise ValueError(f"predictor_input={predictor_input!r}; expected one of {self.PREDICTOR_INPUTS}")
+        if token_sampler not in TOKEN_SAMPLERS:
+            raise ValueError(f"token_sampler={token_sampler!r}; expected one of {TOKEN_SAMPLERS}")
+        self.token_sampler = token_sampler
         super().__init__(_router=use_routers, **vim_kwargs)
         self.predictor_input_source = predictor_input
         depth = self.depth
@@ -136,7 +143,7 @@ class DyVM(VisionMamba):
         self.config.update(pruning_loc=list(pruning_loc), token_ratio=list(self.token_ratio),
                            block_keep_ratio=self.block_keep_ratio, router_tau=self.router_tau,
                            router_threshold=self.router_threshold, use_routers=use_routers,
-                           use_pruning=use_pruning, predictor_input=predictor_input)
+                           use_pruning=use_pruning, predictor_input=predictor_input, token_sampler=token_sampler)
 
     # ----------------------------------------------------------------------------- knobs
     def configure(self, token_keep_ratio: Optional[float] = None, token_ratio: Optional[Sequence[float]] = None,
@@ -273,7 +280,10 @@ class DyVM(VisionMamba):
                     decision = keep_masks[k].to(device).gather(1, seq.patch_ids).float() * policy
                 elif self.score == "predictor":
                     logp = self.score_predictors[k](self.predictor_input(k, seq, stats), seq.policy)
-                    decision = gumbel_softmax_keep(logp, noise) * policy
+                    if self.token_sampler == "topk":
+                        decision = gumbel_topk_keep(logp, policy, self.keep_counts()[k], noise) * policy
+                    else:
+                        decision = gumbel_softmax_keep(logp, noise) * policy
                 else:
                     alive = policy.sum(1).long()
                     keep = select_keep(self.score, None, alive, self.keep_counts()[k])
