@@ -181,7 +181,7 @@ def test_knobs_and_keep_counts():
     (dict(token_ratio=[0.5, 0.6, 0.4]), "cumulative"), (dict(token_ratio=[0.5]), "stages"),
     (dict(router_threshold=1.0), "router_threshold"), (dict(score="oracle"), "score"),
     (dict(token_keep_ratio=0.7, token_ratio=[0.7, 0.5, 0.3]), "not both"),
-    (dict(token_sampler="bernoulli"), "token_sampler")])
+    (dict(token_sampler="bernoulli"), "token_sampler"), (dict(slot_prior=True), "slot_prior needs")])
 def test_bad_dyvm_arguments(kwargs, match):
     cfg = dict(pruning_loc=[1, 2, 3])
     cfg.update(kwargs)
@@ -240,3 +240,29 @@ def test_topk_sampler_trains_on_what_inference_computes():
     noisy = model.train().forward_train(x)  # with Gumbel noise: still exactly the count
     assert [d.sum(1).tolist() for d in noisy.decisions] == [[float(c)] * 3 for c in model.keep_counts()]
     assert model.config["token_sampler"] == "topk"
+
+
+def test_slot_prior_starts_at_static_selection_and_learns():
+    """slot_prior: a fresh DyVM keeps exactly what static pruning keeps; the prior is a parameter that
+    trains, is reset with the other dynamic parts, and survives a checkpoint round trip."""
+    torch.manual_seed(0)
+    kw = dict(pruning_loc=[1, 2, 3], token_keep_ratio=0.7)
+    model = small_dyvm(token_sampler="topk", slot_prior=True, **kw).eval()
+    static = small_dyvm(score="static", **kw).eval()
+    static.load_state_dict(model.state_dict(), strict=False)
+    x = torch.randn(4, 3, model.img_size, model.img_size)
+    with torch.no_grad():
+        got, want = model.forward_inference(x), static.forward_inference(x)
+    assert all(torch.equal(a, b) for a, b in zip(got.keep_indices, want.keep_indices))
+    assert torch.allclose(got.logits, want.logits, atol=1e-6)
+    biases = [p.slot_bias for p in model.score_predictors]
+    assert [b.shape[0] for b in biases] == [model.num_patches] + model.keep_counts()[:-1]
+    model.train().forward_train(x).logits.sum().backward()
+    assert all(b.grad is not None and b.grad.abs().sum() > 0 for b in biases)
+    with torch.no_grad():
+        biases[0].zero_()
+    model.reset_dynamic_parameters(keep_prior=True)
+    assert sorted(set(biases[0].tolist())) == [-3.0, 3.0]
+    rebuilt = dyvm.create_model("dyvm_vim_tiny", **dict(model.config))
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+    assert rebuilt.score_predictors[2].slot_bias.shape == biases[2].shape

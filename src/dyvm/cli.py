@@ -48,6 +48,9 @@ def _dyvm_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--token-sampler", choices=["gumbel", "topk"],
                    help="training keep decisions: gumbel (the paper: per-token Gumbel-softmax) or topk (Gumbel-top-k: "
                         "exactly inference's kept count per image)")
+    g.add_argument("--slot-prior", action=argparse.BooleanOptionalAction, default=None,
+                   help="learnt positional keep prior that starts at static (evenly spaced) selection; needs "
+                        "--token-sampler topk")
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:

@@ -81,10 +81,14 @@ class TokenPredictor(nn.Module):
 
     Channel 0 is "keep". Half of the hidden features are local; the other half is pooled over the
     live tokens as ``Σ x·policy / (Σ policy + 1)`` (the official "+1") and broadcast back.
+
+    ``num_slots`` (not in the paper): a learnt per-slot bias (num_slots,) added to the keep-vs-drop
+    logit of the first ``num_slots`` slots, a positional prior for stages whose live count is fixed.
     """
 
-    def __init__(self, embed_dim: int):
+    def __init__(self, embed_dim: int, num_slots: Optional[int] = None):
         super().__init__()
+        self.slot_bias = nn.Parameter(torch.zeros(num_slots)) if num_slots else None
         self.in_conv = nn.Sequential(nn.LayerNorm(embed_dim), nn.Linear(embed_dim, embed_dim), nn.GELU())
         self.out_conv = nn.Sequential(
             nn.Linear(embed_dim, embed_dim // 2), nn.GELU(),
@@ -107,7 +111,14 @@ class TokenPredictor(nn.Module):
         local, glob = x[..., :half], x[..., half:]
         policy = policy.to(x.dtype)
         glob = (glob * policy).sum(1, keepdim=True) / (policy.sum(1, keepdim=True) + 1)
-        return self.out_conv(torch.cat([local, glob.expand(-1, x.shape[1], -1)], dim=-1))
+        logp = self.out_conv(torch.cat([local, glob.expand(-1, x.shape[1], -1)], dim=-1))
+        if self.slot_bias is None:
+            return logp
+        n, slots = x.shape[1], self.slot_bias.shape[0]
+        if n < slots:
+            raise ValueError(f"TokenPredictor: {n} tokens but a slot prior for {slots}")
+        diff = logp[..., 0] - logp[..., 1] + F.pad(self.slot_bias, (0, n - slots)).to(logp.dtype)
+        return torch.stack([F.logsigmoid(diff), F.logsigmoid(-diff)], dim=-1)
 
 
 def select_keep(source: str, logp: Optional[Tensor], n_alive: Tensor, k: int,

@@ -123,6 +123,7 @@ class TrainConfig:
     pruning_loc: Optional[list] = None
     predictor_input: Optional[str] = None
     token_sampler: Optional[str] = None
+    slot_prior: Optional[bool] = None
     use_routers: bool = True
     use_pruning: bool = True
     recipe: str = "dyvm"

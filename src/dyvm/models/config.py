@@ -34,6 +34,8 @@ class ModelConfig:
     router_threshold: Optional[float] = None
     score: Optional[str] = None             # keep-score source: predictor, random or static
     token_sampler: Optional[str] = None     # training keep decisions: gumbel (the paper) or topk
+    slot_prior: Optional[bool] = None       # learnt positional keep prior, starting at static selection
+    slot_prior_strength: Optional[float] = None
     use_routers: Optional[bool] = None
     use_pruning: Optional[bool] = None
     predictor_input: Optional[str] = None

@@ -98,6 +98,10 @@ class DyVM(VisionMamba):
         token_sampler: how training draws the keep decisions of the predictor: ``gumbel`` (the
             paper: a hard Gumbel-softmax per token, the kept count varies per image) or ``topk``
             (Gumbel-top-k: exactly inference's ``int(ρ_k · M)`` tokens per image, not in the paper).
+        slot_prior: a learnt positional keep prior per live slot of each stage (needs ``topk``, whose
+            live counts are fixed), initialised to favour the evenly spaced slots that static pruning
+            keeps, so a fresh predictor starts from static selection and learns to depart from it
+            (not in the paper). ``slot_prior_strength``: the initial logit offset (± this value).
     """
 
     is_dynamic = True
@@ -107,12 +111,16 @@ class DyVM(VisionMamba):
                  token_ratio: Optional[Sequence[float]] = None, block_keep_ratio: float = 0.8,
                  router_tau: float = 2.0, router_threshold: float = 0.5, score: str = "predictor",
                  use_routers: bool = True, use_pruning: bool = True, predictor_input: str = "hidden",
-                 token_sampler: str = "gumbel", **vim_kwargs: Any):
+                 token_sampler: str = "gumbel", slot_prior: bool = False, slot_prior_strength: float = 3.0,
+                 **vim_kwargs: Any):
         if predictor_input not in self.PREDICTOR_INPUTS:
             raise ValueError(f"predictor_input={predictor_input!r}; expected one of {self.PREDICTOR_INPUTS}")
         if token_sampler not in TOKEN_SAMPLERS:
             raise ValueError(f"token_sampler={token_sampler!r}; expected one of {TOKEN_SAMPLERS}")
+        if slot_prior and token_sampler != "topk":
+            raise ValueError("slot_prior needs token_sampler='topk' (a positional prior needs fixed live counts)")
         self.token_sampler = token_sampler
+        self.slot_prior_strength = float(slot_prior_strength)
         super().__init__(_router=use_routers, **vim_kwargs)
         self.predictor_input_source = predictor_input
         depth = self.depth
@@ -139,11 +147,14 @@ class DyVM(VisionMamba):
                        router_threshold=router_threshold, score=score)
         mixer = self.layers[0].mixer
         width = {"hidden": self.embed_dim, "B": mixer.d_state, "delta": mixer.d_inner}[predictor_input]
-        self.score_predictors = nn.ModuleList(TokenPredictor(width) for _ in pruning_loc)
+        slots = [self.num_patches] + self.keep_counts()[:-1] if slot_prior else [None] * len(pruning_loc)
+        self.score_predictors = nn.ModuleList(TokenPredictor(width, n) for n in slots[:len(pruning_loc)])
+        self._init_slot_priors()
         self.config.update(pruning_loc=list(pruning_loc), token_ratio=list(self.token_ratio),
                            block_keep_ratio=self.block_keep_ratio, router_tau=self.router_tau,
                            router_threshold=self.router_threshold, use_routers=use_routers,
-                           use_pruning=use_pruning, predictor_input=predictor_input, token_sampler=token_sampler)
+                           use_pruning=use_pruning, predictor_input=predictor_input, token_sampler=token_sampler,
+                           slot_prior=slot_prior, slot_prior_strength=self.slot_prior_strength)
 
     # ----------------------------------------------------------------------------- knobs
     def configure(self, token_keep_ratio: Optional[float] = None, token_ratio: Optional[Sequence[float]] = None,
@@ -200,9 +211,21 @@ class DyVM(VisionMamba):
                 with torch.no_grad():
                     predictor.out_conv[4].bias.copy_(torch.tensor([math.log(p), math.log(1 - p)]))
             previous = ratio
+        self._init_slot_priors()
         if self.use_routers:
             for layer in self.layers:
                 layer.mixer.reset_router()
+
+    def _init_slot_priors(self) -> None:
+        """+strength at the slots static pruning keeps (``floor(linspace(0, n−1, k))``), −strength elsewhere."""
+        counts = self.keep_counts()
+        for predictor, k in zip(self.score_predictors, counts):
+            if predictor.slot_bias is None:
+                continue
+            n = predictor.slot_bias.shape[0]
+            keep = select_keep("static", None, torch.tensor([n]), k)[0]
+            with torch.no_grad():
+                predictor.slot_bias.fill_(-self.slot_prior_strength).index_fill_(0, keep, self.slot_prior_strength)
 
     # ----------------------------------------------------------------------------- helpers
     def router_input(self, xz: Tensor, seq: TokenSequence) -> Tensor:
