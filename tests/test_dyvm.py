@@ -181,7 +181,8 @@ def test_knobs_and_keep_counts():
     (dict(token_ratio=[0.5, 0.6, 0.4]), "cumulative"), (dict(token_ratio=[0.5]), "stages"),
     (dict(router_threshold=1.0), "router_threshold"), (dict(score="oracle"), "score"),
     (dict(token_keep_ratio=0.7, token_ratio=[0.7, 0.5, 0.3]), "not both"),
-    (dict(token_sampler="bernoulli"), "token_sampler"), (dict(slot_prior=True), "slot_prior needs")])
+    (dict(token_sampler="bernoulli"), "token_sampler"), (dict(slot_prior=True), "slot_prior needs"),
+    (dict(token_noise=-1.0), "token_noise")])
 def test_bad_dyvm_arguments(kwargs, match):
     cfg = dict(pruning_loc=[1, 2, 3])
     cfg.update(kwargs)
@@ -240,6 +241,9 @@ def test_topk_sampler_trains_on_what_inference_computes():
     noisy = model.train().forward_train(x)  # with Gumbel noise: still exactly the count
     assert [d.sum(1).tolist() for d in noisy.decisions] == [[float(c)] * 3 for c in model.keep_counts()]
     assert model.config["token_sampler"] == "topk"
+    model.token_noise = 0.0  # no noise: training keeps inference's own top-k, whatever the noise source
+    again = model.train().forward_train(x)
+    assert torch.equal(again.current_pos[:, :n], inf.current_pos)
 
 
 def test_slot_prior_starts_at_static_selection_and_learns():

@@ -51,6 +51,8 @@ def _dyvm_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--slot-prior", action=argparse.BooleanOptionalAction, default=None,
                    help="learnt positional keep prior that starts at static (evenly spaced) selection; needs "
                         "--token-sampler topk")
+    g.add_argument("--token-noise", type=float,
+                   help="Gumbel noise scale of --token-sampler topk (1: sample by p(keep); 0: inference's top-k)")
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:

@@ -48,17 +48,18 @@ def gumbel_softmax_keep(logp: Tensor, noise: Noise, tau: float = 1.0) -> Tensor:
 TOKEN_SAMPLERS = ("gumbel", "topk")
 
 
-def gumbel_topk_keep(logp: Tensor, policy: Tensor, k: int, noise: Noise) -> Tensor:
+def gumbel_topk_keep(logp: Tensor, policy: Tensor, k: int, noise: Noise, noise_scale: float = 1.0) -> Tensor:
     """Training keep decisions (B, N) that keep exactly ``k`` live tokens per image, like inference.
 
     Gumbel-top-k (sampling ``k`` tokens without replacement in proportion to p(keep)): the top ``k``
     of ``log p(keep) + G`` among the live tokens (``policy`` (B, N) 0/1), hard 0/1 values with the
     straight-through gradient of p(keep). Unlike the paper's per-token Gumbel-softmax (whose kept
     count varies per image and is held at ρ only on average by the ratio loss), every image trains
-    on the sequence length and class-token position that inference gives it.
+    on the sequence length and class-token position that inference gives it. ``noise_scale`` scales
+    the Gumbel noise: 1 samples in proportion to p(keep), 0 keeps inference's own top-k.
     """
-    gumbel = -exponential_noise(noise, logp.shape[:2], logp.device).log()
-    scores = (logp[..., 0].float() + gumbel).masked_fill(policy <= 0.5, float("-inf"))
+    gumbel = -exponential_noise(noise, logp.shape[:2], logp.device).log() if noise_scale else 0.0
+    scores = (logp[..., 0].float() + noise_scale * gumbel).masked_fill(policy <= 0.5, float("-inf"))
     hard = torch.zeros_like(scores).scatter_(1, scores.topk(k, dim=1).indices, 1.0).to(logp.dtype)
     soft = logp[..., 0].exp()
     return hard - soft.detach() + soft

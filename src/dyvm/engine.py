@@ -124,6 +124,7 @@ class TrainConfig:
     predictor_input: Optional[str] = None
     token_sampler: Optional[str] = None
     slot_prior: Optional[bool] = None
+    token_noise: Optional[float] = None
     use_routers: bool = True
     use_pruning: bool = True
     recipe: str = "dyvm"

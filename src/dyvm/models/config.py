@@ -36,6 +36,7 @@ class ModelConfig:
     token_sampler: Optional[str] = None     # training keep decisions: gumbel (the paper) or topk
     slot_prior: Optional[bool] = None       # learnt positional keep prior, starting at static selection
     slot_prior_strength: Optional[float] = None
+    token_noise: Optional[float] = None      # Gumbel noise scale of the topk sampler
     use_routers: Optional[bool] = None
     use_pruning: Optional[bool] = None
     predictor_input: Optional[str] = None

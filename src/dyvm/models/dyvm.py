@@ -102,6 +102,8 @@ class DyVM(VisionMamba):
             live counts are fixed), initialised to favour the evenly spaced slots that static pruning
             keeps, so a fresh predictor starts from static selection and learns to depart from it
             (not in the paper). ``slot_prior_strength``: the initial logit offset (± this value).
+        token_noise: scale of the Gumbel noise of the ``topk`` sampler (1: sample in proportion to
+            p(keep); 0: train on inference's own top-k, deterministic).
     """
 
     is_dynamic = True
@@ -112,7 +114,7 @@ class DyVM(VisionMamba):
                  router_tau: float = 2.0, router_threshold: float = 0.5, score: str = "predictor",
                  use_routers: bool = True, use_pruning: bool = True, predictor_input: str = "hidden",
                  token_sampler: str = "gumbel", slot_prior: bool = False, slot_prior_strength: float = 3.0,
-                 **vim_kwargs: Any):
+                 token_noise: float = 1.0, **vim_kwargs: Any):
         if predictor_input not in self.PREDICTOR_INPUTS:
             raise ValueError(f"predictor_input={predictor_input!r}; expected one of {self.PREDICTOR_INPUTS}")
         if token_sampler not in TOKEN_SAMPLERS:
@@ -121,6 +123,9 @@ class DyVM(VisionMamba):
             raise ValueError("slot_prior needs token_sampler='topk' (a positional prior needs fixed live counts)")
         self.token_sampler = token_sampler
         self.slot_prior_strength = float(slot_prior_strength)
+        if isinstance(token_noise, bool) or not isinstance(token_noise, (int, float)) or token_noise < 0:
+            raise ValueError(f"token_noise must be a number >= 0, got {token_noise!r}")
+        self.token_noise = float(token_noise)
         super().__init__(_router=use_routers, **vim_kwargs)
         self.predictor_input_source = predictor_input
         depth = self.depth
@@ -154,7 +159,8 @@ class DyVM(VisionMamba):
                            block_keep_ratio=self.block_keep_ratio, router_tau=self.router_tau,
                            router_threshold=self.router_threshold, use_routers=use_routers,
                            use_pruning=use_pruning, predictor_input=predictor_input, token_sampler=token_sampler,
-                           slot_prior=slot_prior, slot_prior_strength=self.slot_prior_strength)
+                           slot_prior=slot_prior, slot_prior_strength=self.slot_prior_strength,
+                           token_noise=self.token_noise)
 
     # ----------------------------------------------------------------------------- knobs
     def configure(self, token_keep_ratio: Optional[float] = None, token_ratio: Optional[Sequence[float]] = None,
@@ -304,7 +310,7 @@ class DyVM(VisionMamba):
                 elif self.score == "predictor":
                     logp = self.score_predictors[k](self.predictor_input(k, seq, stats), seq.policy)
                     if self.token_sampler == "topk":
-                        decision = gumbel_topk_keep(logp, policy, self.keep_counts()[k], noise) * policy
+                        decision = gumbel_topk_keep(logp, policy, self.keep_counts()[k], noise, self.token_noise) * policy
                     else:
                         decision = gumbel_softmax_keep(logp, noise) * policy
                 else:
