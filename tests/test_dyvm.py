@@ -242,7 +242,9 @@ def test_topk_sampler_trains_on_what_inference_computes():
     assert [d.sum(1).tolist() for d in noisy.decisions] == [[float(c)] * 3 for c in model.keep_counts()]
     assert model.config["token_sampler"] == "topk"
     model.token_noise = 0.0  # no noise: training keeps inference's own top-k, whatever the noise source
-    again = model.train().forward_train(x)
+    again = model.train().forward_train(x)  # (its router gates are drawn with noise: replay them)
+    with torch.no_grad():
+        inf = model.eval().forward_inference(x, gates=again.gates.detach())
     assert torch.equal(again.current_pos[:, :n], inf.current_pos)
 
 
