@@ -60,13 +60,15 @@ DYVM_COMMON = dict(epochs=30, warmup_epochs=5, warmup_lr=1e-5, min_lr=1e-6, weig
 # plus the departures that docs/study measured to keep accuracy on short runs and small data; each
 # one is named in RECIPE_DEPARTURES and in the demo report.
 DYVM_RECIPES = {
-    "paper": dict(keep_prior=False, dynamic_lr_scale=1.0, ratio_warmup=0.0),
-    "dyvm": dict(keep_prior=True, dynamic_lr_scale=20.0, ratio_warmup=0.0),
+    "paper": dict(keep_prior=False, dynamic_lr_scale=1.0, ratio_warmup=0.0, token_sampler="gumbel"),
+    "dyvm": dict(keep_prior=True, dynamic_lr_scale=20.0, ratio_warmup=0.0, token_sampler="topk"),
 }
 NO_DYNAMIC = dict(keep_prior=False, dynamic_lr_scale=1.0, ratio_warmup=0.0)  # a Vim has no predictors/routers
 RECIPE_DEPARTURES = {
     "keep_prior": "new predictors start at the stage's target keep ratio instead of 1/2",
     "dynamic_lr_scale": "predictors and routers train at this multiple of the backbone lr (1 in the paper)",
+    "token_sampler": "training draws each stage's keep set by Gumbel-top-k, exactly inference's kept count per image "
+                     "(the paper: a Gumbel-softmax per token, the count held at ρ only on average)",
     "ratio_warmup": "keep-ratio targets (ρ_k and β) go linearly from 1 to their values over this fraction of the "
                     "steps (fixed in the paper)",
 }
