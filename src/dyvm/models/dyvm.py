@@ -340,7 +340,9 @@ class DyVM(VisionMamba):
                 layer_residual.append(seq.residual)
         feat = self.final_norm(seq.hidden, seq.residual)
         prefix = seq.prefix(feat)
-        cls_positions = [int(p[0]) for p in prefix_positions] if self.num_prefix_tokens else []
+        # Python ints would break a compiled graph: left empty there (prefix_positions has them as tensors)
+        cls_positions = ([int(p[0]) for p in prefix_positions] if self.num_prefix_tokens
+                         and not torch.compiler.is_compiling() else [])
         return DyVMInferenceOutput(self.forward_head(prefix), kept, kept_local, cls_positions,
                                    self._stack(all_gates, batch, device), self._stack(all_logits, batch, device),
                                    seq.patches(feat), seq.patch_ids, pred_scores, layer_hidden, layer_residual,
