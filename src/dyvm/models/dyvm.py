@@ -10,6 +10,9 @@ both SSM branches. Routers gate each branch by a hard Gumbel-sigmoid. Inference
 patches by top-k and physically drops the rest; a branch runs only for the images whose router
 says so. Both paths go through :class:`~.tokens.TokenSequence` (``rearrange`` / ``select``), so a
 variant only says where its prefix tokens sit (and how its head and router read them).
+
+Under ``torch.compile`` / ``torch.export`` the inference path has no graph break: skipped branches
+are masked instead of sub-batched (see :mod:`dyvm.export` for what changes in a traced program).
 """
 from __future__ import annotations
 
