@@ -7,7 +7,8 @@
 
 The command line's work is all here too: ``dyvm.train``, ``dyvm.evaluate_checkpoint``,
 ``dyvm.count_flops``, ``dyvm.bench_backbone`` / ``dyvm.bench_dyvm``, ``dyvm.convert_checkpoint``,
-``dyvm.run_demo``, ``dyvm.visualize_pruning``, ``dyvm.predict``.
+``dyvm.run_demo``, ``dyvm.visualize_pruning``, ``dyvm.predict``, ``dyvm.export_model`` (and
+``dyvm.load_exported``).
 
 Attributes are imported lazily, so ``dyvm --help`` does not load torch.
 """
@@ -51,9 +52,10 @@ _LAZY = {
     "count_flops": "dyvm.flops", "solve_keep_ratio": "dyvm.flops", "DyVMLoss": "dyvm.losses",
     "train": "dyvm.engine", "evaluate_checkpoint": "dyvm.evaluate", "run_demo": "dyvm.demo",
     "visualize_pruning": "dyvm.viz", "bench_backbone": "dyvm.bench", "bench_dyvm": "dyvm.bench",
-    "selective_scan": "dyvm.kernels", "predict": "dyvm.prediction",
+    "selective_scan": "dyvm.kernels", "predict": "dyvm.prediction", "export_model": "dyvm.export",
+    "load_exported": "dyvm.export",
 }
-_SUBMODULES = {"bench", "checkpoint", "cli", "data", "demo", "dynamic", "engine", "evaluate", "flops", "kernels",
+_SUBMODULES = {"bench", "checkpoint", "cli", "data", "demo", "dynamic", "engine", "evaluate", "export", "flops", "kernels",
                "losses", "model_options", "models", "prediction", "utils", "viz", "weights"}
 
 __all__ = sorted(_LAZY) + ["__version__"]

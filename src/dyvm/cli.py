@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Callable, Optional, Sequence
 
-SUBCOMMANDS = ("train", "eval", "predict", "flops", "bench", "convert", "demo", "viz")
+SUBCOMMANDS = ("train", "eval", "predict", "flops", "bench", "convert", "export", "demo", "viz")
 
 
 class CLIError(Exception):
@@ -193,6 +193,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dst", help="output file (.safetensors or .pth)")
     p.add_argument("--key", default="auto", help="state dict key in a .pth: auto, model, model_ema")
 
+    p = sub.add_parser("export", help="a checkpoint as a torch.export program (.pt2)",
+                       description="Write the checkpoint's model (eval mode) as a torch.export program, atomically. "
+                                   "To run it: `import dyvm.kernels` (registers dyvm's custom ops) before "
+                                   "torch.export.load(OUT).module()(images), or dyvm.load_exported(OUT).")
+    _common(p)
+    p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint written by dyvm train (or an official one with --model)")
+    p.add_argument("output", metavar="OUT.pt2", help="program file to write")
+    p.add_argument("--model", help="model name, for an official checkpoint without the architecture inside")
+    p.add_argument("--batch-size", type=int, default=1, help="batch size of the traced input (the program's, "
+                   "unless --dynamic-batch)")
+    p.add_argument("--dynamic-batch", action="store_true", help="the program takes any batch size")
+
     p = sub.add_parser("demo", help="the paper's pipeline in miniature on Fashion-MNIST, with a report")
     _common(p)
     p.add_argument("--output", default="dyvm-demo", help="report folder (written atomically)")
@@ -263,6 +275,7 @@ def _run(args: argparse.Namespace) -> int:
         "flops": _flops_cli,
         "bench": lambda a: __import__("dyvm.bench", fromlist=["x"]).main(a),
         "convert": _convert_cli,
+        "export": lambda a: __import__("dyvm.export", fromlist=["x"]).export_cli(a),
         "demo": lambda a: __import__("dyvm.demo", fromlist=["x"]).demo_cli(a),
         "viz": lambda a: __import__("dyvm.viz", fromlist=["x"]).viz_cli(a),
         "predict": lambda a: __import__("dyvm.prediction", fromlist=["x"]).predict_cli(a),

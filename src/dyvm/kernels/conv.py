@@ -10,9 +10,10 @@ Backends (``$DYVM_CONV_BACKEND``, read at call time):
 - ``triton``: the Triton kernels on any tensors (CPU ones only under ``TRITON_INTERPRET=1``).
 - ``torch``: always ``F.conv1d`` + ``F.silu`` (the reference; for A/B tests).
 
-The compiled and Triton kernels are also skipped under a ``TorchDispatchMode`` (e.g.
-``FlopCounterMode``, which counts ``F.conv1d`` but knows nothing of the custom op) and under
-``torch.compile``.
+The compiled and Triton kernels are skipped under a ``TorchDispatchMode`` (e.g.
+``FlopCounterMode``, which counts ``F.conv1d`` but knows nothing of the kernels). Under
+``torch.compile`` / ``torch.export`` the call goes through the custom op
+``torch.ops.dyvm.causal_conv1d``, whose implementation is this same dispatch.
 """
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .custom_ops import empty_in_layout, fake_grads, grads_or_none, recompute_grads, to_layout, tracing
 
 ENV_VAR = "DYVM_CONV_BACKEND"
 BACKENDS = ("auto", "cpp", "torch", "triton")
@@ -35,10 +38,10 @@ def _backend() -> str:
 
 
 def _kernels_allowed() -> bool:
-    """False while FLOPs are counted (custom op, dispatch mode) or under torch.compile."""
+    """False while FLOPs are counted (custom op, dispatch mode)."""
     from .scan import _AS_CUSTOM_OP
 
-    return not (_AS_CUSTOM_OP[0] or torch._C._len_torch_dispatch_stack() > 0 or torch.compiler.is_compiling())
+    return not (_AS_CUSTOM_OP[0] or torch._C._len_torch_dispatch_stack() > 0)
 
 
 def _use_cpp(x: Tensor, weight: Tensor, bias: Optional[Tensor], backend: str, mask: Optional[Tensor] = None) -> bool:
@@ -70,9 +73,17 @@ def causal_conv1d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, silu
     on CUDA the ``causal_conv1d`` package's kernel when it imports, else the Triton one (same
     arithmetic; mask and reverse around the call); see the module docstring.
     """
-    backend = _backend()
     if mask is not None:
         mask = mask.to(x.dtype)
+    if tracing():
+        return torch.ops.dyvm.causal_conv1d(x, weight, bias, silu, mask, reverse, channels_last)
+    return _dispatch(x, weight, bias, silu, mask, reverse, channels_last)
+
+
+def _dispatch(x: Tensor, weight: Tensor, bias: Optional[Tensor], silu: bool, mask: Optional[Tensor], reverse: bool,
+              channels_last: bool) -> Tensor:
+    """The eager dispatch of :func:`causal_conv1d` (also what the custom op runs); mask in x's dtype."""
+    backend = _backend()
     if _use_cpp(x, weight, bias, backend, mask):
         from .conv_cpp import causal_conv1d_cpp
 
@@ -107,3 +118,50 @@ def _causal_conv1d_plain(x: Tensor, weight: Tensor, bias: Optional[Tensor], silu
     length = x.shape[-1]
     out = F.conv1d(x, weight, bias, padding=weight.shape[-1] - 1, groups=x.shape[1])[..., :length]
     return F.silu(out) if silu else out
+
+
+# ------------------------------------------------------------------ custom op (see custom_ops.py)
+@torch.library.custom_op("dyvm::causal_conv1d", mutates_args=())
+def _causal_conv1d_op(x: Tensor, weight: Tensor, bias: Optional[Tensor], silu: bool, mask: Optional[Tensor],
+                      reverse: bool, channels_last: bool) -> Tensor:
+    """:func:`causal_conv1d` as an op; the output is (B, E, L), channel-last memory iff ``channels_last``."""
+    return to_layout(_dispatch(x, weight, bias, silu, mask, reverse, channels_last), channels_last)
+
+
+@_causal_conv1d_op.register_fake
+def _(x, weight, bias, silu, mask, reverse, channels_last):
+    return empty_in_layout(x, channels_last)
+
+
+@torch.library.custom_op("dyvm::causal_conv1d_backward", mutates_args=())
+def _causal_conv1d_backward_op(grad: Tensor, x: Tensor, weight: Tensor, bias: Optional[Tensor], silu: bool,
+                               mask: Optional[Tensor], reverse: bool, channels_last: bool,
+                               needs_grad: list[bool]) -> list[Tensor]:
+    """Gradients of (x, weight, bias, mask), each contiguous; (0,) where none is needed."""
+    def conv(x, weight, bias, mask):
+        return _dispatch(x, weight, bias, silu, mask, reverse, channels_last)
+
+    return recompute_grads(conv, (x, weight, bias, mask), needs_grad, grad.contiguous())
+
+
+@_causal_conv1d_backward_op.register_fake
+def _(grad, x, weight, bias, silu, mask, reverse, channels_last, needs_grad):
+    return fake_grads((x, weight, bias, mask), needs_grad, grad)
+
+
+def _conv_setup_context(ctx, inputs, output) -> None:
+    x, weight, bias, silu, mask, reverse, channels_last = inputs
+    ctx.save_for_backward(x, weight, bias, mask)
+    ctx.flags = (silu, reverse, channels_last)
+
+
+def _conv_backward(ctx, grad):
+    x, weight, bias, mask = inputs = ctx.saved_tensors
+    needs = [bool(ctx.needs_input_grad[i]) for i in (0, 1, 2, 4)]
+    silu, reverse, channels_last = ctx.flags
+    grads = torch.ops.dyvm.causal_conv1d_backward(grad, x, weight, bias, silu, mask, reverse, channels_last, needs)
+    dx, dw, db, dm = grads_or_none(grads, inputs, needs)
+    return dx, dw, db, None, dm, None, None
+
+
+_causal_conv1d_op.register_autograd(_conv_backward, setup_context=_conv_setup_context)

@@ -34,6 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .custom_ops import (empty_in_layout, fake_grads, grads_or_none, is_channels_last, recompute_grads, to_layout,
+                         tracing)
+
 BACKENDS = ("reference", "torch", "cpp", "cuda", "triton", "auto")
 ENV_VAR = "DYVM_SCAN_BACKEND"
 
@@ -86,12 +89,17 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
     reverse=True runs the recurrence from the last time step to the first, i.e. it equals
     ``selective_scan(flip(u), flip(delta), ..., flip(z)).flip(-1)`` with every time axis flipped
     (the backward branch of a bidirectional mixer). The ``cpp`` backend does it in the kernel;
-    the others flip around the call.
+    the others flip around the call. Under torch.compile / torch.export the call goes through
+    the custom op ``torch.ops.dyvm.selective_scan`` (same dispatch, made opaque to the tracer).
     """
-    if _AS_CUSTOM_OP[0]:
-        if reverse:
-            return _flipped(torch.ops.dyvm.selective_scan, u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-        return torch.ops.dyvm.selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    if _AS_CUSTOM_OP[0] or tracing():
+        return torch.ops.dyvm.selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, backend,
+                                             is_channels_last(u))
+    return _dispatch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, backend, reverse)
+
+
+def _dispatch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, backend, reverse) -> Tensor:
+    """The eager dispatch of :func:`selective_scan` (also what the custom op runs)."""
     name = resolve_backend(backend, u.device)
     impl = _IMPLS[name]()
     if getattr(impl, "native_dtypes", False):  # reads any float dtype itself, output in u's dtype
@@ -180,10 +188,11 @@ _IMPLS: dict[str, Callable] = {"reference": _reference, "torch": _torch, "cpp": 
 _REVERSE_NATIVE = {"cpp"}
 
 
-# ------------------------------------------------------------------ FLOP counting support
-# Exposed as a torch.library custom op with a FLOP formula, so torch.utils.flop_counter's
-# FlopCounterMode sees the recurrence (no generic counter does). Forward only, used under
-# ``scan_as_custom_op()``; training never goes through it.
+# ------------------------------------------------------------------ custom op
+# ``dyvm::selective_scan`` runs the eager dispatch above as one opaque op: torch.compile and
+# torch.export trace it through its fake implementation (and its backward op), and
+# FlopCounterMode counts it with the formula below (no generic counter sees the recurrence).
+# Eager calls go through it only under ``scan_as_custom_op()`` (FLOP counting, forward only).
 _AS_CUSTOM_OP = [False]
 
 SCAN_MACS_PER_STEP = 9  # per (channel, state) and time step; + 2 per (channel, step): D skip, z gate
@@ -196,17 +205,47 @@ def scan_macs(batch: int, channels: int, length: int, d_state: int) -> int:
 
 @torch.library.custom_op("dyvm::selective_scan", mutates_args=())
 def _selective_scan_op(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
-                       z: Optional[Tensor], delta_bias: Optional[Tensor], delta_softplus: bool) -> Tensor:
-    _AS_CUSTOM_OP[0] = False
-    try:
-        return selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus).clone()
-    finally:
-        _AS_CUSTOM_OP[0] = True
+                       z: Optional[Tensor], delta_bias: Optional[Tensor], delta_softplus: bool,
+                       reverse: bool = False, backend: Optional[str] = None, channels_last: bool = False) -> Tensor:
+    """:func:`selective_scan` as an op; the output is (B, E, L), channel-last memory iff ``channels_last``."""
+    return to_layout(_dispatch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, backend, reverse), channels_last)
 
 
 @_selective_scan_op.register_fake
-def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
-    return torch.empty_like(u)
+def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse=False, backend=None, channels_last=False):
+    return empty_in_layout(u, channels_last)
+
+
+@torch.library.custom_op("dyvm::selective_scan_backward", mutates_args=())
+def _selective_scan_backward_op(grad: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
+                                D: Optional[Tensor], z: Optional[Tensor], delta_bias: Optional[Tensor],
+                                delta_softplus: bool, reverse: bool, backend: Optional[str],
+                                needs_grad: list[bool]) -> list[Tensor]:
+    """Gradients of (u, delta, A, B, C, D, z, delta_bias), each contiguous; (0,) where none is needed."""
+    def scan(*tensors):
+        return _dispatch(*tensors, delta_softplus, backend, reverse)
+
+    return recompute_grads(scan, (u, delta, A, B, C, D, z, delta_bias), needs_grad, grad.contiguous())
+
+
+@_selective_scan_backward_op.register_fake
+def _(grad, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, backend, needs_grad):
+    return fake_grads((u, delta, A, B, C, D, z, delta_bias), needs_grad, grad)
+
+
+def _scan_setup_context(ctx, inputs, output) -> None:
+    ctx.save_for_backward(*inputs[:8])
+    ctx.flags = inputs[8:11]  # delta_softplus, reverse, backend
+
+
+def _scan_backward(ctx, grad):
+    inputs = ctx.saved_tensors
+    needs = [bool(n) for n in ctx.needs_input_grad[:8]]
+    grads = torch.ops.dyvm.selective_scan_backward(grad, *inputs, *ctx.flags, needs)
+    return (*grads_or_none(grads, inputs, needs), None, None, None, None)
+
+
+_selective_scan_op.register_autograd(_scan_backward, setup_context=_scan_setup_context)
 
 
 def _register_flop_formula() -> None:

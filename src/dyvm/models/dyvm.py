@@ -10,6 +10,9 @@ both SSM branches. Routers gate each branch by a hard Gumbel-sigmoid. Inference
 patches by top-k and physically drops the rest; a branch runs only for the images whose router
 says so. Both paths go through :class:`~.tokens.TokenSequence` (``rearrange`` / ``select``), so a
 variant only says where its prefix tokens sit (and how its head and router read them).
+
+Under ``torch.compile`` / ``torch.export`` the inference path has no graph break: skipped branches
+are masked instead of sub-batched (see :mod:`dyvm.export` for what changes in a traced program).
 """
 from __future__ import annotations
 
@@ -379,7 +382,9 @@ class DyVM(VisionMamba):
                 layer_residual.append(seq.residual)
         feat = self.final_norm(seq.hidden, seq.residual)
         prefix = seq.prefix(feat)
-        cls_positions = [int(p[0]) for p in prefix_positions] if self.num_prefix_tokens else []
+        # Python ints would break a compiled graph: left empty there (prefix_positions has them as tensors)
+        cls_positions = ([int(p[0]) for p in prefix_positions] if self.num_prefix_tokens
+                         and not torch.compiler.is_compiling() else [])
         return DyVMInferenceOutput(self.forward_head(prefix), kept, kept_local, cls_positions,
                                    self._stack(all_gates, batch, device), self._stack(all_logits, batch, device),
                                    seq.patches(feat), seq.patch_ids, pred_scores, layer_hidden, layer_residual,

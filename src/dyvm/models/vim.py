@@ -116,10 +116,12 @@ class BiMambaMixer(nn.Module):
 
         When the gate needs a gradient (training) every image is computed and multiplied by
         its 0/1 gate; otherwise only the selected sub-batch runs, so the compute really drops.
+        Under torch.compile / torch.export the gate is applied as in training (every image computed,
+        then masked: same logits, static shapes, no graph break; the skipped compute is not saved).
         """
         if gate is None:
             return self._branch(backward, x, z, mask)
-        if gate.requires_grad:
+        if gate.requires_grad or torch.compiler.is_compiling():
             return self._branch(backward, x, z, mask) * gate[:, None, None].to(x.dtype)
         on = gate > 0.5
         n_on = int(on.sum())
@@ -392,7 +394,9 @@ class VisionMamba(nn.Module):
                 f"the images, or build the model with img_size={x.shape[2]} and load the checkpoint "
                 "(load_checkpoint interpolates pos_embed)" if x.shape[2] == x.shape[3] else
                 f"x is {x.shape[2]}x{x.shape[3]} but the model expects square {self.img_size}x{self.img_size} images")
-        if not bool(torch.isfinite(x).all()):
+        if torch.compiler.is_compiling():  # a data-dependent branch would break the graph: assert in it instead
+            torch._assert_async(torch.isfinite(x).all(), "x contains NaN or Inf values")
+        elif not bool(torch.isfinite(x).all()):
             raise ValueError("x contains NaN or Inf values")
 
     def embed_sequence(self, x: Tensor) -> TokenSequence:
