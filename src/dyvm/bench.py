@@ -330,8 +330,10 @@ def main(args) -> int:
     what = args.what
     if args.throughput and what not in ("dyvm", "all"):
         raise ValueError(f"--throughput applies to --what dyvm (or all), not {what}")
-    if args.rounds is not None and args.rounds < 1:
-        raise ValueError(f"--rounds must be >= 1, got {args.rounds}")
+    for flag, value, low in (("rounds", args.rounds, 1), ("repeats", args.repeats, 1), ("warmup", args.warmup, 0),
+                             ("throughput-batch", args.throughput_batch, 1)):
+        if value is not None and value < low:
+            raise ValueError(f"--{flag} must be >= {low}, got {value}")
     rounds = lambda default: args.rounds or default
     warmup = 2 if args.warmup is None and what == "train-step" else 1 if args.warmup is None else args.warmup
     common = dict(repeats=args.repeats, warmup=warmup, progress=not args.no_progress)
