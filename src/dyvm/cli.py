@@ -132,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-size", type=int, help="held-out split size as in training (default: 10%%, at most 5,000)")
     p.add_argument("--json", help="also write the results as JSON to this file")
     p.add_argument("--latency-batch-sizes", type=int, nargs="*", default=[1, 64])
+    p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="accuracy pass in fp32 or bf16 autocast")
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("predict", help="classify image files or folders with a trained checkpoint",
