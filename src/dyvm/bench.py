@@ -223,7 +223,7 @@ def flops_cut(size: str, routers_on: float) -> dict:
 
 
 def bench_dyvm(sizes=("tiny", "small"), batch_sizes=(1, 8), threads: Optional[int] = None, device: str = "cpu",
-               routers_on: float = 0.8, rounds: int = 9, repeats: Optional[int] = None, warmup: int = 1,
+               routers_on: float = 0.8, rounds: int = 15, repeats: Optional[int] = None, warmup: int = 1,
                dtype: str = "fp32", throughput: bool = False, progress: bool = True) -> dict:
     """DyVM vs Vim, interleaved per (size, batch), next to the FLOPs cut. ``throughput``: one large batch
     (``batch_sizes[0]``), reported as images/s and the acceleration over the teacher."""
@@ -281,7 +281,7 @@ def bench_dyvm(sizes=("tiny", "small"), batch_sizes=(1, 8), threads: Optional[in
 
 
 def bench_dtype(models=("vim_tiny",), checkpoints=(), batch_sizes=(1, 8), threads: Optional[int] = None,
-                device: str = "cpu", rounds: int = 9, repeats: Optional[int] = None, warmup: int = 1,
+                device: str = "cpu", rounds: int = 15, repeats: Optional[int] = None, warmup: int = 1,
                 progress: bool = True) -> dict:
     """fp32 against bf16 autocast inference, interleaved per (model, batch); speedup = fp32 time / bf16 time."""
     threads, dev = _setup(threads, device)
@@ -361,18 +361,18 @@ def main(args) -> int:
     if what in ("dyvm", "all"):
         batches = (args.throughput_batch or (256 if args.device.startswith("cuda") else 64),) if args.throughput \
             else tuple(args.batch_sizes)
-        res = bench_dyvm(tuple(args.sizes), batches, args.threads, args.device, args.routers_on, rounds(9),
+        res = bench_dyvm(tuple(args.sizes), batches, args.threads, args.device, args.routers_on, rounds(15),
                          dtype=args.dtype, throughput=args.throughput, **common)
         out["dyvm"] = res
         kind = "throughput, official style" if args.throughput else "latency"
         print(f"\nDyVM vs Vim {kind} (random weights, {100 * args.routers_on:.0f}% of branches on, {args.dtype}; "
-              f"{res['machine']}); {rounds(9)} interleaved rounds; medians of per-round ratios")
+              f"{res['machine']}); {rounds(15)} interleaved rounds; medians of per-round ratios")
         print(res["table"])
     if what == "dtype":
         res = bench_dtype((args.model,) if not args.checkpoint else (), tuple(args.checkpoint or ()),
-                          tuple(args.batch_sizes), args.threads, args.device, rounds(9), **common)
+                          tuple(args.batch_sizes), args.threads, args.device, rounds(15), **common)
         out["dtype"] = res
-        print(f"\nfp32 vs bf16 autocast inference ({res['machine']}); {rounds(9)} interleaved rounds; "
+        print(f"\nfp32 vs bf16 autocast inference ({res['machine']}); {rounds(15)} interleaved rounds; "
               "speedup = fp32 time / bf16 time, median per round")
         print(res["table"])
         print("CPU time:\n" + res["table_cpu"])

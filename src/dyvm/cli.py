@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--what", choices=["backbone", "dyvm", "all", "dtype", "peers", "train-step"], default="all",
                    help="backbone: scan backends; dyvm: DyVM vs Vim; all: both; dtype: fp32 vs bf16; peers: dyvm vs "
                         "mambapy's Vim vs the reference scan; train-step: the demo's training steps against --against")
-    p.add_argument("--rounds", type=int, help="interleaved rounds (default: train-step 7, backbone 5, dyvm/dtype 9, peers 3)")
+    p.add_argument("--rounds", type=int, help="interleaved rounds (default: train-step 7, backbone 5, dyvm/dtype 15, peers 3)")
     p.add_argument("--repeats", type=int, help="calls per arm and round (default: about 0.5 s per arm; peers 1)")
     p.add_argument("--warmup", type=int, help="untimed calls per arm first (default 1; train-step: 2 steps)")
     p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="inference precision (bf16: autocast)")
