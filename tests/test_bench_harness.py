@@ -78,12 +78,22 @@ def test_alternating_order_cancels_drift_in_the_median_ratio():
 
 def test_repeats_chosen_from_the_warmup_and_explicit_baseline():
     clock = FakeClock()
-    res = interleave({"g": {"slow": clock.runner("slow", 0.2), "fast": clock.runner("fast", 0.05),
+    slow, first = clock.runner("slow", 0.2), []
+
+    def cold_then_slow(n):  # the first call of a workload pays one-time costs (allocation, kernel load)
+        res = slow(n)
+        if not first:
+            first.append(1)
+            return {k: v + 100.0 for k, v in res.items()}
+        return res
+
+    res = interleave({"g": {"slow": cold_then_slow, "fast": clock.runner("fast", 0.05),
                             "mid": clock.runner("mid", 0.1)}},
                      rounds=3, repeats=None, warmup=0, target_seconds=1.0, baseline="fast")
     g = res["groups"]["g"]
     assert g["repeats"] == 9                                 # 1.0 s / mean(0.2, 0.05, 0.1) s, rounded up
-    assert clock.log[:3] == [("slow", 1), ("fast", 1), ("mid", 1)]    # one warm-up call each, despite warmup=0
+    # two warm-up calls each despite warmup=0: the second (not the cold first) sets the repeats
+    assert clock.log[:6] == [("slow", 1), ("slow", 1), ("fast", 1), ("fast", 1), ("mid", 1), ("mid", 1)]
     assert res["calls"][3:6] == [(1, "g", "mid"), (1, "g", "fast"), (1, "g", "slow")]
     assert set(g["ratios"]) == {"slow", "mid"}
     assert g["ratios"]["slow"]["wall"]["time_summary"]["median"] == pytest.approx(4.0)

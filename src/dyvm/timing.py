@@ -67,7 +67,7 @@ def interleave(groups: Mapping[str, Mapping[str, Runner]], rounds: int = 7, repe
     groups: {comparison: {arm: runner}} (one arm is allowed: it is timed, without ratios).
     repeats: calls per arm and round; None picks, per group, enough calls for about ``target_seconds``
     per arm from the last warm-up call (at least 1). warmup: untimed calls per arm before round 0
-    (at least 1 when ``repeats`` is None). baseline: the arm every ratio divides by (default: each
+    (at least 2 when ``repeats`` is None, so that the calibrating call is not the cold first one). baseline: the arm every ratio divides by (default: each
     group's first arm). units: items (e.g. images) per call, for items/s; an int or one per group.
 
     Returns {"calls": [(round, group, arm), ...], "groups": {group: {"baseline", "repeats", "units",
@@ -92,7 +92,7 @@ def interleave(groups: Mapping[str, Mapping[str, Runner]], rounds: int = 7, repe
     for g, arms in groups.items():
         last = {}
         for name, run in arms.items():
-            for _ in range(max(warmup, 1 if repeats is None else 0)):
+            for _ in range(max(warmup, 2 if repeats is None else 0)):  # the first call pays one-time costs
                 last[name] = run(1)["wall"]
         reps[g] = repeats if repeats is not None else max(
             1, math.ceil(target_seconds / max(statistics.mean(last.values()), 1e-9)))
