@@ -286,11 +286,13 @@ def bench_dtype(models=("vim_tiny",), checkpoints=(), batch_sizes=(1, 8), thread
     """fp32 against bf16 autocast inference, interleaved per (model, batch); speedup = fp32 time / bf16 time."""
     threads, dev = _setup(threads, device)
     nets = {name: build_model(name, dev) for name in models}
-    nets.update({path: build_model("", dev, checkpoint=path) for path in checkpoints})
+    names = [os.path.basename(p) for p in checkpoints]
+    nets.update({(name if names.count(name) == 1 else path): build_model("", dev, checkpoint=path)
+                 for name, path in zip(names, checkpoints)})
     groups, units = {}, {}
     for label, net in nets.items():
         for b in batch_sizes:
-            key = f"{os.path.basename(label)} b{b}"
+            key = f"{label} b{b}"
             groups[key] = {"fp32": inference_runner(net, b, dev, "fp32"), "bf16": inference_runner(net, b, dev, "bf16")}
             units[key] = b
     res = interleave(groups, units=units, **_rounds_kwargs(rounds, repeats, warmup, progress))
