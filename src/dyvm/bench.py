@@ -356,6 +356,7 @@ def main(args) -> int:
         print(f"\nVim backbone ({res['model']}, {args.dtype}, eval; {res['machine']}); default backend "
               f"{res['default_backend']}; {rounds(5)} interleaved rounds; ratios: median per-round time / the default's")
         print(res["table"])
+        print("CPU time:\n" + res["table_cpu"])
         for k, v in res["summary"].items():
             print(f"  {k}: {v:.3f}")
         if res["cpp_cold_build_s"] is not None:
