@@ -46,3 +46,16 @@ def test_format_report():
     assert lines[0] == "A = this build" and lines[1] == "B = other"
     rows = [line for line in lines if line.startswith("| DyVM fine-tuning step")]
     assert len(rows) == 2 and all("2.500" in r for r in rows)
+
+
+def test_real_workers_a_over_a_with_inference_kinds():
+    # two worker processes of this build (an A/A run), the inference kinds, the smallest settings
+    from dyvm.bench_train import bench_train_step
+
+    res = bench_train_step(None, rounds=2, steps=1, warmup=0, threads=1, batch=4, kinds=["vim-eval", "dyvm-eval"],
+                           progress=False)
+    assert list(res["groups"]) == ["vim-eval", "dyvm-eval"] and len(res["calls"]) == 8
+    assert all(w["threads"] == 1 for w in res["workers"].values())
+    for kind in ("vim-eval", "dyvm-eval"):
+        assert len(res["groups"][kind]["ratios"]["A"]["cpu"]["speedup"]) == 2
+    assert "Vim inference |" in res["table"] and "DyVM inference |" in res["table"]

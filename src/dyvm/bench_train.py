@@ -6,7 +6,8 @@ D=64, 10 classes):
 
 - ``dyvm``: DyVM fine-tuning step (pruning at layers 2, 4, 6, ρ = 0.7, β = 0.8), loss
   ``DyVMLoss.for_model(model, CrossEntropyLoss(), teacher)`` with a frozen Vim teacher, AdamW;
-- ``vim``: the Vim teacher's own step (CE, AdamW).
+- ``vim``: the Vim teacher's own step (CE, AdamW);
+- ``dyvm-eval`` / ``vim-eval``: the same two models' inference (eval forward, no grad) on the same batch.
 
 The rounds are :func:`dyvm.timing.interleave`'s (the harness of every ``dyvm bench``
 comparison): after warm-up the builds run round by round, alternating which goes first (A B,
@@ -27,7 +28,8 @@ from typing import Optional, Sequence
 from .timing import interleave
 
 KINDS = ("dyvm", "vim")
-KIND_LABELS = {"dyvm": "DyVM fine-tuning step", "vim": "Vim teacher step"}
+KIND_LABELS = {"dyvm": "DyVM fine-tuning step", "vim": "Vim teacher step", "dyvm-eval": "DyVM inference",
+               "vim-eval": "Vim inference"}
 WORKER_SOURCE = Path(__file__).resolve().parent / "_train_step_worker.py"
 
 

@@ -172,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--against", metavar="CHECKOUT", help="train-step: the other build (a checkout or its src; "
                    "default: this build, an A/A run)")
     p.add_argument("--steps", type=int, default=2, help="train-step: timed steps per build, kind and round")
-    p.add_argument("--kinds", nargs="+", choices=["dyvm", "vim"], default=["dyvm", "vim"], help="train-step: steps")
+    p.add_argument("--kinds", nargs="+", choices=["dyvm", "vim", "dyvm-eval", "vim-eval"], default=["dyvm", "vim"],
+                   help="train-step: training steps, and/or the same models' inference (-eval)")
     p.add_argument("--autocast", action="store_true", help="train-step: bf16 autocast in this build's steps")
     p.add_argument("--against-autocast", action="store_true", help="train-step: bf16 autocast in the other's")
     p.add_argument("--model", default="vim_tiny", help="model of the backend and dtype tables")
