@@ -8,8 +8,8 @@ per line on stdout (anything else the build prints goes to stderr).
 
     {"cmd": "setup", "threads": 1, "batch": 128, "seed": 0, "autocast": false}
         -> {"ok": true, "dyvm_file": ..., "torch": ..., "threads": ...}
-    {"cmd": "run", "kind": "dyvm" | "vim", "steps": n}
-        -> {"ok": true, "wall": seconds, "cpu": seconds}   (n training steps)
+    {"cmd": "run", "kind": "dyvm" | "vim" | "dyvm-eval" | "vim-eval", "steps": n}
+        -> {"ok": true, "wall": seconds, "cpu": seconds}   (n training steps, or n eval forwards)
     {"cmd": "quit"}
 """
 import json
@@ -68,7 +68,24 @@ def _make_steps(batch, seed, use_autocast):
         loss.backward()
         opt.step()
 
-    return {"dyvm": dyvm_step, "vim": vim_step}, dyvm.__file__
+    # inference: eval-mode copies of the two models, so the training steps' modes stay untouched
+    vim_eval = dyvm.create_model("vim_tiny", **DEMO_KWARGS).eval()
+    vim_eval.load_state_dict(teacher.state_dict())
+    dyvm_eval = dyvm.create_model("dyvm_vim_tiny", **DEMO_KWARGS, **DYVM_KWARGS).eval()
+    dyvm_eval.load_state_dict(model.state_dict())
+
+    def forward(net):
+        def run():
+            with torch.no_grad():
+                if ctx is None:
+                    net(x)
+                else:
+                    with ctx():
+                        net(x)
+        return run
+
+    return {"dyvm": dyvm_step, "vim": vim_step, "dyvm-eval": forward(dyvm_eval), "vim-eval": forward(vim_eval)}, \
+        dyvm.__file__
 
 
 def main():

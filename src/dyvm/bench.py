@@ -1,35 +1,38 @@
-"""Benchmarks (not tests): ``dyvm bench``. Prints tables; each number is a median over repeats.
+"""Benchmarks (not tests): ``dyvm bench``. Every comparison runs in one process in interleaved rounds
+(:func:`dyvm.timing.interleave`: warm-up, then A B, B A, ... with the threads fixed) and is reported
+as the median of the per-round ratios with its quartiles and min-max, from wall-clock and CPU time.
 
-``train-step``: the demo's DyVM and Vim training steps, this build against another checkout
-(interleaved rounds in two worker processes; :mod:`dyvm.bench_train`).
-
-``backbone``: Vim latency per scan backend at batch 1 and 8, the same forward with the scan
-replaced by a zero-cost stub (the "matmul floor"), a training step (forward+backward), peak
-memory, and the first-use build time of the compiled scan.
+``backbone``: Vim per scan backend at each batch size, against the same forward with the scan
+replaced by a zero-cost stub (the "matmul floor"), and a training step (forward+backward).
 ``dyvm``: DyVM vs Vim latency (random weights, routers set so that about 80% of branches run)
-next to the FLOPs ratio: are the savings real?
+next to the FLOPs cut: are the savings real? With ``--throughput``: the official style, one large
+batch, images/s and the acceleration over the teacher.
+``dtype``: fp32 against bf16 (autocast) inference. ``peers``: dyvm's Vim-T against mambapy's Vim
+and the ``reference`` scan backend. ``train-step``: the demo's training steps, this build against
+another checkout (two worker processes; :mod:`dyvm.bench_train`).
 """
 from __future__ import annotations
 
 import contextlib
 import json
-import multiprocessing as mp
 import os
-import resource
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
-from .utils import cpu_name, format_table, time_call
+from .timing import Runner, format_comparison, interleave, timed
+from .utils import cpu_name
 
 DEFAULT_BACKENDS = ("reference", "torch", "cpp", "cuda")
+DTYPES = {"fp32": None, "bf16": torch.bfloat16}
+FLOOR = "matmul floor (scan stubbed)"
 
 
+@contextlib.contextmanager
 def stub_scan():
     """Replace the selective scan by a zero-cost stub (returns its input) inside the models."""
     from .models import vim
@@ -42,67 +45,61 @@ def stub_scan():
         vim.selective_scan = original
 
 
-def _peak_mib(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2 ** 20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+def autocast_context(device: torch.device, dtype: str):
+    """bf16 autocast (fp32 weights, matmuls and convs in bf16), or nothing for fp32."""
+    if DTYPES.get(dtype, "bad") == "bad":
+        raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if DTYPES[dtype] is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=DTYPES[dtype])
 
 
-def _row_worker(spec: dict, queue) -> None:
-    """Runs one measurement in a fresh process, so its peak memory is its own."""
-    try:
-        queue.put(_measure(spec))
-    except Exception as exc:  # reported in the table, not raised
-        queue.put({"error": f"{type(exc).__name__}: {exc}"})
+def inference_runner(model, batch: int, device: torch.device, dtype: str = "fp32", stub: bool = False,
+                     seed: int = 0) -> Runner:
+    """A runner of ``model``'s eval forward on a fixed random batch (B, C, H, W)."""
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, model.in_chans, model.img_size, model.img_size, generator=gen).to(device)
+
+    def forward():
+        with torch.no_grad(), autocast_context(device, dtype), (stub_scan() if stub else contextlib.nullcontext()):
+            model(x)
+
+    return timed(forward, device)
 
 
-def _measure(spec: dict) -> dict:
+def train_runner(model, batch: int, device: torch.device, dtype: str = "fp32") -> Runner:
+    """A runner of a training step (forward, sum of the logits, backward) on a fixed random batch."""
+    model.train()
+    x = torch.randn(batch, model.in_chans, model.img_size, model.img_size, device=device)
+
+    def step():
+        with autocast_context(device, dtype):
+            out = model(x)
+        logits = out if torch.is_tensor(out) else out.logits
+        logits.float().sum().backward()
+        model.zero_grad(set_to_none=True)
+
+    return timed(step, device)
+
+
+def build_model(name: str, device: torch.device, backend: Optional[str] = None, routers_on: Optional[float] = None,
+                checkpoint: Optional[str] = None, **overrides):
+    """A registered model (random weights, seed 0) or one from a checkpoint, on ``device``."""
     from .models import create_model
 
-    torch.set_num_threads(spec["threads"])
-    device = torch.device(spec["device"])
     torch.manual_seed(0)
-    model = create_model(spec["model"], **spec.get("overrides", {})).to(device)
-    if spec.get("routers_on") is not None:
-        set_router_pattern(model, spec["routers_on"])
-    if spec.get("backend"):
-        model.set_scan_backend(spec["backend"])
-    x = torch.randn(spec["batch"], model.in_chans, model.img_size, model.img_size, device=device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    base = _peak_mib(device)
-    if spec["mode"] == "train":
-        model.train()
+    if checkpoint:
+        from .evaluate import load_for_eval
 
-        def step():
-            out = model(x)
-            logits = out if torch.is_tensor(out) else out.logits
-            logits.float().sum().backward()
-            model.zero_grad(set_to_none=True)
+        model = load_for_eval(checkpoint, None, overrides)
     else:
-        model.eval()
-
-        def step():
-            with torch.no_grad():
-                model(x)
-    ctx = stub_scan() if spec.get("stub") else contextlib.nullcontext()
-    with ctx:
-        times = time_call(step, device, spec["repeats"], warmup=spec.get("warmup", 2))
-    peak = _peak_mib(device) - (0 if device.type == "cuda" else base)
-    return {"median_ms": 1e3 * statistics.median(times), "min_ms": 1e3 * min(times),
-            "max_ms": 1e3 * max(times), "peak_mib": peak}
-
-
-def run_isolated(spec: dict, isolate: bool = True) -> dict:
-    if not isolate:
-        return _measure(spec)
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_row_worker, args=(spec, queue))
-    proc.start()
-    result = queue.get()
-    proc.join()
-    return result
+        model = create_model(name, **overrides)
+    if routers_on is not None:
+        set_router_pattern(model, routers_on)
+    if backend:
+        model.set_scan_backend(backend)
+    return model.to(device)
 
 
 def set_router_pattern(model, fraction_on: float, seed: int = 0) -> float:
@@ -140,8 +137,8 @@ def cold_build_seconds() -> Optional[float]:
 def machine_line(threads: int, device: torch.device) -> str:
     cpu = cpu_name()
     gpu = f", GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
-    return (f"{time.strftime('%Y-%m-%d')}, {cpu}, {os.cpu_count()} cores, torch threads {threads}{gpu}, "
-            f"torch {torch.__version__}")
+    return (f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {cpu}, {os.cpu_count()} cores, "
+            f"torch threads {threads}{gpu}, torch {torch.__version__}")
 
 
 def available_backends(device: torch.device, wanted=DEFAULT_BACKENDS) -> list[str]:
@@ -157,109 +154,195 @@ def available_backends(device: torch.device, wanted=DEFAULT_BACKENDS) -> list[st
     return names
 
 
+def _setup(threads: Optional[int], device: str) -> tuple[int, torch.device]:
+    """Fix the torch threads for the whole run (every arm of every round uses the same)."""
+    threads = threads or os.cpu_count() or 1
+    if threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {threads}")
+    torch.set_num_threads(threads)
+    return threads, torch.device(device)
+
+
+def _progress(enabled: bool) -> Optional[Callable[[str], None]]:
+    return (lambda m: print(f"  {m}", file=sys.stderr, flush=True)) if enabled else None
+
+
+def _rounds_kwargs(rounds: int, repeats: Optional[int], warmup: int, progress: bool) -> dict:
+    return dict(rounds=rounds, repeats=repeats, warmup=warmup, progress=_progress(progress))
+
+
 def bench_backbone(model: str = "vim_tiny", batch_sizes=(1, 8), backends=None, threads: Optional[int] = None,
-                   repeats: int = 10, device: str = "cpu", isolate: bool = True, reference_repeats: int = 2,
-                   train_batch: int = 8, progress: bool = True) -> dict:
-    """Latency table of the Vim backbone per scan backend (see module docstring)."""
+                   device: str = "cpu", rounds: int = 5, repeats: Optional[int] = None, warmup: int = 1,
+                   train_batch: int = 8, dtype: str = "fp32", progress: bool = True) -> dict:
+    """The Vim backbone per scan backend and the matmul floor, interleaved per batch size (see module doc)."""
+    from .kernels import scan_cpp
     from .kernels.scan import resolve_backend
 
-    threads = threads or os.cpu_count() or 1
-    dev = torch.device(device)
-    backends = available_backends(dev, backends or DEFAULT_BACKENDS)
+    threads, dev = _setup(threads, device)
     default = resolve_backend(None, dev)
-    specs = []
-    for backend in backends:
-        for b in batch_sizes:
-            specs.append(("eval", backend, b, dict(mode="eval", backend=backend, batch=b,
-                                                    repeats=reference_repeats if backend == "reference" else repeats,
-                                                    warmup=1 if backend == "reference" else 2)))
+    backends = [default] + [b for b in available_backends(dev, backends or DEFAULT_BACKENDS) if b != default]
+    models = {b: build_model(model, dev, b) for b in backends}   # the default first: the baseline of the ratios
+    groups: dict[str, dict[str, Runner]] = {}
+    units = {}
     for b in batch_sizes:
-        specs.append(("eval", "matmul floor (scan stubbed)", b, dict(mode="eval", backend=default, batch=b,
-                                                                     repeats=repeats, stub=True)))
-    specs.append(("train step", default, train_batch, dict(mode="train", backend=default, batch=train_batch,
-                                                         repeats=max(3, repeats // 2))))
-    rows, results = [], []
-    iterator = specs
-    if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(specs, desc="bench", unit="row", file=sys.stderr)
-    for kind, label, b, spec in iterator:
-        spec.update(model=model, threads=threads, device=device)
-        res = run_isolated(spec, isolate)
-        results.append(dict(kind=kind, backend=label, batch=b, **res))
-        if "error" in res:
-            rows.append([kind, label, b, "error", "", "", res["error"][:60]])
-        else:
-            rows.append([kind, label, b, res["median_ms"], b / res["median_ms"] * 1e3, res["peak_mib"], ""])
+        arms = {name: inference_runner(m, b, dev, dtype) for name, m in models.items()}
+        arms[FLOOR] = inference_runner(models[default], b, dev, dtype, stub=True)
+        groups[f"eval b{b}"], units[f"eval b{b}"] = arms, b
+    train_model = build_model(model, dev, default)
+    groups[f"train step b{train_batch}"] = {default: train_runner(train_model, train_batch, dev, dtype)}
+    units[f"train step b{train_batch}"] = train_batch
+    res = interleave(groups, units=units, **_rounds_kwargs(rounds, repeats, warmup, progress))
     summary = {}
-    by = {(r["kind"], r["backend"], r["batch"]): r for r in results if "error" not in r}
     for b in batch_sizes:
-        total = by.get(("eval", default, b))
-        floor = by.get(("eval", "matmul floor (scan stubbed)", b))
-        ref = by.get(("eval", "reference", b))
-        if total and floor:
-            summary[f"scan_share_b{b}"] = max(0.0, 1 - floor["median_ms"] / total["median_ms"])
-        if total and ref:
-            summary[f"speedup_vs_reference_b{b}"] = ref["median_ms"] / total["median_ms"]
-            if floor and total["median_ms"] > floor["median_ms"]:  # the scans alone: total minus the floor
-                summary[f"scan_only_speedup_vs_reference_b{b}"] = ((ref["median_ms"] - floor["median_ms"])
-                                                                   / (total["median_ms"] - floor["median_ms"]))
-    from .kernels import scan_cpp
-
+        g = res["groups"][f"eval b{b}"]
+        floor = g["ratios"][FLOOR]["wall"]["time_summary"]["median"]
+        summary[f"scan_share_b{b}"] = max(0.0, 1 - floor)
+        if "reference" in g["ratios"]:
+            ref = g["ratios"]["reference"]["wall"]["time_summary"]["median"]
+            summary[f"speedup_vs_reference_b{b}"] = ref
+            if floor < 1:  # the scans alone: total minus the floor, in units of the default's time
+                summary[f"scan_only_speedup_vs_reference_b{b}"] = (ref - floor) / (1 - floor)
     build = cold_build_seconds() if "cpp" in backends else None
-    table = format_table(["what", "scan backend", "batch", "median ms", "img/s", "peak MiB", "note"], rows)
-    return dict(model=model, device=device, threads=threads, default_backend=default, rows=results,
+    return dict(model=model, device=device, dtype=dtype, threads=threads, default_backend=default, result=res,
                 summary=summary, cpp_cold_build_s=build, cpp_load_s=scan_cpp.build_seconds(),
-                machine=machine_line(threads, dev), table=table)
+                machine=machine_line(threads, dev), table=format_comparison(res, "wall"),
+                table_cpu=format_comparison(res, "cpu"))
 
 
-def bench_dyvm(sizes=("tiny", "small"), batch_sizes=(1, 8), threads: Optional[int] = None, repeats: int = 10,
-               device: str = "cpu", routers_on: float = 0.8, isolate: bool = True, progress: bool = True) -> dict:
-    """DyVM vs Vim latency next to the FLOPs reduction (official and full conventions)."""
-    from .models import create_model
+def flops_cut(size: str, routers_on: float) -> dict:
+    """DyVM-Vim's FLOPs reduction against Vim of ``size`` (official and full conventions)."""
     from .flops import count_flops
+    from .models import create_model
 
-    threads = threads or os.cpu_count() or 1
-    dev = torch.device(device)
-    rows, results = [], []
-    jobs = [(s, b) for s in sizes for b in batch_sizes]
-    iterator = jobs
-    if progress:
-        from tqdm import tqdm
+    model = create_model(f"dyvm_vim_{size}")
+    realised = set_router_pattern(model, routers_on)
+    teacher = create_model(f"vim_{size}")
+    return dict(branch_keep=realised,
+                official=1 - count_flops(model, "official", branch_keep_ratio=realised) / count_flops(teacher, "official"),
+                full=1 - count_flops(model, "full", branch_keep_ratio=realised) / count_flops(teacher, "full"))
 
-        iterator = tqdm(jobs, desc="bench dyvm", unit="row", file=sys.stderr)
-    for size, b in iterator:
-        common = dict(batch=b, repeats=repeats, threads=threads, device=device, mode="eval")
-        vim = run_isolated(dict(common, model=f"vim_{size}"), isolate)
-        dy = run_isolated(dict(common, model=f"dyvm_vim_{size}", routers_on=routers_on), isolate)
-        model = create_model(f"dyvm_vim_{size}")
-        realised = set_router_pattern(model, routers_on)
-        teacher = create_model(f"vim_{size}")
-        f_off = 1 - count_flops(model, "official", branch_keep_ratio=realised) / count_flops(teacher, "official")
-        f_full = 1 - count_flops(model, "full", branch_keep_ratio=realised) / count_flops(teacher, "full")
-        if "error" in vim or "error" in dy:
-            rows.append([size, b, "error", "", "", "", "", (vim.get("error") or dy.get("error"))[:60]])
-            continue
-        lat = 1 - dy["median_ms"] / vim["median_ms"]
-        results.append(dict(size=size, batch=b, vim_ms=vim["median_ms"], dyvm_ms=dy["median_ms"],
-                            latency_reduction=lat, flops_reduction_official=f_off, flops_reduction_full=f_full,
-                            branch_keep=realised, goal_met=lat >= 0.9 * f_full))
-        rows.append([f"vim_{size}", b, vim["median_ms"], dy["median_ms"], f"{100 * lat:.1f}%",
-                     f"{100 * f_off:.1f}%", f"{100 * f_full:.1f}%", f"{lat / f_full:.2f}"])
-    table = format_table(["model", "batch", "Vim ms", "DyVM ms", "latency cut", "FLOPs cut (official)",
-                        "FLOPs cut (full)", "latency/FLOPs cut"], rows)
-    return dict(rows=results, table=table, threads=threads, routers_on=routers_on, machine=machine_line(threads, dev))
+
+def bench_dyvm(sizes=("tiny", "small"), batch_sizes=(1, 8), threads: Optional[int] = None, device: str = "cpu",
+               routers_on: float = 0.8, rounds: int = 15, repeats: Optional[int] = None, warmup: int = 1,
+               dtype: str = "fp32", throughput: bool = False, progress: bool = True) -> dict:
+    """DyVM vs Vim, interleaved per (size, batch), next to the FLOPs cut. ``throughput``: one large batch
+    (``batch_sizes[0]``), reported as images/s and the acceleration over the teacher."""
+    threads, dev = _setup(threads, device)
+    groups, units, meta = {}, {}, {}
+    for size in sizes:
+        vim = build_model(f"vim_{size}", dev)
+        dy = build_model(f"dyvm_vim_{size}", dev, routers_on=routers_on)
+        for b in batch_sizes:
+            key = f"{size} b{b}"
+            groups[key] = {"Vim": inference_runner(vim, b, dev, dtype), "DyVM": inference_runner(dy, b, dev, dtype)}
+            units[key], meta[key] = b, (size, b)
+    res = interleave(groups, units=units, **_rounds_kwargs(rounds, repeats, warmup, progress))
+    rows, table_rows = [], []
+    cuts = {size: flops_cut(size, routers_on) for size in sizes}
+    for key, (size, b) in meta.items():
+        g = res["groups"][key]
+        f = cuts[size]
+        row = dict(size=size, batch=b, flops_reduction_official=f["official"], flops_reduction_full=f["full"],
+                   branch_keep=f["branch_keep"])
+        for clock in ("wall", "cpu"):
+            t = g["ratios"]["DyVM"][clock]["time_summary"]
+            s = g["ratios"]["DyVM"][clock]["speedup_summary"]
+            row[f"vim_ms_{clock}"] = 1e3 * g["arms"]["Vim"]["seconds_summary"][clock]["median"]
+            row[f"dyvm_ms_{clock}"] = 1e3 * g["arms"]["DyVM"]["seconds_summary"][clock]["median"]
+            row[f"latency_reduction_{clock}"] = 1 - t["median"]
+            row[f"latency_reduction_{clock}_iqr"] = [1 - t["q3"], 1 - t["q1"]]
+            row[f"latency_reduction_{clock}_range"] = [1 - t["max"], 1 - t["min"]]
+            row[f"acceleration_{clock}"] = s["median"]
+            row[f"images_per_s_{clock}"] = {a: g["arms"][a]["items_per_s"][clock] for a in ("Vim", "DyVM")}
+        row["goal_met"] = row["latency_reduction_wall"] >= 0.9 * f["full"]
+        rows.append(row)
+        if throughput:
+            ips = row["images_per_s_wall"]
+            s = g["ratios"]["DyVM"]["wall"]["speedup_summary"]
+            table_rows.append([f"vim_{size}", b, f"{ips['Vim']:.1f}", f"{ips['DyVM']:.1f}", f"{s['median']:.3f}×",
+                               f"{s['q1']:.3f}-{s['q3']:.3f}", f"{row['acceleration_cpu']:.3f}×",
+                               f"{100 * f['official']:.1f}%"])
+        else:
+            cut = lambda c: (f"{100 * row[f'latency_reduction_{c}']:.1f}% "
+                             f"({100 * row[f'latency_reduction_{c}_iqr'][0]:.1f}..{100 * row[f'latency_reduction_{c}_iqr'][1]:.1f})")
+            table_rows.append([f"vim_{size}", b, f"{row['vim_ms_wall']:.1f}", f"{row['dyvm_ms_wall']:.1f}", cut("wall"),
+                               cut("cpu"), f"{100 * f['official']:.1f}%", f"{100 * f['full']:.1f}%",
+                               f"{row['latency_reduction_wall'] / f['full']:.2f}"])
+    from .utils import format_table
+
+    if throughput:
+        head = ["model", "batch", "Vim img/s", "DyVM img/s", "acceleration (wall, median)", "IQR",
+                "acceleration (cpu)", "FLOPs cut (official)"]
+    else:
+        head = ["model", "batch", "Vim ms", "DyVM ms", "latency cut wall (IQR)", "latency cut cpu (IQR)",
+                "FLOPs cut (official)", "FLOPs cut (full)", "latency cut / FLOPs cut (full)"]
+    return dict(rows=rows, result=res, table=format_table(head, table_rows), threads=threads, routers_on=routers_on,
+                dtype=dtype, throughput=throughput, machine=machine_line(threads, dev))
+
+
+def bench_dtype(models=("vim_tiny",), checkpoints=(), batch_sizes=(1, 8), threads: Optional[int] = None,
+                device: str = "cpu", rounds: int = 15, repeats: Optional[int] = None, warmup: int = 1,
+                progress: bool = True) -> dict:
+    """fp32 against bf16 autocast inference, interleaved per (model, batch); speedup = fp32 time / bf16 time."""
+    threads, dev = _setup(threads, device)
+    nets = {name: build_model(name, dev) for name in models}
+    names = [os.path.basename(p) for p in checkpoints]
+    nets.update({(name if names.count(name) == 1 else path): build_model("", dev, checkpoint=path)
+                 for name, path in zip(names, checkpoints)})
+    groups, units = {}, {}
+    for label, net in nets.items():
+        for b in batch_sizes:
+            key = f"{label} b{b}"
+            groups[key] = {"fp32": inference_runner(net, b, dev, "fp32"), "bf16": inference_runner(net, b, dev, "bf16")}
+            units[key] = b
+    res = interleave(groups, units=units, **_rounds_kwargs(rounds, repeats, warmup, progress))
+    return dict(result=res, threads=threads, machine=machine_line(threads, dev),
+                table=format_comparison(res, "wall", what="speedup"), table_cpu=format_comparison(res, "cpu", "speedup"))
+
+
+def bench_peers(batch_sizes=(1, 8), threads: Optional[int] = None, device: str = "cpu", rounds: int = 3,
+                repeats: Optional[int] = 1, warmup: int = 1, dtype: str = "fp32", progress: bool = True) -> dict:
+    """dyvm's Vim-T (default backend) against mambapy's Vim-T and dyvm with the ``reference`` scan, interleaved
+    per batch size; ratio = the peer's time / dyvm's time (how many times faster dyvm is)."""
+    from .bench_peers import mambapy_vim
+    from .kernels.scan import resolve_backend
+
+    threads, dev = _setup(threads, device)
+    peer = mambapy_vim().to(dev)
+    default = resolve_backend(None, dev)
+    ours, ref = build_model("vim_tiny", dev, default), build_model("vim_tiny", dev, "reference")
+    arms = {f"dyvm ({default})": ours, "mambapy Vim": peer, "dyvm (reference)": ref}
+    groups = {f"b{b}": {name: inference_runner(m, b, dev, dtype) for name, m in arms.items()} for b in batch_sizes}
+    res = interleave(groups, units={f"b{b}": b for b in batch_sizes},
+                     **_rounds_kwargs(rounds, repeats, warmup, progress))
+    return dict(result=res, threads=threads, dtype=dtype, machine=machine_line(threads, dev),
+                table=format_comparison(res, "wall"), table_cpu=format_comparison(res, "cpu"))
+
+
+def _write_json(path: str, out: dict) -> None:
+    from .checkpoint import atomic_write
+
+    payload = {k: {kk: vv for kk, vv in v.items() if not kk.startswith("table")} for k, v in out.items()}
+    atomic_write(path, lambda tmp: open(tmp, "w").write(json.dumps(payload, indent=2)))
 
 
 def main(args) -> int:
     """Entry of ``dyvm bench`` (args from the CLI)."""
     out: dict[str, Any] = {}
     what = args.what
+    if args.throughput and what not in ("dyvm", "all"):
+        raise ValueError(f"--throughput applies to --what dyvm (or all), not {what}")
+    for flag, value, low in (("rounds", args.rounds, 1), ("repeats", args.repeats, 1), ("warmup", args.warmup, 0),
+                             ("throughput-batch", args.throughput_batch, 1)):
+        if value is not None and value < low:
+            raise ValueError(f"--{flag} must be >= {low}, got {value}")
+    rounds = lambda default: args.rounds or default
+    warmup = 2 if args.warmup is None and what == "train-step" else 1 if args.warmup is None else args.warmup
+    common = dict(repeats=args.repeats, warmup=warmup, progress=not args.no_progress)
     if what == "train-step":
         from .bench_train import bench_train_step
 
-        res = bench_train_step(args.against, args.rounds, args.steps, args.warmup, args.threads or 1,
+        res = bench_train_step(args.against, rounds(7), args.steps, warmup, args.threads or 1,
                                kinds=args.kinds, autocast=args.autocast, against_autocast=args.against_autocast)
         out["train_step"] = res
         print(f"\nTraining steps of the demo configuration (batch 128; {machine_line(res['threads'], torch.device('cpu'))}),"
@@ -267,23 +350,43 @@ def main(args) -> int:
               " images/s are medians over rounds, ratios are medians of per-round ratios")
         print(res["table"])
     if what in ("backbone", "all"):
-        res = bench_backbone(args.model, tuple(args.batch_sizes), args.backends, args.threads, args.repeats,
-                             args.device, not args.no_isolate, train_batch=args.train_batch)
+        res = bench_backbone(args.model, tuple(args.batch_sizes), args.backends, args.threads, args.device, rounds(5),
+                             train_batch=args.train_batch, dtype=args.dtype, **common)
         out["backbone"] = res
-        print(f"\nVim backbone ({res['model']}, fp32, eval; {res['machine']}); default backend: "
-              f"{res['default_backend']}")
+        print(f"\nVim backbone ({res['model']}, {args.dtype}, eval; {res['machine']}); default backend "
+              f"{res['default_backend']}; {rounds(5)} interleaved rounds; ratios: median per-round time / the default's")
         print(res["table"])
+        print("CPU time:\n" + res["table_cpu"])
         for k, v in res["summary"].items():
             print(f"  {k}: {v:.3f}")
         if res["cpp_cold_build_s"] is not None:
             print(f"  cpp first-use build: {res['cpp_cold_build_s']:.1f} s (cached afterwards)")
     if what in ("dyvm", "all"):
-        res = bench_dyvm(tuple(args.sizes), tuple(args.batch_sizes), args.threads, args.repeats, args.device,
-                         args.routers_on, not args.no_isolate)
+        batches = (args.throughput_batch or (256 if args.device.startswith("cuda") else 64),) if args.throughput \
+            else tuple(args.batch_sizes)
+        res = bench_dyvm(tuple(args.sizes), batches, args.threads, args.device, args.routers_on, rounds(15),
+                         dtype=args.dtype, throughput=args.throughput, **common)
         out["dyvm"] = res
-        print(f"\nDyVM vs Vim (random weights, {100 * args.routers_on:.0f}% of branches on; {res['machine']})")
+        kind = "throughput, official style" if args.throughput else "latency"
+        print(f"\nDyVM vs Vim {kind} (random weights, {100 * args.routers_on:.0f}% of branches on, {args.dtype}; "
+              f"{res['machine']}); {rounds(15)} interleaved rounds; medians of per-round ratios")
         print(res["table"])
+    if what == "dtype":
+        res = bench_dtype((args.model,) if not args.checkpoint else (), tuple(args.checkpoint or ()),
+                          tuple(args.batch_sizes), args.threads, args.device, rounds(15), **common)
+        out["dtype"] = res
+        print(f"\nfp32 vs bf16 autocast inference ({res['machine']}); {rounds(15)} interleaved rounds; "
+              "speedup = fp32 time / bf16 time, median per round")
+        print(res["table"])
+        print("CPU time:\n" + res["table_cpu"])
+    if what == "peers":
+        res = bench_peers(tuple(args.batch_sizes), args.threads, args.device, rounds(3), dtype=args.dtype,
+                          **dict(common, repeats=args.repeats or 1))
+        out["peers"] = res
+        print(f"\nVim-T (24 layers, D 192, 197 tokens), {args.dtype} eval: dyvm vs mambapy vs dyvm's reference scan "
+              f"({res['machine']}); {rounds(3)} interleaved rounds; ratio = time / dyvm's time, median per round")
+        print(res["table"])
+        print("CPU time:\n" + res["table_cpu"])
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({k: {kk: vv for kk, vv in v.items() if kk != "table"} for k, v in out.items()}, fh, indent=2)
+        _write_json(args.json, out)
     return 0

@@ -6,28 +6,30 @@ D=64, 10 classes):
 
 - ``dyvm``: DyVM fine-tuning step (pruning at layers 2, 4, 6, ρ = 0.7, β = 0.8), loss
   ``DyVMLoss.for_model(model, CrossEntropyLoss(), teacher)`` with a frozen Vim teacher, AdamW;
-- ``vim``: the Vim teacher's own step (CE, AdamW).
+- ``vim``: the Vim teacher's own step (CE, AdamW);
+- ``dyvm-eval`` / ``vim-eval``: the same two models' inference (eval forward, no grad) on the same batch.
 
-After warm-up the driver runs the builds round by round, alternating which goes first
-(A B, B A, A B, ...), so slow drifts of the machine's load hit both alike. Each round times
-``steps`` steps per build and kind; the reported ratio is the median over rounds of the per-round
-speed ratio A/B (with min-max and quartiles), from wall-clock time and from the worker's CPU time
-(user + system of its process; with one thread and a machine shared with other jobs the CPU
-time is the steadier of the two, as it does not count the time the process waits for a core).
+The rounds are :func:`dyvm.timing.interleave`'s (the harness of every ``dyvm bench``
+comparison): after warm-up the builds run round by round, alternating which goes first (A B,
+B A, ...); each round times ``steps`` steps per build and kind; the reported ratio is the median
+over rounds of the per-round speed ratio A/B (with min-max and quartiles), from wall-clock time
+and from the worker's CPU time (user + system of its process, timed in the worker).
 """
 from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Optional, Sequence
+
+from .timing import interleave
 
 KINDS = ("dyvm", "vim")
-KIND_LABELS = {"dyvm": "DyVM fine-tuning step", "vim": "Vim teacher step"}
+KIND_LABELS = {"dyvm": "DyVM fine-tuning step", "vim": "Vim teacher step", "dyvm-eval": "DyVM inference",
+               "vim-eval": "Vim inference"}
 WORKER_SOURCE = Path(__file__).resolve().parent / "_train_step_worker.py"
 
 
@@ -80,69 +82,21 @@ class Worker:
             pass
 
 
-def summarize(values: Sequence[float]) -> dict:
-    """Median, min, max and quartiles (inclusive method) of a non-empty sequence."""
-    vals = sorted(values)
-    if len(vals) >= 2:
-        q1, _, q3 = statistics.quantiles(vals, n=4, method="inclusive")
-    else:
-        q1 = q3 = vals[0]
-    return {"median": statistics.median(vals), "min": vals[0], "max": vals[-1], "q1": q1, "q3": q3, "n": len(vals)}
-
-
-def interleave(workers: dict[str, Any], kinds: Sequence[str], rounds: int, steps: int, warmup: int,
-               batch: int, progress: Optional[Callable[[str], None]] = None) -> dict:
-    """Drive ``workers`` {"A": w, "B": w} (objects with ``run(kind, steps) -> {"wall", "cpu"}``).
-
-    Warm-up: ``warmup`` steps of every kind on each worker (not timed). Then ``rounds`` rounds;
-    in round r the order of the builds is A, B for even r and B, A for odd r, for every kind.
-    Returns per kind: the per-round images/s of each build (wall and CPU), the per-round ratios
-    A/B and their summaries, and ``calls``, the sequence of (round, build, kind) as run.
-    """
-    names = list(workers)
-    if len(names) != 2:
-        raise ValueError("interleave needs exactly two workers")
-    if rounds < 1 or steps < 1:
-        raise ValueError("rounds and steps must be >= 1")
-    for kind in kinds:
-        for name in names:
-            if warmup > 0:
-                workers[name].run(kind, warmup)
-    per = {k: {n: {"wall": [], "cpu": []} for n in names} for k in kinds}
-    calls = []
-    for r in range(rounds):
-        order = names if r % 2 == 0 else names[::-1]
-        for kind in kinds:
-            for name in order:
-                res = workers[name].run(kind, steps)
-                calls.append((r, name, kind))
-                for clock in ("wall", "cpu"):
-                    per[kind][name][clock].append(batch * steps / max(res[clock], 1e-12))
-        if progress:
-            progress(f"round {r + 1}/{rounds}")
-    a, b = names
-    out = {"calls": calls, "kinds": {}}
-    for kind in kinds:
-        entry = {"images_per_s": per[kind]}
-        for clock in ("wall", "cpu"):
-            ratios = [x / y for x, y in zip(per[kind][a][clock], per[kind][b][clock])]
-            entry[f"ratio_{clock}"] = ratios
-            entry[f"ratio_{clock}_summary"] = summarize(ratios)
-            entry[f"{a}_{clock}_summary"] = summarize(per[kind][a][clock])
-            entry[f"{b}_{clock}_summary"] = summarize(per[kind][b][clock])
-        out["kinds"][kind] = entry
-    return out
+def worker_runner(worker: Worker, kind: str):
+    """A :mod:`dyvm.timing` runner: ``n`` training steps of ``kind`` in ``worker``, timed there."""
+    return lambda n: worker.run(kind, n)
 
 
 def format_report(result: dict, labels: dict[str, str]) -> str:
     from .utils import format_table
 
     rows = []
-    for kind, e in result["kinds"].items():
+    for kind, e in result["groups"].items():
         for clock in ("cpu", "wall"):
-            sa, sb, sr = e[f"A_{clock}_summary"], e[f"B_{clock}_summary"], e[f"ratio_{clock}_summary"]
-            rows.append([KIND_LABELS.get(kind, kind), clock, f"{sa['median']:.1f}", f"{sb['median']:.1f}",
-                         f"{sr['median']:.3f}", f"{sr['min']:.3f}-{sr['max']:.3f}", f"{sr['q1']:.3f}-{sr['q3']:.3f}"])
+            a, b = (e["arms"][n]["items_per_s"][clock] for n in ("A", "B"))
+            sr = e["ratios"]["A"][clock]["speedup_summary"]
+            rows.append([KIND_LABELS.get(kind, kind), clock, f"{a:.1f}", f"{b:.1f}", f"{sr['median']:.3f}",
+                         f"{sr['min']:.3f}-{sr['max']:.3f}", f"{sr['q1']:.3f}-{sr['q3']:.3f}"])
     head = ["step", "clock", "A img/s", "B img/s", "ratio A/B (median)", "min-max", "IQR"]
     return (f"A = {labels['A']}\nB = {labels['B']}\n" + format_table(head, rows))
 
@@ -168,7 +122,8 @@ def bench_train_step(against: Optional[str], rounds: int = 7, steps: int = 2, wa
         workers["A"] = Worker(str(here), "A", threads, batch, autocast=autocast)
         workers["B"] = Worker(str(other), "B", threads, batch,
                               autocast=autocast if against_autocast is None else against_autocast)
-        result = interleave(workers, list(kinds), rounds, steps, warmup, batch, say)
+        groups = {kind: {name: worker_runner(w, kind) for name, w in workers.items()} for kind in kinds}
+        result = interleave(groups, rounds, repeats=steps, warmup=warmup, baseline="B", units=batch, progress=say)
     finally:
         for w in workers.values():
             w.close()

@@ -140,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-size", type=int, help="held-out split size as in training (default: 10%%, at most 5,000)")
     p.add_argument("--json", help="also write the results as JSON to this file")
     p.add_argument("--latency-batch-sizes", type=int, nargs="*", default=[1, 64])
+    p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="accuracy pass in fp32 or bf16 autocast")
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("predict", help="classify image files or folders with a trained checkpoint",
@@ -164,28 +165,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--branch-keep-ratio", type=float, help="average branch keep ratio (default: β for DyVM)")
     p.add_argument("--target-gflops", type=float, help="solve for the token keep ratio meeting this budget")
 
-    p = sub.add_parser("bench", help="latency tables (scan backends; DyVM vs Vim)")
+    p = sub.add_parser("bench", help="speed comparisons in interleaved rounds (backends, DyVM vs Vim, bf16, peers, builds)")
     _common(p)
-    p.add_argument("--what", choices=["backbone", "dyvm", "all", "train-step"], default="all",
-                   help="train-step: the demo's DyVM and Vim training steps of this build against --against")
+    p.add_argument("--what", choices=["backbone", "dyvm", "all", "dtype", "peers", "train-step"], default="all",
+                   help="backbone: scan backends; dyvm: DyVM vs Vim; all: both; dtype: fp32 vs bf16; peers: dyvm vs "
+                        "mambapy's Vim vs the reference scan; train-step: the demo's training steps against --against")
+    p.add_argument("--rounds", type=int, help="interleaved rounds (default: train-step 7, backbone 5, dyvm/dtype 15, peers 3)")
+    p.add_argument("--repeats", type=int, help="calls per arm and round (default: about 0.5 s per arm; peers 1)")
+    p.add_argument("--warmup", type=int, help="untimed calls per arm first (default 1; train-step: 2 steps)")
+    p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="inference precision (bf16: autocast)")
+    p.add_argument("--throughput", action="store_true",
+                   help="dyvm: official-style throughput at one large batch, images/s and acceleration over the teacher")
+    p.add_argument("--throughput-batch", type=int, help="batch of --throughput (default: 64 on CPU, 256 on CUDA)")
     p.add_argument("--against", metavar="CHECKOUT", help="train-step: the other build (a checkout or its src; "
                    "default: this build, an A/A run)")
-    p.add_argument("--rounds", type=int, default=7, help="train-step: interleaved A/B rounds")
     p.add_argument("--steps", type=int, default=2, help="train-step: timed steps per build, kind and round")
-    p.add_argument("--warmup", type=int, default=2, help="train-step: untimed steps per build and kind")
-    p.add_argument("--kinds", nargs="+", choices=["dyvm", "vim"], default=["dyvm", "vim"], help="train-step: steps")
+    p.add_argument("--kinds", nargs="+", choices=["dyvm", "vim", "dyvm-eval", "vim-eval"], default=["dyvm", "vim"],
+                   help="train-step: training steps, and/or the same models' inference (-eval)")
     p.add_argument("--autocast", action="store_true", help="train-step: bf16 autocast in this build's steps")
     p.add_argument("--against-autocast", action="store_true", help="train-step: bf16 autocast in the other's")
-    p.add_argument("--model", default="vim_tiny", help="backbone model for the backend table")
+    p.add_argument("--model", default="vim_tiny", help="model of the backend and dtype tables")
+    p.add_argument("--checkpoint", nargs="+", help="dtype: models from these checkpoints instead of --model")
     p.add_argument("--sizes", nargs="+", default=["tiny", "small"], help="sizes for the DyVM table")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
     p.add_argument("--train-batch", type=int, default=8)
     p.add_argument("--backends", nargs="+", choices=["reference", "torch", "cpp", "cuda"])
-    p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--routers-on", type=float, default=0.8, help="fraction of SSM branches that run in DyVM")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--no-isolate", action="store_true", help="measure in this process (peak memory is then shared)")
-    p.add_argument("--json", help="also write the results as JSON")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--json", help="also write the results (every round's times) as JSON")
 
     p = sub.add_parser("convert", help="official .pth ↔ .safetensors")
     _common(p)

@@ -137,8 +137,9 @@ def evaluate_checkpoint(checkpoint: Optional[str] = None, model: Optional[str] =
                         data_path: Optional[str] = None, split: str = "test", batch_size: int = 256,
                         workers: int = 0, device: Optional[str] = None, latency_batch_sizes=(1, 64),
                         val_size: Optional[int] = None, corrupt: str = "skip", progress: bool = True,
-                        download: bool = False, val_fraction: float = 0.2, **overrides: Any) -> dict[str, Any]:
-    """Everything ``dyvm eval`` reports, as a dict."""
+                        download: bool = False, val_fraction: float = 0.2, dtype: str = "fp32",
+                        **overrides: Any) -> dict[str, Any]:
+    """Everything ``dyvm eval`` reports, as a dict. ``dtype`` "bf16": the accuracy pass runs under bf16 autocast."""
     from .data import build_dataset, build_transform, collate_skip_none, data_config_for
     from .flops import flops_from_stats
 
@@ -153,7 +154,9 @@ def evaluate_checkpoint(checkpoint: Optional[str] = None, model: Optional[str] =
                          f"differ from those the checkpoint was trained on ({', '.join(names[:6])}"
                          f"{', ...' if len(names) > 6 else ''}); check --dataset / --data-path")
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate_skip_none)
-    stats = evaluate(net, loader, dev, progress=progress)
+    if dtype not in ("fp32", "bf16"):
+        raise ValueError(f"--dtype must be fp32 or bf16, got {dtype!r}")
+    stats = evaluate(net, loader, dev, amp="bf16" if dtype == "bf16" else "none", progress=progress)
     stats["per_class_top1"] = {names[c] if c < len(names) else str(c): v for c, v in stats["per_class_top1"].items()}
     result: dict[str, Any] = dict(model=getattr(net, "arch", model), checkpoint=checkpoint, split=split, classes=names,
                                   **stats,
@@ -162,12 +165,13 @@ def evaluate_checkpoint(checkpoint: Optional[str] = None, model: Optional[str] =
         result.update(token_keep_ratio=net.token_ratio, router_threshold=net.router_threshold, score=net.score)
     result["latency"] = [measure_latency(net, b, dev) for b in latency_batch_sizes]
     result["device"] = str(dev)
+    result["dtype"] = dtype
     result["threads"] = torch.get_num_threads()
     return result
 
 
 def format_report(r: dict[str, Any]) -> str:
-    lines = [f"model {r['model']}  ({r['split']} split, {r['images']} images)",
+    lines = [f"model {r['model']}  ({r['split']} split, {r['images']} images, {r.get('dtype', 'fp32')})",
              f"  top-1 {r['top1']:.2f}%   top-5 {r['top5']:.2f}%   loss {r['loss']:.4f}",
              f"  GFLOPs (GMACs/image): official {r['gflops_official']:.4f}   full {r['gflops_full']:.4f}"]
     if r.get("per_class_top1"):
@@ -193,7 +197,7 @@ def eval_cli(args) -> int:
                                  args.batch_size or 64,
                                  args.workers, args.device, tuple(args.latency_batch_sizes), args.val_size, args.corrupt,
                                  progress=not args.no_progress, download=args.download,
-                                 val_fraction=args.val_fraction, **overrides)
+                                 val_fraction=args.val_fraction, dtype=args.dtype, **overrides)
     print(format_report(result))
     if args.json:
         from .checkpoint import atomic_write

@@ -1,0 +1,153 @@
+"""Interleaved timing rounds: the one harness behind every comparison of ``dyvm bench``.
+
+A *runner* runs a workload ``n`` times and returns the seconds it took on each clock,
+``{"wall": s, "cpu": s}`` (``cpu``: user + system time of the process that ran it; with one
+thread on a shared machine the steadier of the two, as it leaves out the time spent waiting for
+a core). Runners are grouped into comparisons (e.g. Vim vs DyVM at batch 8). :func:`interleave`
+warms every runner up, then runs ``rounds`` rounds; in each round every comparison runs each
+of its arms once (``repeats`` calls), in the arm order for even rounds and reversed for odd ones
+(A B, B A, A B, ... = ABBA pairs), so a slow drift of the machine's load hits all arms alike.
+The result holds, per comparison and arm, the seconds per call of every round, and per arm the
+per-round ratio of its time to the baseline arm's (the first arm unless told), summarised by the
+median, quartiles and min/max. Times of different rounds are never divided by each other.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import torch
+
+Runner = Callable[[int], Mapping[str, float]]
+CLOCKS = ("wall", "cpu")
+
+
+def timed(fn: Callable[[], Any], device: Optional[torch.device] = None) -> Runner:
+    """A runner calling ``fn()`` n times; CUDA is synchronised before the clocks start and stop."""
+
+    def sync():
+        if device is not None and device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    def run(n: int) -> dict[str, float]:
+        sync()
+        c0, w0 = time.process_time(), time.perf_counter()
+        for _ in range(n):
+            fn()
+        sync()
+        return {"wall": time.perf_counter() - w0, "cpu": time.process_time() - c0}
+
+    return run
+
+
+def round_order(arms: Sequence[str], r: int) -> list[str]:
+    """The arms in the order they run in round ``r``: as given for even rounds, reversed for odd ones."""
+    return list(arms) if r % 2 == 0 else list(arms)[::-1]
+
+
+def summarize(values: Sequence[float]) -> dict[str, float]:
+    """Median, min, max and quartiles (inclusive method) of a non-empty sequence."""
+    vals = sorted(values)
+    if not vals:
+        raise ValueError("summarize needs at least one value")
+    if len(vals) >= 2:
+        q1, _, q3 = statistics.quantiles(vals, n=4, method="inclusive")
+    else:
+        q1 = q3 = vals[0]
+    return {"median": statistics.median(vals), "min": vals[0], "max": vals[-1], "q1": q1, "q3": q3, "n": len(vals)}
+
+
+def interleave(groups: Mapping[str, Mapping[str, Runner]], rounds: int = 7, repeats: Optional[int] = None,
+               warmup: int = 1, target_seconds: float = 0.5, baseline: Optional[str] = None,
+               units: int | Mapping[str, int] = 1, progress: Optional[Callable[[str], None]] = None) -> dict:
+    """Time every group's arms in interleaved rounds (see the module docstring).
+
+    groups: {comparison: {arm: runner}} (one arm is allowed: it is timed, without ratios).
+    repeats: calls per arm and round; None picks, per group, enough calls for about ``target_seconds``
+    per arm from the last warm-up call (at least 1). warmup: untimed calls per arm before round 0
+    (at least 2 when ``repeats`` is None, so that the calibrating call is not the cold first one). baseline: the arm every ratio divides by (default: each
+    group's first arm). units: items (e.g. images) per call, for items/s; an int or one per group.
+
+    Returns {"calls": [(round, group, arm), ...], "groups": {group: {"baseline", "repeats", "units",
+    "arms": {arm: {"seconds": {clock: [s per call, one per round]}, "seconds_summary": {clock: summary},
+    "items_per_s": {clock: median}}}, "ratios": {arm: {clock: {"time": [...], "time_summary",
+    "speedup": [...], "speedup_summary"}}}}}}, where per round time = arm's s / baseline's s and
+    speedup = baseline's s / arm's s.
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    if repeats is not None and repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    if warmup < 0:
+        raise ValueError(f"warmup must be >= 0, got {warmup}")
+    if not groups or any(not arms for arms in groups.values()):
+        raise ValueError("interleave needs at least one group with at least one arm")
+    if baseline is not None and any(baseline not in arms for arms in groups.values()):
+        raise ValueError(f"baseline arm {baseline!r} is missing from a group")
+    calls: list[tuple[int, str, str]] = []
+    out: dict[str, Any] = {"calls": calls, "groups": {}}
+    reps: dict[str, int] = {}
+    for g, arms in groups.items():
+        last = {}
+        for name, run in arms.items():
+            for _ in range(max(warmup, 2 if repeats is None else 0)):  # the first call pays one-time costs
+                last[name] = run(1)["wall"]
+        reps[g] = repeats if repeats is not None else max(
+            1, math.ceil(target_seconds / max(statistics.mean(last.values()), 1e-9)))
+    seconds = {g: {a: {c: [] for c in CLOCKS} for a in arms} for g, arms in groups.items()}
+    for r in range(rounds):
+        for g, arms in groups.items():
+            for name in round_order(arms, r):
+                res = arms[name](reps[g])
+                calls.append((r, g, name))
+                for clock in CLOCKS:
+                    seconds[g][name][clock].append(res[clock] / reps[g])
+        if progress:
+            progress(f"round {r + 1}/{rounds}")
+    for g, arms in groups.items():
+        base = baseline or next(iter(arms))
+        n_units = units if isinstance(units, int) else units[g]
+        entry: dict[str, Any] = {"baseline": base, "repeats": reps[g], "units": n_units, "arms": {}, "ratios": {}}
+        for name in arms:
+            s = seconds[g][name]
+            entry["arms"][name] = {
+                "seconds": s,
+                "seconds_summary": {c: summarize(s[c]) for c in CLOCKS},
+                "items_per_s": {c: n_units / max(statistics.median(s[c]), 1e-12) for c in CLOCKS},
+            }
+            if name == base:
+                continue
+            entry["ratios"][name] = {}
+            for clock in CLOCKS:
+                pairs = list(zip(s[clock], seconds[g][base][clock]))
+                time_ratio = [a / max(b, 1e-12) for a, b in pairs]
+                speedup = [b / max(a, 1e-12) for a, b in pairs]
+                entry["ratios"][name][clock] = {"time": time_ratio, "time_summary": summarize(time_ratio),
+                                                "speedup": speedup, "speedup_summary": summarize(speedup)}
+        out["groups"][g] = entry
+    return out
+
+
+def format_comparison(result: dict, clock: str = "wall", what: str = "time") -> str:
+    """A Markdown table of :func:`interleave`'s result: per group and arm the median ms per call,
+    items/s, and (``what`` = "time" or "speedup") the median per-round ratio to the baseline with
+    its min-max and IQR."""
+    from .utils import format_table
+
+    rows = []
+    for g, e in result["groups"].items():
+        for name, arm in e["arms"].items():
+            ms = 1e3 * arm["seconds_summary"][clock]["median"]
+            row = [g, name, f"{ms:.1f}", f"{arm['items_per_s'][clock]:.1f}"]
+            ratio = e["ratios"].get(name, {}).get(clock)
+            if ratio is None:
+                row += ["(baseline)" if name == e["baseline"] else "", "", ""]
+            else:
+                s = ratio[f"{what}_summary"]
+                row += [f"{s['median']:.3f}", f"{s['min']:.3f}-{s['max']:.3f}", f"{s['q1']:.3f}-{s['q3']:.3f}"]
+            rows.append(row)
+    label = "time / baseline" if what == "time" else "speedup vs baseline"
+    return format_table(["comparison", "arm", f"ms ({clock})", "items/s", f"{label} (median)", "min-max", "IQR"],
+                        rows)

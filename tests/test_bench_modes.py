@@ -1,0 +1,91 @@
+"""``dyvm bench`` modes end to end at the smallest settings (one round, one call): what they report,
+the mambapy peer's shape, and the one-line errors. Nothing here asserts a speed."""
+import json
+import sys
+
+import pytest
+import torch
+
+from dyvm import bench
+from dyvm.bench_peers import INSTALL_HINT, mambapy_vim
+from dyvm.cli import main
+from dyvm.models import create_model
+
+FAST = dict(rounds=1, repeats=1, warmup=0, progress=False, threads=1)
+
+
+def test_dyvm_mode_reports_latency_and_flops_cut_per_row():
+    res = bench.bench_dyvm(sizes=("tiny",), batch_sizes=(1,), **FAST)
+    (row,) = res["rows"]
+    assert (row["size"], row["batch"]) == ("tiny", 1)
+    assert 0 < row["flops_reduction_official"] < 1 and 0 < row["branch_keep"] < 1
+    for clock in ("wall", "cpu"):
+        lo, hi = row[f"latency_reduction_{clock}_range"]
+        assert lo <= row[f"latency_reduction_{clock}"] <= hi
+        assert row[f"acceleration_{clock}"] == pytest.approx(1 / (1 - row[f"latency_reduction_{clock}"]))
+    assert [arm for _, _, arm in res["result"]["calls"]] == ["Vim", "DyVM"]
+    assert "latency cut / FLOPs cut" in res["table"].splitlines()[0]
+
+
+def test_throughput_mode_table():
+    res = bench.bench_dyvm(sizes=("tiny",), batch_sizes=(2,), throughput=True, **FAST)
+    head, _, line = res["table"].splitlines()
+    assert "Vim img/s" in head and "acceleration" in head and line.count("×") == 2
+
+
+def test_dtype_mode_runs_fp32_and_bf16_arms():
+    res = bench.bench_dtype(models=("vim_tiny",), batch_sizes=(1,), **FAST)
+    g = res["result"]["groups"]["vim_tiny b1"]
+    assert list(g["arms"]) == ["fp32", "bf16"] and g["baseline"] == "fp32" and set(g["ratios"]) == {"bf16"}
+
+
+def test_bf16_autocast_forward_stays_close_to_fp32():
+    torch.manual_seed(0)
+    model = create_model("vim_tiny", img_size=32, patch_size=8, depth=2, embed_dim=32, num_classes=5).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ref = model(x)
+        with bench.autocast_context(torch.device("cpu"), "bf16"):
+            low = model(x)
+    assert low.dtype == torch.bfloat16
+    assert torch.allclose(low.float(), ref, atol=0.05, rtol=0.05) and not torch.equal(low.float(), ref)
+    with pytest.raises(ValueError, match="--dtype"):
+        bench.autocast_context(torch.device("cpu"), "fp8")
+
+
+def test_peer_is_vim_tiny_sized():
+    peer = mambapy_vim()
+    ours = create_model("vim_tiny")
+    assert sum(p.numel() for p in peer.parameters()) == sum(p.numel() for p in ours.parameters())
+    assert peer.pos_embed.shape == ours.pos_embed.shape == (1, 197, 192) and len(peer.backbone.layers) == 24
+    small = mambapy_vim(img_size=32, patch_size=8, depth=2, embed_dim=32, num_classes=5).eval()
+    with torch.no_grad():
+        assert small(torch.randn(2, 3, 32, 32)).shape == (2, 5)
+
+
+def test_peers_without_mambapy_is_a_one_line_error(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "mambapy.vim", None)          # import mambapy.vim → ImportError
+    assert main(["bench", "--what", "peers", "--threads", "1", "--rounds", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"dyvm bench: error: {INSTALL_HINT}"
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--what", "peers", "--throughput"], "--throughput"),
+    (["--what", "dyvm", "--rounds", "0"], "--rounds"),
+    (["--what", "dyvm", "--repeats", "0", "--sizes", "tiny"], "--repeats"),
+])
+def test_bad_arguments_are_one_line_errors(argv, needle, capsys):
+    assert main(["bench", "--threads", "1", "--no-progress"] + argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err
+
+
+def test_cli_json_has_the_rounds(tmp_path, capsys):
+    out = tmp_path / "b.json"
+    assert main(["bench", "--what", "dtype", "--model", "vim_tiny", "--batch-sizes", "1", "--rounds", "2", "--repeats",
+                 "1", "--warmup", "0", "--threads", "1", "--no-progress", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())["dtype"]
+    g = data["result"]["groups"]["vim_tiny b1"]
+    assert len(g["arms"]["bf16"]["seconds"]["wall"]) == 2 and len(g["ratios"]["bf16"]["cpu"]["speedup"]) == 2
+    assert "table" not in data and "fp32 vs bf16" in capsys.readouterr().out
