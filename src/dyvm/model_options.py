@@ -16,6 +16,23 @@ DYNAMIC_OPTIONS = ("token_keep_ratio", "block_keep_ratio", "router_threshold", "
                    "predictor_input", "use_routers", "use_pruning")
 # DyVM options that a built model changes in place (``model.configure``), without rebuilding.
 INFERENCE_OPTIONS = ("token_keep_ratio", "router_threshold", "score")
+# What a model predicts (``model.task``), chosen by ``--task``.
+TASKS = ("classification", "segmentation")
+
+
+def check_task(task: str, model: Optional[str] = None) -> None:
+    """``task`` is one of TASKS and ``model`` (a registered name, when given) predicts what it asks for."""
+    if task not in TASKS:
+        raise ValueError(f"--task {task!r}: expected one of {', '.join(TASKS)}")
+    if model is None:
+        return
+    from .models.registry import model_class
+
+    kind = model_class(model).task
+    if kind != task:
+        hint = "a segmenter such as vim_seg_micro / dyvm_vim_seg_micro" if task == "segmentation" else \
+            "a classifier such as vim_tiny / dyvm_vim_tiny"
+        raise ValueError(f"--model {model} is a {kind} model; --task {task} needs {hint}")
 
 
 def default_pruning_loc(depth: int) -> list[int]:
