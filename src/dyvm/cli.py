@@ -265,11 +265,20 @@ def _run(args: argparse.Namespace) -> int:
         "flops": _flops_cli,
         "bench": lambda a: __import__("dyvm.bench", fromlist=["x"]).main(a),
         "convert": _convert_cli,
-        "demo": lambda a: __import__("dyvm.demo", fromlist=["x"]).demo_cli(a),
+        "demo": _demo_cli,
         "viz": lambda a: __import__("dyvm.viz", fromlist=["x"]).viz_cli(a),
         "predict": lambda a: __import__("dyvm.prediction", fromlist=["x"]).predict_cli(a),
     }
     return handlers[args.command](args)
+
+
+def _demo_cli(args: argparse.Namespace) -> int:
+    from .model_options import check_task
+
+    check_task(args.task)
+    if args.task == "segmentation":
+        return __import__("dyvm.demo_segmentation", fromlist=["x"]).segmentation_demo_cli(args)
+    return __import__("dyvm.demo", fromlist=["x"]).demo_cli(args)
 
 
 def _flops_cli(args: argparse.Namespace) -> int:
