@@ -46,7 +46,7 @@ SEGMENTATION_PLANS = {
     "quick": SegmentationPlan(vim_epochs=1, vim_mosaics=256, dyvm_epochs=1, dyvm_mosaics=128, val_mosaics=32,
                               test_mosaics=64, token_keep_ratio=0.7, block_keep_ratio=0.8, latency_batch=8,
                               latency_rounds=2, pictures=3, smoke=True),
-    "default": SegmentationPlan(vim_epochs=2, vim_mosaics=3200, dyvm_epochs=1, dyvm_mosaics=2560, val_mosaics=256,
+    "default": SegmentationPlan(vim_epochs=3, vim_mosaics=3200, dyvm_epochs=1, dyvm_mosaics=3200, val_mosaics=256,
                                 test_mosaics=1000, token_keep_ratio=0.7, block_keep_ratio=0.8, latency_batch=32,
                                 latency_rounds=7, pictures=6),
 }
