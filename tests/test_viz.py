@@ -41,7 +41,7 @@ def test_viz_draws_pruning_and_prefix_tokens_of_a_variant(arch, tmp_path, capsys
         assert layouts[0][1] == [3, 7, 11, 15] and len(set(map(tuple, (p for _, p in layouts)))) > 1  # re-spread
 
 
-def test_viz_of_a_segmenter(tmp_path):
+def test_viz_of_a_segmenter_and_predict_refuses_one(tmp_path, capsys):
     model = dyvm.create_model("dyvm_vim_seg_micro", embed_dim=32)
     ckpt = tmp_path / "seg.pth"
     save_checkpoint(ckpt, model)
@@ -49,3 +49,5 @@ def test_viz_of_a_segmenter(tmp_path):
     Image.fromarray((torch.rand(56, 56) * 255).byte().numpy()).save(picture)
     assert main(["viz", str(picture), "--checkpoint", str(ckpt), "--output", str(tmp_path / "v.png")]) == 0
     assert (tmp_path / "v.png").stat().st_size > 1000
+    assert main(["predict", str(picture), "--checkpoint", str(ckpt)]) == 2
+    assert "a segmentation model; dyvm predict classifies images" in capsys.readouterr().err

@@ -283,6 +283,9 @@ def _check_config(cfg: TrainConfig) -> None:
             raise ValueError("--distill-weight: the segmentation objective has no teacher (variants.md §3); use 0")
         if cfg.dataset != "fashion-mnist":
             raise ValueError(f"--dataset {cfg.dataset}: --task segmentation trains on Fashion-MNIST mosaics only")
+        if cfg.token_weight != cfg.block_weight:
+            raise ValueError(f"--token-weight {cfg.token_weight} and --block-weight {cfg.block_weight}: the "
+                             "segmentation objective weights both ratio terms alike")
     if (cfg.mixup or cfg.cutmix) and cfg.batch_size % 2:
         raise ValueError(f"batch_size={cfg.batch_size} must be even with mixup/cutmix")
 
@@ -438,9 +441,6 @@ def build_criteria(cfg: TrainConfig, model: nn.Module, teacher: Optional[nn.Modu
     from .losses import DyVMLoss, SegmentationLoss
 
     if cfg.task == "segmentation":
-        if cfg.token_weight != cfg.block_weight:
-            raise ValueError(f"--token-weight {cfg.token_weight} and --block-weight {cfg.block_weight}: the "
-                             "segmentation objective weights both ratio terms alike")
         return None, None, SegmentationLoss.for_model(model, ratio_weight=cfg.token_weight)
     mixup = None
     if (cfg.mixup or 0) > 0 or (cfg.cutmix or 0) > 0:

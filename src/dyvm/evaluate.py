@@ -1,7 +1,8 @@
 """Evaluation: ``dyvm eval`` / :func:`evaluate` and :func:`evaluate_checkpoint`.
 
-Reports top-1/top-5 (segmenters: mIoU and pixel accuracy), the token keep ratio per stage, the branch keep ratio per layer, GFLOPs in
-both conventions (branch savings measured on the evaluated images), latency and throughput.
+Reports top-1/top-5 (segmenters: mIoU and pixel accuracy), the token keep ratio per stage, the
+branch keep ratio per layer, GFLOPs in both conventions (branch savings measured on the evaluated
+images), latency and throughput.
 """
 from __future__ import annotations
 

@@ -159,9 +159,9 @@ class SegmentationVariant:
     @classmethod
     def checkpoint_filter(cls, state: dict[str, Tensor], model: VisionMamba) -> dict[str, Tensor]:
         """A classification checkpoint into the backbone: its linear head and class token dropped (a
-        segmentation checkpoint keeps its decode head); a pos_embed
-        with one extra row loses **row 0** (the official loader, even for a middle-class Vim), then
-        the patch rows are resized bicubically to the backbone's grid."""
+        segmenter's checkpoint keeps its decode head); a pos_embed with one extra row loses **row 0**
+        (the official loader, even for a middle-class Vim), then the patch rows are resized
+        bicubically to the backbone's grid."""
         
         state = {k: v for k, v in state.items() if k not in ("head.weight", "head.bias") and k != "cls_token"}
         old = state.get("pos_embed")
