@@ -74,6 +74,13 @@ def _data_args(p: argparse.ArgumentParser) -> None:
                    help="fetch Fashion-MNIST through torchvision into --data-path when it is missing (needs a network)")
 
 
+def _task_arg(p: argparse.ArgumentParser, default: Optional[str]) -> None:
+    # checked where it is used (one-line error), not by argparse choices
+    p.add_argument("--task", default=default, metavar="{classification,segmentation}",
+                   help="classification, or segmentation of Fashion-MNIST mosaics (models vim_seg_micro, "
+                        "dyvm_vim_seg_micro)" + ("" if default else "; default: what the checkpoint's model does"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -84,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="pre-train a Vim, fine-tune a Vim, or fine-tune DyVM with distillation",
                        description="Train on Fashion-MNIST or an ImageFolder. Runs under torchrun for DDP.")
     _common(p), _model_args(p), _dyvm_args(p), _data_args(p)
+    _task_arg(p, "classification")
     g = p.add_argument_group("recipe (defaults: the paper's preset for the model size, spec §5)")
     g.add_argument("--output", default="runs/train", help="run folder: checkpoints, log.jsonl, config")
     g.add_argument("--teacher", help="frozen teacher checkpoint for distillation (default: --checkpoint)")
@@ -136,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="accuracy, keep ratios, GFLOPs, latency of a checkpoint",
                        description="Evaluate on the test split (Fashion-MNIST test set, or val/ of an ImageFolder).")
     _common(p), _model_args(p, default=None), _dyvm_args(p), _data_args(p)
+    _task_arg(p, None)
     p.add_argument("--split", default="test", choices=["test", "val"], help="test split, or the held-out validation split")
     p.add_argument("--val-size", type=int, help="held-out split size as in training (default: 10%%, at most 5,000)")
     p.add_argument("--json", help="also write the results as JSON to this file")
@@ -227,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train the teacher in the run with the shipped teacher's recipe instead of loading it")
     p.add_argument("--recipe", choices=["dyvm", "paper"], help="DyVM fine-tuning recipe (default: dyvm)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (phase and epoch lines are still printed)")
+    _task_arg(p, "classification")
 
     p = sub.add_parser("viz", help="which patches survive each pruning stage, for one image")
     _common(p)
@@ -284,11 +294,20 @@ def _run(args: argparse.Namespace) -> int:
         "bench": lambda a: __import__("dyvm.bench", fromlist=["x"]).main(a),
         "convert": _convert_cli,
         "export": lambda a: __import__("dyvm.export", fromlist=["x"]).export_cli(a),
-        "demo": lambda a: __import__("dyvm.demo", fromlist=["x"]).demo_cli(a),
+        "demo": _demo_cli,
         "viz": lambda a: __import__("dyvm.viz", fromlist=["x"]).viz_cli(a),
         "predict": lambda a: __import__("dyvm.prediction", fromlist=["x"]).predict_cli(a),
     }
     return handlers[args.command](args)
+
+
+def _demo_cli(args: argparse.Namespace) -> int:
+    from .model_options import check_task
+
+    check_task(args.task)
+    if args.task == "segmentation":
+        return __import__("dyvm.demo_segmentation", fromlist=["x"]).segmentation_demo_cli(args)
+    return __import__("dyvm.demo", fromlist=["x"]).demo_cli(args)
 
 
 def _flops_cli(args: argparse.Namespace) -> int:

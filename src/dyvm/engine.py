@@ -7,6 +7,11 @@
 * :func:`resume` / :func:`save_checkpoints`: OUTPUT/checkpoint.pth and best.pth;
 * :func:`train`: these in order, with the per-epoch log and progress lines.
 
+Tasks (``--task``): ``classification`` (Fashion-MNIST or an ImageFolder) and ``segmentation``
+(Fashion-MNIST mosaics, :mod:`dyvm.mosaics`, with a segmenter such as ``vim_seg_micro``: per-pixel
+CE + 0.4 · auxiliary CE, and for DyVM the official ratio terms, no teacher; model selection by
+validation mIoU).
+
 Modes, chosen by the model name and the checkpoint:
 * pre-train a Vim from scratch (``--model vim_tiny``, no checkpoint);
 * fine-tune a Vim (``--model vim_small --checkpoint vim_s_midclstok_80p5acc.pth``; a head with
@@ -42,7 +47,8 @@ from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from .data import (FASHION_MNIST_MEAN, FASHION_MNIST_STD, build_dataset, build_transform, collate_skip_none,
                    data_config_for, num_classes_of)
 from .dynamic import SampleNoise
-from .model_options import DYNAMIC_OPTIONS, default_pruning_loc, model_overrides  # noqa: F401 (re-exported)
+from .model_options import (DYNAMIC_OPTIONS, TASKS, check_task, default_pruning_loc,  # noqa: F401 (re-exported)
+                            model_overrides)
 from .models.registry import create_model, is_dynamic_name, static_counterpart
 
 log = logging.getLogger("dyvm.train")
@@ -98,6 +104,12 @@ WARMUP_SHARE = 0.2  # a preset's warm-up never takes more than 20% of the epochs
 # sequences within a few epochs; docs/study measured base lr 1e-4 … 8e-3 at one epoch and 3e-3 was best
 # (the paper's 3e-5 … 5e-5 is for 30 ImageNet epochs and stays the `paper` recipe's).
 SMALL_DYVM_LR = 3e-3
+# What a task selects models by (the validation metric, higher is better) and calls it in the log.
+TASK_METRIC = {"classification": ("top1", "top-1"), "segmentation": ("miou", "mIoU")}
+# Segmentation (variants.md §3): no distillation, both ratio terms weighted 20; the mosaics get no image
+# augmentation (the options of the classification transforms do not apply).
+# the official segmentation objective; its backbone draws keep decisions by the per-token Gumbel-softmax only
+SEGMENTATION_RECIPE = dict(distill_weight=0.0, token_weight=20.0, block_weight=20.0, token_sampler="gumbel")
 
 
 @dataclass
@@ -105,6 +117,7 @@ class TrainConfig:
     """Every option of ``dyvm train`` (None: from the preset of the model size)."""
 
     model: str = "vim_tiny"
+    task: str = "classification"
     output: str = "runs/train"
     checkpoint: Optional[str] = None
     teacher: Optional[str] = None
@@ -174,8 +187,10 @@ class TrainConfig:
     def resolved(self) -> "TrainConfig":
         """Fill unset recipe values from the preset of the model's family and size."""
         cfg = TrainConfig(**asdict(self))
+        check_task(cfg.task, cfg.model)
         size = next((s for s in ("tiny", "small", "base") if cfg.model.endswith(s)), "tiny")
-        small = (cfg.img_size or _checkpoint_img_size(cfg.checkpoint) or 224) <= SMALL_IMAGE
+        segmentation = cfg.task == "segmentation"  # 56-px mosaics
+        small = segmentation or (cfg.img_size or _checkpoint_img_size(cfg.checkpoint) or 224) <= SMALL_IMAGE
         if is_dynamic_name(cfg.model):
             if cfg.recipe not in DYVM_RECIPES:
                 raise ValueError(f"recipe={cfg.recipe!r}; expected one of {sorted(DYVM_RECIPES)}")
@@ -189,6 +204,9 @@ class TrainConfig:
         else:
             preset = dict(VIM_FINETUNE if cfg.checkpoint else VIM_PRETRAIN, batch_size=128, **NO_DYNAMIC)
         preset.update(SMALL_AUG if small else LARGE_AUG)
+        if segmentation:
+            preset.update(SEGMENTATION_RECIPE if is_dynamic_name(cfg.model) else
+                          {k: v for k, v in SEGMENTATION_RECIPE.items() if k != "token_sampler"})
         warmup_given = cfg.warmup_epochs is not None
         for key, value in preset.items():
             if getattr(cfg, key) is None:
@@ -265,6 +283,16 @@ def _check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"amp={cfg.amp!r}; expected none, bf16 or fp16")
     if cfg.ratio_warmup is not None and not 0.0 <= cfg.ratio_warmup <= 1.0:
         raise ValueError(f"ratio_warmup is a fraction of the run in [0, 1], got {cfg.ratio_warmup}")
+    if cfg.task == "segmentation":
+        if cfg.mixup or cfg.cutmix:
+            raise ValueError("--mixup/--cutmix apply to classification only (--task segmentation mixes no labels)")
+        if cfg.distill_weight:
+            raise ValueError("--distill-weight: the segmentation objective has no teacher (variants.md §3); use 0")
+        if cfg.dataset != "fashion-mnist":
+            raise ValueError(f"--dataset {cfg.dataset}: --task segmentation trains on Fashion-MNIST mosaics only")
+        if cfg.token_weight != cfg.block_weight:
+            raise ValueError(f"--token-weight {cfg.token_weight} and --block-weight {cfg.block_weight}: the "
+                             "segmentation objective weights both ratio terms alike")
     if (cfg.mixup or cfg.cutmix) and cfg.batch_size % 2:
         raise ValueError(f"batch_size={cfg.batch_size} must be even with mixup/cutmix")
 
@@ -356,6 +384,12 @@ class DataInfo:
 def probe_data(cfg: TrainConfig) -> DataInfo:
     """Channels, mean/std and classes of the configured data set (reads no images)."""
     channels = cfg.in_chans or (1 if cfg.dataset == "fashion-mnist" else 3)
+    if cfg.task == "segmentation":
+        from .mosaics import MOSAIC_CLASSES, garment_pool
+
+        garment_pool("test", cfg.data_path, cfg.download)  # the data is there (or a clear error)
+        return DataInfo(channels, (FASHION_MNIST_MEAN * channels, FASHION_MNIST_STD * channels), list(MOSAIC_CLASSES),
+                        cfg.num_classes or len(MOSAIC_CLASSES))
     mean_std = ((FASHION_MNIST_MEAN * channels, FASHION_MNIST_STD * channels) if cfg.dataset == "fashion-mnist"
                 else ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)) if channels == 3 else ((0.449,), (0.226,)))
     probe = build_dataset(cfg.dataset, "test", None, cfg.data_path, channels, cfg.val_size, cfg.corrupt,
@@ -368,14 +402,23 @@ def probe_data(cfg: TrainConfig) -> DataInfo:
 
 
 def build_loaders(cfg: TrainConfig, model: nn.Module, channels: int, ddp: Dist):
-    """(train sampler, train loader, val loader); training items are (image, target, sample key)."""
-    data_cfg = data_config_for(model)
-    train_tf = build_transform(data_cfg, True, cfg.aa, cfg.reprob, (cfg.scale_min, 1.0), cfg.hflip)
-    eval_tf = build_transform(data_cfg, False)
-    train_set = _Indexed(build_dataset(cfg.dataset, "train", train_tf, cfg.data_path, channels, cfg.val_size,
-                                       cfg.corrupt, cfg.subset, val_fraction=cfg.val_fraction))
-    val_set = build_dataset(cfg.dataset, "val", eval_tf, cfg.data_path, channels, cfg.val_size, cfg.corrupt,
-                            val_fraction=cfg.val_fraction)
+    """(train sampler, train loader, val loader); training items are (image, target, sample key).
+    Segmentation: the mosaics (``--subset``: training mosaics, ``--val-size``: validation mosaics)."""
+    if cfg.task == "segmentation":
+        from .mosaics import CANVAS, FashionMNISTMosaics
+
+        if model.img_size != CANVAS:
+            raise ValueError(f"--img-size {model.img_size}: the mosaics are {CANVAS} px")
+        train_set = _Indexed(FashionMNISTMosaics("train", cfg.subset, cfg.data_path))
+        val_set = FashionMNISTMosaics("val", cfg.val_size, cfg.data_path)
+    else:
+        data_cfg = data_config_for(model)
+        train_tf = build_transform(data_cfg, True, cfg.aa, cfg.reprob, (cfg.scale_min, 1.0), cfg.hflip)
+        eval_tf = build_transform(data_cfg, False)
+        train_set = _Indexed(build_dataset(cfg.dataset, "train", train_tf, cfg.data_path, channels, cfg.val_size,
+                                           cfg.corrupt, cfg.subset, val_fraction=cfg.val_fraction))
+        val_set = build_dataset(cfg.dataset, "val", eval_tf, cfg.data_path, channels, cfg.val_size, cfg.corrupt,
+                                val_fraction=cfg.val_fraction)
     if len(val_set) == 0:
         raise ValueError("--val-size 0: model selection needs a held-out validation split of at least 1 image")
     if len(train_set) < cfg.batch_size * ddp.world:
@@ -397,12 +440,15 @@ def build_loaders(cfg: TrainConfig, model: nn.Module, channels: int, ddp: Dist):
 
 
 def build_criteria(cfg: TrainConfig, model: nn.Module, teacher: Optional[nn.Module], num_classes: int):
-    """(mixup or None, the classification loss, DyVM's loss or None for a plain model)."""
+    """(mixup or None, the classification loss, DyVM's loss or None for a plain model); segmentation:
+    (None, None, the segmentation loss)."""
     from timm.data import Mixup
     from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 
-    from .losses import DyVMLoss
+    from .losses import DyVMLoss, SegmentationLoss
 
+    if cfg.task == "segmentation":
+        return None, None, SegmentationLoss.for_model(model, ratio_weight=cfg.token_weight)
     mixup = None
     if (cfg.mixup or 0) > 0 or (cfg.cutmix or 0) > 0:
         mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.smoothing,
@@ -434,8 +480,8 @@ class TrainingRun:
     train_loader: DataLoader
     val_loader: DataLoader
     mixup: Any                       # timm Mixup, or None
-    base_criterion: nn.Module        # the classification loss (a plain model's whole loss)
-    criterion: Any                   # DyVMLoss for a DyVM, else None
+    base_criterion: Optional[nn.Module]  # the classification loss (a plain classifier's whole loss)
+    criterion: Any                   # DyVMLoss for a DyVM classifier, SegmentationLoss for a segmenter, else None
     optimizer: torch.optim.Optimizer
     scheduler: Any                   # timm CosineLRScheduler, stepped per update
     scaler: torch.amp.GradScaler
@@ -507,7 +553,8 @@ def setup_training(cfg: TrainConfig) -> TrainingRun:
 # ------------------------------------------------------------------------------ checkpoints
 @dataclass
 class Progress:
-    """Where a run stands: the next epoch, the best validation top-1 so far, one record per epoch."""
+    """Where a run stands: the next epoch, the best validation metric so far (top-1, or mIoU for
+    segmentation; ``best_acc`` either way), one record per epoch."""
 
     start_epoch: int = 0
     best_acc: float = -1.0
@@ -531,17 +578,19 @@ def resume(run: TrainingRun) -> Progress:
     return progress
 
 
-def save_checkpoints(run: TrainingRun, epoch: int, progress: Progress, val_top1: float, improved: bool) -> None:
-    """OUTPUT/checkpoint.pth (everything :func:`resume` needs) and, when ``improved``, best.pth."""
+def save_checkpoints(run: TrainingRun, epoch: int, progress: Progress, val_score: float, improved: bool) -> None:
+    """OUTPUT/checkpoint.pth (everything :func:`resume` needs) and, when ``improved``, best.pth.
+    ``val_score``: the task's validation metric, stored as ``val_top1`` / ``val_miou``."""
     cfg = asdict(run.cfg)
+    score = {f"val_{TASK_METRIC[run.cfg.task][0]}": val_score}
     extra = dict(epoch=epoch, best_acc=progress.best_acc, history=progress.history,
                  optimizer=run.optimizer.state_dict(), scheduler=run.scheduler.state_dict(),
                  scaler=run.scaler.state_dict(), model_ema=None if run.ema is None else run.ema.module.state_dict(),
-                 train_config=cfg, val_top1=val_top1, classes=run.data.class_names)
+                 train_config=cfg, classes=run.data.class_names, **score)
     save_checkpoint(run.last_path, run.model, **extra)
     if improved:
-        save_checkpoint(run.best_path, run.model, epoch=epoch, best_acc=progress.best_acc, val_top1=val_top1,
-                        train_config=cfg, classes=run.data.class_names)
+        save_checkpoint(run.best_path, run.model, epoch=epoch, best_acc=progress.best_acc, train_config=cfg,
+                        classes=run.data.class_names, **score)
 
 
 # ------------------------------------------------------------------------------ one epoch
@@ -597,7 +646,7 @@ def train_one_epoch(run: TrainingRun, epoch: int, show_progress: bool = False) -
         if batch is None:
             skipped += cfg.batch_size
             continue
-        images, targets, ids = batch                                       # (B, C, H, W), (B,), (B,) sample keys
+        images, targets, ids = batch               # (B, C, H, W), (B,) classes or (B, H, W) labels, (B,) sample keys
         skipped += cfg.batch_size - images.shape[0]
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         if run.mixup is not None:
@@ -608,8 +657,9 @@ def train_one_epoch(run: TrainingRun, epoch: int, show_progress: bool = False) -
         if run.warmup is not None:
             run.warmup.step(global_step)
         with _autocast(device, cfg.amp):
-            if model.is_dynamic:
-                out = run.wrapped(images, noise=SampleNoise(ids, cfg.seed, epoch))
+            if run.criterion is not None:  # DyVM, or a segmenter: the loss reads the whole training output
+                out = run.wrapped(images, noise=SampleNoise(ids, cfg.seed, epoch)) if model.is_dynamic else \
+                    run.wrapped(images)
                 loss, parts = run.criterion(images, out, targets)
             else:
                 loss = run.base_criterion(run.wrapped(images).float(), targets)
@@ -656,7 +706,8 @@ def epoch_record(epoch: int, lr: float, train_time: float, result: EpochResult, 
 def train(config: Optional[TrainConfig] = None, **options: Any) -> dict[str, Any]:
     """Train as configured (a :class:`TrainConfig` and/or its fields as keywords).
 
-    Returns a summary: best validation top-1, the checkpoint paths and the per-epoch history.
+    Returns a summary: best validation top-1 (segmentation: mIoU, also as ``best_acc``), the checkpoint
+    paths and the per-epoch history.
     """
     from .evaluate import evaluate
 
@@ -671,6 +722,7 @@ def train(config: Optional[TrainConfig] = None, **options: Any) -> dict[str, Any
                            num_classes=run.data.num_classes), fh, indent=2)
 
     show = ddp.main and not cfg.no_progress
+    metric, label = TASK_METRIC[cfg.task]
     epoch_bar = None
     if show:
         from tqdm import tqdm
@@ -690,15 +742,16 @@ def train(config: Optional[TrainConfig] = None, **options: Any) -> dict[str, Any
         record = epoch_record(epoch, run.optimizer.param_groups[0]["lr"], train_time, result, stats)
         progress.history.append(record)
         logger.write(record)
-        improved = stats["top1"] > progress.best_acc
-        progress.best_acc = max(progress.best_acc, stats["top1"])
+        score = stats[metric]
+        improved = score > progress.best_acc
+        progress.best_acc = max(progress.best_acc, score)
         if ddp.main:
-            save_checkpoints(run, epoch, progress, stats["top1"], improved)
+            save_checkpoints(run, epoch, progress, score, improved)
             line = (f"epoch {epoch + 1}/{cfg.epochs}: loss {record.get('train_loss', float('nan')):.4f}  "
-                    f"val top-1 {stats['top1']:.2f}%  best {progress.best_acc:.2f}%  ({train_time:.0f} s)")
+                    f"val {label} {score:.2f}%  best {progress.best_acc:.2f}%  ({train_time:.0f} s)")
             if epoch_bar is not None:
                 epoch_bar.update(1)
-                epoch_bar.set_postfix(val_top1=f"{stats['top1']:.2f}", best=f"{progress.best_acc:.2f}")
+                epoch_bar.set_postfix({f"val_{metric}": f"{score:.2f}", "best": f"{progress.best_acc:.2f}"})
                 epoch_bar.write(line, file=sys.stderr)
             else:  # --no-progress: no bars, but one line per epoch
                 print(f"[{cfg.model}] {line}", file=sys.stderr, flush=True)

@@ -1,7 +1,8 @@
 """Evaluation: ``dyvm eval`` / :func:`evaluate` and :func:`evaluate_checkpoint`.
 
-Reports top-1/top-5, the token keep ratio per stage, the branch keep ratio per layer, GFLOPs in
-both conventions (branch savings measured on the evaluated images), latency and throughput.
+Reports top-1/top-5 (segmenters: mIoU and pixel accuracy), the token keep ratio per stage, the
+branch keep ratio per layer, GFLOPs in both conventions (branch savings measured on the evaluated
+images), latency and throughput.
 """
 from __future__ import annotations
 
@@ -19,8 +20,11 @@ from torch.utils.data import DataLoader
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp: str = "none",
              progress: bool = True, desc: str = "eval") -> dict[str, Any]:
-    """Accuracy (percent) and, for DyVM, token/branch keep ratios, over ``loader``."""
+    """Accuracy (percent) and, for DyVM, token/branch keep ratios, over ``loader``. A segmenter
+    (``model.task == "segmentation"``) gets :func:`evaluate_segmentation` instead."""
 
+    if model.task == "segmentation":
+        return evaluate_segmentation(model, loader, device, amp, progress, desc)
     model.eval()
     is_dyvm = model.is_dynamic
     correct1 = correct5 = n = 0
@@ -77,6 +81,73 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp: st
         stats["branch_keep"] = branch.tolist()
         stats["branch_keep_mean"] = float(branch.mean())
         stats["branch_keep_per_class"] = {c: (g / class_counts[c]).tolist() for c, g in sorted(per_class_gates.items())}
+    return stats
+
+
+def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
+                     ignore_index: int = 255) -> torch.Tensor:
+    """(K, K) int64 counts, rows = true class, columns = predicted, over the pixels of ``pred`` /
+    ``target`` (any equal shapes) whose target is not ``ignore_index``."""
+    valid = target != ignore_index
+    index = target[valid].long() * num_classes + pred[valid].long()
+    return torch.bincount(index, minlength=num_classes ** 2).view(num_classes, num_classes)
+
+
+def segmentation_scores(confusion: torch.Tensor) -> dict[str, Any]:
+    """mIoU, pixel accuracy and mean class accuracy (percent) from a confusion matrix, as mmseg counts
+    them: IoU_c = TP / (TP + FP + FN); classes absent from both labels and predictions are left out
+    of the means (their IoU is NaN)."""
+    c = confusion.double()
+    tp, true, predicted = c.diag(), c.sum(1), c.sum(0)
+    union = true + predicted - tp
+    iou = tp / union                                  # NaN where the class never occurs
+    acc = tp / true
+    return dict(miou=100.0 * float(iou.nanmean()), pixel_acc=100.0 * float(tp.sum() / c.sum()),
+                mean_class_acc=100.0 * float(acc.nanmean()), per_class_iou=(100.0 * iou).tolist())
+
+
+@torch.no_grad()
+def evaluate_segmentation(model: nn.Module, loader: DataLoader, device: torch.device, amp: str = "none",
+                          progress: bool = True, desc: str = "eval") -> dict[str, Any]:
+    """mIoU, pixel accuracy, per-class IoU (percent), mean per-pixel CE and, for DyVM, the token/branch
+    keep ratios of a segmenter over ``loader`` of (images (B, C, H, W), labels (B, H, W))."""
+    from .losses import SEG_IGNORE_INDEX
+
+    model.eval()
+    k = model.num_classes
+    confusion = torch.zeros(k, k, dtype=torch.int64)
+    gate_sum = torch.zeros(model.depth, 2, dtype=torch.float64)
+    loss_sum, n, pixels = 0.0, 0, 0
+    ctx = (torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+           if amp in ("bf16", "fp16") else nullcontext())
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(loader), desc=desc, unit="batch", file=sys.stderr, leave=False)
+    for batch in loader:
+        if bar is not None:
+            bar.update(1)
+        images, labels = batch[0].to(device), batch[1].to(device)
+        with ctx:
+            out = model.forward_inference(images)
+            logits = model.segment(out, labels.shape[-2:]).float()
+        gate_sum += out.gates.double().sum(1).cpu()
+        valid = labels != SEG_IGNORE_INDEX
+        loss_sum += nn.functional.cross_entropy(logits, labels, ignore_index=SEG_IGNORE_INDEX, reduction="sum").item()
+        pixels += int(valid.sum())
+        confusion += confusion_matrix(logits.argmax(1).cpu(), labels.cpu(), k, SEG_IGNORE_INDEX)
+        n += images.shape[0]
+    if bar is not None:
+        bar.close()
+    if n == 0:
+        raise ValueError("evaluation saw no images (empty data)")
+    stats: dict[str, Any] = dict(**segmentation_scores(confusion), loss=loss_sum / max(pixels, 1), images=n)
+    if model.is_dynamic:
+        stats["token_keep"] = [c / model.num_patches for c in model.keep_counts()]
+        branch = gate_sum / n
+        stats["branch_keep"] = branch.tolist()
+        stats["branch_keep_mean"] = float(branch.mean())
     return stats
 
 
@@ -138,13 +209,26 @@ def evaluate_checkpoint(checkpoint: Optional[str] = None, model: Optional[str] =
                         workers: int = 0, device: Optional[str] = None, latency_batch_sizes=(1, 64),
                         val_size: Optional[int] = None, corrupt: str = "skip", progress: bool = True,
                         download: bool = False, val_fraction: float = 0.2, dtype: str = "fp32",
-                        **overrides: Any) -> dict[str, Any]:
-    """Everything ``dyvm eval`` reports, as a dict. ``dtype`` "bf16": the accuracy pass runs under bf16 autocast."""
+                        task: Optional[str] = None, **overrides: Any) -> dict[str, Any]:
+    """Everything ``dyvm eval`` reports, as a dict. ``dtype`` "bf16": the accuracy pass runs under bf16 autocast.
+    A segmenter is evaluated on the Fashion-MNIST mosaics of ``split`` (``val_size``: how many mosaics;
+    default all of the split's)."""
     from .data import build_dataset, build_transform, collate_skip_none, data_config_for
     from .flops import flops_from_stats
 
+    from .model_options import check_task
+
+    if task is not None:
+        check_task(task)
+    if dtype not in ("fp32", "bf16"):
+        raise ValueError(f"--dtype must be fp32 or bf16, got {dtype!r}")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     net = load_for_eval(checkpoint, model, overrides).to(dev)
+    if task is not None and task != net.task:
+        raise ValueError(f"--task {task}: {getattr(net, 'arch', model)} is a {net.task} model")
+    if net.task == "segmentation":
+        return _evaluate_segmenter(net, checkpoint, model, dev, split, batch_size, workers, data_path, val_size,
+                                   latency_batch_sizes, progress, dtype)
     data_cfg = data_config_for(net)
     ds = build_dataset(dataset, split, build_transform(data_cfg, False), data_path, net.in_chans, val_size, corrupt,
                        download=download, val_fraction=val_fraction)
@@ -154,8 +238,6 @@ def evaluate_checkpoint(checkpoint: Optional[str] = None, model: Optional[str] =
                          f"differ from those the checkpoint was trained on ({', '.join(names[:6])}"
                          f"{', ...' if len(names) > 6 else ''}); check --dataset / --data-path")
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate_skip_none)
-    if dtype not in ("fp32", "bf16"):
-        raise ValueError(f"--dtype must be fp32 or bf16, got {dtype!r}")
     stats = evaluate(net, loader, dev, amp="bf16" if dtype == "bf16" else "none", progress=progress)
     stats["per_class_top1"] = {names[c] if c < len(names) else str(c): v for c, v in stats["per_class_top1"].items()}
     result: dict[str, Any] = dict(model=getattr(net, "arch", model), checkpoint=checkpoint, split=split, classes=names,
@@ -170,10 +252,38 @@ def evaluate_checkpoint(checkpoint: Optional[str] = None, model: Optional[str] =
     return result
 
 
+def _evaluate_segmenter(net, checkpoint, model, dev, split, batch_size, workers, data_path, val_size,
+                        latency_batch_sizes, progress, dtype: str = "fp32") -> dict[str, Any]:
+    """``evaluate_checkpoint`` for a segmenter: the mosaics of ``split``, mIoU, FLOPs, latency."""
+    from .flops import flops_from_stats
+    from .mosaics import CANVAS, MOSAIC_CLASSES, FashionMNISTMosaics
+
+    if net.num_classes != len(MOSAIC_CLASSES) or net.img_size != CANVAS or net.in_chans != 1:
+        raise ValueError(f"{getattr(net, 'arch', model)}: the mosaics need a 1-channel {CANVAS}-px segmenter with "
+                         f"{len(MOSAIC_CLASSES)} classes (got {net.in_chans}, {net.img_size}, {net.num_classes})")
+    ds = FashionMNISTMosaics(split, val_size if split == "val" else None, data_path)
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers)
+    stats = evaluate(net, loader, dev, amp="bf16" if dtype == "bf16" else "none", progress=progress)
+    result: dict[str, Any] = dict(model=getattr(net, "arch", model), checkpoint=checkpoint, task="segmentation",
+                                  split=split, classes=list(MOSAIC_CLASSES), **stats, **flops_from_stats(net, stats))
+    if net.is_dynamic:
+        result.update(token_keep_ratio=net.token_ratio, router_threshold=net.router_threshold, score=net.score)
+    result["latency"] = [measure_latency(net, b, dev) for b in latency_batch_sizes]
+    result["device"] = str(dev)
+    result["dtype"] = dtype
+    result["threads"] = torch.get_num_threads()
+    return result
+
+
 def format_report(r: dict[str, Any]) -> str:
-    lines = [f"model {r['model']}  ({r['split']} split, {r['images']} images, {r.get('dtype', 'fp32')})",
-             f"  top-1 {r['top1']:.2f}%   top-5 {r['top5']:.2f}%   loss {r['loss']:.4f}",
-             f"  GFLOPs (GMACs/image): official {r['gflops_official']:.4f}   full {r['gflops_full']:.4f}"]
+    lines = [f"model {r['model']}  ({r['split']} split, {r['images']} {'mosaics' if 'miou' in r else 'images'}, "
+             f"{r.get('dtype', 'fp32')})"]
+    if "miou" in r:
+        lines.append(f"  mIoU {r['miou']:.2f}%   pixel accuracy {r['pixel_acc']:.2f}%   loss {r['loss']:.4f}")
+        lines.append("  IoU per class: " + ", ".join(f"{c} {v:.1f}%" for c, v in zip(r["classes"], r["per_class_iou"])))
+    else:
+        lines.append(f"  top-1 {r['top1']:.2f}%   top-5 {r['top5']:.2f}%   loss {r['loss']:.4f}")
+    lines.append(f"  GFLOPs (GMACs/image): official {r['gflops_official']:.4f}   full {r['gflops_full']:.4f}")
     if r.get("per_class_top1"):
         lines.append("  top-1 per class: " + ", ".join(f"{c} {v:.1f}%" for c, v in r["per_class_top1"].items()))
     if "token_keep" in r:
@@ -197,7 +307,7 @@ def eval_cli(args) -> int:
                                  args.batch_size or 64,
                                  args.workers, args.device, tuple(args.latency_batch_sizes), args.val_size, args.corrupt,
                                  progress=not args.no_progress, download=args.download,
-                                 val_fraction=args.val_fraction, dtype=args.dtype, **overrides)
+                                 val_fraction=args.val_fraction, dtype=args.dtype, task=args.task, **overrides)
     print(format_report(result))
     if args.json:
         from .checkpoint import atomic_write

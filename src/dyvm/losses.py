@@ -116,9 +116,10 @@ def segmentation_ratio_losses(decisions: list[Tensor], gates: Tensor, token_rati
                               block_keep_ratio: float = SEG_BLOCK_TARGET,
                               weight: float = SEG_RATIO_WEIGHT) -> tuple[Tensor, Tensor]:
     """The backbone's own terms: ``weight · Σ_k mean_b(mean_j dec_k − ρ_k)² / S`` over all M positions
-    (decisions S × (B, M)) and ``weight · (mean of all gates (depth, B, 2) − β)²``."""
-    return (weight * token_ratio_loss(decisions, token_ratio) / max(len(decisions), 1),
-            weight * block_ratio_loss(gates, block_keep_ratio))
+    (decisions S × (B, M); none: 0) and ``weight · (mean of all gates (depth, B, 2) − β)²``."""
+    token = (weight * token_ratio_loss(decisions, token_ratio) / len(decisions) if decisions
+             else gates.new_zeros((), dtype=torch.float32))
+    return token, weight * block_ratio_loss(gates, block_keep_ratio)
 
 
 def segmentation_loss(decode_logits: Tensor, aux_logits: Tensor, target: Tensor, decisions: list[Tensor],
@@ -141,3 +142,32 @@ def segmentation_loss(decode_logits: Tensor, aux_logits: Tensor, target: Tensor,
     token, block = segmentation_ratio_losses(decisions, gates, token_ratio, block_keep_ratio, ratio_weight)
     parts = dict(decode_ce=decode.item(), aux_ce=aux.item(), token_ratio=token.item(), block_ratio=block.item())
     return decode + aux + token + block, parts
+
+
+class SegmentationLoss(nn.Module):
+    """:func:`segmentation_loss` for a segmenter's training output (:class:`~dyvm.models.segmentation.DenseOutput`),
+    called as ``criterion(images, output, labels)`` like :class:`DyVMLoss`. A plain Vim segmenter gets
+    decode CE + 0.4 · aux CE only; a DyVM one also the ratio terms of what it prunes and routes."""
+
+    def __init__(self, token_ratio: list[float], block_keep_ratio: Optional[float],
+                 ratio_weight: float = SEG_RATIO_WEIGHT, aux_weight: float = SEG_AUX_WEIGHT):
+        super().__init__()
+        if ratio_weight < 0 or aux_weight < 0:
+            raise ValueError(f"ratio_weight and aux_weight must be >= 0, got {ratio_weight}, {aux_weight}")
+        self.token_ratio, self.block_keep_ratio = list(token_ratio), block_keep_ratio
+        self.ratio_weight, self.aux_weight = ratio_weight, aux_weight
+
+    @classmethod
+    def for_model(cls, model: nn.Module, **weights: float) -> "SegmentationLoss":
+        dynamic = model.is_dynamic
+        token_ratio = model.token_ratio if dynamic and model.pruning_loc else []
+        block = model.block_keep_ratio if dynamic and model.use_routers else None
+        return cls(token_ratio, block, **weights)
+
+    def forward(self, inputs: Tensor, outputs, targets: Tensor) -> tuple[Tensor, dict[str, float]]:
+        gates = outputs.gates if self.block_keep_ratio is not None else outputs.gates.new_ones(1)
+        loss, parts = segmentation_loss(outputs.logits, outputs.aux_logits, targets,
+                                        outputs.decisions if self.token_ratio else [], gates, self.token_ratio,
+                                        self.block_keep_ratio or 1.0, self.aux_weight, self.ratio_weight)
+        parts["loss"] = loss.item()
+        return loss, parts

@@ -16,6 +16,23 @@ DYNAMIC_OPTIONS = ("token_keep_ratio", "block_keep_ratio", "router_threshold", "
                    "predictor_input", "use_routers", "use_pruning", "token_sampler", "slot_prior", "token_noise")
 # DyVM options that a built model changes in place (``model.configure``), without rebuilding.
 INFERENCE_OPTIONS = ("token_keep_ratio", "router_threshold", "score")
+# What a model predicts (``model.task``), chosen by ``--task``.
+TASKS = ("classification", "segmentation")
+
+
+def check_task(task: str, model: Optional[str] = None) -> None:
+    """``task`` is one of TASKS and ``model`` (a registered name, when given) predicts what it asks for."""
+    if task not in TASKS:
+        raise ValueError(f"--task {task!r}: expected one of {', '.join(TASKS)}")
+    if model is None:
+        return
+    from .models.registry import model_class
+
+    kind = model_class(model).task
+    if kind != task:
+        hint = "a segmenter such as vim_seg_micro / dyvm_vim_seg_micro" if task == "segmentation" else \
+            "a classifier such as vim_tiny / dyvm_vim_tiny"
+        raise ValueError(f"--model {model} is a {kind} model; --task {task} needs {hint}")
 
 
 def default_pruning_loc(depth: int) -> list[int]:
@@ -31,14 +48,14 @@ def model_overrides(options: Any, dynamic: Optional[bool] = None) -> dict[str, A
     """``create_model`` keywords from ``options``: a TrainConfig, an argparse Namespace or a dict.
 
     Options that are unset (None or absent) are left to the model's preset; ``drop_path`` becomes
-    ``drop_path_rate`` (when non-zero). ``dynamic`` says whether the model is a DyVM: False drops
+    ``drop_path_rate``. ``dynamic`` says whether the model is a DyVM: False drops
     the DyVM options (a plain model has none), True also scales the default ``pruning_loc`` to a
     given ``depth``, None (not known before a checkpoint is read) passes them on as given.
     """
     get = options.get if isinstance(options, Mapping) else lambda key: getattr(options, key, None)
     names = ARCHITECTURE_OPTIONS + (DYNAMIC_OPTIONS if dynamic is not False else ())
     kwargs = {key: get(key) for key in names if get(key) is not None}
-    if get("drop_path"):
+    if get("drop_path") is not None:  # 0 too: the segmentation backbone's own default is 0.1
         kwargs["drop_path_rate"] = get("drop_path")
     if dynamic and kwargs.get("pruning_loc") is None and "depth" in kwargs and kwargs.get("use_pruning", True):
         kwargs["pruning_loc"] = default_pruning_loc(kwargs["depth"])

@@ -86,6 +86,9 @@ def predict(images: str | os.PathLike | Iterable[str | os.PathLike], checkpoint:
     knobs = model_overrides(dict(token_keep_ratio=token_keep_ratio, router_threshold=router_threshold))
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     net = load_for_eval(checkpoint, model, knobs).to(dev).eval()
+    if net.task != "classification":
+        raise ValueError(f"--checkpoint {checkpoint}: a {net.task} model; dyvm predict classifies images "
+                         "(dyvm eval scores a segmenter, dyvm viz draws its pruning)")
     names = net.class_names
     is_dyvm = net.is_dynamic
     k = min(top_k, net.num_classes)

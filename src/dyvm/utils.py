@@ -31,6 +31,23 @@ def time_call(fn: Callable[[], Any], device: torch.device, repeats: int, warmup:
     return times
 
 
+def interleaved_latency(fns: dict[str, Callable[[], Any]], device: torch.device, rounds: int, repeats: int = 1,
+                        warmup: int = 2) -> dict[str, list[float]]:
+    """Per call seconds of each of ``fns``, measured in ``rounds`` interleaved A/B rounds (the order of
+    the calls alternates from round to round, so drifts of a shared machine hit every one alike):
+    name → ``rounds × repeats`` times."""
+    names = list(fns)
+    for name in names:
+        for _ in range(warmup):
+            fns[name]()
+    sync(device)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            times[name] += time_call(fns[name], device, repeats, warmup=0)
+    return times
+
+
 def cpu_name() -> str:
     """The CPU's model name (from /proc/cpuinfo where there is one)."""
     try:

@@ -40,10 +40,11 @@ class ModelConfig:
     use_routers: Optional[bool] = None
     use_pruning: Optional[bool] = None
     predictor_input: Optional[str] = None
-    # variants: MambaReg registers and neck, segmentation feature layers
+    # variants: MambaReg registers and neck, segmentation feature layers and head
     num_cls_tokens: Optional[int] = None
     cls_reduce: Optional[int] = None
     out_indices: Optional[list[int]] = None
+    decode_channels: Optional[int] = None   # a segmenter's decode/auxiliary head width
 
     def to_kwargs(self) -> dict[str, Any]:
         """The keywords that rebuild the model (unused fields left out)."""

@@ -37,7 +37,13 @@ PRESETS: dict[str, dict[str, SizePreset]] = {
                                     extra=dict(num_cls_tokens=12, cls_reduce=4))},
     # segmentation: β is the 0.8 hard-coded in the official backbone's loss
     "seg": {"tiny": SizePreset(192, token_keep_ratio=0.9, block_keep_ratio=0.8, extra=dict(img_size=512)),
-            "small": SizePreset(384, token_keep_ratio=0.8, block_keep_ratio=0.8, extra=dict(img_size=512))},
+            "small": SizePreset(384, token_keep_ratio=0.8, block_keep_ratio=0.8, extra=dict(img_size=512)),
+            # this machine's scale: a segmenter for 56-px Fashion-MNIST mosaics (dyvm.mosaics: 10 garment
+            # classes + background), 4-px patches (196 tokens), features after layers 1, 3, 5 and the last
+            # (the official 5/11/17/23 of 24 scaled; the literal 23 names the last layer)
+            "micro": SizePreset(64, depth=8, token_keep_ratio=0.7, block_keep_ratio=0.8,
+                                extra=dict(img_size=56, patch_size=4, in_chans=1, num_classes=11,
+                                           out_indices=[1, 3, 5, 23], decode_channels=64))},
 }
 
 

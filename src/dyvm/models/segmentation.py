@@ -9,12 +9,19 @@ outputs* (not the residual stream, no ``norm_f``) after the ``out_indices`` laye
 official neck: fpn1 = ConvT2×2 → BN → GELU → ConvT2×2 (stride 4), fpn2 = ConvT2×2 (8), fpn3 =
 identity (16), fpn4 = MaxPool 2 (32). In eval ``model(x)`` returns that list of maps, as the
 official backbone does; in training a :class:`DenseOutput` (features plus what the losses need).
+
+With ``num_classes > 0`` the model is a whole segmenter: a :class:`LightFPNHead` decodes the four
+maps into per-pixel logits and an :class:`FCNAuxHead` (training only) reads the third map, the
+official auxiliary-head idea; ``model(x)`` in eval then returns logits (B, K, H, W) at the input size.
+The official UPerHead (pyramid pooling, 3×3 convs of D channels at stride 4) is not provided: at a
+56-px canvas it would cost several times the backbone.
 """
 from __future__ import annotations
 
 from typing import Any, NamedTuple, Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..dynamic import Noise, gumbel_softmax_keep
@@ -35,7 +42,9 @@ class DenseOutput(NamedTuple):
     (B, D, h, w), (B, D, h/2, w/2); features_pre_neck: the 4 (B, D, h, w) mixer-output maps;
     decisions: S × (B, M) keep decisions in raster order (training: Gumbel × previous policy);
     keep_indices: S × (B, K_s) kept raster positions (eval); gates, router_logits (depth, B, 2);
-    pred_scores: S × (B, M, 2); layer_hidden / layer_residual: per layer, in the sequence layout."""
+    pred_scores: S × (B, M, 2); layer_hidden / layer_residual: per layer, in the sequence layout;
+    logits (B, K, 4h, 4w) from the decode head and aux_logits (B, K, h, w) from the auxiliary head
+    (None without a head; aux_logits only in training)."""
 
     features: list[Tensor]
     features_pre_neck: list[Tensor]
@@ -46,6 +55,52 @@ class DenseOutput(NamedTuple):
     pred_scores: list[Tensor]
     layer_hidden: list[Tensor]
     layer_residual: list[Tensor]
+    logits: Optional[Tensor] = None
+    aux_logits: Optional[Tensor] = None
+
+
+def _conv_bn_relu(cin: int, cout: int, kernel: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU(inplace=True))
+
+
+class LightFPNHead(nn.Module):
+    """A light FPN decode head over the neck's 4 maps (B, D, ·) of strides 4, 8, 16, 32 (relative to
+    the patch grid: 4h … h/2): 1×1 lateral convs to C channels (BN, ReLU), top-down upsample-and-add
+    from the coarsest map, dropout 0.1, a 1×1 classifier → logits (B, K, 4h, 4w)."""
+
+    def __init__(self, in_channels: int, channels: int, num_classes: int, levels: int = 4):
+        super().__init__()
+        self.laterals = nn.ModuleList(_conv_bn_relu(in_channels, channels, 1) for _ in range(levels))
+        self.dropout = nn.Dropout2d(0.1)
+        self.classifier = nn.Conv2d(channels, num_classes, 1)
+
+    def forward(self, features: list[Tensor]) -> Tensor:
+        merged = self.laterals[-1](features[-1])
+        for lateral, f in zip(reversed(self.laterals[:-1]), reversed(features[:-1])):
+            merged = lateral(f) + F.interpolate(merged, size=f.shape[-2:], mode="bilinear", align_corners=False)
+        return self.classifier(self.dropout(merged))
+
+    def macs(self, sizes: list[tuple[int, int]]) -> int:
+        """Multiply-accumulates per image for feature maps of ``sizes`` (h, w) (convs only)."""
+        lat = self.laterals[0][0]
+        per_pixel = lat.in_channels * lat.out_channels
+        return sum(h * w for h, w in sizes) * per_pixel + \
+            sizes[0][0] * sizes[0][1] * self.classifier.in_channels * self.classifier.out_channels
+
+
+class FCNAuxHead(nn.Module):
+    """The official auxiliary head's idea (mmseg FCNHead, one conv) at small width: 3×3 conv D → C,
+    BN, ReLU, dropout 0.1, 1×1 classifier → logits (B, K, h, w). Training only."""
+
+    def __init__(self, in_channels: int, channels: int, num_classes: int):
+        super().__init__()
+        self.conv = _conv_bn_relu(in_channels, channels, 3)
+        self.dropout = nn.Dropout2d(0.1)
+        self.classifier = nn.Conv2d(channels, num_classes, 1)
+
+    def forward(self, feature: Tensor) -> Tensor:
+        return self.classifier(self.dropout(self.conv(feature)))
 
 
 def restore_full(seq: TokenSequence, x: Tensor, frozen: Tensor) -> Tensor:
@@ -62,10 +117,16 @@ class SegmentationVariant:
                      "bimamba_type": "v2", "if_cls_token": False}
     class_row = None
 
+    task = "segmentation"
+    AUX_LEVEL = 2  # the auxiliary head reads the third map (official: layer 17's)
+
     def __init__(self, out_indices: Sequence[int] = (5, 11, 17, 23), pretrained: Optional[str] = None,
                  num_classes: int = 0, final_pool_type: str = "all", drop_path_rate: float = 0.1,
-                 if_cls_token: bool = False, **kwargs: Any):
+                 if_cls_token: bool = False, decode_channels: int = 64, **kwargs: Any):
         self.out_indices = list(out_indices)
+        if not isinstance(decode_channels, int) or decode_channels < 1:
+            raise ValueError(f"decode_channels must be a positive integer, got {decode_channels!r}")
+        self.decode_channels = decode_channels
         super().__init__(num_classes=num_classes, final_pool_type=final_pool_type, drop_path_rate=drop_path_rate,
                          if_cls_token=if_cls_token, **kwargs)
         depth = self.depth
@@ -76,6 +137,8 @@ class SegmentationVariant:
                              f"the neck takes 4: give 3 layers below {depth - 1} plus the literal "
                              f"{OFFICIAL_LAST_LAYER_INDEX} for the last layer (the official rule)")
         self.config.update(out_indices=self.out_indices)
+        if num_classes > 0:
+            self.config.update(decode_channels=decode_channels)
         d = self.embed_dim
         self.fpn1 = nn.Sequential(nn.ConvTranspose2d(d, d, 2, 2), nn.BatchNorm2d(d), nn.GELU(),
                                   nn.ConvTranspose2d(d, d, 2, 2))
@@ -95,11 +158,12 @@ class SegmentationVariant:
 
     @classmethod
     def checkpoint_filter(cls, state: dict[str, Tensor], model: VisionMamba) -> dict[str, Tensor]:
-        """A classification checkpoint into the backbone: head and class token dropped; a pos_embed
-        with one extra row loses **row 0** (the official loader, even for a middle-class Vim), then
-        the patch rows are resized bicubically to the backbone's grid."""
+        """A classification checkpoint into the backbone: its linear head and class token dropped (a
+        segmenter's checkpoint keeps its decode head); a pos_embed with one extra row loses **row 0**
+        (the official loader, even for a middle-class Vim), then the patch rows are resized
+        bicubically to the backbone's grid."""
         
-        state = {k: v for k, v in state.items() if not k.startswith(("head.", "cls_token"))}
+        state = {k: v for k, v in state.items() if k not in ("head.weight", "head.bias") and k != "cls_token"}
         old = state.get("pos_embed")
         if old is not None and old.dim() == 3 and old.shape != model.pos_embed.shape:
             if old.shape[1] == round(old.shape[1] ** 0.5) ** 2 + 1:
@@ -111,7 +175,16 @@ class SegmentationVariant:
         return NoPrefix()
 
     def _build_head(self) -> None:
-        self.head = nn.Identity()
+        """No head for a backbone (num_classes 0); else the decode head and the auxiliary head."""
+        if self.num_classes > 0:
+            self.head = LightFPNHead(self.embed_dim, self.decode_channels, self.num_classes)
+            self.aux_head = FCNAuxHead(self.embed_dim, self.decode_channels, self.num_classes)
+        else:
+            self.head = nn.Identity()
+
+    def reset_classifier(self, num_classes: int) -> None:
+        raise ValueError(f"{type(self).__name__}: the class count of a segmenter is fixed when it is built "
+                         f"(num_classes={self.num_classes})")
 
     def forward_head(self, features: list[Tensor], pre_logits: bool = False) -> list[Tensor]:
         """The neck: 4 maps (B, D, h, w) → strides 4, 8, 16, 32."""
@@ -119,11 +192,29 @@ class SegmentationVariant:
             return features
         return [op(f) for op, f in zip((self.fpn1, self.fpn2, self.fpn3, self.fpn4), features)]
 
+    def decode(self, out: DenseOutput) -> DenseOutput:
+        """``out`` with the decode head's logits (and, in training, the auxiliary head's) filled in."""
+        if self.num_classes == 0:
+            return out
+        aux = self.aux_head(out.features[self.AUX_LEVEL]) if self.training else None
+        return out._replace(logits=self.head(out.features), aux_logits=aux)
+
+    def segment(self, out: DenseOutput, size: tuple[int, int]) -> Tensor:
+        """Per-pixel logits (B, K, *size): the decode head's, resized bilinearly."""
+        logits = out.logits
+        if tuple(logits.shape[-2:]) != tuple(size):
+            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        return logits
+
     def head_macs(self) -> int:
-        """The neck's transposed convolutions (2×2, stride 2: D·D·4 per input pixel)."""
+        """The neck's transposed convolutions (2×2, stride 2: D·D·4 per input pixel) and the decode
+        head's convolutions (the auxiliary head runs in training only)."""
         h, w = self.patch_embed.grid_size
         per_pixel = self.embed_dim * self.embed_dim * 4
-        return per_pixel * (h * w + 4 * h * w) + per_pixel * h * w   # fpn1 (two), fpn2 (one)
+        neck = per_pixel * (h * w + 4 * h * w) + per_pixel * h * w   # fpn1 (two), fpn2 (one)
+        if self.num_classes == 0:
+            return neck
+        return neck + self.head.macs([(4 * h, 4 * w), (2 * h, 2 * w), (h, w), (h // 2, w // 2)])
 
     def _to_map(self, tokens: Tensor) -> Tensor:
         """(B, M, D) in raster order → (B, D, h, w)."""
@@ -145,14 +236,22 @@ class VimSeg(SegmentationVariant, VisionMamba):
             if self._emits(i):
                 maps.append(self._to_map(hidden))
         ones = hidden.new_ones(self.depth, x.shape[0], 2)
-        return DenseOutput(self.forward_head(maps), maps, [], [], ones, ones, [], [], [])
+        return self.decode(DenseOutput(self.forward_head(maps), maps, [], [], ones, ones, [], [], []))
 
     def forward_features(self, x: Tensor, layers=None) -> list[Tensor]:  # type: ignore[override]
         """Images → the 4 pre-neck maps (B, D, h, w)."""
         return self.forward_dense(x).features_pre_neck
 
+    def forward_inference(self, x: Tensor, return_layers: bool = False) -> DenseOutput:
+        return self.forward_dense(x)
+
     def forward(self, x: Tensor):  # type: ignore[override]
-        return self.forward_dense(x).features
+        """Backbone: the 4 maps after the neck. Segmenter: :class:`DenseOutput` in training, per-pixel
+        logits (B, K, H, W) in eval."""
+        out = self.forward_dense(x)
+        if self.num_classes == 0:
+            return out.features
+        return out if self.training else self.segment(out, x.shape[-2:])
 
 
 class DyVMSeg(SegmentationVariant, DyVM):
@@ -160,10 +259,12 @@ class DyVMSeg(SegmentationVariant, DyVM):
 
     predictor_scores_all_positions = True  # frozen tokens are scored too (for FLOPs)
 
-    def __init__(self, predictor_input: str = "hidden", **kwargs: Any):
+    def __init__(self, predictor_input: str = "hidden", token_sampler: str = "gumbel", **kwargs: Any):
         if predictor_input != "hidden":  # the official backbone scores frozen + live h + r only
             raise ValueError(f"predictor_input={predictor_input!r}: the segmentation backbone supports 'hidden' only")
-        super().__init__(predictor_input=predictor_input, **kwargs)
+        if token_sampler != "gumbel":  # its forward is the official one: a Gumbel-softmax per token
+            raise ValueError(f"token_sampler={token_sampler!r}: the segmentation backbone supports 'gumbel' only")
+        super().__init__(predictor_input=predictor_input, token_sampler=token_sampler, **kwargs)
 
     def router_input(self, xz: Tensor, seq: TokenSequence) -> Tensor:
         """Mean of ``xz`` over the sequence; training divides by (Σmask + 1) instead (official)."""
@@ -219,9 +320,10 @@ class DyVMSeg(SegmentationVariant, DyVM):
                 layer_residual.append(seq.residual)
         if self._emits(self.depth - 1):
             maps.append(self._to_map(restore_full(seq, seq.hidden, frozen_h)))
-        return DenseOutput(self.forward_head(maps), maps, decisions, keep_indices,
-                           self._stack(all_gates, batch, x.device), self._stack(all_logits, batch, x.device),
-                           pred_scores, layer_hidden, layer_residual)
+        return self.decode(DenseOutput(self.forward_head(maps), maps, decisions, keep_indices,
+                                       self._stack(all_gates, batch, x.device),
+                                       self._stack(all_logits, batch, x.device), pred_scores, layer_hidden,
+                                       layer_residual))
 
     def forward_features(self, x: Tensor, layers=None) -> list[Tensor]:  # type: ignore[override]
         """Images → the 4 pre-neck maps (B, D, h, w) (pruned inference path in eval)."""
@@ -234,9 +336,12 @@ class DyVMSeg(SegmentationVariant, DyVM):
         return self.forward_dense(x, return_layers=return_layers)
 
     def forward(self, x: Tensor, noise: Noise = None):  # type: ignore[override]
-        """Training: :class:`DenseOutput`; eval: the 4 feature maps after the neck."""
+        """Training: :class:`DenseOutput`; eval: the 4 feature maps after the neck (backbone) or the
+        per-pixel logits (B, K, H, W) (segmenter)."""
         out = self.forward_dense(x, noise)
-        return out if self.training else out.features
+        if self.training:
+            return out
+        return out.features if self.num_classes == 0 else self.segment(out, x.shape[-2:])
 
 
 @register_model
@@ -261,3 +366,15 @@ def dyvm_vim_seg_tiny(**kwargs: Any) -> DyVMSeg:
 def dyvm_vim_seg_small(**kwargs: Any) -> DyVMSeg:
     """DyVM Vim-S segmentation backbone: ρ=0.8 (keeps 819/655/524 of 1024 tokens)."""
     return build_model(DyVMSeg, "dyvm_vim_seg_small", "seg", "small", **kwargs)
+
+
+@register_model
+def vim_seg_micro(**kwargs: Any) -> VimSeg:
+    """Vim segmenter for 56-px Fashion-MNIST mosaics: D=64, 8 layers, light FPN decode head."""
+    return build_model(VimSeg, "vim_seg_micro", "seg", "micro", **kwargs)
+
+
+@register_model
+def dyvm_vim_seg_micro(**kwargs: Any) -> DyVMSeg:
+    """DyVM segmenter for 56-px Fashion-MNIST mosaics: pruning before layers 2, 4, 6, ρ=0.7, β=0.8."""
+    return build_model(DyVMSeg, "dyvm_vim_seg_micro", "seg", "micro", **kwargs)

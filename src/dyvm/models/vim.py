@@ -226,6 +226,7 @@ class VisionMamba(nn.Module):
         "rms_norm": True, "if_abs_pos_embed": True, "if_rope": False, "if_rope_residual": False,
         "bimamba_type": "v2", "if_cls_token": True, "use_middle_cls_token": True}
     is_dynamic = False  # "is this a DyVM?": True for every model with predictors/routers
+    task = "classification"  # what the model predicts: "classification" (logits per image) or "segmentation"
     class_row: Optional[str] = "middle"  # the class token's row in pos_embed: "middle", "first" or None
 
     def __init__(self, img_size: int = 224, patch_size: int = 16, stride: Optional[int] = None,
