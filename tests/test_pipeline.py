@@ -40,7 +40,7 @@ def test_cli_help_version_and_subcommands():
     out = run_cli("--version").stdout
     assert out.strip() == f"dyvm {dyvm.__version__}"
     top = run_cli("--help").stdout
-    for sub in ("train", "eval", "predict", "flops", "bench", "convert", "demo", "viz"):
+    for sub in ("train", "eval", "predict", "flops", "bench", "convert", "export", "demo", "viz"):
         assert sub in top
         assert "--config" in run_cli(sub, "--help").stdout
     start = time.perf_counter()
