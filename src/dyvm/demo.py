@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -278,11 +278,7 @@ def run_demo(output: str = "dyvm-demo", data_path: Optional[str] = None, mode: s
         results["meta"] = _meta(mode, plan, seed, data_path, output, timings, figures, __version__, runs,
                                 train_teacher)
         results["claim"] = _claim(results, plan.drop_bar)
-        with open(os.path.join(work, "results.json"), "w") as fh:
-            json.dump(results, fh, indent=2)
-        with open(os.path.join(work, "report.md"), "w") as fh:
-            fh.write(render_report(results))
-        _move_into_place(work, output)
+        publish(work, output, results, render_report)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -480,6 +476,16 @@ def render_report(r: dict[str, Any]) -> str:
         lines.append(f"| {p['token_keep_ratio']:.2f} | " + " | ".join(cells) + " |")
     lines += ["", "Phase times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in m["timings_s"].items()), ""]
     return "\n".join(lines)
+
+
+def publish(work: str, output: str, results: dict[str, Any], render: Callable[[dict[str, Any]], str]) -> None:
+    """Write ``results.json`` and ``render(results)`` as ``report.md`` into ``work``, then put ``work`` in place
+    of ``output``."""
+    with open(os.path.join(work, "results.json"), "w") as fh:
+        json.dump(results, fh, indent=2)
+    with open(os.path.join(work, "report.md"), "w") as fh:
+        fh.write(render(results))
+    _move_into_place(work, output)
 
 
 def _move_into_place(work: str, output: str) -> None:

@@ -103,7 +103,7 @@ def run_segmentation_demo(output: str = "dyvm-demo-segmentation", data_path: Opt
     """Run the demo and write the report folder; returns ``results.json``'s content."""
     from . import __version__
     from .checkpoint import model_from_checkpoint
-    from .demo import _move_into_place, _phase
+    from .demo import _phase, publish
     from .engine import train
     from .evaluate import evaluate
     from .flops import flops_from_stats
@@ -174,11 +174,7 @@ def run_segmentation_demo(output: str = "dyvm-demo-segmentation", data_path: Opt
             torch_threads=torch.get_num_threads(), scan_backend=resolve_backend(None), timings_s=timings,
             figures=figures, train_options={k: train_options(plan, k, "OUTPUT", "VIM_CHECKPOINT") for k in MODELS},
             recipes={k: _recipe(r["output"]) for k, r in runs.items()}))
-        with open(os.path.join(work, "results.json"), "w") as fh:
-            json.dump(results, fh, indent=2)
-        with open(os.path.join(work, "report.md"), "w") as fh:
-            fh.write(render_report(results))
-        _move_into_place(work, output)
+        publish(work, output, results, render_report)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
