@@ -4,8 +4,8 @@
     python scripts/study.py report                                               # table + plot + JSON
 
 Every run fine-tunes the demo's teacher (the shipped checkpoint unless --teacher) for the demo's budget
-(`dyvm demo`'s plan: 1 epoch on the 55,000 training images, batch 128) and evaluates on the full
-Fashion-MNIST test split. Results go to docs/study/runs/NAME.json, written when the run ends.
+(`dyvm demo`'s plan: 2 epochs on the 55,000 training images, batch 128, since 2026-11-30 19:10; the runs
+before it used 1 epoch, which each run's config records) and evaluates on the full Fashion-MNIST test split. Results go to docs/study/runs/NAME.json, written when the run ends.
 """
 import argparse
 import json
@@ -90,6 +90,34 @@ RUNS = {
     "static_loc456_rho0.55_beta0.6": ("trained static pruning, layers 4, 5, 6, ρ 0.55, β 0.6",
                                       dict(score="static", pruning_loc=[4, 5, 6], token_keep_ratio=0.55,
                                            block_keep_ratio=0.6)),
+    "slotprior0_loc567_rho0.5_beta0.6": ("learnt slot prior starting at static selection, top-k without noise, "
+                                         "layers 5, 6, 7, ρ 0.5, β 0.6",
+                                         dict(token_sampler="topk", slot_prior=True, token_noise=0.0,
+                                              pruning_loc=[5, 6, 7], token_keep_ratio=0.5, block_keep_ratio=0.6)),
+    "slotprior_loc567_rho0.5_beta0.6": ("learnt slot prior starting at static selection, Gumbel-top-k, "
+                                        "layers 5, 6, 7, ρ 0.5, β 0.6",
+                                        dict(token_sampler="topk", slot_prior=True, pruning_loc=[5, 6, 7],
+                                             token_keep_ratio=0.5, block_keep_ratio=0.6)),
+    "topk_loc567_rho0.3_beta0.8": ("Gumbel-top-k sampler, layers 5, 6, 7, ρ 0.3, β 0.8",
+                    dict(token_sampler="topk", pruning_loc=[5, 6, 7], token_keep_ratio=0.3, block_keep_ratio=0.8)),
+    "static_loc567_rho0.3_beta0.8": ("trained static pruning, layers 5, 6, 7, ρ 0.3, β 0.8",
+                      dict(score="static", pruning_loc=[5, 6, 7], token_keep_ratio=0.3, block_keep_ratio=0.8)),
+    "random_loc567_rho0.3_beta0.8": ("trained random pruning, layers 5, 6, 7, ρ 0.3, β 0.8",
+                      dict(score="random", pruning_loc=[5, 6, 7], token_keep_ratio=0.3, block_keep_ratio=0.8)),
+    "topk_loc456_rho0.5_beta0.9": ("Gumbel-top-k sampler, layers 4, 5, 6, ρ 0.5, β 0.9",
+                    dict(token_sampler="topk", pruning_loc=[4, 5, 6], token_keep_ratio=0.5, block_keep_ratio=0.9)),
+    "static_loc456_rho0.5_beta0.9": ("trained static pruning, layers 4, 5, 6, ρ 0.5, β 0.9",
+                      dict(score="static", pruning_loc=[4, 5, 6], token_keep_ratio=0.5, block_keep_ratio=0.9)),
+    "random_loc456_rho0.5_beta0.9": ("trained random pruning, layers 4, 5, 6, ρ 0.5, β 0.9",
+                      dict(score="random", pruning_loc=[4, 5, 6], token_keep_ratio=0.5, block_keep_ratio=0.9)),
+    "topk0_loc567_rho0.3_beta0.8": ("top-k without noise in training, layers 5, 6, 7, ρ 0.3, β 0.8",
+               dict(token_sampler="topk", token_noise=0.0, pruning_loc=[5, 6, 7], token_keep_ratio=0.3, block_keep_ratio=0.8)),
+    "slotprior0_loc567_rho0.3_beta0.8": ("learnt slot prior starting at static selection, top-k without noise, layers 5, 6, 7, ρ 0.3, β 0.8",
+               dict(token_sampler="topk", slot_prior=True, token_noise=0.0, pruning_loc=[5, 6, 7], token_keep_ratio=0.3, block_keep_ratio=0.8)),
+    "topk_loc567_rho0.3_beta0.8_seed1": ("Gumbel-top-k sampler, seed 1, layers 5, 6, 7, ρ 0.3, β 0.8",
+               dict(token_sampler="topk", seed=1, pruning_loc=[5, 6, 7], token_keep_ratio=0.3, block_keep_ratio=0.8)),
+    "static_loc567_rho0.3_beta0.8_seed1": ("trained static pruning, seed 1, layers 5, 6, 7, ρ 0.3, β 0.8",
+               dict(score="static", seed=1, pruning_loc=[5, 6, 7], token_keep_ratio=0.3, block_keep_ratio=0.8)),
     "block_only_beta0.5": ("branch selection only, β 0.5", dict(use_pruning=False, block_keep_ratio=0.5)),
     "dyn_lr_100": ("predictors/routers at 100× the backbone lr", dict(token_sampler="gumbel", dynamic_lr_scale=100.0)),
     "lr1e-4_dyn100": ("backbone lr 1e-4, predictors/routers at 100× (1e-2 per 512 images)",
@@ -157,14 +185,15 @@ def report() -> None:
     rows = [json.load(open(os.path.join(folder, f))) for f in sorted(os.listdir(folder)) if f.endswith(".json")]
     order = {n: i for i, n in enumerate(RUNS)}
     rows.sort(key=lambda r: order.get(r["name"], 99))
-    lines = ["| run | what | lr (per 512) | sampler | top-1 % | drop (points) | FLOPs cut (official) "
-             "| token keep (measured) | branch keep |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| run | what | epochs | lr (per 512) | sampler | top-1 % | drop (points) | FLOPs cut (official) "
+             "| token keep (measured) | branch keep |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         tk = ", ".join(f"{v:.2f}" for v in r["token_keep"]) if r.get("token_keep") else "1"
         sampler = r["config"].get("token_sampler") or "gumbel"  # runs before the option existed used gumbel
         if r["config"].get("score") in ("random", "static") or not r.get("token_keep"):
             sampler = "–"
-        lines.append(f"| {r['name']} | {r['description']} | {r['config']['lr']:g} | {sampler} | {r['top1']:.2f} | "
+        lines.append(f"| {r['name']} | {r['description']} | {r['config']['epochs']} | {r['config']['lr']:g} | {sampler} "
+                     f"| {r['top1']:.2f} | "
                      f"{r['top1_drop']:+.2f} | "
                      f"{100 * r['flops_cut']:.1f}% | {tk} | {r['branch_keep_mean']:.3f} |")
     with open(os.path.join(OUT, "table.md"), "w") as fh:
@@ -182,7 +211,7 @@ def report() -> None:
     ax.set_xlabel("FLOPs cut vs the teacher (official convention, measured branch keep) %")
     ax.set_ylabel("top-1 % (Fashion-MNIST test, 10,000 images)")
     ax.legend(fontsize=8)
-    ax.set_title("Attribution study at the demo's budget (1 fine-tuning epoch each unless named)")
+    ax.set_title("Attribution study at the demo's budget (fine-tuning epochs per run in table.md)")
     fig.savefig(os.path.join(OUT, "study.png"), dpi=110, bbox_inches="tight")
     print("\n".join(lines))
 

@@ -236,7 +236,10 @@ def test_topk_sampler_trains_on_what_inference_computes():
     with torch.no_grad():
         inf = model.forward_inference(x, gates=gates)
     n = model.keep_counts()[-1]
-    assert torch.equal(train.current_pos[:, :n], inf.current_pos)
+    # the pruned tail is dropped: training's last stage holds inference's n tokens, nothing more
+    assert train.current_pos.shape == inf.current_pos.shape == (3, n)
+    assert train.tokens.shape == inf.tokens.shape
+    assert torch.equal(train.current_pos, inf.current_pos)
     assert (train.logits - inf.logits).abs().max() < 1e-5
     noisy = model.train().forward_train(x)  # with Gumbel noise: still exactly the count
     assert [d.sum(1).tolist() for d in noisy.decisions] == [[float(c)] * 3 for c in model.keep_counts()]
@@ -272,3 +275,35 @@ def test_slot_prior_starts_at_static_selection_and_learns():
     rebuilt = dyvm.create_model("dyvm_vim_tiny", **dict(model.config))
     rebuilt.load_state_dict(model.state_dict(), strict=True)
     assert rebuilt.score_predictors[2].slot_bias.shape == biases[2].shape
+
+
+@pytest.mark.parametrize("score", ["static", "random"])
+def test_trained_baselines_train_on_inference_length(score):
+    """The trained random/static baselines keep exactly inference's count, so training drops the pruned
+    tail too; static training ≡ static inference (same keep sets, same logits)."""
+    torch.manual_seed(0)
+    model = small_dyvm(pruning_loc=[1, 2, 3], token_keep_ratio=0.7, score=score)
+    x = torch.randn(2, 3, model.img_size, model.img_size)
+    train = model.train().forward_train(x)
+    n = model.keep_counts()[-1]
+    assert train.tokens.shape[1] == n and train.current_pos.shape == (2, n)
+    train.logits.sum().backward()
+    assert model.patch_embed.proj.weight.grad.abs().sum() > 0
+    if score == "static":
+        with torch.no_grad():
+            inf = model.eval().forward_inference(x, gates=train.gates.detach())
+        assert torch.equal(train.current_pos, inf.current_pos)
+        assert (train.logits - inf.logits).abs().max() < 1e-5
+
+
+def test_pruning_loc_counts_from_the_end_when_negative():
+    """[-3, -2, -1] prunes before the last three layers at any depth (as many as exist after layer 0); the
+    model and its saved config hold the resolved indices; a mix of signs or an index on layer 0 is refused."""
+    kw = dict(img_size=28, patch_size=7, embed_dim=32)
+    for depth, want in ((8, [5, 6, 7]), (24, [21, 22, 23]), (3, [1, 2]), (2, [1])):
+        model = dyvm.create_model("dyvm_vim_tiny", depth=depth, pruning_loc=[-3, -2, -1], **kw)
+        assert model.pruning_loc == want and model.config["pruning_loc"] == want
+    with pytest.raises(ValueError, match="pruning_loc"):
+        dyvm.create_model("dyvm_vim_tiny", depth=8, pruning_loc=[-3, 7], **kw)
+    with pytest.raises(ValueError, match="pruning_loc"):
+        dyvm.create_model("dyvm_vim_tiny", depth=8, pruning_loc=[-8], **kw)

@@ -86,3 +86,69 @@ def test_ablation_variants(oracle):
         assert set(parts) == keys
     with pytest.raises(ValueError, match="token_weight"):
         DyVMLoss(ce, None, [0.7], 0.8, token_weight=-1)
+
+
+def test_teacher_memo_returns_the_teachers_outputs_and_bounds_its_store():
+    from dyvm.losses import TeacherMemo
+
+    TeacherMemo.clear()
+    torch.manual_seed(0)
+    kw = dict(img_size=16, patch_size=4, depth=2, embed_dim=32, num_classes=5)
+    teacher = dyvm.create_model("vim_tiny", **kw).eval()
+    memo = TeacherMemo(teacher, max_mb=1)
+    x, y = torch.randn(4, 3, 16, 16), torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        want = teacher.forward_detailed(x)
+    first, again = memo(x), memo(x.clone())
+    assert (memo.misses, memo.hits) == (1, 1) and again is first
+    assert torch.equal(first.logits, want.logits) and torch.equal(first.tokens, want.tokens)
+    memo(y)
+    assert memo.misses == 2
+    other = dyvm.create_model("vim_tiny", **kw).eval()  # other weights: never served the first one's outputs
+    other_memo = TeacherMemo(other, max_mb=1)
+    with torch.no_grad():
+        assert torch.equal(other_memo(x).logits, other.forward_detailed(x).logits)
+    assert other_memo.misses == 1 and other_memo.fingerprint != memo.fingerprint
+    per_entry = first.logits.nbytes + first.tokens.nbytes
+    small = TeacherMemo(teacher, max_mb=2.5 * per_entry / 2 ** 20)  # room for two entries
+    TeacherMemo.clear()
+    for t in (x, y, x + 1):
+        small(t)
+    assert TeacherMemo._bytes <= small.max_bytes and len(TeacherMemo._store) == 2
+    small(x), small(y), small(x + 1)  # the first two stay; the third was never stored
+    assert (small.hits, small.misses) == (2, 4)
+    with pytest.raises(ValueError, match="teacher_cache_mb"):
+        TeacherMemo(teacher, max_mb=0)
+    TeacherMemo.clear()
+
+
+def test_teacher_memo_leaves_training_unchanged(tmp_path, fashion_mnist):
+    """Two fine-tunes with the same seed see the same batches: the second is served by the memo (every
+    teacher forward a hit), and each ends where the same run without the memo ends, bit for bit; so do
+    the trained random baseline's (its selection draws from the per-sample noise, not the augmentations' RNG)."""
+    from dyvm.losses import TeacherMemo
+
+    common = dict(img_size=28, patch_size=7, depth=2, embed_dim=32, batch_size=32, subset=128, val_size=200,
+                  eval_batch_size=200, mixup=0.0, cutmix=0.0, aa="none", reprob=0.0, repeated_aug=1,
+                  no_progress=True, threads=1, seed=0, dataset="fashion-mnist", epochs=1)
+    dyvm.train(model="vim_tiny", output=str(tmp_path / "vim"), lr=2e-3, **common)
+    ft = dict(common, model="dyvm_vim_tiny", checkpoint=str(tmp_path / "vim" / "best.pth"), pruning_loc=[1],
+              token_keep_ratio=0.5)
+    TeacherMemo.clear()
+    calls = []
+    real = TeacherMemo.__call__
+    TeacherMemo.__call__ = lambda self, x: (calls.append(self), real(self, x))[1]
+    try:
+        dyvm.train(output=str(tmp_path / "a"), teacher_cache_mb=64, **ft)
+        dyvm.train(output=str(tmp_path / "b"), teacher_cache_mb=64, score="random", **ft)
+    finally:
+        TeacherMemo.__call__ = real
+    memos = list(dict.fromkeys(calls))
+    assert len(memos) == 2 and memos[0].misses == 4 and memos[1].hits == 4 and memos[1].misses == 0
+    TeacherMemo.clear()
+    dyvm.train(output=str(tmp_path / "c"), **ft)
+    dyvm.train(output=str(tmp_path / "d"), score="random", **ft)
+    for cached, plain in (("a", "c"), ("b", "d")):
+        a = torch.load(tmp_path / cached / "best.pth", map_location="cpu", weights_only=False)["model"]
+        b = torch.load(tmp_path / plain / "best.pth", map_location="cpu", weights_only=False)["model"]
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

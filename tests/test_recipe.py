@@ -41,6 +41,14 @@ def test_recipes_paper_and_dyvm():
 
     small = TrainConfig(model="dyvm_vim_tiny", checkpoint=TEACHER_FILE).resolved()
     assert (small.lr, small.mixup, small.aa) == (3e-3, 0.0, "none")
+    # ... and prunes where the study found it costs least: before the last three layers, ρ 0.3, β 0.8
+    assert (small.pruning_loc, small.token_keep_ratio, small.block_keep_ratio) == ([-3, -2, -1], 0.3, 0.8)
+    assert TrainConfig(model="dyvm_vim_tiny", checkpoint=TEACHER_FILE, pruning_loc=[2, 4],
+                       token_keep_ratio=0.6).resolved().pruning_loc == [2, 4]
+    for other in (TrainConfig(model="dyvm_vim_tiny", img_size=28, recipe="paper"),  # the paper's own placement
+                  TrainConfig(model="dyvm_vim_small"),                               # large images
+                  TrainConfig(model="dyvm_vim_seg_micro", task="segmentation")):    # the official seg objective
+        assert other.resolved().pruning_loc is None
     with pytest.raises(ValueError, match="recipe"):
         TrainConfig(model="dyvm_vim_small", recipe="fast").resolved()
     vim = TrainConfig(model="vim_tiny").resolved()

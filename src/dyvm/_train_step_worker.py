@@ -18,7 +18,11 @@ import sys
 import time
 
 DEMO_KWARGS = dict(img_size=28, patch_size=4, in_chans=1, depth=8, embed_dim=64, num_classes=10)
-DYVM_KWARGS = dict(pruning_loc=[2, 4, 6], token_keep_ratio=0.7, block_keep_ratio=0.8)
+# The demo's operating point (dyvm.demo.OPERATING_POINT, repeated here: the worker may import an older
+# dyvm that lacks it) and the training sampler of its recipe; a build without that sampler trains with
+# its own (the paper's per-token Gumbel-softmax), and says so in its setup reply.
+DYVM_KWARGS = dict(pruning_loc=[5, 6, 7], token_keep_ratio=0.5, block_keep_ratio=0.6)
+DYVM_SAMPLER = dict(token_sampler="topk")
 
 
 def _make_steps(batch, seed, use_autocast):
@@ -40,7 +44,12 @@ def _make_steps(batch, seed, use_autocast):
 
     # DyVM fine-tuning from a Vim with the same kwargs, that Vim frozen as the distillation teacher
     teacher = dyvm.create_model("vim_tiny", **DEMO_KWARGS)
-    model = dyvm.create_model("dyvm_vim_tiny", **DEMO_KWARGS, **DYVM_KWARGS)
+    try:
+        model = dyvm.create_model("dyvm_vim_tiny", **DEMO_KWARGS, **DYVM_KWARGS, **DYVM_SAMPLER)
+        sampler = DYVM_SAMPLER["token_sampler"]
+    except TypeError:  # a build from before the sampler option
+        model = dyvm.create_model("dyvm_vim_tiny", **DEMO_KWARGS, **DYVM_KWARGS)
+        sampler = "gumbel"
     model.load_state_dict(teacher.state_dict(), strict=False)
     model.train()
     criterion = dyvm.losses.DyVMLoss.for_model(model, nn.CrossEntropyLoss(), teacher)
@@ -85,7 +94,7 @@ def _make_steps(batch, seed, use_autocast):
         return run
 
     return {"dyvm": dyvm_step, "vim": vim_step, "dyvm-eval": forward(dyvm_eval), "vim-eval": forward(vim_eval)}, \
-        dyvm.__file__
+        dyvm.__file__, sampler
 
 
 def main():
@@ -101,8 +110,9 @@ def main():
                 import torch
 
                 torch.set_num_threads(int(req["threads"]))
-                steps, path = _make_steps(int(req["batch"]), int(req.get("seed", 0)), bool(req.get("autocast")))
-                reply = {"ok": True, "dyvm_file": path, "torch": torch.__version__,
+                steps, path, sampler = _make_steps(int(req["batch"]), int(req.get("seed", 0)),
+                                                   bool(req.get("autocast")))
+                reply = {"ok": True, "dyvm_file": path, "token_sampler": sampler, "torch": torch.__version__,
                          "threads": torch.get_num_threads(), "pid": os.getpid()}
             elif req["cmd"] == "run":
                 fn = steps[req["kind"]]

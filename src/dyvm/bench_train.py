@@ -4,7 +4,8 @@ Two persistent worker processes, one per build, each importing its own ``dyvm`` 
 ``PYTHONPATH``) and holding the demo's two training steps (batch 128, 28x28x1 images, depth 8,
 D=64, 10 classes):
 
-- ``dyvm``: DyVM fine-tuning step (pruning at layers 2, 4, 6, ρ = 0.7, β = 0.8), loss
+- ``dyvm``: DyVM fine-tuning step at the demo's operating point (pruning before layers 5, 6, 7,
+  ρ = 0.5, β = 0.6, the ``dyvm`` recipe's Gumbel-top-k sampler where the build has it), loss
   ``DyVMLoss.for_model(model, CrossEntropyLoss(), teacher)`` with a frozen Vim teacher, AdamW;
 - ``vim``: the Vim teacher's own step (CE, AdamW);
 - ``dyvm-eval`` / ``vim-eval``: the same two models' inference (eval forward, no grad) on the same batch.
@@ -127,8 +128,12 @@ def bench_train_step(against: Optional[str], rounds: int = 7, steps: int = 2, wa
     finally:
         for w in workers.values():
             w.close()
-    labels = {"A": f"this build ({here}){' +bf16 autocast' if autocast else ''}",
-              "B": f"{other}{' +bf16 autocast' if (autocast if against_autocast is None else against_autocast) else ''}"}
+    def sampler(name: str) -> str:  # builds from before the sampler option do not report one
+        return f", DyVM training sampler {workers[name].info.get('token_sampler', 'gumbel')}"
+
+    labels = {"A": f"this build ({here}){' +bf16 autocast' if autocast else ''}{sampler('A')}",
+              "B": f"{other}{' +bf16 autocast' if (autocast if against_autocast is None else against_autocast) else ''}"
+                   f"{sampler('B')}"}
     result.update(labels=labels, rounds=rounds, steps_per_round=steps, warmup=warmup, threads=threads, batch=batch,
                   workers={k: w.info for k, w in workers.items()})
     result["table"] = format_report(result, labels)

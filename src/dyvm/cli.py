@@ -64,6 +64,9 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int,
                    help="images per process per step (train: the preset's, 32 for images <= 64 px; eval: 64)")
     g.add_argument("--workers", type=int, default=0, help="data-loading worker processes")
+    g.add_argument("--teacher-cache-mb", type=float, default=0.0,
+                   help="DyVM: remember the frozen teacher's outputs per input batch, up to this many MiB, for "
+                        "runs in one process that see the same batches (the demo's fine-tunes); 0: off")
     g.add_argument("--corrupt", choices=["skip", "fail"], default="skip",
                    help="unreadable images: skip them (counted, warned) or fail naming the file")
     g.add_argument("--subset", type=int, help="use only the first N training images (quick runs)")

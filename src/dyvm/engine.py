@@ -104,6 +104,11 @@ WARMUP_SHARE = 0.2  # a preset's warm-up never takes more than 20% of the epochs
 # sequences within a few epochs; docs/study measured base lr 1e-4 … 8e-3 at one epoch and 3e-3 was best
 # (the paper's 3e-5 … 5e-5 is for 30 ImageNet epochs and stays the `paper` recipe's).
 SMALL_DYVM_LR = 3e-3
+# ... and where it prunes (docs/study, the demo's operating point): token pruning before the last three
+# layers costs almost nothing after a short fine-tune (the fine-tuned DyVM scores the same with no token
+# pruned), while skipping SSM branches does; so the cut comes mostly from tokens (ρ 0.3: 14, 4 and 1 of
+# 49 tokens kept at depth 8) and 80% of the branches run. Classification with the `dyvm` recipe only.
+SMALL_DYVM_POINT = dict(pruning_loc=[-3, -2, -1], token_keep_ratio=0.3, block_keep_ratio=0.8)
 # What a task selects models by (the validation metric, higher is better) and calls it in the log.
 TASK_METRIC = {"classification": ("top1", "top-1"), "segmentation": ("miou", "mIoU")}
 # Segmentation (variants.md §3): no distillation, both ratio terms weighted 20; the mosaics get no image
@@ -177,6 +182,7 @@ class TrainConfig:
     eval_batch_size: int = 256
     subset: Optional[int] = None
     workers: int = 0
+    teacher_cache_mb: float = 0.0
     corrupt: str = "skip"
     download: bool = False
     tensorboard: bool = False
@@ -197,6 +203,8 @@ class TrainConfig:
             preset = dict(DYVM_COMMON, **DYVM_PRESETS[size], **DYVM_RECIPES[cfg.recipe])
             if small and cfg.recipe == "dyvm":
                 preset["lr"] = SMALL_DYVM_LR
+                if not segmentation:
+                    preset.update(SMALL_DYVM_POINT)
         elif small and not cfg.checkpoint:
             preset = dict(SMALL_PRETRAIN, **NO_DYNAMIC)
             if cfg.lr is None:
@@ -264,7 +272,8 @@ def _check_config(cfg: TrainConfig) -> None:
     for key, value in positive.items():
         if value is not None and (not isinstance(value, int) or value < 1):
             raise ValueError(f"{key} must be a positive integer, got {value!r}")
-    for key in ("lr", "min_lr", "warmup_lr", "weight_decay", "mixup", "cutmix", "smoothing", "reprob", "drop_path"):
+    for key in ("lr", "min_lr", "warmup_lr", "weight_decay", "mixup", "cutmix", "smoothing", "reprob", "drop_path",
+                "teacher_cache_mb"):
         value = getattr(cfg, key)
         if value is not None and value < 0:
             raise ValueError(f"{key} must be >= 0, got {value}")
@@ -462,6 +471,8 @@ def build_criteria(cfg: TrainConfig, model: nn.Module, teacher: Optional[nn.Modu
                                     block_weight=cfg.block_weight,
                                     distill_weight=cfg.distill_weight if teacher is not None else 0.0)
                  if model.is_dynamic else None)
+    if criterion is not None and cfg.teacher_cache_mb:
+        criterion.remember_teacher(cfg.teacher_cache_mb)
     return mixup, base_criterion, criterion
 
 

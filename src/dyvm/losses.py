@@ -12,6 +12,8 @@ L_MSE, as the official ablation).
 """
 from __future__ import annotations
 
+import hashlib
+from types import SimpleNamespace
 from typing import Optional
 
 import torch
@@ -47,6 +49,58 @@ def kept_token_mse(tokens: Tensor, token_policy: Tensor, current_pos: Tensor, te
     return F.mse_loss(tokens[kept].float(), matched[kept].float())
 
 
+class TeacherMemo:
+    """A frozen teacher's outputs (logits, final patch tokens) remembered by the exact bytes of the input
+    batch and of the teacher's weights, in one store shared by the whole process.
+
+    Runs that feed the same batches to the same teacher compute each teacher forward once: the demo's
+    DyVM and its trained baselines share the seed, hence the data order and the augmentations. A hit
+    returns what the teacher computed for those bytes, so training is unchanged; only time is saved.
+    The store keeps the first ``max_mb`` of outputs and then stops adding (runs replay the batches in
+    the same order, so evicting old entries for new ones would leave the next run nothing to hit).
+    """
+
+    _store: "dict[tuple[str, str], SimpleNamespace]" = {}
+    _bytes = 0
+
+    def __init__(self, teacher: nn.Module, max_mb: float):
+        if max_mb <= 0:
+            raise ValueError(f"teacher_cache_mb must be > 0 to remember anything, got {max_mb}")
+        self.teacher, self.max_bytes = teacher, int(max_mb * 2 ** 20)
+        h = hashlib.blake2b(digest_size=16)
+        for name, t in sorted(teacher.state_dict().items()):
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        self.fingerprint = h.hexdigest()
+        self.hits = self.misses = 0
+
+    @staticmethod
+    def _digest(inputs: Tensor) -> str:
+        x = inputs.detach().cpu().contiguous()
+        return f"{tuple(x.shape)}:{x.dtype}:" + hashlib.blake2b(x.numpy().tobytes(), digest_size=16).hexdigest()
+
+    @torch.no_grad()
+    def __call__(self, inputs: Tensor) -> SimpleNamespace:
+        key = (self.fingerprint, self._digest(inputs))
+        entry = TeacherMemo._store.get(key)
+        if entry is not None:
+            self.hits += 1
+            return entry
+        self.misses += 1
+        out = self.teacher.forward_detailed(inputs)
+        entry = SimpleNamespace(logits=out.logits.detach().clone(), tokens=out.tokens.detach().clone())
+        size = entry.logits.nbytes + entry.tokens.nbytes
+        if TeacherMemo._bytes + size <= self.max_bytes:
+            TeacherMemo._store[key] = entry
+            TeacherMemo._bytes += size
+        return entry
+
+    @classmethod
+    def clear(cls) -> None:
+        cls._store.clear()
+        cls._bytes = 0
+
+
 class DyVMLoss(nn.Module):
     """The full DyVM objective. ``base_criterion(logits, targets)`` is the classification loss
     (soft-target CE with mixup, else CE); ``teacher`` a frozen Vim fed the same inputs.
@@ -68,6 +122,7 @@ class DyVMLoss(nn.Module):
             teacher.eval().requires_grad_(False)
         self.token_ratio, self.block_keep_ratio = list(token_ratio), block_keep_ratio
         self.token_weight, self.block_weight, self.distill_weight = token_weight, block_weight, distill_weight
+        self.teacher_memo: Optional[TeacherMemo] = None  # set by remember_teacher()
         self.token_loss, self.block_loss, self.token_distill = token_loss and bool(token_ratio), block_loss, token_distill
 
     @classmethod
@@ -78,6 +133,12 @@ class DyVMLoss(nn.Module):
         return cls(base_criterion, teacher, model.token_ratio, model.block_keep_ratio,
                    token_loss=pruning and model.score == "predictor", block_loss=routing,
                    token_distill=pruning or not routing, **weights)
+
+    def remember_teacher(self, max_mb: float) -> "DyVMLoss":
+        """Remember the teacher's outputs per input batch (see :class:`TeacherMemo`)."""
+        if self.teacher is not None:
+            self.teacher_memo = TeacherMemo(self.teacher, max_mb)
+        return self
 
     def forward(self, inputs: Tensor, outputs: DyVMTrainOutput, targets: Tensor) -> tuple[Tensor, dict[str, float]]:
         loss = self.base_criterion(outputs.logits.float(), targets)
@@ -91,8 +152,11 @@ class DyVMLoss(nn.Module):
             loss = loss + self.block_weight * blk
             parts["block_ratio"] = blk.item()
         if self.teacher is not None and self.distill_weight > 0:
-            with torch.no_grad():
-                teacher_out = self.teacher.forward_detailed(inputs)
+            if self.teacher_memo is not None:
+                teacher_out = self.teacher_memo(inputs)
+            else:
+                with torch.no_grad():
+                    teacher_out = self.teacher.forward_detailed(inputs)
             kl = distill_kl(outputs.logits, teacher_out.logits)
             distill = kl
             parts["kl"] = kl.item()

@@ -86,8 +86,10 @@ class DyVM(VisionMamba):
     """Dynamic Vision Mamba.
 
     Args (besides the Vim ones):
-        pruning_loc: layers before which tokens are pruned (sorted, distinct, in [1, depth-1]);
-            default [depth/4, depth/2, 3·depth/4], the official [6, 12, 18] at depth 24.
+        pruning_loc: layers before which tokens are pruned (sorted, distinct, in [1, depth-1]; a
+            list of negative indices counts from the end, as in Python: [-3, -2, -1] prunes before the last
+            three layers whatever the depth, as many as the model has after layer 0); default [depth/4, depth/2, 3·depth/4], the official [6, 12, 18]
+            at depth 24.
         token_keep_ratio: ρ; the cumulative keep ratios are ρ, ρ², ρ³, ... Or give
         token_ratio: the explicit list of cumulative ratios (one per stage), as the official code.
         block_keep_ratio: β, the target fraction of branches that run (used by the loss).
@@ -137,6 +139,13 @@ class DyVM(VisionMamba):
         pruning_loc = list(pruning_loc) if use_pruning else []
         if any(isinstance(p, bool) or not isinstance(p, int) for p in pruning_loc):
             raise ValueError(f"pruning_loc must be a list of layer indices, got {pruning_loc!r}")
+        if pruning_loc and all(p < 0 for p in pruning_loc):  # from the end; on a model too shallow for all
+            # of them, the ones that would fall on or before layer 0 are dropped ([-3, -2, -1] at depth 2: [1])
+            resolved = [p + depth for p in pruning_loc if p + depth >= 1]
+            if not resolved:
+                raise ValueError(f"pruning_loc={pruning_loc} counts from the end of {depth} layers and leaves no "
+                                 "layer after layer 0 to prune before")
+            pruning_loc = resolved
         if pruning_loc != sorted(set(pruning_loc)):
             raise ValueError(f"pruning_loc must be sorted and without duplicates, got {pruning_loc}")
         if pruning_loc and (pruning_loc[0] < 1 or pruning_loc[-1] > depth - 1):
@@ -316,12 +325,19 @@ class DyVM(VisionMamba):
                         decision = gumbel_topk_keep(logp, policy, self.keep_counts()[k], noise, self.token_noise) * policy
                     else:
                         decision = gumbel_softmax_keep(logp, noise) * policy
+                elif self.score == "random":
+                    # k uniformly random live tokens: Gumbel-top-k of equal scores, drawn from the per-sample
+                    # noise (reproducible per image, and the global RNG, hence the augmentations, untouched)
+                    decision = gumbel_topk_keep(policy.new_zeros(*policy.shape, 1), policy, self.keep_counts()[k],
+                                                noise).detach()
                 else:
                     alive = policy.sum(1).long()
                     keep = select_keep(self.score, None, alive, self.keep_counts()[k])
                     decision = torch.zeros_like(policy).scatter_(1, keep, 1.0)
                 decisions.append(decision)
-                seq = seq.rearrange(decision)
+                # a sampler that keeps exactly inference's count lets training drop the pruned tail
+                exact = keep_masks is None and (self.score != "predictor" or self.token_sampler == "topk")
+                seq = seq.rearrange(decision, self.keep_counts()[k] if exact else None)
             logits, gate = self._layer(i, seq, gates, noise, stats)
             all_logits.append(logits)
             all_gates.append(gate)

@@ -170,15 +170,28 @@ class TokenSequence:
         return replace(self, hidden=hidden, residual=residual, prefix_pos=pos,
                        patch_ids=self.patch_ids.gather(1, keep))
 
-    def rearrange(self, decision: Tensor) -> "TokenSequence":
+    def rearrange(self, decision: Tensor, num_kept: Optional[int] = None) -> "TokenSequence":
         """Training: ``decision`` (B, N) 0/1 per patch slot (straight-through values kept). Kept patches
         move to the front in order, pruned ones to the end; prefix tokens go where the layout puts
-        them for each image's kept count; the mask is 1 at prefix tokens and kept patches."""
+        them for each image's kept count; the mask is 1 at prefix tokens and kept patches.
+
+        num_kept: when every image keeps exactly this many patches (a sampler with inference's count),
+        the pruned tail is dropped: the sequence is the K kept patches + the prefix, what inference
+        computes, and the later layers cost what inference's do. The mask (1 + straight-through terms)
+        stays on the kept slots, so the predictor's gradient through them is unchanged; the pruned
+        slots' own mask gradient, which only reaches the model through the backward branch's conv
+        window at the kept/pruned border, is what is given up.
+        """
         order = kept_first_order(decision)
         decision = decision.gather(1, order)
-        num_kept = decision.detach().sum(1).round().long()
-        hidden, residual, pos = self._relayout(order, num_kept)
+        counts = decision.detach().sum(1).round().long()
+        hidden, residual, pos = self._relayout(order, counts)
         ones = decision.new_ones(decision.shape[0], pos.shape[1], 1)
-        return replace(self, hidden=hidden, residual=residual, prefix_pos=pos,
-                       patch_ids=self.patch_ids.gather(1, order),
-                       mask=insert_prefix(ones, decision[..., None], pos), policy=decision[..., None])
+        mask = insert_prefix(ones, decision[..., None], pos)
+        patch_ids = self.patch_ids.gather(1, order)
+        if num_kept is not None:
+            length = num_kept + pos.shape[1]
+            hidden, residual, mask = hidden[:, :length], residual[:, :length], mask[:, :length]
+            decision, patch_ids = decision[:, :num_kept], patch_ids[:, :num_kept]
+        return replace(self, hidden=hidden, residual=residual, prefix_pos=pos, patch_ids=patch_ids,
+                       mask=mask, policy=decision[..., None])
