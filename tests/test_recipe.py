@@ -125,3 +125,8 @@ def test_bad_recipe_options_are_one_line_errors():
         _check_config(TrainConfig(model="dyvm_vim_tiny", ratio_warmup=1.5).resolved())
     with pytest.raises(ValueError, match="repeated_aug"):
         CopyKeyedRepeatAugSampler(_Range(10), num_replicas=1, rank=0, num_repeats=2.5)
+
+
+def test_cli_takes_pruning_locations_from_the_end():
+    args = build_parser().parse_args(["train", "--model", "dyvm_vim_tiny", "--pruning-loc", "-3", "-2", "-1"])
+    assert args.pruning_loc == [-3, -2, -1]

@@ -21,7 +21,7 @@ DEMO_KWARGS = dict(img_size=28, patch_size=4, in_chans=1, depth=8, embed_dim=64,
 # The demo's operating point (dyvm.demo.OPERATING_POINT, repeated here: the worker may import an older
 # dyvm that lacks it) and the training sampler of its recipe; a build without that sampler trains with
 # its own (the paper's per-token Gumbel-softmax), and says so in its setup reply.
-DYVM_KWARGS = dict(pruning_loc=[5, 6, 7], token_keep_ratio=0.5, block_keep_ratio=0.6)
+DYVM_KWARGS = dict(pruning_loc=[5, 6, 7], token_keep_ratio=0.3, block_keep_ratio=0.8)
 DYVM_SAMPLER = dict(token_sampler="topk")
 
 

@@ -5,7 +5,7 @@ Two persistent worker processes, one per build, each importing its own ``dyvm`` 
 D=64, 10 classes):
 
 - ``dyvm``: DyVM fine-tuning step at the demo's operating point (pruning before layers 5, 6, 7,
-  ρ = 0.5, β = 0.6, the ``dyvm`` recipe's Gumbel-top-k sampler where the build has it), loss
+  ρ = 0.3, β = 0.8, the ``dyvm`` recipe's Gumbel-top-k sampler where the build has it), loss
   ``DyVMLoss.for_model(model, CrossEntropyLoss(), teacher)`` with a frozen Vim teacher, AdamW;
 - ``vim``: the Vim teacher's own step (CE, AdamW);
 - ``dyvm-eval`` / ``vim-eval``: the same two models' inference (eval forward, no grad) on the same batch.

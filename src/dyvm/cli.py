@@ -42,7 +42,7 @@ def _dyvm_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--block-keep-ratio", type=float, help="β: target fraction of SSM branches that run")
     g.add_argument("--router-threshold", type=float, help="router on-probability threshold (0.5 ⇔ logit > 0)")
     g.add_argument("--score", choices=["predictor", "random", "static"], help="source of token keep scores")
-    g.add_argument("--pruning-loc", type=int, nargs="+", help="layers before which tokens are pruned")
+    g.add_argument("--pruning-loc", type=int, nargs="+", help="layers before which tokens are pruned (negative: from the end, e.g. -3 -2 -1)")
     g.add_argument("--predictor-input", choices=["hidden", "B", "delta"],
                    help="what the keep predictors read: hidden (the paper), or the Predictor-B / -Δ ablations")
     g.add_argument("--token-sampler", choices=["gumbel", "topk"],

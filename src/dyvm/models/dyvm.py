@@ -86,10 +86,10 @@ class DyVM(VisionMamba):
     """Dynamic Vision Mamba.
 
     Args (besides the Vim ones):
-        pruning_loc: layers before which tokens are pruned (sorted, distinct, in [1, depth-1]; a
-            list of negative indices counts from the end, as in Python: [-3, -2, -1] prunes before the last
-            three layers whatever the depth, as many as the model has after layer 0); default [depth/4, depth/2, 3·depth/4], the official [6, 12, 18]
-            at depth 24.
+        pruning_loc: layers before which tokens are pruned (sorted, distinct, in [1, depth-1]; a list
+            of negative indices counts from the end, as in Python: [-3, -2, -1] prunes before the last
+            three layers at any depth, as many as the model has after layer 0); default [depth/4,
+            depth/2, 3·depth/4], the official [6, 12, 18] at depth 24.
         token_keep_ratio: ρ; the cumulative keep ratios are ρ, ρ², ρ³, ... Or give
         token_ratio: the explicit list of cumulative ratios (one per stage), as the official code.
         block_keep_ratio: β, the target fraction of branches that run (used by the loss).

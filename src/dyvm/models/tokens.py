@@ -190,6 +190,8 @@ class TokenSequence:
         mask = insert_prefix(ones, decision[..., None], pos)
         patch_ids = self.patch_ids.gather(1, order)
         if num_kept is not None:
+            if not bool((counts == num_kept).all()):
+                raise RuntimeError(f"rearrange: every image was to keep {num_kept} patches, got {counts.tolist()}")
             length = num_kept + pos.shape[1]
             hidden, residual, mask = hidden[:, :length], residual[:, :length], mask[:, :length]
             decision, patch_ids = decision[:, :num_kept], patch_ids[:, :num_kept]
