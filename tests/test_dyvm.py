@@ -177,7 +177,7 @@ def test_knobs_and_keep_counts():
     (dict(token_keep_ratio=0.0), "token_keep_ratio"), (dict(token_keep_ratio=1.5), "token_keep_ratio"),
     (dict(pruning_loc=[0, 1, 2]), "pruning_loc"), (dict(pruning_loc=[1, 9, 2]), "pruning_loc"),
     (dict(pruning_loc=[2, 1, 3]), "pruning_loc"), (dict(pruning_loc=[1, 1, 2]), "pruning_loc"),
-    (dict(token_keep_ratio=0.05), "0 tokens"), (dict(block_keep_ratio=0), "block_keep_ratio"),
+    (dict(block_keep_ratio=0), "block_keep_ratio"),
     (dict(token_ratio=[0.5, 0.6, 0.4]), "cumulative"), (dict(token_ratio=[0.5]), "stages"),
     (dict(router_threshold=1.0), "router_threshold"), (dict(score="oracle"), "score"),
     (dict(token_keep_ratio=0.7, token_ratio=[0.7, 0.5, 0.3]), "not both"),
@@ -307,3 +307,13 @@ def test_pruning_loc_counts_from_the_end_when_negative():
         dyvm.create_model("dyvm_vim_tiny", depth=8, pruning_loc=[-3, 7], **kw)
     with pytest.raises(ValueError, match="pruning_loc"):
         dyvm.create_model("dyvm_vim_tiny", depth=8, pruning_loc=[-8], **kw)
+
+
+def test_every_stage_keeps_at_least_one_patch_token():
+    """Where the official int(ρ_k·M) would keep none (ρ 0.3 over three stages of 16 patches), one survives,
+    and inference runs on it."""
+    model = small_dyvm(pruning_loc=[1, 2, 3], token_keep_ratio=0.3).eval()
+    assert model.keep_counts() == [4, 1, 1]
+    with torch.no_grad():
+        out = model.forward_inference(torch.randn(2, 3, model.img_size, model.img_size))
+    assert [k.shape[1] for k in out.keep_indices] == [4, 1, 1]

@@ -52,7 +52,7 @@ def sequence_lengths(model: VisionMamba, num_patches: int, token_ratio: Optional
     ratios = list(getattr(model, "token_ratio", [])) if token_ratio is None else list(token_ratio)
     for i in range(model.depth):
         if i in locs:
-            current = int(ratios[locs.index(i)] * num_patches)
+            current = max(1, int(ratios[locs.index(i)] * num_patches))  # as DyVM.keep_counts
         lengths.append(current + model.num_prefix_tokens)
     return lengths
 

@@ -143,7 +143,9 @@ class DyVM(VisionMamba):
             # of them, the ones that would fall on or before layer 0 are dropped ([-3, -2, -1] at depth 2: [1])
             resolved = [p + depth for p in pruning_loc if p + depth >= 1]
             if not resolved:
-                raise ValueError(f"pruning_loc={pruning_loc} counts from the end of {depth} layers and leaves no "
+                raise ValueError(f"--depth {depth}: a DyVM needs at least 2 layers to prune tokens between them "
+                                 "(or pass --no-pruning)" if depth < 2 else
+                                 f"pruning_loc={pruning_loc} counts from the end of {depth} layers and leaves no "
                                  "layer after layer 0 to prune before")
             pruning_loc = resolved
         if pruning_loc != sorted(set(pruning_loc)):
@@ -193,10 +195,6 @@ class DyVM(VisionMamba):
             self.token_ratio = ratios
         elif not self.token_ratio:
             self.token_ratio = [0.7 ** (k + 1) for k in range(n_stages)]
-        for k, r in enumerate(self.token_ratio):
-            if int(r * self.num_patches) < 1:
-                raise ValueError(f"token keep ratio {r:.4g} at stage {k} keeps int({r:.4g}·{self.num_patches}) = 0 "
-                                 "tokens at inference; use a larger ratio")
         if router_threshold is not None:
             if not 0.0 < float(router_threshold) < 1.0:
                 raise ValueError(f"router_threshold is a probability in (0, 1), got {router_threshold!r}")
@@ -211,8 +209,9 @@ class DyVM(VisionMamba):
         return self
 
     def keep_counts(self) -> list[int]:
-        """Tokens kept after each stage at inference: ``int(ρ_k · M)``."""
-        return [int(r * self.num_patches) for r in self.token_ratio]
+        """Tokens kept after each stage at inference: ``int(ρ_k · M)``, at least one (where the official
+        ``int`` would keep none, e.g. ρ 0.3 over three stages of 16 patches, one patch token survives)."""
+        return [max(1, int(r * self.num_patches)) for r in self.token_ratio]
 
     def reset_dynamic_parameters(self, keep_prior: bool = False) -> None:
         """Fresh predictors (trunc-normal 0.02) and routers (weight 0, bias 5), as when starting from a Vim.
