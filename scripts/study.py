@@ -22,6 +22,22 @@ OUT = os.path.join(HERE, "..", "docs", "study")
 # The study's base operating point (the paper's placement scaled to 8 layers, ρ 0.7, β 0.8); rows override
 # it. It is not the demo's current point (layers 5, 6, 7, ρ 0.5, β 0.6), which the study found.
 BASE = dict(pruning_loc=[2, 4, 6], token_keep_ratio=0.7, block_keep_ratio=0.8)
+LATE = [5, 6, 7]  # pruning before the last three of the teacher's 8 layers
+
+
+def at_point(pruning_loc: list, rho: float, beta: float, **options) -> dict:
+    """A row's train() options at a pruning point: layers ``pruning_loc``, ρ, β, plus ``options``."""
+    return dict(options, pruning_loc=list(pruning_loc), token_keep_ratio=rho, block_keep_ratio=beta)
+
+
+def rule_rows(suffix: str, pruning_loc: list, rho: float, beta: float) -> dict:
+    """DyVM (Gumbel-top-k) and the trained static / random baselines at one pruning point."""
+    where = f"layers {', '.join(map(str, pruning_loc))}, ρ {rho}, β {beta}"
+    return {f"topk_{suffix}": (f"Gumbel-top-k sampler, {where}", at_point(pruning_loc, rho, beta, token_sampler="topk")),
+            f"static_{suffix}": (f"trained static pruning, {where}", at_point(pruning_loc, rho, beta, score="static")),
+            f"random_{suffix}": (f"trained random pruning, {where}", at_point(pruning_loc, rho, beta, score="random"))}
+
+
 # name: (description, train() options on top of the demo's fine-tuning options and BASE)
 RUNS = {
     "control": ("teacher fine-tuned, no pruning, all branches on (the cost of fine-tuning itself)",
@@ -92,32 +108,23 @@ RUNS = {
                                            block_keep_ratio=0.6)),
     "slotprior0_loc567_rho0.5_beta0.6": ("learnt slot prior starting at static selection, top-k without noise, "
                                          "layers 5, 6, 7, ρ 0.5, β 0.6",
-                                         dict(token_sampler="topk", slot_prior=True, token_noise=0.0,
-                                              pruning_loc=[5, 6, 7], token_keep_ratio=0.5, block_keep_ratio=0.6)),
+                                         at_point(LATE, 0.5, 0.6, token_sampler="topk", slot_prior=True,
+                                                  token_noise=0.0)),
     "slotprior_loc567_rho0.5_beta0.6": ("learnt slot prior starting at static selection, Gumbel-top-k, "
                                         "layers 5, 6, 7, ρ 0.5, β 0.6",
-                                        dict(token_sampler="topk", slot_prior=True, pruning_loc=[5, 6, 7],
-                                             token_keep_ratio=0.5, block_keep_ratio=0.6)),
-    "topk_loc567_rho0.3_beta0.8": ("Gumbel-top-k sampler, layers 5, 6, 7, ρ 0.3, β 0.8",
-                    dict(token_sampler="topk", pruning_loc=[5, 6, 7], token_keep_ratio=0.3, block_keep_ratio=0.8)),
-    "static_loc567_rho0.3_beta0.8": ("trained static pruning, layers 5, 6, 7, ρ 0.3, β 0.8",
-                      dict(score="static", pruning_loc=[5, 6, 7], token_keep_ratio=0.3, block_keep_ratio=0.8)),
-    "random_loc567_rho0.3_beta0.8": ("trained random pruning, layers 5, 6, 7, ρ 0.3, β 0.8",
-                      dict(score="random", pruning_loc=[5, 6, 7], token_keep_ratio=0.3, block_keep_ratio=0.8)),
-    "topk_loc456_rho0.5_beta0.9": ("Gumbel-top-k sampler, layers 4, 5, 6, ρ 0.5, β 0.9",
-                    dict(token_sampler="topk", pruning_loc=[4, 5, 6], token_keep_ratio=0.5, block_keep_ratio=0.9)),
-    "static_loc456_rho0.5_beta0.9": ("trained static pruning, layers 4, 5, 6, ρ 0.5, β 0.9",
-                      dict(score="static", pruning_loc=[4, 5, 6], token_keep_ratio=0.5, block_keep_ratio=0.9)),
-    "random_loc456_rho0.5_beta0.9": ("trained random pruning, layers 4, 5, 6, ρ 0.5, β 0.9",
-                      dict(score="random", pruning_loc=[4, 5, 6], token_keep_ratio=0.5, block_keep_ratio=0.9)),
+                                        at_point(LATE, 0.5, 0.6, token_sampler="topk", slot_prior=True)),
+    **rule_rows("loc567_rho0.3_beta0.8", LATE, 0.3, 0.8),
+    **rule_rows("loc456_rho0.5_beta0.9", [4, 5, 6], 0.5, 0.9),
     "topk0_loc567_rho0.3_beta0.8": ("top-k without noise in training, layers 5, 6, 7, ρ 0.3, β 0.8",
-               dict(token_sampler="topk", token_noise=0.0, pruning_loc=[5, 6, 7], token_keep_ratio=0.3, block_keep_ratio=0.8)),
-    "slotprior0_loc567_rho0.3_beta0.8": ("learnt slot prior starting at static selection, top-k without noise, layers 5, 6, 7, ρ 0.3, β 0.8",
-               dict(token_sampler="topk", slot_prior=True, token_noise=0.0, pruning_loc=[5, 6, 7], token_keep_ratio=0.3, block_keep_ratio=0.8)),
+                                    at_point(LATE, 0.3, 0.8, token_sampler="topk", token_noise=0.0)),
+    "slotprior0_loc567_rho0.3_beta0.8": ("learnt slot prior starting at static selection, top-k without noise, "
+                                         "layers 5, 6, 7, ρ 0.3, β 0.8",
+                                         at_point(LATE, 0.3, 0.8, token_sampler="topk", slot_prior=True,
+                                                  token_noise=0.0)),
     "topk_loc567_rho0.3_beta0.8_seed1": ("Gumbel-top-k sampler, seed 1, layers 5, 6, 7, ρ 0.3, β 0.8",
-               dict(token_sampler="topk", seed=1, pruning_loc=[5, 6, 7], token_keep_ratio=0.3, block_keep_ratio=0.8)),
+                                         at_point(LATE, 0.3, 0.8, token_sampler="topk", seed=1)),
     "static_loc567_rho0.3_beta0.8_seed1": ("trained static pruning, seed 1, layers 5, 6, 7, ρ 0.3, β 0.8",
-               dict(score="static", seed=1, pruning_loc=[5, 6, 7], token_keep_ratio=0.3, block_keep_ratio=0.8)),
+                                           at_point(LATE, 0.3, 0.8, score="static", seed=1)),
     "block_only_beta0.5": ("branch selection only, β 0.5", dict(use_pruning=False, block_keep_ratio=0.5)),
     "dyn_lr_100": ("predictors/routers at 100× the backbone lr", dict(token_sampler="gumbel", dynamic_lr_scale=100.0)),
     "lr1e-4_dyn100": ("backbone lr 1e-4, predictors/routers at 100× (1e-2 per 512 images)",

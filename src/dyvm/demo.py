@@ -22,8 +22,9 @@ import shutil
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 
@@ -193,16 +194,12 @@ def run_demo(output: str = "dyvm-demo", data_path: Optional[str] = None, mode: s
 
         data_path = data_path or "data"
         FashionMNIST(data_path, download=True)
-    output = os.path.abspath(output)
-    parent = os.path.dirname(output)
-    os.makedirs(parent, exist_ok=True)
-    work = tempfile.mkdtemp(prefix=".dyvm-demo-", dir=parent)
     started = time.time()
     timings: dict[str, float] = {}
     if mode == "quick":
         print("dyvm demo --quick: a smoke run of the pipeline (4,096 training images per fine-tuning, 2,000 test "
               "images); far too short to show the paper's claim. Run `dyvm demo` for that.", file=sys.stderr)
-    try:
+    with staged_output(output) as (output, work):
         ckpt_dir = os.path.join(work, "checkpoints")
 
         # 1. teacher ----------------------------------------------------------------------
@@ -290,9 +287,6 @@ def run_demo(output: str = "dyvm-demo", data_path: Optional[str] = None, mode: s
                                 train_teacher)
         results["claim"] = _claim(results, plan.drop_bar)
         publish(work, output, results, render_report)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     print(f"\nreport written to {output}/report.md ({timings['total_s'] / 60:.1f} min)", file=sys.stderr)
     return results
 
@@ -489,6 +483,21 @@ def render_report(r: dict[str, Any]) -> str:
         lines.append(f"| {p['token_keep_ratio']:.2f} | " + " | ".join(cells) + " |")
     lines += ["", "Phase times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in m["timings_s"].items()), ""]
     return "\n".join(lines)
+
+
+@contextmanager
+def staged_output(output: str) -> Iterator[tuple[str, str]]:
+    """A fresh folder beside ``output`` for a demo to write into; yields (``output`` made absolute, that folder).
+    If the run fails the folder is removed and ``output`` is untouched; :func:`publish` moves it into place."""
+    output = os.path.abspath(output)
+    parent = os.path.dirname(output)
+    os.makedirs(parent, exist_ok=True)
+    work = tempfile.mkdtemp(prefix=".dyvm-demo-", dir=parent)
+    try:
+        yield output, work
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
 
 
 def publish(work: str, output: str, results: dict[str, Any], render: Callable[[dict[str, Any]], str]) -> None:

@@ -15,10 +15,8 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
@@ -103,7 +101,7 @@ def run_segmentation_demo(output: str = "dyvm-demo-segmentation", data_path: Opt
     """Run the demo and write the report folder; returns ``results.json``'s content."""
     from . import __version__
     from .checkpoint import model_from_checkpoint
-    from .demo import _phase, publish
+    from .demo import _phase, publish, staged_output
     from .engine import train
     from .evaluate import evaluate
     from .flops import flops_from_stats
@@ -115,12 +113,9 @@ def run_segmentation_demo(output: str = "dyvm-demo-segmentation", data_path: Opt
         raise ValueError(f"mode={mode!r}; expected one of {list(SEGMENTATION_PLANS)}")
     plan = SEGMENTATION_PLANS[mode]
     garment_pool("test", data_path)  # fail early with the message that names the fix
-    output = os.path.abspath(output)
-    os.makedirs(os.path.dirname(output), exist_ok=True)
-    work = tempfile.mkdtemp(prefix=".dyvm-demo-", dir=os.path.dirname(output))
     started, timings = time.time(), {}
     common = dict(data_path=data_path, seed=seed, no_progress=not progress, threads=threads)
-    try:
+    with staged_output(output) as (output, work):
         ckpt = os.path.join(work, "checkpoints")
         _phase(f"1/4 training the Vim segmenter {MODELS['vim']} from scratch ({plan.vim_epochs} epoch(s) of "
                f"{plan.vim_mosaics:,} mosaics)")
@@ -175,9 +170,6 @@ def run_segmentation_demo(output: str = "dyvm-demo-segmentation", data_path: Opt
             figures=figures, train_options={k: train_options(plan, k, "OUTPUT", "VIM_CHECKPOINT") for k in MODELS},
             recipes={k: _recipe(r["output"]) for k, r in runs.items()}))
         publish(work, output, results, render_report)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     print(f"\nreport written to {output}/report.md ({timings['total_s'] / 60:.1f} min)", file=sys.stderr)
     return results
 

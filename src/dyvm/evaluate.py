@@ -243,6 +243,12 @@ def evaluate_checkpoint(checkpoint: Optional[str] = None, model: Optional[str] =
     result: dict[str, Any] = dict(model=getattr(net, "arch", model), checkpoint=checkpoint, split=split, classes=names,
                                   **stats,
                                   **flops_from_stats(net, stats))
+    return _with_run_facts(result, net, dev, latency_batch_sizes, dtype)
+
+
+def _with_run_facts(result: dict[str, Any], net, dev, latency_batch_sizes, dtype: str) -> dict[str, Any]:
+    """What every ``evaluate_checkpoint`` result adds after its metrics: a DyVM's inference knobs, latency
+    per batch size, device, precision and thread count."""
     if net.is_dynamic:
         result.update(token_keep_ratio=net.token_ratio, router_threshold=net.router_threshold, score=net.score)
     result["latency"] = [measure_latency(net, b, dev) for b in latency_batch_sizes]
@@ -266,13 +272,7 @@ def _evaluate_segmenter(net, checkpoint, model, dev, split, batch_size, workers,
     stats = evaluate(net, loader, dev, amp="bf16" if dtype == "bf16" else "none", progress=progress)
     result: dict[str, Any] = dict(model=getattr(net, "arch", model), checkpoint=checkpoint, task="segmentation",
                                   split=split, classes=list(MOSAIC_CLASSES), **stats, **flops_from_stats(net, stats))
-    if net.is_dynamic:
-        result.update(token_keep_ratio=net.token_ratio, router_threshold=net.router_threshold, score=net.score)
-    result["latency"] = [measure_latency(net, b, dev) for b in latency_batch_sizes]
-    result["device"] = str(dev)
-    result["dtype"] = dtype
-    result["threads"] = torch.get_num_threads()
-    return result
+    return _with_run_facts(result, net, dev, latency_batch_sizes, dtype)
 
 
 def format_report(r: dict[str, Any]) -> str:
