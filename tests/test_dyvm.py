@@ -151,6 +151,37 @@ def test_sub_batch_really_skips_compute(monkeypatch):
     assert seen == [(False, 2)]  # forward branch for 2 images, backward branch not at all
 
 
+def test_token_gather_equals_torch_gather_values_and_gradients():
+    from dyvm.models.tokens import gather_tokens
+
+    torch.manual_seed(0)
+    for shape in ((3, 11, 5), (3, 11), (2, 7, 2, 3)):
+        x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+        index = torch.stack([torch.randperm(shape[1])[:6] for _ in range(shape[0])])
+        got = gather_tokens(x, index)
+        expanded = index.view(*index.shape, *([1] * (x.dim() - 2))).expand(-1, -1, *shape[2:])
+        want = x.gather(1, expanded)
+        assert torch.equal(got, want)
+        g = torch.randn_like(want)
+        assert torch.equal(torch.autograd.grad(got, x, g)[0], torch.autograd.grad(want, x, g)[0])
+
+
+@pytest.mark.parametrize("arch", ["dyvm_vim_tiny", "dyvm_mambareg_small"])
+def test_router_reads_the_prefix_tokens_by_index_as_by_gather(arch):
+    """Inference reads the routers' input at prefix positions shared by the batch (plain indexing);
+    it must equal the per-image gather (one class token, or the mean of MambaReg's registers)."""
+    torch.manual_seed(0)
+    model = dyvm.create_model(arch, img_size=32, patch_size=4, depth=4, embed_dim=32, num_classes=5).eval()
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        seq = model.embed_sequence(x)
+        xz = torch.randn(3, seq.hidden.shape[1], 8)
+        by_gather = model.router_input(xz, seq)
+        by_index = model.router_input(xz, seq, seq.prefix_pos[0].tolist())
+    assert (seq.prefix_pos.shape[1] == 1) == (arch == "dyvm_vim_tiny")  # MambaReg: several registers
+    assert torch.equal(by_gather, by_index)
+
+
 def test_knobs_and_keep_counts():
     model = small_dyvm(pruning_loc=[1, 2, 3], token_keep_ratio=0.7)
     assert model.keep_counts() == [int(0.7 * 16), int(0.7 ** 2 * 16), int(0.7 ** 3 * 16)]

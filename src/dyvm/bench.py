@@ -254,7 +254,11 @@ def bench_dyvm(sizes=("tiny", "small"), batch_sizes=(1, 8), threads: Optional[in
             row[f"latency_reduction_{clock}_range"] = [1 - t["max"], 1 - t["min"]]
             row[f"acceleration_{clock}"] = s["median"]
             row[f"images_per_s_{clock}"] = {a: g["arms"][a]["items_per_s"][clock] for a in ("Vim", "DyVM")}
-        row["goal_met"] = row["latency_reduction_wall"] >= 0.9 * f["full"]
+        # the goal (issue 10): latency cut >= 0.9 x the FLOPs cut in the official convention; the full
+        # convention (everything the model computes) is the stricter second column
+        for conv in ("official", "full"):
+            row[f"latency_over_flops_cut_{conv}"] = row["latency_reduction_wall"] / f[conv]
+        row["goal_met"] = row["latency_reduction_wall"] >= 0.9 * f["official"]
         rows.append(row)
         if throughput:
             ips = row["images_per_s_wall"]
@@ -267,7 +271,8 @@ def bench_dyvm(sizes=("tiny", "small"), batch_sizes=(1, 8), threads: Optional[in
                              f"({100 * row[f'latency_reduction_{c}_iqr'][0]:.1f}..{100 * row[f'latency_reduction_{c}_iqr'][1]:.1f})")
             table_rows.append([f"vim_{size}", b, f"{row['vim_ms_wall']:.1f}", f"{row['dyvm_ms_wall']:.1f}", cut("wall"),
                                cut("cpu"), f"{100 * f['official']:.1f}%", f"{100 * f['full']:.1f}%",
-                               f"{row['latency_reduction_wall'] / f['full']:.2f}"])
+                               f"{row['latency_over_flops_cut_official']:.2f} / {row['latency_over_flops_cut_full']:.2f}",
+                               "yes" if row["goal_met"] else "no"])
     from .utils import format_table
 
     if throughput:
@@ -275,7 +280,8 @@ def bench_dyvm(sizes=("tiny", "small"), batch_sizes=(1, 8), threads: Optional[in
                 "acceleration (cpu)", "FLOPs cut (official)"]
     else:
         head = ["model", "batch", "Vim ms", "DyVM ms", "latency cut wall (IQR)", "latency cut cpu (IQR)",
-                "FLOPs cut (official)", "FLOPs cut (full)", "latency cut / FLOPs cut (full)"]
+                "FLOPs cut (official)", "FLOPs cut (full)", "latency cut / FLOPs cut (official / full)",
+                "≥ 0.9 (official)"]
     return dict(rows=rows, result=res, table=format_table(head, table_rows), threads=threads, routers_on=routers_on,
                 dtype=dtype, throughput=throughput, machine=machine_line(threads, dev))
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .models.dyvm import DyVM, DyVMTrainOutput
+from .models.tokens import gather_tokens
 
 
 def token_ratio_loss(decisions: list[Tensor], token_ratio: list[float]) -> Tensor:
@@ -45,7 +46,7 @@ def kept_token_mse(tokens: Tensor, token_policy: Tensor, current_pos: Tensor, te
     kept = token_policy[..., 0] > 0.5
     if not bool(kept.any()):
         return tokens.sum() * 0.0
-    matched = teacher_tokens.gather(1, current_pos[..., None].expand(-1, -1, teacher_tokens.shape[-1]))
+    matched = gather_tokens(teacher_tokens, current_pos)
     return F.mse_loss(tokens[kept].float(), matched[kept].float())
 
 

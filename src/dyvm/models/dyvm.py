@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from ..dynamic import (SCORE_SOURCES, TOKEN_SAMPLERS, Noise, TokenPredictor, gumbel_sigmoid_gate, gumbel_softmax_keep,
                        gumbel_topk_keep, select_keep)
 from .registry import register_model
-from .tokens import TokenSequence, kept_first_order
+from .tokens import TokenSequence, gather_tokens, kept_first_order
 from .presets import build_model
 from .vim import VisionMamba
 
@@ -245,17 +245,20 @@ class DyVM(VisionMamba):
                 predictor.slot_bias.fill_(-self.slot_prior_strength).index_fill_(0, keep, self.slot_prior_strength)
 
     # ----------------------------------------------------------------------------- helpers
-    def router_input(self, xz: Tensor, seq: TokenSequence) -> Tensor:
+    def router_input(self, xz: Tensor, seq: TokenSequence, positions: Optional[list[int]] = None) -> Tensor:
         """What the routers read, (B, 2E): the mean of ``xz`` (B, L, 2E) over the prefix tokens (the
-        class token itself for Vim and VideoMamba, the 12 registers for MambaReg)."""
-        return xz.gather(1, seq.prefix_pos[..., None].expand(-1, -1, xz.shape[-1])).mean(1)
+        class token itself for Vim and VideoMamba, the 12 registers for MambaReg). ``positions``: the
+        prefix positions when every image has them (inference), read by plain indexing."""
+        if positions is not None:
+            return xz[:, positions[0]] if len(positions) == 1 else xz[:, positions].mean(1)
+        return gather_tokens(xz, seq.prefix_pos).mean(1)
 
     def _route(self, layer: nn.Module, xz: Tensor, seq: TokenSequence, forced: Optional[Tensor],
-               noise: Noise) -> tuple[Optional[Tensor], Optional[Tensor]]:
+               noise: Noise, positions: Optional[list[int]] = None) -> tuple[Optional[Tensor], Optional[Tensor]]:
         """Router logits (B, 2) and the 0/1 gates (B, 2)."""
         if not self.use_routers:
             return None, forced
-        logits = layer.mixer.block_head(self.router_input(xz, seq)).float()
+        logits = layer.mixer.block_head(self.router_input(xz, seq, positions)).float()
         if forced is not None:
             gates = forced.to(logits.dtype)
         elif self.training:
@@ -265,13 +268,15 @@ class DyVM(VisionMamba):
         return logits, gates
 
     def _layer(self, i: int, seq: TokenSequence, forced_gates: Optional[Tensor], noise: Noise,
-               stats: Optional[list] = None):
+               stats: Optional[list] = None, positions: Optional[list[int]] = None):
         """Block i on ``seq`` in place. Returns (router logits, gates). ``stats``: when a list, the
-        mixer's per-token (B̄, Δ̄) are appended (the predictor-input ablations read them)."""
+        mixer's per-token (B̄, Δ̄) are appended (the predictor-input ablations read them); ``positions``:
+        the prefix positions shared by every image (inference), or None."""
         layer = self.layers[i]
         normed, seq.residual = layer.add_norm(seq.hidden, seq.residual)
         xz = layer.mixer.in_proj(normed)
-        logits, gates = self._route(layer, xz, seq, None if forced_gates is None else forced_gates[i], noise)
+        logits, gates = self._route(layer, xz, seq, None if forced_gates is None else forced_gates[i], noise,
+                                    positions)
         if stats is not None:
             stats.append(layer.mixer.token_stats(xz, seq.mask))
         seq.hidden = layer.mixer.mix(xz, seq.mask, gates)
@@ -281,7 +286,7 @@ class DyVM(VisionMamba):
         """What stage k's predictor reads for each patch slot, (B, N, ·): ``hidden + residual``
         (the paper), or the preceding layer's B̄ / Δ̄ (Predictor-B / Predictor-Δ ablations)."""
         if self.predictor_input_source == "hidden":
-            return seq.patches(seq.hidden) + seq.patches(seq.residual)
+            return seq.patches(seq.hidden + seq.residual)
         b_bar, delta_bar = stats[-1]
         return seq.patches(b_bar if self.predictor_input_source == "B" else delta_bar)
 
@@ -365,6 +370,10 @@ class DyVM(VisionMamba):
         all_logits, all_gates, layer_hidden, layer_residual = [], [], [], []
         stage_of = {loc: k for k, loc in enumerate(self.pruning_loc)}
         counts = self.keep_counts()
+        # every image has its prefix tokens at the same positions here; read once per stage as Python
+        # ints, the routers index them directly (a traced program keeps the gather: no graph break)
+        shared = lambda: None if torch.compiler.is_compiling() else seq.prefix_pos[0].tolist()  # noqa: E731
+        positions = shared()
         for i in range(self.depth):
             if i in stage_of:
                 k = stage_of[i]
@@ -386,10 +395,11 @@ class DyVM(VisionMamba):
                     alive = torch.full((batch,), n_prev, device=device, dtype=torch.long)
                     local = select_keep(self.score, logp, alive, counts[k])
                 seq = seq.select(local)
+                positions = shared()
                 kept_local.append(local)
                 kept.append(seq.patch_ids)
                 prefix_positions.append(seq.prefix_pos[0])
-            logits, gate = self._layer(i, seq, gates, None, stats)
+            logits, gate = self._layer(i, seq, gates, None, stats, positions)
             all_logits.append(logits)
             all_gates.append(gate)
             if return_layers:

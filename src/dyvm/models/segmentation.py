@@ -266,7 +266,7 @@ class DyVMSeg(SegmentationVariant, DyVM):
             raise ValueError(f"token_sampler={token_sampler!r}: the segmentation backbone supports 'gumbel' only")
         super().__init__(predictor_input=predictor_input, token_sampler=token_sampler, **kwargs)
 
-    def router_input(self, xz: Tensor, seq: TokenSequence) -> Tensor:
+    def router_input(self, xz: Tensor, seq: TokenSequence, positions: Optional[list[int]] = None) -> Tensor:
         """Mean of ``xz`` over the sequence; training divides by (Σmask + 1) instead (official)."""
         if seq.mask is None:
             return xz.mean(1)

@@ -110,28 +110,24 @@ class BiMambaMixer(nn.Module):
         _, d_b, b_b, _ = self._ssm_inputs(True, x, m)
         return (b_f + b_b) / 2, ((d_f + d_b) / 2).transpose(1, 2)
 
-    def _gated_branch(self, backward: bool, x: Tensor, z: Tensor, mask: Optional[Tensor],
-                      gate: Optional[Tensor]) -> Tensor:
-        """Run a branch for the images whose gate (B,) is on; a skipped branch contributes 0.
-
-        When the gate needs a gradient (training) every image is computed and multiplied by
-        its 0/1 gate; otherwise only the selected sub-batch runs, so the compute really drops.
-        Under torch.compile / torch.export the gate is applied as in training (every image computed,
-        then masked: same logits, static shapes, no graph break; the skipped compute is not saved).
-        """
-        if gate is None:
-            return self._branch(backward, x, z, mask)
-        if gate.requires_grad or torch.compiler.is_compiling():
-            return self._branch(backward, x, z, mask) * gate[:, None, None].to(x.dtype)
-        on = gate > 0.5
-        n_on = int(on.sum())
-        if n_on == gate.shape[0]:
-            return self._branch(backward, x, z, mask)
-        if n_on == 0:
-            return x.new_zeros(x.shape)
-        idx = on.nonzero().squeeze(1)
-        sub = self._branch(backward, x[idx], z[idx], None if mask is None else mask[idx])
-        return sub.new_zeros(x.shape).index_copy_(0, idx, sub)
+    def _selected_branches(self, x: Tensor, z: Tensor, mask: Optional[Tensor], gates: Tensor) -> Tensor:
+        """Inference: each branch runs for the images whose gate (B, 2) is on and contributes 0 for the
+        others, so the compute really drops: a branch on for every image runs on the whole batch, one
+        on for some runs on that sub-batch, one off for all does not run. The gates are read once."""
+        on = gates > 0.5                                                   # (B, 2)
+        counts = on.sum(0).tolist()
+        y = None
+        for backward, n_on in ((False, counts[0]), (True, counts[1])):
+            if n_on == 0:
+                continue
+            if n_on == x.shape[0]:
+                part = self._branch(backward, x, z, mask)
+            else:
+                idx = on[:, int(backward)].nonzero().squeeze(1)
+                sub = self._branch(backward, x[idx], z[idx], None if mask is None else mask[idx])
+                part = sub.new_zeros(x.shape).index_copy_(0, idx, sub)
+            y = part if y is None else y + part
+        return x.new_zeros(x.shape) if y is None else y
 
     def forward(self, u: Tensor, mask: Optional[Tensor] = None, gates: Optional[Tensor] = None) -> Tensor:
         """u: (B, L, D) → (B, L, D). mask: (B, L, 1) 0/1 or None; gates: (B, 2) 0/1 [fwd, bwd] or None."""
@@ -147,12 +143,15 @@ class BiMambaMixer(nn.Module):
         """
         x, z = split_xz(xz)                                                # (B, E, L) views
         m = None if mask is None else mask.reshape(mask.shape[0], -1).to(x.dtype)  # (B, L)
-        g_f, g_b = (None, None) if gates is None else gates.unbind(-1)
-        if gates is not None and torch.is_grad_enabled() and gates.requires_grad:
-            # training: every image runs both branches, gated 0/1 with a gradient (one fused op)
-            y = gated_sum(self._branch(False, x, z, m), self._branch(True, x, z, m), g_f, g_b)
+        if gates is None:
+            y = self._branch(False, x, z, m) + self._branch(True, x, z, m)
+        elif gates.requires_grad or torch.compiler.is_compiling():
+            # training: every image runs both branches, gated 0/1 with a gradient (one fused op).
+            # Under torch.compile / torch.export likewise (same logits, static shapes, no graph break;
+            # the skipped compute is not saved)
+            y = gated_sum(self._branch(False, x, z, m), self._branch(True, x, z, m), *gates.unbind(-1))
         else:
-            y = self._gated_branch(False, x, z, m, g_f) + self._gated_branch(True, x, z, m, g_b)
+            y = self._selected_branches(x, z, m, gates)
         if self.divide_out:  # (y / 2) W^T = y (W / 2)^T exactly (a power of two): halve the small weight
             return F.linear(y.transpose(1, 2), self.out_proj.weight * 0.5)
         return self.out_proj(y.transpose(1, 2))
