@@ -27,6 +27,34 @@ def test_dyvm_mode_reports_latency_and_flops_cut_per_row():
     assert "latency cut / FLOPs cut" in res["table"].splitlines()[0]
 
 
+def test_image_runner_walks_real_images_one_per_call_at_batch_1():
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, x):
+            seen.append(x.clone())
+            return x
+
+    images = torch.arange(3 * 2 * 2, dtype=torch.float32).view(3, 1, 2, 2)
+    bench.image_runner(Recorder(), images, 1)(4)
+    assert [int(x[0, 0, 0, 0]) for x in seen] == [0, 4, 8, 0] and all(x.shape[0] == 1 for x in seen)
+    seen.clear()
+    bench.image_runner(Recorder(), images, 2)(2)
+    assert all(torch.equal(x, images[:2]) for x in seen)
+    with pytest.raises(ValueError, match="batch 4 needs at least 4 images"):
+        bench.image_runner(Recorder(), images, 4)
+
+
+def test_teacher_vs_student_reports_each_batch():
+    torch.manual_seed(0)
+    kw = dict(img_size=16, patch_size=4, depth=4, embed_dim=16, num_classes=3)
+    teacher, student = create_model("vim_tiny", **kw), create_model("dyvm_vim_tiny", **kw)
+    res = bench.teacher_vs_student(teacher, student, torch.randn(4, 3, 16, 16), batch_sizes=(1, 4), rounds=2)
+    assert set(res["batches"]) == {"b1", "b4"} and res["rounds"] == 2 and res["images"] == 4
+    for v in res["batches"].values():
+        assert v["teacher_ms"] > 0 and v["dyvm_ms"] > 0 and v["latency_cut"] == 1 - v["time_ratio"]
+
+
 def test_throughput_mode_table():
     res = bench.bench_dyvm(sizes=("tiny",), batch_sizes=(2,), throughput=True, **FAST)
     head, _, line = res["table"].splitlines()

@@ -50,9 +50,16 @@ def test_report_files_and_sane_numbers(report):
         g = [p["gflops_official"] for p in sorted(points, key=lambda p: p["token_keep_ratio"])]
         assert g == sorted(g)  # keeping more tokens costs more
     assert t["latency_ms"]["b1"] > 0 and r["meta"]["command"] == "dyvm demo --quick"
+    speed = r["latency"]  # teacher vs DyVM in interleaved rounds on real test images
+    assert speed["images"] == 64 and speed["rounds"] == 7 and set(speed["batches"]) == {"b1", "b64"}
+    for v in speed["batches"].values():
+        lo, hi = v["time_ratio_range"]
+        assert lo <= v["time_ratio_iqr"][0] <= v["time_ratio"] <= v["time_ratio_iqr"][1] <= hi
+        assert abs(v["latency_cut"] - (1 - v["time_ratio"])) < 1e-12
     text = (report / "report.md").read_text()
     assert f"{t['top1']:.2f}" in text and f"{d['top1']:.2f}" in text  # the report shows the JSON's numbers
     assert "A smoke run" in text and "← departs" in text and "trained random pruning" in text
+    assert f"{speed['batches']['b64']['time_ratio']:.3f}" in text  # the latency table shows the JSON's ratio
     assert not [p for p in os.listdir(report.parent) if p.startswith(".dyvm-demo-")]  # no temp folder left
 
 
