@@ -125,6 +125,18 @@ RUNS = {
                                          at_point(LATE, 0.3, 0.8, token_sampler="topk", seed=1)),
     "static_loc567_rho0.3_beta0.8_seed1": ("trained static pruning, seed 1, layers 5, 6, 7, ρ 0.3, β 0.8",
                                            at_point(LATE, 0.3, 0.8, score="static", seed=1)),
+    "topk_1ep_rerun": ("Gumbel-top-k sampler at the base point, 1 epoch, re-run with the code of 2026-11-30 23:00",
+                       dict(token_sampler="topk", epochs=1)),
+    "topk_probe_1ep": ("Gumbel-top-k + pruned-token gradient (zero-valued probe into the class token), base point, "
+                       "1 epoch", dict(token_sampler="topk", pruned_token_grad=True, epochs=1)),
+    "stratified_1ep": ("stratified sampler (the best token of each of k contiguous strata, Gumbel-max in training), "
+                       "base point, 1 epoch", dict(token_sampler="stratified", epochs=1)),
+    "stratified0_1ep": ("stratified sampler without noise (inference's own choice per stratum), base point, 1 epoch",
+                        dict(token_sampler="stratified", token_noise=0.0, epochs=1)),
+    "stratified_loc567_rho0.3_beta0.8": ("stratified sampler, layers 5, 6, 7, ρ 0.3, β 0.8",
+                                         at_point(LATE, 0.3, 0.8, token_sampler="stratified")),
+    "static_1ep_rerun": ("trained static pruning at the base point, 1 epoch, re-run with the code of 2026-11-30 23:00",
+                         dict(score="static", epochs=1)),
     "block_only_beta0.5": ("branch selection only, β 0.5", dict(use_pruning=False, block_keep_ratio=0.5)),
     "dyn_lr_100": ("predictors/routers at 100× the backbone lr", dict(token_sampler="gumbel", dynamic_lr_scale=100.0)),
     "lr1e-4_dyn100": ("backbone lr 1e-4, predictors/routers at 100× (1e-2 per 512 images)",

@@ -155,9 +155,9 @@ def test_token_gather_equals_torch_gather_values_and_gradients():
     from dyvm.models.tokens import gather_tokens
 
     torch.manual_seed(0)
-    for shape in ((3, 11, 5), (3, 11), (2, 7, 2, 3)):
+    for shape, k in (((3, 11, 5), 6), ((3, 11), 6), ((2, 7, 2, 3), 6), ((3, 11, 5), 0)):  # k 0: no prefix tokens
         x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
-        index = torch.stack([torch.randperm(shape[1])[:6] for _ in range(shape[0])])
+        index = torch.stack([torch.randperm(shape[1])[:k] for _ in range(shape[0])])
         got = gather_tokens(x, index)
         expanded = index.view(*index.shape, *([1] * (x.dim() - 2))).expand(-1, -1, *shape[2:])
         want = x.gather(1, expanded)
@@ -180,6 +180,55 @@ def test_router_reads_the_prefix_tokens_by_index_as_by_gather(arch):
         by_index = model.router_input(xz, seq, seq.prefix_pos[0].tolist())
     assert (seq.prefix_pos.shape[1] == 1) == (arch == "dyvm_vim_tiny")  # MambaReg: several registers
     assert torch.equal(by_gather, by_index)
+
+
+def test_pruned_token_grad_changes_no_value_and_reaches_the_pruned_slots():
+    """The probe adds exactly 0 (logits bit-identical, train ≡ inference kept) but gives the predictor a
+    gradient at the slots it pruned, which the dropped tail otherwise cuts off."""
+    torch.manual_seed(0)
+    kw = dict(pruning_loc=[1, 2, 3], token_keep_ratio=0.5, token_sampler="topk")
+    plain = small_dyvm(**kw).train()
+    probed = small_dyvm(pruned_token_grad=True, **kw).train()
+    probed.load_state_dict(plain.state_dict())
+    x = torch.randn(3, 3, 32, 32)
+    grads = {}
+    for name, model in (("plain", plain), ("probed", probed)):
+        seen = []
+        handle = model.score_predictors[0].register_forward_hook(lambda m, i, out: seen.append(out) or out.retain_grad())
+        out = model(x, noise=torch.Generator().manual_seed(1))
+        handle.remove()
+        out.logits.sum().backward()
+        pruned = out.decisions[0].detach() < 0.5
+        grads[name] = (out.logits.detach(), seen[0].grad[..., 0][pruned])
+    assert torch.equal(grads["plain"][0], grads["probed"][0])
+    assert grads["plain"][1].abs().max() == 0 and grads["probed"][1].abs().max() > 0
+    assert probed.config.pruned_token_grad is True
+    with pytest.raises(ValueError, match="needs a class token"):
+        dyvm.create_model("dyvm_vim_seg_micro", pruned_token_grad=True)
+
+
+def test_stratified_selection_keeps_one_token_per_stratum_and_trains_on_what_inference_computes():
+    from dyvm.dynamic import strata, stratified_keep
+
+    assert strata(7, 3).tolist() == [[0, 1, -1], [2, 3, -1], [4, 5, 6]]
+    grid = strata(49, 14)
+    assert sorted(int(i) for i in grid.flatten() if i >= 0) == list(range(49))  # a partition, in order
+    scores = torch.tensor([[0., 5, 1, 9, 2, 0, 3], [7., 0, 0, 0, 0, 8, 0]])
+    assert stratified_keep(scores, 3).tolist() == [[1, 3, 6], [0, 2, 5]]
+    assert stratified_keep(scores, 7).tolist() == [list(range(7))] * 2 and stratified_keep(scores, 1).tolist() == [[3], [5]]
+    torch.manual_seed(0)
+    model = small_dyvm(pruning_loc=[1, 2, 3], token_keep_ratio=0.7, token_sampler="stratified", token_noise=0.0)
+    x, gates = torch.randn(3, 3, 32, 32), torch.ones(4, 3, 2)
+    train = model.train().forward_train(x, gates=gates)
+    with torch.no_grad():
+        inference = model.eval().forward_inference(x, gates=gates)
+    assert [d.sum(1).tolist() for d in train.decisions] == [[n] * 3 for n in model.keep_counts()]
+    assert torch.equal(train.current_pos, inference.current_pos)
+    assert (train.logits - inference.logits).abs().max() < 1e-5
+    noisy = small_dyvm(pruning_loc=[1, 2, 3], token_keep_ratio=0.7, token_sampler="stratified").train()
+    out = noisy(x, noise=torch.Generator().manual_seed(0))
+    out.logits.sum().backward()  # the straight-through gradient reaches the predictor
+    assert noisy.score_predictors[0].out_conv[4].weight.grad.abs().max() > 0
 
 
 def test_knobs_and_keep_counts():

@@ -26,11 +26,11 @@ def tiny_vim() -> torch.nn.Module:
     return dyvm.create_model("vim_tiny", img_size=16, patch_size=4, depth=2, embed_dim=16, num_classes=3).eval()
 
 
-def tiny_dyvm() -> torch.nn.Module:
+def tiny_dyvm(token_sampler: str = "gumbel") -> torch.nn.Module:
     """A DyVM whose routers disagree across images (normal router weights, not the all-on init)."""
     torch.manual_seed(0)
     model = dyvm.create_model("dyvm_vim_tiny", img_size=16, patch_size=4, depth=3, embed_dim=16, num_classes=3,
-                              pruning_loc=[1, 2], token_keep_ratio=0.7).eval()
+                              pruning_loc=[1, 2], token_keep_ratio=0.7, token_sampler=token_sampler).eval()
     for layer in model.layers:
         torch.nn.init.normal_(layer.mixer.block_head.weight, std=1.0)
         torch.nn.init.normal_(layer.mixer.block_head.bias, std=1.0)
@@ -108,8 +108,9 @@ def test_compiled_vim_matches_eager_with_no_graph_break():
         torch.testing.assert_close(compiled(x), model(x), rtol=0, atol=TOL)
 
 
-def test_compiled_dyvm_matches_eager_with_no_graph_break():
-    model, x = tiny_dyvm(), images(4)
+@pytest.mark.parametrize("token_sampler", ["gumbel", "stratified"])  # stratified: its own inference selection
+def test_compiled_dyvm_matches_eager_with_no_graph_break(token_sampler):
+    model, x = tiny_dyvm(token_sampler), images(4)
     assert mixed_gates(model, x)  # eager runs sub-batches; the compiled graph masks instead
     torch._dynamo.reset()
     with torch.no_grad():

@@ -45,7 +45,7 @@ def _dyvm_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--pruning-loc", type=int, nargs="+", help="layers before which tokens are pruned (negative: from the end, e.g. -3 -2 -1)")
     g.add_argument("--predictor-input", choices=["hidden", "B", "delta"],
                    help="what the keep predictors read: hidden (the paper), or the Predictor-B / -Δ ablations")
-    g.add_argument("--token-sampler", choices=["gumbel", "topk"],
+    g.add_argument("--token-sampler", choices=["gumbel", "topk", "stratified"],
                    help="training keep decisions: gumbel (the paper: per-token Gumbel-softmax) or topk (Gumbel-top-k: "
                         "exactly inference's kept count per image)")
     g.add_argument("--slot-prior", action=argparse.BooleanOptionalAction, default=None,
@@ -53,6 +53,9 @@ def _dyvm_args(p: argparse.ArgumentParser) -> None:
                         "--token-sampler topk")
     g.add_argument("--token-noise", type=float,
                    help="Gumbel noise scale of --token-sampler topk (1: sample by p(keep); 0: inference's top-k)")
+    g.add_argument("--pruned-token-grad", action=argparse.BooleanOptionalAction, default=None,
+                   help="training: a zero-valued straight-through path from the pruned tokens into the class token, "
+                        "so the keep predictor also learns from the tokens it pruned (not in the paper)")
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:

@@ -45,7 +45,25 @@ def gumbel_softmax_keep(logp: Tensor, noise: Noise, tau: float = 1.0) -> Tensor:
     return (hard - soft.detach() + soft)[..., 0]
 
 
-TOKEN_SAMPLERS = ("gumbel", "topk")
+TOKEN_SAMPLERS = ("gumbel", "topk", "stratified")
+
+
+def strata(n: int, k: int, device=None) -> Tensor:
+    """(k, S) slot indices of k contiguous strata that split n slots as evenly as integers allow
+    (boundaries ``floor(j·n/k)``, S = the largest stratum's size); shorter strata are padded with -1."""
+    bounds = [j * n // k for j in range(k + 1)]  # Python ints: static shapes for torch.compile / export
+    width = max(b - a for a, b in zip(bounds, bounds[1:]))
+    return torch.tensor([[a + i if a + i < b else -1 for i in range(width)] for a, b in zip(bounds, bounds[1:])],
+                        dtype=torch.long, device=device)
+
+
+def stratified_keep(scores: Tensor, k: int) -> Tensor:
+    """Indices (B, k), ascending: the best-scoring slot of each of k contiguous strata of the N slots of
+    ``scores`` (B, N) — evenly spread like static selection, chosen per image like top-k."""
+    grid = strata(scores.shape[1], k, scores.device)
+    safe = grid.clamp(min=0)
+    vals = scores[:, safe].masked_fill(grid < 0, float("-inf"))                # (B, k, S)
+    return safe[torch.arange(k, device=scores.device)[None], vals.argmax(-1)]
 
 
 def gumbel_topk_keep(logp: Tensor, policy: Tensor, k: int, noise: Noise, noise_scale: float = 1.0) -> Tensor:
@@ -61,6 +79,17 @@ def gumbel_topk_keep(logp: Tensor, policy: Tensor, k: int, noise: Noise, noise_s
     gumbel = -exponential_noise(noise, logp.shape[:2], logp.device).log() if noise_scale else 0.0
     scores = (logp[..., 0].float() + noise_scale * gumbel).masked_fill(policy <= 0.5, float("-inf"))
     hard = torch.zeros_like(scores).scatter_(1, scores.topk(k, dim=1).indices, 1.0).to(logp.dtype)
+    soft = logp[..., 0].exp()
+    return hard - soft.detach() + soft
+
+
+def gumbel_stratified_keep(logp: Tensor, k: int, noise: Noise, noise_scale: float = 1.0) -> Tensor:
+    """Training keep decisions (B, N) for the ``stratified`` sampler: one token per stratum (see
+    :func:`stratified_keep`) drawn in proportion to p(keep) (Gumbel-max within the stratum), hard 0/1 values
+    with the straight-through gradient of p(keep). Every slot must be live (the tail-dropping layout)."""
+    gumbel = -exponential_noise(noise, logp.shape[:2], logp.device).log() if noise_scale else 0.0
+    keep = stratified_keep(logp[..., 0].float() + noise_scale * gumbel, k)
+    hard = torch.zeros(logp.shape[:2], dtype=logp.dtype, device=logp.device).scatter_(1, keep, 1.0)
     soft = logp[..., 0].exp()
     return hard - soft.detach() + soft
 
@@ -123,12 +152,13 @@ class TokenPredictor(nn.Module):
 
 
 def select_keep(source: str, logp: Optional[Tensor], n_alive: Tensor, k: int,
-                generator: Optional[torch.Generator] = None) -> Tensor:
+                generator: Optional[torch.Generator] = None, stratified: bool = False) -> Tensor:
     """Indices (B, k) of the tokens to keep, ascending, among the first ``n_alive`` (B,) slots.
 
     ``predictor``: top-k of the predicted keep log-probability; ``random``: k uniformly random
     live tokens; ``static``: evenly spaced live tokens ``floor(linspace(0, n_alive-1, k))`` (the
-    official Static ablation). Live tokens always form a prefix of the sequence.
+    official Static ablation). Live tokens always form a prefix of the sequence. ``stratified`` (with
+    ``predictor``, every slot live): the best-scoring token of each of k contiguous strata.
     """
     batch, n = (logp.shape[:2] if logp is not None else (n_alive.shape[0], int(n_alive.max())))
     device = n_alive.device
@@ -136,6 +166,8 @@ def select_keep(source: str, logp: Optional[Tensor], n_alive: Tensor, k: int,
     if source == "static":
         steps = torch.arange(k, device=device)[None]
         return steps * (n_alive[:, None] - 1) // max(k - 1, 1)  # exact integer linspace
+    if source == "predictor" and stratified:  # inference: every slot is live
+        return stratified_keep(logp[..., 0].float(), k)
     if source == "predictor":
         scores = logp[..., 0].float()
     elif source == "random":

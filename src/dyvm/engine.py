@@ -145,6 +145,7 @@ class TrainConfig:
     token_sampler: Optional[str] = None
     slot_prior: Optional[bool] = None
     token_noise: Optional[float] = None
+    pruned_token_grad: Optional[bool] = None
     use_routers: bool = True
     use_pruning: bool = True
     recipe: str = "dyvm"

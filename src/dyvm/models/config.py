@@ -37,6 +37,7 @@ class ModelConfig:
     slot_prior: Optional[bool] = None       # learnt positional keep prior, starting at static selection
     slot_prior_strength: Optional[float] = None
     token_noise: Optional[float] = None      # Gumbel noise scale of the topk sampler
+    pruned_token_grad: Optional[bool] = None  # zero-valued probe: a gradient for the pruned tokens
     use_routers: Optional[bool] = None
     use_pruning: Optional[bool] = None
     predictor_input: Optional[str] = None

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from ..dynamic import (SCORE_SOURCES, TOKEN_SAMPLERS, Noise, TokenPredictor, gumbel_sigmoid_gate, gumbel_softmax_keep,
-                       gumbel_topk_keep, select_keep)
+                       gumbel_stratified_keep, gumbel_topk_keep, select_keep)
 from .registry import register_model
 from .tokens import TokenSequence, gather_tokens, kept_first_order
 from .presets import build_model
@@ -101,12 +101,20 @@ class DyVM(VisionMamba):
             ``delta`` (the Predictor-B / Predictor-Δ ablations: the preceding layer's direction-averaged
             B (N channels) or pre-softplus Δ (2D channels)).
         token_sampler: how training draws the keep decisions of the predictor: ``gumbel`` (the
-            paper: a hard Gumbel-softmax per token, the kept count varies per image) or ``topk``
-            (Gumbel-top-k: exactly inference's ``int(ρ_k · M)`` tokens per image, not in the paper).
+            paper: a hard Gumbel-softmax per token, the kept count varies per image), ``topk``
+            (Gumbel-top-k: exactly inference's ``int(ρ_k · M)`` tokens per image, not in the paper) or
+            ``stratified`` (not in the paper: the live tokens are split into ``int(ρ_k · M)`` contiguous
+            strata and each keeps its best token, Gumbel-max in training, the argmax at inference: spread
+            over the sequence like static selection, chosen per image like top-k).
         slot_prior: a learnt positional keep prior per live slot of each stage (needs ``topk``, whose
             live counts are fixed), initialised to favour the evenly spaced slots that static pruning
             keeps, so a fresh predictor starts from static selection and learns to depart from it
             (not in the paper). ``slot_prior_strength``: the initial logit offset (± this value).
+        pruned_token_grad: a zero-valued straight-through path from the pruned tokens into the prefix
+            tokens at each pruning stage (not in the paper): the values, hence train ≡ inference, are
+            unchanged, but the keep predictor also gets a gradient for the tokens it pruned, ⟨∂L/∂prefix,
+            token⟩ ("would adding this token to the class token lower the loss?"), where the paper's
+            layout gives it none (a pruned token never reaches the class token).
         token_noise: scale of the Gumbel noise of the ``topk`` sampler (1: sample in proportion to
             p(keep); 0: train on inference's own top-k, deterministic).
     """
@@ -119,7 +127,7 @@ class DyVM(VisionMamba):
                  router_tau: float = 2.0, router_threshold: float = 0.5, score: str = "predictor",
                  use_routers: bool = True, use_pruning: bool = True, predictor_input: str = "hidden",
                  token_sampler: str = "gumbel", slot_prior: bool = False, slot_prior_strength: float = 3.0,
-                 token_noise: float = 1.0, **vim_kwargs: Any):
+                 token_noise: float = 1.0, pruned_token_grad: bool = False, **vim_kwargs: Any):
         if predictor_input not in self.PREDICTOR_INPUTS:
             raise ValueError(f"predictor_input={predictor_input!r}; expected one of {self.PREDICTOR_INPUTS}")
         if token_sampler not in TOKEN_SAMPLERS:
@@ -131,6 +139,7 @@ class DyVM(VisionMamba):
         if isinstance(token_noise, bool) or not isinstance(token_noise, (int, float)) or token_noise < 0:
             raise ValueError(f"token_noise must be a number >= 0, got {token_noise!r}")
         self.token_noise = float(token_noise)
+        self.pruned_token_grad = bool(pruned_token_grad)
         super().__init__(_router=use_routers, **vim_kwargs)
         self.predictor_input_source = predictor_input
         depth = self.depth
@@ -174,7 +183,7 @@ class DyVM(VisionMamba):
                            router_threshold=self.router_threshold, use_routers=use_routers,
                            use_pruning=use_pruning, predictor_input=predictor_input, token_sampler=token_sampler,
                            slot_prior=slot_prior, slot_prior_strength=self.slot_prior_strength,
-                           token_noise=self.token_noise)
+                           token_noise=self.token_noise, pruned_token_grad=self.pruned_token_grad)
 
     # ----------------------------------------------------------------------------- knobs
     def configure(self, token_keep_ratio: Optional[float] = None, token_ratio: Optional[Sequence[float]] = None,
@@ -290,6 +299,16 @@ class DyVM(VisionMamba):
         b_bar, delta_bar = stats[-1]
         return seq.patches(b_bar if self.predictor_input_source == "B" else delta_bar)
 
+    def _pruned_probe(self, decision: Tensor, seq: TokenSequence) -> Tensor:
+        """(B, D), exactly zero: the mean over the pruned slots of ``(p − p.detach()) · token``, where p is the
+        straight-through part of ``decision`` (B, N) and token the slot's stream (hidden + residual)."""
+        if seq.prefix_pos.shape[1] == 0:
+            raise ValueError("pruned_token_grad needs prefix tokens (a class token) to carry the probe")
+        pruned = (decision.detach() < 0.5).to(decision.dtype)
+        weight = (decision - decision.detach()) * pruned                      # 0 in value
+        stream = seq.patches(seq.hidden + seq.residual)
+        return (weight[..., None] * stream).sum(1) / pruned.sum(1, keepdim=True).clamp(min=1)
+
     def _stack(self, items: list[Optional[Tensor]], batch: int, device) -> Tensor:
         if any(t is None for t in items):
             return torch.ones(len(items), batch, 2, device=device)
@@ -327,6 +346,8 @@ class DyVM(VisionMamba):
                     logp = self.score_predictors[k](self.predictor_input(k, seq, stats), seq.policy)
                     if self.token_sampler == "topk":
                         decision = gumbel_topk_keep(logp, policy, self.keep_counts()[k], noise, self.token_noise) * policy
+                    elif self.token_sampler == "stratified":
+                        decision = gumbel_stratified_keep(logp, self.keep_counts()[k], noise, self.token_noise) * policy
                     else:
                         decision = gumbel_softmax_keep(logp, noise) * policy
                 elif self.score == "random":
@@ -339,9 +360,15 @@ class DyVM(VisionMamba):
                     keep = select_keep(self.score, None, alive, self.keep_counts()[k])
                     decision = torch.zeros_like(policy).scatter_(1, keep, 1.0)
                 decisions.append(decision)
+                probe = (self._pruned_probe(decision, seq) if self.pruned_token_grad and self.score == "predictor"
+                         and keep_masks is None else None)
                 # a sampler that keeps exactly inference's count lets training drop the pruned tail
-                exact = keep_masks is None and (self.score != "predictor" or self.token_sampler == "topk")
+                exact = keep_masks is None and (self.score != "predictor" or self.token_sampler != "gumbel")
                 seq = seq.rearrange(decision, self.keep_counts()[k] if exact else None)
+                if probe is not None:  # + exactly 0 at the prefix tokens: values unchanged, gradient kept
+                    at_prefix = torch.zeros(seq.hidden.shape[:2], dtype=seq.hidden.dtype, device=device)
+                    at_prefix.scatter_(1, seq.prefix_pos, 1.0)
+                    seq.hidden = seq.hidden + at_prefix[..., None] * probe[:, None, :].to(seq.hidden.dtype)
             logits, gate = self._layer(i, seq, gates, noise, stats)
             all_logits.append(logits)
             all_gates.append(gate)
@@ -393,7 +420,7 @@ class DyVM(VisionMamba):
                         logp = self.score_predictors[k](inputs, inputs.new_ones(batch, n_prev, 1))
                         pred_scores.append(logp)
                     alive = torch.full((batch,), n_prev, device=device, dtype=torch.long)
-                    local = select_keep(self.score, logp, alive, counts[k])
+                    local = select_keep(self.score, logp, alive, counts[k], stratified=self.token_sampler == "stratified")
                 seq = seq.select(local)
                 positions = shared()
                 kept_local.append(local)

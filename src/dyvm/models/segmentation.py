@@ -259,11 +259,14 @@ class DyVMSeg(SegmentationVariant, DyVM):
 
     predictor_scores_all_positions = True  # frozen tokens are scored too (for FLOPs)
 
-    def __init__(self, predictor_input: str = "hidden", token_sampler: str = "gumbel", **kwargs: Any):
+    def __init__(self, predictor_input: str = "hidden", token_sampler: str = "gumbel", pruned_token_grad: bool = False,
+                 **kwargs: Any):
         if predictor_input != "hidden":  # the official backbone scores frozen + live h + r only
             raise ValueError(f"predictor_input={predictor_input!r}: the segmentation backbone supports 'hidden' only")
         if token_sampler != "gumbel":  # its forward is the official one: a Gumbel-softmax per token
             raise ValueError(f"token_sampler={token_sampler!r}: the segmentation backbone supports 'gumbel' only")
+        if pruned_token_grad:  # the probe goes into a class token, which this backbone does not have
+            raise ValueError("pruned_token_grad needs a class token; the segmentation backbone has none")
         super().__init__(predictor_input=predictor_input, token_sampler=token_sampler, **kwargs)
 
     def router_input(self, xz: Tensor, seq: TokenSequence, positions: Optional[list[int]] = None) -> Tensor:

@@ -76,7 +76,8 @@ def gather_tokens(x: Tensor, index: Tensor) -> Tensor:
     batch (3-7× faster on a CPU than ``gather`` with an expanded index, which reads an index per element)."""
     batch, length = x.shape[:2]
     flat = index + torch.arange(0, batch * length, length, device=index.device)[:, None]
-    return x.reshape(batch * length, *x.shape[2:]).index_select(0, flat.reshape(-1)).view(batch, -1, *x.shape[2:])
+    rows = x.reshape(batch * length, *x.shape[2:]).index_select(0, flat.reshape(-1))
+    return rows.view(batch, index.shape[1], *x.shape[2:])
 
 
 def patch_slots(prefix_pos: Tensor, length: int) -> Tensor:
