@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from dyvm import bench
+from dyvm import bench, evaluate
 from dyvm.bench_peers import INSTALL_HINT, mambapy_vim
 from dyvm.cli import main
 from dyvm.models import create_model
@@ -36,20 +36,20 @@ def test_image_runner_walks_real_images_one_per_call_at_batch_1():
             return x
 
     images = torch.arange(3 * 2 * 2, dtype=torch.float32).view(3, 1, 2, 2)
-    bench.image_runner(Recorder(), images, 1)(4)
+    evaluate.image_runner(Recorder(), images, 1)(4)
     assert [int(x[0, 0, 0, 0]) for x in seen] == [0, 4, 8, 0] and all(x.shape[0] == 1 for x in seen)
     seen.clear()
-    bench.image_runner(Recorder(), images, 2)(2)
+    evaluate.image_runner(Recorder(), images, 2)(2)
     assert all(torch.equal(x, images[:2]) for x in seen)
     with pytest.raises(ValueError, match="batch 4 needs at least 4 images"):
-        bench.image_runner(Recorder(), images, 4)
+        evaluate.image_runner(Recorder(), images, 4)
 
 
 def test_teacher_vs_student_reports_each_batch():
     torch.manual_seed(0)
     kw = dict(img_size=16, patch_size=4, depth=4, embed_dim=16, num_classes=3)
     teacher, student = create_model("vim_tiny", **kw), create_model("dyvm_vim_tiny", **kw)
-    res = bench.teacher_vs_student(teacher, student, torch.randn(4, 3, 16, 16), batch_sizes=(1, 4), rounds=2)
+    res = evaluate.teacher_vs_student(teacher, student, torch.randn(4, 3, 16, 16), batch_sizes=(1, 4), rounds=2)
     assert set(res["batches"]) == {"b1", "b4"} and res["rounds"] == 2 and res["images"] == 4
     for v in res["batches"].values():
         assert v["teacher_ms"] > 0 and v["dyvm_ms"] > 0 and v["latency_cut"] == 1 - v["time_ratio"]

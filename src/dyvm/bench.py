@@ -68,42 +68,6 @@ def inference_runner(model, batch: int, device: torch.device, dtype: str = "fp32
     return timed(forward, device)
 
 
-def image_runner(model, images: torch.Tensor, batch: int, dtype: str = "fp32") -> Runner:
-    """A runner of ``model``'s eval forward on real images (N, C, H, W): batch 1 walks through them one
-    per call (a DyVM's routers decide per image, so its cost varies per image); a larger batch is the
-    first ``batch`` images every call."""
-    if batch > images.shape[0]:
-        raise ValueError(f"batch {batch} needs at least {batch} images, got {images.shape[0]}")
-    model.eval()
-    step = {"next": 0}
-
-    def forward():
-        i = step["next"] if batch == 1 else 0
-        step["next"] = (i + 1) % images.shape[0]
-        with torch.no_grad(), autocast_context(images.device, dtype):
-            model(images[i:i + batch])
-
-    return timed(forward, images.device)
-
-
-def teacher_vs_student(teacher, student, images: torch.Tensor, batch_sizes=(1, 64), rounds: int = 7,
-                       dtype: str = "fp32") -> dict:
-    """Inference time of a trained DyVM against its Vim teacher on real images, interleaved per batch size
-    (:func:`image_runner`). Per batch: the two medians (ms) and the median per-round time ratio DyVM/Vim
-    with its IQR and min-max."""
-    groups = {f"b{b}": {"teacher": image_runner(teacher, images, b, dtype),
-                        "dyvm": image_runner(student, images, b, dtype)} for b in batch_sizes}
-    res = interleave(groups, rounds=rounds, units={f"b{b}": b for b in batch_sizes}, target_seconds=0.3)
-    out = {}
-    for key, g in res["groups"].items():
-        ratio = g["ratios"]["dyvm"]["wall"]["time_summary"]
-        out[key] = dict(teacher_ms=1e3 * g["arms"]["teacher"]["seconds_summary"]["wall"]["median"],
-                        dyvm_ms=1e3 * g["arms"]["dyvm"]["seconds_summary"]["wall"]["median"],
-                        time_ratio=ratio["median"], time_ratio_iqr=[ratio["q1"], ratio["q3"]],
-                        time_ratio_range=[ratio["min"], ratio["max"]], latency_cut=1 - ratio["median"])
-    return dict(batches=out, rounds=rounds, dtype=dtype, images=int(images.shape[0]), threads=torch.get_num_threads())
-
-
 def train_runner(model, batch: int, device: torch.device, dtype: str = "fp32") -> Runner:
     """A runner of a training step (forward, sum of the logits, backward) on a fixed random batch."""
     model.train()

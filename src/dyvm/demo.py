@@ -142,8 +142,8 @@ def _test_loader(model, data_path, n_images, batch_size=500):
 
 
 def _latency(teacher, student, loader, batch_sizes=(1, 64)) -> dict[str, Any]:
-    """Teacher vs DyVM inference time on the first 64 test images, in interleaved rounds (``dyvm.bench``)."""
-    from .bench import teacher_vs_student
+    """Teacher vs DyVM inference time on the first 64 test images, in interleaved rounds."""
+    from .evaluate import teacher_vs_student
 
     need, parts = max(64, *batch_sizes), []
     for x, _ in loader:
@@ -452,7 +452,7 @@ def render_report(r: dict[str, Any]) -> str:
                       for n, v in c["trained_baseline_top1"].items()), ""]
     speed = r["latency"]
     lines += [f"## Latency (this machine, fp32, eval, {speed['threads']} torch threads)", "",
-              f"Teacher and DyVM on real test images in {speed['rounds']} interleaved rounds (`dyvm.bench."
+              f"Teacher and DyVM on real test images in {speed['rounds']} interleaved rounds (`dyvm.evaluate."
               "teacher_vs_student`): batch 1 walks through the first 64 test images one per call (the routers "
               "decide per image), batch 64 is those 64 images. Time ratio: the median of the per-round ratios.", "",
               "| batch | Vim teacher ms | DyVM ms | DyVM / Vim time (IQR) | latency cut | latency cut / FLOPs cut "

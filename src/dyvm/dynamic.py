@@ -76,19 +76,25 @@ def gumbel_topk_keep(logp: Tensor, policy: Tensor, k: int, noise: Noise, noise_s
     on the sequence length and class-token position that inference gives it. ``noise_scale`` scales
     the Gumbel noise: 1 samples in proportion to p(keep), 0 keeps inference's own top-k.
     """
-    gumbel = -exponential_noise(noise, logp.shape[:2], logp.device).log() if noise_scale else 0.0
-    scores = (logp[..., 0].float() + noise_scale * gumbel).masked_fill(policy <= 0.5, float("-inf"))
-    hard = torch.zeros_like(scores).scatter_(1, scores.topk(k, dim=1).indices, 1.0).to(logp.dtype)
-    soft = logp[..., 0].exp()
-    return hard - soft.detach() + soft
+    scores = _perturbed_keep_scores(logp, noise, noise_scale).masked_fill(policy <= 0.5, float("-inf"))
+    return _straight_through_keep(logp, scores.topk(k, dim=1).indices)
 
 
 def gumbel_stratified_keep(logp: Tensor, k: int, noise: Noise, noise_scale: float = 1.0) -> Tensor:
     """Training keep decisions (B, N) for the ``stratified`` sampler: one token per stratum (see
     :func:`stratified_keep`) drawn in proportion to p(keep) (Gumbel-max within the stratum), hard 0/1 values
     with the straight-through gradient of p(keep). Every slot must be live (the tail-dropping layout)."""
+    return _straight_through_keep(logp, stratified_keep(_perturbed_keep_scores(logp, noise, noise_scale), k))
+
+
+def _perturbed_keep_scores(logp: Tensor, noise: Noise, noise_scale: float) -> Tensor:
+    """log p(keep) (B, N) in float32 plus ``noise_scale`` × Gumbel noise (none when the scale is 0)."""
     gumbel = -exponential_noise(noise, logp.shape[:2], logp.device).log() if noise_scale else 0.0
-    keep = stratified_keep(logp[..., 0].float() + noise_scale * gumbel, k)
+    return logp[..., 0].float() + noise_scale * gumbel
+
+
+def _straight_through_keep(logp: Tensor, keep: Tensor) -> Tensor:
+    """Hard 0/1 decisions (B, N), 1 at ``keep`` (B, k), with the gradient of p(keep) = exp(logp[..., 0])."""
     hard = torch.zeros(logp.shape[:2], dtype=logp.dtype, device=logp.device).scatter_(1, keep, 1.0)
     soft = logp[..., 0].exp()
     return hard - soft.detach() + soft

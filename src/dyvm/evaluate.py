@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from .timing import Runner, interleave, timed
+
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp: str = "none",
@@ -167,6 +169,40 @@ def measure_latency(model: nn.Module, batch_size: int, device: torch.device, rep
     median = statistics.median(times)
     return dict(batch=batch_size, latency_ms=1e3 * median, throughput=batch_size / median)
 
+
+def image_runner(model, images: torch.Tensor, batch: int) -> Runner:
+    """A runner of ``model``'s eval forward on real images (N, C, H, W): batch 1 walks through them one
+    per call (a DyVM's routers decide per image, so its cost varies per image); a larger batch is the
+    first ``batch`` images every call."""
+    if batch > images.shape[0]:
+        raise ValueError(f"batch {batch} needs at least {batch} images, got {images.shape[0]}")
+    model.eval()
+    step = {"next": 0}
+
+    def forward():
+        i = step["next"] if batch == 1 else 0
+        step["next"] = (i + 1) % images.shape[0]
+        with torch.no_grad():
+            model(images[i:i + batch])
+
+    return timed(forward, images.device)
+
+
+def teacher_vs_student(teacher, student, images: torch.Tensor, batch_sizes=(1, 64), rounds: int = 7) -> dict:
+    """Inference time of a trained DyVM against its Vim teacher on real images, interleaved per batch size
+    (:func:`image_runner`). Per batch: the two medians (ms) and the median per-round time ratio DyVM/Vim
+    with its IQR and min-max."""
+    groups = {f"b{b}": {"teacher": image_runner(teacher, images, b), "dyvm": image_runner(student, images, b)}
+              for b in batch_sizes}
+    res = interleave(groups, rounds=rounds, units={f"b{b}": b for b in batch_sizes}, target_seconds=0.3)
+    out = {}
+    for key, g in res["groups"].items():
+        ratio = g["ratios"]["dyvm"]["wall"]["time_summary"]
+        out[key] = dict(teacher_ms=1e3 * g["arms"]["teacher"]["seconds_summary"]["wall"]["median"],
+                        dyvm_ms=1e3 * g["arms"]["dyvm"]["seconds_summary"]["wall"]["median"],
+                        time_ratio=ratio["median"], time_ratio_iqr=[ratio["q1"], ratio["q3"]],
+                        time_ratio_range=[ratio["min"], ratio["max"]], latency_cut=1 - ratio["median"])
+    return dict(batches=out, rounds=rounds, dtype="fp32", images=int(images.shape[0]), threads=torch.get_num_threads())
 
 def load_for_eval(checkpoint: Optional[str], model_name: Optional[str] = None, overrides: Optional[dict] = None):
     """A model from our checkpoint (architecture inside), or ``model_name`` + an official checkpoint."""
