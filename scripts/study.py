@@ -161,6 +161,25 @@ RUNS = {
     "lr3e-3": ("backbone lr 3e-3 (per 512 images)", dict(token_sampler="gumbel", lr=3e-3)),
     "distill2": ("distillation weight 2 (0.5 in the paper)", dict(token_sampler="gumbel", distill_weight=2.0)),
 }
+# The random / static rows above ran before `baseline_masks` existed, with the nested masks (the inference rule
+# per image in training too); the rows below use the official Pruning_Strategy masks (the models' default).
+for _desc, _options in RUNS.values():
+    if _options.get("score") in ("random", "static"):
+        _options.setdefault("baseline_masks", "nested")
+RUNS.update({
+    "official_static_loc567_rho0.3_beta0.8": ("trained static pruning with the official ablation's masks (one evenly "
+                                              "spaced mask over all slots, pruned tokens revived), layers 5, 6, 7, "
+                                              "ρ 0.3, β 0.8",
+                                              at_point(LATE, 0.3, 0.8, score="static", baseline_masks="official")),
+    "official_random_loc567_rho0.3_beta0.8": ("trained random pruning with the official ablation's masks (random "
+                                              "slots of the whole batch, pruned tokens revived), layers 5, 6, 7, "
+                                              "ρ 0.3, β 0.8",
+                                              at_point(LATE, 0.3, 0.8, score="random", baseline_masks="official")),
+    "official_static_1ep": ("trained static pruning with the official ablation's masks, base point, 1 epoch",
+                            dict(score="static", baseline_masks="official", epochs=1)),
+    "official_random_1ep": ("trained random pruning with the official ablation's masks, base point, 1 epoch",
+                            dict(score="random", baseline_masks="official", epochs=1)),
+})
 
 
 def run(name: str, teacher: str, threads: int, subset) -> dict:

@@ -247,7 +247,10 @@ def test_knobs_and_keep_counts():
             out = model.forward_inference(x)
         assert [k.shape[1] for k in out.keep_indices] == [14, 12, 11]
         tr = model.train().forward_train(x)
-        assert [int(d.sum(1)[0]) for d in tr.decisions] == [14, 12, 11]
+        if score == "static":  # the official training masks: the same count per image...
+            assert [d.sum(1).tolist() for d in tr.decisions] == [[14, 14], [12, 12], [11, 11]]
+        else:  # ... or int(B·M·ρ_k) over the whole batch
+            assert [int(d.sum()) for d in tr.decisions] == [int(2 * 16 * r) for r in model.token_ratio]
         model.eval()
     static = model.configure(score="static").forward_inference(x).keep_indices[0][0]
     assert static.tolist() == torch.linspace(0, 15, 14).long().tolist()
@@ -359,10 +362,10 @@ def test_slot_prior_starts_at_static_selection_and_learns():
 
 @pytest.mark.parametrize("score", ["static", "random"])
 def test_trained_baselines_train_on_inference_length(score):
-    """The trained random/static baselines keep exactly inference's count, so training drops the pruned
-    tail too; static training ≡ static inference (same keep sets, same logits)."""
+    """With nested masks the trained random/static baselines keep exactly inference's count, so training drops
+    the pruned tail too; static training ≡ static inference (same keep sets, same logits)."""
     torch.manual_seed(0)
-    model = small_dyvm(pruning_loc=[1, 2, 3], token_keep_ratio=0.7, score=score)
+    model = small_dyvm(pruning_loc=[1, 2, 3], token_keep_ratio=0.7, score=score, baseline_masks="nested")
     x = torch.randn(2, 3, model.img_size, model.img_size)
     train = model.train().forward_train(x)
     n = model.keep_counts()[-1]
@@ -374,6 +377,41 @@ def test_trained_baselines_train_on_inference_length(score):
             inf = model.eval().forward_inference(x, gates=train.gates.detach())
         assert torch.equal(train.current_pos, inf.current_pos)
         assert (train.logits - inf.logits).abs().max() < 1e-5
+
+
+def test_official_baseline_masks_match_the_papers_ablation():
+    """The official Pruning_Strategy masks: random keeps int(B·n·ρ_k) slots of the whole batch (per-image counts
+    vary), static one evenly spaced mask for every image, both over all n rearranged slots, so tokens pruned
+    at an earlier stage come back; the sequence keeps its full length and the policy is the last mask."""
+    from dyvm.dynamic import official_baseline_keep
+
+    gen = torch.Generator().manual_seed(0)
+    rand = official_baseline_keep("random", 8, 49, 0.3, gen, "cpu")
+    assert rand.shape == (8, 49) and rand.sum() == int(8 * 49 * 0.3) and set(rand.unique().tolist()) == {0.0, 1.0}
+    assert len(set(rand.sum(1).tolist())) > 1                       # counts vary per image
+    stat = official_baseline_keep("static", 3, 49, 0.09, None, "cpu")
+    want = torch.zeros(49).index_fill_(0, torch.linspace(0, 48, 4).long(), 1.0)
+    assert torch.equal(stat, want.expand(3, 49))
+    with pytest.raises(ValueError, match="predictor"):
+        official_baseline_keep("predictor", 1, 4, 0.5, None, "cpu")
+
+    torch.manual_seed(0)
+    for score in ("static", "random"):
+        model = small_dyvm(pruning_loc=[1, 2, 3], token_keep_ratio=0.5, score=score).train()
+        assert model.baseline_masks == "official" and model.config["baseline_masks"] == "official"
+        x = torch.randn(4, 3, model.img_size, model.img_size)
+        out = model.forward_train(x, noise=torch.Generator().manual_seed(1))
+        m = model.num_patches
+        assert out.tokens.shape[1] == m and out.current_pos.shape == (4, m)      # the tail is never dropped
+        assert torch.equal(out.token_policy[..., 0].sum(1), out.decisions[-1].sum(1))
+        # stage 2 keeps slots of stage 1's pruned tail (kept tokens come first): revived tokens
+        tail = torch.arange(m)[None] >= out.decisions[0].sum(1, keepdim=True)
+        assert (out.decisions[1] * tail).sum() > 0
+        out.logits.sum().backward()
+        assert model.patch_embed.proj.weight.grad.abs().sum() > 0
+        assert model.eval()(x).shape == (4, model.num_classes)
+    with pytest.raises(ValueError, match="baseline_masks"):
+        small_dyvm(score="static", baseline_masks="batch")
 
 
 def test_pruning_loc_counts_from_the_end_when_negative():

@@ -178,6 +178,15 @@ def test_token_sequence_operations(layout_name):
     assert torch.equal(sel.patches(), patches.gather(1, keep[..., None].expand(-1, -1, d)))
     assert torch.equal(sel.prefix(), prefix) and torch.equal(sel.residual, sel.hidden * 2)
     assert torch.equal(sel.prefix_pos, layout.positions(torch.tensor([4, 4])))
+    # inference's shared-positions path (every image has its prefix at the same places): the same sequence
+    shared = seq.prefix_pos[0].tolist()
+    assert torch.equal(seq.patches(seq.residual, shared), seq.patches(seq.residual))
+    fast = seq.select(keep, shared)
+    for name in ("hidden", "residual", "prefix_pos", "patch_ids"):
+        assert torch.equal(getattr(fast, name), getattr(sel, name)), name
+    again = fast.select(torch.tensor([[0, 2], [1, 3]]), fast.prefix_pos[0].tolist())
+    slow = sel.select(torch.tensor([[0, 2], [1, 3]]))
+    assert torch.equal(again.hidden, slow.hidden) and torch.equal(again.prefix_pos, slow.prefix_pos)
     decision = torch.zeros(b, m)
     decision[0, [1, 5, 6]] = 1
     decision[1, [0, 2, 4, 8, 10]] = 1

@@ -56,6 +56,9 @@ def _dyvm_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--pruned-token-grad", action=argparse.BooleanOptionalAction, default=None,
                    help="training: a zero-valued straight-through path from the pruned tokens into the class token, "
                         "so the keep predictor also learns from the tokens it pruned (not in the paper)")
+    g.add_argument("--baseline-masks", choices=["official", "nested"],
+                   help="training masks of --score random/static: official (the paper's Pruning_Strategy ablation: "
+                        "masks over all slots, pruned tokens can be revived) or nested (the inference rule per image)")
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:

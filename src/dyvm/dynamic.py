@@ -116,7 +116,8 @@ class TokenPredictor(nn.Module):
     """DynamicViT-style keep predictor: (B, N, D) tokens + (B, N, 1) policy → (B, N, 2) log-probs.
 
     Channel 0 is "keep". Half of the hidden features are local; the other half is pooled over the
-    live tokens as ``Σ x·policy / (Σ policy + 1)`` (the official "+1") and broadcast back.
+    live tokens as ``Σ x·policy / (Σ policy + 1)`` (the official "+1") and broadcast back. A policy of
+    None means every token is live (inference).
 
     ``num_slots`` (not in the paper): a learnt per-slot bias (num_slots,) added to the keep-vs-drop
     logit of the first ``num_slots`` slots, a positional prior for stages whose live count is fixed.
@@ -141,12 +142,15 @@ class TokenPredictor(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def forward(self, x: Tensor, policy: Tensor) -> Tensor:
+    def forward(self, x: Tensor, policy: Optional[Tensor] = None) -> Tensor:
         x = self.in_conv(x)
         half = x.shape[-1] // 2
         local, glob = x[..., :half], x[..., half:]
-        policy = policy.to(x.dtype)
-        glob = (glob * policy).sum(1, keepdim=True) / (policy.sum(1, keepdim=True) + 1)
+        if policy is None:
+            glob = glob.sum(1, keepdim=True) / (x.shape[1] + 1)
+        else:
+            policy = policy.to(x.dtype)
+            glob = (glob * policy).sum(1, keepdim=True) / (policy.sum(1, keepdim=True) + 1)
         logp = self.out_conv(torch.cat([local, glob.expand(-1, x.shape[1], -1)], dim=-1))
         if self.slot_bias is None:
             return logp
@@ -157,18 +161,25 @@ class TokenPredictor(nn.Module):
         return torch.stack([F.logsigmoid(diff), F.logsigmoid(-diff)], dim=-1)
 
 
-def select_keep(source: str, logp: Optional[Tensor], n_alive: Tensor, k: int,
+def select_keep(source: str, logp: Optional[Tensor], n_alive: Optional[Tensor], k: int,
                 generator: Optional[torch.Generator] = None, stratified: bool = False) -> Tensor:
-    """Indices (B, k) of the tokens to keep, ascending, among the first ``n_alive`` (B,) slots.
+    """Indices (B, k) of the tokens to keep, ascending, among the first ``n_alive`` (B,) slots (None: every
+    slot of ``logp`` is live).
 
     ``predictor``: top-k of the predicted keep log-probability; ``random``: k uniformly random
     live tokens; ``static``: evenly spaced live tokens ``floor(linspace(0, n_alive-1, k))`` (the
     official Static ablation). Live tokens always form a prefix of the sequence. ``stratified`` (with
     ``predictor``, every slot live): the best-scoring token of each of k contiguous strata.
     """
-    batch, n = (logp.shape[:2] if logp is not None else (n_alive.shape[0], int(n_alive.max())))
-    device = n_alive.device
-    alive = torch.arange(n, device=device)[None] < n_alive[:, None]
+    if n_alive is None:  # every slot of logp is live
+        if logp is None:
+            raise ValueError("select_keep: give n_alive or logp")
+        (batch, n), device, alive = logp.shape[:2], logp.device, None
+        n_alive = torch.full((batch,), n, dtype=torch.long, device=device) if source == "static" else None
+    else:
+        batch, n = (logp.shape[:2] if logp is not None else (n_alive.shape[0], int(n_alive.max())))
+        device = n_alive.device
+        alive = torch.arange(n, device=device)[None] < n_alive[:, None]
     if source == "static":
         steps = torch.arange(k, device=device)[None]
         return steps * (n_alive[:, None] - 1) // max(k - 1, 1)  # exact integer linspace
@@ -181,8 +192,31 @@ def select_keep(source: str, logp: Optional[Tensor], n_alive: Tensor, k: int,
         scores = torch.rand((batch, n), device=gen_device, generator=generator).to(device)
     else:
         raise ValueError(f"score={source!r} is not a keep-score source; expected one of {SCORE_SOURCES}")
-    scores = scores.masked_fill(~alive, float("-inf"))
+    if alive is not None:
+        scores = scores.masked_fill(~alive, float("-inf"))
     return scores.topk(k, dim=1).indices.sort(dim=1).values
+
+
+BASELINE_MASKS = ("official", "nested")
+
+
+def official_baseline_keep(source: str, batch: int, n: int, ratio: float, noise: Noise, device) -> Tensor:
+    """Training keep decisions (B, n) 0/1 of the official Pruning_Strategy ablations over all n rearranged
+    slots (not nested in the previous stage's keep: earlier-pruned tokens can be revived).
+
+    ``random``: exactly ``int(B·n·ratio)`` ones at uniformly random slots of the whole batch (per-image counts
+    vary), drawn from ``noise`` (the smallest Exp(1) draws); ``static``: the same mask for every image, ones at
+    ``linspace(0, n−1, int(n·ratio)).long()``. ``ratio`` is the stage's cumulative keep ratio ρ_k; at least one
+    slot is kept (like :meth:`DyVM.keep_counts`).
+    """
+    if source == "random":
+        draws = exponential_noise(noise, (batch, n), device).reshape(-1)
+        keep = draws.topk(max(1, int(batch * n * ratio)), largest=False).indices
+        return torch.zeros(batch * n, device=device).index_fill_(0, keep, 1.0).view(batch, n)
+    if source == "static":
+        slots = torch.linspace(0, n - 1, max(1, int(n * ratio)), device=device).long()
+        return torch.zeros(n, device=device).index_fill_(0, slots, 1.0).expand(batch, n).clone()
+    raise ValueError(f"official_baseline_keep: source {source!r} is not random or static")
 
 
 # ------------------------------------------------------------------------- per-sample noise

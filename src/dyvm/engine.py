@@ -146,6 +146,7 @@ class TrainConfig:
     slot_prior: Optional[bool] = None
     token_noise: Optional[float] = None
     pruned_token_grad: Optional[bool] = None
+    baseline_masks: Optional[str] = None
     use_routers: bool = True
     use_pruning: bool = True
     recipe: str = "dyvm"

@@ -38,6 +38,7 @@ class ModelConfig:
     slot_prior_strength: Optional[float] = None
     token_noise: Optional[float] = None      # Gumbel noise scale of the topk sampler
     pruned_token_grad: Optional[bool] = None  # zero-valued probe: a gradient for the pruned tokens
+    baseline_masks: Optional[str] = None    # training masks of random/static: official (revival) or nested
     use_routers: Optional[bool] = None
     use_pruning: Optional[bool] = None
     predictor_input: Optional[str] = None

@@ -23,8 +23,9 @@ from typing import Any, NamedTuple, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..dynamic import (SCORE_SOURCES, TOKEN_SAMPLERS, Noise, TokenPredictor, gumbel_sigmoid_gate, gumbel_softmax_keep,
-                       gumbel_stratified_keep, gumbel_topk_keep, select_keep)
+from ..dynamic import (BASELINE_MASKS, SCORE_SOURCES, TOKEN_SAMPLERS, Noise, TokenPredictor, gumbel_sigmoid_gate,
+                       gumbel_softmax_keep, gumbel_stratified_keep, gumbel_topk_keep, official_baseline_keep,
+                       select_keep)
 from .registry import register_model
 from .tokens import TokenSequence, gather_tokens, kept_first_order
 from .presets import build_model
@@ -117,6 +118,12 @@ class DyVM(VisionMamba):
             layout gives it none (a pruned token never reaches the class token).
         token_noise: scale of the Gumbel noise of the ``topk`` sampler (1: sample in proportion to
             p(keep); 0: train on inference's own top-k, deterministic).
+        baseline_masks: the training masks of ``score`` ``random`` / ``static``: ``official`` (the paper's
+            Pruning_Strategy ablations: masks over all the rearranged slots, not nested in the previous stage's
+            keep, so pruned tokens can be revived; random draws ``int(B·M·ρ_k)`` slots over the whole batch,
+            static the same evenly spaced slots for every image) or ``nested`` (not in the paper: the inference
+            rule in training too, per image among the live tokens, the pruned tail dropped). Inference is the
+            same for both: k random / evenly spaced live tokens per image.
     """
 
     is_dynamic = True
@@ -127,7 +134,8 @@ class DyVM(VisionMamba):
                  router_tau: float = 2.0, router_threshold: float = 0.5, score: str = "predictor",
                  use_routers: bool = True, use_pruning: bool = True, predictor_input: str = "hidden",
                  token_sampler: str = "gumbel", slot_prior: bool = False, slot_prior_strength: float = 3.0,
-                 token_noise: float = 1.0, pruned_token_grad: bool = False, **vim_kwargs: Any):
+                 token_noise: float = 1.0, pruned_token_grad: bool = False, baseline_masks: str = "official",
+                 **vim_kwargs: Any):
         if predictor_input not in self.PREDICTOR_INPUTS:
             raise ValueError(f"predictor_input={predictor_input!r}; expected one of {self.PREDICTOR_INPUTS}")
         if token_sampler not in TOKEN_SAMPLERS:
@@ -140,6 +148,9 @@ class DyVM(VisionMamba):
             raise ValueError(f"token_noise must be a number >= 0, got {token_noise!r}")
         self.token_noise = float(token_noise)
         self.pruned_token_grad = bool(pruned_token_grad)
+        if baseline_masks not in BASELINE_MASKS:
+            raise ValueError(f"baseline_masks={baseline_masks!r}; expected one of {BASELINE_MASKS}")
+        self.baseline_masks = baseline_masks
         super().__init__(_router=use_routers, **vim_kwargs)
         self.predictor_input_source = predictor_input
         depth = self.depth
@@ -183,7 +194,8 @@ class DyVM(VisionMamba):
                            router_threshold=self.router_threshold, use_routers=use_routers,
                            use_pruning=use_pruning, predictor_input=predictor_input, token_sampler=token_sampler,
                            slot_prior=slot_prior, slot_prior_strength=self.slot_prior_strength,
-                           token_noise=self.token_noise, pruned_token_grad=self.pruned_token_grad)
+                           token_noise=self.token_noise, pruned_token_grad=self.pruned_token_grad,
+                           baseline_masks=baseline_masks)
 
     # ----------------------------------------------------------------------------- knobs
     def configure(self, token_keep_ratio: Optional[float] = None, token_ratio: Optional[Sequence[float]] = None,
@@ -291,13 +303,15 @@ class DyVM(VisionMamba):
         seq.hidden = layer.mixer.mix(xz, seq.mask, gates)
         return logits, gates
 
-    def predictor_input(self, k: int, seq: TokenSequence, stats: Optional[list]) -> Tensor:
+    def predictor_input(self, k: int, seq: TokenSequence, stats: Optional[list],
+                        positions: Optional[list[int]] = None) -> Tensor:
         """What stage k's predictor reads for each patch slot, (B, N, ·): ``hidden + residual``
-        (the paper), or the preceding layer's B̄ / Δ̄ (Predictor-B / Predictor-Δ ablations)."""
+        (the paper), or the preceding layer's B̄ / Δ̄ (Predictor-B / Predictor-Δ ablations). ``positions``:
+        the prefix positions shared by every image (inference), or None."""
         if self.predictor_input_source == "hidden":
-            return seq.patches(seq.hidden + seq.residual)
+            return seq.patches(seq.hidden + seq.residual, positions)
         b_bar, delta_bar = stats[-1]
-        return seq.patches(b_bar if self.predictor_input_source == "B" else delta_bar)
+        return seq.patches(b_bar if self.predictor_input_source == "B" else delta_bar, positions)
 
     def _pruned_probe(self, decision: Tensor, seq: TokenSequence) -> Tensor:
         """(B, D), exactly zero: the mean over the pruned slots of ``(p − p.detach()) · token``, where p is the
@@ -350,6 +364,9 @@ class DyVM(VisionMamba):
                         decision = gumbel_stratified_keep(logp, self.keep_counts()[k], noise, self.token_noise) * policy
                     else:
                         decision = gumbel_softmax_keep(logp, noise) * policy
+                elif self.baseline_masks == "official":  # random / static as the paper's ablation trains them
+                    decision = official_baseline_keep(self.score, batch, seq.num_patches, self.token_ratio[k], noise,
+                                                      device)
                 elif self.score == "random":
                     # k uniformly random live tokens: Gumbel-top-k of equal scores, drawn from the per-sample
                     # noise (reproducible per image, and the global RNG, hence the augmentations, untouched)
@@ -363,7 +380,8 @@ class DyVM(VisionMamba):
                 probe = (self._pruned_probe(decision, seq) if self.pruned_token_grad and self.score == "predictor"
                          and keep_masks is None else None)
                 # a sampler that keeps exactly inference's count lets training drop the pruned tail
-                exact = keep_masks is None and (self.score != "predictor" or self.token_sampler != "gumbel")
+                exact = keep_masks is None and (self.token_sampler != "gumbel" if self.score == "predictor"
+                                                else self.baseline_masks == "nested")
                 seq = seq.rearrange(decision, self.keep_counts()[k] if exact else None)
                 if probe is not None:  # + exactly 0 at the prefix tokens: values unchanged, gradient kept
                     at_prefix = torch.zeros(seq.hidden.shape[:2], dtype=seq.hidden.dtype, device=device)
@@ -414,14 +432,14 @@ class DyVM(VisionMamba):
                         raise ValueError("keep_indices: every image of a batch must keep the same number of tokens")
                     local = kept_first_order(member.float())[:, :n_keep].sort(dim=1).values
                 else:
-                    logp = None
+                    logp = alive = None                            # every slot is live here
                     if self.score == "predictor":
-                        inputs = self.predictor_input(k, seq, stats)
-                        logp = self.score_predictors[k](inputs, inputs.new_ones(batch, n_prev, 1))
+                        logp = self.score_predictors[k](self.predictor_input(k, seq, stats, positions))
                         pred_scores.append(logp)
-                    alive = torch.full((batch,), n_prev, device=device, dtype=torch.long)
+                    else:
+                        alive = torch.full((batch,), n_prev, device=device, dtype=torch.long)
                     local = select_keep(self.score, logp, alive, counts[k], stratified=self.token_sampler == "stratified")
-                seq = seq.select(local)
+                seq = seq.select(local, positions)
                 positions = shared()
                 kept_local.append(local)
                 kept.append(seq.patch_ids)
@@ -439,7 +457,7 @@ class DyVM(VisionMamba):
                          and not torch.compiler.is_compiling() else [])
         return DyVMInferenceOutput(self.forward_head(prefix), kept, kept_local, cls_positions,
                                    self._stack(all_gates, batch, device), self._stack(all_logits, batch, device),
-                                   seq.patches(feat), seq.patch_ids, pred_scores, layer_hidden, layer_residual,
+                                   seq.patches(feat, positions), seq.patch_ids, pred_scores, layer_hidden, layer_residual,
                                    prefix_positions, replace(seq, hidden=feat, residual=None))
 
     def forward_features(self, x: Tensor, layers: Optional[tuple[list, list]] = None) -> TokenSequence:

@@ -114,8 +114,7 @@ class BiMambaMixer(nn.Module):
         """Inference: each branch runs for the images whose gate (B, 2) is on and contributes 0 for the
         others, so the compute really drops: a branch on for every image runs on the whole batch, one
         on for some runs on that sub-batch, one off for all does not run. The gates are read once."""
-        on = gates > 0.5                                                   # (B, 2)
-        counts = on.sum(0).tolist()
+        counts = [round(c) for c in gates.sum(0).tolist()]                # gates are exactly 0 or 1
         y = None
         for backward, n_on in ((False, counts[0]), (True, counts[1])):
             if n_on == 0:
@@ -123,7 +122,7 @@ class BiMambaMixer(nn.Module):
             if n_on == x.shape[0]:
                 part = self._branch(backward, x, z, mask)
             else:
-                idx = on[:, int(backward)].nonzero().squeeze(1)
+                idx = (gates[:, int(backward)] > 0.5).nonzero().squeeze(1)
                 sub = self._branch(backward, x[idx], z[idx], None if mask is None else mask[idx])
                 part = sub.new_zeros(x.shape).index_copy_(0, idx, sub)
             y = part if y is None else y + part
