@@ -101,16 +101,23 @@ def test_float64_matches_reference_exactly_enough():
 
 
 @needs_cpp
-def test_deterministic_and_thread_independent():
+@pytest.mark.parametrize("channels_last,grad_layout", [(False, "contiguous"), (True, "contiguous"),
+                                                        (True, "channel-last")])
+def test_deterministic_and_thread_independent(channels_last, grad_layout):
+    """Both the generic kernels and the channel-last ones (x and the outputs with unit channel stride, the
+    mixer's layout; grad_out of either layout) give bit-identical results at any thread count."""
     x = make_x(16, 40, 60, "transposed")
     w, b = make_params(40, 4)
     grad_out = torch.randn(16, 40, 60)
+    if grad_layout == "channel-last":
+        grad_out = grad_out.transpose(1, 2).contiguous().transpose(1, 2)
+    fn = lambda x_, w_, b_, s_: conv_cpp.causal_conv1d_cpp(x_, w_, b_, s_, None, False, channels_last)  # noqa: E731
     threads = torch.get_num_threads()
     results = []
     try:
         for n in (1, threads, 1):
             torch.set_num_threads(n)
-            results.append(grads(conv_cpp.causal_conv1d_cpp, x, w, b, True, grad_out))
+            results.append(grads(fn, x, w, b, True, grad_out))
     finally:
         torch.set_num_threads(threads)
     for out, gs in results[1:]:

@@ -960,6 +960,168 @@ void conv_backward_chunk(const ConvArgs<T>& a, const Strided<T>& gout, const Str
   }
 }
 
+
+// Channel-last fast path: x, grad_out and the outputs with unit channel stride (the mixer's layout:
+// (B, L, E) memory viewed as (B, E, L)). Rows of E contiguous channels are combined over time directly,
+// vectorised over channels, without the gather/scatter transposes of the generic path. Same formulas and
+// tap order; tap k reads time t - dir (K-1-k), dir = 1 (causal) or -1 (reverse). wt: the taps as (K, E).
+template <typename T>
+void conv_forward_cl(const ConvArgs<T>& a, const StridedOut<T>& o, const T* __restrict__ wt,
+                     int64_t r0, int64_t r1) {
+  const int64_t L = a.L, K = a.K, E = a.E, dir = a.reverse ? -1 : 1;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t b = r / L, t = r % L;
+    T* __restrict__ out = o.p + b * o.sb + t * o.sl;
+    if (a.bias) {
+#pragma omp simd
+      for (int64_t e = 0; e < E; ++e) out[e] = a.bias[e];
+    } else {
+      std::fill(out, out + E, T(0));
+    }
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t tt = t - dir * (K - 1 - k);
+      if (tt < 0 || tt >= L) continue;  // the zero padding
+      const T mk = a.m ? a.m[b * a.msb + tt * a.msl] : T(1);
+      const T* __restrict__ xr = a.x + b * a.sb + tt * a.sl;
+      const T* __restrict__ wk = wt + k * E;
+#pragma omp simd
+      for (int64_t e = 0; e < E; ++e) out[e] += wk[e] * (xr[e] * mk);
+    }
+    if (a.silu) {
+#pragma omp simd
+      for (int64_t e = 0; e < E; ++e) {
+        const T v = out[e];
+        out[e] = v * sigmoid_f(v);
+      }
+    }
+    if (a.m) {
+      const T mt = a.m[b * a.msb + t * a.msl];
+#pragma omp simd
+      for (int64_t e = 0; e < E; ++e) out[e] *= mt;
+    }
+  }
+}
+
+// Backward of one chunk of channels [d0, d1) over every image (the chunk owns dw and dbias of its
+// channels, accumulated per image in T and across images in double, in a fixed order), channel-last.
+// g[t] = m[t] dout[t] act'(pre[t]) is kept for the whole sequence (rows 0..K-2 and past L are zero),
+// then dx[t] = m[t] sum_j w[K-1-j] g[t + dir j].
+template <typename T>
+void conv_backward_cl_chunk(const ConvArgs<T>& a, const Strided<T>& gout, const StridedOut<T>& dx,
+                            const T* __restrict__ wt, T* __restrict__ dw, T* __restrict__ dbias,
+                            T* __restrict__ dmask, int64_t d0, int64_t d1) {
+  const int64_t L = a.L, K = a.K, E = a.E, nd = d1 - d0, dir = a.reverse ? -1 : 1, pad = K - 1;
+  const int64_t rows = L + 2 * pad;
+  const bool go_cl = gout.se == 1;  // else each image's grad_out block is transposed into gob first
+  Scratch<T> s(static_cast<size_t>(rows * nd + (K + 2) * nd + L + (go_cl ? 0 : L * nd)));
+  T* __restrict__ G = s.base;                      // g rows, time order, row t at pad + t
+  T* __restrict__ pre = G + rows * nd;             // one row of pre-activations
+  T* __restrict__ sw = pre + nd;                   // (K, nd) per-image dw sums
+  T* __restrict__ sbias = sw + K * nd;             // per-image dbias sums
+  T* __restrict__ dms = sbias + nd;                // dmask of one image, time order
+  T* __restrict__ gob = dms + L;                   // grad_out of one image, (L, nd), when not channel-last
+  std::fill(G, G + rows * nd, T(0));
+  std::vector<double> acc_w(static_cast<size_t>(nd * K), 0.0), acc_b(static_cast<size_t>(nd), 0.0);
+  for (int64_t b = 0; b < a.batch; ++b) {
+    std::fill(sw, sw + (K + 1) * nd, T(0));
+    if (dmask) std::fill(dms, dms + L, T(0));
+    if (!go_cl)
+      for (int64_t e = 0; e < nd; ++e) {
+        const T* __restrict__ src = gout.p + b * gout.sb + (d0 + e) * gout.se;
+        for (int64_t t = 0; t < L; ++t) gob[t * nd + e] = src[t * gout.sl];
+      }
+    for (int64_t t = 0; t < L; ++t) {
+      const T mt = a.m ? a.m[b * a.msb + t * a.msl] : T(1);
+      const T* __restrict__ go = go_cl ? gout.p + b * gout.sb + t * gout.sl + d0 : gob + t * nd;
+      T* __restrict__ g = G + (pad + t) * nd;
+      if (a.silu || dmask) {
+#pragma omp simd
+        for (int64_t e = 0; e < nd; ++e) pre[e] = a.bias ? a.bias[d0 + e] : T(0);
+        for (int64_t k = 0; k < K; ++k) {
+          const int64_t tt = t - dir * (K - 1 - k);
+          if (tt < 0 || tt >= L) continue;
+          const T mk = a.m ? a.m[b * a.msb + tt * a.msl] : T(1);
+          const T* __restrict__ xr = a.x + b * a.sb + tt * a.sl + d0;
+          const T* __restrict__ wk = wt + k * E + d0;
+#pragma omp simd
+          for (int64_t e = 0; e < nd; ++e) pre[e] += wk[e] * (xr[e] * mk);
+        }
+      }
+      T dm = T(0);
+      if (a.silu) {
+#pragma omp simd reduction(+ : dm)
+        for (int64_t e = 0; e < nd; ++e) {
+          const T v = pre[e];
+          const T sg = sigmoid_f(v);
+          g[e] = (go[e] * mt) * sg * (T(1) + v * (T(1) - sg));
+          dm += go[e] * v * sg;
+        }
+      } else {
+#pragma omp simd reduction(+ : dm)
+        for (int64_t e = 0; e < nd; ++e) {
+          g[e] = go[e] * mt;
+          dm += go[e] * pre[e];
+        }
+      }
+      if (dmask) dms[t] += dm;
+#pragma omp simd
+      for (int64_t e = 0; e < nd; ++e) sbias[e] += g[e];
+      for (int64_t k = 0; k < K; ++k) {  // dw[k] += g[t] xm[t - dir (K-1-k)]
+        const int64_t tt = t - dir * (K - 1 - k);
+        if (tt < 0 || tt >= L) continue;
+        const T mk = a.m ? a.m[b * a.msb + tt * a.msl] : T(1);
+        const T* __restrict__ xr = a.x + b * a.sb + tt * a.sl + d0;
+        T* __restrict__ swk = sw + k * nd;
+#pragma omp simd
+        for (int64_t e = 0; e < nd; ++e) swk[e] += g[e] * (xr[e] * mk);
+      }
+    }
+    for (int64_t t = 0; t < L; ++t) {
+      T* __restrict__ o = dx.p + b * dx.sb + t * dx.sl + d0;
+      const T* __restrict__ g0 = G + (pad + t) * nd;
+      const T* __restrict__ wl = wt + (K - 1) * E + d0;
+#pragma omp simd
+      for (int64_t e = 0; e < nd; ++e) o[e] = wl[e] * g0[e];
+      for (int64_t j = 1; j < K; ++j) {
+        const T* __restrict__ gj = G + (pad + t + dir * j) * nd;
+        const T* __restrict__ wk = wt + (K - 1 - j) * E + d0;
+#pragma omp simd
+        for (int64_t e = 0; e < nd; ++e) o[e] += wk[e] * gj[e];
+      }
+      const T mt = a.m ? a.m[b * a.msb + t * a.msl] : T(1);
+      if (dmask) {
+        const T* __restrict__ xr = a.x + b * a.sb + t * a.sl + d0;
+        T dm = T(0);
+#pragma omp simd reduction(+ : dm)
+        for (int64_t e = 0; e < nd; ++e) dm += xr[e] * o[e];
+        dms[t] += dm;
+      }
+      if (a.m) {
+#pragma omp simd
+        for (int64_t e = 0; e < nd; ++e) o[e] *= mt;
+      }
+    }
+    for (int64_t e = 0; e < nd; ++e) {
+      acc_b[e] += static_cast<double>(sbias[e]);
+      for (int64_t k = 0; k < K; ++k) acc_w[e * K + k] += static_cast<double>(sw[k * nd + e]);
+    }
+    if (dmask) std::copy(dms, dms + L, dmask + b * L);
+  }
+  for (int64_t e = 0; e < nd; ++e) {
+    for (int64_t k = 0; k < K; ++k) dw[(d0 + e) * K + k] = static_cast<T>(acc_w[e * K + k]);
+    if (dbias) dbias[d0 + e] = static_cast<T>(acc_b[e]);
+  }
+}
+
+// (K, E) copy of the (E, K) taps
+template <typename T>
+std::vector<T> taps_by_k(const T* w, int64_t E, int64_t K) {
+  std::vector<T> wt(static_cast<size_t>(E * K));
+  for (int64_t e = 0; e < E; ++e)
+    for (int64_t k = 0; k < K; ++k) wt[k * E + e] = w[e * K + k];
+  return wt;
+}
+
 }  // namespace
 
 // ------------------------------------ bindings -----------------------------------------
@@ -1152,7 +1314,14 @@ at::Tensor conv_forward(const at::Tensor& x, const at::Tensor& w,
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dyvm_conv_fwd", [&] {
     const ConvArgs<scalar_t> a = make_conv_args<scalar_t>(x, w, bias, silu, mask, reverse);
     const StridedOut<scalar_t> o = strided_out<scalar_t>(out);
-    at::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) { conv_forward_rows(a, o, r0, r1); });
+    if (a.se == 1 && o.se == 1) {  // channel-last in and out: rows of contiguous channels, no transposes
+      const std::vector<scalar_t> wt = taps_by_k(a.w, a.E, K);
+      const int64_t E = a.E, steps = x.size(0) * L;
+      const int64_t g = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, E * (K + 4)));
+      at::parallel_for(0, steps, g, [&](int64_t r0, int64_t r1) { conv_forward_cl(a, o, wt.data(), r0, r1); });
+    } else {
+      at::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) { conv_forward_rows(a, o, r0, r1); });
+    }
   });
   return out;
 }
@@ -1176,15 +1345,21 @@ std::vector<at::Tensor> conv_backward(const at::Tensor& gout, const at::Tensor& 
   if (Bsz > 0 && E > 0 && L > 0) {
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dyvm_conv_bwd", [&] {
       const ConvArgs<scalar_t> a = make_conv_args<scalar_t>(x, w, bias, silu, mask, reverse);
+      const bool cl = a.se == 1 && dx.stride(1) == 1;  // channel-last x and dx (grad_out: any layout)
       const Strided<scalar_t> go = strided<scalar_t>(gout);
       const StridedOut<scalar_t> pdx = strided_out<scalar_t>(dx);
       scalar_t* pdw = dw.data_ptr<scalar_t>();
       scalar_t* pdb = bias ? dbias.data_ptr<scalar_t>() : nullptr;
       scalar_t* pdm = mask_grad ? dmp.data_ptr<scalar_t>() : nullptr;
+      const std::vector<scalar_t> wt = cl ? taps_by_k(a.w, E, a.K) : std::vector<scalar_t>();
       at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
         for (int64_t c = c0; c < c1; ++c) {
           const int64_t d0 = c * E / chunks, d1 = (c + 1) * E / chunks;
-          conv_backward_chunk(a, go, pdx, pdw, pdb, pdm ? pdm + c * Bsz * L : nullptr, d0, d1);
+          scalar_t* dm = pdm ? pdm + c * Bsz * L : nullptr;
+          if (cl)
+            conv_backward_cl_chunk(a, go, pdx, wt.data(), pdw, pdb, dm, d0, d1);
+          else
+            conv_backward_chunk(a, go, pdx, pdw, pdb, dm, d0, d1);
         }
       });
     });
