@@ -27,7 +27,6 @@ class PrefixLayout:
         """num_patches (B,) long → sorted prefix positions (B, P)."""
         return num_patches.new_zeros(num_patches.shape[0], 0)
 
-
     def shared_positions(self, num_patches: int) -> list[int]:
         """The prefix positions as Python ints when every image has ``num_patches`` patches (cached)."""
         cache = self.__dict__.setdefault("_shared", {})
