@@ -175,6 +175,9 @@ RUNS.update({
                                               "slots of the whole batch, pruned tokens revived), layers 5, 6, 7, "
                                               "ρ 0.3, β 0.8",
                                               at_point(LATE, 0.3, 0.8, score="random", baseline_masks="official")),
+    "official_static_loc456_rho0.5_beta0.9": ("trained static pruning with the official ablation's masks, layers 4, 5, "
+                                              "6, ρ 0.5, β 0.9",
+                                              at_point([4, 5, 6], 0.5, 0.9, score="static", baseline_masks="official")),
     "official_static_1ep": ("trained static pruning with the official ablation's masks, base point, 1 epoch",
                             dict(score="static", baseline_masks="official", epochs=1)),
     "official_random_1ep": ("trained random pruning with the official ablation's masks, base point, 1 epoch",
