@@ -965,28 +965,37 @@ void conv_backward_chunk(const ConvArgs<T>& a, const Strided<T>& gout, const Str
 // (B, L, E) memory viewed as (B, E, L)). Rows of E contiguous channels are combined over time directly,
 // vectorised over channels, without the gather/scatter transposes of the generic path. Same formulas and
 // tap order; tap k reads time t - dir (K-1-k), dir = 1 (causal) or -1 (reverse). wt: the taps as (K, E).
+// pre[e] = bias[d0+e] + sum_k w[k][d0+e] xm[b, t - dir (K-1-k), d0+e] for e < nd (x channel-last; taps past
+// either end read the zero padding)
+template <typename T>
+DYVM_INLINE void conv_pre_cl(const ConvArgs<T>& a, const T* __restrict__ wt, int64_t b, int64_t t, int64_t d0,
+                             int64_t nd, T* __restrict__ pre) {
+  const int64_t L = a.L, K = a.K, E = a.E, dir = a.reverse ? -1 : 1;
+  if (a.bias) {
+#pragma omp simd
+    for (int64_t e = 0; e < nd; ++e) pre[e] = a.bias[d0 + e];
+  } else {
+    std::fill(pre, pre + nd, T(0));
+  }
+  for (int64_t k = 0; k < K; ++k) {
+    const int64_t tt = t - dir * (K - 1 - k);
+    if (tt < 0 || tt >= L) continue;
+    const T mk = a.m ? a.m[b * a.msb + tt * a.msl] : T(1);
+    const T* __restrict__ xr = a.x + b * a.sb + tt * a.sl + d0;
+    const T* __restrict__ wk = wt + k * E + d0;
+#pragma omp simd
+    for (int64_t e = 0; e < nd; ++e) pre[e] += wk[e] * (xr[e] * mk);
+  }
+}
+
 template <typename T>
 void conv_forward_cl(const ConvArgs<T>& a, const StridedOut<T>& o, const T* __restrict__ wt,
                      int64_t r0, int64_t r1) {
-  const int64_t L = a.L, K = a.K, E = a.E, dir = a.reverse ? -1 : 1;
+  const int64_t L = a.L, E = a.E;
   for (int64_t r = r0; r < r1; ++r) {
     const int64_t b = r / L, t = r % L;
     T* __restrict__ out = o.p + b * o.sb + t * o.sl;
-    if (a.bias) {
-#pragma omp simd
-      for (int64_t e = 0; e < E; ++e) out[e] = a.bias[e];
-    } else {
-      std::fill(out, out + E, T(0));
-    }
-    for (int64_t k = 0; k < K; ++k) {
-      const int64_t tt = t - dir * (K - 1 - k);
-      if (tt < 0 || tt >= L) continue;  // the zero padding
-      const T mk = a.m ? a.m[b * a.msb + tt * a.msl] : T(1);
-      const T* __restrict__ xr = a.x + b * a.sb + tt * a.sl;
-      const T* __restrict__ wk = wt + k * E;
-#pragma omp simd
-      for (int64_t e = 0; e < E; ++e) out[e] += wk[e] * (xr[e] * mk);
-    }
+    conv_pre_cl(a, wt, b, t, 0, E, out);
     if (a.silu) {
 #pragma omp simd
       for (int64_t e = 0; e < E; ++e) {
@@ -1034,19 +1043,7 @@ void conv_backward_cl_chunk(const ConvArgs<T>& a, const Strided<T>& gout, const 
       const T mt = a.m ? a.m[b * a.msb + t * a.msl] : T(1);
       const T* __restrict__ go = go_cl ? gout.p + b * gout.sb + t * gout.sl + d0 : gob + t * nd;
       T* __restrict__ g = G + (pad + t) * nd;
-      if (a.silu || dmask) {
-#pragma omp simd
-        for (int64_t e = 0; e < nd; ++e) pre[e] = a.bias ? a.bias[d0 + e] : T(0);
-        for (int64_t k = 0; k < K; ++k) {
-          const int64_t tt = t - dir * (K - 1 - k);
-          if (tt < 0 || tt >= L) continue;
-          const T mk = a.m ? a.m[b * a.msb + tt * a.msl] : T(1);
-          const T* __restrict__ xr = a.x + b * a.sb + tt * a.sl + d0;
-          const T* __restrict__ wk = wt + k * E + d0;
-#pragma omp simd
-          for (int64_t e = 0; e < nd; ++e) pre[e] += wk[e] * (xr[e] * mk);
-        }
-      }
+      if (a.silu || dmask) conv_pre_cl(a, wt, b, t, d0, nd, pre);
       T dm = T(0);
       if (a.silu) {
 #pragma omp simd reduction(+ : dm)
