@@ -39,6 +39,7 @@ def test_report_files_and_sane_numbers(report):
     for name in ("random", "static"):  # trained baselines, reloaded with the selection rule they trained with
         b = r["trained_baselines"][name]
         assert b["score"] == name and b["top1"] > 20 and b["gflops_official"] < t["gflops_official"]
+        assert b["training_masks"] == "nested" == r["meta"]["plan"]["baseline_masks"]
     assert r["claim"]["drop_bar"] is None and r["claim"]["top1_drop_within_bar"] is None  # a smoke run claims nothing
     rec = r["meta"]["finetune_recipe"]
     assert rec["recipe"] == "dyvm" and rec["keep_prior"] is True and rec["subset"] == 4096
@@ -59,6 +60,7 @@ def test_report_files_and_sane_numbers(report):
     text = (report / "report.md").read_text()
     assert f"{t['top1']:.2f}" in text and f"{d['top1']:.2f}" in text  # the report shows the JSON's numbers
     assert "A smoke run" in text and "← departs" in text and "trained random pruning" in text
+    assert "their training masks are nested per image" in text  # the baselines' departure is named
     assert f"{speed['batches']['b64']['time_ratio']:.3f}" in text  # the latency table shows the JSON's ratio
     assert not [p for p in os.listdir(report.parent) if p.startswith(".dyvm-demo-")]  # no temp folder left
 
@@ -76,6 +78,17 @@ def test_viz_renders_an_image_file(report, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "dyvm", "viz", str(tmp_path / "missing.png"), "--checkpoint", str(ckpt)],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "missing.png" in bad.stderr.strip().splitlines()[-1]
+
+
+def test_demo_baseline_masks_option():
+    """--baseline-masks picks the trained baselines' training masks; a bad value is refused before any work, and
+    the report says which masks were used."""
+    from dyvm.demo import _masks_sentence, run_demo
+
+    with pytest.raises(ValueError, match="--baseline-masks"):
+        run_demo("unused", baseline_masks="batch")
+    assert "official ablation's" in _masks_sentence({"baseline_masks": "official"})
+    assert "nested per image" in _masks_sentence({})  # results.json files written before the option
 
 
 def test_failed_demo_leaves_no_half_report(tmp_path):

@@ -244,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-teacher", action="store_true",
                    help="train the teacher in the run with the shipped teacher's recipe instead of loading it")
     p.add_argument("--recipe", choices=["dyvm", "paper"], help="DyVM fine-tuning recipe (default: dyvm)")
+    p.add_argument("--baseline-masks", choices=["nested", "official"],
+                   help="training masks of the trained random/static baselines: nested per image (default) or the "
+                        "paper's ablation (batch-level, pruned tokens revived)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (phase and epoch lines are still printed)")
     _task_arg(p, "classification")
 

@@ -65,6 +65,10 @@ class DemoPlan:
     drop_bar: Optional[float]      # the issue's bar on the top-1 drop (None: a smoke run, no claim)
     sweep: list = field(default_factory=list)
     recipe: str = "dyvm"
+    # the trained baselines' masks: nested per image (the inference rule in training too), not the official
+    # ablation's batch-level masks with revived tokens, which train ~35% slower here (the whole sequence runs to
+    # the last layer) and were not stronger at this point: docs/study, official_* rows
+    baseline_masks: str = "nested"
 
 
 # The operating point: `dyvm train`'s own default for DyVM on small images (engine.SMALL_DYVM_POINT, found by
@@ -84,10 +88,6 @@ PLANS = {
 }
 # The three fine-tuned models: DyVM's learned predictor, and the trained baselines.
 FINETUNED = {"dyvm": "predictor", "random": "random", "static": "static"}
-# The trained baselines' masks: nested per image (the inference rule in training too), not the official
-# ablation's batch-level masks with revived tokens, which train ~35% slower here (the whole sequence runs to
-# the last layer) and were not stronger: docs/study, official_* rows.
-BASELINE_MASKS = "nested"
 
 
 def finetune_options(plan: DemoPlan, teacher_ckpt: str, **overrides: Any) -> dict[str, Any]:
@@ -173,8 +173,10 @@ def _summarise(model, stats: dict) -> dict[str, Any]:
 
 def run_demo(output: str = "dyvm-demo", data_path: Optional[str] = None, mode: str = "default", seed: int = 0,
              finetune_epochs: Optional[int] = None, train_teacher: bool = False, recipe: Optional[str] = None,
-             progress: bool = True, threads: Optional[int] = None, download: bool = False) -> dict[str, Any]:
-    """Run the demo and write the report folder; returns ``results.json``'s content."""
+             progress: bool = True, threads: Optional[int] = None, download: bool = False,
+             baseline_masks: Optional[str] = None) -> dict[str, Any]:
+    """Run the demo and write the report folder; returns ``results.json``'s content. ``baseline_masks``: the
+    trained baselines' training masks, ``nested`` (default) or ``official`` (the paper's ablation)."""
     from . import __version__
     from .checkpoint import model_from_checkpoint
     from .data import FASHION_MNIST_CLASSES, find_fashion_mnist
@@ -193,6 +195,12 @@ def run_demo(output: str = "dyvm-demo", data_path: Optional[str] = None, mode: s
         plan.finetune_epochs = finetune_epochs
     if recipe is not None:
         plan.recipe = recipe
+    if baseline_masks is not None:
+        from .dynamic import BASELINE_MASKS
+
+        if baseline_masks not in BASELINE_MASKS:
+            raise ValueError(f"--baseline-masks {baseline_masks!r}: expected one of {', '.join(BASELINE_MASKS)}")
+        plan.baseline_masks = baseline_masks
     try:
         find_fashion_mnist(data_path)  # fail early with a clear message (naming the command that fixes it)
     except FileNotFoundError:
@@ -236,7 +244,7 @@ def run_demo(output: str = "dyvm-demo", data_path: Optional[str] = None, mode: s
                    f"with distillation ({plan.finetune_epochs} epoch(s), ρ={plan.token_keep_ratio}, "
                    f"β={plan.block_keep_ratio}, recipe {plan.recipe})")
             t = time.time()
-            masks = {} if score == "predictor" else dict(baseline_masks=BASELINE_MASKS)
+            masks = {} if score == "predictor" else dict(baseline_masks=plan.baseline_masks)
             runs[name] = train(**finetune_options(plan, teacher_ckpt, output=os.path.join(ckpt_dir, name), score=score,
                                                   data_path=data_path, seed=seed, no_progress=not progress,
                                                   threads=threads, **masks))
@@ -372,6 +380,8 @@ def _meta(mode, plan, seed, data_path, output, timings, figures, version, runs, 
     command = "dyvm demo" + flags + (f" --seed {seed}" if seed else "") + (" --train-teacher" if train_teacher else "")
     if plan.recipe != "dyvm":
         command += f" --recipe {plan.recipe}"
+    if plan.baseline_masks != "nested":
+        command += f" --baseline-masks {plan.baseline_masks}"
     with open(os.path.join(runs["dyvm"]["output"], "config.json")) as fh:
         finetune_config = json.load(fh)
     recipe_keys = ("recipe", "pruning_loc", "token_keep_ratio", "block_keep_ratio", "token_sampler", "epochs", "batch_size", "lr", "effective_lr", "min_lr", "warmup_epochs", "weight_decay",
@@ -397,6 +407,17 @@ PAPER_FINETUNE = dict(recipe="paper", pruning_loc=[2, 4, 6], token_keep_ratio=0.
                       keep_prior=False, dynamic_lr_scale=1.0, ratio_warmup=0.0, token_weight=10.0, block_weight=10.0,
                       distill_weight=0.5, mixup=0.8, cutmix=1.0, smoothing=0.1, aa="rand-m9-mstd0.5-inc1",
                       reprob=0.25, repeated_aug=3, scale_min=0.08, amp="none")
+
+
+def _masks_sentence(plan: dict) -> str:
+    """How the trained baselines were trained (plans of old results.json files have no ``baseline_masks``:
+    nested then)."""
+    if plan.get("baseline_masks", "nested") == "official":
+        return ("Their training masks are the official ablation's: batch-level masks over all slots, so "
+                "earlier-pruned tokens come back in training but not at inference (`--baseline-masks official`).")
+    return ("Departure: their training masks are nested per image (the inference rule in training too); the "
+            "official ablation trains with batch-level masks over all slots that revive pruned tokens "
+            "(`--baseline-masks official`, measured in docs/study: not stronger at this point, and slower to train).")
 
 
 def render_report(r: dict[str, Any]) -> str:
@@ -427,10 +448,7 @@ def render_report(r: dict[str, Any]) -> str:
               f"and per-image SSM branch selection (β = {plan['block_keep_ratio']}):",
               "- **DyVM**: the learned keep predictor;",
               "- **trained random** / **trained static**: the Pruning_Strategy ablations — keep k random / "
-              "evenly spaced live tokens per image in training and at inference (no predictor, no ratio loss). "
-              "Departure: the masks are nested per image (the inference rule in training too); the official "
-              "ablation trains with batch-level masks over all slots that revive pruned tokens "
-              "(`--baseline-masks official`, measured in docs/study: not stronger, and slower to train).", "",
+              "evenly spaced tokens per image at inference (no predictor, no ratio loss). " + _masks_sentence(plan), "",
               f"Accuracy on the official test split ({'all 10,000' if not plan['test_images'] else plan['test_images']} "
               "images).", "",
               "| model | top-1 % | GFLOPs official | GFLOPs full | FLOPs cut (official) | token keep per stage (measured) "
@@ -554,5 +572,6 @@ def demo_cli(args) -> int:
         raise ValueError("--quick and --long exclude each other")
     mode = "quick" if args.quick else "long" if args.long else "default"
     run_demo(args.output, args.data_path, mode, args.seed, args.finetune_epochs, args.train_teacher, args.recipe,
-             progress=not args.no_progress, threads=args.threads, download=args.download)
+             progress=not args.no_progress, threads=args.threads, download=args.download,
+             baseline_masks=args.baseline_masks)
     return 0
