@@ -17,7 +17,7 @@ name        what                                        dtypes of the state
 ==========  ==========================================  =================================
 reference   plain sequential recurrence (test oracle)   fp32, fp64
 torch       time-major PyTorch loop, custom backward    fp32, fp64
-cpp         compiled CPU kernel (SIMD over N, OpenMP)   fp32 (AVX-512 fast path), fp64
+cpp         compiled CPU kernel (SIMD over N, OpenMP)   fp32 (AVX-512/AVX2 fast path), fp64
 cuda        ``mamba_ssm`` selective_scan_fn              fp32 (CUDA tensors only)
 triton      Triton kernels, fwd + bwd (``scan_triton``)   fp32, fp64 (CUDA; CPU interpreted)
 auto        on CUDA tensors: cuda when mamba_ssm imports, else triton, else torch;

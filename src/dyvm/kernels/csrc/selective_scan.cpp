@@ -16,10 +16,12 @@
 // Generic path (any N, float or double; double is for gradcheck): loops over n with
 // `#pragma omp simd`; float exp/softplus/sigmoid are branch-free polynomial versions that
 // vectorise inside those loops (no libm calls).
-// Fast path (float, N = 16, AVX-512): the state of one (batch, channel) row is one 16-lane
+// Fast path (float, N = 16, AVX-512 or AVX2): the state of one (batch, channel) row is one 16-lane
 // vector register; exp is vrndscale + degree-6 polynomial + vscalef (9 instructions, ~1.5
 // ulp); the dot products C_t · h_t are not reduced per step but stored and reduced 16 steps
 // at a time with a transpose-add tree (likewise the two per-step sums of the backward).
+// On AVX2 CPUs without AVX-512 the same kernels run with the 16 lanes in two 8-lane
+// registers (exp: exp2_f's clamps, rounding trick and polynomial; horizontal-add tree).
 //
 // Parallelism: the forward splits (batch, channel) rows over at::parallel_for. The backward
 // splits channels into one contiguous chunk per thread; a chunk owns dA, dD and dbias of its
@@ -42,6 +44,11 @@
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #define DYVM_HAVE_N16 1
+#define DYVM_N16_AVX512 1
+#elif defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define DYVM_HAVE_N16 1  // 16 lanes as two AVX2 registers
+#define DYVM_N16_AVX512 0
 #else
 #define DYVM_HAVE_N16 0
 #endif
@@ -507,6 +514,8 @@ void backward_chunk(const Args<T>& a, const Strided<T>& gout, const Grads<T>& g,
 
 #if DYVM_HAVE_N16
 
+#if DYVM_N16_AVX512
+
 typedef float v16f __attribute__((vector_size(64)));
 
 DYVM_INLINE v16f load16(const float* p) {
@@ -567,6 +576,65 @@ DYVM_INLINE v16f row_sums16(const float* p) {
 #undef DYVM_L3
 #undef DYVM_L4
 }
+
+#else
+
+// AVX2 (no AVX-512): a 16-lane vector is a pair of 8-lane registers, with the operators the
+// kernels use. GCC's own 64-byte vector type would split into scalars here.
+struct v16f {
+  __m256 lo, hi;
+};
+DYVM_INLINE v16f operator+(v16f a, v16f b) { return {_mm256_add_ps(a.lo, b.lo), _mm256_add_ps(a.hi, b.hi)}; }
+DYVM_INLINE v16f operator-(v16f a, v16f b) { return {_mm256_sub_ps(a.lo, b.lo), _mm256_sub_ps(a.hi, b.hi)}; }
+DYVM_INLINE v16f operator*(v16f a, v16f b) { return {_mm256_mul_ps(a.lo, b.lo), _mm256_mul_ps(a.hi, b.hi)}; }
+DYVM_INLINE v16f operator*(v16f a, float s) {
+  const __m256 v = _mm256_set1_ps(s);
+  return {_mm256_mul_ps(a.lo, v), _mm256_mul_ps(a.hi, v)};
+}
+DYVM_INLINE v16f& operator+=(v16f& a, v16f b) { return a = a + b; }
+
+DYVM_INLINE v16f load16(const float* p) { return {_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8)}; }
+DYVM_INLINE void store16(float* p, v16f v) {
+  _mm256_storeu_ps(p, v.lo);
+  _mm256_storeu_ps(p + 8, v.hi);
+}
+
+// 2^t for 8 lanes: exp2_f lane by lane (the same clamps, rounding trick, polynomial and
+// exponent-bit scaling, so the same results). max/min return their second operand for NaN,
+// so NaN stays NaN.
+DYVM_INLINE __m256 exp2_v8(__m256 t) {
+  t = _mm256_min_ps(_mm256_set1_ps(129.0f), _mm256_max_ps(_mm256_set1_ps(-126.0f), t));
+  const __m256 magic = _mm256_set1_ps(12582912.0f);
+  const __m256 v = _mm256_add_ps(t, magic);
+  const __m256 f = _mm256_sub_ps(t, _mm256_sub_ps(v, magic));
+  __m256 p = _mm256_set1_ps(3.069162316e-04f);
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.679986243e-03f));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.923697792e-02f));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.110065755e-01f));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(4.804529378e-01f));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.386294411e+00f));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.0f));
+  const __m256i bits = _mm256_sub_epi32(_mm256_castps_si256(v), _mm256_set1_epi32(0x4B400000 - 126));
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(bits, 23)));
+}
+DYVM_INLINE v16f exp2_v16(v16f t) { return {exp2_v8(t.lo), exp2_v8(t.hi)}; }
+
+// Sums of 8 rows (8 floats each) → lane i = sum of row i: a horizontal-add tree.
+DYVM_INLINE __m256 row_sums8(const __m256* r) {
+  const __m256 a01 = _mm256_hadd_ps(r[0], r[1]), a23 = _mm256_hadd_ps(r[2], r[3]);
+  const __m256 a45 = _mm256_hadd_ps(r[4], r[5]), a67 = _mm256_hadd_ps(r[6], r[7]);
+  const __m256 b0 = _mm256_hadd_ps(a01, a23), b1 = _mm256_hadd_ps(a45, a67);  // rows 0-3 | 4-7, per 128-bit half
+  return _mm256_add_ps(_mm256_permute2f128_ps(b0, b1, 0x20), _mm256_permute2f128_ps(b0, b1, 0x31));
+}
+// Row sums of a 16 x 16 block (row-major at p): lane i of the result = sum_n p[16 i + n].
+DYVM_INLINE v16f row_sums16(const float* p) {
+  __m256 r[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm256_add_ps(_mm256_loadu_ps(p + 16 * i), _mm256_loadu_ps(p + 16 * i + 8));
+  return {row_sums8(r), row_sums8(r + 8)};
+}
+
+#endif  // DYVM_N16_AVX512
+
 DYVM_INLINE int64_t round16(int64_t n) { return (n + 15) & ~int64_t(15); }
 
 // The per-step vectors whose sums over n are needed (C_t h_t; X_t A and dh_t B_t in the
