@@ -160,8 +160,9 @@ def oracle_parity(device, arm: str) -> list[dict]:
     model.to(device).set_scan_backend(scan_backend)
     with torch.no_grad():
         out = model.forward_detailed(o["input"].to(device), return_layers=True)
-    layers_ok = all(close(out.layer_hidden[i], o["layer_hidden"][i], 1e-5, 1e-5)
-                    and close(out.layer_residual[i], o["layer_residual"][i], 1e-5, 1e-5) for i in range(4))
+    # states: the oracle README's atol (fp32 matmuls sum in a device-dependent order), as tests/test_vim.py
+    layers_ok = all(close(out.layer_hidden[i], o["layer_hidden"][i], 1e-5, 1e-4)
+                    and close(out.layer_residual[i], o["layer_residual"][i], 1e-5, 1e-4) for i in range(4))
     errs = {"logits": max_err(out.logits, o["logits"]), "tokens": max_err(out.tokens, o["other_tokens"])}
     record("vim_small eval", errs, errs["logits"] < 1e-5 and errs["tokens"] < 1e-5 and layers_ok)
 

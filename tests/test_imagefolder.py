@@ -230,7 +230,10 @@ def test_predict_folder_and_files(tmp_path, dyvm_checkpoint):
         assert 0 <= r["branch_keep"] <= 1
     assert results[-1]["path"] == str(single)
     same = dyvm.predict(single, str(dyvm_checkpoint), top_k=2)
-    assert same[0]["top"] == results[-1]["top"]  # batched or alone, the same answer
+    # batched or alone, the same answer (probabilities to fp32 rounding: matmuls may sum in a
+    # batch-size-dependent order, as oneDNN does on AVX2 cores)
+    assert [t["class"] for t in same[0]["top"]] == [t["class"] for t in results[-1]["top"]]
+    assert same[0]["top"][0]["prob"] == pytest.approx(results[-1]["top"][0]["prob"], abs=1e-6)
 
 
 def test_predict_cli_json_and_errors(tmp_path, dyvm_checkpoint, capsys):

@@ -20,9 +20,10 @@ def test_vim_matches_official_oracle(oracle, backend):
     assert len(out.layer_hidden) == 4
     for i in range(4):
         # intermediate states reach |23|: there the oracle itself (fp32) is 1.6e-5 off the float64
-        # truth (see the next test), so they are compared with rtol + atol
-        assert torch.allclose(out.layer_hidden[i], o["layer_hidden"][i], rtol=1e-5, atol=1e-5), i
-        assert torch.allclose(out.layer_residual[i], o["layer_residual"][i], rtol=1e-5, atol=1e-5), i
+        # truth (see the next test), and fp32 matmuls sum in a CPU-dependent order (3e-5 apart on an
+        # AVX2 core, 1e-5 on an AVX-512 one), so states get the oracle README's atol (1e-4)
+        assert torch.allclose(out.layer_hidden[i], o["layer_hidden"][i], rtol=1e-5, atol=1e-4), i
+        assert torch.allclose(out.layer_residual[i], o["layer_residual"][i], rtol=1e-5, atol=1e-4), i
     with torch.no_grad():
         assert torch.equal(model(o["input"]), out.logits)
 
