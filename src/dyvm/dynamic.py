@@ -151,7 +151,11 @@ class TokenPredictor(nn.Module):
         else:
             policy = policy.to(x.dtype)
             glob = (glob * policy).sum(1, keepdim=True) / (policy.sum(1, keepdim=True) + 1)
-        logp = self.out_conv(torch.cat([local, glob.expand(-1, x.shape[1], -1)], dim=-1))
+        # out_conv's first Linear over cat(local, glob): the pooled half is the same for every token of an
+        # image, so its product (and the bias) is computed once per image and broadcast in the add
+        first = self.out_conv[0]
+        hidden = F.linear(local, first.weight[:, :half]) + F.linear(glob, first.weight[:, half:], first.bias)
+        logp = self.out_conv[1:](hidden)
         if self.slot_bias is None:
             return logp
         n, slots = x.shape[1], self.slot_bias.shape[0]

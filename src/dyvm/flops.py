@@ -9,7 +9,8 @@ average branch keep ratio ``ρ_b``; norms, activations and routers are not count
 
 ``full``: everything the model computes: both SSM directions (each weighted by how often it
 runs, per layer and direction when measured on images), RMSNorms, routers, predictors with their
-LayerNorm. Elementwise activations are not counted.
+LayerNorm (the pooled half of a predictor's second Linear once per image, as computed). Elementwise
+activations are not counted.
 
 Reference values (official): Vim-T 1.449, Vim-S 5.077, Vim-B 18.868; DyVM-Vim-S (ρ 0.7) 3.292
 at ρ_b = 0.9.
@@ -62,9 +63,11 @@ def _branch_macs(l: int, E: int, R: int, N: int) -> dict[str, int]:
             "scan": scan_macs(1, E, l, N)}
 
 
-def _predictor_macs(n: int, D: int) -> int:
-    """The four Linears of a TokenPredictor over n tokens (its LayerNorm counts as a norm)."""
-    return n * (D * D + D * (D // 2) + (D // 2) * (D // 4) + (D // 4) * 2)
+def _predictor_macs(n: int, D: int, full: bool = False) -> int:
+    """The four Linears of a TokenPredictor over n tokens (its LayerNorm counts as a norm). ``full``: as the
+    model computes them, the pooled half's share of the second Linear once per image instead of per token."""
+    second = n * (D // 2) * (D // 2) + (D // 2) * (D // 2) if full else n * D * (D // 2)
+    return n * (D * D + (D // 2) * (D // 4) + (D // 4) * 2) + second
 
 
 def measure_branch_keep(model: DyVM, images: Tensor, batch_size: int = 64) -> Tensor:
@@ -116,7 +119,7 @@ def flops_breakdown(model: VisionMamba, convention: str = "official", *, branch_
     for k, loc in enumerate(getattr(model, "pruning_loc", [])):
         # the predictor scores the patches entering the stage (all M positions for the segmentation backbone)
         n = m if getattr(model, "predictor_scores_all_positions", False) else lengths[loc - 1] - model.num_prefix_tokens
-        parts["predictors"] += _predictor_macs(n, D)
+        parts["predictors"] += _predictor_macs(n, D, full)
         if full:
             parts["norms"] += 2 * n * D
     if full:
