@@ -49,12 +49,23 @@ def interleaved_latency(fns: dict[str, Callable[[], Any]], device: torch.device,
 
 
 def cpu_name() -> str:
-    """The CPU's model name (from /proc/cpuinfo where there is one)."""
+    """The CPU's model name and its widest x86 vector extension, e.g. "AMD EPYC (AVX2)" (from /proc/cpuinfo
+    where there is one): speed results differ between machines of one name with and without AVX-512."""
     try:
         with open("/proc/cpuinfo") as fh:
-            return next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
+            info = {}
+            for line in fh:
+                key, _, value = line.partition(":")
+                info.setdefault(key.strip(), value.strip())
+                if "model name" in info and "flags" in info:
+                    break
+    except OSError:
+        info = {}
+    name = info.get("model name") or platform.processor() or platform.machine()
+    flags = set(info.get("flags", "").split())
+    isa = ("AVX-512" + (", AVX512-BF16" if "avx512_bf16" in flags else "") if "avx512f" in flags
+           else "AVX2" if "avx2" in flags else "")
+    return f"{name} ({isa})" if isa else name
 
 
 def format_table(headers: list[str], rows: list[list[Any]]) -> str:
