@@ -1,7 +1,12 @@
 """Selective-scan backends against a float64 run of the reference recurrence."""
 from __future__ import annotations
 
+import os
+import platform
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -393,3 +398,56 @@ def test_cpp_channel_last_strided_inputs(config, reverse):
 @pytest.mark.parametrize("kw", [dict(), dict(D=False, z=False, bias=False, softplus=False)], ids=["full", "bare"])
 def test_gradcheck_cpp_reverse(kw):
     _gradcheck(lambda *a: scan_cpp.selective_scan_cpp(*a, reverse=True), **kw)
+
+
+# ------------------------------------------------- the fast paths of other CPUs, built here
+
+
+def _cpu_flags() -> set:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return set(next((line.split(":", 1)[1] for line in fh if line.startswith("flags")), "").split())
+    except OSError:
+        return set()
+
+
+def _expected_simd_path(flags: set) -> str:
+    if "avx512f" in flags:
+        return "avx512"
+    return "avx2" if {"avx2", "fma"} <= flags else "generic"
+
+
+@needs_cpp
+def test_cpp_builds_the_fast_path_this_cpu_can_run():
+    # an AVX2 machine once ran the generic path, 2x slower, because the fast path needed AVX-512
+    assert scan_cpp.simd_path() == _expected_simd_path(_cpu_flags())
+
+
+_VARIANT_CHECK = """
+import sys
+sys.path.insert(0, {tests!r})
+import test_scan as t
+from dyvm.kernels import scan_cpp
+for config in ("full", "bare", "no_softplus", "big_decay", "long", "n8_odd", "single_step"):
+    t.test_matches_fp64_reference("cpp", config)
+for config in ("full", "bare", "long"):
+    t.test_reverse_matches_flipped_reference("cpp", config)
+for config in ("full", "bare"):
+    for reverse in (False, True):
+        t.test_cpp_channel_last_strided_inputs(config, reverse)
+print(scan_cpp.simd_path())
+"""
+
+
+@needs_cpp
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 vector-extension flags")
+@pytest.mark.parametrize("cflags", ["-mno-avx512f", "-mno-avx512f -mno-avx2"], ids=["no-avx512", "no-avx2"])
+def test_cpp_paths_of_smaller_cpus_match_reference(cflags):
+    # the kernel as an AVX2-only (or an older) CPU builds it, in a fresh process (one build per process),
+    # through the parity tests above: every machine tests the paths it does not run itself
+    flags = _cpu_flags() - ({"avx512f"} if "avx2" not in cflags else {"avx512f", "avx2"})
+    env = dict(os.environ, DYVM_EXT_CFLAGS=cflags)
+    proc = subprocess.run([sys.executable, "-c", _VARIANT_CHECK.format(tests=str(Path(__file__).parent))],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.stdout.split()[-1] == _expected_simd_path(flags)

@@ -25,6 +25,7 @@ import hashlib
 import logging
 import os
 import platform
+import shlex
 import sys
 import threading
 import time
@@ -35,6 +36,8 @@ import torch
 from torch import Tensor
 
 EXT_DIR_VAR = "DYVM_EXT_DIR"
+# extra compiler flags for every build attempt, e.g. "-mno-avx512f" to build what an AVX2 CPU runs
+EXTRA_CFLAGS_VAR = "DYVM_EXT_CFLAGS"
 _SOURCE = Path(__file__).resolve().parent / "csrc" / "selective_scan.cpp"
 # (cflags, ldflags) to try in order: the first is the real one; the others only serve
 # compilers that reject -march=native or OpenMP (without OpenMP the kernel is single-threaded).
@@ -110,9 +113,10 @@ def _build_one(cflags, ldflags):
 
 def _build():
     first_error = None
+    extra = shlex.split(os.environ.get(EXTRA_CFLAGS_VAR, ""))
     for cflags, ldflags in _FLAG_SETS:
         try:
-            return _build_one(cflags, ldflags)
+            return _build_one(cflags + extra, ldflags)
         except Exception as exc:  # compiler missing or failing, ninja missing, ...
             if first_error is None:
                 first_error = exc
@@ -146,6 +150,16 @@ def build_error() -> str:
     """Why the kernel is unavailable ('' when it built or has not been tried)."""
     _load()
     return _error
+
+
+SIMD_PATHS = {512: "avx512", 256: "avx2", 0: "generic"}
+
+
+def simd_path() -> Optional[str]:
+    """The float N = 16 fast path the build compiled: "avx512", "avx2" or "generic" (none; every call
+    takes the generic path); None when the kernel is unavailable."""
+    module = _load()
+    return None if module is None else SIMD_PATHS[int(module.simd_path())]
 
 
 def build_seconds() -> Optional[float]:

@@ -635,6 +635,10 @@ DYVM_INLINE v16f row_sums16(const float* p) {
 
 #endif  // DYVM_N16_AVX512
 
+// The backward's reverse pass needs exp(Δ_t A) again: AVX-512 recomputes it (9 instructions),
+// AVX2 (two halves of ~14) stores it in the recompute pass and reads it back.
+constexpr bool kStoreDecay = !DYVM_N16_AVX512;
+
 DYVM_INLINE int64_t round16(int64_t n) { return (n + 15) & ~int64_t(15); }
 
 // The per-step vectors whose sums over n are needed (C_t h_t; X_t A and dh_t B_t in the
@@ -683,7 +687,7 @@ void forward_rows_n16(const Args<float>& a, const StridedOut<float>& out, int64_
 void backward_chunk_n16(const Args<float>& a, const Strided<float>& gout,
                         const Grads<float>& g, int64_t chunk, int64_t d0, int64_t d1) {
   const int64_t L = a.L, Bsz = a.batch, Lp = round16(L), ld = Lp;
-  Scratch<float> s(16 * (L + 1) + 2 * 256 + 7 * Lp + 7 * kBlock * ld + kBlock * 18);
+  Scratch<float> s(16 * (L + 1) + 2 * 256 + 7 * Lp + 7 * kBlock * ld + kBlock * 18 + (kStoreDecay ? 16 * L : 0));
   float* __restrict__ Hs = s.base;              // Hs[16 (t+1) + n] = h_t[n]; first row 0
   float* __restrict__ ring1 = Hs + 16 * (L + 1);  // C_t h_t, then X_t A
   float* __restrict__ ring2 = ring1 + 256;        // dh_t B_t
@@ -702,6 +706,7 @@ void backward_chunk_n16(const Args<float>& a, const Strided<float>& gout,
   float* __restrict__ dAacc = dzb + 4 * kBlock * ld;  // kBlock x 16
   float* __restrict__ dDacc = dAacc + kBlock * 16;
   float* __restrict__ dbacc = dDacc + kBlock;
+  float* __restrict__ Es = dbacc + kBlock;        // Es[16 t + n] = exp(Δ_t A_n) (kStoreDecay only)
   std::fill(s.base, s.base + 16 * (L + 1) + 2 * 256, 0.0f);
   float* __restrict__ dBpart = g.dB + chunk * Bsz * L * 16;
   float* __restrict__ dCpart = g.dC + chunk * Bsz * L * 16;
@@ -731,7 +736,9 @@ void backward_chunk_n16(const Args<float>& a, const Strided<float>& gout,
         v16f h = {};
         if (zr) {
           for (int64_t t = 0; t < L; ++t) {
-            h = exp2_v16(A2 * dt[t]) * h + load16(Bs + t * stB) * dtu[t];
+            const v16f e = exp2_v16(A2 * dt[t]);
+            if (kStoreDecay) store16(Es + 16 * t, e);
+            h = e * h + load16(Bs + t * stB) * dtu[t];
             store16(Hs + 16 * (t + 1), h);
             store16(ring1 + 16 * (t & 15), h * load16(Cs + t * stC));
             if ((t & 15) == 15) store16(yv + (t - 15), row_sums16(ring1));
@@ -739,19 +746,21 @@ void backward_chunk_n16(const Args<float>& a, const Strided<float>& gout,
           if (L & 15) store16(yv + (L & ~int64_t(15)), row_sums16(ring1));
         } else {
           for (int64_t t = 0; t < L; ++t) {
-            h = exp2_v16(A2 * dt[t]) * h + load16(Bs + t * stB) * dtu[t];
+            const v16f e = exp2_v16(A2 * dt[t]);
+            if (kStoreDecay) store16(Es + 16 * t, e);
+            h = e * h + load16(Bs + t * stB) * dtu[t];
             store16(Hs + 16 * (t + 1), h);
           }
         }
         row_gate_backward(ur, zr, Dd, L, gob + j * ld, yv, dyv, dzb + j * ld);
-        // reverse recurrence; the decay is recomputed (cheaper than a round trip through
-        // memory) and exp(Δ_{t+1} A), h_t carry over from the previous step in registers
+        // reverse recurrence; the decay is recomputed on AVX-512 (cheaper than a round trip
+        // through memory), read back on AVX2; exp(Δ_{t+1} A), h_t carry over in registers
         v16f dh = {}, e_next = {};
         v16f h_t = load16(Hs + 16 * L);
         v16f dA = load16(dAacc + j * 16);
         for (int64_t t = L - 1; t >= 0; --t) {
           const float dyt = dyv[t];
-          const v16f e_t = exp2_v16(A2 * dt[t]);
+          const v16f e_t = kStoreDecay ? load16(Es + 16 * t) : exp2_v16(A2 * dt[t]);
           const v16f h_prev = load16(Hs + 16 * t);
           const v16f Bt = load16(Bs + t * stB);
           dh = e_next * dh + load16(Cs + t * stC) * dyt;
@@ -1440,7 +1449,17 @@ std::vector<at::Tensor> conv_backward(const at::Tensor& gout, const at::Tensor& 
 // reverse: run over the reversed sequence (results in the original order); channels_last:
 // allocate the (B, E, L) outputs as channel-last memory (B, L, E); mask_grad: also return the
 // gradient of the conv's mask (else an empty tensor).
+// Which float N = 16 fast path this build compiled: 512 (AVX-512), 256 (AVX2), 0 (none: generic only).
+int64_t simd_path() {
+#if DYVM_HAVE_N16
+  return DYVM_N16_AVX512 ? 512 : 256;
+#else
+  return 0;
+#endif
+}
+
 TORCH_LIBRARY(dyvm_scan, m) {
+  m.def("simd_path() -> int", &simd_path);
   m.def("forward(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, "
         "Tensor? delta_bias, bool delta_softplus, bool reverse=False, bool channels_last=False) -> Tensor");
   m.def("backward(Tensor grad_out, Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, "
