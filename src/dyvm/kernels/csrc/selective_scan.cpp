@@ -39,6 +39,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #if defined(__AVX512F__)
@@ -280,6 +281,32 @@ DYVM_INLINE void row_finish(const T* __restrict__ u, T Dd, bool softplus, int64_
 
 constexpr int64_t kBlock = 16;  // channels gathered together (one cache line of a channel-last row)
 
+#if defined(__AVX2__)
+#include <immintrin.h>
+// 8 x 8 float transpose in registers: r[i][j] -> r[j][i].
+DYVM_INLINE void transpose8x8(__m256* r) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+  r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+  r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+  r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+  r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+  r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+  r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+  r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+#define DYVM_HAVE_TRANSPOSE8 1
+#else
+#define DYVM_HAVE_TRANSPOSE8 0
+#endif
+
 // dst[j ld + off + s] = p[b, e0+j, t(s)] (times ms[s] if ms), j < nb, s < L; t(s) = s or L-1-s.
 // With a unit time stride and no reversal a row is one memcpy; otherwise s runs outside j,
 // so the accesses of one t (nb channels) are adjacent in memory for channel-last tensors.
@@ -294,7 +321,21 @@ DYVM_INLINE void gather_block(const T* p, int64_t sb, int64_t se, int64_t sl, in
       std::memcpy(o + j * ld, src + j * se, static_cast<size_t>(L) * sizeof(T));
     return;
   }
-  for (int64_t s = 0; s < L; ++s) {
+  int64_t s0 = 0;
+#if DYVM_HAVE_TRANSPOSE8
+  if constexpr (std::is_same<T, float>::value) {
+    if (se == 1 && !ms && (nb & 7) == 0) {  // channel-last: 8 x 8 tiles transposed in registers
+      for (; s0 + 8 <= L; s0 += 8)
+        for (int64_t j0 = 0; j0 < nb; j0 += 8) {
+          __m256 r[8];
+          for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + (rev ? L - 1 - s0 - i : s0 + i) * sl + j0);
+          transpose8x8(r);
+          for (int j = 0; j < 8; ++j) _mm256_storeu_ps(o + (j0 + j) * ld + s0, r[j]);
+        }
+    }
+  }
+#endif
+  for (int64_t s = s0; s < L; ++s) {
     const T* __restrict__ st = src + (rev ? L - 1 - s : s) * sl;
     const T mv = ms ? ms[s] : T(1);
     for (int64_t j = 0; j < nb; ++j) o[j * ld + s] = st[j * se] * mv;
@@ -311,7 +352,21 @@ DYVM_INLINE void scatter_block(T* p, int64_t sb, int64_t se, int64_t sl, int64_t
       std::memcpy(dst + j * se, src + j * ld, static_cast<size_t>(L) * sizeof(T));
     return;
   }
-  for (int64_t s = 0; s < L; ++s) {
+  int64_t s0 = 0;
+#if DYVM_HAVE_TRANSPOSE8
+  if constexpr (std::is_same<T, float>::value) {
+    if (se == 1 && (nb & 7) == 0) {  // channel-last: 8 x 8 tiles transposed in registers
+      for (; s0 + 8 <= L; s0 += 8)
+        for (int64_t j0 = 0; j0 < nb; j0 += 8) {
+          __m256 r[8];
+          for (int j = 0; j < 8; ++j) r[j] = _mm256_loadu_ps(src + (j0 + j) * ld + s0);
+          transpose8x8(r);
+          for (int i = 0; i < 8; ++i) _mm256_storeu_ps(dst + (rev ? L - 1 - s0 - i : s0 + i) * sl + j0, r[i]);
+        }
+    }
+  }
+#endif
+  for (int64_t s = s0; s < L; ++s) {
     T* __restrict__ dt = dst + (rev ? L - 1 - s : s) * sl;
     for (int64_t j = 0; j < nb; ++j) dt[j * se] = src[j * ld + s];
   }
