@@ -16,6 +16,7 @@ from dyvm.kernels import scan as scan_mod
 from dyvm.kernels import scan_cpp
 from dyvm.kernels.scan import ENV_VAR, resolve_backend, selective_scan, selective_scan_reference
 from dyvm.kernels.scan_torch import selective_scan_torch
+from dyvm.utils import cpu_flags
 
 CPP = scan_cpp.available()
 BACKENDS_HERE = ["reference", "torch"] + (["cpp"] if CPP else [])
@@ -403,14 +404,6 @@ def test_gradcheck_cpp_reverse(kw):
 # ------------------------------------------------- the fast paths of other CPUs, built here
 
 
-def _cpu_flags() -> set:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            return set(next((line.split(":", 1)[1] for line in fh if line.startswith("flags")), "").split())
-    except OSError:
-        return set()
-
-
 def _expected_simd_path(flags: set) -> str:
     if "avx512f" in flags:
         return "avx512"
@@ -420,7 +413,7 @@ def _expected_simd_path(flags: set) -> str:
 @needs_cpp
 def test_cpp_builds_the_fast_path_this_cpu_can_run():
     # an AVX2 machine once ran the generic path, 2x slower, because the fast path needed AVX-512
-    assert scan_cpp.simd_path() == _expected_simd_path(_cpu_flags())
+    assert scan_cpp.simd_path() == _expected_simd_path(cpu_flags())
 
 
 _VARIANT_CHECK = """
@@ -445,7 +438,7 @@ print(scan_cpp.simd_path())
 def test_cpp_paths_of_smaller_cpus_match_reference(cflags):
     # the kernel as an AVX2-only (or an older) CPU builds it, in a fresh process (one build per process),
     # through the parity tests above: every machine tests the paths it does not run itself
-    flags = _cpu_flags() - ({"avx512f"} if "avx2" not in cflags else {"avx512f", "avx2"})
+    flags = cpu_flags() - ({"avx512f"} if "avx2" not in cflags else {"avx512f", "avx2"})
     env = dict(os.environ, DYVM_EXT_CFLAGS=cflags)
     proc = subprocess.run([sys.executable, "-c", _VARIANT_CHECK.format(tests=str(Path(__file__).parent))],
                           env=env, capture_output=True, text=True, timeout=600)

@@ -48,21 +48,31 @@ def interleaved_latency(fns: dict[str, Callable[[], Any]], device: torch.device,
     return times
 
 
-def cpu_name() -> str:
-    """The CPU's model name and its widest x86 vector extension, e.g. "AMD EPYC (AVX2)" (from /proc/cpuinfo
-    where there is one): speed results differ between machines of one name with and without AVX-512."""
+def _cpuinfo() -> dict[str, str]:
+    """The first "model name" and "flags" lines of /proc/cpuinfo ({} where there is none)."""
+    info: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as fh:
-            info = {}
             for line in fh:
                 key, _, value = line.partition(":")
                 info.setdefault(key.strip(), value.strip())
                 if "model name" in info and "flags" in info:
                     break
     except OSError:
-        info = {}
-    name = info.get("model name") or platform.processor() or platform.machine()
-    flags = set(info.get("flags", "").split())
+        pass
+    return info
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (e.g. "avx2", "avx512f"; empty where /proc/cpuinfo has none)."""
+    return set(_cpuinfo().get("flags", "").split())
+
+
+def cpu_name() -> str:
+    """The CPU's model name and its widest x86 vector extension, e.g. "AMD EPYC (AVX2)": speed results
+    differ between machines of one name with and without AVX-512."""
+    name = _cpuinfo().get("model name") or platform.processor() or platform.machine()
+    flags = cpu_flags()
     isa = ("AVX-512" + (", AVX512-BF16" if "avx512_bf16" in flags else "") if "avx512f" in flags
            else "AVX2" if "avx2" in flags else "")
     return f"{name} ({isa})" if isa else name
