@@ -42,12 +42,13 @@
 #include <type_traits>
 #include <vector>
 
-#if defined(__AVX512F__)
+#if defined(__AVX2__) || defined(__AVX512F__)
 #include <immintrin.h>
+#endif
+#if defined(__AVX512F__)
 #define DYVM_HAVE_N16 1
 #define DYVM_N16_AVX512 1
 #elif defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
 #define DYVM_HAVE_N16 1  // 16 lanes as two AVX2 registers
 #define DYVM_N16_AVX512 0
 #else
@@ -282,7 +283,6 @@ DYVM_INLINE void row_finish(const T* __restrict__ u, T Dd, bool softplus, int64_
 constexpr int64_t kBlock = 16;  // channels gathered together (one cache line of a channel-last row)
 
 #if defined(__AVX2__)
-#include <immintrin.h>
 // 8 x 8 float transpose in registers: r[i][j] -> r[j][i].
 DYVM_INLINE void transpose8x8(__m256* r) {
   const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
@@ -1499,11 +1499,6 @@ std::vector<at::Tensor> conv_backward(const at::Tensor& gout, const at::Tensor& 
 
 }  // namespace
 
-// Ops torch.ops.dyvm_scan.forward / .backward (selective scan) and .conv_forward /
-// .conv_backward (causal conv1d); the extension is loaded as a plain library.
-// reverse: run over the reversed sequence (results in the original order); channels_last:
-// allocate the (B, E, L) outputs as channel-last memory (B, L, E); mask_grad: also return the
-// gradient of the conv's mask (else an empty tensor).
 // Which float N = 16 fast path this build compiled: 512 (AVX-512), 256 (AVX2), 0 (none: generic only).
 int64_t simd_path() {
 #if DYVM_HAVE_N16
@@ -1513,6 +1508,11 @@ int64_t simd_path() {
 #endif
 }
 
+// Ops torch.ops.dyvm_scan.forward / .backward (selective scan) and .conv_forward /
+// .conv_backward (causal conv1d), and .simd_path; the extension is loaded as a plain library.
+// reverse: run over the reversed sequence (results in the original order); channels_last:
+// allocate the (B, E, L) outputs as channel-last memory (B, L, E); mask_grad: also return the
+// gradient of the conv's mask (else an empty tensor).
 TORCH_LIBRARY(dyvm_scan, m) {
   m.def("simd_path() -> int", &simd_path);
   m.def("forward(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, "
