@@ -117,3 +117,14 @@ def test_cli_json_has_the_rounds(tmp_path, capsys):
     g = data["result"]["groups"]["vim_tiny b1"]
     assert len(g["arms"]["bf16"]["seconds"]["wall"]) == 2 and len(g["ratios"]["bf16"]["cpu"]["speedup"]) == 2
     assert "table" not in data and "fp32 vs bf16" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flags, isa", [("fma avx2", "(AVX2)"), ("avx2 avx512f", "(AVX-512)"),
+                                        ("avx2 avx512f avx512_bf16", "(AVX-512, AVX512-BF16)"),
+                                        ("avx2 avx512f avx512_bf16 amx_tile amx_bf16", "(AVX-512, AVX512-BF16, AMX-BF16)"),
+                                        ("neon", None)])
+def test_machine_line_names_the_vector_extensions_that_change_speed(monkeypatch, flags, isa):
+    from dyvm import utils
+
+    monkeypatch.setattr(utils, "_cpuinfo", lambda: {"model name": "Some CPU", "flags": flags})
+    assert utils.cpu_name() == ("Some CPU" if isa is None else f"Some CPU {isa}")

@@ -121,6 +121,31 @@ def test_gradients_reach_every_parameter(oracle):
         assert p.grad is not None and p.grad.abs().sum() > 0, name  # both SSM branches train
 
 
+def test_cpu_autocast_runs_conv_and_scan_in_fp32_and_trains(monkeypatch):
+    """Under CPU autocast only the matmuls run in bf16: the mixer hands the conv (and so the scan) float32
+    inputs, so the compiled kernels run instead of a bf16 conv plus casts; gradients still reach every
+    parameter and stay close to the fp32 ones."""
+    from dyvm.models import vim as vim_module
+
+    seen = []
+    real = vim_module.causal_conv1d
+    monkeypatch.setattr(vim_module, "causal_conv1d", lambda x, *a, **k: (seen.append(x.dtype), real(x, *a, **k))[1])
+    torch.manual_seed(0)
+    model = dyvm.create_model("vim_tiny", img_size=32, patch_size=8, depth=2, embed_dim=32, num_classes=5)
+    x = torch.randn(2, 3, 32, 32)
+    model(x).square().mean().backward()
+    ref = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    seen.clear()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x)
+    out.float().square().mean().backward()
+    assert out.dtype == torch.bfloat16 and seen == [torch.float32] * 4   # 2 layers x 2 directions
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert (p.grad - ref[name]).norm() <= 0.1 * ref[name].norm() + 1e-6, name
+
+
 def test_bf16_autocast_on_cpu(oracle):
     o = oracle("vim_small")
     model = dyvm.create_model("vim_small", **o["config"]).eval()

@@ -69,11 +69,12 @@ def cpu_flags() -> set[str]:
 
 
 def cpu_name() -> str:
-    """The CPU's model name and its widest x86 vector extension, e.g. "AMD EPYC (AVX2)": speed results
-    differ between machines of one name with and without AVX-512."""
+    """The CPU's model name and its widest x86 vector extensions, e.g. "AMD EPYC (AVX2)": speed results
+    differ between machines of one name with and without AVX-512, and bf16 matmuls with and without AMX."""
     name = _cpuinfo().get("model name") or platform.processor() or platform.machine()
     flags = cpu_flags()
-    isa = ("AVX-512" + (", AVX512-BF16" if "avx512_bf16" in flags else "") if "avx512f" in flags
+    isa = ("AVX-512" + (", AVX512-BF16" if "avx512_bf16" in flags else "")
+           + (", AMX-BF16" if "amx_bf16" in flags else "") if "avx512f" in flags
            else "AVX2" if "avx2" in flags else "")
     return f"{name} ({isa})" if isa else name
 

@@ -140,6 +140,10 @@ class BiMambaMixer(nn.Module):
         and write through strides, so ``in_proj``'s output, ``x_proj``'s input and ``out_proj``'s
         input need no transposed copies.
         """
+        if xz.device.type == "cpu" and xz.dtype in (torch.bfloat16, torch.float16):
+            # under CPU autocast only the matmuls run in 16 bits: the conv and scan kernels compute in
+            # float32, so one upcast here saves the copies each of them would make of its inputs
+            xz = xz.float()
         x, z = split_xz(xz)                                                # (B, E, L) views
         m = None if mask is None else mask.reshape(mask.shape[0], -1).to(x.dtype)  # (B, L)
         if gates is None:
