@@ -73,6 +73,8 @@ CONFIGS = {
     "no_softplus_bare": dict(softplus=False, D=False, z=False, bias=False),
     "big_decay": dict(big_decay=True),
     "long": dict(batch=1, channels=3, length=1100),
+    # the AVX-512 backward keeps the decays up to 64 steps and recomputes them past that ("long" too)
+    "past_decay_store": dict(batch=2, channels=3, length=65),
     "n8_odd": dict(batch=3, channels=5, length=17, nstate=8),
     "single_step": dict(batch=2, channels=4, length=1),
 }

@@ -690,9 +690,15 @@ DYVM_INLINE v16f row_sums16(const float* p) {
 
 #endif  // DYVM_N16_AVX512
 
-// The backward's reverse pass needs exp(Δ_t A) again: AVX-512 recomputes it (9 instructions),
-// AVX2 (two halves of ~14) stores it in the recompute pass and reads it back.
-constexpr bool kStoreDecay = !DYVM_N16_AVX512;
+// The backward's reverse pass needs exp(Δ_t A) again. AVX2 (two halves of ~14 instructions) stores
+// it in the recompute pass and reads it back; AVX-512 (9 instructions) does so for short sequences,
+// whose 64 bytes per step stay in L1 (at L = 50: the backward ~15% faster on an AVX-512 Xeon), and
+// recomputes it for long ones (at L = 197 storing was ~7% slower there).
+// -DDYVM_STORE_DECAY_MAX_L=0 builds the always-recompute AVX-512 kernel (for A/B runs).
+#ifndef DYVM_STORE_DECAY_MAX_L
+#define DYVM_STORE_DECAY_MAX_L 64
+#endif
+DYVM_INLINE bool store_decay(int64_t L) { return !DYVM_N16_AVX512 || L <= DYVM_STORE_DECAY_MAX_L; }
 
 DYVM_INLINE int64_t round16(int64_t n) { return (n + 15) & ~int64_t(15); }
 
@@ -742,7 +748,8 @@ void forward_rows_n16(const Args<float>& a, const StridedOut<float>& out, int64_
 void backward_chunk_n16(const Args<float>& a, const Strided<float>& gout,
                         const Grads<float>& g, int64_t chunk, int64_t d0, int64_t d1) {
   const int64_t L = a.L, Bsz = a.batch, Lp = round16(L), ld = Lp;
-  Scratch<float> s(16 * (L + 1) + 2 * 256 + 7 * Lp + 7 * kBlock * ld + kBlock * 18 + (kStoreDecay ? 16 * L : 0));
+  const bool keep_decay = store_decay(L);
+  Scratch<float> s(16 * (L + 1) + 2 * 256 + 7 * Lp + 7 * kBlock * ld + kBlock * 18 + (keep_decay ? 16 * L : 0));
   float* __restrict__ Hs = s.base;              // Hs[16 (t+1) + n] = h_t[n]; first row 0
   float* __restrict__ ring1 = Hs + 16 * (L + 1);  // C_t h_t, then X_t A
   float* __restrict__ ring2 = ring1 + 256;        // dh_t B_t
@@ -761,7 +768,7 @@ void backward_chunk_n16(const Args<float>& a, const Strided<float>& gout,
   float* __restrict__ dAacc = dzb + 4 * kBlock * ld;  // kBlock x 16
   float* __restrict__ dDacc = dAacc + kBlock * 16;
   float* __restrict__ dbacc = dDacc + kBlock;
-  float* __restrict__ Es = dbacc + kBlock;        // Es[16 t + n] = exp(Δ_t A_n) (kStoreDecay only)
+  float* __restrict__ Es = dbacc + kBlock;        // Es[16 t + n] = exp(Δ_t A_n) (keep_decay only)
   std::fill(s.base, s.base + 16 * (L + 1) + 2 * 256, 0.0f);
   float* __restrict__ dBpart = g.dB + chunk * Bsz * L * 16;
   float* __restrict__ dCpart = g.dC + chunk * Bsz * L * 16;
@@ -792,7 +799,7 @@ void backward_chunk_n16(const Args<float>& a, const Strided<float>& gout,
         if (zr) {
           for (int64_t t = 0; t < L; ++t) {
             const v16f e = exp2_v16(A2 * dt[t]);
-            if (kStoreDecay) store16(Es + 16 * t, e);
+            if (keep_decay) store16(Es + 16 * t, e);
             h = e * h + load16(Bs + t * stB) * dtu[t];
             store16(Hs + 16 * (t + 1), h);
             store16(ring1 + 16 * (t & 15), h * load16(Cs + t * stC));
@@ -802,20 +809,20 @@ void backward_chunk_n16(const Args<float>& a, const Strided<float>& gout,
         } else {
           for (int64_t t = 0; t < L; ++t) {
             const v16f e = exp2_v16(A2 * dt[t]);
-            if (kStoreDecay) store16(Es + 16 * t, e);
+            if (keep_decay) store16(Es + 16 * t, e);
             h = e * h + load16(Bs + t * stB) * dtu[t];
             store16(Hs + 16 * (t + 1), h);
           }
         }
         row_gate_backward(ur, zr, Dd, L, gob + j * ld, yv, dyv, dzb + j * ld);
-        // reverse recurrence; the decay is recomputed on AVX-512 (cheaper than a round trip
-        // through memory), read back on AVX2; exp(Δ_{t+1} A), h_t carry over in registers
+        // reverse recurrence; the decay is read back or recomputed (store_decay); exp(Δ_{t+1} A),
+        // h_t carry over in registers
         v16f dh = {}, e_next = {};
         v16f h_t = load16(Hs + 16 * L);
         v16f dA = load16(dAacc + j * 16);
         for (int64_t t = L - 1; t >= 0; --t) {
           const float dyt = dyv[t];
-          const v16f e_t = kStoreDecay ? load16(Es + 16 * t) : exp2_v16(A2 * dt[t]);
+          const v16f e_t = keep_decay ? load16(Es + 16 * t) : exp2_v16(A2 * dt[t]);
           const v16f h_prev = load16(Hs + 16 * t);
           const v16f Bt = load16(Bs + t * stB);
           dh = e_next * dh + load16(Cs + t * stC) * dyt;
