@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from dyvm.timing import format_comparison, interleave, round_order, summarize, timed
+from dyvm.timing import format_comparison, interleave, round_order, spread_note, summarize, timed
 
 
 class FakeClock:
@@ -138,3 +138,20 @@ def test_interleave_rejects_bad_arguments():
         interleave({}, rounds=1)
     with pytest.raises(ValueError):
         interleave({"g": {}}, rounds=1)
+
+
+def test_spread_note_names_only_the_ratios_that_spread_beyond_the_limit():
+    clock = FakeClock()
+    steady = interleave({"steady": {"A": clock.runner("A", 1.0), "B": clock.runner("B", 0.5)}}, rounds=6, repeats=1,
+                        warmup=0)
+    assert spread_note(steady) == ""
+
+    def alternating(costs):  # B's rounds cost 0.5 and 0.8 in turn: per-round ratios 0.5, 0.8, 0.5, ...
+        costs = iter(costs)
+        return lambda n: (lambda v: {"wall": v * n, "cpu": v * n})(next(costs))
+
+    noisy = interleave({"noisy b8": {"A": lambda n: {"wall": 1.0 * n, "cpu": 1.0 * n},
+                                     "B": alternating([0.5, 0.8] * 3)}}, rounds=6, repeats=1, warmup=0)
+    note = spread_note(noisy)
+    assert note.startswith("note: noisy rounds: noisy b8 B ±") and "limit ±5%" in note
+    assert spread_note(noisy, limit=0.5) == ""

@@ -133,7 +133,8 @@ def test_branch_skipping_equals_masking():
     torch.manual_seed(0)
     mixer = small_dyvm(depth=2, pruning_loc=[1]).layers[0].mixer
     xz = torch.randn(5, 17, 2 * mixer.d_inner)
-    for gates in (torch.tensor([[1., 0], [0, 1], [1, 1], [0, 0], [1, 0]]), torch.zeros(5, 2), torch.ones(5, 2)):
+    for gates in (torch.tensor([[1., 0], [0, 1], [1, 1], [0, 0], [1, 0]]), torch.zeros(5, 2), torch.ones(5, 2),
+                  torch.tensor([[1., 1], [1, 0], [1, 1], [1, 0], [1, 1]])):  # all forward, some backward
         with torch.no_grad():
             skipped = mixer.mix(xz, None, gates)
             multiplied = mixer.mix(xz, None, gates.clone().requires_grad_(True))

@@ -37,7 +37,8 @@ def test_vim_close_to_float64_truth(oracle, backend):
     with torch.no_grad():
         ref = truth.forward_detailed(o["input"].double(), return_layers=True)
         out = model.float().set_scan_backend(backend).forward_detailed(o["input"], return_layers=True)
-    assert (out.logits.double() - ref.logits).abs().max() < 1e-5
+    # the oracle README's logits tolerance: fp32 sums run in a CPU-dependent order (1.07e-5 on an Intel Xeon)
+    assert (out.logits.double() - ref.logits).abs().max() < 2e-5
     for mine, exact in zip(out.layer_hidden + out.layer_residual, ref.layer_hidden + ref.layer_residual):
         # fp32 through 4 layers: the reference backend in fp32 needs rtol 5e-5 here too
         assert torch.allclose(mine.double(), exact, rtol=1e-4, atol=1e-5)

@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from .timing import Runner, format_comparison, interleave, timed
+from .timing import Runner, format_comparison, interleave, spread_note, timed
 from .utils import cpu_name
 
 DEFAULT_BACKENDS = ("reference", "torch", "cpp", "cuda")
@@ -393,6 +393,10 @@ def main(args) -> int:
               f"({res['machine']}); {rounds(3)} interleaved rounds; ratio = time / dyvm's time, median per round")
         print(res["table"])
         print("CPU time:\n" + res["table_cpu"])
+    for res in out.values():  # train-step's result is the interleave output itself
+        note = spread_note(res.get("result", res))
+        if note:
+            print(note)
     if args.json:
         _write_json(args.json, out)
     return 0

@@ -130,6 +130,27 @@ def interleave(groups: Mapping[str, Mapping[str, Runner]], rounds: int = 7, repe
     return out
 
 
+SPREAD_LIMIT = 0.05  # issue 10's repeatability goal: ratios within ±5% from run to run
+
+
+def spread_note(result: dict, clock: str = "cpu", limit: float = SPREAD_LIMIT) -> str:
+    """One line naming every ratio of :func:`interleave`'s ``result`` whose per-round values spread by more than
+    ±``limit`` (half the interquartile range over the median, ``clock`` time), or "" when none does: the
+    machine was too noisy for those ratios to repeat from run to run."""
+    wide = []
+    for g, entry in result["groups"].items():
+        for arm, ratio in entry["ratios"].items():
+            s = ratio[clock]["time_summary"]
+            half = (s["q3"] - s["q1"]) / 2 / max(s["median"], 1e-12)
+            if half > limit:
+                wide.append(f"{g} {arm} ±{100 * half:.0f}%")
+    if not wide:
+        return ""
+    return (f"note: noisy rounds: {', '.join(wide)} (half the interquartile range of the per-round ratios, {clock} "
+            f"time; limit ±{100 * limit:.0f}%). These ratios may move between runs: rerun with nothing else running, "
+            "or with more --rounds.")
+
+
 def format_comparison(result: dict, clock: str = "wall", what: str = "time") -> str:
     """A Markdown table of :func:`interleave`'s result: per group and arm the median ms per call,
     items/s, and (``what`` = "time" or "speedup") the median per-round ratio to the baseline with
