@@ -178,6 +178,8 @@ RUNS.update({
     "official_static_loc456_rho0.5_beta0.9": ("trained static pruning with the official ablation's masks, layers 4, 5, "
                                               "6, ρ 0.5, β 0.9",
                                               at_point([4, 5, 6], 0.5, 0.9, score="static", baseline_masks="official")),
+    "stratified_loc456_rho0.5_beta0.9": ("stratified sampler, layers 4, 5, 6, ρ 0.5, β 0.9",
+                                         at_point([4, 5, 6], 0.5, 0.9, token_sampler="stratified")),
     "official_static_1ep": ("trained static pruning with the official ablation's masks, base point, 1 epoch",
                             dict(score="static", baseline_masks="official", epochs=1)),
     "official_random_1ep": ("trained random pruning with the official ablation's masks, base point, 1 epoch",
