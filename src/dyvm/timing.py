@@ -130,7 +130,7 @@ def interleave(groups: Mapping[str, Mapping[str, Runner]], rounds: int = 7, repe
     return out
 
 
-SPREAD_LIMIT = 0.05  # issue 10's repeatability goal: ratios within ±5% from run to run
+SPREAD_LIMIT = 0.05  # the ±5% of issue 10's run-to-run goal, applied to the rounds of one run
 
 
 def spread_note(result: dict, clock: str = "cpu", limit: float = SPREAD_LIMIT) -> str:
