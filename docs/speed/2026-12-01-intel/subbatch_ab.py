@@ -1,7 +1,7 @@
 """One-off A/B of the per-image branch selection at inference (commit after df579f3): the previous
 ``BiMambaMixer._selected_branches`` (sub-batches gathered as x[idx], z[idx], outputs scattered into zero-filled
 full-size parts and added) against the new one (one row copy of in_proj's output per sub-batch, outputs added
-into y in place), on the demo's trained DyVM and its teacher, 64 real test images, 1 thread, interleaved rounds.
+into y by rows), on the demo's trained DyVM and its teacher, 64 real test images, 1 thread, interleaved rounds.
 
     python docs/speed/2026-12-01-intel/subbatch_ab.py TEACHER_CKPT DYVM_CKPT OUT.json
 """
@@ -16,8 +16,7 @@ from dyvm.models import vim as vim_mod
 from dyvm.timing import format_comparison, interleave, timed
 
 
-def old_selected_branches(self, xz, mask, gates):
-    x, z = vim_mod.split_xz(xz)
+def old_selected_branches(self, xz, x, z, mask, gates):  # the signature of the current method
     counts = [round(c) for c in gates.sum(0).tolist()]
     y = None
     for backward, n_on in ((False, counts[0]), (True, counts[1])):

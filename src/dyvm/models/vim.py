@@ -110,33 +110,29 @@ class BiMambaMixer(nn.Module):
         _, d_b, b_b, _ = self._ssm_inputs(True, x, m)
         return (b_f + b_b) / 2, ((d_f + d_b) / 2).transpose(1, 2)
 
-    def _selected_branches(self, xz: Tensor, mask: Optional[Tensor], gates: Tensor) -> Tensor:
+    def _selected_branches(self, xz: Tensor, x: Tensor, z: Tensor, mask: Optional[Tensor], gates: Tensor) -> Tensor:
         """Inference: each branch runs for the images whose gate (B, 2) is on and contributes 0 for the
         others, so the compute really drops: a branch on for every image runs on the whole batch, one
         on for some runs on that sub-batch, one off for all does not run. The gates are read once.
 
-        xz: ``in_proj``'s output (B, L, 2E); returns y (B, E, L) on channel-last memory. A sub-batch is
-        one row copy of xz (its x and z views stay channel-last for the kernels), and its output is added
-        into y by rows (no zero-filled full-size part per branch)."""
+        xz: ``in_proj``'s output (B, L, 2E) and x, z its (B, E, L) views; returns y (B, E, L) on channel-last
+        memory. A sub-batch is one row copy of xz (its x and z views stay channel-last for the kernels), and
+        its output is added into y by rows (no zero-filled full-size part per branch)."""
         counts = [round(c) for c in gates.sum(0).tolist()]                # gates are exactly 0 or 1
-        batch = xz.shape[0]
+        batch, channels, length = x.shape
+        zeros = lambda: x.new_zeros(batch, length, channels).transpose(1, 2)  # noqa: E731 (channel-last)
         y = None
         for backward, n_on in ((False, counts[0]), (True, counts[1])):
             if n_on == 0:
                 continue
             if n_on == batch:
-                part = self._branch(backward, *split_xz(xz), mask)
+                part = self._branch(backward, x, z, mask)
                 y = part if y is None else y + part     # a branch's output is never changed in place
                 continue
             idx = (gates[:, int(backward)] > 0.5).nonzero().squeeze(1)
             sub = self._branch(backward, *split_xz(xz.index_select(0, idx)), None if mask is None else mask[idx])
-            if y is None:
-                y = sub.new_zeros(batch, xz.shape[1], sub.shape[1]).transpose(1, 2).index_add_(0, idx, sub)
-            else:
-                y = y.index_add(0, idx, sub)
-        if y is None:
-            y = xz.new_zeros(batch, xz.shape[1], xz.shape[2] // 2).transpose(1, 2)
-        return y
+            y = zeros().index_add_(0, idx, sub) if y is None else y.index_add(0, idx, sub)
+        return zeros() if y is None else y
 
     def forward(self, u: Tensor, mask: Optional[Tensor] = None, gates: Optional[Tensor] = None) -> Tensor:
         """u: (B, L, D) → (B, L, D). mask: (B, L, 1) 0/1 or None; gates: (B, 2) 0/1 [fwd, bwd] or None."""
@@ -164,7 +160,7 @@ class BiMambaMixer(nn.Module):
             # the skipped compute is not saved)
             y = gated_sum(self._branch(False, x, z, m), self._branch(True, x, z, m), *gates.unbind(-1))
         else:
-            y = self._selected_branches(xz, m, gates)
+            y = self._selected_branches(xz, x, z, m, gates)
         if self.divide_out:  # (y / 2) W^T = y (W / 2)^T exactly (a power of two): halve the small weight
             return F.linear(y.transpose(1, 2), self.out_proj.weight * 0.5)
         return self.out_proj(y.transpose(1, 2))
