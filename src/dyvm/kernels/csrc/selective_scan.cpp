@@ -692,8 +692,9 @@ DYVM_INLINE v16f row_sums16(const float* p) {
 
 // The backward's reverse pass needs exp(Δ_t A) again. AVX2 (two halves of ~14 instructions) stores
 // it in the recompute pass and reads it back; AVX-512 (9 instructions) does so for short sequences,
-// whose 64 bytes per step stay in L1 (at L = 50: the backward ~15% faster on an AVX-512 Xeon), and
-// recomputes it for long ones (at L = 197 storing was ~7% slower there).
+// whose 64 bytes per step stay in L1, and recomputes it for long ones. On an AVX-512 Xeon the demo's
+// training steps (L = 50) ran 1.04x as fast with storing (interleaved, docs/speed/2026-12-01-intel);
+// single-call runs in separate processes there suggested storing is slower at L = 197.
 // -DDYVM_STORE_DECAY_MAX_L=0 builds the always-recompute AVX-512 kernel (for A/B runs).
 #ifndef DYVM_STORE_DECAY_MAX_L
 #define DYVM_STORE_DECAY_MAX_L 64
