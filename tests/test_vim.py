@@ -155,3 +155,58 @@ def test_bf16_autocast_on_cpu(oracle):
         logits = model(o["input"])
     assert torch.isfinite(logits).all()
     assert (logits.float() - o["logits"]).abs().max() < 0.25 * o["logits"].abs().max()
+
+
+def _python_mix(mixer, monkeypatch, *args):
+    """The Python mixer's output (the fused inference path switched off for this call)."""
+    with monkeypatch.context() as m:
+        m.setattr(mixer, "_fused_mix", lambda *a: None)
+        return mixer.mix(*args)
+
+
+def test_fused_inference_mixer_equals_python_mixer(monkeypatch):
+    """Eager CPU fp32 inference runs the mixer after in_proj as one extension call: the same kernels and
+    matmuls in the same order, so exactly the Python mixer's values; it is used only where every image
+    runs the same branches, and never where autograd, a mask, autocast or another backend is in play."""
+    from dyvm.kernels import mix_cpp
+
+    torch.manual_seed(0)
+    mixer = dyvm.create_model("dyvm_vim_tiny", img_size=32, patch_size=8, depth=2, embed_dim=32, num_classes=5,
+                              pruning_loc=[1]).layers[0].mixer.eval()
+    xz = torch.randn(3, 17, 2 * mixer.d_inner)
+    calls = []
+    real = mix_cpp.mix_forward
+    monkeypatch.setattr(mix_cpp, "mix_forward", lambda *a: calls.append(a[-2:]) or real(*a))
+    uniform = [None, torch.ones(3, 2), torch.zeros(3, 2), torch.tensor([[1., 0]] * 3), torch.tensor([[0., 1]] * 3)]
+    with torch.no_grad():
+        for gates in uniform:
+            calls.clear()
+            fused = mixer.mix(xz, None, gates)
+            assert len(calls) == 1, gates
+            assert torch.equal(fused, _python_mix(mixer, monkeypatch, xz, None, gates)), gates
+        assert calls[-1] == (False, True)  # only the backward branch ran
+        calls.clear()
+        mixed = torch.tensor([[1., 0], [0, 1], [1, 1]])
+        assert torch.equal(mixer.mix(xz, None, mixed), _python_mix(mixer, monkeypatch, xz, None, mixed))
+        mixer.mix(xz, torch.ones(3, 17, 1))                       # a mask: the training layout
+        mixer.scan_backend = "torch"
+        mixer.mix(xz)
+        mixer.scan_backend = None
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixer.mix(xz)
+    grad_xz = xz.clone().requires_grad_(True)
+    mixer.mix(grad_xz).sum().backward()                            # autograd: the Python mixer, gradients flow
+    assert not calls and grad_xz.grad is not None and mixer.A_log.grad is not None
+
+
+def test_fused_mixer_op_rejects_bad_input():
+    from dyvm.kernels import mix_cpp
+
+    mixer = dyvm.create_model("vim_tiny", img_size=32, patch_size=8, depth=1, embed_dim=32).layers[0].mixer
+    params = mixer._direction_params(False) + mixer._direction_params(True)
+    with torch.no_grad(), pytest.raises(RuntimeError, match="xz must be a \\(B, L, 2E\\) float32"):
+        mix_cpp.mix_forward(torch.randn(17, 2 * mixer.d_inner), params[:7], params[7:], mixer.out_proj.weight,
+                            0.5, True, True)
+    with torch.no_grad(), pytest.raises(RuntimeError, match="7 tensors per direction"):
+        mix_cpp.mix_forward(torch.randn(1, 17, 2 * mixer.d_inner), params[:6], params[7:], mixer.out_proj.weight,
+                            0.5, True, True)

@@ -20,6 +20,7 @@ from timm.layers import DropPath, lecun_normal_, trunc_normal_
 from torch import Tensor, nn
 
 from ..kernels import causal_conv1d, selective_scan
+from ..kernels import mix_cpp
 from ..kernels.mixer_ops import gated_sum, split_xz
 from ..kernels.norm import RMSNorm
 from ..weights import resize_pos_embed
@@ -134,6 +135,36 @@ class BiMambaMixer(nn.Module):
             y = zeros().index_add_(0, idx, sub) if y is None else y.index_add(0, idx, sub)
         return zeros() if y is None else y
 
+    def _direction_params(self, backward: bool) -> list[Tensor]:
+        """One direction's tensors in the order of :func:`~dyvm.kernels.mix_cpp.mix_forward`."""
+        s = "_b" if backward else ""
+        # read from the module dicts: nn.Module attribute lookups cost a few µs a layer at batch 1
+        mods, own = self._modules, self._parameters
+        conv, dt_proj = mods["conv1d" + s]._parameters, mods["dt_proj" + s]._parameters
+        return [conv["weight"], conv["bias"], mods["x_proj" + s]._parameters["weight"], dt_proj["weight"],
+                dt_proj["bias"], own["A_b_log" if backward else "A_log"], own["D" + s]]
+
+    def _fused_mix(self, xz: Tensor, mask: Optional[Tensor], gates: Optional[Tensor]) -> Optional[Tensor]:
+        """Eager CPU float32 inference with every image on the same branches: the whole of :meth:`mix` in
+        one call of the compiled extension (same kernels and matmuls); None where that does not apply
+        (training, a mask, autocast, tracing, another backend, images on different branches)."""
+        if xz.device.type != "cpu" or mask is not None:
+            return None
+        params = self._direction_params(False) + self._direction_params(True)
+        out_weight = self._modules["out_proj"]._parameters["weight"]
+        if params[1] is None or params[8] is None or not mix_cpp.applies(xz, mask, params + [out_weight],
+                                                                         self.scan_backend):
+            return None
+        run = (True, True)
+        if gates is not None:
+            if gates.requires_grad:
+                return None
+            counts = [round(c) for c in gates.sum(0).tolist()]            # gates are exactly 0 or 1
+            if any(0 < c < xz.shape[0] for c in counts):
+                return None
+            run = (counts[0] > 0, counts[1] > 0)
+        return mix_cpp.mix_forward(xz, params[:7], params[7:], out_weight, 0.5 if self.divide_out else 1.0, *run)
+
     def forward(self, u: Tensor, mask: Optional[Tensor] = None, gates: Optional[Tensor] = None) -> Tensor:
         """u: (B, L, D) → (B, L, D). mask: (B, L, 1) 0/1 or None; gates: (B, 2) 0/1 [fwd, bwd] or None."""
         xz = self.in_proj(u)
@@ -150,6 +181,9 @@ class BiMambaMixer(nn.Module):
             # under CPU autocast only the matmuls run in 16 bits: the conv and scan kernels compute in
             # float32, so one upcast here saves the copies each of them would make of its inputs
             xz = xz.float()
+        fused = self._fused_mix(xz, mask, gates)
+        if fused is not None:
+            return fused
         x, z = split_xz(xz)                                                # (B, E, L) views
         m = None if mask is None else mask.reshape(mask.shape[0], -1).to(x.dtype)  # (B, L)
         if gates is None:

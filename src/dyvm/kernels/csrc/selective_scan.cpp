@@ -61,6 +61,8 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
+#include <ATen/ops/exp.h>
+#include <ATen/ops/mm.h>
 #include <ATen/ops/sum.h>
 #include <ATen/ops/zeros.h>
 #include <ATen/ops/zeros_like.h>
@@ -1507,6 +1509,48 @@ std::vector<at::Tensor> conv_backward(const at::Tensor& gout, const at::Tensor& 
   return {dx, dw, dbias, dmask};
 }
 
+// ----------------------------- the mixer after in_proj (inference) ---------------------
+
+// One SSM direction at inference: x, z (B, E, L) views of in_proj's output → y (B, E, L) on
+// channel-last memory. params: conv weight (E, 1, K) or (E, K), conv bias (E), x_proj weight
+// (R+2N, E), dt_proj weight (E, R), dt_proj bias (E), A_log (E, N), D (E). The same calls as the
+// Python mixer (conv + SiLU, two matmuls, exp, scan), without a Python round trip between them.
+at::Tensor mixer_branch(const at::Tensor& x, const at::Tensor& z, at::TensorList p, bool reverse) {
+  TORCH_CHECK(p.size() == 7, "mix_forward: 7 tensors per direction (conv weight, conv bias, x_proj weight, "
+              "dt_proj weight, dt_proj bias, A_log, D)");
+  const int64_t Bsz = x.size(0), E = x.size(1), L = x.size(2);
+  const at::Tensor& A_log = p[5];
+  const int64_t N = A_log.size(1), R = p[3].size(1);
+  const at::Tensor w = p[0].dim() == 3 ? p[0].reshape({p[0].size(0), p[0].size(2)}) : p[0];
+  const at::Tensor u = conv_forward(x, w.contiguous(), p[1], true, c10::nullopt, reverse, true);
+  const at::Tensor xdbl = at::mm(u.transpose(1, 2).reshape({Bsz * L, E}), p[2].t());   // (B*L, R+2N)
+  const at::Tensor delta = at::mm(xdbl.narrow(1, 0, R), p[3].t()).view({Bsz, L, E}).transpose(1, 2);
+  const at::Tensor bc = xdbl.view({Bsz, L, R + 2 * N});
+  return scan_forward(u, delta, at::exp(A_log).neg_(), bc.narrow(2, R, N), bc.narrow(2, R + N, N), p[6], z, p[4],
+                      true, reverse, true);
+}
+
+// The bidirectional mixer after in_proj at inference, every image running the same branches:
+// xz (B, L, 2E) float32 → (B, L, D) = (y_f + y_b) (out_weight · out_scale)^T, y_f / y_b computed
+// only where run_forward / run_backward (zeros for none).
+at::Tensor mix_forward(const at::Tensor& xz, at::TensorList forward_params, at::TensorList backward_params,
+                       const at::Tensor& out_weight, double out_scale, bool run_forward, bool run_backward) {
+  TORCH_CHECK(xz.dim() == 3 && xz.size(2) % 2 == 0 && xz.scalar_type() == at::kFloat && xz.device().is_cpu(),
+              "mix_forward: xz must be a (B, L, 2E) float32 CPU tensor");
+  const int64_t Bsz = xz.size(0), L = xz.size(1), E = xz.size(2) / 2;
+  TORCH_CHECK(out_weight.dim() == 2 && out_weight.size(1) == E, "mix_forward: out_weight must be (D, E)");
+  if (!run_forward && !run_backward) return at::zeros({Bsz, L, out_weight.size(0)}, xz.options());
+  const at::Tensor x = xz.narrow(2, 0, E).transpose(1, 2), z = xz.narrow(2, E, E).transpose(1, 2);
+  at::Tensor y;
+  if (run_forward) y = mixer_branch(x, z, forward_params, false);
+  if (run_backward) {
+    const at::Tensor yb = mixer_branch(x, z, backward_params, true);
+    y = run_forward ? y.add_(yb) : yb;
+  }
+  const at::Tensor w = out_scale == 1.0 ? out_weight : out_weight.mul(out_scale);
+  return at::mm(y.transpose(1, 2).reshape({Bsz * L, E}), w.t()).view({Bsz, L, out_weight.size(0)});
+}
+
 }  // namespace
 
 // Which float N = 16 fast path this build compiled: 512 (AVX-512), 256 (AVX2), 0 (none: generic only).
@@ -1534,6 +1578,8 @@ TORCH_LIBRARY(dyvm_scan, m) {
         "bool reverse=False, bool channels_last=False) -> Tensor");
   m.def("conv_backward(Tensor grad_out, Tensor x, Tensor weight, Tensor? bias, bool silu, "
         "Tensor? mask=None, bool reverse=False, bool channels_last=False, bool mask_grad=False) -> Tensor[]");
+  m.def("mix_forward(Tensor xz, Tensor[] forward_params, Tensor[] backward_params, Tensor out_weight, "
+        "float out_scale, bool run_forward, bool run_backward) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(dyvm_scan, CPU, m) {
@@ -1541,5 +1587,6 @@ TORCH_LIBRARY_IMPL(dyvm_scan, CPU, m) {
   m.impl("backward", &scan_backward);
   m.impl("conv_forward", &conv_forward);
   m.impl("conv_backward", &conv_backward);
+  m.impl("mix_forward", &mix_forward);
 }
 #endif  // DYVM_SCAN_STANDALONE
