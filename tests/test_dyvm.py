@@ -143,12 +143,20 @@ def test_branch_skipping_equals_masking():
 
 def test_sub_batch_really_skips_compute(monkeypatch):
     mixer = small_dyvm(depth=2, pruning_loc=[1]).layers[0].mixer
+    xz, gates = torch.randn(4, 9, 2 * mixer.d_inner), torch.tensor([[1., 0], [0, 0], [1, 0], [0, 0]])
+    # the fused inference mixer (one extension call): its matmuls show the rows each direction ran on
+    with torch.no_grad(), torch.profiler.profile(record_shapes=True) as prof:
+        mixer.mix(xz, None, gates)
+    rows = sorted(e.input_shapes[0][0] for e in prof.events() if e.name == "aten::mm")
+    assert rows == [2 * 9, 2 * 9, 4 * 9]  # x_proj and dt_proj on 2 images (one direction), out_proj on all 4
+    # the Python mixer (what runs where the fused one does not apply)
     seen = []
     original = mixer._branch
+    monkeypatch.setattr(mixer, "_fused_mix", lambda *a: None)
     monkeypatch.setattr(mixer, "_branch", lambda backward, x, *a: seen.append((backward, x.shape[0])) or
                         original(backward, x, *a))
     with torch.no_grad():
-        mixer.mix(torch.randn(4, 9, 2 * mixer.d_inner), None, torch.tensor([[1., 0], [0, 0], [1, 0], [0, 0]]))
+        mixer.mix(xz, None, gates)
     assert seen == [(False, 2)]  # forward branch for 2 images, backward branch not at all
 
 

@@ -165,9 +165,9 @@ def _python_mix(mixer, monkeypatch, *args):
 
 
 def test_fused_inference_mixer_equals_python_mixer(monkeypatch):
-    """Eager CPU fp32 inference runs the mixer after in_proj as one extension call: the same kernels and
-    matmuls in the same order, so exactly the Python mixer's values; it is used only where every image
-    runs the same branches, and never where autograd, a mask, autocast or another backend is in play."""
+    """Eager CPU fp32 inference runs the mixer after in_proj as one extension call: the same kernels, matmuls
+    and per-image branch selection in the same order, so exactly the Python mixer's values; never where
+    autograd, a mask, autocast or another backend is in play."""
     from dyvm.kernels import mix_cpp
 
     torch.manual_seed(0)
@@ -176,18 +176,20 @@ def test_fused_inference_mixer_equals_python_mixer(monkeypatch):
     xz = torch.randn(3, 17, 2 * mixer.d_inner)
     calls = []
     real = mix_cpp.mix_forward
-    monkeypatch.setattr(mix_cpp, "mix_forward", lambda *a: calls.append(a[-2:]) or real(*a))
-    uniform = [None, torch.ones(3, 2), torch.zeros(3, 2), torch.tensor([[1., 0]] * 3), torch.tensor([[0., 1]] * 3)]
+    monkeypatch.setattr(mix_cpp, "mix_forward", lambda *a: calls.append(a[-1]) or real(*a))
+    cases = [None, torch.ones(3, 2), torch.zeros(3, 2), torch.tensor([[1., 0]] * 3), torch.tensor([[0., 1]] * 3),
+             torch.tensor([[1., 0], [0, 1], [1, 1]]), torch.tensor([[0., 0], [0, 1], [0, 0]]),
+             torch.tensor([[1., 1], [1, 0], [1, 1]])]
     with torch.no_grad():
-        for gates in uniform:
+        for gates in cases:
             calls.clear()
             fused = mixer.mix(xz, None, gates)
             assert len(calls) == 1, gates
             assert torch.equal(fused, _python_mix(mixer, monkeypatch, xz, None, gates)), gates
-        assert calls[-1] == (False, True)  # only the backward branch ran
+        # a skipped branch contributes exactly nothing: image 1 of the last case equals its forward-only run
+        alone = mixer.mix(xz[1:2], None, torch.tensor([[1., 0]]))
+        assert torch.allclose(mixer.mix(xz, None, cases[-1])[1:2], alone, rtol=0, atol=1e-6)
         calls.clear()
-        mixed = torch.tensor([[1., 0], [0, 1], [1, 1]])
-        assert torch.equal(mixer.mix(xz, None, mixed), _python_mix(mixer, monkeypatch, xz, None, mixed))
         mixer.mix(xz, torch.ones(3, 17, 1))                       # a mask: the training layout
         mixer.scan_backend = "torch"
         mixer.mix(xz)
@@ -206,7 +208,10 @@ def test_fused_mixer_op_rejects_bad_input():
     params = mixer._direction_params(False) + mixer._direction_params(True)
     with torch.no_grad(), pytest.raises(RuntimeError, match="xz must be a \\(B, L, 2E\\) float32"):
         mix_cpp.mix_forward(torch.randn(17, 2 * mixer.d_inner), params[:7], params[7:], mixer.out_proj.weight,
-                            0.5, True, True)
+                            0.5)
     with torch.no_grad(), pytest.raises(RuntimeError, match="7 tensors per direction"):
         mix_cpp.mix_forward(torch.randn(1, 17, 2 * mixer.d_inner), params[:6], params[7:], mixer.out_proj.weight,
-                            0.5, True, True)
+                            0.5)
+    with torch.no_grad(), pytest.raises(RuntimeError, match="gates must be \\(B, 2\\)"):
+        mix_cpp.mix_forward(torch.randn(2, 17, 2 * mixer.d_inner), params[:7], params[7:], mixer.out_proj.weight,
+                            0.5, torch.ones(3, 2))

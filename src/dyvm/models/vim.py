@@ -145,25 +145,17 @@ class BiMambaMixer(nn.Module):
                 dt_proj["bias"], own["A_b_log" if backward else "A_log"], own["D" + s]]
 
     def _fused_mix(self, xz: Tensor, mask: Optional[Tensor], gates: Optional[Tensor]) -> Optional[Tensor]:
-        """Eager CPU float32 inference with every image on the same branches: the whole of :meth:`mix` in
-        one call of the compiled extension (same kernels and matmuls); None where that does not apply
-        (training, a mask, autocast, tracing, another backend, images on different branches)."""
-        if xz.device.type != "cpu" or mask is not None:
+        """Eager CPU float32 inference: the whole of :meth:`mix` in one call of the compiled extension (the
+        same kernels, matmuls and per-image branch selection as the Python code, call for call); None where
+        that does not apply (autograd, a mask, autocast, tracing, another backend)."""
+        if xz.device.type != "cpu" or mask is not None or (gates is not None and gates.requires_grad):
             return None
         params = self._direction_params(False) + self._direction_params(True)
         out_weight = self._modules["out_proj"]._parameters["weight"]
         if params[1] is None or params[8] is None or not mix_cpp.applies(xz, mask, params + [out_weight],
                                                                          self.scan_backend):
             return None
-        run = (True, True)
-        if gates is not None:
-            if gates.requires_grad:
-                return None
-            counts = [round(c) for c in gates.sum(0).tolist()]            # gates are exactly 0 or 1
-            if any(0 < c < xz.shape[0] for c in counts):
-                return None
-            run = (counts[0] > 0, counts[1] > 0)
-        return mix_cpp.mix_forward(xz, params[:7], params[7:], out_weight, 0.5 if self.divide_out else 1.0, *run)
+        return mix_cpp.mix_forward(xz, params[:7], params[7:], out_weight, 0.5 if self.divide_out else 1.0, gates)
 
     def forward(self, u: Tensor, mask: Optional[Tensor] = None, gates: Optional[Tensor] = None) -> Tensor:
         """u: (B, L, D) → (B, L, D). mask: (B, L, 1) 0/1 or None; gates: (B, 2) 0/1 [fwd, bwd] or None."""

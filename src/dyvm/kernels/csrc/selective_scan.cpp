@@ -40,6 +40,7 @@
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #if defined(__AVX2__) || defined(__AVX512F__)
@@ -62,6 +63,8 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/exp.h>
+#include <ATen/ops/index_add.h>
+#include <ATen/ops/index_select.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/sum.h>
 #include <ATen/ops/zeros.h>
@@ -1530,23 +1533,51 @@ at::Tensor mixer_branch(const at::Tensor& x, const at::Tensor& z, at::TensorList
                       true, reverse, true);
 }
 
-// The bidirectional mixer after in_proj at inference, every image running the same branches:
-// xz (B, L, 2E) float32 → (B, L, D) = (y_f + y_b) (out_weight · out_scale)^T, y_f / y_b computed
-// only where run_forward / run_backward (zeros for none).
+// The bidirectional mixer after in_proj at inference: xz (B, L, 2E) float32 → (B, L, D) =
+// (y_f + y_b) (out_weight · out_scale)^T. gates (B, 2) 0/1 [forward, backward] or None (both on): a
+// direction on for every image runs on the whole batch, one on for some runs on that sub-batch (one
+// row copy of xz) and is added into y by rows, one off for all does not run (the Python mixer's
+// `_selected_branches`, call for call).
 at::Tensor mix_forward(const at::Tensor& xz, at::TensorList forward_params, at::TensorList backward_params,
-                       const at::Tensor& out_weight, double out_scale, bool run_forward, bool run_backward) {
+                       const at::Tensor& out_weight, double out_scale, const c10::optional<at::Tensor>& gates) {
   TORCH_CHECK(xz.dim() == 3 && xz.size(2) % 2 == 0 && xz.scalar_type() == at::kFloat && xz.device().is_cpu(),
               "mix_forward: xz must be a (B, L, 2E) float32 CPU tensor");
   const int64_t Bsz = xz.size(0), L = xz.size(1), E = xz.size(2) / 2;
   TORCH_CHECK(out_weight.dim() == 2 && out_weight.size(1) == E, "mix_forward: out_weight must be (D, E)");
-  if (!run_forward && !run_backward) return at::zeros({Bsz, L, out_weight.size(0)}, xz.options());
-  const at::Tensor x = xz.narrow(2, 0, E).transpose(1, 2), z = xz.narrow(2, E, E).transpose(1, 2);
-  at::Tensor y;
-  if (run_forward) y = mixer_branch(x, z, forward_params, false);
-  if (run_backward) {
-    const at::Tensor yb = mixer_branch(x, z, backward_params, true);
-    y = run_forward ? y.add_(yb) : yb;
+  at::Tensor g;
+  if (gates) {
+    TORCH_CHECK(gates->dim() == 2 && gates->size(0) == Bsz && gates->size(1) == 2 && gates->device().is_cpu(),
+                "mix_forward: gates must be (B, 2) on the CPU");
+    g = gates->to(at::kFloat).contiguous();
   }
+  const auto halves = [&](const at::Tensor& t) {
+    return std::make_pair(t.narrow(2, 0, E).transpose(1, 2), t.narrow(2, E, E).transpose(1, 2));
+  };
+  const auto xz_views = halves(xz);
+  at::Tensor y;
+  for (int d = 0; d < 2; ++d) {
+    at::TensorList p = d == 0 ? forward_params : backward_params;
+    std::vector<int64_t> on;
+    if (g.defined()) {
+      const float* gp = g.data_ptr<float>();
+      for (int64_t b = 0; b < Bsz; ++b)
+        if (gp[b * 2 + d] > 0.5f) on.push_back(b);
+    }
+    const int64_t n_on = g.defined() ? static_cast<int64_t>(on.size()) : Bsz;
+    if (n_on == 0) continue;
+    if (n_on == Bsz) {
+      at::Tensor part = mixer_branch(xz_views.first, xz_views.second, p, d == 1);
+      y = y.defined() ? y.add_(part) : part;
+      continue;
+    }
+    at::Tensor idx = at::empty({n_on}, xz.options().dtype(at::kLong));
+    std::copy(on.begin(), on.end(), idx.data_ptr<int64_t>());
+    const auto sub_views = halves(xz.index_select(0, idx));
+    const at::Tensor sub = mixer_branch(sub_views.first, sub_views.second, p, d == 1);
+    if (!y.defined()) y = at::zeros({Bsz, L, E}, xz.options()).transpose(1, 2);
+    y.index_add_(0, idx, sub);
+  }
+  if (!y.defined()) y = at::zeros({Bsz, L, E}, xz.options()).transpose(1, 2);
   const at::Tensor w = out_scale == 1.0 ? out_weight : out_weight.mul(out_scale);
   return at::mm(y.transpose(1, 2).reshape({Bsz * L, E}), w.t()).view({Bsz, L, out_weight.size(0)});
 }
@@ -1579,7 +1610,7 @@ TORCH_LIBRARY(dyvm_scan, m) {
   m.def("conv_backward(Tensor grad_out, Tensor x, Tensor weight, Tensor? bias, bool silu, "
         "Tensor? mask=None, bool reverse=False, bool channels_last=False, bool mask_grad=False) -> Tensor[]");
   m.def("mix_forward(Tensor xz, Tensor[] forward_params, Tensor[] backward_params, Tensor out_weight, "
-        "float out_scale, bool run_forward, bool run_backward) -> Tensor");
+        "float out_scale, Tensor? gates=None) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(dyvm_scan, CPU, m) {
