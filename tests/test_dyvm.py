@@ -160,6 +160,35 @@ def test_sub_batch_really_skips_compute(monkeypatch):
     assert seen == [(False, 2)]  # forward branch for 2 images, backward branch not at all
 
 
+@pytest.mark.parametrize("arch,kw", [("dyvm_vim_tiny", {}), ("dyvm_mambareg_small", {})])
+def test_fused_router_and_mixer_equal_the_python_ones(monkeypatch, arch, kw):
+    """Eager CPU inference routes and mixes in one extension call per layer: the router reads the class token
+    (or the registers' mean), and the logits, gates, kept tokens and logits equal the Python path's exactly."""
+    from dyvm.models import vim as vim_mod
+
+    torch.manual_seed(0)
+    model = dyvm.create_model(arch, img_size=32, patch_size=4, depth=4, embed_dim=32, num_classes=5,
+                              pruning_loc=[1, 2, 3], **kw).eval()
+    for layer in model.layers:  # routers with real decisions: some branches off
+        torch.nn.init.normal_(layer.mixer.block_head.weight, std=0.5)
+        torch.nn.init.zeros_(layer.mixer.block_head.bias)
+    images = torch.randn(6, 3, 32, 32)
+    calls = []
+    real = vim_mod.BiMambaMixer.route_and_mix
+    monkeypatch.setattr(vim_mod.BiMambaMixer, "route_and_mix", lambda *a: calls.append(1) or real(*a))
+    with torch.no_grad():
+        fused = model.forward_inference(images)
+        assert len(calls) == 4
+        monkeypatch.setattr(vim_mod.BiMambaMixer, "_fused_mix", lambda *a, **k: None)
+        python = model.forward_inference(images)
+    assert 0 < fused.gates.mean() < 1
+    if arch == "dyvm_vim_tiny":  # images on different branches in some layer (the registers barely differ)
+        assert any(len(set(map(tuple, g.tolist()))) > 1 for g in fused.gates)
+    assert torch.equal(fused.gates, python.gates) and torch.equal(fused.router_logits, python.router_logits)
+    assert all(torch.equal(a, b) for a, b in zip(fused.keep_indices, python.keep_indices))
+    assert torch.equal(fused.logits, python.logits)
+
+
 def test_token_gather_equals_torch_gather_values_and_gradients():
     from dyvm.models.tokens import gather_tokens
 

@@ -37,10 +37,16 @@ def applies(xz: Tensor, mask: Optional[Tensor], params: Sequence[Tensor], scan_b
 
 
 def mix_forward(xz: Tensor, forward_params: list[Tensor], backward_params: list[Tensor], out_weight: Tensor,
-                out_scale: float, gates: Optional[Tensor] = None) -> Tensor:
-    """xz (B, L, 2E) → (B, L, D). params per direction: conv weight, conv bias, x_proj weight, dt_proj
-    weight, dt_proj bias, A_log, D. gates (B, 2) 0/1 [forward, backward] or None (both on): a direction runs
-    on the images whose gate is on (the whole batch, a sub-batch, or not at all) and contributes 0 elsewhere."""
+                out_scale: float, gates: Optional[Tensor] = None, router: Sequence[Tensor] = (),
+                router_threshold: float = 0.5) -> list[Tensor]:
+    """xz (B, L, 2E) → [(B, L, D)], or with a router [output, router logits (B, 2), gates (B, 2)].
+
+    params per direction: conv weight, conv bias, x_proj weight, dt_proj weight, dt_proj bias, A_log, D.
+    gates (B, 2) 0/1 [forward, backward] or None (both on): a direction runs on the images whose gate is on
+    (the whole batch, a sub-batch, or not at all) and contributes 0 elsewhere. router: [block_head weight,
+    block_head bias, prefix positions (P,) int64]: the gates are then sigmoid(block_head(mean of xz at the
+    positions)) > router_threshold (give gates or a router, not both)."""
     if not scan_cpp.available():
         raise RuntimeError(f"the C++ kernels are unavailable: {scan_cpp.build_error()}")
-    return torch.ops.dyvm_scan.mix_forward(xz, forward_params, backward_params, out_weight, out_scale, gates)
+    return torch.ops.dyvm_scan.mix_forward(xz, forward_params, backward_params, out_weight, out_scale, gates,
+                                           list(router), router_threshold)

@@ -16,6 +16,7 @@ are masked instead of sub-batched (see :mod:`dyvm.export` for what changes in a 
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import replace
 from typing import Any, NamedTuple, Optional, Sequence
@@ -30,6 +31,12 @@ from .registry import register_model
 from .tokens import TokenSequence, gather_tokens, kept_first_order
 from .presets import build_model
 from .vim import VisionMamba
+
+
+@functools.lru_cache(maxsize=64)
+def _cpu_index(positions: tuple[int, ...]) -> Tensor:
+    """Prefix positions as a CPU int64 tensor, built once per tuple (read by the fused router)."""
+    return torch.tensor(positions, dtype=torch.long)
 
 
 class DyVMTrainOutput(NamedTuple):
@@ -296,6 +303,12 @@ class DyVM(VisionMamba):
         layer = self.layers[i]
         normed, seq.residual = layer.add_norm(seq.hidden, seq.residual)
         xz = layer.mixer.in_proj(normed)
+        if positions is not None and stats is None and forced_gates is None and self.use_routers and not self.training:
+            # eager CPU inference: router and mixer in one extension call (None where that does not apply)
+            fused = layer.mixer.route_and_mix(xz, _cpu_index(tuple(positions)), self.router_threshold)
+            if fused is not None:
+                seq.hidden, logits, gates = fused
+                return logits, gates
         logits, gates = self._route(layer, xz, seq, None if forced_gates is None else forced_gates[i], noise,
                                     positions)
         if stats is not None:

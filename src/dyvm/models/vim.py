@@ -144,18 +144,33 @@ class BiMambaMixer(nn.Module):
         return [conv["weight"], conv["bias"], mods["x_proj" + s]._parameters["weight"], dt_proj["weight"],
                 dt_proj["bias"], own["A_b_log" if backward else "A_log"], own["D" + s]]
 
-    def _fused_mix(self, xz: Tensor, mask: Optional[Tensor], gates: Optional[Tensor]) -> Optional[Tensor]:
+    def _fused_mix(self, xz: Tensor, mask: Optional[Tensor], gates: Optional[Tensor],
+                   router_positions: Optional[Tensor] = None, router_threshold: float = 0.5) -> Optional[list[Tensor]]:
         """Eager CPU float32 inference: the whole of :meth:`mix` in one call of the compiled extension (the
-        same kernels, matmuls and per-image branch selection as the Python code, call for call); None where
-        that does not apply (autograd, a mask, autocast, tracing, another backend)."""
+        same kernels, matmuls and per-image branch selection as the Python code, call for call), with the
+        router first when ``router_positions`` (P,) are given; [output] or [output, router logits, gates], or
+        None where that does not apply (autograd, a mask, autocast, tracing, another backend)."""
         if xz.device.type != "cpu" or mask is not None or (gates is not None and gates.requires_grad):
             return None
         params = self._direction_params(False) + self._direction_params(True)
         out_weight = self._modules["out_proj"]._parameters["weight"]
-        if params[1] is None or params[8] is None or not mix_cpp.applies(xz, mask, params + [out_weight],
+        router = []
+        if router_positions is not None:
+            head = self._modules["block_head"]._parameters
+            router = [head["weight"], head["bias"], router_positions]
+        if params[1] is None or params[8] is None or not mix_cpp.applies(xz, mask, params + [out_weight] + router[:2],
                                                                          self.scan_backend):
             return None
-        return mix_cpp.mix_forward(xz, params[:7], params[7:], out_weight, 0.5 if self.divide_out else 1.0, gates)
+        return mix_cpp.mix_forward(xz, params[:7], params[7:], out_weight, 0.5 if self.divide_out else 1.0, gates,
+                                   router, router_threshold)
+
+    def route_and_mix(self, xz: Tensor, router_positions: Tensor,
+                      threshold: float) -> Optional[tuple[Tensor, Tensor, Tensor]]:
+        """DyVM inference in one extension call: the router reads ``xz`` (B, L, 2E) at the prefix positions
+        (P,), gates (B, 2) = sigmoid(logits) > threshold, then :meth:`mix` with them. Returns (output, router
+        logits, gates), or None where the fused path does not apply (the caller then routes in Python)."""
+        out = self._fused_mix(xz, None, None, router_positions, threshold)
+        return None if out is None else (out[0], out[1], out[2])
 
     def forward(self, u: Tensor, mask: Optional[Tensor] = None, gates: Optional[Tensor] = None) -> Tensor:
         """u: (B, L, D) → (B, L, D). mask: (B, L, 1) 0/1 or None; gates: (B, 2) 0/1 [fwd, bwd] or None."""
@@ -175,7 +190,7 @@ class BiMambaMixer(nn.Module):
             xz = xz.float()
         fused = self._fused_mix(xz, mask, gates)
         if fused is not None:
-            return fused
+            return fused[0]
         x, z = split_xz(xz)                                                # (B, E, L) views
         m = None if mask is None else mask.reshape(mask.shape[0], -1).to(x.dtype)  # (B, L)
         if gates is None:

@@ -65,6 +65,8 @@
 #include <ATen/ops/exp.h>
 #include <ATen/ops/index_add.h>
 #include <ATen/ops/index_select.h>
+#include <ATen/ops/linear.h>
+#include <ATen/ops/sigmoid.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/sum.h>
 #include <ATen/ops/zeros.h>
@@ -1533,22 +1535,40 @@ at::Tensor mixer_branch(const at::Tensor& x, const at::Tensor& z, at::TensorList
                       true, reverse, true);
 }
 
-// The bidirectional mixer after in_proj at inference: xz (B, L, 2E) float32 → (B, L, D) =
-// (y_f + y_b) (out_weight · out_scale)^T. gates (B, 2) 0/1 [forward, backward] or None (both on): a
-// direction on for every image runs on the whole batch, one on for some runs on that sub-batch (one
-// row copy of xz) and is added into y by rows, one off for all does not run (the Python mixer's
-// `_selected_branches`, call for call).
-at::Tensor mix_forward(const at::Tensor& xz, at::TensorList forward_params, at::TensorList backward_params,
-                       const at::Tensor& out_weight, double out_scale, const c10::optional<at::Tensor>& gates) {
+// The DyVM router at inference: logits (B, 2) = block_head(xz at the prefix positions, averaged when
+// there are several), gates = sigmoid(logits) > threshold as 0/1 (the Python `_route`, call for call).
+std::vector<at::Tensor> route(const at::Tensor& xz, at::TensorList router, double threshold) {
+  TORCH_CHECK(router.size() == 3, "mix_forward: router must be [block_head weight, block_head bias, positions]");
+  const at::Tensor& pos = router[2];
+  TORCH_CHECK(pos.dim() == 1 && pos.numel() >= 1 && pos.scalar_type() == at::kLong,
+              "mix_forward: the router positions must be a non-empty 1-D int64 tensor");
+  const at::Tensor input = pos.numel() == 1 ? xz.select(1, pos.item<int64_t>()) : xz.index_select(1, pos).mean(1);
+  at::Tensor logits = at::linear(input, router[0], router[1]);
+  if (logits.scalar_type() != at::kFloat) logits = logits.to(at::kFloat);
+  return {logits, at::sigmoid(logits).gt(threshold).to(at::kFloat)};
+}
+
+// The bidirectional mixer after in_proj at inference: xz (B, L, 2E) float32 → [(B, L, D) =
+// (y_f + y_b) (out_weight · out_scale)^T], or with a router [output, router logits, gates]. gates (B, 2)
+// 0/1 [forward, backward] (from the router, else given, else both on): a direction on for every image
+// runs on the whole batch, one on for some runs on that sub-batch (one row copy of xz) and is added
+// into y by rows, one off for all does not run (the Python mixer's `_selected_branches`, call for call).
+std::vector<at::Tensor> mix_forward(const at::Tensor& xz, at::TensorList forward_params,
+                                    at::TensorList backward_params, const at::Tensor& out_weight, double out_scale,
+                                    const c10::optional<at::Tensor>& gates, at::TensorList router,
+                                    double router_threshold) {
   TORCH_CHECK(xz.dim() == 3 && xz.size(2) % 2 == 0 && xz.scalar_type() == at::kFloat && xz.device().is_cpu(),
               "mix_forward: xz must be a (B, L, 2E) float32 CPU tensor");
   const int64_t Bsz = xz.size(0), L = xz.size(1), E = xz.size(2) / 2;
   TORCH_CHECK(out_weight.dim() == 2 && out_weight.size(1) == E, "mix_forward: out_weight must be (D, E)");
+  TORCH_CHECK(router.empty() || !gates, "mix_forward: give gates or a router, not both");
+  std::vector<at::Tensor> routed = router.empty() ? std::vector<at::Tensor>{} : route(xz, router, router_threshold);
+  const c10::optional<at::Tensor> gate_source = routed.empty() ? gates : c10::optional<at::Tensor>(routed[1]);
   at::Tensor g;
-  if (gates) {
-    TORCH_CHECK(gates->dim() == 2 && gates->size(0) == Bsz && gates->size(1) == 2 && gates->device().is_cpu(),
-                "mix_forward: gates must be (B, 2) on the CPU");
-    g = gates->to(at::kFloat).contiguous();
+  if (gate_source) {
+    TORCH_CHECK(gate_source->dim() == 2 && gate_source->size(0) == Bsz && gate_source->size(1) == 2 &&
+                gate_source->device().is_cpu(), "mix_forward: gates must be (B, 2) on the CPU");
+    g = gate_source->to(at::kFloat).contiguous();
   }
   const auto halves = [&](const at::Tensor& t) {
     return std::make_pair(t.narrow(2, 0, E).transpose(1, 2), t.narrow(2, E, E).transpose(1, 2));
@@ -1579,7 +1599,9 @@ at::Tensor mix_forward(const at::Tensor& xz, at::TensorList forward_params, at::
   }
   if (!y.defined()) y = at::zeros({Bsz, L, E}, xz.options()).transpose(1, 2);
   const at::Tensor w = out_scale == 1.0 ? out_weight : out_weight.mul(out_scale);
-  return at::mm(y.transpose(1, 2).reshape({Bsz * L, E}), w.t()).view({Bsz, L, out_weight.size(0)});
+  at::Tensor out = at::mm(y.transpose(1, 2).reshape({Bsz * L, E}), w.t()).view({Bsz, L, out_weight.size(0)});
+  if (routed.empty()) return {out};
+  return {out, routed[0], routed[1]};
 }
 
 }  // namespace
@@ -1610,7 +1632,7 @@ TORCH_LIBRARY(dyvm_scan, m) {
   m.def("conv_backward(Tensor grad_out, Tensor x, Tensor weight, Tensor? bias, bool silu, "
         "Tensor? mask=None, bool reverse=False, bool channels_last=False, bool mask_grad=False) -> Tensor[]");
   m.def("mix_forward(Tensor xz, Tensor[] forward_params, Tensor[] backward_params, Tensor out_weight, "
-        "float out_scale, Tensor? gates=None) -> Tensor");
+        "float out_scale, Tensor? gates, Tensor[] router, float router_threshold) -> Tensor[]");
 }
 
 TORCH_LIBRARY_IMPL(dyvm_scan, CPU, m) {
