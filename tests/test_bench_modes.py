@@ -27,6 +27,24 @@ def test_dyvm_mode_reports_latency_and_flops_cut_per_row():
     assert "latency cut / FLOPs cut" in res["table"].splitlines()[0]
 
 
+def test_matmul_floor_stubs_the_scan_in_the_fused_and_the_python_mixer(monkeypatch):
+    """The backbone table's floor replaces every scan by its input u, also inside the fused inference
+    mixer (one extension call per layer), so the floor is the same model with the scan alone removed."""
+    from dyvm.models import vim as vim_mod
+
+    torch.manual_seed(0)
+    model = create_model("dyvm_vim_tiny", img_size=32, patch_size=8, depth=3, embed_dim=32, num_classes=5,
+                         pruning_loc=[1, 2]).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        real = model(x)
+        with bench.stub_scan():
+            fused = model(x)
+            monkeypatch.setattr(vim_mod.BiMambaMixer, "_fused_mix", lambda *a, **k: None)
+            python = model(x)
+    assert torch.equal(fused, python) and not torch.allclose(fused, real)
+
+
 def test_image_runner_walks_real_images_one_per_call_at_batch_1():
     seen = []
 

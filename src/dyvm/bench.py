@@ -35,14 +35,17 @@ FLOOR = "matmul floor (scan stubbed)"
 @contextlib.contextmanager
 def stub_scan():
     """Replace the selective scan by a zero-cost stub (returns its input) inside the models."""
+    from .kernels import mix_cpp
     from .models import vim
 
     original = vim.selective_scan
     vim.selective_scan = lambda u, *args, **kwargs: u
+    mix_cpp.STUB_SCAN[0] = True  # the fused inference mixer's scan likewise
     try:
         yield
     finally:
         vim.selective_scan = original
+        mix_cpp.STUB_SCAN[0] = False
 
 
 def autocast_context(device: torch.device, dtype: str):

@@ -23,6 +23,10 @@ from .custom_ops import tracing
 from .scan import resolve_backend
 
 
+# benchmarks only (``dyvm bench``'s matmul floor): when set, the scan returns its input u
+STUB_SCAN = [False]
+
+
 def applies(xz: Tensor, mask: Optional[Tensor], params: Sequence[Tensor], scan_backend: Optional[str]) -> bool:
     """Whether :func:`mix_forward` computes what the Python mixer would for ``xz`` (B, L, 2E)."""
     if mask is not None or xz.dtype != torch.float32 or xz.device.type != "cpu" or xz.dim() != 3:
@@ -49,4 +53,4 @@ def mix_forward(xz: Tensor, forward_params: list[Tensor], backward_params: list[
     if not scan_cpp.available():
         raise RuntimeError(f"the C++ kernels are unavailable: {scan_cpp.build_error()}")
     return torch.ops.dyvm_scan.mix_forward(xz, forward_params, backward_params, out_weight, out_scale, gates,
-                                           list(router), router_threshold)
+                                           list(router), router_threshold, STUB_SCAN[0])

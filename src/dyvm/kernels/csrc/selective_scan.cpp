@@ -1520,7 +1520,8 @@ std::vector<at::Tensor> conv_backward(const at::Tensor& gout, const at::Tensor& 
 // channel-last memory. params: conv weight (E, 1, K) or (E, K), conv bias (E), x_proj weight
 // (R+2N, E), dt_proj weight (E, R), dt_proj bias (E), A_log (E, N), D (E). The same calls as the
 // Python mixer (conv + SiLU, two matmuls, exp, scan), without a Python round trip between them.
-at::Tensor mixer_branch(const at::Tensor& x, const at::Tensor& z, at::TensorList p, bool reverse) {
+// stub_scan (benchmarks' matmul floor only): the scan returns u, as the Python benchmarks' stub does.
+at::Tensor mixer_branch(const at::Tensor& x, const at::Tensor& z, at::TensorList p, bool reverse, bool stub_scan) {
   TORCH_CHECK(p.size() == 7, "mix_forward: 7 tensors per direction (conv weight, conv bias, x_proj weight, "
               "dt_proj weight, dt_proj bias, A_log, D)");
   const int64_t Bsz = x.size(0), E = x.size(1), L = x.size(2);
@@ -1531,6 +1532,7 @@ at::Tensor mixer_branch(const at::Tensor& x, const at::Tensor& z, at::TensorList
   const at::Tensor xdbl = at::mm(u.transpose(1, 2).reshape({Bsz * L, E}), p[2].t());   // (B*L, R+2N)
   const at::Tensor delta = at::mm(xdbl.narrow(1, 0, R), p[3].t()).view({Bsz, L, E}).transpose(1, 2);
   const at::Tensor bc = xdbl.view({Bsz, L, R + 2 * N});
+  if (stub_scan) return u;
   return scan_forward(u, delta, at::exp(A_log).neg_(), bc.narrow(2, R, N), bc.narrow(2, R + N, N), p[6], z, p[4],
                       true, reverse, true);
 }
@@ -1556,7 +1558,7 @@ std::vector<at::Tensor> route(const at::Tensor& xz, at::TensorList router, doubl
 std::vector<at::Tensor> mix_forward(const at::Tensor& xz, at::TensorList forward_params,
                                     at::TensorList backward_params, const at::Tensor& out_weight, double out_scale,
                                     const c10::optional<at::Tensor>& gates, at::TensorList router,
-                                    double router_threshold) {
+                                    double router_threshold, bool stub_scan) {
   TORCH_CHECK(xz.dim() == 3 && xz.size(2) % 2 == 0 && xz.scalar_type() == at::kFloat && xz.device().is_cpu(),
               "mix_forward: xz must be a (B, L, 2E) float32 CPU tensor");
   const int64_t Bsz = xz.size(0), L = xz.size(1), E = xz.size(2) / 2;
@@ -1586,14 +1588,14 @@ std::vector<at::Tensor> mix_forward(const at::Tensor& xz, at::TensorList forward
     const int64_t n_on = g.defined() ? static_cast<int64_t>(on.size()) : Bsz;
     if (n_on == 0) continue;
     if (n_on == Bsz) {
-      at::Tensor part = mixer_branch(xz_views.first, xz_views.second, p, d == 1);
+      at::Tensor part = mixer_branch(xz_views.first, xz_views.second, p, d == 1, stub_scan);
       y = y.defined() ? y.add_(part) : part;
       continue;
     }
     at::Tensor idx = at::empty({n_on}, xz.options().dtype(at::kLong));
     std::copy(on.begin(), on.end(), idx.data_ptr<int64_t>());
     const auto sub_views = halves(xz.index_select(0, idx));
-    const at::Tensor sub = mixer_branch(sub_views.first, sub_views.second, p, d == 1);
+    const at::Tensor sub = mixer_branch(sub_views.first, sub_views.second, p, d == 1, stub_scan);
     if (!y.defined()) y = at::zeros({Bsz, L, E}, xz.options()).transpose(1, 2);
     y.index_add_(0, idx, sub);
   }
@@ -1632,7 +1634,7 @@ TORCH_LIBRARY(dyvm_scan, m) {
   m.def("conv_backward(Tensor grad_out, Tensor x, Tensor weight, Tensor? bias, bool silu, "
         "Tensor? mask=None, bool reverse=False, bool channels_last=False, bool mask_grad=False) -> Tensor[]");
   m.def("mix_forward(Tensor xz, Tensor[] forward_params, Tensor[] backward_params, Tensor out_weight, "
-        "float out_scale, Tensor? gates, Tensor[] router, float router_threshold) -> Tensor[]");
+        "float out_scale, Tensor? gates, Tensor[] router, float router_threshold, bool stub_scan) -> Tensor[]");
 }
 
 TORCH_LIBRARY_IMPL(dyvm_scan, CPU, m) {
