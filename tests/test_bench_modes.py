@@ -40,7 +40,7 @@ def test_matmul_floor_stubs_the_scan_in_the_fused_and_the_python_mixer(monkeypat
         real = model(x)
         with bench.stub_scan():
             fused = model(x)
-            monkeypatch.setattr(vim_mod.BiMambaMixer, "_fused_mix", lambda *a, **k: None)
+            monkeypatch.setattr(vim_mod.BiMambaMixer, "fused_call", lambda *a, **k: None)
             python = model(x)
     assert torch.equal(fused, python) and not torch.allclose(fused, real)
 

@@ -152,7 +152,7 @@ def test_sub_batch_really_skips_compute(monkeypatch):
     # the Python mixer (what runs where the fused one does not apply)
     seen = []
     original = mixer._branch
-    monkeypatch.setattr(mixer, "_fused_mix", lambda *a: None)
+    monkeypatch.setattr(mixer, "fused_call", lambda *a, **k: None)
     monkeypatch.setattr(mixer, "_branch", lambda backward, x, *a: seen.append((backward, x.shape[0])) or
                         original(backward, x, *a))
     with torch.no_grad():
@@ -174,12 +174,12 @@ def test_fused_router_and_mixer_equal_the_python_ones(monkeypatch, arch, kw):
         torch.nn.init.zeros_(layer.mixer.block_head.bias)
     images = torch.randn(6, 3, 32, 32)
     calls = []
-    real = vim_mod.BiMambaMixer.route_and_mix
-    monkeypatch.setattr(vim_mod.BiMambaMixer, "route_and_mix", lambda *a: calls.append(1) or real(*a))
+    real = vim_mod.Block.fused_forward
+    monkeypatch.setattr(vim_mod.Block, "fused_forward", lambda *a: calls.append(1) or real(*a))
     with torch.no_grad():
         fused = model.forward_inference(images)
         assert len(calls) == 4
-        monkeypatch.setattr(vim_mod.BiMambaMixer, "_fused_mix", lambda *a, **k: None)
+        monkeypatch.setattr(vim_mod.BiMambaMixer, "fused_call", lambda *a, **k: None)
         python = model.forward_inference(images)
     assert 0 < fused.gates.mean() < 1
     if arch == "dyvm_vim_tiny":  # images on different branches in some layer (the registers barely differ)

@@ -160,7 +160,7 @@ def test_bf16_autocast_on_cpu(oracle):
 def _python_mix(mixer, monkeypatch, *args):
     """The Python mixer's output (the fused inference path switched off for this call)."""
     with monkeypatch.context() as m:
-        m.setattr(mixer, "_fused_mix", lambda *a: None)
+        m.setattr(mixer, "fused_call", lambda *a, **k: None)
         return mixer.mix(*args)
 
 
@@ -199,6 +199,27 @@ def test_fused_inference_mixer_equals_python_mixer(monkeypatch):
     grad_xz = xz.clone().requires_grad_(True)
     mixer.mix(grad_xz).sum().backward()                            # autograd: the Python mixer, gradients flow
     assert not calls and grad_xz.grad is not None and mixer.A_log.grad is not None
+
+
+def test_fused_blocks_equal_the_python_blocks(monkeypatch):
+    """At eager CPU fp32 inference each block (residual add, RMSNorm, in_proj, mixer) is one extension call;
+    every layer's hidden state and residual and the logits equal the Python blocks' exactly."""
+    from dyvm.models import vim as vim_mod
+
+    torch.manual_seed(0)
+    model = dyvm.create_model("vim_tiny", img_size=32, patch_size=8, depth=3, embed_dim=32, num_classes=5).eval()
+    x = torch.randn(2, 3, 32, 32)
+    calls = []
+    real = vim_mod.Block.fused_forward
+    monkeypatch.setattr(vim_mod.Block, "fused_forward", lambda *a: calls.append(1) or real(*a))
+    with torch.no_grad():
+        fused = model.forward_detailed(x, return_layers=True)
+        assert len(calls) == 3
+        monkeypatch.setattr(vim_mod.BiMambaMixer, "fused_call", lambda *a, **k: None)
+        python = model.forward_detailed(x, return_layers=True)
+    assert torch.equal(fused.logits, python.logits)
+    for a, b in zip(fused.layer_hidden + fused.layer_residual, python.layer_hidden + python.layer_residual):
+        assert torch.equal(a, b)
 
 
 def test_fused_mixer_op_rejects_bad_input():

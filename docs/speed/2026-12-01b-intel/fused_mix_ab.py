@@ -4,6 +4,9 @@ one process, interleaved rounds, 1 thread: the demo's teacher and trained DyVM (
 ``vim_tiny`` / ``dyvm_vim_tiny`` presets (random weights, 80% of branches on, as ``dyvm bench --what dyvm``).
 
     python docs/speed/2026-12-01b-intel/fused_mix_ab.py TEACHER_CKPT DYVM_CKPT OUT.json [BATCH ...]
+
+Ran at commit 0a35b8e (``fused_mix_ab.txt`` / ``.json``); the method it patches was later renamed ``fused_call``
+(``fused_block_ab.py`` is the same A/B for the whole fused block).
 """
 import json
 import sys

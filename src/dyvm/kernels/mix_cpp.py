@@ -1,9 +1,11 @@
-"""The bidirectional mixer after ``in_proj`` in one call of the compiled extension (inference).
+"""A block, or the bidirectional mixer after ``in_proj``, in one call of the compiled extension (inference).
 
 ``torch.ops.dyvm_scan.mix_forward`` runs, per direction, the causal conv + SiLU, ``x_proj``,
 ``dt_proj``, ``A = -exp(A_log)`` and the selective scan, then adds the two directions and applies
 ``out_proj``: the same ATen calls and kernels as the Python mixer, in the same order (identical
-float32 results), without returning to Python between them. At batch 1 the Python glue of a
+float32 results), without returning to Python between them; ``block_forward`` runs the block's
+residual add, RMSNorm and ``in_proj`` first (and the DyVM router, when given, reads ``in_proj``'s
+output before the branches run). At batch 1 the Python glue of a
 layer (about 60 small calls, ~0.25 ms on a 2 GHz core) costs more than the compute of a small
 model's layer. It serves the eager CPU float32 inference path only: no autograd, no mask, no
 autocast, nothing traced or counted (see :func:`applies`).
@@ -27,17 +29,18 @@ from .scan import resolve_backend
 STUB_SCAN = [False]
 
 
-def applies(xz: Tensor, mask: Optional[Tensor], params: Sequence[Tensor], scan_backend: Optional[str]) -> bool:
-    """Whether :func:`mix_forward` computes what the Python mixer would for ``xz`` (B, L, 2E)."""
-    if mask is not None or xz.dtype != torch.float32 or xz.device.type != "cpu" or xz.dim() != 3:
+def applies(x: Tensor, params: Sequence[Tensor], scan_backend: Optional[str]) -> bool:
+    """Whether :func:`mix_forward` / :func:`block_forward` compute what the Python code would for ``x``
+    (B, L, ·) and ``params`` (every other tensor they read)."""
+    if x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() != 3:
         return False
-    if torch.is_grad_enabled() and (xz.requires_grad or any(p.requires_grad for p in params)):
+    if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
         return False
     if tracing() or torch.is_autocast_enabled("cpu") or not _kernels_allowed():
         return False
     if (os.environ.get(CONV_ENV_VAR) or "auto") not in ("auto", "cpp"):
         return False
-    return resolve_backend(scan_backend, xz.device) == "cpp" and scan_cpp.available()
+    return resolve_backend(scan_backend, x.device) == "cpp" and scan_cpp.available()
 
 
 def mix_forward(xz: Tensor, forward_params: list[Tensor], backward_params: list[Tensor], out_weight: Tensor,
@@ -54,3 +57,17 @@ def mix_forward(xz: Tensor, forward_params: list[Tensor], backward_params: list[
         raise RuntimeError(f"the C++ kernels are unavailable: {scan_cpp.build_error()}")
     return torch.ops.dyvm_scan.mix_forward(xz, forward_params, backward_params, out_weight, out_scale, gates,
                                            list(router), router_threshold, STUB_SCAN[0])
+
+
+def block_forward(hidden: Tensor, residual: Optional[Tensor], norm_weight: Tensor, eps: float, in_weight: Tensor,
+                  forward_params: list[Tensor], backward_params: list[Tensor], out_weight: Tensor, out_scale: float,
+                  gates: Optional[Tensor] = None, router: Sequence[Tensor] = (),
+                  router_threshold: float = 0.5) -> list[Tensor]:
+    """A whole block: residual' = residual + hidden (hidden at layer 0: residual None), xz = in_proj(RMSNorm
+    (residual')), then :func:`mix_forward`'s mixer on xz. hidden, residual (B, L, D) float32 → [output (B, L, D),
+    residual'] (+ [router logits, gates] with a router)."""
+    if not scan_cpp.available():
+        raise RuntimeError(f"the C++ kernels are unavailable: {scan_cpp.build_error()}")
+    return torch.ops.dyvm_scan.block_forward(hidden, residual, norm_weight, eps, in_weight, forward_params,
+                                             backward_params, out_weight, out_scale, gates, list(router),
+                                             router_threshold, STUB_SCAN[0])

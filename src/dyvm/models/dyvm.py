@@ -301,14 +301,16 @@ class DyVM(VisionMamba):
         mixer's per-token (B̄, Δ̄) are appended (the predictor-input ablations read them); ``positions``:
         the prefix positions shared by every image (inference), or None."""
         layer = self.layers[i]
+        if positions is not None and stats is None and forced_gates is None and not self.training:
+            # eager CPU inference: the block with its router in one extension call (None where that does not apply)
+            fused = layer.fused_forward(seq.hidden, seq.residual, None,
+                                        _cpu_index(tuple(positions)) if self.use_routers else None,
+                                        self.router_threshold)
+            if fused is not None:
+                seq.hidden, seq.residual = fused[0], fused[1]
+                return (fused[2], fused[3]) if self.use_routers else (None, None)
         normed, seq.residual = layer.add_norm(seq.hidden, seq.residual)
         xz = layer.mixer.in_proj(normed)
-        if positions is not None and stats is None and forced_gates is None and self.use_routers and not self.training:
-            # eager CPU inference: router and mixer in one extension call (None where that does not apply)
-            fused = layer.mixer.route_and_mix(xz, _cpu_index(tuple(positions)), self.router_threshold)
-            if fused is not None:
-                seq.hidden, logits, gates = fused
-                return logits, gates
         logits, gates = self._route(layer, xz, seq, None if forced_gates is None else forced_gates[i], noise,
                                     positions)
         if stats is not None:

@@ -144,13 +144,17 @@ class BiMambaMixer(nn.Module):
         return [conv["weight"], conv["bias"], mods["x_proj" + s]._parameters["weight"], dt_proj["weight"],
                 dt_proj["bias"], own["A_b_log" if backward else "A_log"], own["D" + s]]
 
-    def _fused_mix(self, xz: Tensor, mask: Optional[Tensor], gates: Optional[Tensor],
-                   router_positions: Optional[Tensor] = None, router_threshold: float = 0.5) -> Optional[list[Tensor]]:
-        """Eager CPU float32 inference: the whole of :meth:`mix` in one call of the compiled extension (the
-        same kernels, matmuls and per-image branch selection as the Python code, call for call), with the
-        router first when ``router_positions`` (P,) are given; [output] or [output, router logits, gates], or
-        None where that does not apply (autograd, a mask, autocast, tracing, another backend)."""
-        if xz.device.type != "cpu" or mask is not None or (gates is not None and gates.requires_grad):
+    def fused_call(self, x: Tensor, gates: Optional[Tensor] = None, router_positions: Optional[Tensor] = None,
+                   router_threshold: float = 0.5, block: Optional[tuple] = None) -> Optional[list[Tensor]]:
+        """Eager CPU float32 inference in one call of the compiled extension: the same kernels, matmuls and
+        per-image branch selection as the Python code, call for call (identical values).
+
+        x: ``in_proj``'s output xz (B, L, 2E) → [output]; or, with ``block`` = (residual or None, RMSNorm
+        weight, eps), the block's incoming hidden (B, L, D), whose add + RMSNorm + ``in_proj`` run first →
+        [output, new residual]. ``router_positions`` (P,): the DyVM router reads xz there and sets the gates
+        (its logits and gates are appended); else ``gates`` (B, 2) or None (both branches). None where the
+        fused path does not apply (autograd, autocast, tracing, another backend, float64)."""
+        if x.device.type != "cpu" or (gates is not None and gates.requires_grad):
             return None
         params = self._direction_params(False) + self._direction_params(True)
         out_weight = self._modules["out_proj"]._parameters["weight"]
@@ -158,19 +162,20 @@ class BiMambaMixer(nn.Module):
         if router_positions is not None:
             head = self._modules["block_head"]._parameters
             router = [head["weight"], head["bias"], router_positions]
-        if params[1] is None or params[8] is None or not mix_cpp.applies(xz, mask, params + [out_weight] + router[:2],
-                                                                         self.scan_backend):
+        checked = params + [out_weight] + router[:2]
+        if block is not None:
+            residual, norm_weight, eps = block
+            in_weight = self._modules["in_proj"]._parameters["weight"]
+            if residual is not None and residual.dtype != torch.float32:
+                return None
+            checked += [norm_weight, in_weight] + ([] if residual is None else [residual])
+        if params[1] is None or params[8] is None or not mix_cpp.applies(x, checked, self.scan_backend):
             return None
-        return mix_cpp.mix_forward(xz, params[:7], params[7:], out_weight, 0.5 if self.divide_out else 1.0, gates,
-                                   router, router_threshold)
-
-    def route_and_mix(self, xz: Tensor, router_positions: Tensor,
-                      threshold: float) -> Optional[tuple[Tensor, Tensor, Tensor]]:
-        """DyVM inference in one extension call: the router reads ``xz`` (B, L, 2E) at the prefix positions
-        (P,), gates (B, 2) = sigmoid(logits) > threshold, then :meth:`mix` with them. Returns (output, router
-        logits, gates), or None where the fused path does not apply (the caller then routes in Python)."""
-        out = self._fused_mix(xz, None, None, router_positions, threshold)
-        return None if out is None else (out[0], out[1], out[2])
+        scale = 0.5 if self.divide_out else 1.0
+        if block is None:
+            return mix_cpp.mix_forward(x, params[:7], params[7:], out_weight, scale, gates, router, router_threshold)
+        return mix_cpp.block_forward(x, residual, norm_weight, eps, in_weight, params[:7], params[7:], out_weight,
+                                     scale, gates, router, router_threshold)
 
     def forward(self, u: Tensor, mask: Optional[Tensor] = None, gates: Optional[Tensor] = None) -> Tensor:
         """u: (B, L, D) → (B, L, D). mask: (B, L, 1) 0/1 or None; gates: (B, 2) 0/1 [fwd, bwd] or None."""
@@ -188,7 +193,7 @@ class BiMambaMixer(nn.Module):
             # under CPU autocast only the matmuls run in 16 bits: the conv and scan kernels compute in
             # float32, so one upcast here saves the copies each of them would make of its inputs
             xz = xz.float()
-        fused = self._fused_mix(xz, mask, gates)
+        fused = None if mask is not None else self.fused_call(xz, gates)
         if fused is not None:
             return fused[0]
         x, z = split_xz(xz)                                                # (B, E, L) views
@@ -227,8 +232,23 @@ class Block(nn.Module):
             residual = residual + self.drop_path(hidden)
         return self.norm(residual), residual
 
+    def fused_forward(self, hidden: Tensor, residual: Optional[Tensor], gates: Optional[Tensor] = None,
+                      router_positions: Optional[Tensor] = None,
+                      router_threshold: float = 0.5) -> Optional[list[Tensor]]:
+        """Eager CPU float32 inference of the whole block in one extension call (see
+        :meth:`BiMambaMixer.fused_call`): [output, new residual] (+ [router logits, gates] with
+        ``router_positions``), or None where it does not apply (then :meth:`forward`'s Python path runs)."""
+        if self.training:  # drop path
+            return None
+        norm = self._modules["norm"]
+        return self._modules["mixer"].fused_call(hidden, gates, router_positions, router_threshold,
+                                                 block=(residual, norm._parameters["weight"], norm.eps))
+
     def forward(self, hidden: Tensor, residual: Optional[Tensor], mask: Optional[Tensor] = None,
                 gates: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        fused = None if mask is not None else self.fused_forward(hidden, residual, gates)
+        if fused is not None:
+            return fused[0], fused[1]
         normed, residual = self.add_norm(hidden, residual)
         return self.mixer(normed, mask, gates), residual
 

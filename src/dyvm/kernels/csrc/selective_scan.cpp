@@ -1606,6 +1606,27 @@ std::vector<at::Tensor> mix_forward(const at::Tensor& xz, at::TensorList forward
   return {out, routed[0], routed[1]};
 }
 
+// A whole block at inference: Block.add_norm (residual' = residual + hidden, or hidden itself at layer 0;
+// RMSNorm in float32), in_proj, then mix_forward, the Python calls one for one. hidden, residual (B, L, D)
+// float32 → [output (B, L, D), residual'] (+ [router logits, gates] with a router).
+std::vector<at::Tensor> block_forward(const at::Tensor& hidden, const c10::optional<at::Tensor>& residual,
+                                      const at::Tensor& norm_weight, double eps, const at::Tensor& in_weight,
+                                      at::TensorList forward_params, at::TensorList backward_params,
+                                      const at::Tensor& out_weight, double out_scale,
+                                      const c10::optional<at::Tensor>& gates, at::TensorList router,
+                                      double router_threshold, bool stub_scan) {
+  TORCH_CHECK(hidden.dim() == 3 && hidden.scalar_type() == at::kFloat && hidden.device().is_cpu(),
+              "block_forward: hidden must be a (B, L, D) float32 CPU tensor");
+  TORCH_CHECK(!residual || (residual->sizes() == hidden.sizes() && residual->scalar_type() == at::kFloat),
+              "block_forward: residual must be float32 like hidden");
+  const at::Tensor res = residual ? residual->add(hidden) : hidden;
+  const at::Tensor normed = res.mul(res.square().mean(-1, true).add(eps).rsqrt()).mul(norm_weight);
+  std::vector<at::Tensor> out = mix_forward(at::linear(normed, in_weight), forward_params, backward_params,
+                                            out_weight, out_scale, gates, router, router_threshold, stub_scan);
+  out.insert(out.begin() + 1, res);
+  return out;
+}
+
 }  // namespace
 
 // Which float N = 16 fast path this build compiled: 512 (AVX-512), 256 (AVX2), 0 (none: generic only).
@@ -1635,6 +1656,9 @@ TORCH_LIBRARY(dyvm_scan, m) {
         "Tensor? mask=None, bool reverse=False, bool channels_last=False, bool mask_grad=False) -> Tensor[]");
   m.def("mix_forward(Tensor xz, Tensor[] forward_params, Tensor[] backward_params, Tensor out_weight, "
         "float out_scale, Tensor? gates, Tensor[] router, float router_threshold, bool stub_scan) -> Tensor[]");
+  m.def("block_forward(Tensor hidden, Tensor? residual, Tensor norm_weight, float eps, Tensor in_weight, "
+        "Tensor[] forward_params, Tensor[] backward_params, Tensor out_weight, float out_scale, Tensor? gates, "
+        "Tensor[] router, float router_threshold, bool stub_scan) -> Tensor[]");
 }
 
 TORCH_LIBRARY_IMPL(dyvm_scan, CPU, m) {
@@ -1643,5 +1667,6 @@ TORCH_LIBRARY_IMPL(dyvm_scan, CPU, m) {
   m.impl("conv_forward", &conv_forward);
   m.impl("conv_backward", &conv_backward);
   m.impl("mix_forward", &mix_forward);
+  m.impl("block_forward", &block_forward);
 }
 #endif  // DYVM_SCAN_STANDALONE
