@@ -19,8 +19,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath, lecun_normal_, trunc_normal_
 from torch import Tensor, nn
 
-from ..kernels import causal_conv1d, selective_scan
-from ..kernels import mix_cpp
+from ..kernels import causal_conv1d, mix_cpp, selective_scan
 from ..kernels.mixer_ops import gated_sum, split_xz
 from ..kernels.norm import RMSNorm
 from ..weights import resize_pos_embed

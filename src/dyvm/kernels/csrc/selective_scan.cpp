@@ -1,5 +1,6 @@
 // Selective scan (Mamba's S6 recurrence) on the CPU: forward and backward kernels; also
-// the depthwise causal conv1d + bias + SiLU that precedes it (section near the end).
+// the depthwise causal conv1d + bias + SiLU that precedes it (section near the end), and a
+// whole Vim/DyVM block at inference composed of ATen calls and these kernels (one call per layer).
 //
 //   Δ_t = softplus(delta_t + bias)  (or delta_t + bias)
 //   h_t = exp(Δ_t A) ⊙ h_{t-1} + Δ_t u_t B_t          state (N,) per (batch, channel)
@@ -1514,7 +1515,7 @@ std::vector<at::Tensor> conv_backward(const at::Tensor& gout, const at::Tensor& 
   return {dx, dw, dbias, dmask};
 }
 
-// ----------------------------- the mixer after in_proj (inference) ---------------------
+// ----------------------- a block and its mixer in one call (inference) ------------------
 
 // One SSM direction at inference: x, z (B, E, L) views of in_proj's output → y (B, E, L) on
 // channel-last memory. params: conv weight (E, 1, K) or (E, K), conv bias (E), x_proj weight
