@@ -222,6 +222,32 @@ def test_fused_blocks_equal_the_python_blocks(monkeypatch):
         assert torch.equal(a, b)
 
 
+def test_forward_hooks_fire_at_fused_inference():
+    """A forward hook on a module the Python block calls (RMSNorm, the mixer, in_proj, the router) still
+    fires at eager CPU inference: the fused path steps aside, with the same logits."""
+    torch.manual_seed(0)
+    model = dyvm.create_model("dyvm_vim_tiny", img_size=32, patch_size=8, depth=3, embed_dim=32, num_classes=5,
+                              pruning_loc=[1, 2]).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        plain = model(x)
+    for module in (model.layers[1].norm, model.layers[1].mixer.in_proj, model.layers[2].mixer.block_head):
+        seen = []
+        handle = module.register_forward_hook(lambda m, args, out: seen.append(out.shape))
+        with torch.no_grad():
+            hooked = model(x)
+        handle.remove()
+        assert len(seen) == 1 and torch.equal(hooked, plain), module
+    seen = []
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda m, args, out: seen.append(type(m)))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        handle.remove()
+    assert seen.count(torch.nn.Linear) >= 3 * 2  # every layer's in_proj and router
+
+
 def test_fused_mixer_op_rejects_bad_input():
     from dyvm.kernels import mix_cpp
 

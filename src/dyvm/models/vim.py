@@ -30,6 +30,14 @@ from .tokens import MiddleClassToken, PrefixLayout, TokenSequence
 
 
 
+def _hooked(*modules: Optional[nn.Module]) -> bool:
+    """Whether a forward (pre-)hook, global or on one of ``modules``, would see their calls: the fused
+    inference path calls none of them, so it steps aside and the Python path runs (and the hooks fire)."""
+    if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
+        return True
+    return any(m is not None and (m._forward_hooks or m._forward_pre_hooks) for m in modules)
+
+
 class BiMambaMixer(nn.Module):
     """One mixer with two independent SSM branches (forward and backward over the sequence).
 
@@ -152,8 +160,13 @@ class BiMambaMixer(nn.Module):
         weight, eps), the block's incoming hidden (B, L, D), whose add + RMSNorm + ``in_proj`` run first →
         [output, new residual]. ``router_positions`` (P,): the DyVM router reads xz there and sets the gates
         (its logits and gates are appended); else ``gates`` (B, 2) or None (both branches). None where the
-        fused path does not apply (autograd, autocast, tracing, another backend, float64)."""
+        fused path does not apply (autograd, autocast, tracing, another backend, float64, forward hooks on
+        the modules it would call)."""
         if x.device.type != "cpu" or (gates is not None and gates.requires_grad):
+            return None
+        mods = self._modules
+        if _hooked(mods["in_proj"] if block is not None else None, mods["out_proj"],
+                   mods["block_head"] if router_positions is not None else None):
             return None
         params = self._direction_params(False) + self._direction_params(True)
         out_weight = self._modules["out_proj"]._parameters["weight"]
@@ -237,9 +250,9 @@ class Block(nn.Module):
         """Eager CPU float32 inference of the whole block in one extension call (see
         :meth:`BiMambaMixer.fused_call`): [output, new residual] (+ [router logits, gates] with
         ``router_positions``), or None where it does not apply (then :meth:`forward`'s Python path runs)."""
-        if self.training:  # drop path
-            return None
         norm = self._modules["norm"]
+        if self.training or _hooked(norm, self._modules["mixer"]):  # drop path; hooks that must fire
+            return None
         return self._modules["mixer"].fused_call(hidden, gates, router_positions, router_threshold,
                                                  block=(residual, norm._parameters["weight"], norm.eps))
 
