@@ -160,10 +160,12 @@ def test_sub_batch_really_skips_compute(monkeypatch):
     assert seen == [(False, 2)]  # forward branch for 2 images, backward branch not at all
 
 
+@pytest.mark.parametrize("autocast", [False, True])
 @pytest.mark.parametrize("arch,kw", [("dyvm_vim_tiny", {}), ("dyvm_mambareg_small", {})])
-def test_fused_router_and_mixer_equal_the_python_ones(monkeypatch, arch, kw):
+def test_fused_router_and_mixer_equal_the_python_ones(monkeypatch, arch, kw, autocast):
     """Eager CPU inference routes and mixes in one extension call per layer: the router reads the class token
-    (or the registers' mean), and the logits, gates, kept tokens and logits equal the Python path's exactly."""
+    (or the registers' mean), and the logits, gates, kept tokens and logits equal the Python path's exactly, in
+    float32 and under bf16 autocast."""
     from dyvm.models import vim as vim_mod
 
     torch.manual_seed(0)
@@ -176,7 +178,7 @@ def test_fused_router_and_mixer_equal_the_python_ones(monkeypatch, arch, kw):
     calls = []
     real = vim_mod.Block.fused_forward
     monkeypatch.setattr(vim_mod.Block, "fused_forward", lambda *a: calls.append(1) or real(*a))
-    with torch.no_grad():
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         fused = model.forward_inference(images)
         assert len(calls) == 4
         monkeypatch.setattr(vim_mod.BiMambaMixer, "fused_call", lambda *a, **k: None)

@@ -166,8 +166,8 @@ def _python_mix(mixer, monkeypatch, *args):
 
 def test_fused_inference_mixer_equals_python_mixer(monkeypatch):
     """Eager CPU fp32 inference runs the mixer after in_proj as one extension call: the same kernels, matmuls
-    and per-image branch selection in the same order, so exactly the Python mixer's values; never where
-    autograd, a mask, autocast or another backend is in play."""
+    and per-image branch selection in the same order, so exactly the Python mixer's values (under bf16
+    autocast too); never where autograd, a mask, float64 or another backend is in play."""
     from dyvm.kernels import mix_cpp
 
     torch.manual_seed(0)
@@ -189,13 +189,18 @@ def test_fused_inference_mixer_equals_python_mixer(monkeypatch):
         # a skipped branch contributes exactly nothing: image 1 of the last case equals its forward-only run
         alone = mixer.mix(xz[1:2], None, torch.tensor([[1., 0]]))
         assert torch.allclose(mixer.mix(xz, None, cases[-1])[1:2], alone, rtol=0, atol=1e-6)
+        with torch.autocast("cpu", dtype=torch.bfloat16):     # 16-bit matmuls inside, as in the Python mixer
+            calls.clear()
+            fused = mixer.mix(xz, None, cases[5])
+            assert len(calls) == 1 and fused.dtype == torch.bfloat16
+            assert torch.equal(fused, _python_mix(mixer, monkeypatch, xz, None, cases[5]))
         calls.clear()
         mixer.mix(xz, torch.ones(3, 17, 1))                       # a mask: the training layout
         mixer.scan_backend = "torch"
         mixer.mix(xz)
         mixer.scan_backend = None
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            mixer.mix(xz)
+        mixer.double().mix(xz.double())                            # float64 weights
+        mixer.float()
     grad_xz = xz.clone().requires_grad_(True)
     mixer.mix(grad_xz).sum().backward()                            # autograd: the Python mixer, gradients flow
     assert not calls and grad_xz.grad is not None and mixer.A_log.grad is not None
@@ -212,14 +217,19 @@ def test_fused_blocks_equal_the_python_blocks(monkeypatch):
     calls = []
     real = vim_mod.Block.fused_forward
     monkeypatch.setattr(vim_mod.Block, "fused_forward", lambda *a: calls.append(1) or real(*a))
-    with torch.no_grad():
-        fused = model.forward_detailed(x, return_layers=True)
-        assert len(calls) == 3
-        monkeypatch.setattr(vim_mod.BiMambaMixer, "fused_call", lambda *a, **k: None)
-        python = model.forward_detailed(x, return_layers=True)
-    assert torch.equal(fused.logits, python.logits)
-    for a, b in zip(fused.layer_hidden + fused.layer_residual, python.layer_hidden + python.layer_residual):
-        assert torch.equal(a, b)
+    fused_call = vim_mod.BiMambaMixer.fused_call
+    for autocast in (False, True):  # bf16 autocast: the matmuls inside run in bf16 as the Python ones do
+        monkeypatch.setattr(vim_mod.BiMambaMixer, "fused_call", fused_call)
+        calls.clear()
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            fused = model.forward_detailed(x, return_layers=True)
+            assert len(calls) == 3
+            monkeypatch.setattr(vim_mod.BiMambaMixer, "fused_call", lambda *a, **k: None)
+            python = model.forward_detailed(x, return_layers=True)
+        assert torch.equal(fused.logits, python.logits)
+        for a, b in zip(fused.layer_hidden + fused.layer_residual, python.layer_hidden + python.layer_residual):
+            assert torch.equal(a, b)
+    assert fused.layer_hidden[0].dtype == torch.bfloat16
 
 
 def test_forward_hooks_fire_at_fused_inference():

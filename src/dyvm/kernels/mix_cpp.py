@@ -7,8 +7,9 @@ float32 results), without returning to Python between them; ``block_forward`` ru
 residual add, RMSNorm and ``in_proj`` first (and the DyVM router, when given, reads ``in_proj``'s
 output before the branches run). At batch 1 the Python glue of a
 layer (about 60 small calls, ~0.25 ms on a 2 GHz core) costs more than the compute of a small
-model's layer. It serves the eager CPU float32 inference path only: no autograd, no mask, no
-autocast, nothing traced or counted (see :func:`applies`).
+model's layer. It serves eager CPU inference only, with float32 weights (under CPU autocast the ATen
+matmuls inside run in 16 bits exactly as the Python ones would, and the scan reads the same float32
+copies): no autograd, no mask, nothing traced or counted (see :func:`applies`).
 """
 from __future__ import annotations
 
@@ -32,11 +33,15 @@ STUB_SCAN = [False]
 def applies(x: Tensor, params: Sequence[Tensor], scan_backend: Optional[str]) -> bool:
     """Whether :func:`mix_forward` / :func:`block_forward` compute what the Python code would for ``x``
     (B, L, ·) and ``params`` (every other tensor they read)."""
-    if x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() != 3:
+    autocast = torch.is_autocast_enabled("cpu")
+    if x.device.type != "cpu" or x.dim() != 3 or not (x.dtype == torch.float32 or (
+            autocast and x.dtype in (torch.bfloat16, torch.float16))):
+        return False
+    if any(p.dtype != torch.float32 for p in params):  # float32 weights and residual stream
         return False
     if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
         return False
-    if tracing() or torch.is_autocast_enabled("cpu") or not _kernels_allowed():
+    if tracing() or not _kernels_allowed():
         return False
     if (os.environ.get(CONV_ENV_VAR) or "auto") not in ("auto", "cpp"):
         return False

@@ -1534,8 +1534,10 @@ at::Tensor mixer_branch(const at::Tensor& x, const at::Tensor& z, at::TensorList
   const at::Tensor delta = at::mm(xdbl.narrow(1, 0, R), p[3].t()).view({Bsz, L, E}).transpose(1, 2);
   const at::Tensor bc = xdbl.view({Bsz, L, R + 2 * N});
   if (stub_scan) return u;
-  return scan_forward(u, delta, at::exp(A_log).neg_(), bc.narrow(2, R, N), bc.narrow(2, R + N, N), p[6], z, p[4],
-                      true, reverse, true);
+  // under CPU autocast the two matmuls ran in 16 bits: the scan reads float32 copies, as the Python dispatch does
+  const auto f32 = [](const at::Tensor& t) { return t.scalar_type() == at::kFloat ? t : t.to(at::kFloat); };
+  return scan_forward(u, f32(delta), at::exp(A_log).neg_(), f32(bc.narrow(2, R, N)), f32(bc.narrow(2, R + N, N)),
+                      p[6], z, p[4], true, reverse, true);
 }
 
 // The DyVM router at inference: logits (B, 2) = block_head(xz at the prefix positions, averaged when
@@ -1560,8 +1562,9 @@ std::vector<at::Tensor> mix_forward(const at::Tensor& xz, at::TensorList forward
                                     at::TensorList backward_params, const at::Tensor& out_weight, double out_scale,
                                     const c10::optional<at::Tensor>& gates, at::TensorList router,
                                     double router_threshold, bool stub_scan) {
-  TORCH_CHECK(xz.dim() == 3 && xz.size(2) % 2 == 0 && xz.scalar_type() == at::kFloat && xz.device().is_cpu(),
-              "mix_forward: xz must be a (B, L, 2E) float32 CPU tensor");
+  TORCH_CHECK(xz.dim() == 3 && xz.size(2) % 2 == 0 && at::isFloatingType(xz.scalar_type()) &&
+              xz.scalar_type() != at::kDouble && xz.device().is_cpu(),
+              "mix_forward: xz must be a (B, L, 2E) float32 (or, under autocast, 16-bit) CPU tensor");
   const int64_t Bsz = xz.size(0), L = xz.size(1), E = xz.size(2) / 2;
   TORCH_CHECK(out_weight.dim() == 2 && out_weight.size(1) == E, "mix_forward: out_weight must be (D, E)");
   TORCH_CHECK(router.empty() || !gates, "mix_forward: give gates or a router, not both");
@@ -1576,7 +1579,10 @@ std::vector<at::Tensor> mix_forward(const at::Tensor& xz, at::TensorList forward
   const auto halves = [&](const at::Tensor& t) {
     return std::make_pair(t.narrow(2, 0, E).transpose(1, 2), t.narrow(2, E, E).transpose(1, 2));
   };
-  const auto xz_views = halves(xz);
+  // the router read xz as it came (16 bits under autocast, like the Python router); the branches read it
+  // in float32 (the Python mixer upcasts it once)
+  const at::Tensor xzf = xz.scalar_type() == at::kFloat ? xz : xz.to(at::kFloat);
+  const auto xz_views = halves(xzf);
   at::Tensor y;
   for (int d = 0; d < 2; ++d) {
     at::TensorList p = d == 0 ? forward_params : backward_params;
@@ -1595,12 +1601,12 @@ std::vector<at::Tensor> mix_forward(const at::Tensor& xz, at::TensorList forward
     }
     at::Tensor idx = at::empty({n_on}, xz.options().dtype(at::kLong));
     std::copy(on.begin(), on.end(), idx.data_ptr<int64_t>());
-    const auto sub_views = halves(xz.index_select(0, idx));
+    const auto sub_views = halves(xzf.index_select(0, idx));
     const at::Tensor sub = mixer_branch(sub_views.first, sub_views.second, p, d == 1, stub_scan);
-    if (!y.defined()) y = at::zeros({Bsz, L, E}, xz.options()).transpose(1, 2);
+    if (!y.defined()) y = at::zeros({Bsz, L, E}, xzf.options()).transpose(1, 2);
     y.index_add_(0, idx, sub);
   }
-  if (!y.defined()) y = at::zeros({Bsz, L, E}, xz.options()).transpose(1, 2);
+  if (!y.defined()) y = at::zeros({Bsz, L, E}, xzf.options()).transpose(1, 2);
   const at::Tensor w = out_scale == 1.0 ? out_weight : out_weight.mul(out_scale);
   at::Tensor out = at::mm(y.transpose(1, 2).reshape({Bsz * L, E}), w.t()).view({Bsz, L, out_weight.size(0)});
   if (routed.empty()) return {out};
@@ -1616,11 +1622,14 @@ std::vector<at::Tensor> block_forward(const at::Tensor& hidden, const c10::optio
                                       const at::Tensor& out_weight, double out_scale,
                                       const c10::optional<at::Tensor>& gates, at::TensorList router,
                                       double router_threshold, bool stub_scan) {
-  TORCH_CHECK(hidden.dim() == 3 && hidden.scalar_type() == at::kFloat && hidden.device().is_cpu(),
-              "block_forward: hidden must be a (B, L, D) float32 CPU tensor");
+  TORCH_CHECK(hidden.dim() == 3 && at::isFloatingType(hidden.scalar_type()) &&
+              hidden.scalar_type() != at::kDouble && hidden.device().is_cpu(),
+              "block_forward: hidden must be a (B, L, D) float32 (or, under autocast, 16-bit) CPU tensor");
   TORCH_CHECK(!residual || (residual->sizes() == hidden.sizes() && residual->scalar_type() == at::kFloat),
-              "block_forward: residual must be float32 like hidden");
-  const at::Tensor res = residual ? residual->add(hidden) : hidden;
+              "block_forward: residual must be a float32 tensor shaped like hidden");
+  // the residual stream is float32 (at layer 0 it starts as the embeddings)
+  const at::Tensor res = residual ? residual->add(hidden) : (hidden.scalar_type() == at::kFloat ? hidden
+                                                                                                : hidden.to(at::kFloat));
   const at::Tensor normed = res.mul(res.square().mean(-1, true).add(eps).rsqrt()).mul(norm_weight);
   std::vector<at::Tensor> out = mix_forward(at::linear(normed, in_weight), forward_params, backward_params,
                                             out_weight, out_scale, gates, router, router_threshold, stub_scan);
