@@ -4,7 +4,9 @@ the DyVM router and the mixer in one call of the extension per layer) against th
 one process, interleaved rounds, 1 thread: the demo's teacher and trained DyVM (real test images) and the
 ``vim_tiny`` / ``dyvm_vim_tiny`` presets (random weights, 80% of branches on, as ``dyvm bench --what dyvm``).
 
-    python docs/speed/2026-12-01b-intel/fused_block_ab.py TEACHER_CKPT DYVM_CKPT OUT.json [BATCH ...]
+    python docs/speed/2026-12-01b-intel/fused_block_ab.py TEACHER_CKPT DYVM_CKPT OUT.json [BATCH ...] [--bf16]
+
+--bf16: both arms under CPU bf16 autocast.
 """
 import json
 import sys
@@ -27,19 +29,20 @@ def main() -> None:
     teacher.eval(), dyvm.eval()
     vim_t = build_model("vim_tiny", torch.device("cpu")).eval()
     dyvm_t = build_model("dyvm_vim_tiny", torch.device("cpu"), routers_on=0.8).eval()
-    batches = [int(b) for b in sys.argv[4:]] or [1, 8]
+    bf16 = "--bf16" in sys.argv
+    batches = [int(b) for b in sys.argv[4:] if b != "--bf16"] or [1, 8]
     demo_images = next(iter(_test_loader(dyvm, None, 64, batch_size=64)))[0]
     big_images = torch.randn(max(batches), 3, 224, 224)
 
     def arm(model, images, fused):
         def f():
             vim_mod.BiMambaMixer.fused_call = FUSED if fused else (lambda *a, **k: None)
-            with torch.no_grad():
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 model(images)
         return timed(f)
 
     same = {}
-    with torch.no_grad():
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         for name, model, images in (("demo teacher", teacher, demo_images), ("demo DyVM", dyvm, demo_images),
                                     ("DyVM-T", dyvm_t, big_images[:8])):
             vim_mod.BiMambaMixer.fused_call = FUSED
