@@ -153,14 +153,15 @@ class BiMambaMixer(nn.Module):
 
     def fused_call(self, x: Tensor, gates: Optional[Tensor] = None, router_positions: Optional[Tensor] = None,
                    router_threshold: float = 0.5, block: Optional[tuple] = None) -> Optional[list[Tensor]]:
-        """Eager CPU float32 inference in one call of the compiled extension: the same kernels, matmuls and
-        per-image branch selection as the Python code, call for call (identical values).
+        """Eager CPU inference (float32 weights, bf16 autocast allowed) in one call of the compiled extension:
+        the same kernels, matmuls and per-image branch selection as the Python code, call for call
+        (identical values).
 
         x: ``in_proj``'s output xz (B, L, 2E) → [output]; or, with ``block`` = (residual or None, RMSNorm
         weight, eps), the block's incoming hidden (B, L, D), whose add + RMSNorm + ``in_proj`` run first →
         [output, new residual]. ``router_positions`` (P,): the DyVM router reads xz there and sets the gates
         (its logits and gates are appended); else ``gates`` (B, 2) or None (both branches). None where the
-        fused path does not apply (autograd, autocast, tracing, another backend, float64, forward hooks on
+        fused path does not apply (autograd, tracing, another backend, weights not float32, forward hooks on
         the modules it would call)."""
         if x.device.type != "cpu" or (gates is not None and gates.requires_grad):
             return None
@@ -247,7 +248,7 @@ class Block(nn.Module):
     def fused_forward(self, hidden: Tensor, residual: Optional[Tensor], gates: Optional[Tensor] = None,
                       router_positions: Optional[Tensor] = None,
                       router_threshold: float = 0.5) -> Optional[list[Tensor]]:
-        """Eager CPU float32 inference of the whole block in one extension call (see
+        """Eager CPU inference of the whole block in one extension call (see
         :meth:`BiMambaMixer.fused_call`): [output, new residual] (+ [router logits, gates] with
         ``router_positions``), or None where it does not apply (then :meth:`forward`'s Python path runs)."""
         norm = self._modules["norm"]
