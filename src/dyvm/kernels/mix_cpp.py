@@ -13,14 +13,13 @@ copies): no autograd, no mask, nothing traced or counted (see :func:`applies`).
 """
 from __future__ import annotations
 
-import os
 from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
 
 from . import scan_cpp
-from .conv import ENV_VAR as CONV_ENV_VAR
+from .conv import _backend as conv_backend
 from .conv import _kernels_allowed
 from .custom_ops import tracing
 from .scan import resolve_backend
@@ -43,7 +42,7 @@ def applies(x: Tensor, params: Sequence[Tensor], scan_backend: Optional[str]) ->
         return False
     if tracing() or not _kernels_allowed():
         return False
-    if (os.environ.get(CONV_ENV_VAR) or "auto") not in ("auto", "cpp"):
+    if conv_backend() not in ("auto", "cpp"):
         return False
     return resolve_backend(scan_backend, x.device) == "cpp" and scan_cpp.available()
 

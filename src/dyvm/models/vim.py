@@ -170,17 +170,15 @@ class BiMambaMixer(nn.Module):
                    mods["block_head"] if router_positions is not None else None):
             return None
         params = self._direction_params(False) + self._direction_params(True)
-        out_weight = self._modules["out_proj"]._parameters["weight"]
+        out_weight = mods["out_proj"]._parameters["weight"]
         router = []
         if router_positions is not None:
-            head = self._modules["block_head"]._parameters
+            head = mods["block_head"]._parameters
             router = [head["weight"], head["bias"], router_positions]
-        checked = params + [out_weight] + router[:2]
+        checked = params + [out_weight] + router[:2]  # applies() wants every one float32
         if block is not None:
             residual, norm_weight, eps = block
-            in_weight = self._modules["in_proj"]._parameters["weight"]
-            if residual is not None and residual.dtype != torch.float32:
-                return None
+            in_weight = mods["in_proj"]._parameters["weight"]
             checked += [norm_weight, in_weight] + ([] if residual is None else [residual])
         if params[1] is None or params[8] is None or not mix_cpp.applies(x, checked, self.scan_backend):
             return None
