@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from dyvm.timing import format_comparison, interleave, round_order, spread_note, summarize, timed
+from dyvm.timing import (ci_halfwidth, format_comparison, interleave, median_ci, round_order, rounds_text,
+                          spread_note, summarize, timed)
 
 
 class FakeClock:
@@ -155,3 +156,57 @@ def test_spread_note_names_only_the_ratios_that_spread_beyond_the_limit():
     note = spread_note(noisy)
     assert note.startswith("note: noisy rounds: noisy b8 B ±") and "limit ±5%" in note
     assert spread_note(noisy, limit=0.5) == ""
+
+
+def test_median_ci_is_the_order_statistics_interval():
+    vals = [float(v) for v in range(1, 21)]                   # n = 20: ranks floor(10 - 4.38) = 5, ceil(15.38) = 16
+    assert median_ci(vals) == (5.0, 16.0)
+    assert median_ci(list(reversed(vals))) == (5.0, 16.0)       # order of the rounds does not matter
+    assert median_ci([3.0, 1.0, 2.0]) == (1.0, 3.0)            # few values: their whole range
+    assert ci_halfwidth([1.0] * 9) == 0.0
+    assert ci_halfwidth(vals) == pytest.approx((16 - 5) / 2 / 10.5)
+    with pytest.raises(ValueError):
+        median_ci([])
+
+
+def noisy_pair(clock, spread, every=3):
+    """B costs 0.5 s, times 1 + spread in every ``every``-th round: ratios 0.5 with outliers."""
+    count = []
+
+    def b(n):
+        count.append(1)
+        return {k: v * (1 + spread * (len(count) % every == 0)) for k, v in clock.runner("B", 0.5)(n).items()}
+
+    return {"g": {"A": clock.runner("A", 1.0), "B": b}}
+
+
+def test_precision_stops_as_soon_as_every_ratio_is_precise():
+    clock = FakeClock()
+    res = interleave(noisy_pair(clock, 0.0), rounds=5, repeats=1, warmup=0, precision=0.02)
+    assert res["rounds"] == 5 and res["converged"] is True and res["precision"] == 0.02   # exact ratios: no extra round
+    assert res["groups"]["g"]["ratios"]["B"]["wall"]["ci95"] == pytest.approx([0.5, 0.5])
+    assert rounds_text(res) == "5 interleaved rounds (every median ratio's 95% CI within ±2%)"
+
+
+def test_precision_adds_alternating_rounds_until_the_cap():
+    clock = FakeClock()
+    res = interleave(noisy_pair(clock, 0.4), rounds=4, repeats=1, warmup=0, precision=0.01, max_rounds=10)
+    assert res["rounds"] == 10 and res["converged"] is False                # outliers keep the CI wide
+    assert len(res["groups"]["g"]["arms"]["A"]["seconds"]["wall"]) == 10
+    assert [c[2] for c in res["calls"] if c[0] >= 4] == ["A", "B", "B", "A"] * 3   # extra rounds keep the ABBA order
+    assert rounds_text(res) == "10 interleaved rounds (the most allowed; NOT every median ratio's 95% CI within ±1%)"
+    # rarer outliers: after enough extra rounds the median's CI leaves them out (n = 19: 4 outliers, CI ranks 5-15)
+    rare = interleave(noisy_pair(FakeClock(), 0.4, every=4), rounds=4, repeats=1, warmup=0, precision=0.01,
+                      max_rounds=40)
+    assert rare["rounds"] == 19 and rare["converged"] is True
+    assert rare["groups"]["g"]["ratios"]["B"]["wall"]["ci95"] == pytest.approx([0.5, 0.5])
+    # without a precision: exactly the rounds asked for
+    plain = interleave(noisy_pair(FakeClock(), 0.4), rounds=4, repeats=1, warmup=0)
+    assert plain["rounds"] == 4 and plain["converged"] is None and rounds_text(plain) == "4 interleaved rounds"
+
+
+def test_precision_arguments_are_checked():
+    run = FakeClock().runner("a", 1.0)
+    for kwargs in (dict(precision=0.0), dict(precision=-1.0), dict(precision=0.02, max_rounds=1)):
+        with pytest.raises(ValueError):
+            interleave({"g": {"a": run, "b": run}}, rounds=2, repeats=1, **kwargs)

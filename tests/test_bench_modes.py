@@ -120,6 +120,9 @@ def test_peers_without_mambapy_is_a_one_line_error(monkeypatch, capsys):
     (["--what", "peers", "--throughput"], "--throughput"),
     (["--what", "dyvm", "--rounds", "0"], "--rounds"),
     (["--what", "dyvm", "--repeats", "0", "--sizes", "tiny"], "--repeats"),
+    (["--what", "dyvm", "--precision", "-0.1"], "--precision"),
+    (["--what", "dyvm", "--rounds", "5", "--max-rounds", "4"], "--max-rounds"),
+    (["--what", "dyvm", "--precision", "0", "--max-rounds", "9"], "--max-rounds"),
 ])
 def test_bad_arguments_are_one_line_errors(argv, needle, capsys):
     assert main(["bench", "--threads", "1", "--no-progress"] + argv) == 2
@@ -130,8 +133,9 @@ def test_bad_arguments_are_one_line_errors(argv, needle, capsys):
 def test_cli_json_has_the_rounds(tmp_path, capsys):
     out = tmp_path / "b.json"
     assert main(["bench", "--what", "dtype", "--model", "vim_tiny", "--batch-sizes", "1", "--rounds", "2", "--repeats",
-                 "1", "--warmup", "0", "--threads", "1", "--no-progress", "--json", str(out)]) == 0
+                 "1", "--warmup", "0", "--precision", "0", "--threads", "1", "--no-progress", "--json", str(out)]) == 0
     data = json.loads(out.read_text())["dtype"]
+    assert data["result"]["rounds"] == 2 and data["result"]["precision"] is None   # --precision 0: exactly --rounds
     g = data["result"]["groups"]["vim_tiny b1"]
     assert len(g["arms"]["bf16"]["seconds"]["wall"]) == 2 and len(g["ratios"]["bf16"]["cpu"]["speedup"]) == 2
     assert "table" not in data and "fp32 vs bf16" in capsys.readouterr().out

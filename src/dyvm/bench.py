@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from .timing import Runner, format_comparison, interleave, spread_note, timed
+from .timing import Runner, format_comparison, interleave, rounds_text, spread_note, timed
 from .utils import cpu_name
 
 DEFAULT_BACKENDS = ("reference", "torch", "cpp", "cuda")
@@ -170,13 +170,16 @@ def _progress(enabled: bool) -> Optional[Callable[[str], None]]:
     return (lambda m: print(f"  {m}", file=sys.stderr, flush=True)) if enabled else None
 
 
-def _rounds_kwargs(rounds: int, repeats: Optional[int], warmup: int, progress: bool) -> dict:
-    return dict(rounds=rounds, repeats=repeats, warmup=warmup, progress=_progress(progress))
+def _rounds_kwargs(rounds: int, repeats: Optional[int], warmup: int, progress: bool,
+                   precision: Optional[float] = None, max_rounds: Optional[int] = None) -> dict:
+    return dict(rounds=rounds, repeats=repeats, warmup=warmup, progress=_progress(progress), precision=precision,
+                max_rounds=max_rounds)
 
 
 def bench_backbone(model: str = "vim_tiny", batch_sizes=(1, 8), backends=None, threads: Optional[int] = None,
                    device: str = "cpu", rounds: int = 5, repeats: Optional[int] = None, warmup: int = 1,
-                   train_batch: int = 8, dtype: str = "fp32", progress: bool = True) -> dict:
+                   train_batch: int = 8, dtype: str = "fp32", progress: bool = True,
+                   precision: Optional[float] = None, max_rounds: Optional[int] = None) -> dict:
     """The Vim backbone per scan backend and the matmul floor, interleaved per batch size (see module doc)."""
     from .kernels import scan_cpp
     from .kernels.scan import resolve_backend
@@ -194,7 +197,7 @@ def bench_backbone(model: str = "vim_tiny", batch_sizes=(1, 8), backends=None, t
     train_model = build_model(model, dev, default)
     groups[f"train step b{train_batch}"] = {default: train_runner(train_model, train_batch, dev, dtype)}
     units[f"train step b{train_batch}"] = train_batch
-    res = interleave(groups, units=units, **_rounds_kwargs(rounds, repeats, warmup, progress))
+    res = interleave(groups, units=units, **_rounds_kwargs(rounds, repeats, warmup, progress, precision, max_rounds))
     summary = {}
     for b in batch_sizes:
         g = res["groups"][f"eval b{b}"]
@@ -227,7 +230,8 @@ def flops_cut(size: str, routers_on: float) -> dict:
 
 def bench_dyvm(sizes=("tiny", "small"), batch_sizes=(1, 8), threads: Optional[int] = None, device: str = "cpu",
                routers_on: float = 0.8, rounds: int = 15, repeats: Optional[int] = None, warmup: int = 1,
-               dtype: str = "fp32", throughput: bool = False, progress: bool = True) -> dict:
+               dtype: str = "fp32", throughput: bool = False, progress: bool = True,
+               precision: Optional[float] = None, max_rounds: Optional[int] = None) -> dict:
     """DyVM vs Vim, interleaved per (size, batch), next to the FLOPs cut. ``throughput``: one large batch
     (``batch_sizes[0]``), reported as images/s and the acceleration over the teacher."""
     threads, dev = _setup(threads, device)
@@ -239,7 +243,7 @@ def bench_dyvm(sizes=("tiny", "small"), batch_sizes=(1, 8), threads: Optional[in
             key = f"{size} b{b}"
             groups[key] = {"Vim": inference_runner(vim, b, dev, dtype), "DyVM": inference_runner(dy, b, dev, dtype)}
             units[key], meta[key] = b, (size, b)
-    res = interleave(groups, units=units, **_rounds_kwargs(rounds, repeats, warmup, progress))
+    res = interleave(groups, units=units, **_rounds_kwargs(rounds, repeats, warmup, progress, precision, max_rounds))
     rows, table_rows = [], []
     cuts = {size: flops_cut(size, routers_on) for size in sizes}
     for key, (size, b) in meta.items():
@@ -291,7 +295,7 @@ def bench_dyvm(sizes=("tiny", "small"), batch_sizes=(1, 8), threads: Optional[in
 
 def bench_dtype(models=("vim_tiny",), checkpoints=(), batch_sizes=(1, 8), threads: Optional[int] = None,
                 device: str = "cpu", rounds: int = 15, repeats: Optional[int] = None, warmup: int = 1,
-                progress: bool = True) -> dict:
+                progress: bool = True, precision: Optional[float] = None, max_rounds: Optional[int] = None) -> dict:
     """fp32 against bf16 autocast inference, interleaved per (model, batch); speedup = fp32 time / bf16 time."""
     threads, dev = _setup(threads, device)
     nets = {name: build_model(name, dev) for name in models}
@@ -304,13 +308,14 @@ def bench_dtype(models=("vim_tiny",), checkpoints=(), batch_sizes=(1, 8), thread
             key = f"{label} b{b}"
             groups[key] = {"fp32": inference_runner(net, b, dev, "fp32"), "bf16": inference_runner(net, b, dev, "bf16")}
             units[key] = b
-    res = interleave(groups, units=units, **_rounds_kwargs(rounds, repeats, warmup, progress))
+    res = interleave(groups, units=units, **_rounds_kwargs(rounds, repeats, warmup, progress, precision, max_rounds))
     return dict(result=res, threads=threads, machine=machine_line(threads, dev),
                 table=format_comparison(res, "wall", what="speedup"), table_cpu=format_comparison(res, "cpu", "speedup"))
 
 
 def bench_peers(batch_sizes=(1, 8), threads: Optional[int] = None, device: str = "cpu", rounds: int = 3,
-                repeats: Optional[int] = 1, warmup: int = 1, dtype: str = "fp32", progress: bool = True) -> dict:
+                repeats: Optional[int] = 1, warmup: int = 1, dtype: str = "fp32", progress: bool = True,
+                precision: Optional[float] = None, max_rounds: Optional[int] = None) -> dict:
     """dyvm's Vim-T (default backend) against mambapy's Vim-T and dyvm with the ``reference`` scan, interleaved
     per batch size; ratio = the peer's time / dyvm's time (how many times faster dyvm is)."""
     from .bench_peers import mambapy_vim
@@ -323,7 +328,7 @@ def bench_peers(batch_sizes=(1, 8), threads: Optional[int] = None, device: str =
     arms = {f"dyvm ({default})": ours, "mambapy Vim": peer, "dyvm (reference)": ref}
     groups = {f"b{b}": {name: inference_runner(m, b, dev, dtype) for name, m in arms.items()} for b in batch_sizes}
     res = interleave(groups, units={f"b{b}": b for b in batch_sizes},
-                     **_rounds_kwargs(rounds, repeats, warmup, progress))
+                     **_rounds_kwargs(rounds, repeats, warmup, progress, precision, max_rounds))
     return dict(result=res, threads=threads, dtype=dtype, machine=machine_line(threads, dev),
                 table=format_comparison(res, "wall"), table_cpu=format_comparison(res, "cpu"))
 
@@ -342,28 +347,39 @@ def main(args) -> int:
     if args.throughput and what not in ("dyvm", "all"):
         raise ValueError(f"--throughput applies to --what dyvm (or all), not {what}")
     for flag, value, low in (("rounds", args.rounds, 1), ("repeats", args.repeats, 1), ("warmup", args.warmup, 0),
-                             ("throughput-batch", args.throughput_batch, 1)):
+                             ("throughput-batch", args.throughput_batch, 1), ("precision", args.precision, 0),
+                             ("max-rounds", args.max_rounds, 1)):
         if value is not None and value < low:
             raise ValueError(f"--{flag} must be >= {low}, got {value}")
     rounds = lambda default: args.rounds or default
+    precision = args.precision or None  # 0: exactly --rounds
+    if args.max_rounds is not None and precision is None:
+        raise ValueError("--max-rounds needs --precision > 0 (with --precision 0 every comparison runs --rounds rounds)")
+
+    def max_rounds(default: int) -> Optional[int]:
+        if args.max_rounds is not None and args.max_rounds < rounds(default):
+            raise ValueError(f"--max-rounds {args.max_rounds} is below --rounds {rounds(default)}")
+        return args.max_rounds
+
     warmup = 2 if args.warmup is None and what == "train-step" else 1 if args.warmup is None else args.warmup
-    common = dict(repeats=args.repeats, warmup=warmup, progress=not args.no_progress)
+    common = dict(repeats=args.repeats, warmup=warmup, progress=not args.no_progress, precision=precision)
     if what == "train-step":
         from .bench_train import bench_train_step
 
         res = bench_train_step(args.against, rounds(7), args.steps, warmup, args.threads or 1,
-                               kinds=args.kinds, autocast=args.autocast, against_autocast=args.against_autocast)
+                               kinds=args.kinds, autocast=args.autocast, against_autocast=args.against_autocast,
+                               precision=precision, max_rounds=max_rounds(7))
         out["train_step"] = res
         print(f"\nTraining steps of the demo configuration (batch 128; {machine_line(res['threads'], torch.device('cpu'))}),"
-              f" {res['rounds']} interleaved rounds of {res['steps_per_round']} steps, after {res['warmup']} warm-up steps;"
+              f" {rounds_text(res)} of {res['steps_per_round']} steps, after {res['warmup']} warm-up steps;"
               " images/s are medians over rounds, ratios are medians of per-round ratios")
         print(res["table"])
     if what in ("backbone", "all"):
         res = bench_backbone(args.model, tuple(args.batch_sizes), args.backends, args.threads, args.device, rounds(5),
-                             train_batch=args.train_batch, dtype=args.dtype, **common)
+                             train_batch=args.train_batch, dtype=args.dtype, max_rounds=max_rounds(5), **common)
         out["backbone"] = res
         print(f"\nVim backbone ({res['model']}, {args.dtype}, eval; {res['machine']}); default backend "
-              f"{res['default_backend']}; {rounds(5)} interleaved rounds; ratios: median per-round time / the default's")
+              f"{res['default_backend']}; {rounds_text(res['result'])}; ratios: median per-round time / the default's")
         print(res["table"])
         print("CPU time:\n" + res["table_cpu"])
         for k, v in res["summary"].items():
@@ -374,26 +390,27 @@ def main(args) -> int:
         batches = (args.throughput_batch or (256 if args.device.startswith("cuda") else 64),) if args.throughput \
             else tuple(args.batch_sizes)
         res = bench_dyvm(tuple(args.sizes), batches, args.threads, args.device, args.routers_on, rounds(15),
-                         dtype=args.dtype, throughput=args.throughput, **common)
+                         dtype=args.dtype, throughput=args.throughput, max_rounds=max_rounds(15), **common)
         out["dyvm"] = res
         kind = "throughput, official style" if args.throughput else "latency"
         print(f"\nDyVM vs Vim {kind} (random weights, {100 * args.routers_on:.0f}% of branches on, {args.dtype}; "
-              f"{res['machine']}); {rounds(15)} interleaved rounds; medians of per-round ratios")
+              f"{res['machine']}); {rounds_text(res['result'])}; medians of per-round ratios")
         print(res["table"])
     if what == "dtype":
         res = bench_dtype((args.model,) if not args.checkpoint else (), tuple(args.checkpoint or ()),
-                          tuple(args.batch_sizes), args.threads, args.device, rounds(15), **common)
+                          tuple(args.batch_sizes), args.threads, args.device, rounds(15), max_rounds=max_rounds(15),
+                          **common)
         out["dtype"] = res
-        print(f"\nfp32 vs bf16 autocast inference ({res['machine']}); {rounds(15)} interleaved rounds; "
+        print(f"\nfp32 vs bf16 autocast inference ({res['machine']}); {rounds_text(res['result'])}; "
               "speedup = fp32 time / bf16 time, median per round")
         print(res["table"])
         print("CPU time:\n" + res["table_cpu"])
     if what == "peers":
         res = bench_peers(tuple(args.batch_sizes), args.threads, args.device, rounds(3), dtype=args.dtype,
-                          **dict(common, repeats=args.repeats or 1))
+                          max_rounds=max_rounds(3), **dict(common, repeats=args.repeats or 1))
         out["peers"] = res
         print(f"\nVim-T (24 layers, D 192, 197 tokens), {args.dtype} eval: dyvm vs mambapy vs dyvm's reference scan "
-              f"({res['machine']}); {rounds(3)} interleaved rounds; ratio = time / dyvm's time, median per round")
+              f"({res['machine']}); {rounds_text(res['result'])}; ratio = time / dyvm's time, median per round")
         print(res["table"])
         print("CPU time:\n" + res["table_cpu"])
     for res in out.values():  # train-step's result is the interleave output itself

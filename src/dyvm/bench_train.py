@@ -104,7 +104,8 @@ def format_report(result: dict, labels: dict[str, str]) -> str:
 
 def bench_train_step(against: Optional[str], rounds: int = 7, steps: int = 2, warmup: int = 2, threads: int = 1,
                      batch: int = 128, kinds: Sequence[str] = KINDS, autocast: bool = False,
-                     against_autocast: Optional[bool] = None, progress: bool = True) -> dict:
+                     against_autocast: Optional[bool] = None, progress: bool = True,
+                     precision: Optional[float] = None, max_rounds: Optional[int] = None) -> dict:
     """Run this build (A) against the build at ``against`` (B: a checkout or its ``src``); see module doc.
 
     Without ``against``, B is this build too (an A/A run: the ratios show the noise floor).
@@ -124,7 +125,8 @@ def bench_train_step(against: Optional[str], rounds: int = 7, steps: int = 2, wa
         workers["B"] = Worker(str(other), "B", threads, batch,
                               autocast=autocast if against_autocast is None else against_autocast)
         groups = {kind: {name: worker_runner(w, kind) for name, w in workers.items()} for kind in kinds}
-        result = interleave(groups, rounds, repeats=steps, warmup=warmup, baseline="B", units=batch, progress=say)
+        result = interleave(groups, rounds, repeats=steps, warmup=warmup, baseline="B", units=batch, progress=say,
+                            precision=precision, max_rounds=max_rounds)
     finally:
         for w in workers.values():
             w.close()
@@ -134,7 +136,7 @@ def bench_train_step(against: Optional[str], rounds: int = 7, steps: int = 2, wa
     labels = {"A": f"this build ({here}){' +bf16 autocast' if autocast else ''}{sampler('A')}",
               "B": f"{other}{' +bf16 autocast' if (autocast if against_autocast is None else against_autocast) else ''}"
                    f"{sampler('B')}"}
-    result.update(labels=labels, rounds=rounds, steps_per_round=steps, warmup=warmup, threads=threads, batch=batch,
+    result.update(labels=labels, steps_per_round=steps, warmup=warmup, threads=threads, batch=batch,
                   workers={k: w.info for k, w in workers.items()})
     result["table"] = format_report(result, labels)
     return result

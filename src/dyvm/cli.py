@@ -189,6 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="backbone: scan backends; dyvm: DyVM vs Vim; all: both; dtype: fp32 vs bf16; peers: dyvm vs "
                         "mambapy's Vim vs the reference scan; train-step: the demo's training steps against --against")
     p.add_argument("--rounds", type=int, help="interleaved rounds (default: train-step 7, backbone 5, dyvm/dtype 15, peers 3)")
+    p.add_argument("--precision", type=float, default=0.02,
+                   help="after --rounds, add rounds (up to --max-rounds) until every median ratio's 95%% confidence "
+                        "interval is within ± this fraction of it (default 0.02; 0: exactly --rounds)")
+    p.add_argument("--max-rounds", type=int, help="most rounds --precision may run (default: 3 x --rounds)")
     p.add_argument("--repeats", type=int, help="calls per arm and round (default: about 0.5 s per arm; peers 1)")
     p.add_argument("--warmup", type=int, help="untimed calls per arm first (default 1; train-step: 2 steps)")
     p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="inference precision (bf16: autocast)")

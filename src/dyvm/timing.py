@@ -9,7 +9,9 @@ of its arms once (``repeats`` calls), in the arm order for even rounds and rever
 (A B, B A, A B, ... = ABBA pairs), so a slow drift of the machine's load hits all arms alike.
 The result holds, per comparison and arm, the seconds per call of every round, and per arm the
 per-round ratio of its time to the baseline arm's (the first arm unless told), summarised by the
-median, quartiles and min/max. Times of different rounds are never divided by each other.
+median, quartiles and min/max. Times of different rounds are never divided by each other. With a
+``precision``, rounds are added until each median ratio's 95% confidence interval (from order
+statistics: no distribution assumed) is that narrow, so a noisy machine buys more rounds.
 """
 from __future__ import annotations
 
@@ -59,9 +61,30 @@ def summarize(values: Sequence[float]) -> dict[str, float]:
     return {"median": statistics.median(vals), "min": vals[0], "max": vals[-1], "q1": q1, "q3": q3, "n": len(vals)}
 
 
+def median_ci(values: Sequence[float], z: float = 1.96) -> tuple[float, float]:
+    """Distribution-free confidence interval of the median (about 95% with the default ``z``): the order
+    statistics ``(n - z sqrt(n)) / 2`` and ``1 + (n + z sqrt(n)) / 2`` (1-based, clamped to the sample), so
+    no shape is assumed for the per-round ratios. With fewer than 6 values it is their whole range."""
+    vals = sorted(values)
+    if not vals:
+        raise ValueError("median_ci needs at least one value")
+    n = len(vals)
+    half = z * math.sqrt(n) / 2
+    lo = max(1, math.floor(n / 2 - half))
+    hi = min(n, math.ceil(1 + n / 2 + half))
+    return vals[lo - 1], vals[hi - 1]
+
+
+def ci_halfwidth(values: Sequence[float]) -> float:
+    """Half the width of :func:`median_ci` over the median: the relative precision of a median ratio."""
+    lo, hi = median_ci(values)
+    return (hi - lo) / 2 / max(abs(statistics.median(values)), 1e-12)
+
+
 def interleave(groups: Mapping[str, Mapping[str, Runner]], rounds: int = 7, repeats: Optional[int] = None,
                warmup: int = 1, target_seconds: float = 0.5, baseline: Optional[str] = None,
-               units: int | Mapping[str, int] = 1, progress: Optional[Callable[[str], None]] = None) -> dict:
+               units: int | Mapping[str, int] = 1, progress: Optional[Callable[[str], None]] = None,
+               precision: Optional[float] = None, max_rounds: Optional[int] = None) -> dict:
     """Time every group's arms in interleaved rounds (see the module docstring).
 
     groups: {comparison: {arm: runner}} (one arm is allowed: it is timed, without ratios).
@@ -69,12 +92,16 @@ def interleave(groups: Mapping[str, Mapping[str, Runner]], rounds: int = 7, repe
     per arm from the last warm-up call (at least 1). warmup: untimed calls per arm before round 0
     (at least 2 when ``repeats`` is None, so that the calibrating call is not the cold first one). baseline: the arm every ratio divides by (default: each
     group's first arm). units: items (e.g. images) per call, for items/s; an int or one per group.
+    precision: after ``rounds`` rounds, keep adding rounds (up to ``max_rounds``, default 3 x ``rounds``)
+    until every ratio's median has a 95% confidence interval (:func:`median_ci`) within ±``precision`` of it,
+    on both clocks; a noisy machine then buys more rounds instead of a ratio that moves between runs.
 
-    Returns {"calls": [(round, group, arm), ...], "groups": {group: {"baseline", "repeats", "units",
+    Returns {"calls": [(round, group, arm), ...], "rounds": rounds run, "precision", "converged" (every
+    ratio within ``precision``; None without one), "groups": {group: {"baseline", "repeats", "units",
     "arms": {arm: {"seconds": {clock: [s per call, one per round]}, "seconds_summary": {clock: summary},
     "items_per_s": {clock: median}}}, "ratios": {arm: {clock: {"time": [...], "time_summary",
-    "speedup": [...], "speedup_summary"}}}}}}, where per round time = arm's s / baseline's s and
-    speedup = baseline's s / arm's s.
+    "speedup": [...], "speedup_summary", "ci95": [lo, hi] of the median time ratio}}}}}}, where per round
+    time = arm's s / baseline's s and speedup = baseline's s / arm's s.
     """
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
@@ -82,6 +109,11 @@ def interleave(groups: Mapping[str, Mapping[str, Runner]], rounds: int = 7, repe
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     if warmup < 0:
         raise ValueError(f"warmup must be >= 0, got {warmup}")
+    if precision is not None and not precision > 0:
+        raise ValueError(f"precision must be > 0, got {precision}")
+    max_rounds = rounds if precision is None else (3 * rounds if max_rounds is None else max_rounds)
+    if max_rounds < rounds:
+        raise ValueError(f"max_rounds ({max_rounds}) must be >= rounds ({rounds})")
     if not groups or any(not arms for arms in groups.values()):
         raise ValueError("interleave needs at least one group with at least one arm")
     if baseline is not None and any(baseline not in arms for arms in groups.values()):
@@ -97,15 +129,32 @@ def interleave(groups: Mapping[str, Mapping[str, Runner]], rounds: int = 7, repe
         reps[g] = repeats if repeats is not None else max(
             1, math.ceil(target_seconds / max(statistics.mean(last.values()), 1e-9)))
     seconds = {g: {a: {c: [] for c in CLOCKS} for a in arms} for g, arms in groups.items()}
-    for r in range(rounds):
+
+    def precise() -> bool:  # every ratio's median known to within ±precision, on both clocks
+        for g, arms in groups.items():
+            base = seconds[g][baseline or next(iter(arms))]
+            for name in arms:
+                if seconds[g][name] is base:
+                    continue
+                for clock in CLOCKS:
+                    ratios = [a / max(b, 1e-12) for a, b in zip(seconds[g][name][clock], base[clock])]
+                    if ci_halfwidth(ratios) > precision:
+                        return False
+        return True
+
+    r = 0
+    while r < rounds or (precision is not None and r < max_rounds and not precise()):
         for g, arms in groups.items():
             for name in round_order(arms, r):
                 res = arms[name](reps[g])
                 calls.append((r, g, name))
                 for clock in CLOCKS:
                     seconds[g][name][clock].append(res[clock] / reps[g])
+        r += 1
         if progress:
-            progress(f"round {r + 1}/{rounds}")
+            progress(f"round {r}/{rounds}" if r <= rounds else f"round {r} (up to {max_rounds}: ±{100 * precision:g}% "
+                     "not reached yet)")
+    out.update(rounds=r, precision=precision, converged=None if precision is None else precise())
     for g, arms in groups.items():
         base = baseline or next(iter(arms))
         n_units = units if isinstance(units, int) else units[g]
@@ -125,7 +174,8 @@ def interleave(groups: Mapping[str, Mapping[str, Runner]], rounds: int = 7, repe
                 time_ratio = [a / max(b, 1e-12) for a, b in pairs]
                 speedup = [b / max(a, 1e-12) for a, b in pairs]
                 entry["ratios"][name][clock] = {"time": time_ratio, "time_summary": summarize(time_ratio),
-                                                "speedup": speedup, "speedup_summary": summarize(speedup)}
+                                                "speedup": speedup, "speedup_summary": summarize(speedup),
+                                                "ci95": list(median_ci(time_ratio))}
         out["groups"][g] = entry
     return out
 
@@ -148,7 +198,17 @@ def spread_note(result: dict, clock: str = "cpu", limit: float = SPREAD_LIMIT) -
         return ""
     return (f"note: noisy rounds: {', '.join(wide)} (half the interquartile range of the per-round ratios, {clock} "
             f"time; limit ±{100 * limit:.0f}%). These ratios may move between runs: rerun with nothing else running, "
-            "or with more --rounds.")
+            "or with a smaller --precision (more rounds).")
+
+
+def rounds_text(result: dict) -> str:
+    """How many rounds :func:`interleave` ran, and whether the ratios reached its ``precision``."""
+    n, p = result["rounds"], result.get("precision")
+    if p is None:
+        return f"{n} interleaved rounds"
+    if result["converged"]:
+        return f"{n} interleaved rounds (every median ratio's 95% CI within ±{100 * p:g}%)"
+    return f"{n} interleaved rounds (the most allowed; NOT every median ratio's 95% CI within ±{100 * p:g}%)"
 
 
 def format_comparison(result: dict, clock: str = "wall", what: str = "time") -> str:
