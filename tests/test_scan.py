@@ -76,6 +76,11 @@ CONFIGS = {
     # the AVX-512 backward keeps the decays up to 64 steps and recomputes them past that ("long" too)
     "past_decay_store": dict(batch=2, channels=3, length=65),
     "n8_odd": dict(batch=3, channels=5, length=17, nstate=8),
+    # whole blocks of 16 channels: the lanes backward where the rows are channel-last (AVX-512)
+    "lanes": dict(batch=3, channels=32, length=37),
+    "lanes_bare": dict(batch=2, channels=16, length=20, D=False, z=False, bias=False, softplus=False),
+    "lanes_big_decay": dict(batch=2, channels=16, length=33, big_decay=True),
+    "lanes_long": dict(batch=1, channels=16, length=300),
     "single_step": dict(batch=2, channels=4, length=1),
 }
 
@@ -377,7 +382,7 @@ def _channel_last_views(tensors):
 
 @needs_cpp
 @pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("config", ["full", "bare", "n8_odd"])
+@pytest.mark.parametrize("config", ["full", "bare", "n8_odd", "lanes", "lanes_bare", "lanes_big_decay", "lanes_long"])
 def test_cpp_channel_last_strided_inputs(config, reverse):
     tensors, softplus = make_inputs(**CONFIGS[config])
     grad_out = torch.randn(tensors[0].shape, generator=torch.Generator().manual_seed(1))
@@ -427,10 +432,10 @@ for config in ("full", "bare", "no_softplus", "big_decay", "long", "n8_odd", "si
     t.test_matches_fp64_reference("cpp", config)
 for config in ("full", "bare", "long"):
     t.test_reverse_matches_flipped_reference("cpp", config)
-for config in ("full", "bare"):
+for config in ("full", "bare", "lanes", "lanes_bare"):
     for reverse in (False, True):
         t.test_cpp_channel_last_strided_inputs(config, reverse)
-print(scan_cpp.simd_path())
+print(scan_cpp.lanes_backward(), scan_cpp.simd_path())
 """
 
 
@@ -446,3 +451,21 @@ def test_cpp_paths_of_smaller_cpus_match_reference(removed):
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert proc.stdout.split()[-1] == _expected_simd_path(flags)
+    assert proc.stdout.split()[-2] == "False"  # the lanes backward is AVX-512 only
+
+
+@needs_cpp
+def test_lanes_backward_where_avx512():
+    assert scan_cpp.lanes_backward() == ("avx512f" in cpu_flags())
+
+
+@needs_cpp
+def test_cpp_rows_backward_still_matches_reference():
+    # the build without the lanes backward (its N = 16 rows kernel serves every layout there), through the
+    # same parity tests in a fresh process: both backward kernels of an AVX-512 build stay tested (elsewhere
+    # this is the default build again)
+    env = dict(os.environ, DYVM_EXT_CFLAGS="-DDYVM_LANES_BACKWARD=0")
+    proc = subprocess.run([sys.executable, "-c", _VARIANT_CHECK.format(tests=str(Path(__file__).parent))],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.stdout.split()[-2:] == ["False", _expected_simd_path(cpu_flags())]

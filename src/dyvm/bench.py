@@ -354,7 +354,8 @@ def main(args) -> int:
     rounds = lambda default: args.rounds or default
     precision = args.precision or None  # 0: exactly --rounds
     if args.max_rounds is not None and precision is None:
-        raise ValueError("--max-rounds needs --precision > 0 (with --precision 0 every comparison runs --rounds rounds)")
+        raise ValueError("--max-rounds needs --precision > 0 (with --precision 0 every comparison runs "
+                         "--rounds rounds)")
 
     def max_rounds(default: int) -> Optional[int]:
         if args.max_rounds is not None and args.max_rounds < rounds(default):
@@ -370,8 +371,9 @@ def main(args) -> int:
                                kinds=args.kinds, autocast=args.autocast, against_autocast=args.against_autocast,
                                precision=precision, max_rounds=max_rounds(7))
         out["train_step"] = res
-        print(f"\nTraining steps of the demo configuration (batch 128; {machine_line(res['threads'], torch.device('cpu'))}),"
-              f" {rounds_text(res)} of {res['steps_per_round']} steps, after {res['warmup']} warm-up steps;"
+        print(f"\nTraining steps of the demo configuration (batch 128; "
+              f"{machine_line(res['threads'], torch.device('cpu'))}), {rounds_text(res)} of {res['steps_per_round']} "
+              f"steps, after {res['warmup']} warm-up steps;"
               " images/s are medians over rounds, ratios are medians of per-round ratios")
         print(res["table"])
     if what in ("backbone", "all"):

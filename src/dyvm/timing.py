@@ -198,7 +198,7 @@ def spread_note(result: dict, clock: str = "cpu", limit: float = SPREAD_LIMIT) -
         return ""
     return (f"note: noisy rounds: {', '.join(wide)} (half the interquartile range of the per-round ratios, {clock} "
             f"time; limit ±{100 * limit:.0f}%). These ratios may move between runs: rerun with nothing else running, "
-            "or with a smaller --precision (more rounds).")
+            "or at a quieter time.")
 
 
 def rounds_text(result: dict) -> str:

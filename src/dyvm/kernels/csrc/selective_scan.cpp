@@ -29,6 +29,9 @@
 // channels and accumulates dB, dC into its own (B, L, N) partial buffer, summed at the end,
 // so there are no races and the result does not depend on scheduling.
 //
+// On AVX-512, channel-last float rows of 16 states (the mixer's layout) take another backward,
+// backward_lanes16, with 16 channels in the vector lanes instead of 16 states (its comment says why).
+//
 // The backward recomputes, per (batch, channel), the forward states and decays into small
 // per-thread buffers ((L+1) x N each, they stay in cache), then runs the reverse recurrence
 //   dh_t = dy_t C_t + exp(Δ_{t+1} A) ⊙ dh_{t+1}
@@ -55,6 +58,15 @@
 #define DYVM_N16_AVX512 0
 #else
 #define DYVM_HAVE_N16 0
+#endif
+// The backward of channel-last float rows with 16 states runs backward_lanes16 on AVX-512;
+// -DDYVM_LANES_BACKWARD=0 builds without it (backward_chunk_n16 everywhere; for A/B runs and tests).
+#ifndef DYVM_LANES_BACKWARD
+#if defined(__AVX512F__)
+#define DYVM_LANES_BACKWARD 1
+#else
+#define DYVM_LANES_BACKWARD 0
+#endif
 #endif
 
 #ifndef DYVM_SCAN_STANDALONE  // (defined only to benchmark the kernels without torch)
@@ -868,6 +880,177 @@ void backward_chunk_n16(const Args<float>& a, const Strided<float>& gout,
   }
 }
 
+// The backward with 16 channels in the vector lanes (instead of the 16 states of one channel): where every
+// (B, E, L) tensor is channel-last (the mixer's layout; see scan_backward), a time step of 16 channels is one
+// contiguous load or store, so nothing is gathered or transposed, and the sums over the state (C_t·h_t, the
+// two sums of dΔ) become running vector sums instead of the ring-buffer reductions of backward_chunk_n16.
+// The sums over channels that dB and dC need become per-image (L, 16, 16) accumulators, reduced once per
+// image. Per block of 16 channels and image: pass 1 recomputes Δ, the states h_t[n] and decays (kept, (L+1)
+// x 256 floats each) and the gate's backward; pass 2 runs the reverse recurrence in two halves of 8
+// states (the 16 recurrences over n are independent; 8 dh and 8 dA accumulators stay in registers); pass 3
+// writes dΔ and du. Channels [d0, d1) (multiples of 16) of every image; chunk as in backward_chunk_n16.
+// The same gradients up to float rounding (the sums run in another order), not bit-identical.
+void backward_lanes16(const Args<float>& a, const Strided<float>& gout, const Grads<float>& g,
+                      int64_t chunk, int64_t d0, int64_t d1) {
+  const int64_t L = a.L, Bsz = a.batch, nblk = (d1 - d0) / 16;
+  const size_t hs = 256 * (L + 1), es = 256 * (L + 1), acc = 256 * L, per_s = 16 * L;
+  Scratch<float> sc(hs + es + 2 * acc + 8 * per_s + 256 + 256 + nblk * 256 + 2 * nblk * 16 + 64);
+  float* __restrict__ Hs = sc.base;            // Hs[256 s' + 16 n + lane] = h_{s'-1}[n]; s' = 0: zeros
+  float* __restrict__ Es = Hs + hs;            // Es[256 s + 16 n + lane] = exp(Δ_s A_n); row L: zeros
+  float* __restrict__ accB = Es + es;          // accB[256 t + 16 n + lane]: dh_t[n] Δu_t, summed over blocks
+  float* __restrict__ accC = accB + acc;
+  float* __restrict__ DT = accC + acc;         // per scan step s, 16 lanes
+  float* __restrict__ DTU = DT + per_s;
+  float* __restrict__ SG = DTU + per_s;
+  float* __restrict__ U = SG + per_s;
+  float* __restrict__ DY = U + per_s;
+  float* __restrict__ S1 = DY + per_s;
+  float* __restrict__ S2 = S1 + per_s;
+  float* __restrict__ At2 = S2 + 2 * per_s;    // At2[16 n + lane] = A[d][n] log2 e
+  float* __restrict__ At = At2 + 256;          // At[16 n + lane] = A[d][n]
+  float* __restrict__ dAacc = At + 256;        // per block [16 n + lane]
+  float* __restrict__ dDacc = dAacc + nblk * 256;
+  float* __restrict__ dbacc = dDacc + nblk * 16;
+  std::fill(Hs, Hs + 256, 0.0f);
+  std::fill(Es + 256 * L, Es + 256 * (L + 1), 0.0f);
+  std::fill(dAacc, dAacc + nblk * 256 + 2 * nblk * 16, 0.0f);
+  const bool sp = a.softplus;
+  for (int64_t b = 0; b < Bsz; ++b) {
+    std::fill(accB, accB + 2 * acc, 0.0f);
+    const float* Bb = a.Bm + b * a.sBb;
+    const float* Cb = a.Cm + b * a.sCb;
+    for (int64_t k = 0; k < nblk; ++k) {
+      const int64_t e0 = d0 + 16 * k;
+      for (int n = 0; n < 16; ++n)
+        for (int j = 0; j < 16; ++j) {
+          At[16 * n + j] = a.A[(e0 + j) * 16 + n];
+          At2[16 * n + j] = At[16 * n + j] * 1.44269504088896341f;
+        }
+      const v16f bias = a.bias ? load16(a.bias + e0) : v16f{};
+      const v16f Dv = a.D ? load16(a.D + e0) : v16f{};
+      const float* up = a.u.p + b * a.u.sb + e0;
+      const float* dp = a.delta.p + b * a.delta.sb + e0;
+      const float* zp = a.z.p ? a.z.p + b * a.z.sb + e0 : nullptr;
+      const float* gp = gout.p + b * gout.sb + e0;
+      // pass 1 (scan order): Δ, the states and decays, the gate's backward. The per-step inputs are first
+      // copied into (L, 16) buffers, so Δ = softplus(...) and the gate run as long vector loops
+      float* __restrict__ Z = S2 + per_s;  // z, then dz
+      for (int64_t s = 0; s < L; ++s) {
+        const int64_t t = a.reverse ? L - 1 - s : s;
+        store16(SG + 16 * s, load16(dp + t * a.delta.sl) + bias);  // the raw Δ, until the loop below
+        store16(U + 16 * s, load16(up + t * a.u.sl));
+        store16(DY + 16 * s, load16(gp + t * gout.sl));          // grad_out, until the gate's loop
+        if (zp) store16(Z + 16 * s, load16(zp + t * a.z.sl));
+      }
+      if (sp) {
+#pragma omp simd
+        for (int64_t i = 0; i < 16 * L; ++i) {
+          const float raw = SG[i];
+          DT[i] = softplus_f(raw);
+          SG[i] = sigmoid_f(raw);
+          DTU[i] = DT[i] * U[i];
+        }
+      } else {
+#pragma omp simd
+        for (int64_t i = 0; i < 16 * L; ++i) {
+          DT[i] = SG[i];
+          DTU[i] = SG[i] * U[i];
+        }
+      }
+      float* __restrict__ Y = S1;  // C_t·h_t + D u_t for the gate (S1 is reset before pass 2)
+      for (int half = 0; half < 2; ++half) {  // 8 states at a time: their states stay in registers
+        v16f h[8] = {};
+        for (int64_t s = 0; s < L; ++s) {
+          const int64_t t = a.reverse ? L - 1 - s : s;
+          const v16f dt = load16(DT + 16 * s), dtu = load16(DTU + 16 * s);
+          const float* Bt = Bb + t * a.sBl + 8 * half;
+          const float* Ct = Cb + t * a.sCl + 8 * half;
+          v16f y = half ? load16(Y + 16 * s) : Dv * load16(U + 16 * s);
+#pragma GCC unroll 8
+          for (int m = 0; m < 8; ++m) {
+            const int n = 8 * half + m;
+            const v16f e = exp2_v16(load16(At2 + 16 * n) * dt);
+            h[m] = e * h[m] + dtu * Bt[m];
+            store16(Es + 256 * s + 16 * n, e);
+            store16(Hs + 256 * (s + 1) + 16 * n, h[m]);
+            y = y + h[m] * Ct[m];
+          }
+          if (zp) store16(Y + 16 * s, y);
+        }
+      }
+      if (zp) {  // row_gate_backward's formulas: dy = g silu(z), dz = g (y + D u) silu'(z)
+#pragma omp simd
+        for (int64_t i = 0; i < 16 * L; ++i) {
+          const float zi = Z[i], gi = DY[i], sz = sigmoid_f(zi);
+          DY[i] = gi * zi * sz;
+          Z[i] = gi * Y[i] * sz * (1.0f + zi * (1.0f - sz));
+        }
+        for (int64_t s = 0; s < L; ++s)
+          store16(g.dz.p + b * g.dz.sb + e0 + (a.reverse ? L - 1 - s : s) * g.dz.sl, load16(Z + 16 * s));
+      }
+      // pass 2 (reverse scan order), the 16 states in two halves of 8 independent recurrences
+      std::fill(S1, S1 + 2 * per_s, 0.0f);
+      for (int half = 0; half < 2; ++half) {
+        v16f dh[8] = {}, dA[8];
+        for (int m = 0; m < 8; ++m) dA[m] = load16(dAacc + 256 * k + 16 * (8 * half + m));
+        for (int64_t s = L - 1; s >= 0; --s) {
+          const int64_t t = a.reverse ? L - 1 - s : s;
+          const v16f dy = load16(DY + 16 * s), dt = load16(DT + 16 * s), dtu = load16(DTU + 16 * s);
+          const float* Bt = Bb + t * a.sBl;
+          const float* Ct = Cb + t * a.sCl;
+          v16f s1 = {}, s2 = {};
+#pragma GCC unroll 8
+          for (int m = 0; m < 8; ++m) {
+            const int n = 8 * half + m;
+            const v16f e_next = load16(Es + 256 * (s + 1) + 16 * n);  // row L: zeros
+            dh[m] = e_next * dh[m] + dy * Ct[n];
+            const v16f x = dh[m] * load16(Es + 256 * s + 16 * n) * load16(Hs + 256 * s + 16 * n);
+            dA[m] = dA[m] + x * dt;
+            s1 = s1 + x * load16(At + 16 * n);
+            s2 = s2 + dh[m] * Bt[n];
+            float* ab = accB + 256 * t + 16 * n;
+            float* ac = accC + 256 * t + 16 * n;
+            store16(ab, load16(ab) + dh[m] * dtu);
+            store16(ac, load16(ac) + load16(Hs + 256 * (s + 1) + 16 * n) * dy);
+          }
+          store16(S1 + 16 * s, load16(S1 + 16 * s) + s1);
+          store16(S2 + 16 * s, load16(S2 + 16 * s) + s2);
+        }
+        for (int m = 0; m < 8; ++m) store16(dAacc + 256 * k + 16 * (8 * half + m), dA[m]);
+      }
+      // pass 3: dΔ, du, and the sums of dD and dbias
+      v16f dD = load16(dDacc + 16 * k), db = load16(dbacc + 16 * k);
+      for (int64_t s = 0; s < L; ++s) {
+        const int64_t t = a.reverse ? L - 1 - s : s;
+        const v16f s1 = load16(S1 + 16 * s), s2 = load16(S2 + 16 * s);
+        const v16f uv = load16(U + 16 * s), dy = load16(DY + 16 * s);
+        v16f gd = s1 + uv * s2;
+        if (sp) gd = gd * load16(SG + 16 * s);
+        store16(g.ddelta.p + b * g.ddelta.sb + e0 + t * g.ddelta.sl, gd);
+        store16(g.du.p + b * g.du.sb + e0 + t * g.du.sl, load16(DT + 16 * s) * s2 + Dv * dy);
+        dD = dD + dy * uv;
+        db = db + gd;
+      }
+      store16(dDacc + 16 * k, dD);
+      store16(dbacc + 16 * k, db);
+    }
+    // dB, dC of image b: the block sums over the 16 lanes (channels)
+    float* dBp = g.dB + (chunk * Bsz + b) * L * 16;
+    float* dCp = g.dC + (chunk * Bsz + b) * L * 16;
+    for (int64_t t = 0; t < L; ++t) {
+      store16(dBp + 16 * t, row_sums16(accB + 256 * t));
+      store16(dCp + 16 * t, row_sums16(accC + 256 * t));
+    }
+  }
+  for (int64_t k = 0; k < nblk; ++k)
+    for (int j = 0; j < 16; ++j) {
+      const int64_t d = d0 + 16 * k + j;
+      for (int n = 0; n < 16; ++n) g.dA[d * 16 + n] = dAacc[256 * k + 16 * n + j];
+      if (g.dD) g.dD[d] = dDacc[16 * k + j];
+      if (g.dbias) g.dbias[d] = dbacc[16 * k + j];
+    }
+}
+
 #endif  // DYVM_HAVE_N16
 
 // the fast path where it applies, else the generic one
@@ -877,7 +1060,7 @@ void forward_dispatch(const Args<T>& a, const StridedOut<T>& out, int64_t r0, in
 }
 template <typename T>
 void backward_dispatch(const Args<T>& a, const Strided<T>& gout, const Grads<T>& g, int64_t chunk,
-                       int64_t d0, int64_t d1) {
+                       int64_t d0, int64_t d1, bool /*lanes*/) {
   backward_chunk<T>(a, gout, g, chunk, d0, d1);
 }
 #if DYVM_HAVE_N16
@@ -888,7 +1071,10 @@ void forward_dispatch<float>(const Args<float>& a, const StridedOut<float>& out,
 }
 template <>
 void backward_dispatch<float>(const Args<float>& a, const Strided<float>& gout, const Grads<float>& g,
-                              int64_t chunk, int64_t d0, int64_t d1) {
+                              int64_t chunk, int64_t d0, int64_t d1, bool lanes) {
+#if DYVM_N16_AVX512
+  if (lanes) return backward_lanes16(a, gout, g, chunk, d0, d1);
+#endif
   if (a.N == 16) return backward_chunk_n16(a, gout, g, chunk, d0, d1);
   backward_chunk<float>(a, gout, g, chunk, d0, d1);
 }
@@ -1374,7 +1560,13 @@ std::vector<at::Tensor> scan_backward(const at::Tensor& gout, const at::Tensor& 
   TORCH_CHECK(gout.sizes() == u.sizes() && gout.scalar_type() == u.scalar_type(),
               "grad_out must be (B, E, L) in u's dtype");
   const int64_t Bsz = u.size(0), E = u.size(1), L = u.size(2), N = A.size(1);
-  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(E, at::get_num_threads()));
+  // backward_lanes16 where every (B, E, L) tensor is channel-last float (gout too) and the rows come in
+  // whole blocks of 16 channels; its per-thread buffers (about 4.6 KB per step) stay in L2 up to L = 512
+  const bool lanes = DYVM_LANES_BACKWARD && u.scalar_type() == at::kFloat && N == 16 && E % 16 == 0 && L <= 512 &&
+                     channels_last && u.stride(1) == 1 && delta.stride(1) == 1 && gout.stride(1) == 1 &&
+                     (!z || z->stride(1) == 1);
+  const int64_t units = lanes ? E / 16 : E;  // channels, or blocks of 16 for the lanes kernel
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(units, at::get_num_threads()));
   at::Tensor du = empty_bel(u, channels_last);
   at::Tensor ddelta = empty_bel(u, channels_last);
   at::Tensor dA = at::zeros_like(A);
@@ -1399,8 +1591,9 @@ std::vector<at::Tensor> scan_backward(const at::Tensor& gout, const at::Tensor& 
       const Strided<scalar_t> go = strided<scalar_t>(gout);
       at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
         for (int64_t c = c0; c < c1; ++c) {
-          const int64_t d0 = c * E / chunks, d1 = (c + 1) * E / chunks;
-          backward_dispatch(a, go, g, c, d0, d1);
+          const int64_t step = lanes ? 16 : 1;
+          const int64_t d0 = step * (c * units / chunks), d1 = step * ((c + 1) * units / chunks);
+          backward_dispatch(a, go, g, c, d0, d1, lanes);
         }
       });
     });
@@ -1653,8 +1846,10 @@ int64_t simd_path() {
 // reverse: run over the reversed sequence (results in the original order); channels_last:
 // allocate the (B, E, L) outputs as channel-last memory (B, L, E); mask_grad: also return the
 // gradient of the conv's mask (else an empty tensor).
+bool lanes_backward() { return DYVM_LANES_BACKWARD; }
 TORCH_LIBRARY(dyvm_scan, m) {
   m.def("simd_path() -> int", &simd_path);
+  m.def("lanes_backward() -> bool", &lanes_backward);
   m.def("forward(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, "
         "Tensor? delta_bias, bool delta_softplus, bool reverse=False, bool channels_last=False) -> Tensor");
   m.def("backward(Tensor grad_out, Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, "
