@@ -3,9 +3,10 @@
 // per round the kernel and the variant each run twice, in alternating order; the printed ratio is the
 // median over rounds of variant time / kernel time, with whether the variant's output is bit-identical.
 // Knock-out variants (no_*) skip part of the work: their ratios say what that part costs.
-// Last, the two backward kernels of the file: backward_lanes16 (channels in the lanes) against
-// backward_chunk_n16 (states in the lanes), with the largest gradient difference relative to each
-// gradient's largest magnitude.
+// forward_lanes16 is the file's own kernel with 16 channels in the lanes (from commit 6faafe4 on; before it,
+// this harness held a copy of it as a variant). Last, the two backward kernels of the file: backward_lanes16
+// (channels in the lanes) against backward_chunk_n16 (states in the lanes), with the largest gradient
+// difference relative to each gradient's largest magnitude.
 //
 // Build and run from the repository root (what docs/speed/2026-12-01c-intel/scan_variants.txt shows):
 //   g++ -O3 -march=native -fno-math-errno -fno-trapping-math -fopenmp -std=c++17 \
@@ -239,51 +240,6 @@ DYVM_INLINE v16f sigmoid16(v16f x) {
   for (int i = 0; i < 16; ++i) o[i] = sigmoid_f(in[i]);
   return load16(o);
 }
-// Forward with 16 channels in the lanes (channel-last u/delta/z/out: se == 1; E % 16 == 0).
-// The sums over the state follow row_sums16's tree, so y is bit-identical to forward_rows_n16.
-void forward_lanes16(const Args<float>& a, const StridedOut<float>& out, int64_t blk0, int64_t blk1) {
-  const int64_t L = a.L, nblk = a.E / 16;
-  alignas(64) float At[256];
-  for (int64_t k = blk0; k < blk1; ++k) {
-    const int64_t b = k / nblk, e0 = (k % nblk) * 16;
-    for (int n = 0; n < 16; ++n)
-      for (int j = 0; j < 16; ++j) At[16 * n + j] = a.A[(e0 + j) * 16 + n] * 1.44269504088896341f;
-    const v16f bias = a.bias ? load16(a.bias + e0) : v16f{};
-    const v16f Dv = a.D ? load16(a.D + e0) : v16f{};
-    v16f h[16] = {};
-    const float* up = a.u.p + b * a.u.sb + e0;
-    const float* dp = a.delta.p + b * a.delta.sb + e0;
-    const float* zp = a.z.p ? a.z.p + b * a.z.sb + e0 : nullptr;
-    float* op = out.p + b * out.sb + e0;
-    const float* Bb = a.Bm + b * a.sBb;
-    const float* Cb = a.Cm + b * a.sCb;
-    for (int64_t s = 0; s < L; ++s) {
-      const int64_t t = a.reverse ? L - 1 - s : s;
-      const v16f uv = load16(up + t * a.u.sl);
-      const v16f raw = load16(dp + t * a.delta.sl) + bias;
-      const v16f dt = a.softplus ? softplus16(raw) : raw;
-      const v16f dtu = dt * uv;
-      const float* Bt = Bb + t * a.sBl;
-      const float* Ct = Cb + t * a.sCl;
-      v16f p[16];
-#pragma GCC unroll 16
-      for (int n = 0; n < 16; ++n) {
-        h[n] = exp2_v16(load16(At + 16 * n) * dt) * h[n] + dtu * Bt[n];
-        p[n] = h[n] * Ct[n];
-      }
-      v16f w[8], x[4];
-      for (int n = 0; n < 8; ++n) w[n] = p[n] + p[n + 8];
-      for (int n = 0; n < 4; ++n) x[n] = w[n] + w[n + 4];
-      const v16f y = (x[0] + x[2]) + (x[1] + x[3]);
-      v16f o = y + Dv * uv;
-      if (zp) {
-        const v16f zv = load16(zp + t * a.z.sl);
-        o = o * (zv * sigmoid16(zv));
-      }
-      store16(op + t * out.sl, o);
-    }
-  }
-}
 DYVM_INLINE v16f recip16(v16f d) {  // rcp14 + one Newton step
   const __m512 dd = reinterpret_cast<__m512>(d);
   const __m512 r = _mm512_rcp14_ps(dd);
@@ -363,7 +319,7 @@ int main(int argc, char** argv) {
   const int64_t rows = Bsz * E;
   vector<pair<string, function<void()>>> variants = {
     {"two rows per recurrence loop", [&] { forward_rows_n16_x2(a, out, 0, rows); }},
-    {"16 channels in the lanes", [&] { forward_lanes16(a, out, 0, rows / 16); }},
+    {"forward_lanes16 (of the file)", [&] { forward_lanes16(a, out, 0, rows / 16); }},
     {"rcp14+Newton for the divisions", [&] { fwd_v<true>(a, out, 0, rows); }},
     {"no_gather_scatter", [&] { fwd_skip<1>(a, out, 0, rows); }},
     {"no_delta_softplus", [&] { fwd_skip<2>(a, out, 0, rows); }},

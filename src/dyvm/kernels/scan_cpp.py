@@ -162,12 +162,12 @@ def simd_path() -> Optional[str]:
     return None if module is None else SIMD_PATHS[int(module.simd_path())]
 
 
-def lanes_backward() -> Optional[bool]:
-    """Whether the build has the backward with 16 channels in the vector lanes (AVX-512), which serves
+def lanes_kernels() -> Optional[bool]:
+    """Whether the build has the kernels with 16 channels in the vector lanes (AVX-512), which serve
     channel-last float rows of 16 states in whole blocks of 16 channels (the mixer's layout) up to L = 512;
     None when the kernel is unavailable."""
     module = _load()
-    return None if module is None else bool(module.lanes_backward())
+    return None if module is None else bool(module.lanes_kernels())
 
 
 def build_seconds() -> Optional[float]:

@@ -29,8 +29,9 @@
 // channels and accumulates dB, dC into its own (B, L, N) partial buffer, summed at the end,
 // so there are no races and the result does not depend on scheduling.
 //
-// On AVX-512, channel-last float rows of 16 states (the mixer's layout) take another backward,
-// backward_lanes16, with 16 channels in the vector lanes instead of 16 states (its comment says why).
+// On AVX-512, channel-last float rows of 16 states (the mixer's layout) take other kernels,
+// forward_lanes16 and backward_lanes16, with 16 channels in the vector lanes instead of 16 states (their
+// comments say why).
 //
 // The backward recomputes, per (batch, channel), the forward states and decays into small
 // per-thread buffers ((L+1) x N each, they stay in cache), then runs the reverse recurrence
@@ -59,13 +60,13 @@
 #else
 #define DYVM_HAVE_N16 0
 #endif
-// The backward of channel-last float rows with 16 states runs backward_lanes16 on AVX-512;
-// -DDYVM_LANES_BACKWARD=0 builds without it (backward_chunk_n16 everywhere; for A/B runs and tests).
-#ifndef DYVM_LANES_BACKWARD
+// Channel-last float rows of 16 states run forward_lanes16 / backward_lanes16 on AVX-512; -DDYVM_LANES=0
+// builds without them (the rows kernels everywhere; for A/B runs and the tests that cover both).
+#ifndef DYVM_LANES
 #if defined(__AVX512F__)
-#define DYVM_LANES_BACKWARD 1
+#define DYVM_LANES 1
 #else
-#define DYVM_LANES_BACKWARD 0
+#define DYVM_LANES 0
 #endif
 #endif
 
@@ -880,6 +881,65 @@ void backward_chunk_n16(const Args<float>& a, const Strided<float>& gout,
   }
 }
 
+// f lane by lane on 16 lanes (the scalar function vectorised by omp simd, as in row_delta)
+template <typename F>
+DYVM_INLINE v16f map16(v16f x, F f) {
+  alignas(64) float in[16], o[16];
+  store16(in, x);
+#pragma omp simd
+  for (int i = 0; i < 16; ++i) o[i] = f(in[i]);
+  return load16(o);
+}
+
+// The forward with 16 channels in the vector lanes, for the layout backward_lanes16 serves (channel-last
+// float rows of 16 states, whole blocks of 16 channels): a time step of a block is one contiguous load or
+// store straight from and to the tensors (no gathered rows, no scratch), and the recurrence advances the
+// 16 states of 16 channels per step (16 independent exps) with C_t·h_t summed over the state in registers
+// (in row_sums16's order). The same outputs as forward_rows_n16 up to float rounding. Units [k0, k1) of
+// (image, block of 16 channels).
+void forward_lanes16(const Args<float>& a, const StridedOut<float>& out, int64_t k0, int64_t k1) {
+  const int64_t L = a.L, nblk = a.E / 16;
+  alignas(64) float At2[256];  // At2[16 n + lane] = A[d][n] log2 e
+  for (int64_t k = k0; k < k1; ++k) {
+    const int64_t b = k / nblk, e0 = (k % nblk) * 16;
+    for (int n = 0; n < 16; ++n)
+      for (int j = 0; j < 16; ++j) At2[16 * n + j] = a.A[(e0 + j) * 16 + n] * 1.44269504088896341f;
+    const v16f bias = a.bias ? load16(a.bias + e0) : v16f{};
+    const v16f Dv = a.D ? load16(a.D + e0) : v16f{};
+    const float* up = a.u.p + b * a.u.sb + e0;
+    const float* dp = a.delta.p + b * a.delta.sb + e0;
+    const float* zp = a.z.p ? a.z.p + b * a.z.sb + e0 : nullptr;
+    float* op = out.p + b * out.sb + e0;
+    const float* Bb = a.Bm + b * a.sBb;
+    const float* Cb = a.Cm + b * a.sCb;
+    v16f h[16] = {};
+    for (int64_t s = 0; s < L; ++s) {
+      const int64_t t = a.reverse ? L - 1 - s : s;
+      const v16f uv = load16(up + t * a.u.sl);
+      const v16f raw = load16(dp + t * a.delta.sl) + bias;
+      const v16f dt = a.softplus ? map16(raw, [](float x) { return softplus_f(x); }) : raw;
+      const v16f dtu = dt * uv;
+      const float* Bt = Bb + t * a.sBl;
+      const float* Ct = Cb + t * a.sCl;
+      v16f p[16];
+#pragma GCC unroll 16
+      for (int n = 0; n < 16; ++n) {
+        h[n] = exp2_v16(load16(At2 + 16 * n) * dt) * h[n] + dtu * Bt[n];
+        p[n] = h[n] * Ct[n];
+      }
+      v16f w[8], x[4];
+      for (int n = 0; n < 8; ++n) w[n] = p[n] + p[n + 8];
+      for (int n = 0; n < 4; ++n) x[n] = w[n] + w[n + 4];
+      v16f o = ((x[0] + x[2]) + (x[1] + x[3])) + Dv * uv;
+      if (zp) {  // row_output's formula: (y + D u) silu(z)
+        const v16f zv = load16(zp + t * a.z.sl);
+        o = o * (zv * map16(zv, [](float x) { return sigmoid_f(x); }));
+      }
+      store16(op + t * out.sl, o);
+    }
+  }
+}
+
 // The backward with 16 channels in the vector lanes (instead of the 16 states of one channel): where every
 // (B, E, L) tensor is channel-last (the mixer's layout; see scan_backward), a time step of 16 channels is one
 // contiguous load or store, so nothing is gathered or transposed, and the sums over the state (C_t·h_t, the
@@ -1055,7 +1115,7 @@ void backward_lanes16(const Args<float>& a, const Strided<float>& gout, const Gr
 
 // the fast path where it applies, else the generic one
 template <typename T>
-void forward_dispatch(const Args<T>& a, const StridedOut<T>& out, int64_t r0, int64_t r1) {
+void forward_dispatch(const Args<T>& a, const StridedOut<T>& out, int64_t r0, int64_t r1, bool /*lanes*/) {
   forward_rows<T>(a, out, r0, r1);
 }
 template <typename T>
@@ -1065,7 +1125,11 @@ void backward_dispatch(const Args<T>& a, const Strided<T>& gout, const Grads<T>&
 }
 #if DYVM_HAVE_N16
 template <>
-void forward_dispatch<float>(const Args<float>& a, const StridedOut<float>& out, int64_t r0, int64_t r1) {
+void forward_dispatch<float>(const Args<float>& a, const StridedOut<float>& out, int64_t r0, int64_t r1,
+                             bool lanes) {
+#if DYVM_N16_AVX512
+  if (lanes) return forward_lanes16(a, out, r0, r1);  // r0, r1 count (image, block of 16 channels) units
+#endif
   if (a.N == 16) return forward_rows_n16(a, out, r0, r1);
   forward_rows<float>(a, out, r0, r1);
 }
@@ -1527,6 +1591,16 @@ Args<T> make_args(const at::Tensor& u, const at::Tensor& delta, const at::Tensor
   return a;
 }
 
+// Whether the lanes kernels (forward_lanes16, backward_lanes16) serve a call: float rows of 16 states in
+// whole blocks of 16 channels, every (B, E, L) tensor channel-last (gout too, when given), and sequences
+// whose per-thread buffers (about 4.6 KB a step in the backward) stay in L2, up to L = 512.
+bool lanes_layout(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
+                  const c10::optional<at::Tensor>& z, bool channels_last, const c10::optional<at::Tensor>& gout) {
+  return DYVM_LANES && u.scalar_type() == at::kFloat && A.size(1) == 16 && u.size(1) % 16 == 0 &&
+         u.size(2) <= 512 && channels_last && u.stride(1) == 1 && delta.stride(1) == 1 &&
+         (!z || z->stride(1) == 1) && (!gout || gout->stride(1) == 1);
+}
+
 at::Tensor scan_forward(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
                         const at::Tensor& Bm, const at::Tensor& Cm,
                         const c10::optional<at::Tensor>& D, const c10::optional<at::Tensor>& z,
@@ -1537,13 +1611,16 @@ at::Tensor scan_forward(const at::Tensor& u, const at::Tensor& delta, const at::
   const int64_t rows = u.size(0) * u.size(1);
   const int64_t L = u.size(2);
   if (rows == 0 || L == 0) return out;
-  // enough rows per task to amortise the task overhead (~L*N*20 flops per row)
-  const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, L));
+  const bool lanes = lanes_layout(u, delta, A, z, channels_last, {});
+  // enough rows per task to amortise the task overhead (~L*N*20 flops per row); the lanes kernel's
+  // units are (image, block of 16 channels)
+  const int64_t units = lanes ? rows / 16 : rows;
+  const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, L) / (lanes ? 16 : 1));
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "dyvm_selective_scan_fwd", [&] {
     const Args<scalar_t> a = make_args<scalar_t>(u, delta, A, Bm, Cm, D, z, bias, softplus, reverse);
     const StridedOut<scalar_t> o = strided_out<scalar_t>(out);
-    at::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) {
-      forward_dispatch(a, o, r0, r1);
+    at::parallel_for(0, units, grain, [&](int64_t r0, int64_t r1) {
+      forward_dispatch(a, o, r0, r1, lanes);
     });
   });
   return out;
@@ -1560,11 +1637,7 @@ std::vector<at::Tensor> scan_backward(const at::Tensor& gout, const at::Tensor& 
   TORCH_CHECK(gout.sizes() == u.sizes() && gout.scalar_type() == u.scalar_type(),
               "grad_out must be (B, E, L) in u's dtype");
   const int64_t Bsz = u.size(0), E = u.size(1), L = u.size(2), N = A.size(1);
-  // backward_lanes16 where every (B, E, L) tensor is channel-last float (gout too) and the rows come in
-  // whole blocks of 16 channels; its per-thread buffers (about 4.6 KB per step) stay in L2 up to L = 512
-  const bool lanes = DYVM_LANES_BACKWARD && u.scalar_type() == at::kFloat && N == 16 && E % 16 == 0 && L <= 512 &&
-                     channels_last && u.stride(1) == 1 && delta.stride(1) == 1 && gout.stride(1) == 1 &&
-                     (!z || z->stride(1) == 1);
+  const bool lanes = lanes_layout(u, delta, A, z, channels_last, gout);
   const int64_t units = lanes ? E / 16 : E;  // channels, or blocks of 16 for the lanes kernel
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(units, at::get_num_threads()));
   at::Tensor du = empty_bel(u, channels_last);
@@ -1846,10 +1919,10 @@ int64_t simd_path() {
 // reverse: run over the reversed sequence (results in the original order); channels_last:
 // allocate the (B, E, L) outputs as channel-last memory (B, L, E); mask_grad: also return the
 // gradient of the conv's mask (else an empty tensor).
-bool lanes_backward() { return DYVM_LANES_BACKWARD; }
+bool lanes_kernels() { return DYVM_LANES; }
 TORCH_LIBRARY(dyvm_scan, m) {
   m.def("simd_path() -> int", &simd_path);
-  m.def("lanes_backward() -> bool", &lanes_backward);
+  m.def("lanes_kernels() -> bool", &lanes_kernels);
   m.def("forward(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, "
         "Tensor? delta_bias, bool delta_softplus, bool reverse=False, bool channels_last=False) -> Tensor");
   m.def("backward(Tensor grad_out, Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, "
