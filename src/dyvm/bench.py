@@ -369,7 +369,7 @@ def main(args) -> int:
 
         res = bench_train_step(args.against, rounds(7), args.steps, warmup, args.threads or 1,
                                kinds=args.kinds, autocast=args.autocast, against_autocast=args.against_autocast,
-                               precision=precision, max_rounds=max_rounds(7))
+                               precision=precision, max_rounds=max_rounds(7), progress=not args.no_progress)
         out["train_step"] = res
         print(f"\nTraining steps of the demo configuration (batch 128; "
               f"{machine_line(res['threads'], torch.device('cpu'))}), {rounds_text(res)} of {res['steps_per_round']} "
