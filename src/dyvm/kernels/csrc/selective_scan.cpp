@@ -63,11 +63,11 @@
 // Channel-last float rows of 16 states run forward_lanes16 / backward_lanes16 on AVX-512; -DDYVM_LANES=0
 // builds without them (the rows kernels everywhere; for A/B runs and the tests that cover both).
 #ifndef DYVM_LANES
-#if defined(__AVX512F__)
 #define DYVM_LANES 1
-#else
-#define DYVM_LANES 0
 #endif
+#if !defined(__AVX512F__)  // AVX-512 code only, whatever was asked for
+#undef DYVM_LANES
+#define DYVM_LANES 0
 #endif
 
 #ifndef DYVM_SCAN_STANDALONE  // (defined only to benchmark the kernels without torch)
