@@ -75,6 +75,11 @@ def median_ci(values: Sequence[float], z: float = 1.96) -> tuple[float, float]:
     return vals[lo - 1], vals[hi - 1]
 
 
+def _time_ratios(arm: Sequence[float], base: Sequence[float]) -> list[float]:
+    """Per-round time ratios arm / base (seconds of the same rounds)."""
+    return [a / max(b, 1e-12) for a, b in zip(arm, base)]
+
+
 def ci_halfwidth(values: Sequence[float]) -> float:
     """Half the width of :func:`median_ci` over the median: the relative precision of a median ratio."""
     lo, hi = median_ci(values)
@@ -137,8 +142,7 @@ def interleave(groups: Mapping[str, Mapping[str, Runner]], rounds: int = 7, repe
                 if seconds[g][name] is base:
                     continue
                 for clock in CLOCKS:
-                    ratios = [a / max(b, 1e-12) for a, b in zip(seconds[g][name][clock], base[clock])]
-                    if ci_halfwidth(ratios) > precision:
+                    if ci_halfwidth(_time_ratios(seconds[g][name][clock], base[clock])) > precision:
                         return False
         return True
 
@@ -170,9 +174,8 @@ def interleave(groups: Mapping[str, Mapping[str, Runner]], rounds: int = 7, repe
                 continue
             entry["ratios"][name] = {}
             for clock in CLOCKS:
-                pairs = list(zip(s[clock], seconds[g][base][clock]))
-                time_ratio = [a / max(b, 1e-12) for a, b in pairs]
-                speedup = [b / max(a, 1e-12) for a, b in pairs]
+                time_ratio = _time_ratios(s[clock], seconds[g][base][clock])
+                speedup = _time_ratios(seconds[g][base][clock], s[clock])
                 entry["ratios"][name][clock] = {"time": time_ratio, "time_summary": summarize(time_ratio),
                                                 "speedup": speedup, "speedup_summary": summarize(speedup),
                                                 "ci95": list(median_ci(time_ratio))}

@@ -881,6 +881,17 @@ void backward_chunk_n16(const Args<float>& a, const Strided<float>& gout,
   }
 }
 
+// A's (16 channels from e0) x (16 states) block with the channels in the lanes: At2[16 n + lane] =
+// A[e0 + lane][n] log2 e (the exps' argument scale), and At the same unscaled where not null.
+DYVM_INLINE void lanes_A(const float* A, int64_t e0, float* __restrict__ At2, float* __restrict__ At) {
+  for (int n = 0; n < 16; ++n)
+    for (int j = 0; j < 16; ++j) {
+      const float v = A[(e0 + j) * 16 + n];
+      At2[16 * n + j] = v * 1.44269504088896341f;
+      if (At) At[16 * n + j] = v;
+    }
+}
+
 // f lane by lane on 16 lanes (the scalar function vectorised by omp simd, as in row_delta)
 template <typename F>
 DYVM_INLINE v16f map16(v16f x, F f) {
@@ -902,8 +913,7 @@ void forward_lanes16(const Args<float>& a, const StridedOut<float>& out, int64_t
   alignas(64) float At2[256];  // At2[16 n + lane] = A[d][n] log2 e
   for (int64_t k = k0; k < k1; ++k) {
     const int64_t b = k / nblk, e0 = (k % nblk) * 16;
-    for (int n = 0; n < 16; ++n)
-      for (int j = 0; j < 16; ++j) At2[16 * n + j] = a.A[(e0 + j) * 16 + n] * 1.44269504088896341f;
+    lanes_A(a.A, e0, At2, nullptr);
     const v16f bias = a.bias ? load16(a.bias + e0) : v16f{};
     const v16f Dv = a.D ? load16(a.D + e0) : v16f{};
     const float* up = a.u.p + b * a.u.sb + e0;
@@ -954,7 +964,7 @@ void backward_lanes16(const Args<float>& a, const Strided<float>& gout, const Gr
                       int64_t chunk, int64_t d0, int64_t d1) {
   const int64_t L = a.L, Bsz = a.batch, nblk = (d1 - d0) / 16;
   const size_t hs = 256 * (L + 1), es = 256 * (L + 1), acc = 256 * L, per_s = 16 * L;
-  Scratch<float> sc(hs + es + 2 * acc + 8 * per_s + 256 + 256 + nblk * 256 + 2 * nblk * 16 + 64);
+  Scratch<float> sc(hs + es + 2 * acc + 8 * per_s + 3 * nblk * 256 + 2 * nblk * 16 + 64);
   float* __restrict__ Hs = sc.base;            // Hs[256 s' + 16 n + lane] = h_{s'-1}[n]; s' = 0: zeros
   float* __restrict__ Es = Hs + hs;            // Es[256 s + 16 n + lane] = exp(Δ_s A_n); row L: zeros
   float* __restrict__ accB = Es + es;          // accB[256 t + 16 n + lane]: dh_t[n] Δu_t, summed over blocks
@@ -966,14 +976,15 @@ void backward_lanes16(const Args<float>& a, const Strided<float>& gout, const Gr
   float* __restrict__ DY = U + per_s;
   float* __restrict__ S1 = DY + per_s;
   float* __restrict__ S2 = S1 + per_s;
-  float* __restrict__ At2 = S2 + 2 * per_s;    // At2[16 n + lane] = A[d][n] log2 e
-  float* __restrict__ At = At2 + 256;          // At[16 n + lane] = A[d][n]
-  float* __restrict__ dAacc = At + 256;        // per block [16 n + lane]
+  float* __restrict__ At2 = S2 + 2 * per_s;    // per block [16 n + lane]: A[d][n] log2 e (lanes_A)
+  float* __restrict__ At = At2 + nblk * 256;   // per block [16 n + lane]: A[d][n]
+  float* __restrict__ dAacc = At + nblk * 256; // per block [16 n + lane]
   float* __restrict__ dDacc = dAacc + nblk * 256;
   float* __restrict__ dbacc = dDacc + nblk * 16;
   std::fill(Hs, Hs + 256, 0.0f);
   std::fill(Es + 256 * L, Es + 256 * (L + 1), 0.0f);
   std::fill(dAacc, dAacc + nblk * 256 + 2 * nblk * 16, 0.0f);
+  for (int64_t k = 0; k < nblk; ++k) lanes_A(a.A, d0 + 16 * k, At2 + 256 * k, At + 256 * k);
   const bool sp = a.softplus;
   for (int64_t b = 0; b < Bsz; ++b) {
     std::fill(accB, accB + 2 * acc, 0.0f);
@@ -981,11 +992,8 @@ void backward_lanes16(const Args<float>& a, const Strided<float>& gout, const Gr
     const float* Cb = a.Cm + b * a.sCb;
     for (int64_t k = 0; k < nblk; ++k) {
       const int64_t e0 = d0 + 16 * k;
-      for (int n = 0; n < 16; ++n)
-        for (int j = 0; j < 16; ++j) {
-          At[16 * n + j] = a.A[(e0 + j) * 16 + n];
-          At2[16 * n + j] = At[16 * n + j] * 1.44269504088896341f;
-        }
+      const float* __restrict__ At2k = At2 + 256 * k;
+      const float* __restrict__ Atk = At + 256 * k;
       const v16f bias = a.bias ? load16(a.bias + e0) : v16f{};
       const v16f Dv = a.D ? load16(a.D + e0) : v16f{};
       const float* up = a.u.p + b * a.u.sb + e0;
@@ -1029,7 +1037,7 @@ void backward_lanes16(const Args<float>& a, const Strided<float>& gout, const Gr
 #pragma GCC unroll 8
           for (int m = 0; m < 8; ++m) {
             const int n = 8 * half + m;
-            const v16f e = exp2_v16(load16(At2 + 16 * n) * dt);
+            const v16f e = exp2_v16(load16(At2k + 16 * n) * dt);
             h[m] = e * h[m] + dtu * Bt[m];
             store16(Es + 256 * s + 16 * n, e);
             store16(Hs + 256 * (s + 1) + 16 * n, h[m]);
@@ -1066,7 +1074,7 @@ void backward_lanes16(const Args<float>& a, const Strided<float>& gout, const Gr
             dh[m] = e_next * dh[m] + dy * Ct[n];
             const v16f x = dh[m] * load16(Es + 256 * s + 16 * n) * load16(Hs + 256 * s + 16 * n);
             dA[m] = dA[m] + x * dt;
-            s1 = s1 + x * load16(At + 16 * n);
+            s1 = s1 + x * load16(Atk + 16 * n);
             s2 = s2 + dh[m] * Bt[n];
             float* ab = accB + 256 * t + 16 * n;
             float* ac = accC + 256 * t + 16 * n;
