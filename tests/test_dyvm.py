@@ -191,6 +191,59 @@ def test_fused_router_and_mixer_equal_the_python_ones(monkeypatch, arch, kw, aut
     assert torch.equal(fused.logits, python.logits)
 
 
+@pytest.mark.parametrize("autocast", [False, True])
+@pytest.mark.parametrize("arch,kw", [("dyvm_vim_tiny", {}), ("dyvm_vim_tiny", dict(slot_prior=True, token_sampler="topk")),
+                                     ("dyvm_mambareg_small", {}), ("dyvm_videomamba_tiny", {})])
+def test_fused_pruning_stage_equals_the_python_one(monkeypatch, arch, kw, autocast):
+    """Eager CPU inference runs each pruning stage (predictor, top-k, the rebuilt sequence with the prefix tokens
+    re-placed) in one extension call: scores, kept tokens, gates and logits equal the Python path's exactly, also
+    on images made of identical patches (ties in the top-k) and under bf16 autocast."""
+    from dyvm.models import dyvm as dyvm_mod
+
+    torch.manual_seed(0)
+    model = dyvm.create_model(arch, img_size=32, patch_size=4, depth=4, embed_dim=32, num_classes=5,
+                              pruning_loc=[1, 2, 3], **kw).eval()
+    for predictor in model.score_predictors:  # scores that differ between tokens
+        torch.nn.init.normal_(predictor.out_conv[4].weight, std=0.5)
+        if predictor.slot_bias is not None:
+            torch.nn.init.normal_(predictor.slot_bias)
+    images = torch.cat([torch.randn(4, 3, 32, 32), torch.zeros(2, 3, 32, 32)])
+    real, fused_calls = dyvm_mod.DyVM._fused_stage, []
+    monkeypatch.setattr(dyvm_mod.DyVM, "_fused_stage", lambda *a: fused_calls.append(real(*a)) or fused_calls[-1])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        fused = model.forward_inference(images)
+        assert len(fused_calls) == 3 and all(c is not None for c in fused_calls)
+        monkeypatch.setattr(dyvm_mod.DyVM, "_fused_stage", lambda *a: None)
+        python = model.forward_inference(images)
+    for name in ("keep_indices", "keep_indices_local", "pred_scores", "prefix_positions"):
+        assert all(torch.equal(a, b) for a, b in zip(getattr(fused, name), getattr(python, name))), name
+    assert fused.cls_positions == python.cls_positions
+    assert torch.equal(fused.gates, python.gates) and torch.equal(fused.logits, python.logits)
+    assert torch.equal(fused.tokens, python.tokens) and torch.equal(fused.current_pos, python.current_pos)
+
+
+def test_fused_pruning_stage_refuses_bad_arguments():
+    from dyvm.kernels import mix_cpp
+
+    model = small_dyvm(depth=2, pruning_loc=[1]).eval()
+    p = model.score_predictors[0]
+    params = [p.in_conv[0].weight, p.in_conv[0].bias, p.in_conv[1].weight, p.in_conv[1].bias]
+    for j in (0, 2, 4):
+        params += [p.out_conv[j].weight, p.out_conv[j].bias]
+    d = params[0].shape[0]
+    h, ids = torch.randn(2, 9, d), torch.arange(8).expand(2, 8)
+    with torch.no_grad():
+        out = mix_cpp.prune_stage(h, h, ids, params, 1e-5, 3, [4], [1])
+        assert [tuple(t.shape) for t in out] == [(2, 4, d), (2, 4, d), (2, 3), (2, 3), (2, 8, 2)]
+        for args, word in (((h, h, ids, params, 1e-5, 9, [4], [1]), "keep"),
+                           ((h, h, ids, params, 1e-5, 3, [9], [1]), "prefix"),
+                           ((h, h, ids, params, 1e-5, 3, [4], [4]), "new_prefix"),
+                           ((h, h, ids[:, :7], params, 1e-5, 3, [4], [1]), "patch_ids"),
+                           ((h, h, ids, params[:9], 1e-5, 3, [4], [1]), "predictor")):
+            with pytest.raises(RuntimeError, match=word):
+                mix_cpp.prune_stage(*args)
+
+
 def test_token_gather_equals_torch_gather_values_and_gradients():
     from dyvm.models.tokens import gather_tokens
 

@@ -1,4 +1,5 @@
-"""A block, or the bidirectional mixer after ``in_proj``, in one call of the compiled extension (inference).
+"""A block, the bidirectional mixer after ``in_proj``, or a DyVM pruning stage, in one call of the compiled
+extension (inference).
 
 ``torch.ops.dyvm_scan.mix_forward`` runs, per direction, the causal conv + SiLU, ``x_proj``,
 ``dt_proj``, ``A = -exp(A_log)`` and the selective scan, then adds the two directions and applies
@@ -9,7 +10,8 @@ output before the branches run). At batch 1 the Python glue of a
 layer (about 60 small calls, ~0.25 ms on a 2 GHz core) costs more than the compute of a small
 model's layer. It serves eager CPU inference only, with float32 weights (under CPU autocast the ATen
 matmuls inside run in 16 bits exactly as the Python ones would, and the scan reads the same float32
-copies): no autograd, no mask, nothing traced or counted (see :func:`applies`).
+copies): no autograd, no mask, nothing traced or counted (see :func:`applies`). ``prune_stage`` does the
+same for a pruning stage: the token predictor, the top-k and the rebuilt sequence.
 """
 from __future__ import annotations
 
@@ -75,3 +77,16 @@ def block_forward(hidden: Tensor, residual: Optional[Tensor], norm_weight: Tenso
     return torch.ops.dyvm_scan.block_forward(hidden, residual, norm_weight, eps, in_weight, forward_params,
                                              backward_params, out_weight, out_scale, gates, list(router),
                                              router_threshold, STUB_SCAN[0])
+
+
+def prune_stage(hidden: Tensor, residual: Tensor, patch_ids: Tensor, predictor: list[Tensor], ln_eps: float,
+                keep: int, prefix: Sequence[int], new_prefix: Sequence[int]) -> list[Tensor]:
+    """A DyVM pruning stage at inference, every image with its prefix tokens at ``prefix``: the token predictor on
+    the patch tokens of hidden + residual, the ``keep`` best per image (ascending) and the new sequence with the
+    prefix tokens at ``new_prefix``. hidden, residual (B, L, D), patch_ids (B, L−P) int64; predictor: [LayerNorm
+    weight, bias, then (weight, bias) of its four Linears, optional slot bias] → [hidden' (B, keep+P, D), residual',
+    patch_ids' (B, keep), kept patch slots (B, keep), keep log-probabilities (B, L−P, 2)]."""
+    if not scan_cpp.available():
+        raise RuntimeError(f"the C++ kernels are unavailable: {scan_cpp.build_error()}")
+    return torch.ops.dyvm_scan.prune_stage(hidden, residual, patch_ids, predictor, ln_eps, keep, list(prefix),
+                                           list(new_prefix))

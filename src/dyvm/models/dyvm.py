@@ -28,9 +28,10 @@ from ..dynamic import (BASELINE_MASKS, SCORE_SOURCES, TOKEN_SAMPLERS, Noise, Tok
                        gumbel_softmax_keep, gumbel_stratified_keep, gumbel_topk_keep, official_baseline_keep,
                        select_keep)
 from .registry import register_model
+from ..kernels import mix_cpp
 from .tokens import TokenSequence, gather_tokens, kept_first_order
 from .presets import build_model
-from .vim import VisionMamba
+from .vim import VisionMamba, _hooked
 
 
 @functools.lru_cache(maxsize=64)
@@ -338,6 +339,32 @@ class DyVM(VisionMamba):
         stream = seq.patches(seq.hidden + seq.residual)
         return (weight[..., None] * stream).sum(1) / pruned.sum(1, keepdim=True).clamp(min=1)
 
+    def _fused_stage(self, k: int, seq: TokenSequence, keep: int,
+                     positions: Optional[list[int]]) -> Optional[tuple[TokenSequence, Tensor, Tensor]]:
+        """Stage k of eager CPU inference (every image with its prefix tokens at ``positions``) in one extension
+        call: the predictor, the top-``keep`` and ``seq.select``, identical values. Returns (the new sequence, the
+        kept patch slots (B, keep), the predictor's log-probabilities (B, N, 2)), or None where the Python path
+        runs (another score source or sampler, autograd, tracing, hooks, weights not float32)."""
+        if (positions is None or self.training or self.score != "predictor" or self.token_sampler == "stratified"
+                or self.predictor_input_source != "hidden" or seq.residual is None):
+            return None
+        predictor = self.score_predictors[k]
+        if _hooked(*predictor.modules()):
+            return None
+        norm, first_in = predictor.in_conv[0], predictor.in_conv[1]
+        params = [norm.weight, norm.bias, first_in.weight, first_in.bias]
+        for j in (0, 2, 4):
+            params += [predictor.out_conv[j].weight, predictor.out_conv[j].bias]
+        if predictor.slot_bias is not None:
+            params.append(predictor.slot_bias)
+        if not mix_cpp.applies(seq.hidden, params + [seq.residual], self.layers[0].mixer.scan_backend):
+            return None
+        new = seq.layout.shared_positions(keep)
+        hidden, residual, patch_ids, local, logp = mix_cpp.prune_stage(
+            seq.hidden, seq.residual, seq.patch_ids, params, norm.eps, keep, positions, new)
+        pos = torch.tensor(new, dtype=torch.long).expand(hidden.shape[0], -1)
+        return replace(seq, hidden=hidden, residual=residual, prefix_pos=pos, patch_ids=patch_ids), local, logp
+
     def _stack(self, items: list[Optional[Tensor]], batch: int, device) -> Tensor:
         if any(t is None for t in items):
             return torch.ones(len(items), batch, 2, device=device)
@@ -446,6 +473,10 @@ class DyVM(VisionMamba):
                     if not bool((member.sum(1) == n_keep).all()):
                         raise ValueError("keep_indices: every image of a batch must keep the same number of tokens")
                     local = kept_first_order(member.float())[:, :n_keep].sort(dim=1).values
+                    seq = seq.select(local, positions)
+                elif (fused := self._fused_stage(k, seq, counts[k], positions)) is not None:
+                    seq, local, logp = fused
+                    pred_scores.append(logp)
                 else:
                     logp = alive = None                            # every slot is live here
                     if self.score == "predictor":
@@ -454,7 +485,7 @@ class DyVM(VisionMamba):
                     else:
                         alive = torch.full((batch,), n_prev, device=device, dtype=torch.long)
                     local = select_keep(self.score, logp, alive, counts[k], stratified=self.token_sampler == "stratified")
-                seq = seq.select(local, positions)
+                    seq = seq.select(local, positions)
                 positions = shared()
                 kept_local.append(local)
                 kept.append(seq.patch_ids)

@@ -83,6 +83,14 @@
 #include <ATen/ops/sigmoid.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/sum.h>
+#include <ATen/ops/constant_pad_nd.h>
+#include <ATen/ops/gelu.h>
+#include <ATen/ops/layer_norm.h>
+#include <ATen/ops/log_sigmoid.h>
+#include <ATen/ops/log_softmax.h>
+#include <ATen/ops/sort.h>
+#include <ATen/ops/stack.h>
+#include <ATen/ops/topk.h>
 #include <ATen/ops/zeros.h>
 #include <ATen/ops/zeros_like.h>
 #include <torch/library.h>
@@ -1911,6 +1919,85 @@ std::vector<at::Tensor> block_forward(const at::Tensor& hidden, const c10::optio
   return out;
 }
 
+// A DyVM pruning stage at inference on a batch whose images all have their P prefix tokens at the same
+// positions `prefix`: the predictor reads hidden + residual at the patch slots, each image keeps its `keep`
+// best-scoring patches (ascending slot order), and the sequence is rebuilt with the prefix tokens at
+// `new_prefix`: TokenPredictor.forward, select_keep and TokenSequence.select, call for call (identical
+// values) without a Python round trip. hidden, residual (B, L, D) float32 (or 16-bit hidden under autocast),
+// patch_ids (B, N = L - P) int64; predictor: [LayerNorm weight, bias, in Linear weight, bias, then the out
+// Linears' weight and bias (D -> D/2, D/2 -> D/4, D/4 -> 2), optional slot bias]. Returns [hidden' (B, keep+P, D),
+// residual', patch_ids' (B, keep), kept patch slots (B, keep), keep log-probabilities (B, N, 2)].
+std::vector<at::Tensor> prune_stage(const at::Tensor& hidden, const at::Tensor& residual,
+                                    const at::Tensor& patch_ids, at::TensorList predictor, double ln_eps,
+                                    int64_t keep, at::IntArrayRef prefix, at::IntArrayRef new_prefix) {
+  TORCH_CHECK(hidden.dim() == 3 && hidden.device().is_cpu() && residual.sizes() == hidden.sizes(),
+              "prune_stage: hidden and residual must be (B, L, D) CPU tensors of one shape");
+  TORCH_CHECK(predictor.size() == 10 || predictor.size() == 11,
+              "prune_stage: predictor must be [norm w, b, in w, b, out w, b x 3] (+ slot bias)");
+  const int64_t Bsz = hidden.size(0), L = hidden.size(1), D = hidden.size(2);
+  const int64_t P = static_cast<int64_t>(prefix.size()), N = L - P;
+  TORCH_CHECK(static_cast<int64_t>(new_prefix.size()) == P && patch_ids.dim() == 2 && patch_ids.size(0) == Bsz &&
+              patch_ids.size(1) == N && patch_ids.scalar_type() == at::kLong,
+              "prune_stage: patch_ids must be (B, L - P) int64 and new_prefix must hold P positions");
+  TORCH_CHECK(keep >= 1 && keep <= N, "prune_stage: keep must be in [1, number of patches]");
+  std::vector<char> is_prefix(L, 0);
+  for (int64_t p : prefix) {
+    TORCH_CHECK(p >= 0 && p < L && !is_prefix[p], "prune_stage: prefix positions must be distinct and in [0, L)");
+    is_prefix[p] = 1;
+  }
+  std::vector<int64_t> slot_of(keep + P, 0);  // per slot of the new sequence: -1 - i at prefix token i, else 0
+  for (int64_t i = 0; i < P; ++i) {
+    TORCH_CHECK(new_prefix[i] >= 0 && new_prefix[i] < keep + P && slot_of[new_prefix[i]] == 0,
+                "prune_stage: new_prefix positions must be distinct and in [0, keep + P)");
+    slot_of[new_prefix[i]] = -1 - i;
+  }
+  at::Tensor slots = at::empty({N}, patch_ids.options());
+  {
+    int64_t* s = slots.data_ptr<int64_t>();
+    for (int64_t l = 0, j = 0; l < L; ++l)
+      if (!is_prefix[l]) s[j++] = l;
+  }
+  // TokenPredictor.forward on the patch tokens of hidden + residual
+  const at::Tensor x = hidden.add(residual).index_select(1, slots);
+  const at::Tensor h = at::gelu(at::linear(at::layer_norm(x, {D}, predictor[0], predictor[1], ln_eps),
+                                           predictor[2], predictor[3]));
+  const int64_t half = h.size(-1) / 2;
+  const at::Tensor local = h.narrow(-1, 0, half);
+  const at::Tensor glob = h.narrow(-1, half, h.size(-1) - half).sum(1, true).div(N + 1);
+  const at::Tensor& first = predictor[4];
+  const at::Tensor mid = at::linear(local, first.narrow(1, 0, half))
+                             .add(at::linear(glob, first.narrow(1, half, first.size(1) - half), predictor[5]));
+  at::Tensor logp = at::log_softmax(
+      at::linear(at::gelu(at::linear(at::gelu(mid), predictor[6], predictor[7])), predictor[8], predictor[9]), -1);
+  if (predictor.size() == 11) {
+    const at::Tensor& bias = predictor[10];
+    TORCH_CHECK(bias.dim() == 1 && bias.size(0) <= N, "prune_stage: the slot bias must be (S,) with S <= patches");
+    const at::Tensor diff = logp.select(-1, 0).sub(logp.select(-1, 1))
+                                .add(at::constant_pad_nd(bias, {0, N - bias.size(0)}, 0).to(logp.scalar_type()));
+    logp = at::stack({at::log_sigmoid(diff), at::log_sigmoid(diff.neg())}, -1);
+  }
+  // select_keep: the top-k keep scores, in slot order
+  const at::Tensor kept = std::get<0>(at::sort(std::get<1>(at::topk(logp.select(-1, 0).to(at::kFloat), keep, 1)), 1));
+  // TokenSequence.select: every row of the new sequence in one index over the flattened batch
+  const int64_t Lnew = keep + P;
+  at::Tensor rows = at::empty({Bsz * Lnew}, patch_ids.options());
+  {
+    const at::Tensor kc = kept.contiguous();
+    const int64_t* k = kc.data_ptr<int64_t>();
+    const int64_t* s = slots.data_ptr<int64_t>();
+    int64_t* r = rows.data_ptr<int64_t>();
+    for (int64_t b = 0; b < Bsz; ++b)
+      for (int64_t j = 0, seen = 0; j < Lnew; ++j) {
+        const int64_t tag = slot_of[j];
+        r[b * Lnew + j] = b * L + (tag < 0 ? prefix[-1 - tag] : s[k[b * keep + (seen++)]]);
+      }
+  }
+  const auto gather = [&](const at::Tensor& t) {
+    return t.reshape({Bsz * L, D}).index_select(0, rows).view({Bsz, Lnew, D});
+  };
+  return {gather(hidden), gather(residual), patch_ids.gather(1, kept), kept, logp};
+}
+
 }  // namespace
 
 // Which float N = 16 fast path this build compiled: 512 (AVX-512), 256 (AVX2), 0 (none: generic only).
@@ -1945,6 +2032,8 @@ TORCH_LIBRARY(dyvm_scan, m) {
   m.def("block_forward(Tensor hidden, Tensor? residual, Tensor norm_weight, float eps, Tensor in_weight, "
         "Tensor[] forward_params, Tensor[] backward_params, Tensor out_weight, float out_scale, Tensor? gates, "
         "Tensor[] router, float router_threshold, bool stub_scan) -> Tensor[]");
+  m.def("prune_stage(Tensor hidden, Tensor residual, Tensor patch_ids, Tensor[] predictor, float ln_eps, int keep, "
+        "int[] prefix, int[] new_prefix) -> Tensor[]");
 }
 
 TORCH_LIBRARY_IMPL(dyvm_scan, CPU, m) {
@@ -1954,5 +2043,6 @@ TORCH_LIBRARY_IMPL(dyvm_scan, CPU, m) {
   m.impl("conv_backward", &conv_backward);
   m.impl("mix_forward", &mix_forward);
   m.impl("block_forward", &block_forward);
+  m.impl("prune_stage", &prune_stage);
 }
 #endif  // DYVM_SCAN_STANDALONE
