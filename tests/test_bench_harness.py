@@ -1,6 +1,9 @@
 """The interleaved-rounds harness of ``dyvm bench`` (dyvm.timing) with fake workloads on a fake clock:
 the order of the calls, the per-round ratios and their statistics, the JSON and table output. No timing."""
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -210,3 +213,41 @@ def test_precision_arguments_are_checked():
     for kwargs in (dict(precision=0.0), dict(precision=-1.0), dict(precision=0.02, max_rounds=1)):
         with pytest.raises(ValueError):
             interleave({"g": {"a": run, "b": run}}, rounds=2, repeats=1, **kwargs)
+
+
+_FAULTS_OF_A_REUSED_BLOCK = """
+import resource, sys, torch
+from dyvm.utils import retain_freed_memory
+applied = retain_freed_memory() if sys.argv[1] == "retain" else False
+x = torch.ones(16 << 20)  # 64 MiB, over glibc's largest mmap threshold
+del x
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+x = torch.ones(8 << 20)  # 32 MiB: fits in the freed block
+print(int(applied), resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def _faults_of_a_reused_block(mode: str, **env: str) -> tuple[bool, int]:
+    out = subprocess.run([sys.executable, "-c", _FAULTS_OF_A_REUSED_BLOCK, mode], capture_output=True, text=True,
+                         env=dict(os.environ, **env), check=True).stdout.split()
+    return bool(int(out[0])), int(out[1])
+
+
+def test_retained_freed_memory_is_reused_without_page_faults():
+    """The dyvm command keeps freed memory in the process (glibc): a 32 MiB tensor allocated after a 64 MiB one was
+    freed reuses its pages instead of page-faulting fresh ones in (8,192 faults of 4 KiB pages without it);
+    DYVM_MALLOC=system opts out."""
+    applied, faults = _faults_of_a_reused_block("retain")
+    assert applied and faults < 500
+    plain_applied, plain = _faults_of_a_reused_block("plain")
+    assert not plain_applied and plain > 8000
+    opted_out, opted_faults = _faults_of_a_reused_block("retain", DYVM_MALLOC="system")
+    assert not opted_out and opted_faults > 8000
+
+
+def test_benchmark_workers_get_the_same_malloc_setting():
+    from dyvm.utils import GLIBC_TUNABLES, child_malloc_env
+
+    assert child_malloc_env({})["GLIBC_TUNABLES"] == GLIBC_TUNABLES
+    assert child_malloc_env({"GLIBC_TUNABLES": "glibc.x=1"})["GLIBC_TUNABLES"] == "glibc.x=1:" + GLIBC_TUNABLES
+    assert "GLIBC_TUNABLES" not in child_malloc_env({"DYVM_MALLOC": "system"})

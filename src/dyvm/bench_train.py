@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .timing import interleave
+from .utils import child_malloc_env
 
 KINDS = ("dyvm", "vim")
 KIND_LABELS = {"dyvm": "DyVM fine-tuning step", "vim": "Vim teacher step", "dyvm-eval": "DyVM inference",
@@ -44,7 +45,8 @@ class Worker:
     def __init__(self, src: str, label: str, threads: int = 1, batch: int = 128, seed: int = 0,
                  autocast: bool = False, python: Optional[str] = None):
         self.label, self.src = label, str(Path(src).resolve())
-        env = dict(os.environ, PYTHONPATH=self.src, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        env = child_malloc_env(dict(os.environ, PYTHONPATH=self.src, OMP_NUM_THREADS=str(threads),
+                                         MKL_NUM_THREADS=str(threads)))
         self._cwd = tempfile.mkdtemp(prefix="dyvm-bench-")  # nothing importable next to the worker
         self.proc = subprocess.Popen([python or sys.executable, "-c", WORKER_SOURCE.read_text()], cwd=self._cwd,
                                      env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)

@@ -364,6 +364,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             parser.print_help()
             return 2
         _setup_threads(args)
+        from .utils import retain_freed_memory
+
+        retain_freed_memory()
         return _run(args)
     except CLIError as exc:
         print(f"dyvm: error: {exc}", file=sys.stderr)

@@ -4,7 +4,10 @@ The lowest layer of the package above models/kernels: it imports no other dyvm m
 """
 from __future__ import annotations
 
+import ctypes
+import os
 import platform
+import sys
 import time
 from typing import Any, Callable
 
@@ -46,6 +49,42 @@ def interleaved_latency(fns: dict[str, Callable[[], Any]], device: torch.device,
         for name in (names if r % 2 == 0 else names[::-1]):
             times[name] += time_call(fns[name], device, repeats, warmup=0)
     return times
+
+
+# glibc's malloc keeps freed memory for reuse: no mmap per large block, the heap never trimmed (see below)
+MALLOC_ENV_VAR = "DYVM_MALLOC"
+GLIBC_TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647"
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+
+
+def retain_freed_memory() -> bool:
+    """Make glibc's malloc, which serves PyTorch's CPU tensors, keep freed memory in the process for reuse.
+
+    By default glibc serves each block above a threshold (128 KiB, growing with use up to 32 MiB) by a fresh
+    mmap and gives freed heap tops back to the kernel, so a model page-faults its activations in again at every
+    call: Vim-T at batch 8 took 10,000-17,000 page faults (18-34 ms of kernel time) per forward here, a number
+    that differed between processes and moved benchmark ratios by up to 20% from run to run; with this, a few
+    hundred. Memory then stays at the process's peak. Applied by the ``dyvm`` command; ``DYVM_MALLOC=system``
+    leaves malloc as it is. Returns whether it was applied (glibc only)."""
+    if os.environ.get(MALLOC_ENV_VAR, "") == "system" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        libc.gnu_get_libc_version  # glibc, not musl
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+
+
+def child_malloc_env(env: dict[str, str]) -> dict[str, str]:
+    """``env`` for a child process (a benchmark worker of any build) with :func:`retain_freed_memory`'s setting
+    through glibc's tunables, unless ``DYVM_MALLOC=system``."""
+    if env.get(MALLOC_ENV_VAR, "") == "system":
+        return env
+    tunables = [t for t in (env.get("GLIBC_TUNABLES", ""), GLIBC_TUNABLES) if t]
+    return dict(env, GLIBC_TUNABLES=":".join(tunables))
 
 
 def _cpuinfo() -> dict[str, str]:
