@@ -27,11 +27,11 @@ from torch import Tensor, nn
 from ..dynamic import (BASELINE_MASKS, SCORE_SOURCES, TOKEN_SAMPLERS, Noise, TokenPredictor, gumbel_sigmoid_gate,
                        gumbel_softmax_keep, gumbel_stratified_keep, gumbel_topk_keep, official_baseline_keep,
                        select_keep)
-from .registry import register_model
 from ..kernels import mix_cpp
+from .registry import register_model
 from .tokens import TokenSequence, gather_tokens, kept_first_order
 from .presets import build_model
-from .vim import VisionMamba, _hooked
+from .vim import VisionMamba, forward_hooked
 
 
 @functools.lru_cache(maxsize=64)
@@ -349,7 +349,7 @@ class DyVM(VisionMamba):
                 or self.predictor_input_source != "hidden" or seq.residual is None):
             return None
         predictor = self.score_predictors[k]
-        if _hooked(*predictor.modules()):
+        if forward_hooked(*predictor.modules()):
             return None
         norm, first_in = predictor.in_conv[0], predictor.in_conv[1]
         params = [norm.weight, norm.bias, first_in.weight, first_in.bias]

@@ -30,7 +30,7 @@ from .tokens import MiddleClassToken, PrefixLayout, TokenSequence
 
 
 
-def _hooked(*modules: Optional[nn.Module]) -> bool:
+def forward_hooked(*modules: Optional[nn.Module]) -> bool:
     """Whether a forward (pre-)hook, global or on one of ``modules``, would see their calls: the fused
     inference path calls none of them, so it steps aside and the Python path runs (and the hooks fire)."""
     if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
@@ -166,7 +166,7 @@ class BiMambaMixer(nn.Module):
         if x.device.type != "cpu" or (gates is not None and gates.requires_grad):
             return None
         mods = self._modules
-        if _hooked(mods["in_proj"] if block is not None else None, mods["out_proj"],
+        if forward_hooked(mods["in_proj"] if block is not None else None, mods["out_proj"],
                    mods["block_head"] if router_positions is not None else None):
             return None
         params = self._direction_params(False) + self._direction_params(True)
@@ -250,7 +250,7 @@ class Block(nn.Module):
         :meth:`BiMambaMixer.fused_call`): [output, new residual] (+ [router logits, gates] with
         ``router_positions``), or None where it does not apply (then :meth:`forward`'s Python path runs)."""
         norm = self._modules["norm"]
-        if self.training or _hooked(norm, self._modules["mixer"]):  # drop path; hooks that must fire
+        if self.training or forward_hooked(norm, self._modules["mixer"]):  # drop path; hooks that must fire
             return None
         return self._modules["mixer"].fused_call(hidden, gates, router_positions, router_threshold,
                                                  block=(residual, norm._parameters["weight"], norm.eps))

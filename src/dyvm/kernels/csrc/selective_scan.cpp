@@ -88,7 +88,6 @@
 #include <ATen/ops/layer_norm.h>
 #include <ATen/ops/log_sigmoid.h>
 #include <ATen/ops/log_softmax.h>
-#include <ATen/ops/sort.h>
 #include <ATen/ops/stack.h>
 #include <ATen/ops/topk.h>
 #include <ATen/ops/zeros.h>
@@ -1976,14 +1975,18 @@ std::vector<at::Tensor> prune_stage(const at::Tensor& hidden, const at::Tensor& 
                                 .add(at::constant_pad_nd(bias, {0, N - bias.size(0)}, 0).to(logp.scalar_type()));
     logp = at::stack({at::log_sigmoid(diff), at::log_sigmoid(diff.neg())}, -1);
   }
-  // select_keep: the top-k keep scores, in slot order
-  const at::Tensor kept = std::get<0>(at::sort(std::get<1>(at::topk(logp.select(-1, 0).to(at::kFloat), keep, 1)), 1));
+  // select_keep: the top-k keep scores (at::topk, so ties resolve as in Python), then in slot order (distinct
+  // integers: a plain sort per image gives at::sort's result without its per-call cost)
+  at::Tensor kept = std::get<1>(at::topk(logp.select(-1, 0).to(at::kFloat), keep, 1)).contiguous();
+  {
+    int64_t* k = kept.data_ptr<int64_t>();
+    for (int64_t b = 0; b < Bsz; ++b) std::sort(k + b * keep, k + (b + 1) * keep);
+  }
   // TokenSequence.select: every row of the new sequence in one index over the flattened batch
   const int64_t Lnew = keep + P;
   at::Tensor rows = at::empty({Bsz * Lnew}, patch_ids.options());
   {
-    const at::Tensor kc = kept.contiguous();
-    const int64_t* k = kc.data_ptr<int64_t>();
+    const int64_t* k = kept.data_ptr<int64_t>();
     const int64_t* s = slots.data_ptr<int64_t>();
     int64_t* r = rows.data_ptr<int64_t>();
     for (int64_t b = 0; b < Bsz; ++b)
