@@ -62,9 +62,9 @@ def retain_freed_memory() -> bool:
 
     By default glibc serves each block above a threshold (128 KiB, growing with use up to 32 MiB) by a fresh
     mmap and gives freed heap tops back to the kernel, so a model page-faults its activations in again at every
-    call: Vim-T at batch 8 took 10,000-17,000 page faults (18-34 ms of kernel time) per forward here, a number
-    that differed between processes and moved benchmark ratios by up to 17% from run to run; with this, a few
-    hundred. Memory then stays at the process's peak. Applied by the ``dyvm`` command; ``DYVM_MALLOC=system``
+    call: Vim-T at batch 8 took from 59 to 16,900 page faults (up to 34 ms of kernel time) per forward here,
+    depending on what the process had allocated before, which moved benchmark ratios by up to 17% from run to
+    run; with this, 0-150. Memory then stays at the process's peak. Applied by the ``dyvm`` command; ``DYVM_MALLOC=system``
     leaves malloc as it is. Returns whether it was applied (glibc only)."""
     if os.environ.get(MALLOC_ENV_VAR, "") == "system" or not sys.platform.startswith("linux"):
         return False
