@@ -226,10 +226,7 @@ def test_fused_pruning_stage_refuses_bad_arguments():
     from dyvm.kernels import mix_cpp
 
     model = small_dyvm(depth=2, pruning_loc=[1]).eval()
-    p = model.score_predictors[0]
-    params = [p.in_conv[0].weight, p.in_conv[0].bias, p.in_conv[1].weight, p.in_conv[1].bias]
-    for j in (0, 2, 4):
-        params += [p.out_conv[j].weight, p.out_conv[j].bias]
+    params = model.score_predictors[0].fused_params()
     d = params[0].shape[0]
     h, ids = torch.randn(2, 9, d), torch.arange(8).expand(2, 8)
     with torch.no_grad():

@@ -142,6 +142,15 @@ class TokenPredictor(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
+    def fused_params(self) -> list[Tensor]:
+        """Its tensors in the order of :func:`~dyvm.kernels.mix_cpp.prune_stage`: LayerNorm weight and bias, then
+        weight and bias of each Linear (in, and the three of ``out_conv``), then the slot bias if any."""
+        norm, first = self.in_conv[0], self.in_conv[1]
+        params = [norm.weight, norm.bias, first.weight, first.bias]
+        for j in (0, 2, 4):
+            params += [self.out_conv[j].weight, self.out_conv[j].bias]
+        return params if self.slot_bias is None else params + [self.slot_bias]
+
     def forward(self, x: Tensor, policy: Optional[Tensor] = None) -> Tensor:
         x = self.in_conv(x)
         half = x.shape[-1] // 2

@@ -53,8 +53,9 @@ def interleaved_latency(fns: dict[str, Callable[[], Any]], device: torch.device,
 
 # glibc's malloc keeps freed memory for reuse: no mmap per large block, the heap never trimmed (see below)
 MALLOC_ENV_VAR = "DYVM_MALLOC"
-GLIBC_TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647"
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+_TRIM_THRESHOLD = 2**31 - 1  # the largest mallopt accepts: the heap is never trimmed
+GLIBC_TUNABLES = f"glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold={_TRIM_THRESHOLD}"
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt's parameter numbers (malloc.h)
 
 
 def retain_freed_memory() -> bool:
@@ -75,7 +76,7 @@ def retain_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
 
 
 def child_malloc_env(env: dict[str, str]) -> dict[str, str]:

@@ -351,17 +351,12 @@ class DyVM(VisionMamba):
         predictor = self.score_predictors[k]
         if forward_hooked(*predictor.modules()):
             return None
-        norm, first_in = predictor.in_conv[0], predictor.in_conv[1]
-        params = [norm.weight, norm.bias, first_in.weight, first_in.bias]
-        for j in (0, 2, 4):
-            params += [predictor.out_conv[j].weight, predictor.out_conv[j].bias]
-        if predictor.slot_bias is not None:
-            params.append(predictor.slot_bias)
+        params = predictor.fused_params()
         if not mix_cpp.applies(seq.hidden, params + [seq.residual], self.layers[0].mixer.scan_backend):
             return None
         new = seq.layout.shared_positions(keep)
         hidden, residual, patch_ids, local, logp = mix_cpp.prune_stage(
-            seq.hidden, seq.residual, seq.patch_ids, params, norm.eps, keep, positions, new)
+            seq.hidden, seq.residual, seq.patch_ids, params, predictor.in_conv[0].eps, keep, positions, new)
         pos = torch.tensor(new, dtype=torch.long).expand(hidden.shape[0], -1)
         return replace(seq, hidden=hidden, residual=residual, prefix_pos=pos, patch_ids=patch_ids), local, logp
 
