@@ -163,11 +163,12 @@ def test_sub_batch_really_skips_compute(monkeypatch):
 @pytest.mark.parametrize("autocast", [False, True])
 @pytest.mark.parametrize("arch,kw", [("dyvm_vim_tiny", {}), ("dyvm_mambareg_small", {})])
 def test_fused_router_and_mixer_equal_the_python_ones(monkeypatch, arch, kw, autocast):
-    """Eager CPU inference routes and mixes in one extension call per layer: the router reads the class token
-    (or the registers' mean), and the logits, gates, kept tokens and logits equal the Python path's exactly, in
-    float32 and under bf16 autocast."""
+    """Eager CPU inference routes and mixes in one extension call per layer (where the stacked call of every
+    layer does not run): the router reads the class token (or the registers' mean), and the logits, gates, kept
+    tokens and logits equal the Python path's exactly, in float32 and under bf16 autocast."""
     from dyvm.models import vim as vim_mod
 
+    monkeypatch.setattr(vim_mod.VisionMamba, "fused_stack", lambda *a, **k: None)
     torch.manual_seed(0)
     model = dyvm.create_model(arch, img_size=32, patch_size=4, depth=4, embed_dim=32, num_classes=5,
                               pruning_loc=[1, 2, 3], **kw).eval()
@@ -196,10 +197,13 @@ def test_fused_router_and_mixer_equal_the_python_ones(monkeypatch, arch, kw, aut
                                      ("dyvm_mambareg_small", {}), ("dyvm_videomamba_tiny", {})])
 def test_fused_pruning_stage_equals_the_python_one(monkeypatch, arch, kw, autocast):
     """Eager CPU inference runs each pruning stage (predictor, top-k, the rebuilt sequence with the prefix tokens
-    re-placed) in one extension call: scores, kept tokens, gates and logits equal the Python path's exactly, also
-    on images made of identical patches (ties in the top-k) and under bf16 autocast."""
+    re-placed) in one extension call (where the stacked call of every layer does not run): scores, kept tokens,
+    gates and logits equal the Python path's exactly, also on images made of identical patches (ties in the top-k)
+    and under bf16 autocast."""
     from dyvm.models import dyvm as dyvm_mod
+    from dyvm.models import vim as vim_mod
 
+    monkeypatch.setattr(vim_mod.VisionMamba, "fused_stack", lambda *a, **k: None)
     torch.manual_seed(0)
     model = dyvm.create_model(arch, img_size=32, patch_size=4, depth=4, embed_dim=32, num_classes=5,
                               pruning_loc=[1, 2, 3], **kw).eval()
@@ -220,6 +224,105 @@ def test_fused_pruning_stage_equals_the_python_one(monkeypatch, arch, kw, autoca
     assert fused.cls_positions == python.cls_positions
     assert torch.equal(fused.gates, python.gates) and torch.equal(fused.logits, python.logits)
     assert torch.equal(fused.tokens, python.tokens) and torch.equal(fused.current_pos, python.current_pos)
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+@pytest.mark.parametrize("arch,kw", [("dyvm_vim_tiny", {}), ("dyvm_vim_tiny", dict(slot_prior=True, token_sampler="topk")),
+                                     ("dyvm_vim_tiny", dict(use_routers=False)), ("dyvm_vim_tiny", dict(use_pruning=False)),
+                                     ("dyvm_mambareg_small", {}), ("dyvm_videomamba_tiny", {})])
+def test_stacked_inference_equals_the_per_layer_and_python_paths(monkeypatch, arch, kw, autocast):
+    """Eager CPU inference runs every block, router and pruning stage in one extension call: every output (scores,
+    kept tokens, prefix positions, router logits, gates, tokens, logits) equals the per-layer calls' and the Python
+    path's exactly, also on images of identical patches (top-k ties) and under bf16 autocast."""
+    from dyvm.models import dyvm as dyvm_mod
+    from dyvm.models import vim as vim_mod
+
+    torch.manual_seed(0)
+    model = dyvm.create_model(arch, img_size=32, patch_size=4, depth=4, embed_dim=32, num_classes=5,
+                              **({} if kw.get("use_pruning") is False else dict(pruning_loc=[1, 2, 3])), **kw).eval()
+    for predictor in model.score_predictors:  # scores that differ between tokens
+        torch.nn.init.normal_(predictor.out_conv[4].weight, std=0.5)
+        if predictor.slot_bias is not None:
+            torch.nn.init.normal_(predictor.slot_bias)
+    if model.use_routers:
+        for layer in model.layers:  # routers with real decisions: some branches off
+            torch.nn.init.normal_(layer.mixer.block_head.weight, std=0.5)
+            torch.nn.init.zeros_(layer.mixer.block_head.bias)
+    images = torch.cat([torch.randn(4, 3, 32, 32), torch.zeros(2, 3, 32, 32)])
+    stack, stacked = vim_mod.VisionMamba.fused_stack, []
+    outputs = {}
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        monkeypatch.setattr(vim_mod.VisionMamba, "fused_stack", lambda *a, **k: stacked.append(stack(*a, **k)) or stacked[-1])
+        outputs["stacked"] = model.forward_inference(images)
+        assert len(stacked) == 1 and stacked[0] is not None
+        monkeypatch.setattr(vim_mod.VisionMamba, "fused_stack", lambda *a, **k: None)
+        outputs["layers"] = model.forward_inference(images)
+        monkeypatch.setattr(vim_mod.BiMambaMixer, "fused_call", lambda *a, **k: None)
+        monkeypatch.setattr(dyvm_mod.DyVM, "_fused_stage", lambda *a: None)
+        outputs["python"] = model.forward_inference(images)
+    fused = outputs["stacked"]
+    if model.use_routers:
+        assert 0 < fused.gates.mean() < 1
+    for other in ("layers", "python"):
+        ref = outputs[other]
+        for name in ("keep_indices", "keep_indices_local", "pred_scores", "prefix_positions"):
+            assert len(getattr(fused, name)) == len(getattr(ref, name))
+            assert all(torch.equal(a, b) for a, b in zip(getattr(fused, name), getattr(ref, name))), (other, name)
+        assert fused.cls_positions == ref.cls_positions
+        for name in ("logits", "gates", "router_logits", "tokens", "current_pos"):
+            assert torch.equal(getattr(fused, name), getattr(ref, name)), (other, name)
+        assert torch.equal(fused.features.hidden, ref.features.hidden)
+        assert torch.equal(fused.features.prefix_pos, ref.features.prefix_pos)
+
+
+@pytest.mark.parametrize("arch", ["vim_tiny", "mambareg_small", "videomamba_tiny"])
+def test_stacked_backbone_equals_the_per_layer_path(monkeypatch, arch):
+    """A plain Vim-family backbone at eager CPU inference runs its blocks in one extension call: the same final
+    features and logits as one call per block, in float32 and under bf16 autocast."""
+    from dyvm.models import vim as vim_mod
+
+    torch.manual_seed(0)
+    model = dyvm.create_model(arch, img_size=32, patch_size=4, depth=3, embed_dim=32, num_classes=5).eval()
+    images = torch.randn(3, 3, 32, 32)
+    stack, stacked = vim_mod.VisionMamba.fused_stack, []
+    for autocast in (False, True):
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            monkeypatch.setattr(vim_mod.VisionMamba, "fused_stack",
+                                lambda *a, **k: stacked.append(stack(*a, **k)) or stacked[-1])
+            fused = model.forward_detailed(images)
+            monkeypatch.setattr(vim_mod.VisionMamba, "fused_stack", lambda *a, **k: None)
+            layers = model.forward_detailed(images)
+        assert stacked and stacked[-1] is not None
+        assert torch.equal(fused.logits, layers.logits) and torch.equal(fused.tokens, layers.tokens)
+
+
+def test_stacked_op_refuses_bad_arguments():
+    from dyvm.kernels import mix_cpp
+
+    model = small_dyvm(depth=2, pruning_loc=[1]).eval()
+    seq = model.embed_sequence(torch.randn(2, 3, 32, 32))
+    captured = {}
+    real = mix_cpp.stack_forward
+    with torch.no_grad():
+        mix_cpp.stack_forward = lambda *a: captured.setdefault("args", a) and real(*a)
+        try:
+            model.forward_inference(torch.randn(2, 3, 32, 32))
+        finally:
+            mix_cpp.stack_forward = real
+        hidden, residual, ids, layers, eps, scale, routed, threshold, positions, stages = captured["args"]
+        good = dict(layers=layers, eps=eps, positions=positions, stages=stages)
+        out = real(hidden, residual, ids, layers, eps, scale, routed, threshold, positions, stages)
+        assert len(out) == 3 + 3 + 2 and out[-1].shape == (2, 2, 2)
+        stage = stages[0]
+        for change, word in ((dict(layers=layers[:-1]), "layers"), (dict(eps=eps[:1]), "layers"),
+                             (dict(positions=positions + [[0]]), "positions"),
+                             (dict(stages=[(0,) + stage[1:]]), "stage_layers"),
+                             (dict(stages=[stage[:2] + (stage[2][:-1],) + stage[3:]]), "predictor"),
+                             (dict(stages=[stage[:1] + (10 ** 6,) + stage[2:]]), "keep")):
+            args = {**good, **change}
+            with pytest.raises(RuntimeError, match=word):
+                real(hidden, residual, ids, args["layers"], args["eps"], scale, routed, threshold, args["positions"],
+                     args["stages"])
 
 
 def test_fused_pruning_stage_refuses_bad_arguments():

@@ -241,13 +241,23 @@ def test_forward_hooks_fire_at_fused_inference():
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         plain = model(x)
-    for module in (model.layers[1].norm, model.layers[1].mixer.in_proj, model.layers[2].mixer.block_head):
+    for module in (model.layers[1].norm, model.layers[1].mixer.in_proj, model.layers[2].mixer.block_head,
+                   model.score_predictors[1].in_conv[1]):
         seen = []
         handle = module.register_forward_hook(lambda m, args, out: seen.append(out.shape))
         with torch.no_grad():
             hooked = model(x)
         handle.remove()
         assert len(seen) == 1 and torch.equal(hooked, plain), module
+    vim = dyvm.create_model("vim_tiny", img_size=32, patch_size=8, depth=3, embed_dim=32, num_classes=5).eval()
+    with torch.no_grad():
+        plain_vim = vim(x)
+    seen = []
+    handle = vim.layers[2].register_forward_hook(lambda m, args, out: seen.append(out[0].shape))  # a Vim block
+    with torch.no_grad():
+        hooked = vim(x)
+    handle.remove()
+    assert len(seen) == 1 and torch.equal(hooked, plain_vim)
     seen = []
     handle = torch.nn.modules.module.register_module_forward_hook(lambda m, args, out: seen.append(type(m)))
     try:

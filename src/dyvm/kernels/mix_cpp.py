@@ -11,7 +11,9 @@ layer (about 60 small calls, ~0.25 ms on a 2 GHz core) costs more than the compu
 model's layer. It serves eager CPU inference only, with float32 weights (under CPU autocast the ATen
 matmuls inside run in 16 bits exactly as the Python ones would, and the scan reads the same float32
 copies): no autograd, no mask, nothing traced or counted (see :func:`applies`). ``prune_stage`` does the
-same for a pruning stage: the token predictor, the top-k and the rebuilt sequence.
+same for a pruning stage: the token predictor, the top-k and the rebuilt sequence; ``stack_forward`` runs every
+block and stage of a model in one call (the checks once per forward instead of once per layer: in the middle of
+a forward the Python between two layers costs far more than in a warm loop, ~12% of the demo model's batch-1 time).
 """
 from __future__ import annotations
 
@@ -90,3 +92,23 @@ def prune_stage(hidden: Tensor, residual: Tensor, patch_ids: Tensor, predictor: 
         raise RuntimeError(f"the C++ kernels are unavailable: {scan_cpp.build_error()}")
     return torch.ops.dyvm_scan.prune_stage(hidden, residual, patch_ids, predictor, ln_eps, keep, list(prefix),
                                            list(new_prefix))
+
+
+def stack_forward(hidden: Tensor, residual: Optional[Tensor], patch_ids: Tensor, layers: list[Tensor],
+                  eps: Sequence[float], out_scale: float, routed: bool, router_threshold: float,
+                  positions: Sequence[Sequence[int]], stages: Sequence[tuple[int, int, list[Tensor], float]] = ()
+                  ) -> list[Tensor]:
+    """Every block of the model (:func:`block_forward` per layer) and the DyVM pruning stages (:func:`prune_stage`
+    before the layers they name) in one call, every image with its prefix tokens at the same positions.
+
+    layers: per layer [RMSNorm weight, in_proj weight, forward branch (7), backward branch (7), out_proj weight]
+    (+ [block_head weight, bias] when ``routed``); eps: per layer; positions: the prefix positions at the start and
+    after each stage; stages: (layer, keep, predictor tensors, LayerNorm eps) → [output (B, L', D), residual,
+    patch_ids, per stage (patch_ids', kept slots, log-probabilities), with routers their logits and gates
+    (depth, B, 2)]."""
+    if not scan_cpp.available():
+        raise RuntimeError(f"the C++ kernels are unavailable: {scan_cpp.build_error()}")
+    return torch.ops.dyvm_scan.stack_forward(
+        hidden, residual, patch_ids, layers, [float(e) for e in eps], out_scale, routed, router_threshold,
+        [p for segment in positions for p in segment], [s[0] for s in stages], [s[1] for s in stages],
+        [t for s in stages for t in s[2]], [len(s[2]) for s in stages], [float(s[3]) for s in stages], STUB_SCAN[0])

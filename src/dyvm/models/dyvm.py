@@ -339,18 +339,45 @@ class DyVM(VisionMamba):
         stream = seq.patches(seq.hidden + seq.residual)
         return (weight[..., None] * stream).sum(1) / pruned.sum(1, keepdim=True).clamp(min=1)
 
+    def _stages_fusable(self) -> bool:
+        """Whether the extension's pruning stage computes what this model's Python stages would (the predictor's
+        score with top-k, the paper's predictor input, no hooks on a predictor); the tensors are checked later."""
+        return (not self.training and self.score == "predictor" and self.token_sampler != "stratified"
+                and self.predictor_input_source == "hidden" and not forward_hooked(*self.score_predictors.modules()))
+
+    def _stacked_inference(self, seq: TokenSequence, positions: list[int]):
+        """Every block and stage in one extension call (:meth:`fused_stack`), or None where it does not apply.
+        Returns (the final sequence, S × patch ids, S × kept slots, S × log-probabilities, S + 1 prefix positions,
+        router logits, gates)."""
+        if not self._stages_fusable():
+            return None
+        segments, stages = [positions], []
+        for k, (layer, keep) in enumerate(zip(self.pruning_loc, self.keep_counts())):
+            predictor = self.score_predictors[k]
+            stages.append((layer, keep, predictor.fused_params(), predictor.in_conv[0].eps))
+            segments.append(seq.layout.shared_positions(keep))
+        out = self.fused_stack(seq.hidden, seq.patch_ids, segments, self.use_routers, self.router_threshold, stages)
+        if out is None:
+            return None
+        batch, n = seq.hidden.shape[0], len(stages)
+        ids, local, logp = out[3:3 + 3 * n:3], out[4:4 + 3 * n:3], out[5:5 + 3 * n:3]
+        prefix = [seq.prefix_pos[0]] + [torch.tensor(p, dtype=torch.long) for p in segments[1:]]
+        final = replace(seq, hidden=out[0], residual=out[1], patch_ids=out[2],
+                        prefix_pos=prefix[-1].expand(batch, -1) if stages else seq.prefix_pos)
+        if self.use_routers:
+            return final, ids, local, logp, prefix, out[-2], out[-1]
+        unrouted = lambda: self._stack([None] * self.depth, batch, seq.hidden.device)  # noqa: E731 (as the loop)
+        return final, ids, local, logp, prefix, unrouted(), unrouted()
+
     def _fused_stage(self, k: int, seq: TokenSequence, keep: int,
                      positions: Optional[list[int]]) -> Optional[tuple[TokenSequence, Tensor, Tensor]]:
         """Stage k of eager CPU inference (every image with its prefix tokens at ``positions``) in one extension
         call: the predictor, the top-``keep`` and ``seq.select``, identical values. Returns (the new sequence, the
         kept patch slots (B, keep), the predictor's log-probabilities (B, N, 2)), or None where the Python path
         runs (another score source or sampler, autograd, tracing, hooks, weights not float32)."""
-        if (positions is None or self.training or self.score != "predictor" or self.token_sampler == "stratified"
-                or self.predictor_input_source != "hidden" or seq.residual is None):
+        if positions is None or seq.residual is None or not self._stages_fusable():
             return None
         predictor = self.score_predictors[k]
-        if forward_hooked(*predictor.modules()):
-            return None
         params = predictor.fused_params()
         if not mix_cpp.applies(seq.hidden, params + [seq.residual], self.layers[0].mixer.scan_backend):
             return None
@@ -456,7 +483,13 @@ class DyVM(VisionMamba):
         # ints, the routers index them directly (a traced program keeps the gather: no graph break)
         shared = lambda: None if torch.compiler.is_compiling() else seq.prefix_pos[0].tolist()  # noqa: E731
         positions = shared()
-        for i in range(self.depth):
+        stacked = None  # every block and stage in one extension call where that applies
+        if keep_indices is None and gates is None and not return_layers and stats is None and positions is not None:
+            stacked = self._stacked_inference(seq, positions)
+        if stacked is not None:
+            seq, kept, kept_local, pred_scores, prefix_positions, router_logits, all_gates = stacked
+            positions = prefix_positions[-1].tolist()
+        for i in range(self.depth if stacked is None else 0):
             if i in stage_of:
                 k = stage_of[i]
                 n_prev = seq.num_patches
@@ -491,13 +524,14 @@ class DyVM(VisionMamba):
             if return_layers:
                 layer_hidden.append(seq.hidden)
                 layer_residual.append(seq.residual)
+        if stacked is None:
+            router_logits, all_gates = self._stack(all_logits, batch, device), self._stack(all_gates, batch, device)
         feat = self.final_norm(seq.hidden, seq.residual)
         prefix = seq.prefix(feat)
         # Python ints would break a compiled graph: left empty there (prefix_positions has them as tensors)
         cls_positions = ([int(p[0]) for p in prefix_positions] if self.num_prefix_tokens
                          and not torch.compiler.is_compiling() else [])
-        return DyVMInferenceOutput(self.forward_head(prefix), kept, kept_local, cls_positions,
-                                   self._stack(all_gates, batch, device), self._stack(all_logits, batch, device),
+        return DyVMInferenceOutput(self.forward_head(prefix), kept, kept_local, cls_positions, all_gates, router_logits,
                                    seq.patches(feat, positions), seq.patch_ids, pred_scores, layer_hidden, layer_residual,
                                    prefix_positions, replace(seq, hidden=feat, residual=None))
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -492,10 +492,44 @@ class VisionMamba(nn.Module):
     def final_norm(self, hidden: Tensor, residual: Tensor) -> Tensor:
         return self.norm_f(residual + self.drop_path(hidden))
 
+    def fused_stack(self, hidden: Tensor, patch_ids: Tensor, positions: Sequence[Sequence[int]],
+                    routed: bool = False, router_threshold: float = 0.5,
+                    stages: Sequence[tuple[int, int, list[Tensor], float]] = ()) -> Optional[list[Tensor]]:
+        """Eager CPU inference of every block (with DyVM's routers when ``routed``, and its pruning ``stages``:
+        (layer, keep, predictor tensors, LayerNorm eps)) in one extension call, every image with its prefix
+        tokens at ``positions`` (at the start, then after each stage): what the per-layer loop computes, call for
+        call (see :func:`~dyvm.kernels.mix_cpp.stack_forward` for what it returns). None where it does not apply
+        (training, hooks on a block or below, a layer the fused block does not serve): the loop runs instead."""
+        if self.training or hidden.device.type != "cpu" or forward_hooked(*self.layers.modules()):
+            return None
+        tensors, eps, scales, backends = [], [], set(), set()
+        for layer in self.layers:
+            norm, mixer = layer._modules["norm"], layer._modules["mixer"]
+            mods = mixer._modules
+            tensors += [norm._parameters["weight"], mods["in_proj"]._parameters["weight"],
+                        *mixer._direction_params(False), *mixer._direction_params(True),
+                        mods["out_proj"]._parameters["weight"]]
+            if routed:
+                head = mods["block_head"]._parameters
+                tensors += [head["weight"], head["bias"]]
+            eps.append(norm.eps)
+            scales.add(mixer.divide_out)
+            backends.add(mixer.scan_backend)
+        if (any(t is None for t in tensors) or len(scales) != 1 or len(backends) != 1
+                or not mix_cpp.applies(hidden, tensors + [t for stage in stages for t in stage[2]], backends.pop())):
+            return None
+        return mix_cpp.stack_forward(hidden, None, patch_ids, tensors, eps, 0.5 if scales.pop() else 1.0, routed,
+                                     router_threshold, positions, stages)
+
     def forward_features(self, x: Tensor, layers: Optional[tuple[list, list]] = None) -> TokenSequence:
         """Images → the final sequence, ``hidden`` = RMSNorm-ed tokens (B, L, D). ``layers``: two lists
         that receive every block's (hidden, residual)."""
         seq = self.embed_sequence(x)
+        if layers is None and not torch.compiler.is_compiling():
+            stacked = self.fused_stack(seq.hidden, seq.patch_ids, [[]])  # no router or stage reads positions
+            if stacked is not None:
+                seq.hidden, seq.residual = self.final_norm(stacked[0], stacked[1]), None
+                return seq
         hidden, residual = seq.hidden, None
         for layer in self.layers:
             hidden, residual = layer(hidden, residual)

@@ -2001,6 +2001,86 @@ std::vector<at::Tensor> prune_stage(const at::Tensor& hidden, const at::Tensor& 
   return {gather(hidden), gather(residual), patch_ids.gather(1, kept), kept, logp};
 }
 
+// Every block of a Vim or DyVM at inference in one call: block_forward layer by layer, with prune_stage before
+// the layers in stage_layers, the Python loops (Vim.forward_features, DyVM.forward_inference) call for call.
+// Every image has its P prefix tokens at the same positions: positions holds them per segment ((S+1) x P: at
+// the start, then after each stage), read by the routers and the stages. layers: per layer [RMSNorm weight,
+// in_proj weight, forward branch x 7, backward branch x 7, out_proj weight] (+ [block_head weight, bias] when
+// routed); eps: per layer; predictors: the stages' predictor tensors one after another, predictor_sizes
+// their counts (10 or 11). hidden (B, L, D), residual (B, L, D) or None, patch_ids (B, L - P) int64 (read only
+// with stages) → [output, residual, patch_ids, then per stage (patch_ids', kept slots, log-probabilities),
+// then with routers the logits and gates stacked (depth, B, 2)].
+std::vector<at::Tensor> stack_forward(const at::Tensor& hidden, const c10::optional<at::Tensor>& residual,
+                                      const at::Tensor& patch_ids, at::TensorList layers, at::ArrayRef<double> eps,
+                                      double out_scale, bool routed, double router_threshold,
+                                      at::IntArrayRef positions, at::IntArrayRef stage_layers,
+                                      at::IntArrayRef stage_keep, at::TensorList predictors,
+                                      at::IntArrayRef predictor_sizes, at::ArrayRef<double> ln_eps, bool stub_scan) {
+  const int64_t per_layer = routed ? 19 : 17, depth = static_cast<int64_t>(eps.size());
+  const int64_t S = static_cast<int64_t>(stage_layers.size());
+  TORCH_CHECK(static_cast<int64_t>(layers.size()) == depth * per_layer,
+              "stack_forward: layers must hold ", per_layer, " tensors per layer (", depth, " layers from eps)");
+  TORCH_CHECK(static_cast<int64_t>(stage_keep.size()) == S && static_cast<int64_t>(predictor_sizes.size()) == S &&
+              static_cast<int64_t>(ln_eps.size()) == S,
+              "stack_forward: stage_layers, stage_keep, predictor_sizes and ln_eps must have one entry per stage");
+  TORCH_CHECK(positions.size() % static_cast<size_t>(S + 1) == 0,
+              "stack_forward: positions must hold the prefix positions of each of the stages + 1 segments");
+  const int64_t P = static_cast<int64_t>(positions.size()) / (S + 1);
+  TORCH_CHECK(!routed || P >= 1, "stack_forward: routers read prefix tokens; positions is empty");
+  int64_t total = 0, previous = 0;
+  for (int64_t k = 0; k < S; ++k) {
+    TORCH_CHECK(stage_layers[k] >= 1 && stage_layers[k] < depth && (k == 0 || stage_layers[k] > previous),
+                "stack_forward: stage_layers must be increasing layer indices in [1, depth)");
+    previous = stage_layers[k];
+    total += predictor_sizes[k];
+  }
+  TORCH_CHECK(static_cast<int64_t>(predictors.size()) == total, "stack_forward: predictors must hold the sum of "
+              "predictor_sizes tensors");
+  at::Tensor h = hidden, ids = patch_ids;
+  c10::optional<at::Tensor> res = residual;
+  std::vector<at::Tensor> outs, logits, gates;
+  const auto segment = [&](int64_t s) { return positions.slice(s * P, P); };
+  const auto index_of = [&](int64_t s) {  // the router's CPU int64 positions tensor (as the Python _cpu_index)
+    at::Tensor t = at::empty({P}, at::TensorOptions().dtype(at::kLong));
+    std::copy(segment(s).begin(), segment(s).end(), t.data_ptr<int64_t>());
+    return t;
+  };
+  at::Tensor router_pos = routed ? index_of(0) : at::Tensor();
+  for (int64_t i = 0, stage = 0, offset = 0; i < depth; ++i) {
+    if (stage < S && stage_layers[stage] == i) {
+      TORCH_CHECK(res, "stack_forward: a stage needs the residual stream (it follows layer 0)");
+      std::vector<at::Tensor> st = prune_stage(h, *res, ids, predictors.slice(offset, predictor_sizes[stage]),
+                                               ln_eps[stage], stage_keep[stage], segment(stage), segment(stage + 1));
+      offset += predictor_sizes[stage];
+      h = st[0];
+      res = st[1];
+      ids = st[2];
+      outs.insert(outs.end(), {st[2], st[3], st[4]});
+      ++stage;
+      if (routed) router_pos = index_of(stage);
+    }
+    at::TensorList p = layers.slice(i * per_layer, per_layer);
+    std::vector<at::Tensor> router;
+    if (routed) router = {p[17], p[18], router_pos};
+    std::vector<at::Tensor> out = block_forward(h, res, p[0], eps[i], p[1], p.slice(2, 7), p.slice(9, 7), p[16],
+                                                out_scale, c10::nullopt, router, router_threshold, stub_scan);
+    h = out[0];
+    res = out[1];
+    if (routed) {
+      logits.push_back(out[2]);
+      gates.push_back(out[3]);
+    }
+  }
+  TORCH_CHECK(res, "stack_forward: no layers");
+  std::vector<at::Tensor> result = {h, *res, ids};
+  result.insert(result.end(), outs.begin(), outs.end());
+  if (routed) {
+    result.push_back(at::stack(logits));
+    result.push_back(at::stack(gates));
+  }
+  return result;
+}
+
 }  // namespace
 
 // Which float N = 16 fast path this build compiled: 512 (AVX-512), 256 (AVX2), 0 (none: generic only).
@@ -2037,6 +2117,9 @@ TORCH_LIBRARY(dyvm_scan, m) {
         "Tensor[] router, float router_threshold, bool stub_scan) -> Tensor[]");
   m.def("prune_stage(Tensor hidden, Tensor residual, Tensor patch_ids, Tensor[] predictor, float ln_eps, int keep, "
         "int[] prefix, int[] new_prefix) -> Tensor[]");
+  m.def("stack_forward(Tensor hidden, Tensor? residual, Tensor patch_ids, Tensor[] layers, float[] eps, "
+        "float out_scale, bool routed, float router_threshold, int[] positions, int[] stage_layers, int[] stage_keep, "
+        "Tensor[] predictors, int[] predictor_sizes, float[] ln_eps, bool stub_scan) -> Tensor[]");
 }
 
 TORCH_LIBRARY_IMPL(dyvm_scan, CPU, m) {
@@ -2047,5 +2130,6 @@ TORCH_LIBRARY_IMPL(dyvm_scan, CPU, m) {
   m.impl("mix_forward", &mix_forward);
   m.impl("block_forward", &block_forward);
   m.impl("prune_stage", &prune_stage);
+  m.impl("stack_forward", &stack_forward);
 }
 #endif  // DYVM_SCAN_STANDALONE
