@@ -296,6 +296,25 @@ def test_stacked_backbone_equals_the_per_layer_path(monkeypatch, arch):
         assert torch.equal(fused.logits, layers.logits) and torch.equal(fused.tokens, layers.tokens)
 
 
+def test_pure_pytorch_inference_under_bf16_autocast_with_sub_batched_branches(monkeypatch):
+    """Without the C++ kernels (pure-PyTorch conv and scan) a branch on for some images of a batch runs on that
+    sub-batch in 16 bits under CPU autocast; its rows are added into a buffer of that dtype (a float32 one made
+    index_add_ raise), and equal the gated sum of both branches over the whole batch (the training form)."""
+    monkeypatch.setenv("DYVM_CONV_BACKEND", "torch")
+    torch.manual_seed(0)
+    model = small_dyvm(depth=2, pruning_loc=[1]).eval().set_scan_backend("torch")
+    mixer = model.layers[0].mixer
+    xz = torch.randn(4, 17, 2 * mixer.d_inner)
+    gates = torch.tensor([[1., 0], [0, 1], [1, 1], [0, 0]])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        skipped = mixer.mix(xz, None, gates)
+        gated = mixer.mix(xz, None, gates.clone().requires_grad_(True))
+    assert skipped.dtype == gated.dtype == torch.bfloat16
+    assert torch.allclose(skipped.float(), gated.float(), rtol=0.02, atol=0.02)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # and the whole model runs
+        assert torch.isfinite(model(torch.randn(3, 3, 32, 32)).float()).all()
+
+
 def test_stacked_op_refuses_bad_arguments():
     from dyvm.kernels import mix_cpp
 

@@ -128,7 +128,7 @@ class BiMambaMixer(nn.Module):
         its output is added into y by rows (no zero-filled full-size part per branch)."""
         counts = [round(c) for c in gates.sum(0).tolist()]                # gates are exactly 0 or 1
         batch, channels, length = x.shape
-        zeros = lambda: x.new_zeros(batch, length, channels).transpose(1, 2)  # noqa: E731 (channel-last)
+        zeros = lambda dtype=x.dtype: x.new_zeros(batch, length, channels, dtype=dtype).transpose(1, 2)  # noqa: E731
         y = None
         for backward, n_on in ((False, counts[0]), (True, counts[1])):
             if n_on == 0:
@@ -139,7 +139,8 @@ class BiMambaMixer(nn.Module):
                 continue
             idx = (gates[:, int(backward)] > 0.5).nonzero().squeeze(1)
             sub = self._branch(backward, *split_xz(xz.index_select(0, idx)), None if mask is None else mask[idx])
-            y = zeros().index_add_(0, idx, sub) if y is None else y.index_add(0, idx, sub)
+            # in sub's dtype: under autocast the pure-PyTorch conv runs in 16 bits, and so does its branch
+            y = zeros(sub.dtype).index_add_(0, idx, sub) if y is None else y.index_add(0, idx, sub)
         return zeros() if y is None else y
 
     def _direction_params(self, backward: bool) -> list[Tensor]:
