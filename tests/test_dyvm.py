@@ -315,6 +315,25 @@ def test_pure_pytorch_inference_under_bf16_autocast_with_sub_batched_branches(mo
         assert torch.isfinite(model(torch.randn(3, 3, 32, 32)).float()).all()
 
 
+@pytest.mark.parametrize("arch,kw", [("vim_tiny", {}), ("dyvm_vim_tiny", {}), ("dyvm_vim_tiny", dict(score="random")),
+                                     ("dyvm_vim_tiny", dict(token_sampler="stratified")), ("dyvm_mambareg_small", {}),
+                                     ("dyvm_videomamba_tiny", {})])
+def test_an_empty_batch_gives_empty_logits(monkeypatch, arch, kw):
+    """Inference on zero images returns (0, classes) logits on every path (stacked, per layer, Python), as the
+    pruning stages' and gathers' index arithmetic used to raise there."""
+    from dyvm.models import vim as vim_mod
+
+    model = dyvm.create_model(arch, img_size=32, patch_size=8, depth=3, embed_dim=32, num_classes=5,
+                              **({} if arch.startswith("vim") else dict(pruning_loc=[1, 2])), **kw).eval()
+    empty = torch.randn(0, 3, 32, 32)
+    with torch.no_grad():
+        assert model(empty).shape == (0, 5)
+        monkeypatch.setattr(vim_mod.VisionMamba, "fused_stack", lambda *a, **k: None)
+        assert model(empty).shape == (0, 5)
+        monkeypatch.setattr(vim_mod.BiMambaMixer, "fused_call", lambda *a, **k: None)
+        assert model(empty).shape == (0, 5)
+
+
 def test_stacked_op_refuses_bad_arguments():
     from dyvm.kernels import mix_cpp
 

@@ -190,7 +190,8 @@ def select_keep(source: str, logp: Optional[Tensor], n_alive: Optional[Tensor], 
         (batch, n), device, alive = logp.shape[:2], logp.device, None
         n_alive = torch.full((batch,), n, dtype=torch.long, device=device) if source == "static" else None
     else:
-        batch, n = (logp.shape[:2] if logp is not None else (n_alive.shape[0], int(n_alive.max())))
+        batch, n = (logp.shape[:2] if logp is not None else
+                    (n_alive.shape[0], int(n_alive.max()) if n_alive.numel() else k))  # k: an empty batch
         device = n_alive.device
         alive = torch.arange(n, device=device)[None] < n_alive[:, None]
     if source == "static":

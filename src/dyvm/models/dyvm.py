@@ -361,7 +361,7 @@ class DyVM(VisionMamba):
             return None
         batch, n = seq.hidden.shape[0], len(stages)
         ids, local, logp = out[3:3 + 3 * n:3], out[4:4 + 3 * n:3], out[5:5 + 3 * n:3]
-        prefix = [seq.prefix_pos[0]] + [torch.tensor(p, dtype=torch.long) for p in segments[1:]]
+        prefix = [torch.tensor(p, dtype=torch.long, device=seq.hidden.device) for p in segments]
         final = replace(seq, hidden=out[0], residual=out[1], patch_ids=out[2],
                         prefix_pos=prefix[-1].expand(batch, -1) if stages else seq.prefix_pos)
         if self.use_routers:
@@ -475,20 +475,24 @@ class DyVM(VisionMamba):
         if gates is not None and tuple(gates.shape) != (self.depth, batch, 2):
             raise ValueError(f"gates must have shape (depth={self.depth}, B={batch}, 2), got {tuple(gates.shape)}")
         stats = [] if self.predictor_input_source != "hidden" else None
-        kept, kept_local, prefix_positions, pred_scores = [], [], [seq.prefix_pos[0]], []
         all_logits, all_gates, layer_hidden, layer_residual = [], [], [], []
         stage_of = {loc: k for k, loc in enumerate(self.pruning_loc)}
         counts = self.keep_counts()
-        # every image has its prefix tokens at the same positions here; read once per stage as Python
-        # ints, the routers index them directly (a traced program keeps the gather: no graph break)
-        shared = lambda: None if torch.compiler.is_compiling() else seq.prefix_pos[0].tolist()  # noqa: E731
+        # every image has its prefix tokens at the same positions here, the layout's for the patch count (also
+        # for an empty batch); Python ints, the routers index them directly (a traced program keeps the gather)
+        shared = lambda: (None if torch.compiler.is_compiling()  # noqa: E731
+                          else seq.layout.shared_positions(seq.num_patches))
+        # (P,) per stage boundary: the traced program's own tensor, else the shared ints as one
+        current = lambda: (seq.prefix_pos[0] if positions is None  # noqa: E731
+                           else torch.tensor(positions, dtype=torch.long, device=device))
         positions = shared()
+        kept, kept_local, prefix_positions, pred_scores = [], [], [current()], []
         stacked = None  # every block and stage in one extension call where that applies
         if keep_indices is None and gates is None and not return_layers and stats is None and positions is not None:
             stacked = self._stacked_inference(seq, positions)
         if stacked is not None:
             seq, kept, kept_local, pred_scores, prefix_positions, router_logits, all_gates = stacked
-            positions = prefix_positions[-1].tolist()
+            positions = shared()
         for i in range(self.depth if stacked is None else 0):
             if i in stage_of:
                 k = stage_of[i]
@@ -517,7 +521,7 @@ class DyVM(VisionMamba):
                 positions = shared()
                 kept_local.append(local)
                 kept.append(seq.patch_ids)
-                prefix_positions.append(seq.prefix_pos[0])
+                prefix_positions.append(current())
             logits, gate = self._layer(i, seq, gates, None, stats, positions)
             all_logits.append(logits)
             all_gates.append(gate)
