@@ -256,6 +256,18 @@ class Block(nn.Module):
         return self._modules["mixer"].fused_call(hidden, gates, router_positions, router_threshold,
                                                  block=(residual, norm._parameters["weight"], norm.eps))
 
+    def fused_params(self, routed: bool = False) -> list[Tensor]:
+        """The block's tensors in the order :func:`~dyvm.kernels.mix_cpp.stack_forward` reads per layer: RMSNorm
+        weight, in_proj weight, each direction's seven, out_proj weight (+ block_head weight and bias)."""
+        norm, mixer = self._modules["norm"], self._modules["mixer"]
+        mods = mixer._modules
+        params = [norm._parameters["weight"], mods["in_proj"]._parameters["weight"], *mixer._direction_params(False),
+                  *mixer._direction_params(True), mods["out_proj"]._parameters["weight"]]
+        if routed:
+            head = mods["block_head"]._parameters
+            params += [head["weight"], head["bias"]]
+        return params
+
     def forward(self, hidden: Tensor, residual: Optional[Tensor], mask: Optional[Tensor] = None,
                 gates: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         fused = None if mask is not None else self.fused_forward(hidden, residual, gates)
@@ -505,15 +517,9 @@ class VisionMamba(nn.Module):
             return None
         tensors, eps, scales, backends = [], [], set(), set()
         for layer in self.layers:
-            norm, mixer = layer._modules["norm"], layer._modules["mixer"]
-            mods = mixer._modules
-            tensors += [norm._parameters["weight"], mods["in_proj"]._parameters["weight"],
-                        *mixer._direction_params(False), *mixer._direction_params(True),
-                        mods["out_proj"]._parameters["weight"]]
-            if routed:
-                head = mods["block_head"]._parameters
-                tensors += [head["weight"], head["bias"]]
-            eps.append(norm.eps)
+            mixer = layer._modules["mixer"]
+            tensors += layer.fused_params(routed)
+            eps.append(layer._modules["norm"].eps)
             scales.add(mixer.divide_out)
             backends.add(mixer.scan_backend)
         if (any(t is None for t in tensors) or len(scales) != 1 or len(backends) != 1
