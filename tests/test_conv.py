@@ -101,14 +101,16 @@ def test_float64_matches_reference_exactly_enough():
 
 
 @needs_cpp
+@pytest.mark.parametrize("channels", [40, 48])
 @pytest.mark.parametrize("channels_last,grad_layout", [(False, "contiguous"), (True, "contiguous"),
                                                         (True, "channel-last")])
-def test_deterministic_and_thread_independent(channels_last, grad_layout):
+def test_deterministic_and_thread_independent(channels_last, grad_layout, channels):
     """Both the generic kernels and the channel-last ones (x and the outputs with unit channel stride, the
-    mixer's layout; grad_out of either layout) give bit-identical results at any thread count."""
-    x = make_x(16, 40, 60, "transposed")
-    w, b = make_params(40, 4)
-    grad_out = torch.randn(16, 40, 60)
+    mixer's layout; grad_out of either layout; 48 channels: whole 16-channel blocks, the register kernels)
+    give bit-identical results at any thread count."""
+    x = make_x(16, channels, 60, "transposed")
+    w, b = make_params(channels, 4)
+    grad_out = torch.randn(16, channels, 60)
     if grad_layout == "channel-last":
         grad_out = grad_out.transpose(1, 2).contiguous().transpose(1, 2)
     fn = lambda x_, w_, b_, s_: conv_cpp.causal_conv1d_cpp(x_, w_, b_, s_, None, False, channels_last)  # noqa: E731
@@ -229,6 +231,30 @@ def test_mask_reverse_layout_match_reference(layout, k, length, masked, reverse,
     torch.testing.assert_close(dx.double(), rx, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(dw.double(), rw, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(db.double(), rb, rtol=1e-4, atol=1e-5)
+
+
+@needs_cpp
+@pytest.mark.parametrize("length", [1, 3, 5, 50])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("silu,bias", [(True, True), (False, True), (True, False)])
+def test_sixteen_channel_blocks_match_reference(length, reverse, silu, bias):
+    """The register kernels (float, channel-last x and grad_out, 4 taps, no mask, channels in whole blocks of
+    16: the mixer's training case) against the float64 definition, sequences shorter than the taps included."""
+    batch, channels = 5, 48
+    x = make_x(batch, channels, length, "transposed")
+    w, b = make_params(channels, 4, bias=bias)
+    grad_out = torch.randn(batch, length, channels, generator=torch.Generator().manual_seed(2)).transpose(1, 2)
+    fn = lambda x_, w_, b_, s_: causal_conv1d(x_, w_, b_, s_, reverse=reverse, channels_last=True)  # noqa: E731
+    out, (dx, dw, db) = grads(fn, x, w, b, silu, grad_out)
+    ref, (rx, rw, rb) = grads(lambda x_, w_, b_, s_: masked_reference(x_, w_, b_, s_, None, reverse),
+                              x.double(), w.double(), None if b is None else b.double(), silu, grad_out.double())
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(dx.double(), rx, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(dw.double(), rw, rtol=1e-4, atol=1e-5)
+    if bias:
+        torch.testing.assert_close(db.double(), rb, rtol=1e-4, atol=1e-5)
+    else:
+        assert db is None
 
 
 def test_mask_reverse_torch_backend_matches_cpp(monkeypatch):

@@ -65,6 +65,11 @@
 #ifndef DYVM_LANES
 #define DYVM_LANES 1
 #endif
+// Channel-last float convs with 4 taps and no mask run conv_forward_cl16 / conv_backward_cl16_chunk (16
+// channels in registers over a whole sequence); -DDYVM_CONV16=0 builds without them (for A/B runs).
+#ifndef DYVM_CONV16
+#define DYVM_CONV16 1
+#endif
 #if !defined(__AVX512F__)  // AVX-512 code only, whatever was asked for
 #undef DYVM_LANES
 #define DYVM_LANES 0
@@ -1525,6 +1530,127 @@ void conv_backward_cl_chunk(const ConvArgs<T>& a, const Strided<T>& gout, const 
   }
 }
 
+#if DYVM_HAVE_N16
+// Channel-last float conv with K = 4 taps and no mask, in blocks of 16 channels (the mixer's training case):
+// a block of one image is one pass over its sequence with everything in vector registers: the last four
+// inputs, the taps, and in the backward the four dw sums, the dbias sum and the three later g values that
+// dx[s] needs (the pass runs in reverse scan order). The generic channel-last kernels above run each tap
+// as a loop over the chunk's channels (4 vectors each when two threads split 128 channels), whose loop
+// overhead dominated. Same formulas and tap order as conv_pre_cl and conv_backward_cl_chunk; the
+// per-image dw and dbias sums run over time in reverse scan order (float per image, double across images).
+// (templates: the float specialisations below are the kernels; other types never take them)
+template <typename T>
+DYVM_INLINE bool conv_cl16_applies(const ConvArgs<T>&) { return false; }
+template <typename T>
+void conv_forward_cl16(const ConvArgs<T>&, const StridedOut<T>&, const T*, int64_t, int64_t) {}
+template <typename T>
+void conv_backward_cl16_chunk(const ConvArgs<T>&, const Strided<T>&, const StridedOut<T>&, const T*, T*, T*,
+                              int64_t, int64_t) {}
+
+template <>
+DYVM_INLINE bool conv_cl16_applies<float>(const ConvArgs<float>& a) {
+  return a.K == 4 && !a.m && a.se == 1 && a.E % 16 == 0;
+}
+
+// Units [k0, k1) of (image, block of 16 channels).
+template <>
+void conv_forward_cl16<float>(const ConvArgs<float>& a, const StridedOut<float>& o, const float* __restrict__ wt,
+                       int64_t k0, int64_t k1) {
+  const int64_t L = a.L, E = a.E, nblk = E / 16;
+  for (int64_t k = k0; k < k1; ++k) {
+    const int64_t b = k / nblk, e0 = (k % nblk) * 16;
+    const v16f w0 = load16(wt + e0), w1 = load16(wt + E + e0), w2 = load16(wt + 2 * E + e0),
+               w3 = load16(wt + 3 * E + e0);
+    const v16f bias = a.bias ? load16(a.bias + e0) : v16f{};
+    const float* xb = a.x + b * a.sb + e0;
+    float* ob = o.p + b * o.sb + e0;
+    v16f x3 = {}, x2 = {}, x1 = {};  // inputs at scan steps s-3, s-2, s-1 (zero before the start)
+    for (int64_t s = 0; s < L; ++s) {
+      const int64_t t = a.reverse ? L - 1 - s : s;
+      const v16f x0 = load16(xb + t * a.sl);
+      v16f pre = bias + w0 * x3;
+      pre = pre + w1 * x2;
+      pre = pre + w2 * x1;
+      pre = pre + w3 * x0;
+      if (a.silu) pre = pre * map16(pre, [](float v) { return sigmoid_f(v); });
+      store16(ob + t * o.sl, pre);
+      x3 = x2;
+      x2 = x1;
+      x1 = x0;
+    }
+  }
+}
+
+// Channels [d0, d1) (multiples of 16) of every image; grad_out and dx channel-last.
+template <>
+void conv_backward_cl16_chunk<float>(const ConvArgs<float>& a, const Strided<float>& gout, const StridedOut<float>& dx,
+                              const float* __restrict__ wt, float* __restrict__ dw, float* __restrict__ dbias,
+                              int64_t d0, int64_t d1) {
+  const int64_t L = a.L, E = a.E;
+  alignas(64) float ones[16];
+  std::fill(ones, ones + 16, 1.0f);
+  const v16f one = load16(ones);
+  for (int64_t e0 = d0; e0 < d1; e0 += 16) {
+    const v16f w0 = load16(wt + e0), w1 = load16(wt + E + e0), w2 = load16(wt + 2 * E + e0),
+               w3 = load16(wt + 3 * E + e0);
+    const v16f bias = a.bias ? load16(a.bias + e0) : v16f{};
+    double acc[5][16] = {};  // dw[k] for k < 4, dbias: per-image float sums added in image order
+    for (int64_t b = 0; b < a.batch; ++b) {
+      const float* xb = a.x + b * a.sb + e0;
+      const float* gb = gout.p + b * gout.sb + e0;
+      float* db = dx.p + b * dx.sb + e0;
+      auto x_at = [&](int64_t s) { return s < 0 ? v16f{} : load16(xb + (a.reverse ? L - 1 - s : s) * a.sl); };
+      // inputs at scan steps s-3 .. s, and g at s+1 .. s+3 (zero past the end)
+      v16f x3 = x_at(L - 4), x2 = x_at(L - 3), x1 = x_at(L - 2), x0 = x_at(L - 1);
+      v16f g1 = {}, g2 = {}, g3 = {};
+      v16f sw0 = {}, sw1 = {}, sw2 = {}, sw3 = {}, sb = {};
+      for (int64_t s = L - 1; s >= 0; --s) {
+        const int64_t t = a.reverse ? L - 1 - s : s;
+        const v16f go = load16(gb + t * gout.sl);
+        v16f g = go;
+        if (a.silu) {
+          v16f pre = bias + w0 * x3;
+          pre = pre + w1 * x2;
+          pre = pre + w2 * x1;
+          pre = pre + w3 * x0;
+          const v16f sg = map16(pre, [](float v) { return sigmoid_f(v); });
+          g = go * sg * (one + pre * (one - sg));
+        }
+        sb = sb + g;
+        sw0 = sw0 + g * x3;
+        sw1 = sw1 + g * x2;
+        sw2 = sw2 + g * x1;
+        sw3 = sw3 + g * x0;
+        v16f d = w3 * g;
+        d = d + w2 * g1;
+        d = d + w1 * g2;
+        d = d + w0 * g3;
+        store16(db + t * dx.sl, d);
+        g3 = g2;
+        g2 = g1;
+        g1 = g;
+        x0 = x1;
+        x1 = x2;
+        x2 = x3;
+        x3 = x_at(s - 4);
+      }
+      alignas(64) float part[5][16];
+      store16(part[0], sw0);
+      store16(part[1], sw1);
+      store16(part[2], sw2);
+      store16(part[3], sw3);
+      store16(part[4], sb);
+      for (int k = 0; k < 5; ++k)
+        for (int j = 0; j < 16; ++j) acc[k][j] += static_cast<double>(part[k][j]);
+    }
+    for (int j = 0; j < 16; ++j) {
+      for (int k = 0; k < 4; ++k) dw[(e0 + j) * 4 + k] = static_cast<float>(acc[k][j]);
+      if (dbias) dbias[e0 + j] = static_cast<float>(acc[4][j]);
+    }
+  }
+}
+#endif  // DYVM_HAVE_N16
+
 // (K, E) copy of the (E, K) taps
 template <typename T>
 std::vector<T> taps_by_k(const T* w, int64_t E, int64_t K) {
@@ -1745,6 +1871,13 @@ at::Tensor conv_forward(const at::Tensor& x, const at::Tensor& w,
     if (a.se == 1 && o.se == 1) {  // channel-last in and out: rows of contiguous channels, no transposes
       const std::vector<scalar_t> wt = taps_by_k(a.w, a.E, K);
       const int64_t E = a.E, steps = x.size(0) * L;
+#if DYVM_HAVE_N16 && DYVM_CONV16
+      if (conv_cl16_applies(a)) {  // whole sequences of 16-channel blocks, in registers
+        const int64_t units = x.size(0) * (E / 16), gu = std::max<int64_t>(1, 2048 / (16 * L));
+        at::parallel_for(0, units, gu, [&](int64_t k0, int64_t k1) { conv_forward_cl16(a, o, wt.data(), k0, k1); });
+        return;
+      }
+#endif
       const int64_t g = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, E * (K + 4)));
       at::parallel_for(0, steps, g, [&](int64_t r0, int64_t r1) { conv_forward_cl(a, o, wt.data(), r0, r1); });
     } else {
@@ -1780,10 +1913,21 @@ std::vector<at::Tensor> conv_backward(const at::Tensor& gout, const at::Tensor& 
       scalar_t* pdb = bias ? dbias.data_ptr<scalar_t>() : nullptr;
       scalar_t* pdm = mask_grad ? dmp.data_ptr<scalar_t>() : nullptr;
       const std::vector<scalar_t> wt = cl ? taps_by_k(a.w, E, a.K) : std::vector<scalar_t>();
+      bool cl16 = false;  // conv_backward_cl16_chunk: chunks of whole 16-channel blocks
+#if DYVM_HAVE_N16 && DYVM_CONV16
+      cl16 = cl && go.se == 1 && !pdm && conv_cl16_applies(a);
+#endif
       at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
         for (int64_t c = c0; c < c1; ++c) {
-          const int64_t d0 = c * E / chunks, d1 = (c + 1) * E / chunks;
+          const int64_t step = cl16 ? 16 : 1, units = E / step;
+          const int64_t d0 = step * (c * units / chunks), d1 = step * ((c + 1) * units / chunks);
           scalar_t* dm = pdm ? pdm + c * Bsz * L : nullptr;
+#if DYVM_HAVE_N16 && DYVM_CONV16
+          if (cl16) {
+            conv_backward_cl16_chunk(a, go, pdx, wt.data(), pdw, pdb, d0, d1);
+            continue;
+          }
+#endif
           if (cl)
             conv_backward_cl_chunk(a, go, pdx, wt.data(), pdw, pdb, dm, d0, d1);
           else
