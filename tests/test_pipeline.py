@@ -70,6 +70,28 @@ def test_convert_roundtrip(tmp_path):
 
 
 # ----------------------------------------------------------------------------- data
+def test_training_optimiser_is_fused_adamw_with_the_loops_update():
+    """``dyvm train``'s AdamW is torch's fused kernel on CPU parameters (their update equals the per-tensor loop's
+    up to float rounding, groups and weight decay kept) and the loop where fusing does not apply (meta tensors)."""
+    from dyvm.engine import make_optimizer, param_groups
+
+    torch.manual_seed(0)
+    model = dyvm.create_model("vim_tiny", img_size=16, patch_size=4, depth=2, embed_dim=16, num_classes=3)
+    twin = dyvm.create_model("vim_tiny", img_size=16, patch_size=4, depth=2, embed_dim=16, num_classes=3)
+    twin.load_state_dict(model.state_dict())
+    fused = make_optimizer(param_groups(model, 0.05), 1e-2, 0.05)
+    loop = torch.optim.AdamW(param_groups(twin, 0.05), lr=1e-2, weight_decay=0.05, foreach=False)
+    assert fused.defaults.get("fused") and [g["weight_decay"] for g in fused.param_groups] == [0.0, 0.05]
+    for _ in range(3):
+        for net, opt in ((model, fused), (twin, loop)):
+            opt.zero_grad()
+            net(torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))).square().sum().backward()
+            opt.step()
+    for (name, p), q in zip(model.named_parameters(), twin.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
+    assert not make_optimizer([torch.nn.Parameter(torch.zeros(3, device="meta"))], 1e-3, 0.0).defaults.get("fused")
+
+
 def test_fashion_mnist_from_idx_files(fashion_mnist):
     images = read_idx(Path(FMNIST) / "train-images-idx3-ubyte.gz")
     assert images.shape == (60000, 28, 28) and images.dtype == np.uint8

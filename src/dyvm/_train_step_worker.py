@@ -37,9 +37,22 @@ def _make_steps(batch, seed, use_autocast):
     y = torch.randint(0, 10, (batch,))
     ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if use_autocast else None
 
+    # the build's own optimiser where it has one (``dyvm.engine.make_optimizer``: what its ``dyvm train`` steps
+    # with), else torch's AdamW as that build's engine made it (timm's adamw: torch's AdamW, its CPU default)
+    try:
+        from dyvm.engine import make_optimizer
+    except ImportError:
+        make_optimizer = None
+
+    def adamw(params):
+        params = list(params)
+        if make_optimizer is None:
+            return torch.optim.AdamW(params, lr=1e-4)
+        return make_optimizer(params, 1e-4, 0.01)  # torch's AdamW default weight decay, as above
+
     # the Vim teacher's own training step: plain CE, AdamW
     vim = dyvm.create_model("vim_tiny", **DEMO_KWARGS).train()
-    vim_opt = torch.optim.AdamW(vim.parameters(), lr=1e-4)
+    vim_opt = adamw(vim.parameters())
     ce = nn.CrossEntropyLoss()
 
     # DyVM fine-tuning from a Vim with the same kwargs, that Vim frozen as the distillation teacher
@@ -53,7 +66,7 @@ def _make_steps(batch, seed, use_autocast):
     model.load_state_dict(teacher.state_dict(), strict=False)
     model.train()
     criterion = dyvm.losses.DyVMLoss.for_model(model, nn.CrossEntropyLoss(), teacher)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    opt = adamw(p for p in model.parameters() if p.requires_grad)
 
     def vim_step():
         if ctx is None:
@@ -94,7 +107,7 @@ def _make_steps(batch, seed, use_autocast):
         return run
 
     return {"dyvm": dyvm_step, "vim": vim_step, "dyvm-eval": forward(dyvm_eval), "vim-eval": forward(vim_eval)}, \
-        dyvm.__file__, sampler
+        dyvm.__file__, sampler, type(opt).__name__ + (" (fused)" if opt.defaults.get("fused") else "")
 
 
 def main():
@@ -110,9 +123,10 @@ def main():
                 import torch
 
                 torch.set_num_threads(int(req["threads"]))
-                steps, path, sampler = _make_steps(int(req["batch"]), int(req.get("seed", 0)),
+                steps, path, sampler, optimizer = _make_steps(int(req["batch"]), int(req.get("seed", 0)),
                                                    bool(req.get("autocast")))
-                reply = {"ok": True, "dyvm_file": path, "token_sampler": sampler, "torch": torch.__version__,
+                reply = {"ok": True, "dyvm_file": path, "token_sampler": sampler, "optimizer": optimizer,
+                         "torch": torch.__version__,
                          "threads": torch.get_num_threads(), "pid": os.getpid()}
             elif req["cmd"] == "run":
                 fn = steps[req["kind"]]

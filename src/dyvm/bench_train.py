@@ -6,8 +6,9 @@ D=64, 10 classes):
 
 - ``dyvm``: DyVM fine-tuning step at the demo's operating point (pruning before layers 5, 6, 7,
   ρ = 0.3, β = 0.8, the ``dyvm`` recipe's Gumbel-top-k sampler where the build has it), loss
-  ``DyVMLoss.for_model(model, CrossEntropyLoss(), teacher)`` with a frozen Vim teacher, AdamW;
-- ``vim``: the Vim teacher's own step (CE, AdamW);
+  ``DyVMLoss.for_model(model, CrossEntropyLoss(), teacher)`` with a frozen Vim teacher, AdamW (the build's
+  own ``dyvm.engine.make_optimizer`` where it has one: fused; else torch's AdamW, what that build trained with);
+- ``vim``: the Vim teacher's own step (CE, the same AdamW);
 - ``dyvm-eval`` / ``vim-eval``: the same two models' inference (eval forward, no grad) on the same batch.
 
 The rounds are :func:`dyvm.timing.interleave`'s (the harness of every ``dyvm bench``
@@ -133,7 +134,8 @@ def bench_train_step(against: Optional[str], rounds: int = 7, steps: int = 2, wa
         for w in workers.values():
             w.close()
     def sampler(name: str) -> str:  # builds from before the sampler option do not report one
-        return f", DyVM training sampler {workers[name].info.get('token_sampler', 'gumbel')}"
+        info = workers[name].info
+        return f", DyVM training sampler {info.get('token_sampler', 'gumbel')}, optimiser {info.get('optimizer', '?')}"
 
     labels = {"A": f"this build ({here}){' +bf16 autocast' if autocast else ''}{sampler('A')}",
               "B": f"{other}{' +bf16 autocast' if (autocast if against_autocast is None else against_autocast) else ''}"
