@@ -107,6 +107,10 @@ def test_bad_inputs():
         model(torch.randn(2, 3, 32, 48))
     with pytest.raises(TypeError, match="floating-point"):
         model(torch.zeros(2, 3, 32, 32, dtype=torch.uint8))
+    with pytest.raises(TypeError, match=r"torch.float64 but the model's weights are torch.float32"):
+        model(good.double())
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast casts for the model: allowed
+        model(good.bfloat16())
     with pytest.raises(ValueError, match="NaN or Inf"):
         model(good.clone().index_fill_(0, torch.tensor([1]), float("nan")))
     with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):

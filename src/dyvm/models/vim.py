@@ -478,6 +478,10 @@ class VisionMamba(nn.Module):
         if not x.is_floating_point():
             raise TypeError(f"x must be a floating-point image tensor, got dtype {x.dtype} "
                             "(convert with x.float() and normalise)")
+        weight = next(self.patch_embed.parameters())
+        if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+            raise TypeError(f"x is {x.dtype} but the model's weights are {weight.dtype}: convert the images with "
+                            f"x.to({weight.dtype}) (or run under torch.autocast)")
         if x.dim() != 4:
             raise ValueError(f"x must have shape (B, C, H, W), got {tuple(x.shape)}")
         if x.shape[1] != self.in_chans:
