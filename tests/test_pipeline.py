@@ -69,7 +69,6 @@ def test_convert_roundtrip(tmp_path):
     assert same_state(model.state_dict(), read_checkpoint(tmp_path / "b.pth")["model"])
 
 
-# ----------------------------------------------------------------------------- data
 def test_training_optimiser_is_fused_adamw_with_the_loops_update():
     """``dyvm train``'s AdamW is torch's fused kernel on CPU parameters (their update equals the per-tensor loop's
     up to float rounding, groups and weight decay kept) and the loop where fusing does not apply (meta tensors)."""
@@ -92,6 +91,7 @@ def test_training_optimiser_is_fused_adamw_with_the_loops_update():
     assert not make_optimizer([torch.nn.Parameter(torch.zeros(3, device="meta"))], 1e-3, 0.0).defaults.get("fused")
 
 
+# ----------------------------------------------------------------------------- data
 def test_fashion_mnist_from_idx_files(fashion_mnist):
     images = read_idx(Path(FMNIST) / "train-images-idx3-ubyte.gz")
     assert images.shape == (60000, 28, 28) and images.dtype == np.uint8

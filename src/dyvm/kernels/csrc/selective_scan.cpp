@@ -1555,7 +1555,7 @@ DYVM_INLINE bool conv_cl16_applies<float>(const ConvArgs<float>& a) {
 // Units [k0, k1) of (image, block of 16 channels).
 template <>
 void conv_forward_cl16<float>(const ConvArgs<float>& a, const StridedOut<float>& o, const float* __restrict__ wt,
-                       int64_t k0, int64_t k1) {
+                              int64_t k0, int64_t k1) {
   const int64_t L = a.L, E = a.E, nblk = E / 16;
   for (int64_t k = k0; k < k1; ++k) {
     const int64_t b = k / nblk, e0 = (k % nblk) * 16;
@@ -1583,9 +1583,9 @@ void conv_forward_cl16<float>(const ConvArgs<float>& a, const StridedOut<float>&
 
 // Channels [d0, d1) (multiples of 16) of every image; grad_out and dx channel-last.
 template <>
-void conv_backward_cl16_chunk<float>(const ConvArgs<float>& a, const Strided<float>& gout, const StridedOut<float>& dx,
-                              const float* __restrict__ wt, float* __restrict__ dw, float* __restrict__ dbias,
-                              int64_t d0, int64_t d1) {
+void conv_backward_cl16_chunk<float>(const ConvArgs<float>& a, const Strided<float>& gout,
+                                     const StridedOut<float>& dx, const float* __restrict__ wt,
+                                     float* __restrict__ dw, float* __restrict__ dbias, int64_t d0, int64_t d1) {
   const int64_t L = a.L, E = a.E;
   alignas(64) float ones[16];
   std::fill(ones, ones + 16, 1.0f);
