@@ -52,6 +52,19 @@ def grads(fn, x, w, b, silu, grad_out):
     return out, [None if t is None else next(it) for t in leaves]
 
 
+def assert_matches_reference(got, want):
+    """got, want: ``grads`` results (float32 kernel, float64 definition): the output to 1e-5, the gradients of
+    x, weight and bias to 1e-4 relative (bias None on both sides when there is none)."""
+    (out, (dx, dw, db)), (ref, (rx, rw, rb)) = got, want
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(dx.double(), rx, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(dw.double(), rw, rtol=1e-4, atol=1e-5)
+    if rb is None:
+        assert db is None
+    else:
+        torch.testing.assert_close(db.double(), rb, rtol=1e-4, atol=1e-5)
+
+
 @needs_cpp
 @pytest.mark.parametrize("layout", ["contiguous", "transposed", "strided"])
 @pytest.mark.parametrize("k", [1, 2, 4])
@@ -63,18 +76,12 @@ def test_matches_float64_reference(layout, k, length, silu, bias):
     x = make_x(batch, channels, length, layout)
     w, b = make_params(channels, k, bias=bias, weight_2d=(k == 2))
     grad_out = torch.randn(batch, channels, length, generator=torch.Generator().manual_seed(2))
-    out, (dx, dw, db) = grads(conv_cpp.causal_conv1d_cpp, x, w, b, silu, grad_out)
-    ref, (rx, rw, rb) = grads(reference, x.double(), w.double(), None if b is None else b.double(),
-                              silu, grad_out.double())
+    got = grads(conv_cpp.causal_conv1d_cpp, x, w, b, silu, grad_out)
+    out, (dx, dw, db) = got
     assert out.dtype == torch.float32 and out.is_contiguous() and out.shape == x.shape
-    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
-    assert dx.shape == x.shape and dw.shape == w.shape
-    torch.testing.assert_close(dx.double(), rx, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(dw.double(), rw, rtol=1e-4, atol=1e-5)
-    if bias:
-        torch.testing.assert_close(db.double(), rb, rtol=1e-4, atol=1e-5)
-    else:
-        assert db is None
+    assert dx.shape == x.shape and dw.shape == w.shape and (db is None) == (not bias)
+    assert_matches_reference(got, grads(reference, x.double(), w.double(), None if b is None else b.double(),
+                                        silu, grad_out.double()))
 
 
 @needs_cpp
@@ -218,19 +225,16 @@ def test_mask_reverse_layout_match_reference(layout, k, length, masked, reverse,
     grad_out = torch.randn(batch, channels, length, generator=torch.Generator().manual_seed(2))
     fn = lambda x_, w_, b_, s_: causal_conv1d(x_, w_, b_, s_, mask=mask, reverse=reverse,  # noqa: E731
                                               channels_last=channels_last)
-    out, (dx, dw, db) = grads(fn, x, w, b, True, grad_out)
+    got = grads(fn, x, w, b, True, grad_out)
+    out, (dx, _, db) = got
     m64 = None if mask is None else mask.double()
-    ref, (rx, rw, rb) = grads(lambda x_, w_, b_, s_: masked_reference(x_, w_, b_, s_, m64, reverse),
-                              x.double(), w.double(), b.double(), True, grad_out.double())
-    assert out.shape == x.shape
+    assert out.shape == x.shape and db is not None
     if length > 1 and channels_last:
         assert out.stride(1) == 1 and dx.stride(1) == 1
     elif length > 1:
         assert out.is_contiguous()
-    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(dx.double(), rx, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(dw.double(), rw, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(db.double(), rb, rtol=1e-4, atol=1e-5)
+    assert_matches_reference(got, grads(lambda x_, w_, b_, s_: masked_reference(x_, w_, b_, s_, m64, reverse),
+                                        x.double(), w.double(), b.double(), True, grad_out.double()))
 
 
 @needs_cpp
@@ -245,16 +249,11 @@ def test_sixteen_channel_blocks_match_reference(length, reverse, silu, bias):
     w, b = make_params(channels, 4, bias=bias)
     grad_out = torch.randn(batch, length, channels, generator=torch.Generator().manual_seed(2)).transpose(1, 2)
     fn = lambda x_, w_, b_, s_: causal_conv1d(x_, w_, b_, s_, reverse=reverse, channels_last=True)  # noqa: E731
-    out, (dx, dw, db) = grads(fn, x, w, b, silu, grad_out)
-    ref, (rx, rw, rb) = grads(lambda x_, w_, b_, s_: masked_reference(x_, w_, b_, s_, None, reverse),
-                              x.double(), w.double(), None if b is None else b.double(), silu, grad_out.double())
-    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(dx.double(), rx, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(dw.double(), rw, rtol=1e-4, atol=1e-5)
-    if bias:
-        torch.testing.assert_close(db.double(), rb, rtol=1e-4, atol=1e-5)
-    else:
-        assert db is None
+    got = grads(fn, x, w, b, silu, grad_out)
+    assert (got[1][2] is None) == (not bias)
+    assert_matches_reference(got, grads(lambda x_, w_, b_, s_: masked_reference(x_, w_, b_, s_, None, reverse),
+                                        x.double(), w.double(), None if b is None else b.double(), silu,
+                                        grad_out.double()))
 
 
 def test_mask_reverse_torch_backend_matches_cpp(monkeypatch):

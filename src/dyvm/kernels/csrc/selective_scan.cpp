@@ -1552,6 +1552,15 @@ DYVM_INLINE bool conv_cl16_applies<float>(const ConvArgs<float>& a) {
   return a.K == 4 && !a.m && a.se == 1 && a.E % 16 == 0;
 }
 
+// bias + w0 x3 + w1 x2 + w2 x1 + w3 x0 in conv_pre_cl's order (x3: the input 3 scan steps back, x0: this step's);
+// the forward and the backward's recomputation both use it
+DYVM_INLINE v16f conv_pre16(v16f bias, v16f w0, v16f w1, v16f w2, v16f w3, v16f x3, v16f x2, v16f x1, v16f x0) {
+  v16f pre = bias + w0 * x3;
+  pre = pre + w1 * x2;
+  pre = pre + w2 * x1;
+  return pre + w3 * x0;
+}
+
 // Units [k0, k1) of (image, block of 16 channels).
 template <>
 void conv_forward_cl16<float>(const ConvArgs<float>& a, const StridedOut<float>& o, const float* __restrict__ wt,
@@ -1568,10 +1577,7 @@ void conv_forward_cl16<float>(const ConvArgs<float>& a, const StridedOut<float>&
     for (int64_t s = 0; s < L; ++s) {
       const int64_t t = a.reverse ? L - 1 - s : s;
       const v16f x0 = load16(xb + t * a.sl);
-      v16f pre = bias + w0 * x3;
-      pre = pre + w1 * x2;
-      pre = pre + w2 * x1;
-      pre = pre + w3 * x0;
+      v16f pre = conv_pre16(bias, w0, w1, w2, w3, x3, x2, x1, x0);
       if (a.silu) pre = pre * map16(pre, [](float v) { return sigmoid_f(v); });
       store16(ob + t * o.sl, pre);
       x3 = x2;
@@ -1609,10 +1615,7 @@ void conv_backward_cl16_chunk<float>(const ConvArgs<float>& a, const Strided<flo
         const v16f go = load16(gb + t * gout.sl);
         v16f g = go;
         if (a.silu) {
-          v16f pre = bias + w0 * x3;
-          pre = pre + w1 * x2;
-          pre = pre + w2 * x1;
-          pre = pre + w3 * x0;
+          const v16f pre = conv_pre16(bias, w0, w1, w2, w3, x3, x2, x1, x0);
           const v16f sg = map16(pre, [](float v) { return sigmoid_f(v); });
           g = go * sg * (one + pre * (one - sg));
         }
