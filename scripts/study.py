@@ -184,6 +184,12 @@ RUNS.update({
                             dict(score="static", baseline_masks="official", epochs=1)),
     "official_random_1ep": ("trained random pruning with the official ablation's masks, base point, 1 epoch",
                             dict(score="random", baseline_masks="official", epochs=1)),
+    "topk_probe_loc567_rho0.3_beta0.8": ("Gumbel-top-k + pruned-token gradient (zero-valued probe into the class "
+                                         "token), layers 5, 6, 7, ρ 0.3, β 0.8",
+                                         at_point(LATE, 0.3, 0.8, token_sampler="topk", pruned_token_grad=True)),
+    "topk_probe_loc567_rho0.3_beta0.8_seed1": ("Gumbel-top-k + pruned-token gradient, seed 1, layers 5, 6, 7, ρ 0.3, "
+                                               "β 0.8", at_point(LATE, 0.3, 0.8, token_sampler="topk",
+                                                                 pruned_token_grad=True, seed=1)),
 })
 
 

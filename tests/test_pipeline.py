@@ -91,6 +91,49 @@ def test_training_optimiser_is_fused_adamw_with_the_loops_update():
     assert not make_optimizer([torch.nn.Parameter(torch.zeros(3, device="meta"))], 1e-3, 0.0).defaults.get("fused")
 
 
+_DENORMALS = torch.full((1 << 20,), 2.0 ** -140)  # made at import, before anything flushes
+
+
+def _denormal_products_kept() -> int:
+    """How many of 2^20 products of a denormal (2^-140) by 1 stay non-zero, computed by every intra-op thread."""
+    return int((_DENORMALS * 1.0 != 0).sum())
+
+
+def test_training_steps_flush_denormals_on_every_thread(tmp_path, monkeypatch, fashion_mnist):
+    """Training steps run with denormals flushed to zero on the calling thread and on every intra-op thread (an
+    x86 core takes a microcode assist per denormal operand; DyVM's straight-through gradients make many), and the
+    setting is restored when the run ends; ``torch.set_flush_denormal`` alone reaches the calling thread only."""
+    from dyvm.kernels import scan_cpp
+    import dyvm.engine as engine
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        n = _DENORMALS.numel()
+        assert _denormal_products_kept() == n
+        torch.set_flush_denormal(True)
+        main_only = _denormal_products_kept()
+        torch.set_flush_denormal(False)
+        assert scan_cpp.set_flush_denormal(True) is False
+        assert _denormal_products_kept() == 0 and scan_cpp.set_flush_denormal(False) is True
+        assert _denormal_products_kept() == n and (os.cpu_count() < 2 or 0 < main_only < n)
+
+        seen, real = [], engine.train_one_epoch
+
+        def probed(*args, **kwargs):
+            seen.append(_denormal_products_kept())
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(engine, "train_one_epoch", probed)
+        dyvm.train(output=str(tmp_path / "run"), model="vim_tiny", img_size=28, patch_size=7, depth=2, embed_dim=32,
+                   batch_size=32, subset=64, val_size=500, eval_batch_size=500, mixup=0.0, cutmix=0.0, aa="none",
+                   reprob=0.0, repeated_aug=1, no_progress=True, epochs=1, threads=2)
+        assert seen == [0] and _denormal_products_kept() == n
+    finally:
+        scan_cpp.set_flush_denormal(False)
+        torch.set_num_threads(threads)
+
+
 # ----------------------------------------------------------------------------- data
 def test_fashion_mnist_from_idx_files(fashion_mnist):
     images = read_idx(Path(FMNIST) / "train-images-idx3-ubyte.gz")

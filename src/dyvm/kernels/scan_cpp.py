@@ -170,6 +170,18 @@ def lanes_kernels() -> Optional[bool]:
     return None if module is None else bool(module.lanes_kernels())
 
 
+def set_flush_denormal(on: bool) -> bool:
+    """Flush denormal floats to zero (FTZ and DAZ) on this thread and on every thread of torch's intra-op pool,
+    or stop; returns whether this thread flushed them before. (``torch.set_flush_denormal`` sets the calling
+    thread only, and the pool's threads run most of a step.) Without the kernel: ``torch.set_flush_denormal``,
+    and False. The extension's comment says why training wants it."""
+    module = _load()
+    if module is None:
+        torch.set_flush_denormal(on)
+        return False
+    return bool(module.set_flush_denormal(on))
+
+
 def build_seconds() -> Optional[float]:
     """Seconds the first-use build (or cache load) took; None before the first attempt."""
     return _seconds
