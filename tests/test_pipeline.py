@@ -152,6 +152,47 @@ def test_fashion_mnist_from_idx_files(fashion_mnist):
         build_dataset("fashion-mnist", "train", None, data_path="/nonexistent")
 
 
+def test_to_tensor_and_normalize_fused_with_identical_values(fashion_mnist):
+    """build_transform runs ToTensor + Normalize as one ToNormalizedTensor whose values equal the two torchvision
+    steps' bit for bit: every byte value in L and RGB, real Fashion-MNIST images through the training transform (same
+    seeds) and the eval transform; tensors and other image modes go through the two steps."""
+    import random
+
+    from timm.data import create_transform
+    from torchvision import transforms as T
+
+    from dyvm.data import ToNormalizedTensor
+
+    values = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    for mode, array, mean, std in (("L", values, (0.2860,), (0.3530,)),
+                                   ("RGB", np.stack([values, values.T, values[::-1]], -1), (0.485, 0.456, 0.406),
+                                    (0.229, 0.224, 0.225))):
+        pic = Image.fromarray(array, mode)
+        fused = ToNormalizedTensor(T.ToTensor(), T.Normalize(mean, std))
+        assert torch.equal(fused(pic), T.Normalize(mean, std)(T.ToTensor()(pic)))
+    wide = Image.fromarray(values.astype(np.float32) / 7, "F")  # another mode: the two steps themselves
+    fused = ToNormalizedTensor(T.ToTensor(), T.Normalize((0.5,), (0.25,)))
+    assert torch.equal(fused(wide), T.Normalize((0.5,), (0.25,))(T.ToTensor()(wide)))
+
+    cfg = dict(input_size=(1, 28, 28), interpolation="bicubic", mean=(0.2860,), std=(0.3530,), crop_pct=0.875)
+    images = build_dataset("fashion-mnist", "train", None, channels=1, val_size=5000)
+    for is_training in (True, False):
+        ours = build_transform(cfg, is_training, aa="none", scale=(0.8, 1.0), hflip=0.5)
+        kwargs = (dict(is_training=True, scale=(0.8, 1.0), hflip=0.5, auto_augment=None, re_prob=0.0, color_jitter=None)
+                  if is_training else dict(is_training=False, crop_pct=cfg["crop_pct"]))
+        timms = create_transform(input_size=cfg["input_size"], interpolation="bicubic", mean=cfg["mean"],
+                                 std=cfg["std"], **kwargs)
+        assert any(isinstance(t, ToNormalizedTensor) for t in ours.transforms)
+        assert not any(isinstance(t, ToNormalizedTensor) for t in timms.transforms)
+        for i in range(64):
+            outs = []
+            for tf in (ours, timms):
+                random.seed(i)
+                torch.manual_seed(i)
+                outs.append(tf(images[i][0]))
+            assert outs[0].shape == (1, 28, 28) and torch.equal(outs[0], outs[1])
+
+
 def make_image_folder(root: Path, per_class=6, corrupt=True):
     images = read_idx(Path(FMNIST) / "t10k-images-idx3-ubyte.gz")
     labels = read_idx(Path(FMNIST) / "t10k-labels-idx1-ubyte.gz")
