@@ -69,6 +69,99 @@ def test_convert_roundtrip(tmp_path):
     assert same_state(model.state_dict(), read_checkpoint(tmp_path / "b.pth")["model"])
 
 
+# ----------------------------------------------------------------------------- data
+def test_fashion_mnist_from_idx_files(fashion_mnist):
+    images = read_idx(Path(FMNIST) / "train-images-idx3-ubyte.gz")
+    assert images.shape == (60000, 28, 28) and images.dtype == np.uint8
+    train = build_dataset("fashion-mnist", "train", None, val_size=5000)
+    val = build_dataset("fashion-mnist", "val", None, val_size=5000)
+    test = build_dataset("fashion-mnist", "test", None)
+    assert (len(train), len(val), len(test)) == (55000, 5000, 10000)
+    assert set(train.indices).isdisjoint(val.indices) and val.indices[0] == 55000
+    model = dyvm.create_model("vim_tiny", img_size=32, patch_size=8, depth=1)  # 3 channels, 32 px
+    tf = build_transform(dyvm.data.data_config_for(model), False)
+    x, y = build_dataset("fashion-mnist", "test", tf, channels=3)[0]
+    assert x.shape == (3, 32, 32) and 0 <= y < 10
+    assert torch.allclose(x[0] * 0.229 + 0.485, x[1] * 0.224 + 0.456, atol=1e-5)  # grey replicated
+    with pytest.raises(FileNotFoundError, match="--data-path /nonexistent"):
+        build_dataset("fashion-mnist", "train", None, data_path="/nonexistent")
+
+
+def test_to_tensor_and_normalize_fused_with_identical_values(fashion_mnist):
+    """build_transform runs ToTensor + Normalize as one ToNormalizedTensor whose values equal the two torchvision
+    steps' bit for bit: every byte value in L and RGB, real Fashion-MNIST images through the training transform (same
+    seeds) and the eval transform; tensors and other image modes go through the two steps."""
+    import random
+
+    from timm.data import create_transform
+    from torchvision import transforms as T
+
+    from dyvm.data import ToNormalizedTensor
+
+    values = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    for mode, array, mean, std in (("L", values, (0.2860,), (0.3530,)),
+                                   ("RGB", np.stack([values, values.T, values[::-1]], -1), (0.485, 0.456, 0.406),
+                                    (0.229, 0.224, 0.225))):
+        pic = Image.fromarray(array, mode)
+        fused = ToNormalizedTensor(T.ToTensor(), T.Normalize(mean, std))
+        assert torch.equal(fused(pic), T.Normalize(mean, std)(T.ToTensor()(pic)))
+    floats = Image.fromarray(values.astype(np.float32) / 7, "F")  # another mode: the two steps themselves
+    fused = ToNormalizedTensor(T.ToTensor(), T.Normalize((0.5,), (0.25,)))
+    assert torch.equal(fused(floats), T.Normalize((0.5,), (0.25,))(T.ToTensor()(floats)))
+
+    cfg = dict(input_size=(1, 28, 28), interpolation="bicubic", mean=(0.2860,), std=(0.3530,), crop_pct=0.875)
+    images = build_dataset("fashion-mnist", "train", None, channels=1, val_size=5000)
+    for is_training in (True, False):
+        ours = build_transform(cfg, is_training, aa="none", scale=(0.8, 1.0), hflip=0.5)
+        kwargs = (dict(is_training=True, scale=(0.8, 1.0), hflip=0.5, auto_augment=None, re_prob=0.0, color_jitter=None)
+                  if is_training else dict(is_training=False, crop_pct=cfg["crop_pct"]))
+        timms = create_transform(input_size=cfg["input_size"], interpolation="bicubic", mean=cfg["mean"],
+                                 std=cfg["std"], **kwargs)
+        assert any(isinstance(t, ToNormalizedTensor) for t in ours.transforms)
+        assert not any(isinstance(t, ToNormalizedTensor) for t in timms.transforms)
+        for i in range(64):
+            outs = []
+            for tf in (ours, timms):
+                random.seed(i)
+                torch.manual_seed(i)
+                outs.append(tf(images[i][0]))
+            assert outs[0].shape == (1, 28, 28) and torch.equal(outs[0], outs[1])
+
+
+def make_image_folder(root: Path, per_class=6, corrupt=True):
+    images = read_idx(Path(FMNIST) / "t10k-images-idx3-ubyte.gz")
+    labels = read_idx(Path(FMNIST) / "t10k-labels-idx1-ubyte.gz")
+    for split in ("train", "val"):
+        for c in range(3):
+            folder = root / split / f"class{c}"
+            folder.mkdir(parents=True)
+            for i, idx in enumerate(np.nonzero(labels == c)[0][:per_class]):
+                Image.fromarray(images[idx]).save(folder / f"{i}.png")
+    if corrupt:
+        (root / "train" / "class0" / "broken.png").write_bytes(b"not a png at all")
+    return root
+
+
+def test_image_folder_skip_or_fail_on_corrupt_files(tmp_path, fashion_mnist):
+    root = make_image_folder(tmp_path / "data")
+    ds = build_dataset("imagefolder", "train", None, str(root), channels=3, val_size=2)
+    with pytest.warns(RuntimeWarning, match="broken.png"):
+        items = [ds[i] for i in range(len(ds))]
+    assert sum(item is None for item in items) == 1
+    ds = build_dataset("imagefolder", "train", None, str(root), channels=3, val_size=2, on_corrupt="fail")
+    with pytest.raises(ValueError, match="broken.png"):
+        [ds[i] for i in range(len(ds))]
+    proc = run_cli("train", "--model", "vim_tiny", "--dataset", "imagefolder", "--data-path", root, *TINY,
+                   "--batch-size", "4", "--val-size", "2", "--epochs", "1", "--in-chans", "3",
+                   "--output", tmp_path / "run", "--corrupt", "fail", check=False)
+    assert proc.returncode != 0 and "broken.png" in proc.stderr.splitlines()[-1]
+    run_cli("train", "--model", "vim_tiny", "--dataset", "imagefolder", "--data-path", root, *TINY,
+            "--batch-size", "4", "--val-size", "2", "--epochs", "1", "--in-chans", "3", "--output", tmp_path / "run2")
+    log = [json.loads(line) for line in open(tmp_path / "run2" / "log.jsonl")]
+    assert log[0]["skipped_images"] == 1
+
+
+# ----------------------------------------------------------------------------- training
 def test_training_optimiser_is_fused_adamw_with_the_loops_update():
     """``dyvm train``'s AdamW is torch's fused kernel on CPU parameters (their update equals the per-tensor loop's
     up to float rounding, groups and weight decay kept) and the loop where fusing does not apply (meta tensors)."""
@@ -134,99 +227,6 @@ def test_training_steps_flush_denormals_on_every_thread(tmp_path, monkeypatch, f
         torch.set_num_threads(threads)
 
 
-# ----------------------------------------------------------------------------- data
-def test_fashion_mnist_from_idx_files(fashion_mnist):
-    images = read_idx(Path(FMNIST) / "train-images-idx3-ubyte.gz")
-    assert images.shape == (60000, 28, 28) and images.dtype == np.uint8
-    train = build_dataset("fashion-mnist", "train", None, val_size=5000)
-    val = build_dataset("fashion-mnist", "val", None, val_size=5000)
-    test = build_dataset("fashion-mnist", "test", None)
-    assert (len(train), len(val), len(test)) == (55000, 5000, 10000)
-    assert set(train.indices).isdisjoint(val.indices) and val.indices[0] == 55000
-    model = dyvm.create_model("vim_tiny", img_size=32, patch_size=8, depth=1)  # 3 channels, 32 px
-    tf = build_transform(dyvm.data.data_config_for(model), False)
-    x, y = build_dataset("fashion-mnist", "test", tf, channels=3)[0]
-    assert x.shape == (3, 32, 32) and 0 <= y < 10
-    assert torch.allclose(x[0] * 0.229 + 0.485, x[1] * 0.224 + 0.456, atol=1e-5)  # grey replicated
-    with pytest.raises(FileNotFoundError, match="--data-path /nonexistent"):
-        build_dataset("fashion-mnist", "train", None, data_path="/nonexistent")
-
-
-def test_to_tensor_and_normalize_fused_with_identical_values(fashion_mnist):
-    """build_transform runs ToTensor + Normalize as one ToNormalizedTensor whose values equal the two torchvision
-    steps' bit for bit: every byte value in L and RGB, real Fashion-MNIST images through the training transform (same
-    seeds) and the eval transform; tensors and other image modes go through the two steps."""
-    import random
-
-    from timm.data import create_transform
-    from torchvision import transforms as T
-
-    from dyvm.data import ToNormalizedTensor
-
-    values = np.arange(256, dtype=np.uint8).reshape(16, 16)
-    for mode, array, mean, std in (("L", values, (0.2860,), (0.3530,)),
-                                   ("RGB", np.stack([values, values.T, values[::-1]], -1), (0.485, 0.456, 0.406),
-                                    (0.229, 0.224, 0.225))):
-        pic = Image.fromarray(array, mode)
-        fused = ToNormalizedTensor(T.ToTensor(), T.Normalize(mean, std))
-        assert torch.equal(fused(pic), T.Normalize(mean, std)(T.ToTensor()(pic)))
-    wide = Image.fromarray(values.astype(np.float32) / 7, "F")  # another mode: the two steps themselves
-    fused = ToNormalizedTensor(T.ToTensor(), T.Normalize((0.5,), (0.25,)))
-    assert torch.equal(fused(wide), T.Normalize((0.5,), (0.25,))(T.ToTensor()(wide)))
-
-    cfg = dict(input_size=(1, 28, 28), interpolation="bicubic", mean=(0.2860,), std=(0.3530,), crop_pct=0.875)
-    images = build_dataset("fashion-mnist", "train", None, channels=1, val_size=5000)
-    for is_training in (True, False):
-        ours = build_transform(cfg, is_training, aa="none", scale=(0.8, 1.0), hflip=0.5)
-        kwargs = (dict(is_training=True, scale=(0.8, 1.0), hflip=0.5, auto_augment=None, re_prob=0.0, color_jitter=None)
-                  if is_training else dict(is_training=False, crop_pct=cfg["crop_pct"]))
-        timms = create_transform(input_size=cfg["input_size"], interpolation="bicubic", mean=cfg["mean"],
-                                 std=cfg["std"], **kwargs)
-        assert any(isinstance(t, ToNormalizedTensor) for t in ours.transforms)
-        assert not any(isinstance(t, ToNormalizedTensor) for t in timms.transforms)
-        for i in range(64):
-            outs = []
-            for tf in (ours, timms):
-                random.seed(i)
-                torch.manual_seed(i)
-                outs.append(tf(images[i][0]))
-            assert outs[0].shape == (1, 28, 28) and torch.equal(outs[0], outs[1])
-
-
-def make_image_folder(root: Path, per_class=6, corrupt=True):
-    images = read_idx(Path(FMNIST) / "t10k-images-idx3-ubyte.gz")
-    labels = read_idx(Path(FMNIST) / "t10k-labels-idx1-ubyte.gz")
-    for split in ("train", "val"):
-        for c in range(3):
-            folder = root / split / f"class{c}"
-            folder.mkdir(parents=True)
-            for i, idx in enumerate(np.nonzero(labels == c)[0][:per_class]):
-                Image.fromarray(images[idx]).save(folder / f"{i}.png")
-    if corrupt:
-        (root / "train" / "class0" / "broken.png").write_bytes(b"not a png at all")
-    return root
-
-
-def test_image_folder_skip_or_fail_on_corrupt_files(tmp_path, fashion_mnist):
-    root = make_image_folder(tmp_path / "data")
-    ds = build_dataset("imagefolder", "train", None, str(root), channels=3, val_size=2)
-    with pytest.warns(RuntimeWarning, match="broken.png"):
-        items = [ds[i] for i in range(len(ds))]
-    assert sum(item is None for item in items) == 1
-    ds = build_dataset("imagefolder", "train", None, str(root), channels=3, val_size=2, on_corrupt="fail")
-    with pytest.raises(ValueError, match="broken.png"):
-        [ds[i] for i in range(len(ds))]
-    proc = run_cli("train", "--model", "vim_tiny", "--dataset", "imagefolder", "--data-path", root, *TINY,
-                   "--batch-size", "4", "--val-size", "2", "--epochs", "1", "--in-chans", "3",
-                   "--output", tmp_path / "run", "--corrupt", "fail", check=False)
-    assert proc.returncode != 0 and "broken.png" in proc.stderr.splitlines()[-1]
-    run_cli("train", "--model", "vim_tiny", "--dataset", "imagefolder", "--data-path", root, *TINY,
-            "--batch-size", "4", "--val-size", "2", "--epochs", "1", "--in-chans", "3", "--output", tmp_path / "run2")
-    log = [json.loads(line) for line in open(tmp_path / "run2" / "log.jsonl")]
-    assert log[0]["skipped_images"] == 1
-
-
-# ----------------------------------------------------------------------------- training
 def test_train_resume_equals_uninterrupted(tmp_path, monkeypatch, fashion_mnist):
     common = dict(model="vim_tiny", img_size=28, patch_size=7, depth=2, embed_dim=32, batch_size=32, subset=512,
                   val_size=500, eval_batch_size=500, mixup=0.0, cutmix=0.0, aa="none", reprob=0.0, repeated_aug=1,

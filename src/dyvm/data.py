@@ -295,8 +295,8 @@ class ToNormalizedTensor:
 
 
 def _fuse_to_normalized_tensor(transform):
-    """``transform`` (a Compose) with each ToTensor immediately followed by a (non-inplace) Normalize replaced by one
-    :class:`ToNormalizedTensor`."""
+    """``transform`` (a Compose) with its first ToTensor that is immediately followed by a (non-inplace) Normalize
+    replaced, with that Normalize, by one :class:`ToNormalizedTensor` (timm's transforms hold one such pair)."""
     from torchvision import transforms as T
 
     steps = list(getattr(transform, "transforms", []))
