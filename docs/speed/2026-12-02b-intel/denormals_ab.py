@@ -6,8 +6,8 @@ Each round trains the demo's DyVM fine-tune twice from the shipped teacher (ρ 0
 top-k sampler, batch 128, the demo's options, the first STEPS x 128 training images, `train()` as `dyvm demo` calls
 it): once with denormals flushed on every thread for the whole run (what `dyvm train` does since this commit) and
 once without (before), in alternating order. The denormals appear only once the keep predictors grow confident
-(after ~15-25 steps), and whether a step meets them depends on the state the earlier steps left (flushing on
-alternate steps only halves the effect), so the arms are whole runs. Prints every step's seconds, and per run the
+(after ~15-25 steps), and whether a step meets them depends on the state the earlier steps left (a first
+version of this script that flushed on alternate steps of one run measured 1.18x), so the arms are whole runs. Prints every step's seconds, and per run the
 median over the steps from 30 on; then per round the ratio unflushed / flushed of those medians.
 """
 import statistics
