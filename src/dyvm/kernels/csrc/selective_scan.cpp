@@ -919,13 +919,19 @@ DYVM_INLINE v16f map16(v16f x, F f) {
 
 // The forward with 16 channels in the vector lanes, for the layout backward_lanes16 serves (channel-last
 // float rows of 16 states, whole blocks of 16 channels): a time step of a block is one contiguous load or
-// store straight from and to the tensors (no gathered rows, no scratch), and the recurrence advances the
-// 16 states of 16 channels per step (16 independent exps) with C_t·h_t summed over the state in registers
-// (in row_sums16's order). The same outputs as forward_rows_n16 up to float rounding. Units [k0, k1) of
-// (image, block of 16 channels).
+// store straight from and to the tensors (no gathered rows), and the recurrence advances the 16 states of
+// 16 channels per step (16 independent exps) with C_t·h_t summed over the state in registers (in
+// row_sums16's order). Δ = softplus(...) and Δu are computed for the whole sequence before the recurrence,
+// and the gate after it, as long vector loops over (L, 16) scratch: inside the recurrence's step their
+// latency chains (exp, divisions) stalled it (20% of the forward at Vim-T's batch-1 shape). The same
+// outputs as forward_rows_n16 up to float rounding. Units [k0, k1) of (image, block of 16 channels).
 void forward_lanes16(const Args<float>& a, const StridedOut<float>& out, int64_t k0, int64_t k1) {
   const int64_t L = a.L, nblk = a.E / 16;
   alignas(64) float At2[256];  // At2[16 n + lane] = A[d][n] log2 e
+  Scratch<float> sc(3 * 16 * L);
+  float* __restrict__ DT = sc.base;  // per scan step s, 16 lanes: Δ, then z
+  float* __restrict__ DTU = DT + 16 * L;  // Δu
+  float* __restrict__ Y = DTU + 16 * L;   // C_t·h_t + D u_t
   for (int64_t k = k0; k < k1; ++k) {
     const int64_t b = k / nblk, e0 = (k % nblk) * 16;
     lanes_A(a.A, e0, At2, nullptr);
@@ -937,13 +943,26 @@ void forward_lanes16(const Args<float>& a, const StridedOut<float>& out, int64_t
     float* op = out.p + b * out.sb + e0;
     const float* Bb = a.Bm + b * a.sBb;
     const float* Cb = a.Cm + b * a.sCb;
+    for (int64_t s = 0; s < L; ++s) {  // scan order
+      const int64_t t = a.reverse ? L - 1 - s : s;
+      store16(DT + 16 * s, load16(dp + t * a.delta.sl) + bias);
+      store16(DTU + 16 * s, load16(up + t * a.u.sl));
+    }
+    if (a.softplus) {
+#pragma omp simd
+      for (int64_t i = 0; i < 16 * L; ++i) {
+        const float dt = softplus_f(DT[i]);
+        DT[i] = dt;
+        DTU[i] *= dt;
+      }
+    } else {
+#pragma omp simd
+      for (int64_t i = 0; i < 16 * L; ++i) DTU[i] *= DT[i];
+    }
     v16f h[16] = {};
     for (int64_t s = 0; s < L; ++s) {
       const int64_t t = a.reverse ? L - 1 - s : s;
-      const v16f uv = load16(up + t * a.u.sl);
-      const v16f raw = load16(dp + t * a.delta.sl) + bias;
-      const v16f dt = a.softplus ? map16(raw, [](float x) { return softplus_f(x); }) : raw;
-      const v16f dtu = dt * uv;
+      const v16f dt = load16(DT + 16 * s), dtu = load16(DTU + 16 * s);
       const float* Bt = Bb + t * a.sBl;
       const float* Ct = Cb + t * a.sCl;
       v16f p[16];
@@ -955,12 +974,20 @@ void forward_lanes16(const Args<float>& a, const StridedOut<float>& out, int64_t
       v16f w[8], x[4];
       for (int n = 0; n < 8; ++n) w[n] = p[n] + p[n + 8];
       for (int n = 0; n < 4; ++n) x[n] = w[n] + w[n + 4];
-      v16f o = ((x[0] + x[2]) + (x[1] + x[3])) + Dv * uv;
-      if (zp) {  // row_output's formula: (y + D u) silu(z)
-        const v16f zv = load16(zp + t * a.z.sl);
-        o = o * (zv * map16(zv, [](float x) { return sigmoid_f(x); }));
+      const v16f y = ((x[0] + x[2]) + (x[1] + x[3])) + Dv * load16(up + t * a.u.sl);
+      if (zp)
+        store16(Y + 16 * s, y);
+      else
+        store16(op + t * out.sl, y);
+    }
+    if (zp) {  // row_output's formula: (y + D u) silu(z)
+      for (int64_t s = 0; s < L; ++s) store16(DT + 16 * s, load16(zp + (a.reverse ? L - 1 - s : s) * a.z.sl));
+#pragma omp simd
+      for (int64_t i = 0; i < 16 * L; ++i) {
+        const float zv = DT[i];
+        Y[i] = Y[i] * (zv * sigmoid_f(zv));
       }
-      store16(op + t * out.sl, o);
+      for (int64_t s = 0; s < L; ++s) store16(op + (a.reverse ? L - 1 - s : s) * out.sl, load16(Y + 16 * s));
     }
   }
 }
