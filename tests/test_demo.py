@@ -50,6 +50,9 @@ def test_report_files_and_sane_numbers(report):
     for points in r["curves"].values():
         g = [p["gflops_official"] for p in sorted(points, key=lambda p: p["token_keep_ratio"])]
         assert g == sorted(g)  # keeping more tokens costs more
+        assert [p["token_keep_ratio"] for p in points] == r["meta"]["plan"]["sweep"]
+    # ρ = 1 keeps every token whatever the scores: evaluated once, the same point on every curve
+    assert r["curves"]["random"][0] == r["curves"]["static"][0] == r["curves"]["predictor"][0]
     assert t["latency_ms"]["b1"] > 0 and r["meta"]["command"] == "dyvm demo --quick"
     speed = r["latency"]  # teacher vs DyVM in interleaved rounds on real test images
     assert speed["images"] == 64 and speed["rounds"] == 7 and set(speed["batches"]) == {"b1", "b64"}

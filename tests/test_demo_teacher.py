@@ -29,6 +29,10 @@ def test_evaluation_gives_the_recorded_accuracy():
     assert stats["images"] == 10000
     assert stats["top1"] == pytest.approx(card["test_top1"], abs=0.03)  # at most 3 of 10,000 images may flip
     assert stats["top1"] >= 89.0
+    # per class: the test split holds 1,000 images of each of the 10 classes, so the classes' mean is the top-1
+    per_class = stats["per_class_top1"]
+    assert sorted(per_class) == list(range(10)) and all(0 < v < 100 for v in per_class.values())
+    assert sum(per_class.values()) / 10 == pytest.approx(stats["top1"], abs=1e-9)
 
 
 def test_a_tampered_teacher_is_refused(tmp_path, monkeypatch):

@@ -442,6 +442,20 @@ def test_training_router_rows_from_the_split_change_no_value_or_gradient(monkeyp
     assert results[0][1]["layers.0.mixer.block_head.weight"].abs().sum() > 0
 
 
+def test_keeping_every_token_gives_the_same_logits_for_every_score_source():
+    """ρ = 1 (what the demo's sweep evaluates once for all three curves): nothing depends on the scores."""
+    torch.manual_seed(0)
+    model = small_dyvm(pruning_loc=[1, 2, 3], token_keep_ratio=0.5).eval()
+    x = torch.randn(4, 3, 32, 32)
+    outs = []
+    for score in ("predictor", "random", "static"):
+        model.configure(token_keep_ratio=1.0, score=score)
+        with torch.no_grad():
+            outs.append(model.forward_inference(x))
+    assert all(torch.equal(o.logits, outs[0].logits) and torch.equal(o.gates, outs[0].gates) for o in outs)
+    assert model.keep_counts() == [model.num_patches] * 3
+
+
 def test_pruned_token_grad_changes_no_value_and_reaches_the_pruned_slots():
     """The probe adds exactly 0 (logits bit-identical, train ≡ inference kept) but gives the predictor a
     gradient at the slots it pruned, which the dropped tail otherwise cuts off."""

@@ -67,9 +67,12 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp: st
         correct1 += (top[:, 0] == targets).sum().item()
         correct5 += (top == targets[:, None]).any(1).sum().item()
         hit = (top[:, 0] == targets).cpu()
-        for c, h in zip(targets.cpu().tolist(), hit.tolist()):
-            class_total[c] = class_total.get(c, 0) + 1
-            class_correct[c] = class_correct.get(c, 0) + int(h)
+        labels = targets.cpu()
+        total = torch.bincount(labels, minlength=logits.shape[1])
+        right = torch.bincount(labels, weights=hit.double(), minlength=logits.shape[1])
+        for c in total.nonzero().flatten().tolist():  # per class present, not per image
+            class_total[c] = class_total.get(c, 0) + int(total[c])
+            class_correct[c] = class_correct.get(c, 0) + int(right[c])
         n += images.shape[0]
     if bar is not None:
         bar.close()
