@@ -1,9 +1,8 @@
 """Small fused pieces of the bidirectional mixer's training graph (fewer passes over (B, L, E)).
 
-- :func:`split_xz`: ``in_proj``'s output (B, L, 2E) → the x and z views (B, E, L), and optionally some
-  whole rows (the DyVM router's class token); its backward writes all their gradients into one
-  (B, L, 2E) buffer (autograd's own would ``cat`` into (B, 2E, L) and copy again for ``in_proj``'s
-  matmul, and give the rows a zero-filled (B, L, 2E) gradient of their own to add).
+- :func:`split_xz`: ``in_proj``'s output (B, L, 2E) → the x and z views (B, E, L); its backward
+  writes both gradients into one (B, L, 2E) buffer (autograd's own would ``cat`` into (B, 2E, L)
+  and then copy again for ``in_proj``'s matmul).
 - :func:`gated_sum`: ``y_f · g_f + y_b · g_b`` with per-image gates (B,) in one op, whose
   backward computes the gates' gradients as per-image dot products (no (B, E, L) temporaries).
 """
@@ -13,19 +12,6 @@ from typing import Optional
 
 import torch
 from torch import Tensor
-
-
-def _xz_grad(shape: torch.Size, dx: Optional[Tensor], dz: Optional[Tensor]) -> Tensor:
-    """The (B, L, 2E) gradient of xz from those of its x and z views (None: zero)."""
-    e = shape[-1] // 2
-    ref = dx if dx is not None else dz
-    out = torch.empty(shape, dtype=ref.dtype, device=ref.device)
-    for part, g in ((out[..., :e], dx), (out[..., e:], dz)):
-        if g is None:
-            part.zero_()
-        else:
-            part.copy_(g.transpose(1, 2))
-    return out
 
 
 class _SplitXZ(torch.autograd.Function):
@@ -38,43 +24,23 @@ class _SplitXZ(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dx, dz):
-        return _xz_grad(ctx.shape, dx, dz)
+        shape = ctx.shape
+        e = shape[-1] // 2
+        ref = dx if dx is not None else dz
+        out = torch.empty(shape, dtype=ref.dtype, device=ref.device)
+        for part, g in ((out[..., :e], dx), (out[..., e:], dz)):
+            if g is None:
+                part.zero_()
+            else:
+                part.copy_(g.transpose(1, 2))
+        return out
 
 
-class _SplitXZRows(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, xz, rows):
-        e = xz.shape[-1] // 2
-        ctx.shape = xz.shape
-        ctx.save_for_backward(rows)
-        picked = xz.reshape(-1, xz.shape[-1]).index_select(0, rows)
-        return xz[..., :e].transpose(1, 2), xz[..., e:].transpose(1, 2), picked
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, dx, dz, dpicked):
-        shape, (rows,) = ctx.shape, ctx.saved_tensors
-        if dx is None and dz is None:
-            out = dpicked.new_zeros(shape)
-        else:
-            out = _xz_grad(shape, dx, dz)
-        if dpicked is not None:
-            out.view(-1, shape[-1]).index_add_(0, rows, dpicked.to(out.dtype))
-        return out, None
-
-
-def split_xz(xz: Tensor, rows: Optional[Tensor] = None):
-    """xz (B, L, 2E) → x, z: (B, E, L) views (channel-last memory); one-buffer backward. With ``rows``
-    (K,) int64 indices into the flattened (B·L) rows: also those rows, (K, 2E), whose gradient is added
-    into the same buffer (no (B, L, 2E) zeros of their own)."""
+def split_xz(xz: Tensor) -> tuple[Tensor, Tensor]:
+    """xz (B, L, 2E) → x, z: (B, E, L) views (channel-last memory); one-buffer backward."""
     if not torch.is_grad_enabled() or not xz.requires_grad:
-        x, z = xz.transpose(1, 2).chunk(2, dim=1)
-        if rows is None:
-            return x, z
-        return x, z, xz.reshape(-1, xz.shape[-1]).index_select(0, rows)
-    if rows is None:
-        return _SplitXZ.apply(xz)
-    return _SplitXZRows.apply(xz, rows)
+        return tuple(xz.transpose(1, 2).chunk(2, dim=1))
+    return _SplitXZ.apply(xz)
 
 
 class _GatedSum(torch.autograd.Function):

@@ -28,9 +28,8 @@ from ..dynamic import (BASELINE_MASKS, SCORE_SOURCES, TOKEN_SAMPLERS, Noise, Tok
                        gumbel_softmax_keep, gumbel_stratified_keep, gumbel_topk_keep, official_baseline_keep,
                        select_keep)
 from ..kernels import mix_cpp
-from ..kernels.mixer_ops import split_xz
 from .registry import register_model
-from .tokens import TokenSequence, flat_rows, gather_tokens, kept_first_order
+from .tokens import TokenSequence, gather_tokens, kept_first_order
 from .presets import build_model
 from .vim import VisionMamba, forward_hooked
 
@@ -283,17 +282,12 @@ class DyVM(VisionMamba):
             return xz[:, positions[0]] if len(positions) == 1 else xz[:, positions].mean(1)
         return gather_tokens(xz, seq.prefix_pos).mean(1)
 
-    def router_rows(self, seq: TokenSequence, length: int) -> Optional[Tensor]:
-        """The rows of the flattened (B·L, 2E) ``xz`` whose mean :meth:`router_input` takes, (B·P,); None where
-        the router reads ``xz`` otherwise."""
-        return flat_rows(seq.prefix_pos, length)
-
-    def _route(self, layer: nn.Module, router_in: Optional[Tensor], forced: Optional[Tensor],
-               noise: Noise) -> tuple[Optional[Tensor], Optional[Tensor]]:
-        """Router logits (B, 2) and the 0/1 gates (B, 2) from what the router reads (B, 2E)."""
+    def _route(self, layer: nn.Module, xz: Tensor, seq: TokenSequence, forced: Optional[Tensor],
+               noise: Noise, positions: Optional[list[int]] = None) -> tuple[Optional[Tensor], Optional[Tensor]]:
+        """Router logits (B, 2) and the 0/1 gates (B, 2)."""
         if not self.use_routers:
             return None, forced
-        logits = layer.mixer.block_head(router_in).float()
+        logits = layer.mixer.block_head(self.router_input(xz, seq, positions)).float()
         if forced is not None:
             gates = forced.to(logits.dtype)
         elif self.training:
@@ -318,20 +312,11 @@ class DyVM(VisionMamba):
                 return (fused[2], fused[3]) if self.use_routers else (None, None)
         normed, seq.residual = layer.add_norm(seq.hidden, seq.residual)
         xz = layer.mixer.in_proj(normed)
-        split, router_in, rows = None, None, None
-        if self.use_routers and positions is None and xz.requires_grad and xz.dtype == torch.float32:
-            rows = self.router_rows(seq, xz.shape[1])
-        if rows is not None:
-            # training: the router's rows come out of the mixer's own split of xz, so their gradient lands in
-            # its one (B, L, 2E) buffer (no zero-filled xz-sized gradient to add per layer); router_input's mean
-            x, z, picked = split_xz(xz, rows)
-            split, router_in = (x, z), picked.view(*seq.prefix_pos.shape, -1).mean(1)
-        elif self.use_routers:
-            router_in = self.router_input(xz, seq, positions)
-        logits, gates = self._route(layer, router_in, None if forced_gates is None else forced_gates[i], noise)
+        logits, gates = self._route(layer, xz, seq, None if forced_gates is None else forced_gates[i], noise,
+                                    positions)
         if stats is not None:
             stats.append(layer.mixer.token_stats(xz, seq.mask))
-        seq.hidden = layer.mixer.mix(xz, seq.mask, gates, split)
+        seq.hidden = layer.mixer.mix(xz, seq.mask, gates)
         return logits, gates
 
     def predictor_input(self, k: int, seq: TokenSequence, stats: Optional[list],

@@ -269,9 +269,6 @@ class DyVMSeg(SegmentationVariant, DyVM):
             raise ValueError("pruned_token_grad needs a class token; the segmentation backbone has none")
         super().__init__(predictor_input=predictor_input, token_sampler=token_sampler, **kwargs)
 
-    def router_rows(self, seq: TokenSequence, length: int) -> None:
-        return None  # the router reads every token (router_input)
-
     def router_input(self, xz: Tensor, seq: TokenSequence, positions: Optional[list[int]] = None) -> Tensor:
         """Mean of ``xz`` over the sequence; training divides by (Σmask + 1) instead (official)."""
         if seq.mask is None:

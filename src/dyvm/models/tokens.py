@@ -82,17 +82,17 @@ def _is_prefix(prefix_pos: Tensor, length: int) -> Tensor:
 def gather_tokens(x: Tensor, index: Tensor) -> Tensor:
     """x (B, L, D), index (B, K) → (B, K, D): whole D-rows by one ``index_select`` over the flattened
     batch (3-7× faster on a CPU than ``gather`` with an expanded index, which reads an index per element)."""
-    return _gather_rows(x, flat_rows(index, x.shape[1]), index.shape[1])
+    return _gather_rows(x, _flat_rows(index, x.shape[1]), index.shape[1])
 
 
-def flat_rows(index: Tensor, length: int) -> Tensor:
+def _flat_rows(index: Tensor, length: int) -> Tensor:
     """(B, K) positions in sequences of ``length`` → (B·K,) rows of the batch flattened to (B·length, ...)."""
     batch = index.shape[0]
     return (index + torch.arange(0, batch * length, length, device=index.device)[:, None]).reshape(-1)
 
 
 def _gather_rows(x: Tensor, rows: Tensor, k: int) -> Tensor:
-    """x (B, L, ...) and rows from :func:`flat_rows` of a (B, k) index → (B, k, ...) (k given: B may be 0)."""
+    """x (B, L, ...) and rows from :func:`_flat_rows` of a (B, k) index → (B, k, ...) (k given: B may be 0)."""
     batch, length = x.shape[:2]
     return x.reshape(batch * length, *x.shape[2:]).index_select(0, rows).view(batch, k, *x.shape[2:])
 
@@ -223,7 +223,7 @@ class TokenSequence:
             source = shared_patch_slots(tuple(positions), length, device)[keep]          # (B, K)
             prefix = torch.tensor(positions, dtype=torch.long, device=device).expand(batch, -1)
             order = _shared_insert_order(tuple(new), keep.shape[1], device)
-            rows = flat_rows(torch.cat([source, prefix], 1).index_select(1, order), length)
+            rows = _flat_rows(torch.cat([source, prefix], 1).index_select(1, order), length)
             hidden, residual = _gather_rows(self.hidden, rows, len(order)), _gather_rows(self.residual, rows, len(order))
             pos = torch.tensor(new, dtype=torch.long, device=device).expand(batch, -1)
         return replace(self, hidden=hidden, residual=residual, prefix_pos=pos,

@@ -194,23 +194,21 @@ class BiMambaMixer(nn.Module):
         xz = self.in_proj(u)
         return self.mix(xz, mask, gates)
 
-    def mix(self, xz: Tensor, mask: Optional[Tensor] = None, gates: Optional[Tensor] = None,
-            split: Optional[tuple[Tensor, Tensor]] = None) -> Tensor:
-        """Everything after ``in_proj``: xz (B, L, 2E) → (B, L, D). ``split``: xz's (x, z) views when the
-        caller already split it (float32; DyVM's training reads its router rows in the same op).
+    def mix(self, xz: Tensor, mask: Optional[Tensor] = None, gates: Optional[Tensor] = None) -> Tensor:
+        """Everything after ``in_proj``: xz (B, L, 2E) → (B, L, D).
 
         The branches work on channel-last (B, L, E) memory viewed as (B, E, L): the kernels read
         and write through strides, so ``in_proj``'s output, ``x_proj``'s input and ``out_proj``'s
         input need no transposed copies.
         """
-        if split is None and xz.device.type == "cpu" and xz.dtype in (torch.bfloat16, torch.float16):
+        if xz.device.type == "cpu" and xz.dtype in (torch.bfloat16, torch.float16):
             # under CPU autocast only the matmuls run in 16 bits: the conv and scan kernels compute in
             # float32, so one upcast here saves the copies each of them would make of its inputs
             xz = xz.float()
-        fused = None if mask is not None or split is not None else self.fused_call(xz, gates)
+        fused = None if mask is not None else self.fused_call(xz, gates)
         if fused is not None:
             return fused[0]
-        x, z = split if split is not None else split_xz(xz)                # (B, E, L) views
+        x, z = split_xz(xz)                                                # (B, E, L) views
         m = None if mask is None else mask.reshape(mask.shape[0], -1).to(x.dtype)  # (B, L)
         if gates is None:
             y = self._branch(False, x, z, m) + self._branch(True, x, z, m)
