@@ -301,8 +301,10 @@ def run_demo(output: str = "dyvm-demo", data_path: Optional[str] = None, mode: s
             g = count_flops(dy, "official", branch_keep_ratio=stats["branch_keep_mean"])
             curves.setdefault(score, []).append(dict(token_keep_ratio=rho, gflops_official=g, top1=stats["top1"],
                                                      branch_keep_mean=stats["branch_keep_mean"]))
+        shared = {p["token_keep_ratio"]: p for p in curves["predictor"] if p["token_keep_ratio"] >= 1.0}
         for score in ("random", "static"):
-            curves[score] = [dict(p) for p in curves["predictor"] if p["token_keep_ratio"] >= 1.0] + curves[score]
+            own = {p["token_keep_ratio"]: p for p in curves[score]}
+            curves[score] = [dict(shared[r]) if r in shared else own[r] for r in plan.sweep]
         dy.configure(token_keep_ratio=plan.token_keep_ratio, score="predictor")
         results["curves"] = curves
         timings["sweep_s"] = time.time() - t

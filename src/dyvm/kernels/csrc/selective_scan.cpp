@@ -923,8 +923,9 @@ DYVM_INLINE v16f map16(v16f x, F f) {
 // 16 channels per step (16 independent exps) with C_t·h_t summed over the state in registers (in
 // row_sums16's order). Δ = softplus(...) and Δu are computed for the whole sequence before the recurrence,
 // and the gate after it, as long vector loops over (L, 16) scratch: inside the recurrence's step their
-// latency chains (exp, divisions) stalled it (20% of the forward at Vim-T's batch-1 shape). The same
-// outputs as forward_rows_n16 up to float rounding. Units [k0, k1) of (image, block of 16 channels).
+// latency chains (exp, divisions) stalled it (this way the kernel takes 0.88-0.92x the time,
+// docs/speed/2026-12-02c-intel). The same outputs as forward_rows_n16 up to float rounding. Units [k0, k1)
+// of (image, block of 16 channels).
 void forward_lanes16(const Args<float>& a, const StridedOut<float>& out, int64_t k0, int64_t k1) {
   const int64_t L = a.L, nblk = a.E / 16;
   alignas(64) float At2[256];  // At2[16 n + lane] = A[d][n] log2 e
