@@ -125,6 +125,10 @@ RUNS = {
                                          at_point(LATE, 0.3, 0.8, token_sampler="topk", seed=1)),
     "static_loc567_rho0.3_beta0.8_seed1": ("trained static pruning, seed 1, layers 5, 6, 7, ρ 0.3, β 0.8",
                                            at_point(LATE, 0.3, 0.8, score="static", seed=1)),
+    **{f"{rule}_loc567_rho0.3_beta0.8_seed{seed}": (f"{what}, seed {seed}, layers 5, 6, 7, ρ 0.3, β 0.8",
+                                                     at_point(LATE, 0.3, 0.8, seed=seed, **opts))
+       for seed in (2, 3) for rule, what, opts in (("topk", "Gumbel-top-k sampler", dict(token_sampler="topk")),
+                                                   ("static", "trained static pruning", dict(score="static")))},
     "topk_1ep_rerun": ("Gumbel-top-k sampler at the base point, 1 epoch, re-run with the code of 2026-11-30 23:00",
                        dict(token_sampler="topk", epochs=1)),
     "topk_probe_1ep": ("Gumbel-top-k + pruned-token gradient (zero-valued probe into the class token), base point, "
