@@ -315,16 +315,14 @@ def build_transform(data_cfg: dict[str, Any], is_training: bool, aa: Optional[st
     (:class:`ToNormalizedTensor`, identical values)."""
     from timm.data import create_transform
 
-    c, h, _ = data_cfg["input_size"]
     if is_training:
-        return _fuse_to_normalized_tensor(create_transform(
-            input_size=data_cfg["input_size"], is_training=True, scale=scale, hflip=hflip,
-            auto_augment=None if aa in (None, "none", "") else aa, re_prob=reprob, re_mode="pixel", re_count=1,
-            interpolation=data_cfg["interpolation"], mean=data_cfg["mean"], std=data_cfg["std"],
-            color_jitter=color_jitter or None))
-    return _fuse_to_normalized_tensor(create_transform(
-        input_size=data_cfg["input_size"], is_training=False, interpolation=data_cfg["interpolation"],
-        mean=data_cfg["mean"], std=data_cfg["std"], crop_pct=data_cfg["crop_pct"]))
+        mode = dict(is_training=True, scale=scale, hflip=hflip, auto_augment=None if aa in (None, "none", "") else aa,
+                    re_prob=reprob, re_mode="pixel", re_count=1, color_jitter=color_jitter or None)
+    else:
+        mode = dict(is_training=False, crop_pct=data_cfg["crop_pct"])
+    return _fuse_to_normalized_tensor(create_transform(input_size=data_cfg["input_size"],
+                                                       interpolation=data_cfg["interpolation"],
+                                                       mean=data_cfg["mean"], std=data_cfg["std"], **mode))
 
 
 def build_dataset(dataset: str, split: str, transform: Optional[Callable], data_path: Optional[str] = None,
