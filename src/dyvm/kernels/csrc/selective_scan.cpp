@@ -208,6 +208,11 @@ struct Args {
   const T* bias;             // (E) or null
   int64_t batch, E, L, N;
   bool softplus, reverse;
+  // forward_lanes16 only: image i reads z's image zrows[i] and writes the output's image orows[i] (null: image i),
+  // adding to what is there with accumulate
+  const int64_t* zrows = nullptr;
+  const int64_t* orows = nullptr;
+  bool accumulate = false;
 };
 
 template <typename T>
@@ -940,8 +945,9 @@ void forward_lanes16(const Args<float>& a, const StridedOut<float>& out, int64_t
     const v16f Dv = a.D ? load16(a.D + e0) : v16f{};
     const float* up = a.u.p + b * a.u.sb + e0;
     const float* dp = a.delta.p + b * a.delta.sb + e0;
-    const float* zp = a.z.p ? a.z.p + b * a.z.sb + e0 : nullptr;
-    float* op = out.p + b * out.sb + e0;
+    const float* zp = a.z.p ? a.z.p + (a.zrows ? a.zrows[b] : b) * a.z.sb + e0 : nullptr;
+    float* op = out.p + (a.orows ? a.orows[b] : b) * out.sb + e0;
+    const bool acc = a.accumulate;
     const float* Bb = a.Bm + b * a.sBb;
     const float* Cb = a.Cm + b * a.sCb;
     for (int64_t s = 0; s < L; ++s) {  // scan order
@@ -979,7 +985,7 @@ void forward_lanes16(const Args<float>& a, const StridedOut<float>& out, int64_t
       if (zp)
         store16(Y + 16 * s, y);
       else
-        store16(op + t * out.sl, y);
+        store16(op + t * out.sl, acc ? load16(op + t * out.sl) + y : y);
     }
     if (zp) {  // row_output's formula: (y + D u) silu(z)
       for (int64_t s = 0; s < L; ++s) store16(DT + 16 * s, load16(zp + (a.reverse ? L - 1 - s : s) * a.z.sl));
@@ -988,7 +994,10 @@ void forward_lanes16(const Args<float>& a, const StridedOut<float>& out, int64_t
         const float zv = DT[i];
         Y[i] = Y[i] * (zv * sigmoid_f(zv));
       }
-      for (int64_t s = 0; s < L; ++s) store16(op + (a.reverse ? L - 1 - s : s) * out.sl, load16(Y + 16 * s));
+      for (int64_t s = 0; s < L; ++s) {
+        float* ot = op + (a.reverse ? L - 1 - s : s) * out.sl;
+        store16(ot, acc ? load16(ot) + load16(Y + 16 * s) : load16(Y + 16 * s));
+      }
     }
   }
 }
@@ -1226,6 +1235,7 @@ struct ConvArgs {
   const T* bias;           // (E) or null
   int64_t batch, E, L, K;
   bool silu, reverse;
+  const int64_t* rows = nullptr;  // conv_forward_cl16: image i reads x's image rows[i] (null: image i)
 };
 
 constexpr int64_t kConvBlock = 16;
@@ -1602,7 +1612,7 @@ void conv_forward_cl16<float>(const ConvArgs<float>& a, const StridedOut<float>&
     const v16f w0 = load16(wt + e0), w1 = load16(wt + E + e0), w2 = load16(wt + 2 * E + e0),
                w3 = load16(wt + 3 * E + e0);
     const v16f bias = a.bias ? load16(a.bias + e0) : v16f{};
-    const float* xb = a.x + b * a.sb + e0;
+    const float* xb = a.x + (a.rows ? a.rows[b] : b) * a.sb + e0;
     float* ob = o.p + b * o.sb + e0;
     v16f x3 = {}, x2 = {}, x1 = {};  // inputs at scan steps s-3, s-2, s-1 (zero before the start)
     for (int64_t s = 0; s < L; ++s) {
@@ -1976,27 +1986,107 @@ std::vector<at::Tensor> conv_backward(const at::Tensor& gout, const at::Tensor& 
 
 // ----------------------- a block and its mixer in one call (inference) ------------------
 
+// The rows `rows` (n,) of a (B, E, L) channel-last view, copied: (n, E, L) channel-last.
+at::Tensor rows_channel_last(const at::Tensor& t, const at::Tensor& rows) {
+  return t.transpose(1, 2).index_select(0, rows).transpose(1, 2);
+}
+
+// conv_forward (SiLU, no mask, channel-last output) of the images `rows` (n,) of x (B, E, L): (n, E, L). Where
+// conv_forward_cl16 serves, it reads those images of x in place through a row map; else from a copy of them.
+at::Tensor conv_forward_rows(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, bool reverse,
+                             const at::Tensor& rows) {
+#if DYVM_HAVE_N16 && DYVM_CONV16
+  if (x.scalar_type() == at::kFloat) {
+    check_conv(x, w, bias, c10::nullopt);
+    ConvArgs<float> a = make_conv_args<float>(x, w, bias, true, c10::nullopt, reverse);
+    if (conv_cl16_applies(a)) {
+      const int64_t n = rows.numel(), L = a.L, E = a.E;
+      at::Tensor out = at::empty({n, L, E}, x.options()).transpose(1, 2);
+      if (n == 0 || L == 0) return out;
+      a.rows = rows.data_ptr<int64_t>();
+      a.batch = n;
+      const StridedOut<float> o = strided_out<float>(out);
+      const std::vector<float> wt = taps_by_k(a.w, E, a.K);
+      const int64_t gu = std::max<int64_t>(1, 2048 / (16 * L));
+      at::parallel_for(0, n * (E / 16), gu, [&](int64_t k0, int64_t k1) { conv_forward_cl16(a, o, wt.data(), k0, k1); });
+      return out;
+    }
+  }
+#endif
+  return conv_forward(rows_channel_last(x, rows), w, bias, true, c10::nullopt, reverse, true);
+}
+
+// part added into acc (B, E, L) at its images `rows` (undefined: every image), or part itself without acc;
+// returns part, or an undefined tensor once added.
+at::Tensor add_rows(at::Tensor* acc, const at::Tensor& rows, const at::Tensor& part) {
+  if (!acc) return part;
+  if (rows.defined())
+    acc->index_add_(0, rows, part);
+  else
+    acc->add_(part);
+  return at::Tensor();
+}
+
+// scan_forward (softplus, channel-last) of n images whose gate z is the images `rows` (n,) of z (B, E, L) (undefined:
+// z's own n images), added into acc (B, E, L) at those images when acc is given (then an undefined tensor is
+// returned), else returned (n, E, L). Where forward_lanes16 serves, it reads z's images and adds into acc's in place
+// through row maps (the same values: one float add per element); else from a copy of the rows and with add_rows.
+at::Tensor scan_forward_rows(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& Bm,
+                             const at::Tensor& Cm, const at::Tensor& D, const at::Tensor& z, const at::Tensor& bias,
+                             bool reverse, const at::Tensor& rows, at::Tensor* acc) {
+#if DYVM_N16_AVX512
+  if (u.scalar_type() == at::kFloat && z.scalar_type() == at::kFloat && lanes_layout(u, delta, A, z, true, {}) &&
+      (!acc || (acc->scalar_type() == at::kFloat && acc->stride(1) == 1))) {
+    check_inputs(u, delta, A, Bm, Cm, D, c10::nullopt, bias);
+    const int64_t n = u.size(0), E = u.size(1), L = u.size(2);
+    TORCH_CHECK(z.device().is_cpu() && z.size(1) == E && z.size(2) == L && (rows.defined() ? rows.numel() == n : z.size(0) == n) &&
+                (!acc || (acc->size(0) == z.size(0) && acc->size(1) == E && acc->size(2) == L)),
+                "mix_forward: the branch's z, rows and output must match u");
+    at::Tensor out = acc ? *acc : empty_bel(u, true);
+    if (n > 0 && L > 0) {
+      Args<float> a = make_args<float>(u, delta, A, Bm, Cm, D, c10::nullopt, bias, true, reverse);
+      a.z = strided<float>(z);
+      a.zrows = rows.defined() ? rows.data_ptr<int64_t>() : nullptr;
+      a.orows = acc ? a.zrows : nullptr;
+      a.accumulate = acc != nullptr;
+      const StridedOut<float> o = strided_out<float>(out);
+      const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, L) / 16);
+      at::parallel_for(0, n * (E / 16), grain, [&](int64_t k0, int64_t k1) { forward_lanes16(a, o, k0, k1); });
+    }
+    return acc ? at::Tensor() : out;
+  }
+#endif
+  return add_rows(acc, rows, scan_forward(u, delta, A, Bm, Cm, D, rows.defined() ? rows_channel_last(z, rows) : z,
+                                          bias, true, reverse, true));
+}
+
 // One SSM direction at inference: x, z (B, E, L) views of in_proj's output → y (B, E, L) on
 // channel-last memory. params: conv weight (E, 1, K) or (E, K), conv bias (E), x_proj weight
 // (R+2N, E), dt_proj weight (E, R), dt_proj bias (E), A_log (E, N), D (E). The same calls as the
 // Python mixer (conv + SiLU, two matmuls, exp, scan), without a Python round trip between them.
+// rows (n,) int64 (a sub-batch; undefined: every image): the branch runs on those images only, y is (n, E, L),
+// and the conv and the scan read their images of x and z in place (or, where their fast paths do not serve,
+// from copies: the values are the same as for copies of those rows either way). acc (B, E, L), if given: y is
+// added into it at those images (in the scan's stores where its fast path serves) and nothing is returned.
 // stub_scan (benchmarks' matmul floor only): the scan returns u, as the Python benchmarks' stub does.
-at::Tensor mixer_branch(const at::Tensor& x, const at::Tensor& z, at::TensorList p, bool reverse, bool stub_scan) {
+at::Tensor mixer_branch(const at::Tensor& x, const at::Tensor& z, at::TensorList p, bool reverse, bool stub_scan,
+                        const at::Tensor& rows = at::Tensor(), at::Tensor* acc = nullptr) {
   TORCH_CHECK(p.size() == 7, "mix_forward: 7 tensors per direction (conv weight, conv bias, x_proj weight, "
               "dt_proj weight, dt_proj bias, A_log, D)");
-  const int64_t Bsz = x.size(0), E = x.size(1), L = x.size(2);
+  const int64_t Bsz = rows.defined() ? rows.numel() : x.size(0), E = x.size(1), L = x.size(2);
   const at::Tensor& A_log = p[5];
   const int64_t N = A_log.size(1), R = p[3].size(1);
-  const at::Tensor w = p[0].dim() == 3 ? p[0].reshape({p[0].size(0), p[0].size(2)}) : p[0];
-  const at::Tensor u = conv_forward(x, w.contiguous(), p[1], true, c10::nullopt, reverse, true);
+  const at::Tensor w = (p[0].dim() == 3 ? p[0].reshape({p[0].size(0), p[0].size(2)}) : p[0]).contiguous();
+  const at::Tensor u = rows.defined() ? conv_forward_rows(x, w, p[1], reverse, rows)
+                                      : conv_forward(x, w, p[1], true, c10::nullopt, reverse, true);
   const at::Tensor xdbl = at::mm(u.transpose(1, 2).reshape({Bsz * L, E}), p[2].t());   // (B*L, R+2N)
   const at::Tensor delta = at::mm(xdbl.narrow(1, 0, R), p[3].t()).view({Bsz, L, E}).transpose(1, 2);
   const at::Tensor bc = xdbl.view({Bsz, L, R + 2 * N});
-  if (stub_scan) return u;
+  if (stub_scan) return add_rows(acc, rows, u);
   // under CPU autocast the two matmuls ran in 16 bits: the scan reads float32 copies, as the Python dispatch does
   const auto f32 = [](const at::Tensor& t) { return t.scalar_type() == at::kFloat ? t : t.to(at::kFloat); };
-  return scan_forward(u, f32(delta), at::exp(A_log).neg_(), f32(bc.narrow(2, R, N)), f32(bc.narrow(2, R + N, N)),
-                      p[6], z, p[4], true, reverse, true);
+  const at::Tensor A = at::exp(A_log).neg_(), Bm = f32(bc.narrow(2, R, N)), Cm = f32(bc.narrow(2, R + N, N));
+  return scan_forward_rows(u, f32(delta), A, Bm, Cm, p[6], z, p[4], reverse, rows, acc);
 }
 
 // The DyVM router at inference: logits (B, 2) = block_head(xz at the prefix positions, averaged when
@@ -2015,8 +2105,9 @@ std::vector<at::Tensor> route(const at::Tensor& xz, at::TensorList router, doubl
 // The bidirectional mixer after in_proj at inference: xz (B, L, 2E) float32 → [(B, L, D) =
 // (y_f + y_b) (out_weight · out_scale)^T], or with a router [output, router logits, gates]. gates (B, 2)
 // 0/1 [forward, backward] (from the router, else given, else both on): a direction on for every image
-// runs on the whole batch, one on for some runs on that sub-batch (one row copy of xz) and is added
-// into y by rows, one off for all does not run (the Python mixer's `_selected_branches`, call for call).
+// runs on the whole batch, one on for some runs on that sub-batch (its rows of xz read in place where the
+// kernels' fast paths serve, else copied) and is added into y by rows, one off for all does not run (the Python
+// mixer's `_selected_branches`, call for call, the same values).
 std::vector<at::Tensor> mix_forward(const at::Tensor& xz, at::TensorList forward_params,
                                     at::TensorList backward_params, const at::Tensor& out_weight, double out_scale,
                                     const c10::optional<at::Tensor>& gates, at::TensorList router,
@@ -2053,17 +2144,17 @@ std::vector<at::Tensor> mix_forward(const at::Tensor& xz, at::TensorList forward
     }
     const int64_t n_on = g.defined() ? static_cast<int64_t>(on.size()) : Bsz;
     if (n_on == 0) continue;
-    if (n_on == Bsz) {
-      at::Tensor part = mixer_branch(xz_views.first, xz_views.second, p, d == 1, stub_scan);
-      y = y.defined() ? y.add_(part) : part;
+    at::Tensor idx;  // the sub-batch, or undefined: every image
+    if (n_on < Bsz) {
+      idx = at::empty({n_on}, xz.options().dtype(at::kLong));
+      std::copy(on.begin(), on.end(), idx.data_ptr<int64_t>());
+    }
+    if (!y.defined() && !idx.defined()) {
+      y = mixer_branch(xz_views.first, xz_views.second, p, d == 1, stub_scan);
       continue;
     }
-    at::Tensor idx = at::empty({n_on}, xz.options().dtype(at::kLong));
-    std::copy(on.begin(), on.end(), idx.data_ptr<int64_t>());
-    const auto sub_views = halves(xzf.index_select(0, idx));
-    const at::Tensor sub = mixer_branch(sub_views.first, sub_views.second, p, d == 1, stub_scan);
     if (!y.defined()) y = at::zeros({Bsz, L, E}, xzf.options()).transpose(1, 2);
-    y.index_add_(0, idx, sub);
+    mixer_branch(xz_views.first, xz_views.second, p, d == 1, stub_scan, idx, &y);  // y += this branch's output
   }
   if (!y.defined()) y = at::zeros({Bsz, L, E}, xzf.options()).transpose(1, 2);
   const at::Tensor w = out_scale == 1.0 ? out_weight : out_weight.mul(out_scale);
