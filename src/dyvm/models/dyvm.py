@@ -31,7 +31,7 @@ from ..kernels import mix_cpp
 from .registry import register_model
 from .tokens import TokenSequence, gather_tokens, kept_first_order
 from .presets import build_model
-from .vim import VisionMamba, forward_hooked
+from .vim import VisionMamba, tree_hooked
 
 
 @functools.lru_cache(maxsize=64)
@@ -343,7 +343,7 @@ class DyVM(VisionMamba):
         """Whether the extension's pruning stage computes what this model's Python stages would (the predictor's
         score with top-k, the paper's predictor input, no hooks on a predictor); the tensors are checked later."""
         return (not self.training and self.score == "predictor" and self.token_sampler != "stratified"
-                and self.predictor_input_source == "hidden" and not forward_hooked(*self.score_predictors.modules()))
+                and self.predictor_input_source == "hidden" and not tree_hooked(self.score_predictors))
 
     def _stacked_inference(self, seq: TokenSequence, positions: list[int]):
         """Every block and stage in one extension call (:meth:`fused_stack`), or None where it does not apply.

@@ -38,6 +38,20 @@ def forward_hooked(*modules: Optional[nn.Module]) -> bool:
     return any(m is not None and (m._forward_hooks or m._forward_pre_hooks) for m in modules)
 
 
+def tree_hooked(*roots: nn.Module) -> bool:
+    """:func:`forward_hooked` over ``roots`` and every module below them (a plain walk of the children: at batch 1
+    ``nn.Module.modules()``'s named, de-duplicated walk cost more than a small model's embedding)."""
+    if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
+        return True
+    stack = list(roots)
+    while stack:
+        m = stack.pop()
+        if m._forward_hooks or m._forward_pre_hooks:
+            return True
+        stack.extend(c for c in m._modules.values() if c is not None)
+    return False
+
+
 class BiMambaMixer(nn.Module):
     """One mixer with two independent SSM branches (forward and backward over the sequence).
 
@@ -517,7 +531,7 @@ class VisionMamba(nn.Module):
         tokens at ``positions`` (at the start, then after each stage): what the per-layer loop computes, call for
         call (see :func:`~dyvm.kernels.mix_cpp.stack_forward` for what it returns). None where it does not apply
         (training, hooks on a block or below, a layer the fused block does not serve): the loop runs instead."""
-        if self.training or hidden.device.type != "cpu" or forward_hooked(*self.layers.modules()):
+        if self.training or hidden.device.type != "cpu" or tree_hooked(self.layers):
             return None
         tensors, eps, scales, backends = [], [], set(), set()
         for layer in self.layers:
