@@ -423,6 +423,41 @@ def test_cpp_builds_the_fast_path_this_cpu_can_run():
     assert scan_cpp.simd_path() == _expected_simd_path(cpu_flags())
 
 
+def check_sub_batches_match_python(autocast: bool = False) -> None:
+    """Per-image branch selection at eager CPU inference: the extension's mixer, which reads a sub-batch's rows in
+    place and adds its output in the scan's stores where the AVX-512 kernels serve (else copies the rows), gives the
+    pure-PyTorch mixer's logits exactly (sub-batches of the routers' real per-image decisions, every combination of
+    on / off / some images per direction, in float32 and under bf16 autocast)."""
+    import dyvm
+    from dyvm.models import vim as vim_module
+
+    torch.manual_seed(0)
+    model = dyvm.create_model("dyvm_vim_tiny", img_size=32, patch_size=4, depth=4, embed_dim=32, num_classes=5,
+                              use_pruning=False).eval()
+    for layer in model.layers:  # routers with real decisions: some branches off for some images
+        torch.nn.init.normal_(layer.mixer.block_head.weight, std=0.5)
+        torch.nn.init.zeros_(layer.mixer.block_head.bias)
+    images = torch.randn(7, 3, 32, 32)
+    stack, call = vim_module.VisionMamba.fused_stack, vim_module.BiMambaMixer.fused_call
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        fused = model.forward_inference(images)
+        try:
+            vim_module.VisionMamba.fused_stack = lambda *a, **k: None
+            vim_module.BiMambaMixer.fused_call = lambda *a, **k: None
+            python = model.forward_inference(images)
+        finally:
+            vim_module.VisionMamba.fused_stack, vim_module.BiMambaMixer.fused_call = stack, call
+    some = ((fused.gates > 0.5).float().mean(1) % 1 > 0).sum()  # (layer, direction) pairs run by some images only
+    assert some >= 2, "the routers made no per-image sub-batch"
+    assert torch.equal(fused.gates, python.gates) and torch.equal(fused.logits, python.logits)
+
+
+@needs_cpp
+@pytest.mark.parametrize("autocast", [False, True])
+def test_sub_batches_match_python(autocast):
+    check_sub_batches_match_python(autocast)
+
+
 _VARIANT_CHECK = """
 import sys
 sys.path.insert(0, {tests!r})
@@ -435,6 +470,7 @@ for config in ("full", "bare", "long"):
 for config in ("full", "bare", "lanes", "lanes_bare"):
     for reverse in (False, True):
         t.test_cpp_channel_last_strided_inputs(config, reverse)
+t.check_sub_batches_match_python()
 print(scan_cpp.lanes_kernels(), scan_cpp.simd_path())
 """
 
