@@ -194,6 +194,11 @@ RUNS.update({
     "topk_probe_loc567_rho0.3_beta0.8_seed1": ("Gumbel-top-k + pruned-token gradient, seed 1, layers 5, 6, 7, ρ 0.3, "
                                                "β 0.8", at_point(LATE, 0.3, 0.8, token_sampler="topk",
                                                                  pruned_token_grad=True, seed=1)),
+    # ninth round: predictors and routers at the backbone's lr (less churn in the selection during training)
+    **{f"topk_dynlr1_loc567_rho0.3_beta0.8_seed{seed}": (
+        f"Gumbel-top-k sampler, predictors/routers at the backbone lr (1x, not 20x), seed {seed}, layers 5, 6, 7, "
+        "ρ 0.3, β 0.8", at_point(LATE, 0.3, 0.8, token_sampler="topk", dynamic_lr_scale=1.0, seed=seed))
+       for seed in range(4)},
 })
 
 
