@@ -182,14 +182,12 @@ class TokenSequence:
         ids = torch.arange(m, device=patches.device).expand(batch, m)
         if torch.compiler.is_compiling():  # the layout's tensor arithmetic (traced), not cached Python ints
             pos = layout.positions(torch.full((batch,), m, dtype=torch.long, device=patches.device))
-            return cls(insert_prefix(prefix, patches, pos), None, pos, ids, layout)
-        # every image has m patches: the prefix positions and the insertion order are cached constants
-        shared = tuple(layout.shared_positions(m))
-        pos = torch.tensor(shared, dtype=torch.long, device=patches.device).expand(batch, len(shared))
-        if not shared:
-            return cls(patches, None, pos, ids, layout)
-        hidden = torch.cat([patches, prefix.to(patches.dtype)], dim=1).index_select(
-            1, _shared_insert_order(shared, m, patches.device))
+            hidden = insert_prefix(prefix, patches, pos)
+        else:  # every image has m patches: the prefix positions and the insertion order are cached constants
+            shared = tuple(layout.shared_positions(m))
+            pos = torch.tensor(shared, dtype=torch.long, device=patches.device).expand(batch, len(shared))
+            hidden = patches if not shared else torch.cat([patches, prefix.to(patches.dtype)], dim=1).index_select(
+                1, _shared_insert_order(shared, m, patches.device))
         return cls(hidden, None, pos, ids, layout)
 
     @property

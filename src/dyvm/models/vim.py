@@ -29,19 +29,21 @@ from .registry import register_model
 from .tokens import MiddleClassToken, PrefixLayout, TokenSequence
 
 
+def _global_forward_hooks() -> bool:
+    return bool(nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks)
+
 
 def forward_hooked(*modules: Optional[nn.Module]) -> bool:
     """Whether a forward (pre-)hook, global or on one of ``modules``, would see their calls: the fused
     inference path calls none of them, so it steps aside and the Python path runs (and the hooks fire)."""
-    if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
-        return True
-    return any(m is not None and (m._forward_hooks or m._forward_pre_hooks) for m in modules)
+    return _global_forward_hooks() or any(m is not None and (m._forward_hooks or m._forward_pre_hooks)
+                                          for m in modules)
 
 
 def tree_hooked(*roots: nn.Module) -> bool:
     """:func:`forward_hooked` over ``roots`` and every module below them: a plain walk of the children, 1.4-1.6x
     faster than ``nn.Module.modules()``'s named, de-duplicated one (it runs on every eager inference call)."""
-    if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
+    if _global_forward_hooks():
         return True
     stack = list(roots)
     while stack:

@@ -1779,6 +1779,12 @@ Args<T> make_args(const at::Tensor& u, const at::Tensor& delta, const at::Tensor
 // Whether the lanes kernels (forward_lanes16, backward_lanes16) serve a call: float rows of 16 states in
 // whole blocks of 16 channels, every (B, E, L) tensor channel-last (gout too, when given), and sequences
 // whose per-thread buffers (about 4.6 KB a step in the backward) stay in L2, up to L = 512.
+// Units per parallel_for task of the forward scan: enough rows to amortise the task overhead (~L*N*20 flops per row);
+// the lanes kernel's units are (image, block of 16 channels).
+int64_t scan_forward_grain(int64_t L, bool lanes) {
+  return std::max<int64_t>(1, 4096 / std::max<int64_t>(1, L) / (lanes ? 16 : 1));
+}
+
 bool lanes_layout(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
                   const c10::optional<at::Tensor>& z, bool channels_last, const c10::optional<at::Tensor>& gout) {
   return DYVM_LANES && u.scalar_type() == at::kFloat && A.size(1) == 16 && u.size(1) % 16 == 0 &&
@@ -1797,10 +1803,8 @@ at::Tensor scan_forward(const at::Tensor& u, const at::Tensor& delta, const at::
   const int64_t L = u.size(2);
   if (rows == 0 || L == 0) return out;
   const bool lanes = lanes_layout(u, delta, A, z, channels_last, {});
-  // enough rows per task to amortise the task overhead (~L*N*20 flops per row); the lanes kernel's
-  // units are (image, block of 16 channels)
   const int64_t units = lanes ? rows / 16 : rows;
-  const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, L) / (lanes ? 16 : 1));
+  const int64_t grain = scan_forward_grain(L, lanes);
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "dyvm_selective_scan_fwd", [&] {
     const Args<scalar_t> a = make_args<scalar_t>(u, delta, A, Bm, Cm, D, z, bias, softplus, reverse);
     const StridedOut<scalar_t> o = strided_out<scalar_t>(out);
@@ -1901,6 +1905,13 @@ ConvArgs<T> make_conv_args(const at::Tensor& x, const at::Tensor& w,
   return a;
 }
 
+// conv_forward_cl16 over the first `images` images of a (a.rows may map them to x's images), taps wt (taps_by_k)
+template <typename T>
+void run_conv_cl16(const ConvArgs<T>& a, const StridedOut<T>& o, const T* wt, int64_t images) {
+  const int64_t gu = std::max<int64_t>(1, 2048 / (16 * a.L));
+  at::parallel_for(0, images * (a.E / 16), gu, [&](int64_t k0, int64_t k1) { conv_forward_cl16(a, o, wt, k0, k1); });
+}
+
 at::Tensor conv_forward(const at::Tensor& x, const at::Tensor& w,
                         const c10::optional<at::Tensor>& bias, bool silu,
                         const c10::optional<at::Tensor>& mask, bool reverse, bool channels_last) {
@@ -1917,8 +1928,7 @@ at::Tensor conv_forward(const at::Tensor& x, const at::Tensor& w,
       const int64_t E = a.E, steps = x.size(0) * L;
 #if DYVM_HAVE_N16 && DYVM_CONV16
       if (conv_cl16_applies(a)) {  // whole sequences of 16-channel blocks, in registers
-        const int64_t units = x.size(0) * (E / 16), gu = std::max<int64_t>(1, 2048 / (16 * L));
-        at::parallel_for(0, units, gu, [&](int64_t k0, int64_t k1) { conv_forward_cl16(a, o, wt.data(), k0, k1); });
+        run_conv_cl16(a, o, wt.data(), x.size(0));
         return;
       }
 #endif
@@ -2000,15 +2010,12 @@ at::Tensor conv_forward_rows(const at::Tensor& x, const at::Tensor& w, const at:
     check_conv(x, w, bias, c10::nullopt);
     ConvArgs<float> a = make_conv_args<float>(x, w, bias, true, c10::nullopt, reverse);
     if (conv_cl16_applies(a)) {
-      const int64_t n = rows.numel(), L = a.L, E = a.E;
-      at::Tensor out = at::empty({n, L, E}, x.options()).transpose(1, 2);
-      if (n == 0 || L == 0) return out;
+      const int64_t n = rows.numel();
+      at::Tensor out = at::empty({n, a.L, a.E}, x.options()).transpose(1, 2);
+      if (n == 0 || a.L == 0) return out;
       a.rows = rows.data_ptr<int64_t>();
       a.batch = n;
-      const StridedOut<float> o = strided_out<float>(out);
-      const std::vector<float> wt = taps_by_k(a.w, E, a.K);
-      const int64_t gu = std::max<int64_t>(1, 2048 / (16 * L));
-      at::parallel_for(0, n * (E / 16), gu, [&](int64_t k0, int64_t k1) { conv_forward_cl16(a, o, wt.data(), k0, k1); });
+      run_conv_cl16(a, strided_out<float>(out), taps_by_k(a.w, a.E, a.K).data(), n);
       return out;
     }
   }
@@ -2050,8 +2057,8 @@ at::Tensor scan_forward_rows(const at::Tensor& u, const at::Tensor& delta, const
       a.orows = acc ? a.zrows : nullptr;
       a.accumulate = acc != nullptr;
       const StridedOut<float> o = strided_out<float>(out);
-      const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, L) / 16);
-      at::parallel_for(0, n * (E / 16), grain, [&](int64_t k0, int64_t k1) { forward_lanes16(a, o, k0, k1); });
+      at::parallel_for(0, n * (E / 16), scan_forward_grain(L, true),
+                       [&](int64_t k0, int64_t k1) { forward_lanes16(a, o, k0, k1); });
     }
     return acc ? at::Tensor() : out;
   }
