@@ -210,6 +210,40 @@ def test_fused_inference_mixer_equals_python_mixer(monkeypatch):
     assert not calls and grad_xz.grad is not None and mixer.A_log.grad is not None
 
 
+def test_fused_inference_follows_weight_changes(monkeypatch):
+    """The fused inference paths remember each layer's A = -exp(A_log) and halved out_proj weight between
+    forwards; any change of those weights (in place, by load_state_dict, by a `.data` swap, by replacing the
+    Parameter) is seen at the next forward: the logits stay exactly the Python blocks'."""
+    from dyvm.models import vim as vim_mod
+
+    torch.manual_seed(0)
+    model = dyvm.create_model("vim_tiny", img_size=32, patch_size=8, depth=2, embed_dim=32, num_classes=5).eval()
+    other = dyvm.create_model("vim_tiny", img_size=32, patch_size=8, depth=2, embed_dim=32, num_classes=5)
+    x = torch.randn(2, 3, 32, 32)
+    mixer = model.layers[1].mixer
+
+    def python_logits():
+        with monkeypatch.context() as m:
+            m.setattr(vim_mod.BiMambaMixer, "fused_call", lambda *a, **k: None)
+            m.setattr(vim_mod.VisionMamba, "fused_stack", lambda *a, **k: None)
+            return model(x)
+
+    changes = [lambda: mixer.A_log.add_(0.3), lambda: mixer.A_b_log.mul_(0.5), lambda: mixer.out_proj.weight.mul_(3),
+               lambda: model.load_state_dict(other.state_dict()),
+               lambda: setattr(mixer.A_log, "data", mixer.A_log.data + 0.2),
+               lambda: setattr(mixer, "A_b_log", torch.nn.Parameter(mixer.A_b_log.detach() - 0.2))]
+    with torch.no_grad():
+        before = model(x)
+        assert torch.equal(before, python_logits())
+        for change in changes:
+            change()
+            after = model(x)
+            assert not torch.equal(after, before)
+            assert torch.equal(after, python_logits())
+            before = after
+    assert mixer._inference_cache  # the cache was used
+
+
 def test_fused_blocks_equal_the_python_blocks(monkeypatch):
     """At eager CPU fp32 inference each block (residual add, RMSNorm, in_proj, mixer) is one extension call;
     every layer's hidden state and residual and the logits equal the Python blocks' exactly."""

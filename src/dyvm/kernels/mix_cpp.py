@@ -56,7 +56,7 @@ def mix_forward(xz: Tensor, forward_params: list[Tensor], backward_params: list[
                 router_threshold: float = 0.5) -> list[Tensor]:
     """xz (B, L, 2E) → [(B, L, D)], or with a router [output, router logits (B, 2), gates (B, 2)].
 
-    params per direction: conv weight, conv bias, x_proj weight, dt_proj weight, dt_proj bias, A_log, D.
+    params per direction: conv weight, conv bias, x_proj weight, dt_proj weight, dt_proj bias, A = -exp(A_log), D.
     gates (B, 2) 0/1 [forward, backward] or None (both on): a direction runs on the images whose gate is on
     (the whole batch, a sub-batch, or not at all) and contributes 0 elsewhere. router: [block_head weight,
     block_head bias, prefix positions (P,) int64]: the gates are then sigmoid(block_head(mean of xz at the

@@ -2069,8 +2069,8 @@ at::Tensor scan_forward_rows(const at::Tensor& u, const at::Tensor& delta, const
 
 // One SSM direction at inference: x, z (B, E, L) views of in_proj's output → y (B, E, L) on
 // channel-last memory. params: conv weight (E, 1, K) or (E, K), conv bias (E), x_proj weight
-// (R+2N, E), dt_proj weight (E, R), dt_proj bias (E), A_log (E, N), D (E). The same calls as the
-// Python mixer (conv + SiLU, two matmuls, exp, scan), without a Python round trip between them.
+// (R+2N, E), dt_proj weight (E, R), dt_proj bias (E), A = -exp(A_log) (E, N), D (E). The same calls as the
+// Python mixer (conv + SiLU, two matmuls, scan), without a Python round trip between them.
 // rows (n,) int64 (a sub-batch; undefined: every image): the branch runs on those images only, y is (n, E, L),
 // and the conv and the scan read their images of x and z in place (or, where their fast paths do not serve,
 // from copies: the values are the same as for copies of those rows either way). acc (B, E, L), if given: y is
@@ -2079,10 +2079,10 @@ at::Tensor scan_forward_rows(const at::Tensor& u, const at::Tensor& delta, const
 at::Tensor mixer_branch(const at::Tensor& x, const at::Tensor& z, at::TensorList p, bool reverse, bool stub_scan,
                         const at::Tensor& rows = at::Tensor(), at::Tensor* acc = nullptr) {
   TORCH_CHECK(p.size() == 7, "mix_forward: 7 tensors per direction (conv weight, conv bias, x_proj weight, "
-              "dt_proj weight, dt_proj bias, A_log, D)");
+              "dt_proj weight, dt_proj bias, A, D)");
   const int64_t Bsz = rows.defined() ? rows.numel() : x.size(0), E = x.size(1), L = x.size(2);
-  const at::Tensor& A_log = p[5];
-  const int64_t N = A_log.size(1), R = p[3].size(1);
+  const at::Tensor& A = p[5];
+  const int64_t N = A.size(1), R = p[3].size(1);
   const at::Tensor w = (p[0].dim() == 3 ? p[0].reshape({p[0].size(0), p[0].size(2)}) : p[0]).contiguous();
   const at::Tensor u = rows.defined() ? conv_forward_rows(x, w, p[1], reverse, rows)
                                       : conv_forward(x, w, p[1], true, c10::nullopt, reverse, true);
@@ -2092,7 +2092,7 @@ at::Tensor mixer_branch(const at::Tensor& x, const at::Tensor& z, at::TensorList
   if (stub_scan) return add_rows(acc, rows, u);
   // under CPU autocast the two matmuls ran in 16 bits: the scan reads float32 copies, as the Python dispatch does
   const auto f32 = [](const at::Tensor& t) { return t.scalar_type() == at::kFloat ? t : t.to(at::kFloat); };
-  const at::Tensor A = at::exp(A_log).neg_(), Bm = f32(bc.narrow(2, R, N)), Cm = f32(bc.narrow(2, R + N, N));
+  const at::Tensor Bm = f32(bc.narrow(2, R, N)), Cm = f32(bc.narrow(2, R + N, N));
   return scan_forward_rows(u, f32(delta), A, Bm, Cm, p[6], z, p[4], reverse, rows, acc);
 }
 
