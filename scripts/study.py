@@ -2,12 +2,14 @@
 
     python scripts/study.py run NAME [NAME ...] [--teacher CKPT] [--threads 1]   # one result file per run
     python scripts/study.py report                                               # table + plot + JSON
+    python scripts/study.py zero-shot         # the teacher pruned by each selection rule, no fine-tuning
 
 Every run fine-tunes the demo's teacher (the shipped checkpoint unless --teacher) for the demo's budget
 (`dyvm demo`'s plan: 2 epochs on the 55,000 training images, batch 128, since 2026-11-30 19:10; the runs
 before it used 1 epoch, which each run's config records) and evaluates on the full Fashion-MNIST test split. Results go to docs/study/runs/NAME.json, written when the run ends.
 """
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -199,7 +201,144 @@ RUNS.update({
         f"Gumbel-top-k sampler, predictors/routers at the backbone lr (1x, not 20x), seed {seed}, layers 5, 6, 7, "
         "ρ 0.3, β 0.8", at_point(LATE, 0.3, 0.8, token_sampler="topk", dynamic_lr_scale=1.0, seed=seed))
        for seed in range(4)},
+    # tenth round: the selection forced to the frozen teacher's own token influence (not deployable: an upper bound
+    # for a predictor taught to imitate it), in training and at evaluation
+    **{f"influence_loc567_rho0.3_beta0.8_seed{seed}": (
+        f"selection by the teacher's class-token influence (oracle, not deployable), seed {seed}, layers 5, 6, 7, "
+        "ρ 0.3, β 0.8", at_point(LATE, 0.3, 0.8, token_sampler="topk", seed=seed, selection="teacher_influence"))
+       for seed in range(2)},
 })
+
+
+# ----------------------------------------------------------------------------------------- oracle selection
+def token_influence(mixer, u: torch.Tensor, position: int, chunk: int = 16) -> torch.Tensor:
+    """(B, L): the norm of each token's contribution to the mixer's output at ``position``, u (B, L, D) the
+    mixer's input: the SSM's "hidden attention" (Ali et al., 2024) of both directions, times the token's input,
+    through the output gate and ``out_proj`` (the D skip term, the token's own, is left out)."""
+    import torch.nn.functional as F
+
+    x, z = mixer.in_proj(u).chunk(2, -1)
+    length = torch.arange(u.shape[1], device=u.device)
+    total = 0
+    for backward in (False, True):
+        s = "_b" if backward else ""
+        inp, delta, b, c = mixer._ssm_inputs(backward, x.transpose(1, 2), None)     # (B,E,L) ×2, (B,L,N) ×2
+        delta = F.softplus(delta + getattr(mixer, "dt_proj" + s).bias[:, None])
+        a = -torch.exp(getattr(mixer, "A_b_log" if backward else "A_log"))          # (E, N)
+        cum = delta.cumsum(-1)
+        if backward:   # the backward scan reaches `position` from j >= position through delta_position..delta_{j-1}
+            span, reach = (cum - delta) - (cum - delta)[..., position:position + 1], length >= position
+        else:          # the forward scan from j <= position through delta_{j+1}..delta_position
+            span, reach = cum[..., position:position + 1] - cum, length <= position
+        cb = c[:, position, None, :] * b                                             # (B, L, N)
+        alpha = torch.cat([(torch.exp(a[:, None, :] * span[i:i + chunk, ..., None].clamp(min=0)) * cb[i:i + chunk, None])
+                           .sum(-1) for i in range(0, u.shape[0], chunk)])           # (B, E, L)
+        total = total + alpha * delta * inp * reach
+    gate = F.silu(z[:, position])                                                    # (B, E)
+    return torch.einsum("bel,be,de->bld", total, gate, mixer.out_proj.weight).norm(dim=-1) / 2
+
+
+@torch.no_grad()
+def teacher_influence(teacher, x: torch.Tensor, first: int) -> dict:
+    """{layer: (B, M) each patch's share of the influence on the class token} for layers ``first``.. of ``teacher``
+    (a Vim with its class token in the middle)."""
+    inputs = {}
+    hooks = [teacher.layers[i].mixer.register_forward_hook(lambda m, a, o, i=i: inputs.__setitem__(i, a[0]))
+             for i in range(first, teacher.depth)]
+    try:
+        teacher.forward_detailed(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    shares = {}
+    for i, u in inputs.items():
+        cls = u.shape[1] // 2
+        w = token_influence(teacher.layers[i].mixer, u, cls)
+        w = torch.cat([w[:, :cls], w[:, cls + 1:]], 1)
+        shares[i] = w / w.sum(1, keepdim=True)
+    return shares
+
+
+class InfluenceSelection:
+    """While active, every DyVM keeps at each stage the live patches with the largest teacher influence summed over
+    the stage's layer and the ones after it (nested, exactly the stage's count), in training (forced keep masks)
+    and at inference (forced keep indices)."""
+
+    def __init__(self, teacher_path: str):
+        from dyvm.checkpoint import model_from_checkpoint
+
+        self.teacher, _ = model_from_checkpoint(teacher_path)
+        self.teacher.eval().requires_grad_(False)
+
+    def masks(self, model, x: torch.Tensor) -> list:
+        shares = teacher_influence(self.teacher, x, min(model.pruning_loc))
+        live, masks = None, []
+        for loc, keep in zip(model.pruning_loc, model.keep_counts()):
+            score = sum(shares[j] for j in range(loc, self.teacher.depth))
+            if live is not None:
+                score = score.masked_fill(~live, float("-inf"))
+            live = torch.zeros_like(score, dtype=torch.bool).scatter_(1, score.topk(keep, 1).indices, True)
+            masks.append(live)
+        return masks
+
+    def __enter__(self):
+        from dyvm.models.dyvm import DyVM
+
+        self.saved = train, infer = DyVM.forward_train, DyVM.forward_inference
+        selection = self
+
+        def forward_train(model, x, noise=None, keep_masks=None, gates=None):
+            return train(model, x, noise, selection.masks(model, x) if keep_masks is None else keep_masks, gates)
+
+        def forward_inference(model, x, keep_indices=None, gates=None, return_layers=False):
+            if keep_indices is None and model.pruning_loc:
+                keep_indices = [m.nonzero()[:, 1].view(x.shape[0], -1) for m in selection.masks(model, x)]
+            return infer(model, x, keep_indices, gates, return_layers)
+
+        DyVM.forward_train, DyVM.forward_inference = forward_train, forward_inference
+        return self
+
+    def __exit__(self, *exc):
+        from dyvm.models.dyvm import DyVM
+
+        DyVM.forward_train, DyVM.forward_inference = self.saved
+
+
+@torch.no_grad()
+def zero_shot(teacher_path: str) -> dict:
+    """The teacher pruned at the demo's point (layers 5, 6, 7, ρ 0.3) without any fine-tuning, every branch on, by
+    each selection rule, on the full test split: how much the choice of tokens matters before the backbone adapts."""
+    from dyvm.checkpoint import model_from_checkpoint
+    from dyvm.demo import _test_loader
+    from dyvm.models.registry import create_model
+    from dyvm.weights import load_checkpoint, read_checkpoint
+
+    oracle = InfluenceSelection(teacher_path)
+    ckpt = read_checkpoint(teacher_path)
+    model = create_model("dyvm_vim_tiny", **{**ckpt["config"], "pruning_loc": LATE, "token_keep_ratio": 0.3,
+                                             "use_routers": False})
+    load_checkpoint(model, ckpt, strict=False)   # the predictors stay untrained: no rule below reads them
+    model.eval()
+    rules = ("teacher_influence", "reverse_influence", "static", "random")
+    correct, n = dict.fromkeys(rules + ("teacher",), 0), 0
+    for x, y in _test_loader(oracle.teacher, None, None, batch_size=250):
+        correct["teacher"] += (oracle.teacher(x).argmax(-1) == y).sum().item()
+        shares = teacher_influence(oracle.teacher, x, LATE[0])
+        for rule in rules:
+            if rule in ("static", "random"):
+                torch.manual_seed(n)
+                logits = model.configure(score=rule).forward_inference(x).logits
+            else:
+                sign, live, keep = (1 if rule == "teacher_influence" else -1), None, []
+                for loc, k in zip(model.pruning_loc, model.keep_counts()):
+                    score = sign * sum(shares[j] for j in range(loc, model.depth))
+                    live = score.topk(k, 1).indices if live is None else live.gather(1, score.gather(1, live).topk(k, 1).indices)
+                    keep.append(live.sort(1).values)
+                logits = model.configure(score="predictor").forward_inference(x, keep_indices=keep).logits
+            correct[rule] += (logits.argmax(-1) == y).sum().item()
+        n += len(y)
+    return dict(top1={r: 100 * c / n for r, c in correct.items()}, images=n, keep_counts=model.keep_counts(),
+                command="python scripts/study.py zero-shot", date=time.strftime("%Y-%m-%d %H:%M:%S %Z"))
 
 
 def run(name: str, teacher: str, threads: int, subset) -> dict:
@@ -211,17 +350,19 @@ def run(name: str, teacher: str, threads: int, subset) -> dict:
 
     plan = PLANS["default"]
     desc, extra = RUNS[name]
+    selection = extra.get("selection")
     opts = finetune_options(plan, teacher, **{**dict(subset=subset, threads=threads, no_progress=True, seed=0),
-                                              **BASE, **extra})
+                                              **BASE, **{k: v for k, v in extra.items() if k != "selection"}})
+    oracle = InfluenceSelection(teacher) if selection == "teacher_influence" else contextlib.nullcontext()
     t0 = time.time()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, oracle:
         summary = train(output=tmp, **opts)
         model, _ = model_from_checkpoint(summary["best_checkpoint"])
         with open(os.path.join(tmp, "config.json")) as fh:
             config = json.load(fh)
+        loader = _test_loader(model, None, None)
+        stats = evaluate(model, loader, torch.device("cpu"), progress=False)
     teacher_model, _ = model_from_checkpoint(teacher)
-    loader = _test_loader(model, None, None)
-    stats = evaluate(model, loader, torch.device("cpu"), progress=False)
     tstats = evaluate(teacher_model, loader, torch.device("cpu"), progress=False)
     flops, tflops = flops_from_stats(model, stats), flops_from_stats(teacher_model, tstats)
     return dict(name=name, description=desc, options=extra, top1=stats["top1"], teacher_top1=tstats["top1"],
@@ -250,6 +391,8 @@ def report() -> None:
         sampler = r["config"].get("token_sampler") or "gumbel"  # runs before the option existed used gumbel
         if r["config"].get("score") in ("random", "static") or not r.get("token_keep"):
             sampler = "–"
+        if r.get("options", {}).get("selection"):  # a forced selection: the sampler was not used
+            sampler = r["options"]["selection"].replace("_", " ") + " (oracle)"
         lines.append(f"| {r['name']} | {r['description']} | {r['config']['epochs']} | {r['config']['lr']:g} | {sampler} "
                      f"| {r['top1']:.2f} | "
                      f"{r['top1_drop']:+.2f} | "
@@ -284,11 +427,21 @@ def main() -> None:
     r.add_argument("--subset", type=int, help="training images per run (default: all, the demo's budget)")
     r.add_argument("--out", default=os.path.join(OUT, "runs"))
     sub.add_parser("report")
+    z = sub.add_parser("zero-shot", help="the teacher pruned by each selection rule without fine-tuning")
+    z.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     if args.cmd == "report":
         report()
         return
     from dyvm.demo import TEACHER_FILE
+
+    if args.cmd == "zero-shot":
+        torch.set_num_threads(args.threads)
+        res = zero_shot(TEACHER_FILE)
+        with open(os.path.join(OUT, "zero_shot_selection.json"), "w") as fh:
+            json.dump(res, fh, indent=1)
+        print(json.dumps(res["top1"]))
+        return
 
     torch.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
