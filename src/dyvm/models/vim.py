@@ -173,7 +173,7 @@ class BiMambaMixer(nn.Module):
         """``make(source)`` without autograd, remembered while ``source`` is the same tensor at the same version
         (an optimiser step, ``load_state_dict`` or any in-place change bumps it; the entry holds the tensor, so its
         memory cannot be reused by another): at inference each layer's ``A = -exp(A_log)`` and halved ``out_proj``
-        weight are computed once, not in every forward (four small ops a layer, ~10% of a block at the demo's size).
+        weight are computed once, not in every forward (four small ops a layer: README, "Per-layer constants").
         Identical values to computing them each time."""
         try:
             version = source._version
