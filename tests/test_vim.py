@@ -211,9 +211,9 @@ def test_fused_inference_mixer_equals_python_mixer(monkeypatch):
 
 
 def test_fused_inference_follows_weight_changes(monkeypatch):
-    """The fused inference paths remember each layer's A = -exp(A_log) and halved out_proj weight between
-    forwards; any change of those weights (in place, by load_state_dict, by a `.data` swap, by replacing the
-    Parameter) is seen at the next forward: the logits stay exactly the Python blocks'."""
+    """The fused inference paths remember each layer's A = -exp(A_log) between forwards; any change of the
+    weights (in place, by load_state_dict, by a `.data` swap, by replacing the Parameter) is seen at the next
+    forward: the logits stay exactly the Python blocks'."""
     from dyvm.models import vim as vim_mod
 
     torch.manual_seed(0)

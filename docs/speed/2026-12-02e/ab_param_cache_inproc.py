@@ -1,6 +1,8 @@
-"""The per-layer inference cache of A = -exp(A_log) and the halved out_proj weight, on against off, in one process
-(interleaved rounds by dyvm.timing.interleave): "off" recomputes both in every forward, as the build before the
-cache did inside the extension (here from Python, a few µs more a layer).
+"""The per-layer inference cache (BiMambaMixer._derived), on against off, in one process (interleaved rounds by
+dyvm.timing.interleave): "off" recomputes in every forward what the cache holds, as the build before the cache did
+inside the extension (here from Python, a few µs more a layer). At 42faa70 the cache held A = -exp(A_log) of both
+directions and the halved out_proj weight; since the next code commit A only (the halved weight doubled the memory of
+out_proj, 113 MB for Vim-B, and is again computed by the extension in every forward).
 
     python ab_param_cache_inproc.py DYVM_CKPT THREADS ROUNDS"""
 import sys

@@ -59,10 +59,6 @@ def _decay_rates(a_log: Tensor) -> Tensor:
     return -torch.exp(a_log.float())
 
 
-def _halved(weight: Tensor) -> Tensor:
-    return weight * 0.5
-
-
 class BiMambaMixer(nn.Module):
     """One mixer with two independent SSM branches (forward and backward over the sequence).
 
@@ -171,10 +167,9 @@ class BiMambaMixer(nn.Module):
 
     def _derived(self, key: str, source: Tensor, make: Callable[[Tensor], Tensor]) -> Tensor:
         """``make(source)`` without autograd, remembered while ``source`` is the same tensor at the same version
-        (an optimiser step, ``load_state_dict`` or any in-place change bumps it; the entry holds the tensor, so its
-        memory cannot be reused by another): at inference each layer's ``A = -exp(A_log)`` and halved ``out_proj``
-        weight are computed once, not in every forward (four small ops a layer: README, "Per-layer constants").
-        Identical values to computing them each time."""
+        (an optimiser step, ``load_state_dict`` or any in-place change bumps it): at inference each layer's
+        ``A = -exp(A_log)`` of both directions is computed once, not in every forward (four small ops a layer: README,
+        "Per-layer constants"). Identical values to computing it each time."""
         try:
             version = source._version
         except RuntimeError:  # a tensor made under inference_mode has no version counter: compute each time
@@ -199,12 +194,6 @@ class BiMambaMixer(nn.Module):
         return [conv["weight"], conv["bias"], mods["x_proj" + s]._parameters["weight"], dt_proj["weight"],
                 dt_proj["bias"], a, own["D" + s]]
 
-    def _out_weight(self) -> Tensor:
-        """``out_proj``'s weight as the fused calls apply it: halved with ``divide_out`` ((y/2) W^T = y (W/2)^T
-        exactly, a power of two), remembered like A."""
-        weight = self._modules["out_proj"]._parameters["weight"]
-        return self._derived("out", weight, _halved) if self.divide_out else weight
-
     def fused_call(self, x: Tensor, gates: Optional[Tensor] = None, router_positions: Optional[Tensor] = None,
                    router_threshold: float = 0.5, block: Optional[tuple] = None) -> Optional[list[Tensor]]:
         """Eager CPU inference (float32 weights, bf16 autocast allowed) in one call of the compiled extension:
@@ -224,7 +213,7 @@ class BiMambaMixer(nn.Module):
                    mods["block_head"] if router_positions is not None else None):
             return None
         params = self._direction_params(False) + self._direction_params(True)
-        out_weight = self._out_weight()
+        out_weight = mods["out_proj"]._parameters["weight"]
         router = []
         if router_positions is not None:
             head = mods["block_head"]._parameters
@@ -236,10 +225,11 @@ class BiMambaMixer(nn.Module):
             checked += [norm_weight, in_weight] + ([] if residual is None else [residual])
         if params[1] is None or params[8] is None or not mix_cpp.applies(x, checked, self.scan_backend):
             return None
+        scale = 0.5 if self.divide_out else 1.0
         if block is None:
-            return mix_cpp.mix_forward(x, params[:7], params[7:], out_weight, 1.0, gates, router, router_threshold)
+            return mix_cpp.mix_forward(x, params[:7], params[7:], out_weight, scale, gates, router, router_threshold)
         return mix_cpp.block_forward(x, residual, norm_weight, eps, in_weight, params[:7], params[7:], out_weight,
-                                     1.0, gates, router, router_threshold)
+                                     scale, gates, router, router_threshold)
 
     def forward(self, u: Tensor, mask: Optional[Tensor] = None, gates: Optional[Tensor] = None) -> Tensor:
         """u: (B, L, D) → (B, L, D). mask: (B, L, 1) 0/1 or None; gates: (B, 2) 0/1 [fwd, bwd] or None."""
@@ -310,12 +300,11 @@ class Block(nn.Module):
 
     def fused_params(self, routed: bool = False) -> list[Tensor]:
         """The block's tensors in the order :func:`~dyvm.kernels.mix_cpp.stack_forward` reads per layer: RMSNorm
-        weight, in_proj weight, each direction's seven, out_proj weight as applied (halved with ``divide_out``;
-        the stack is called with scale 1) (+ block_head weight and bias)."""
+        weight, in_proj weight, each direction's seven, out_proj weight (+ block_head weight and bias)."""
         norm, mixer = self._modules["norm"], self._modules["mixer"]
         mods = mixer._modules
         params = [norm._parameters["weight"], mods["in_proj"]._parameters["weight"], *mixer._direction_params(False),
-                  *mixer._direction_params(True), mixer._out_weight()]
+                  *mixer._direction_params(True), mods["out_proj"]._parameters["weight"]]
         if routed:
             head = mods["block_head"]._parameters
             params += [head["weight"], head["bias"]]
@@ -572,15 +561,17 @@ class VisionMamba(nn.Module):
         (training, hooks on a block or below, a layer the fused block does not serve): the loop runs instead."""
         if self.training or hidden.device.type != "cpu" or tree_hooked(self.layers):
             return None
-        tensors, eps, backends = [], [], set()
+        tensors, eps, scales, backends = [], [], set(), set()
         for layer in self.layers:
+            mixer = layer._modules["mixer"]
             tensors += layer.fused_params(routed)
             eps.append(layer._modules["norm"].eps)
-            backends.add(layer._modules["mixer"].scan_backend)
-        if (any(t is None for t in tensors) or len(backends) != 1
+            scales.add(mixer.divide_out)
+            backends.add(mixer.scan_backend)
+        if (any(t is None for t in tensors) or len(scales) != 1 or len(backends) != 1
                 or not mix_cpp.applies(hidden, tensors + [t for stage in stages for t in stage[2]], backends.pop())):
             return None
-        return mix_cpp.stack_forward(hidden, None, patch_ids, tensors, eps, 1.0, routed,
+        return mix_cpp.stack_forward(hidden, None, patch_ids, tensors, eps, 0.5 if scales.pop() else 1.0, routed,
                                      router_threshold, positions, stages)
 
     def forward_features(self, x: Tensor, layers: Optional[tuple[list, list]] = None) -> TokenSequence:
