@@ -2164,8 +2164,12 @@ std::vector<at::Tensor> mix_forward(const at::Tensor& xz, at::TensorList forward
     mixer_branch(xz_views.first, xz_views.second, p, d == 1, stub_scan, idx, &y);  // y += this branch's output
   }
   if (!y.defined()) y = at::zeros({Bsz, L, E}, xzf.options()).transpose(1, 2);
-  const at::Tensor w = out_scale == 1.0 ? out_weight : out_weight.mul(out_scale);
+  // out_scale (a power of two: 0.5 for the official (y_f + y_b) / 2) scales the smaller of the weight and the output,
+  // the same values either way; a scaled copy of a large weight costs a fresh allocation per layer at batch 1
+  const bool scale_output = out_scale != 1.0 && Bsz * L < out_weight.size(1);
+  const at::Tensor w = out_scale == 1.0 || scale_output ? out_weight : out_weight.mul(out_scale);
   at::Tensor out = at::mm(y.transpose(1, 2).reshape({Bsz * L, E}), w.t()).view({Bsz, L, out_weight.size(0)});
+  if (scale_output) out.mul_(out_scale);
   if (routed.empty()) return {out};
   return {out, routed[0], routed[1]};
 }
