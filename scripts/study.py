@@ -270,11 +270,12 @@ class InfluenceSelection:
         self.teacher, _ = model_from_checkpoint(teacher_path)
         self.teacher.eval().requires_grad_(False)
 
-    def masks(self, model, x: torch.Tensor) -> list:
+    def masks(self, model, x: torch.Tensor, sign: float = 1.0) -> list:
+        """S × (B, M) bool keep masks in patch order (``sign`` -1: the least influential tokens instead)."""
         shares = teacher_influence(self.teacher, x, min(model.pruning_loc))
         live, masks = None, []
         for loc, keep in zip(model.pruning_loc, model.keep_counts()):
-            score = sum(shares[j] for j in range(loc, self.teacher.depth))
+            score = sign * sum(shares[j] for j in range(loc, self.teacher.depth))
             if live is not None:
                 score = score.masked_fill(~live, float("-inf"))
             live = torch.zeros_like(score, dtype=torch.bool).scatter_(1, score.topk(keep, 1).indices, True)
@@ -292,11 +293,15 @@ class InfluenceSelection:
 
         def forward_inference(model, x, keep_indices=None, gates=None, return_layers=False):
             if keep_indices is None and model.pruning_loc:
-                keep_indices = [m.nonzero()[:, 1].view(x.shape[0], -1) for m in selection.masks(model, x)]
+                keep_indices = selection.keep_indices(model, x)
             return infer(model, x, keep_indices, gates, return_layers)
 
         DyVM.forward_train, DyVM.forward_inference = forward_train, forward_inference
         return self
+
+    def keep_indices(self, model, x: torch.Tensor, sign: float = 1.0) -> list:
+        """The masks as inference's forced keep sets: S × (B, K_s) ascending patch indices."""
+        return [m.nonzero()[:, 1].view(x.shape[0], -1) for m in self.masks(model, x, sign)]
 
     def __exit__(self, *exc):
         from dyvm.models.dyvm import DyVM
@@ -308,7 +313,6 @@ class InfluenceSelection:
 def zero_shot(teacher_path: str) -> dict:
     """The teacher pruned at the demo's point (layers 5, 6, 7, ρ 0.3) without any fine-tuning, every branch on, by
     each selection rule, on the full test split: how much the choice of tokens matters before the backbone adapts."""
-    from dyvm.checkpoint import model_from_checkpoint
     from dyvm.demo import _test_loader
     from dyvm.models.registry import create_model
     from dyvm.weights import load_checkpoint, read_checkpoint
@@ -323,17 +327,12 @@ def zero_shot(teacher_path: str) -> dict:
     correct, n = dict.fromkeys(rules + ("teacher",), 0), 0
     for x, y in _test_loader(oracle.teacher, None, None, batch_size=250):
         correct["teacher"] += (oracle.teacher(x).argmax(-1) == y).sum().item()
-        shares = teacher_influence(oracle.teacher, x, LATE[0])
         for rule in rules:
             if rule in ("static", "random"):
                 torch.manual_seed(n)
                 logits = model.configure(score=rule).forward_inference(x).logits
             else:
-                sign, live, keep = (1 if rule == "teacher_influence" else -1), None, []
-                for loc, k in zip(model.pruning_loc, model.keep_counts()):
-                    score = sign * sum(shares[j] for j in range(loc, model.depth))
-                    live = score.topk(k, 1).indices if live is None else live.gather(1, score.gather(1, live).topk(k, 1).indices)
-                    keep.append(live.sort(1).values)
+                keep = oracle.keep_indices(model, x, 1.0 if rule == "teacher_influence" else -1.0)
                 logits = model.configure(score="predictor").forward_inference(x, keep_indices=keep).logits
             correct[rule] += (logits.argmax(-1) == y).sum().item()
         n += len(y)
