@@ -170,16 +170,18 @@ class BiMambaMixer(nn.Module):
         (an optimiser step, ``load_state_dict`` or any in-place change bumps it): at inference each layer's
         ``A = -exp(A_log)`` of both directions is computed once, not in every forward (four small ops a layer: README,
         "Per-layer constants"). Identical values to computing it each time."""
+        if torch.compiler.is_compiling():  # traced by torch.compile / torch.export: nothing to remember
+            return make(source)
         try:
-            version = source._version
-        except RuntimeError:  # a tensor made under inference_mode has no version counter: compute each time
+            version, address = source._version, source.data_ptr()
+        except RuntimeError:  # an inference-mode tensor has no version counter, a fake tensor no data: no cache
             with torch.no_grad():
                 return make(source)
         entry = self._inference_cache.get(key)
         # the entry also pins the storage it was made from, so a `.data` swap (as `module.to` does) is seen by its
         # address, which no other tensor can take while the entry lives
         if (entry is None or entry[0] is not source or entry[1] != version
-                or entry[2].data_ptr() != source.data_ptr() or entry[2].dtype != source.dtype):
+                or entry[2].data_ptr() != address or entry[2].dtype != source.dtype):
             with torch.no_grad():
                 entry = self._inference_cache[key] = (source, version, source.detach(), make(source))
         return entry[3]
