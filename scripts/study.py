@@ -15,6 +15,7 @@ import os
 import sys
 import tempfile
 import time
+from typing import Optional
 
 import torch
 
@@ -270,9 +271,11 @@ class InfluenceSelection:
         self.teacher, _ = model_from_checkpoint(teacher_path)
         self.teacher.eval().requires_grad_(False)
 
-    def masks(self, model, x: torch.Tensor, sign: float = 1.0) -> list:
-        """S × (B, M) bool keep masks in patch order (``sign`` -1: the least influential tokens instead)."""
-        shares = teacher_influence(self.teacher, x, min(model.pruning_loc))
+    def masks(self, model, x: torch.Tensor, sign: float = 1.0, shares: Optional[dict] = None) -> list:
+        """S × (B, M) bool keep masks in patch order (``sign`` -1: the least influential tokens instead); ``shares``:
+        :func:`teacher_influence` of ``x`` if already computed."""
+        if shares is None:
+            shares = teacher_influence(self.teacher, x, min(model.pruning_loc))
         live, masks = None, []
         for loc, keep in zip(model.pruning_loc, model.keep_counts()):
             score = sign * sum(shares[j] for j in range(loc, self.teacher.depth))
@@ -299,9 +302,9 @@ class InfluenceSelection:
         DyVM.forward_train, DyVM.forward_inference = forward_train, forward_inference
         return self
 
-    def keep_indices(self, model, x: torch.Tensor, sign: float = 1.0) -> list:
+    def keep_indices(self, model, x: torch.Tensor, sign: float = 1.0, shares: Optional[dict] = None) -> list:
         """The masks as inference's forced keep sets: S × (B, K_s) ascending patch indices."""
-        return [m.nonzero()[:, 1].view(x.shape[0], -1) for m in self.masks(model, x, sign)]
+        return [m.nonzero()[:, 1].view(x.shape[0], -1) for m in self.masks(model, x, sign, shares)]
 
     def __exit__(self, *exc):
         from dyvm.models.dyvm import DyVM
@@ -327,12 +330,13 @@ def zero_shot(teacher_path: str) -> dict:
     correct, n = dict.fromkeys(rules + ("teacher",), 0), 0
     for x, y in _test_loader(oracle.teacher, None, None, batch_size=250):
         correct["teacher"] += (oracle.teacher(x).argmax(-1) == y).sum().item()
+        shares = teacher_influence(oracle.teacher, x, LATE[0])   # once per batch, for both influence rules
         for rule in rules:
             if rule in ("static", "random"):
                 torch.manual_seed(n)
                 logits = model.configure(score=rule).forward_inference(x).logits
             else:
-                keep = oracle.keep_indices(model, x, 1.0 if rule == "teacher_influence" else -1.0)
+                keep = oracle.keep_indices(model, x, 1.0 if rule == "teacher_influence" else -1.0, shares)
                 logits = model.configure(score="predictor").forward_inference(x, keep_indices=keep).logits
             correct[rule] += (logits.argmax(-1) == y).sum().item()
         n += len(y)
