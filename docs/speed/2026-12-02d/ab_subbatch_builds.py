@@ -39,9 +39,11 @@ with torch.no_grad():
 '''
 
 
-def worker(src):
-    env = dict(os.environ, PYTHONPATH=os.path.abspath(src), OMP_NUM_THREADS=sys.argv[3])
-    proc = subprocess.Popen([sys.executable, "-c", WORKER, os.path.abspath(sys.argv[2]), sys.argv[3]], env=env,
+def worker(src, source, ckpt, threads):
+    """A worker process running ``source`` (argv: the checkpoint, the thread count) on the build in ``src``; it answers
+    "NAME BATCH REPS" lines with the seconds per forward and the logits' sum."""
+    env = dict(os.environ, PYTHONPATH=os.path.abspath(src), OMP_NUM_THREADS=threads)
+    proc = subprocess.Popen([sys.executable, "-c", source, os.path.abspath(ckpt), threads], env=env,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=os.getcwd())
     print(src, "->", json.loads(proc.stdout.readline())["file"], flush=True)
     return proc
@@ -61,13 +63,19 @@ def runner(proc, name, batch, reps, sums):
     return run
 
 
-this, other = worker("src"), worker(sys.argv[1])
-sums_this, sums_other = {}, {}
-groups = {}
-for name, batch, reps in [("dyvm", 64, 5), ("no-stages", 64, 5), ("teacher", 64, 5), ("dyvm", 1, 200),
-                          ("no-stages", 1, 200)]:
-    groups[f"{name} b{batch}"] = {"this build": runner(this, name, batch, reps, sums_this),
-                                  "other build": runner(other, name, batch, reps, sums_other)}
-result = interleave(groups, rounds=int(sys.argv[4]), repeats=1)
-print(format_comparison(result))
-print("same logits sums in both builds:", {k: sums_this[k] == sums_other[k] for k in sums_this})
+def compare_builds(source, arms, other_src, ckpt, threads, rounds):
+    """This build (``src``) against ``other_src``, one ``source`` worker each, in interleaved rounds over ``arms``
+    [(name, batch, forwards per call)]; prints the table and whether both builds gave the same logits (also used by
+    2026-12-02e/ab_param_cache.py)."""
+    this, other = worker("src", source, ckpt, threads), worker(other_src, source, ckpt, threads)
+    sums_this, sums_other = {}, {}
+    groups = {f"{name} b{batch}": {"this build": runner(this, name, batch, reps, sums_this),
+                                   "other build": runner(other, name, batch, reps, sums_other)}
+              for name, batch, reps in arms}
+    print(format_comparison(interleave(groups, rounds=rounds, repeats=1)))
+    print("same logits sums in both builds:", {k: sums_this[k] == sums_other[k] for k in sums_this})
+
+
+if __name__ == "__main__":
+    compare_builds(WORKER, [("dyvm", 64, 5), ("no-stages", 64, 5), ("teacher", 64, 5), ("dyvm", 1, 200),
+                            ("no-stages", 1, 200)], sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))

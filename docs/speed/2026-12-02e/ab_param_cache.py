@@ -1,17 +1,17 @@
-"""Each layer's A = -exp(A_log) and halved out_proj weight remembered between inference forwards (this build)
-against computing them in every forward (another build), at batch 1 and 64: two worker processes, one per build,
+"""Each layer's A = -exp(A_log) (and, at 42faa70, the halved out_proj weight) remembered between inference forwards
+(this build) against computing them in every forward (another build), at batch 1 and 64: two worker processes, one per build,
 timed in interleaved rounds by dyvm.timing.interleave.
 
     python ab_param_cache.py OTHER_SRC DYVM_CKPT THREADS ROUNDS
 
 Arms per build: the demo's teacher (Vim, depth 8, D 64, 50 tokens) and trained DyVM (DYVM_CKPT) at batch 1 and 64,
 and Vim-T (224 px, random weights) at batch 1."""
-import json
 import os
-import subprocess
 import sys
 
-from dyvm.timing import format_comparison, interleave
+# the two-build worker harness of the previous session's ab_subbatch_builds.py
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "2026-12-02d"))
+from ab_subbatch_builds import compare_builds  # noqa: E402
 
 WORKER = r'''
 import json, sys, time, torch
@@ -41,35 +41,6 @@ with torch.no_grad():
 '''
 
 
-def worker(src):
-    env = dict(os.environ, PYTHONPATH=os.path.abspath(src), OMP_NUM_THREADS=sys.argv[3])
-    proc = subprocess.Popen([sys.executable, "-c", WORKER, os.path.abspath(sys.argv[2]), sys.argv[3]], env=env,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=os.getcwd())
-    print(src, "->", json.loads(proc.stdout.readline())["file"], flush=True)
-    return proc
-
-
-def runner(proc, name, batch, reps, sums):
-    """A dyvm.timing runner: n calls of `reps` forwards in the worker, timed there (wall clock only)."""
-    def run(n):
-        total = 0.0
-        for _ in range(n):
-            proc.stdin.write(f"{name} {batch} {reps}\n")
-            proc.stdin.flush()
-            reply = json.loads(proc.stdout.readline())
-            sums.setdefault((name, batch), set()).add(reply["sum"])
-            total += reply["s"]
-        return {"wall": total, "cpu": total}
-    return run
-
-
-this, other = worker("src"), worker(sys.argv[1])
-sums_this, sums_other = {}, {}
-groups = {}
-for name, batch, reps in [("teacher", 1, 300), ("dyvm", 1, 300), ("teacher", 64, 10), ("dyvm", 64, 10),
-                          ("vim-t", 1, 5)]:
-    groups[f"{name} b{batch}"] = {"this build": runner(this, name, batch, reps, sums_this),
-                                  "other build": runner(other, name, batch, reps, sums_other)}
-result = interleave(groups, rounds=int(sys.argv[4]), repeats=1)
-print(format_comparison(result))
-print("same logits sums in both builds:", {k: sums_this[k] == sums_other[k] for k in sums_this})
+if __name__ == "__main__":
+    compare_builds(WORKER, [("teacher", 1, 300), ("dyvm", 1, 300), ("teacher", 64, 10), ("dyvm", 64, 10),
+                            ("vim-t", 1, 5)], sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))
