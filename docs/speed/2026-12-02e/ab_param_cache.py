@@ -1,6 +1,6 @@
 """Each layer's A = -exp(A_log) (and, at 42faa70, the halved out_proj weight) remembered between inference forwards
-(this build) against computing them in every forward (another build), at batch 1 and 64: two worker processes, one per build,
-timed in interleaved rounds by dyvm.timing.interleave.
+(this build) against computing them in every forward (another build), at batch 1 and 64: two worker processes, one
+per build, timed in interleaved rounds by dyvm.timing.interleave.
 
     python ab_param_cache.py OTHER_SRC DYVM_CKPT THREADS ROUNDS
 
