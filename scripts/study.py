@@ -208,6 +208,13 @@ RUNS.update({
         f"selection by the teacher's class-token influence (oracle, not deployable), seed {seed}, layers 5, 6, 7, "
         "ρ 0.3, β 0.8", at_point(LATE, 0.3, 0.8, token_sampler="topk", seed=seed, selection="teacher_influence"))
        for seed in range(2)},
+    # eleventh round: the branch keep-ratio loss weighted by each layer's branch cost at inference, so the routers
+    # skip where skipping saves time (the paper's global mean lets them skip in the pruned layers, which the
+    # official FLOPs count credits like a full layer's branch)
+    **{f"costblock_loc567_rho0.3_beta{beta}": (
+        f"branch keep loss weighted by each layer's branch cost (β {beta} of the branch compute), layers 5, 6, 7, "
+        f"ρ 0.3", at_point(LATE, 0.3, beta, token_sampler="topk", block_loss_weighting="cost"))
+       for beta in (0.7, 0.76)},
 })
 
 

@@ -152,3 +152,35 @@ def test_teacher_memo_leaves_training_unchanged(tmp_path, fashion_mnist):
         a = torch.load(tmp_path / cached / "best.pth", map_location="cpu", weights_only=False)["model"]
         b = torch.load(tmp_path / plain / "best.pth", map_location="cpu", weights_only=False)["model"]
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cost_weighted_branch_loss_counts_each_layer_by_its_branch_cost():
+    # gates (depth 2, B 2, 2 directions): layer 0 all on, layer 1 half on
+    gates = torch.tensor([[[1., 1], [1, 1]], [[1., 0], [0, 1]]])
+    w = torch.tensor([3.0, 1.0])
+    assert block_ratio_loss(gates, 0.8, w).item() == pytest.approx(((3 * 1.0 + 1 * 0.5) / 4 - 0.8) ** 2)
+    assert block_ratio_loss(gates, 0.8, torch.ones(2)).item() == pytest.approx(block_ratio_loss(gates, 0.8).item())
+    # a DyVM pruning before its last three layers: each layer's weight is one branch's inference MACs at its length
+    from dyvm.flops import _branch_macs, sequence_lengths
+    from dyvm.losses import branch_cost_weights
+
+    model = dyvm.create_model("dyvm_vim_tiny", img_size=28, patch_size=4, in_chans=1, depth=8, embed_dim=64,
+                              num_classes=10, pruning_loc=[5, 6, 7], token_keep_ratio=0.3)
+    mixer = model.layers[0].mixer
+    lengths = sequence_lengths(model, model.num_patches)
+    assert lengths == [50] * 5 + [15, 5, 2]
+    expected = [sum(_branch_macs(n, mixer.d_inner, mixer.dt_rank, mixer.d_state).values()) for n in lengths]
+    assert branch_cost_weights(model).tolist() == expected
+    ce = torch.nn.CrossEntropyLoss()
+    assert DyVMLoss.for_model(model, ce).block_layer_weights is None          # the paper: layers alike
+    weighted = DyVMLoss.for_model(model, ce, block_loss_weighting="cost")
+    assert weighted.block_layer_weights.tolist() == expected
+    # skipping every branch of the three pruned layers is 3/8 of the branches but a small share of their cost
+    late_off = torch.ones(8, 4, 2)
+    late_off[5:] = 0
+    assert block_ratio_loss(late_off, 0.8).item() == pytest.approx((5 / 8 - 0.8) ** 2)
+    share = sum(expected[:5]) / sum(expected)
+    assert share > 0.9
+    assert block_ratio_loss(late_off, 0.8, weighted.block_layer_weights).item() == pytest.approx((share - 0.8) ** 2)
+    with pytest.raises(ValueError, match="block_loss_weighting"):
+        DyVMLoss.for_model(model, ce, block_loss_weighting="tokens")

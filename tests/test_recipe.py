@@ -123,6 +123,10 @@ def test_bad_recipe_options_are_one_line_errors():
         from dyvm.engine import _check_config
 
         _check_config(TrainConfig(model="dyvm_vim_tiny", ratio_warmup=1.5).resolved())
+    with pytest.raises(ValueError, match="block-loss-weighting"):
+        from dyvm.engine import _check_config
+
+        _check_config(TrainConfig(model="dyvm_vim_tiny", block_loss_weighting="flops").resolved())
     with pytest.raises(ValueError, match="repeated_aug"):
         CopyKeyedRepeatAugSampler(_Range(10), num_replicas=1, rank=0, num_repeats=2.5)
 
@@ -130,3 +134,15 @@ def test_bad_recipe_options_are_one_line_errors():
 def test_cli_takes_pruning_locations_from_the_end():
     args = build_parser().parse_args(["train", "--model", "dyvm_vim_tiny", "--pruning-loc", "-3", "-2", "-1"])
     assert args.pruning_loc == [-3, -2, -1]
+
+
+def test_block_loss_weighting_from_the_cli_and_the_recipes():
+    args = build_parser().parse_args(["train", "--model", "dyvm_vim_tiny", "--block-loss-weighting", "cost"])
+    assert args.block_loss_weighting == "cost"
+    assert TrainConfig(model="dyvm_vim_tiny", block_loss_weighting=args.block_loss_weighting).resolved() \
+        .block_loss_weighting == "cost"
+    # both recipes count every layer alike unless asked (the paper's loss)
+    for recipe in ("paper", "dyvm"):
+        assert TrainConfig(model="dyvm_vim_tiny", recipe=recipe).resolved().block_loss_weighting == "layers"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--model", "dyvm_vim_tiny", "--block-loss-weighting", "tokens"])

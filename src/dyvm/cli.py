@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="lr multiplier of predictors and routers (recipe dyvm: 20; paper: 1)")
     g.add_argument("--ratio-warmup", type=float,
                    help="fraction of the steps over which keep-ratio targets go from 1 to ρ_k and β (paper: 0)")
+    g.add_argument("--block-loss-weighting", choices=["layers", "cost"],
+                   help="what β counts: layers (the paper: every layer's branches alike) or cost (each layer "
+                        "weighted by what its branches cost at inference, its kept tokens)")
     g.add_argument("--token-weight", type=float, help="token keep-ratio loss weight (10)")
     g.add_argument("--block-weight", type=float, help="branch keep-ratio loss weight (10)")
     g.add_argument("--distill-weight", type=float, help="distillation weight (0.5)")

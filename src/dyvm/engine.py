@@ -66,8 +66,10 @@ DYVM_COMMON = dict(epochs=30, warmup_epochs=5, warmup_lr=1e-5, min_lr=1e-6, weig
 # plus the departures that docs/study measured to keep accuracy on short runs and small data; each
 # one is named in RECIPE_DEPARTURES and in the demo report.
 DYVM_RECIPES = {
-    "paper": dict(keep_prior=False, dynamic_lr_scale=1.0, ratio_warmup=0.0, token_sampler="gumbel"),
-    "dyvm": dict(keep_prior=True, dynamic_lr_scale=20.0, ratio_warmup=0.0, token_sampler="topk"),
+    "paper": dict(keep_prior=False, dynamic_lr_scale=1.0, ratio_warmup=0.0, token_sampler="gumbel",
+                  block_loss_weighting="layers"),
+    "dyvm": dict(keep_prior=True, dynamic_lr_scale=20.0, ratio_warmup=0.0, token_sampler="topk",
+                 block_loss_weighting="layers"),
 }
 NO_DYNAMIC = dict(keep_prior=False, dynamic_lr_scale=1.0, ratio_warmup=0.0)  # a Vim has no predictors/routers
 RECIPE_DEPARTURES = {
@@ -75,6 +77,9 @@ RECIPE_DEPARTURES = {
     "dynamic_lr_scale": "predictors and routers train at this multiple of the backbone lr (1 in the paper)",
     "token_sampler": "training draws each stage's keep set by Gumbel-top-k, exactly inference's kept count per image "
                      "(the paper: a Gumbel-softmax per token, the count held at ρ only on average)",
+    "block_loss_weighting": "the branch keep-ratio loss weights each layer by what its branches cost at inference "
+                            "(its kept tokens), so β is the share of branch compute that runs (the paper: every "
+                            "layer alike, so skips in pruned layers count as much as in full ones)",
     "ratio_warmup": "keep-ratio targets (ρ_k and β) go linearly from 1 to their values over this fraction of the "
                     "steps (fixed in the paper)",
 }
@@ -153,6 +158,7 @@ class TrainConfig:
     keep_prior: Optional[bool] = None
     dynamic_lr_scale: Optional[float] = None
     ratio_warmup: Optional[float] = None
+    block_loss_weighting: Optional[str] = None
     epochs: Optional[int] = None
     batch_size: Optional[int] = None
     lr: Optional[float] = None
@@ -292,6 +298,8 @@ def _check_config(cfg: TrainConfig) -> None:
                          "or choose another --output")
     if cfg.amp not in ("none", "bf16", "fp16"):
         raise ValueError(f"amp={cfg.amp!r}; expected none, bf16 or fp16")
+    if cfg.block_loss_weighting is not None and cfg.block_loss_weighting not in ("layers", "cost"):
+        raise ValueError(f"--block-loss-weighting {cfg.block_loss_weighting!r}: expected layers or cost")
     if cfg.ratio_warmup is not None and not 0.0 <= cfg.ratio_warmup <= 1.0:
         raise ValueError(f"ratio_warmup is a fraction of the run in [0, 1], got {cfg.ratio_warmup}")
     if cfg.task == "segmentation":
@@ -469,7 +477,8 @@ def build_criteria(cfg: TrainConfig, model: nn.Module, teacher: Optional[nn.Modu
         base_criterion = LabelSmoothingCrossEntropy(cfg.smoothing)
     else:
         base_criterion = nn.CrossEntropyLoss()
-    criterion = (DyVMLoss.for_model(model, base_criterion, teacher, token_weight=cfg.token_weight,
+    criterion = (DyVMLoss.for_model(model, base_criterion, teacher, block_loss_weighting=cfg.block_loss_weighting
+                                    or "layers", token_weight=cfg.token_weight,
                                     block_weight=cfg.block_weight,
                                     distill_weight=cfg.distill_weight if teacher is not None else 0.0)
                  if model.is_dynamic else None)

@@ -3,7 +3,8 @@
     loss = L_cls + w_tok · L_tok / S + w_blk · L_blk + w_dist · (L_KL + L_MSE)
 
 L_tok = Σ_k mean_b (mean_j dec^k_bj − ρ_k)²   (per-sample keep ratio, over all M slots)
-L_blk = (mean over layers, images, branches of the gates − β)²   (one batch-global mean)
+L_blk = (mean over layers, images, branches of the gates − β)²   (one batch-global mean; with layer weights,
+        the layers' means weighted, e.g. by their branches' cost at inference: ``block_loss_weighting="cost"``)
 L_KL  = KL(teacher ‖ student) on logits, batch mean
 L_MSE = mean squared error between the student's kept final tokens and the teacher's tokens at
         the same original positions.
@@ -29,9 +30,27 @@ def token_ratio_loss(decisions: list[Tensor], token_ratio: list[float]) -> Tenso
     return sum(((d.mean(1) - r) ** 2).mean() for d, r in zip(decisions, token_ratio))
 
 
-def block_ratio_loss(gates: Tensor, block_keep_ratio: float) -> Tensor:
-    """(mean of all gates (depth, B, 2) − β)²."""
-    return (gates.mean() - block_keep_ratio) ** 2
+BLOCK_LOSS_WEIGHTINGS = ("layers", "cost")
+
+
+def block_ratio_loss(gates: Tensor, block_keep_ratio: float, layer_weights: Optional[Tensor] = None) -> Tensor:
+    """(mean of all gates (depth, B, 2) − β)²; with ``layer_weights`` (depth,) the per-layer means are averaged
+    with those weights (normalised here)."""
+    if layer_weights is None:
+        return (gates.mean() - block_keep_ratio) ** 2
+    w = layer_weights.to(gates.device, gates.dtype)
+    return ((gates.mean(dim=(1, 2)) * w).sum() / w.sum() - block_keep_ratio) ** 2
+
+
+def branch_cost_weights(model: DyVM) -> Tensor:
+    """(depth,) the multiply-accumulates of one SSM branch of each layer at inference (conv, x_proj, dt_proj,
+    scan over the layer's kept tokens): what skipping that layer's branch saves."""
+    from .flops import _branch_macs, sequence_lengths
+
+    mixer = model.layers[0].mixer
+    lengths = sequence_lengths(model, model.num_patches)
+    return torch.tensor([float(sum(_branch_macs(l, mixer.d_inner, mixer.dt_rank, mixer.d_state).values()))
+                         for l in lengths], dtype=torch.float64)
 
 
 def distill_kl(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
@@ -112,7 +131,7 @@ class DyVMLoss(nn.Module):
     def __init__(self, base_criterion: nn.Module, teacher: Optional[nn.Module], token_ratio: list[float],
                  block_keep_ratio: float, token_weight: float = 10.0, block_weight: float = 10.0,
                  distill_weight: float = 0.5, token_loss: bool = True, block_loss: bool = True,
-                 token_distill: bool = True):
+                 token_distill: bool = True, block_layer_weights: Optional[Tensor] = None):
         super().__init__()
         for name, w in dict(token_weight=token_weight, block_weight=block_weight, distill_weight=distill_weight).items():
             if w < 0:
@@ -125,15 +144,21 @@ class DyVMLoss(nn.Module):
         self.token_weight, self.block_weight, self.distill_weight = token_weight, block_weight, distill_weight
         self.teacher_memo: Optional[TeacherMemo] = None  # set by remember_teacher()
         self.token_loss, self.block_loss, self.token_distill = token_loss and bool(token_ratio), block_loss, token_distill
+        self.block_layer_weights = block_layer_weights
 
     @classmethod
     def for_model(cls, model: DyVM, base_criterion: nn.Module, teacher: Optional[nn.Module] = None,
-                  **weights: float) -> "DyVMLoss":
-        """The loss of ``model``'s variant: token+block, token-only (no routers) or block-only (no pruning)."""
+                  block_loss_weighting: str = "layers", **weights: float) -> "DyVMLoss":
+        """The loss of ``model``'s variant: token+block, token-only (no routers) or block-only (no pruning).
+        ``block_loss_weighting``: ``layers`` (the paper: every layer's branches count alike) or ``cost`` (each
+        layer weighted by what its branches cost at inference, :func:`branch_cost_weights`)."""
+        if block_loss_weighting not in BLOCK_LOSS_WEIGHTINGS:
+            raise ValueError(f"block_loss_weighting={block_loss_weighting!r}; expected one of {BLOCK_LOSS_WEIGHTINGS}")
         pruning, routing = bool(model.pruning_loc), model.use_routers
+        layer_weights = branch_cost_weights(model) if routing and block_loss_weighting == "cost" else None
         return cls(base_criterion, teacher, model.token_ratio, model.block_keep_ratio,
                    token_loss=pruning and model.score == "predictor", block_loss=routing,
-                   token_distill=pruning or not routing, **weights)
+                   token_distill=pruning or not routing, block_layer_weights=layer_weights, **weights)
 
     def remember_teacher(self, max_mb: float) -> "DyVMLoss":
         """Remember the teacher's outputs per input batch (see :class:`TeacherMemo`)."""
@@ -149,7 +174,7 @@ class DyVMLoss(nn.Module):
             loss = loss + self.token_weight * tok / len(self.token_ratio)
             parts["token_ratio"] = tok.item()
         if self.block_loss:
-            blk = block_ratio_loss(outputs.gates, self.block_keep_ratio)
+            blk = block_ratio_loss(outputs.gates, self.block_keep_ratio, self.block_layer_weights)
             loss = loss + self.block_weight * blk
             parts["block_ratio"] = blk.item()
         if self.teacher is not None and self.distill_weight > 0:
