@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -351,7 +352,7 @@ def zero_shot(teacher_path: str) -> dict:
                 command="python scripts/study.py zero-shot", date=time.strftime("%Y-%m-%d %H:%M:%S %Z"))
 
 
-def run(name: str, teacher: str, threads: int, subset) -> dict:
+def run(name: str, teacher: str, threads: int, subset, keep: Optional[str] = None) -> dict:
     from dyvm.checkpoint import model_from_checkpoint
     from dyvm.demo import PLANS, _test_loader, finetune_options
     from dyvm.engine import train
@@ -372,6 +373,9 @@ def run(name: str, teacher: str, threads: int, subset) -> dict:
             config = json.load(fh)
         loader = _test_loader(model, None, None)
         stats = evaluate(model, loader, torch.device("cpu"), progress=False)
+        if keep:  # the trained model, e.g. for latency measurements
+            os.makedirs(keep, exist_ok=True)
+            shutil.copy(summary["best_checkpoint"], os.path.join(keep, f"{name}.pth"))
     teacher_model, _ = model_from_checkpoint(teacher)
     tstats = evaluate(teacher_model, loader, torch.device("cpu"), progress=False)
     flops, tflops = flops_from_stats(model, stats), flops_from_stats(teacher_model, tstats)
@@ -379,9 +383,10 @@ def run(name: str, teacher: str, threads: int, subset) -> dict:
                 top1_drop=tstats["top1"] - stats["top1"], gflops_official=flops["gflops_official"],
                 flops_cut=1 - flops["gflops_official"] / tflops["gflops_official"],
                 token_keep=stats.get("token_keep"), branch_keep_mean=stats.get("branch_keep_mean", 1.0),
+                branch_keep=stats.get("branch_keep"),
                 val_top1=summary["best_acc"], history=summary["history"], config=config,
                 seconds=time.time() - t0, date=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                command=f"python scripts/study.py run {name}")
+                command=f"python scripts/study.py run {name}" + (f" --threads {threads}" if threads != 1 else ""))
 
 
 def report() -> None:
@@ -436,6 +441,7 @@ def main() -> None:
     r.add_argument("--threads", type=int, default=1)
     r.add_argument("--subset", type=int, help="training images per run (default: all, the demo's budget)")
     r.add_argument("--out", default=os.path.join(OUT, "runs"))
+    r.add_argument("--keep", help="also copy each run's best checkpoint to KEEP/NAME.pth")
     sub.add_parser("report")
     z = sub.add_parser("zero-shot", help="the teacher pruned by each selection rule without fine-tuning")
     z.add_argument("--threads", type=int, default=2)
@@ -456,7 +462,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
     for name in args.names:
-        res = run(name, args.teacher or TEACHER_FILE, args.threads, args.subset)
+        res = run(name, args.teacher or TEACHER_FILE, args.threads, args.subset, args.keep)
         with open(os.path.join(args.out, f"{name}.json"), "w") as fh:
             json.dump(res, fh, indent=1)
         print(f"{name}: top-1 {res['top1']:.2f} (drop {res['top1_drop']:+.2f}), FLOPs cut {100 * res['flops_cut']:.1f}%",
