@@ -298,8 +298,11 @@ def _check_config(cfg: TrainConfig) -> None:
                          "or choose another --output")
     if cfg.amp not in ("none", "bf16", "fp16"):
         raise ValueError(f"amp={cfg.amp!r}; expected none, bf16 or fp16")
-    if cfg.block_loss_weighting is not None and cfg.block_loss_weighting not in ("layers", "cost"):
-        raise ValueError(f"--block-loss-weighting {cfg.block_loss_weighting!r}: expected layers or cost")
+    from .losses import BLOCK_LOSS_WEIGHTINGS
+
+    if cfg.block_loss_weighting is not None and cfg.block_loss_weighting not in BLOCK_LOSS_WEIGHTINGS:
+        raise ValueError(f"--block-loss-weighting {cfg.block_loss_weighting!r}: expected one of "
+                         f"{', '.join(BLOCK_LOSS_WEIGHTINGS)}")
     if cfg.ratio_warmup is not None and not 0.0 <= cfg.ratio_warmup <= 1.0:
         raise ValueError(f"ratio_warmup is a fraction of the run in [0, 1], got {cfg.ratio_warmup}")
     if cfg.task == "segmentation":
