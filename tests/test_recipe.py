@@ -127,6 +127,9 @@ def test_bad_recipe_options_are_one_line_errors():
         from dyvm.engine import _check_config
 
         _check_config(TrainConfig(model="dyvm_vim_tiny", block_loss_weighting="flops").resolved())
+    with pytest.raises(ValueError, match="block-loss-weighting cost"):
+        _check_config(TrainConfig(model="dyvm_vim_seg_micro", task="segmentation",
+                                  block_loss_weighting="cost").resolved())
     with pytest.raises(ValueError, match="repeated_aug"):
         CopyKeyedRepeatAugSampler(_Range(10), num_replicas=1, rank=0, num_repeats=2.5)
 

@@ -306,6 +306,9 @@ def _check_config(cfg: TrainConfig) -> None:
     if cfg.ratio_warmup is not None and not 0.0 <= cfg.ratio_warmup <= 1.0:
         raise ValueError(f"ratio_warmup is a fraction of the run in [0, 1], got {cfg.ratio_warmup}")
     if cfg.task == "segmentation":
+        if cfg.block_loss_weighting == "cost":
+            raise ValueError("--block-loss-weighting cost applies to classification only (--task segmentation "
+                             "keeps the official segmentation objective)")
         if cfg.mixup or cfg.cutmix:
             raise ValueError("--mixup/--cutmix apply to classification only (--task segmentation mixes no labels)")
         if cfg.distill_weight:

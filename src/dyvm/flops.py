@@ -63,6 +63,14 @@ def _branch_macs(l: int, E: int, R: int, N: int) -> dict[str, int]:
             "scan": scan_macs(1, E, l, N)}
 
 
+def branch_macs_per_layer(model: VisionMamba) -> list[int]:
+    """Multiply-accumulates of one SSM branch (conv, x_proj, dt_proj, scan) of each layer at inference, over the
+    layer's kept tokens: what skipping that layer's branch for one image saves."""
+    mixer = model.layers[0].mixer
+    return [sum(_branch_macs(l, mixer.d_inner, mixer.dt_rank, mixer.d_state).values())
+            for l in sequence_lengths(model, _geometry(model, None)[1])]
+
+
 def _predictor_macs(n: int, D: int, full: bool = False) -> int:
     """The four Linears of a TokenPredictor over n tokens (its LayerNorm counts as a norm). ``full``: as the
     model computes them, the pooled half's share of the second Linear once per image instead of per token."""

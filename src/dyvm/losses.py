@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .flops import branch_macs_per_layer
 from .models.dyvm import DyVM, DyVMTrainOutput
 from .models.tokens import gather_tokens
 
@@ -43,14 +44,8 @@ def block_ratio_loss(gates: Tensor, block_keep_ratio: float, layer_weights: Opti
 
 
 def branch_cost_weights(model: DyVM) -> Tensor:
-    """(depth,) the multiply-accumulates of one SSM branch of each layer at inference (conv, x_proj, dt_proj,
-    scan over the layer's kept tokens): what skipping that layer's branch saves."""
-    from .flops import _branch_macs, sequence_lengths
-
-    mixer = model.layers[0].mixer
-    lengths = sequence_lengths(model, model.num_patches)
-    return torch.tensor([float(sum(_branch_macs(l, mixer.d_inner, mixer.dt_rank, mixer.d_state).values()))
-                         for l in lengths], dtype=torch.float64)
+    """(depth,) what one SSM branch of each layer costs at inference (:func:`dyvm.flops.branch_macs_per_layer`)."""
+    return torch.tensor(branch_macs_per_layer(model), dtype=torch.float64)
 
 
 def distill_kl(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
