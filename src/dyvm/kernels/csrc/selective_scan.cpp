@@ -925,9 +925,9 @@ DYVM_INLINE v16f map16(v16f x, F f) {
 // The forward with 16 channels in the vector lanes, for the layout backward_lanes16 serves (channel-last
 // float rows of 16 states, whole blocks of 16 channels): a time step of a block is one contiguous load or
 // store straight from and to the tensors (no gathered rows), and the recurrence advances the 16 states of
-// 16 channels per step (16 independent exps) with C_t·h_t summed over the state in registers (in
-// row_sums16's order). Δ = softplus(...) and Δu are computed for the whole sequence before the recurrence,
-// and the gate after it, as long vector loops over (L, 16) scratch: inside the recurrence's step their
+// 16 channels per step (16 independent exps) with C_t·h_t summed over the state in registers. Δ = softplus(...)
+// and Δu are computed for the whole sequence before the recurrence, and the gate after it, as long vector loops
+// over (L, 16) scratch (16-lane loops where the build prefers 512-bit vectors): inside the recurrence's step their
 // latency chains (exp, divisions) stalled it (this way the kernel takes 0.88-0.92x the time,
 // docs/speed/2026-12-02c-intel). The same outputs as forward_rows_n16 up to float rounding. Units [k0, k1)
 // of (image, block of 16 channels).
@@ -972,16 +972,22 @@ void forward_lanes16(const Args<float>& a, const StridedOut<float>& out, int64_t
       const v16f dt = load16(DT + 16 * s), dtu = load16(DTU + 16 * s);
       const float* Bt = Bb + t * a.sBl;
       const float* Ct = Cb + t * a.sCl;
-      v16f p[16];
-#pragma GCC unroll 16
-      for (int n = 0; n < 16; ++n) {
+      // C_t·h_t in four running sums (state n into sum n mod 4): a 16-vector product array summed afterwards
+      // kept 32 vectors live and spilled the states to the stack every step (0.90x the time without it,
+      // docs/speed/2026-12-03b-intel/forward_fma_ab.txt)
+      v16f y0 = Dv * load16(up + t * a.u.sl), y1 = {}, y2 = {}, y3 = {};
+#pragma GCC unroll 4
+      for (int n = 0; n < 16; n += 4) {
         h[n] = exp2_v16(load16(At2 + 16 * n) * dt) * h[n] + dtu * Bt[n];
-        p[n] = h[n] * Ct[n];
+        y0 += h[n] * Ct[n];
+        h[n + 1] = exp2_v16(load16(At2 + 16 * (n + 1)) * dt) * h[n + 1] + dtu * Bt[n + 1];
+        y1 += h[n + 1] * Ct[n + 1];
+        h[n + 2] = exp2_v16(load16(At2 + 16 * (n + 2)) * dt) * h[n + 2] + dtu * Bt[n + 2];
+        y2 += h[n + 2] * Ct[n + 2];
+        h[n + 3] = exp2_v16(load16(At2 + 16 * (n + 3)) * dt) * h[n + 3] + dtu * Bt[n + 3];
+        y3 += h[n + 3] * Ct[n + 3];
       }
-      v16f w[8], x[4];
-      for (int n = 0; n < 8; ++n) w[n] = p[n] + p[n + 8];
-      for (int n = 0; n < 4; ++n) x[n] = w[n] + w[n + 4];
-      const v16f y = ((x[0] + x[2]) + (x[1] + x[3])) + Dv * load16(up + t * a.u.sl);
+      const v16f y = (y0 + y1) + (y2 + y3);
       if (zp)
         store16(Y + 16 * s, y);
       else
