@@ -149,3 +149,23 @@ def test_block_loss_weighting_from_the_cli_and_the_recipes():
         assert TrainConfig(model="dyvm_vim_tiny", recipe=recipe).resolved().block_loss_weighting == "layers"
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--model", "dyvm_vim_tiny", "--block-loss-weighting", "tokens"])
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["--keep-prior", "--token-keep-ratio", "0.7"], "--token-keep-ratio, --keep-prior"),
+    (["--block-loss-weighting", "cost"], "--block-loss-weighting"),
+    (["--distill-weight", "1", "--teacher", "t.pth"], "--distill-weight, --teacher"),
+    (["--no-routers"], "--no-routers"),
+])
+def test_dyvm_options_on_a_plain_vim_are_a_one_line_error(tmp_path, capsys, argv, named):
+    from dyvm.cli import main
+
+    out = tmp_path / "run"
+    code = main(["train", "--model", "vim_tiny", "--epochs", "1", "--output", str(out), "--no-progress", *argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith(f"dyvm train: error: {named}: DyVM options") and "--model dyvm_vim_tiny" in err[0]
+    assert not out.exists()
+    # the same options on the DyVM are accepted, and a plain Vim's own config resolves as before
+    TrainConfig(model="dyvm_vim_tiny", keep_prior=True, token_keep_ratio=0.7, block_loss_weighting="cost").resolved()
+    assert TrainConfig(model="vim_tiny").resolved().keep_prior is False

@@ -49,7 +49,7 @@ from .data import (FASHION_MNIST_MEAN, FASHION_MNIST_STD, build_dataset, build_t
 from .dynamic import SampleNoise
 from .model_options import (DYNAMIC_OPTIONS, TASKS, check_task, default_pruning_loc,  # noqa: F401 (re-exported)
                             model_overrides)
-from .models.registry import create_model, is_dynamic_name, static_counterpart
+from .models.registry import create_model, is_dynamic_name, list_models, static_counterpart
 
 log = logging.getLogger("dyvm.train")
 
@@ -72,6 +72,10 @@ DYVM_RECIPES = {
                  block_loss_weighting="layers"),
 }
 NO_DYNAMIC = dict(keep_prior=False, dynamic_lr_scale=1.0, ratio_warmup=0.0)  # a Vim has no predictors/routers
+# options that only a DyVM reads: given for a plain Vim they are an error, not silently ignored
+DYVM_ONLY = tuple(name for name in DYNAMIC_OPTIONS if name not in ("use_routers", "use_pruning")) + (
+    "keep_prior", "dynamic_lr_scale", "ratio_warmup", "block_loss_weighting", "token_weight", "block_weight",
+    "distill_weight", "teacher")
 RECIPE_DEPARTURES = {
     "keep_prior": "new predictors start at the stage's target keep ratio instead of 1/2",
     "dynamic_lr_scale": "predictors and routers train at this multiple of the backbone lr (1 in the paper)",
@@ -202,6 +206,17 @@ class TrainConfig:
         """Fill unset recipe values from the preset of the model's family and size."""
         cfg = TrainConfig(**asdict(self))
         check_task(cfg.task, cfg.model)
+        if not is_dynamic_name(cfg.model):
+            given = [name for name in DYVM_ONLY if getattr(cfg, name) is not None]
+            given += [name for name in ("use_routers", "use_pruning") if getattr(cfg, name) is False]
+            if given:
+                flags = ", ".join("--" + {"use_routers": "no-routers", "use_pruning": "no-pruning"}.get(
+                    name, name.replace("_", "-")) for name in given)
+                dynamic = "dyvm_" + cfg.model
+                hint = (f"fine-tune a DyVM with --model {dynamic}, or drop them" if dynamic in list_models()
+                        else "drop them")
+                raise ValueError(f"{flags}: DyVM options, but --model {cfg.model} is a plain model with no "
+                                 f"predictors or routers ({hint})")
         size = next((s for s in ("tiny", "small", "base") if cfg.model.endswith(s)), "tiny")
         segmentation = cfg.task == "segmentation"  # 56-px mosaics
         small = segmentation or (cfg.img_size or _checkpoint_img_size(cfg.checkpoint) or 224) <= SMALL_IMAGE
