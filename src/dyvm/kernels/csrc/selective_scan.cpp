@@ -973,8 +973,8 @@ void forward_lanes16(const Args<float>& a, const StridedOut<float>& out, int64_t
       const float* Bt = Bb + t * a.sBl;
       const float* Ct = Cb + t * a.sCl;
       // C_t·h_t in four running sums (state n into sum n mod 4): a 16-vector product array summed afterwards
-      // kept 32 vectors live and spilled the states to the stack every step (0.90x the time without it,
-      // docs/speed/2026-12-03b-intel/forward_fma_ab.txt)
+      // kept 32 vectors live and spilled the states to the stack every step (the running sums take 0.95x its
+      // time, docs/speed/2026-12-03b-intel/forward_fma_ab.txt)
       v16f y0 = Dv * load16(up + t * a.u.sl), y1 = {}, y2 = {}, y3 = {};
 #pragma GCC unroll 4
       for (int n = 0; n < 16; n += 4) {
