@@ -975,19 +975,13 @@ void forward_lanes16(const Args<float>& a, const StridedOut<float>& out, int64_t
       // C_t·h_t in four running sums (state n into sum n mod 4): a 16-vector product array summed afterwards
       // kept 32 vectors live and spilled the states to the stack every step (the running sums take 0.95x its
       // time, docs/speed/2026-12-03b-intel/forward_fma_ab.txt)
-      v16f y0 = Dv * load16(up + t * a.u.sl), y1 = {}, y2 = {}, y3 = {};
-#pragma GCC unroll 4
-      for (int n = 0; n < 16; n += 4) {
+      v16f sum[4] = {Dv * load16(up + t * a.u.sl), {}, {}, {}};
+#pragma GCC unroll 16
+      for (int n = 0; n < 16; ++n) {
         h[n] = exp2_v16(load16(At2 + 16 * n) * dt) * h[n] + dtu * Bt[n];
-        y0 += h[n] * Ct[n];
-        h[n + 1] = exp2_v16(load16(At2 + 16 * (n + 1)) * dt) * h[n + 1] + dtu * Bt[n + 1];
-        y1 += h[n + 1] * Ct[n + 1];
-        h[n + 2] = exp2_v16(load16(At2 + 16 * (n + 2)) * dt) * h[n + 2] + dtu * Bt[n + 2];
-        y2 += h[n + 2] * Ct[n + 2];
-        h[n + 3] = exp2_v16(load16(At2 + 16 * (n + 3)) * dt) * h[n + 3] + dtu * Bt[n + 3];
-        y3 += h[n + 3] * Ct[n + 3];
+        sum[n % 4] += h[n] * Ct[n];
       }
-      const v16f y = (y0 + y1) + (y2 + y3);
+      const v16f y = (sum[0] + sum[1]) + (sum[2] + sum[3]);
       if (zp)
         store16(Y + 16 * s, y);
       else
