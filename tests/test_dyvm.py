@@ -382,6 +382,78 @@ def test_fused_pruning_stage_refuses_bad_arguments():
                 mix_cpp.prune_stage(*args)
 
 
+@pytest.mark.parametrize("dim,tokens,batch,slots", [(32, 16, 3, None), (48, 5, 2, 3), (64, 1, 1, None), (128, 70, 2, None),
+                                                     (64, 9, 0, None)])
+def test_token_predictor_at_inference_matches_its_modules(dim, tokens, batch, slots):
+    """At eager CPU inference the token predictor is one extension call (plain loops; BLAS for a large first Linear,
+    as at dim 128): its log-probabilities match the modules' (the training path) in float64 to float32 rounding,
+    with and without a slot prior, on one token and on an empty batch."""
+    from dyvm.dynamic import TokenPredictor
+    from dyvm.kernels import mix_cpp
+
+    torch.manual_seed(0)
+    pred = TokenPredictor(dim, num_slots=slots).eval()
+    for m in pred.modules():
+        if isinstance(m, torch.nn.Linear):
+            torch.nn.init.normal_(m.weight, std=dim ** -0.5)
+            torch.nn.init.normal_(m.bias, std=0.1)
+    if slots:
+        torch.nn.init.normal_(pred.slot_bias)
+    x = torch.randn(batch, tokens, dim) * 2
+    reference = TokenPredictor(dim, num_slots=slots).double()
+    reference.load_state_dict(pred.state_dict())
+    with torch.no_grad():
+        assert mix_cpp.predictor_applies(x, pred.fused_params())
+        fast = pred(x)
+        want = reference(x.double())
+    assert fast.dtype == torch.float32 and fast.shape == (batch, tokens, 2)
+    torch.testing.assert_close(fast.double(), want, rtol=0, atol=2e-6)
+    with torch.enable_grad():  # autograd needed: the modules run
+        assert not mix_cpp.predictor_applies(x, pred.fused_params())
+        assert pred(x).requires_grad
+
+
+def test_token_predictor_and_router_ops_refuse_bad_arguments_and_step_aside_for_hooks():
+    from dyvm.dynamic import TokenPredictor
+    from dyvm.kernels import mix_cpp
+
+    pred = TokenPredictor(32).eval()
+    params, x = pred.fused_params(), torch.randn(2, 5, 32)
+    with torch.no_grad():
+        for args, word in (((x[..., :16], params, 1e-5), "predictor tensor 0"), ((x, params[:9], 1e-5), "predictor"),
+                           ((x.double(), params, 1e-5), "float32")):
+            with pytest.raises(RuntimeError, match=word):
+                mix_cpp.predictor_forward(*args)
+        head = torch.nn.Linear(64, 2)
+        with pytest.raises(RuntimeError, match="weight"):
+            mix_cpp.router_forward(torch.randn(3, 64), head.weight[:, :32].contiguous(), head.bias, 0.5)
+        seen = []
+        handle = pred.in_conv[2].register_forward_hook(lambda *a: seen.append(1))
+        try:
+            pred(x)  # a hook on one of its modules: the modules run, and the hook sees its call
+        finally:
+            handle.remove()
+        assert seen == [1]
+
+
+def test_router_at_inference_matches_its_linear():
+    """At eager CPU inference a router's head is one extension call: its logits match block_head's to float32
+    rounding and its gates are sigmoid(logits) > threshold, also for a 16-bit input (autocast)."""
+    from dyvm.kernels import mix_cpp
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(96, 2)
+    torch.nn.init.normal_(head.weight, std=0.3)
+    x = torch.randn(7, 96)
+    with torch.no_grad():
+        assert mix_cpp.router_applies(x, head.weight, head.bias)
+        for inp in (x, x.bfloat16()):
+            logits, gates = mix_cpp.router_forward(inp, head.weight, head.bias, 0.5)
+            want = torch.nn.functional.linear(inp.double(), head.weight.double(), head.bias.double())
+            torch.testing.assert_close(logits.double(), want, rtol=0, atol=1e-5)
+            assert torch.equal(gates, (torch.sigmoid(logits) > 0.5).float()) and 0 < gates.mean() < 1
+
+
 def test_token_gather_equals_torch_gather_values_and_gradients():
     from dyvm.models.tokens import gather_tokens
 

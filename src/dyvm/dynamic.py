@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from timm.layers import trunc_normal_
 from torch import Tensor, nn
 
+from .kernels import mix_cpp
+
 SCORE_SOURCES = ("predictor", "random", "static")
 
 # An Exp(1) noise source: None (torch's global RNG), a torch.Generator, or a callable
@@ -152,6 +154,12 @@ class TokenPredictor(nn.Module):
         return params if self.slot_bias is None else params + [self.slot_bias]
 
     def forward(self, x: Tensor, policy: Optional[Tensor] = None) -> Tensor:
+        if self.slot_bias is not None and x.shape[1] < self.slot_bias.shape[0]:
+            raise ValueError(f"TokenPredictor: {x.shape[1]} tokens but a slot prior for {self.slot_bias.shape[0]}")
+        if policy is None and not self.training:  # eager CPU inference: one extension call (the pruning stage's)
+            params = self.fused_params()
+            if mix_cpp.predictor_applies(x, params) and (mix_cpp.tracing() or not mix_cpp.tree_hooked(self)):
+                return mix_cpp.token_predictor(x, params, self.in_conv[0].eps)
         x = self.in_conv(x)
         half = x.shape[-1] // 2
         local, glob = x[..., :half], x[..., half:]
@@ -168,8 +176,6 @@ class TokenPredictor(nn.Module):
         if self.slot_bias is None:
             return logp
         n, slots = x.shape[1], self.slot_bias.shape[0]
-        if n < slots:
-            raise ValueError(f"TokenPredictor: {n} tokens but a slot prior for {slots}")
         diff = logp[..., 0] - logp[..., 1] + F.pad(self.slot_bias, (0, n - slots)).to(logp.dtype)
         return torch.stack([F.logsigmoid(diff), F.logsigmoid(-diff)], dim=-1)
 

@@ -14,13 +14,17 @@ copies): no autograd, no mask, nothing traced or counted (see :func:`applies`). 
 same for a pruning stage: the token predictor, the top-k and the rebuilt sequence; ``stack_forward`` runs every
 block and stage of a model in one call (the checks once per forward instead of once per layer: in the middle of
 a forward the Python between two layers costs far more than in a warm loop, ~12% of the demo model's batch-1 time).
+The router's head (:func:`router_forward`) and the token predictor (:func:`predictor_forward`) are plain loops
+rather than ATen calls (at batch 1 their ~25 small calls cost more than their arithmetic); the Python router and
+predictor call the same functions at inference (as the ops ``dyvm::router`` / ``dyvm::token_predictor`` in traced
+programs), so every path scores and routes with identical values.
 """
 from __future__ import annotations
 
 from typing import Optional, Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from . import scan_cpp
 from .conv import _backend as conv_backend
@@ -31,6 +35,31 @@ from .scan import resolve_backend
 
 # benchmarks only (``dyvm bench``'s matmul floor): when set, the scan returns its input u
 STUB_SCAN = [False]
+
+
+def _global_forward_hooks() -> bool:
+    return bool(nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks)
+
+
+def forward_hooked(*modules: Optional[nn.Module]) -> bool:
+    """Whether a forward (pre-)hook, global or on one of ``modules``, would see their calls: the fused
+    inference path calls none of them, so it steps aside and the Python path runs (and the hooks fire)."""
+    return _global_forward_hooks() or any(m is not None and (m._forward_hooks or m._forward_pre_hooks)
+                                          for m in modules)
+
+
+def tree_hooked(*roots: nn.Module) -> bool:
+    """:func:`forward_hooked` over ``roots`` and every module below them: a plain walk of the children, 1.4-1.6x
+    faster than ``nn.Module.modules()``'s named, de-duplicated one (it runs on every eager inference call)."""
+    if _global_forward_hooks():
+        return True
+    stack = list(roots)
+    while stack:
+        m = stack.pop()
+        if m._forward_hooks or m._forward_pre_hooks:
+            return True
+        stack.extend(c for c in m._modules.values() if c is not None)
+    return False
 
 
 def applies(x: Tensor, params: Sequence[Tensor], scan_backend: Optional[str]) -> bool:
@@ -79,6 +108,85 @@ def block_forward(hidden: Tensor, residual: Optional[Tensor], norm_weight: Tenso
     return torch.ops.dyvm_scan.block_forward(hidden, residual, norm_weight, eps, in_weight, forward_params,
                                              backward_params, out_weight, out_scale, gates, list(router),
                                              router_threshold, STUB_SCAN[0])
+
+
+def predictor_applies(x: Tensor, params: Sequence[Tensor]) -> bool:
+    """Whether :func:`predictor_forward` serves a token predictor at inference: x (B, N, D) float32 on the CPU,
+    contiguous float32 parameters, no autograd, the extension built and allowed (traced programs call it as the
+    op ``dyvm::token_predictor``, so compiled and exported models score tokens as eager ones do)."""
+    if x.device.type != "cpu" or x.dim() != 3 or x.dtype != torch.float32:
+        return False
+    if any(p.dtype != torch.float32 or p.device.type != "cpu" or not p.is_contiguous() for p in params):
+        return False
+    if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
+        return False
+    if tracing():  # plain reads only (dynamo would break its graph in the loader); eager calls loaded it
+        return scan_cpp._module is not None
+    return _kernels_allowed() and scan_cpp.available()
+
+
+def predictor_forward(x: Tensor, predictor: list[Tensor], ln_eps: float) -> Tensor:
+    """A DyVM token predictor at inference, every token live: x (B, N, D) float32 → keep / drop log-probabilities
+    (B, N, 2), the values :func:`prune_stage` computes (plain loops in the extension: LayerNorm, the four Linears,
+    GELU with oneDNN's erf approximation, the pooled half, log-softmax or the slot prior). predictor: as for
+    :func:`prune_stage`."""
+    if not scan_cpp.available():
+        raise RuntimeError(f"the C++ kernels are unavailable: {scan_cpp.build_error()}")
+    return torch.ops.dyvm_scan.predictor_forward(x, predictor, ln_eps)
+
+
+@torch.library.custom_op("dyvm::token_predictor", mutates_args=())
+def _token_predictor_op(x: Tensor, predictor: list[Tensor], ln_eps: float) -> Tensor:
+    """:func:`predictor_forward` as an op, for ``torch.compile`` and ``torch.export`` (forward only)."""
+    return predictor_forward(x, predictor, ln_eps)
+
+
+@_token_predictor_op.register_fake
+def _(x, predictor, ln_eps):
+    return x.new_empty((x.shape[0], x.shape[1], 2))
+
+
+def token_predictor(x: Tensor, predictor: list[Tensor], ln_eps: float) -> Tensor:
+    """:func:`predictor_forward`, through the op ``dyvm::token_predictor`` where a program is being traced."""
+    return (_token_predictor_op if tracing() else predictor_forward)(x, predictor, ln_eps)
+
+
+def router_applies(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> bool:
+    """Whether :func:`router_forward` serves a DyVM router's head at inference: x (B, C) on the CPU (float32, or
+    16-bit under autocast), a contiguous float32 head with a bias, no autograd, the extension built and allowed."""
+    if x.device.type != "cpu" or x.dim() != 2 or not x.is_floating_point() or x.dtype == torch.float64 or bias is None:
+        return False
+    if any(p.dtype != torch.float32 or p.device.type != "cpu" or not p.is_contiguous() for p in (weight, bias)):
+        return False
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or bias.requires_grad):
+        return False
+    if tracing():
+        return scan_cpp._module is not None
+    return _kernels_allowed() and scan_cpp.available()
+
+
+def router_forward(x: Tensor, weight: Tensor, bias: Tensor, threshold: float) -> list[Tensor]:
+    """A DyVM router's head at inference: x (B, C) → [logits (B, 2) float32 = x · weight^T + bias, gates (B, 2) 0/1
+    = sigmoid(logits) > threshold], in plain loops, the values the extension's blocks compute."""
+    if not scan_cpp.available():
+        raise RuntimeError(f"the C++ kernels are unavailable: {scan_cpp.build_error()}")
+    return torch.ops.dyvm_scan.router_forward(x, weight, bias, threshold)
+
+
+@torch.library.custom_op("dyvm::router", mutates_args=())
+def _router_op(x: Tensor, weight: Tensor, bias: Tensor, threshold: float) -> list[Tensor]:
+    """:func:`router_forward` as an op, for ``torch.compile`` and ``torch.export`` (forward only)."""
+    return router_forward(x, weight, bias, threshold)
+
+
+@_router_op.register_fake
+def _(x, weight, bias, threshold):
+    return [x.new_empty((x.shape[0], 2), dtype=torch.float32), x.new_empty((x.shape[0], 2), dtype=torch.float32)]
+
+
+def router(x: Tensor, weight: Tensor, bias: Tensor, threshold: float) -> list[Tensor]:
+    """:func:`router_forward`, through the op ``dyvm::router`` where a program is being traced."""
+    return (_router_op if tracing() else router_forward)(x, weight, bias, threshold)
 
 
 def prune_stage(hidden: Tensor, residual: Tensor, patch_ids: Tensor, predictor: list[Tensor], ln_eps: float,

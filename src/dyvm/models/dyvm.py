@@ -28,10 +28,11 @@ from ..dynamic import (BASELINE_MASKS, SCORE_SOURCES, TOKEN_SAMPLERS, Noise, Tok
                        gumbel_softmax_keep, gumbel_stratified_keep, gumbel_topk_keep, official_baseline_keep,
                        select_keep)
 from ..kernels import mix_cpp
+from ..kernels.mix_cpp import tree_hooked
 from .registry import register_model
 from .tokens import TokenSequence, gather_tokens, kept_first_order
 from .presets import build_model
-from .vim import VisionMamba, tree_hooked
+from .vim import VisionMamba
 
 
 @functools.lru_cache(maxsize=64)
@@ -287,7 +288,12 @@ class DyVM(VisionMamba):
         """Router logits (B, 2) and the 0/1 gates (B, 2)."""
         if not self.use_routers:
             return None, forced
-        logits = layer.mixer.block_head(self.router_input(xz, seq, positions)).float()
+        head, read = layer.mixer.block_head, self.router_input(xz, seq, positions)
+        if (forced is None and not self.training and mix_cpp.router_applies(read, head.weight, head.bias)
+                and (mix_cpp.tracing() or not mix_cpp.forward_hooked(head))):  # the extension blocks' router
+            logits, gates = mix_cpp.router(read, head.weight, head.bias, self.router_threshold)
+            return logits, gates
+        logits = head(read).float()
         if forced is not None:
             gates = forced.to(logits.dtype)
         elif self.training:

@@ -89,6 +89,7 @@
 #include <ATen/ops/index_select.h>
 #include <ATen/ops/linear.h>
 #include <ATen/ops/sigmoid.h>
+#include <ATen/ops/from_blob.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/sum.h>
 #include <ATen/ops/constant_pad_nd.h>
@@ -2096,17 +2097,45 @@ at::Tensor mixer_branch(const at::Tensor& x, const at::Tensor& z, at::TensorList
   return scan_forward_rows(u, f32(delta), A, Bm, Cm, p[6], z, p[4], reverse, rows, acc);
 }
 
-// The DyVM router at inference: logits (B, 2) = block_head(xz at the prefix positions, averaged when
-// there are several), gates = sigmoid(logits) > threshold as 0/1 (the Python `_route`, call for call).
+// The DyVM router's head at inference: logits (B, 2) = input (B, C) · weight (2, C)^T + bias in float32 plain loops
+// (the input upcast when 16-bit), gates = sigmoid(logits) > threshold as 0/1. Both this extension's blocks and the
+// Python router at inference call it (identical values): as an ATen linear it cost ~40 µs a layer at batch 1.
+std::vector<at::Tensor> router_forward(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
+                                       double threshold) {
+  TORCH_CHECK(input.dim() == 2 && input.device().is_cpu() && at::isFloatingType(input.scalar_type()),
+              "router_forward: input must be a (B, C) floating-point CPU tensor");
+  const int64_t Bsz = input.size(0), C = input.size(1);
+  TORCH_CHECK(weight.dim() == 2 && weight.size(0) == 2 && weight.size(1) == C && weight.scalar_type() == at::kFloat &&
+              weight.is_contiguous() && bias.numel() == 2 && bias.scalar_type() == at::kFloat && bias.is_contiguous(),
+              "router_forward: weight must be a contiguous float32 (2, C) tensor and bias (2,)");
+  const at::Tensor x = (input.scalar_type() == at::kFloat ? input : input.to(at::kFloat)).contiguous();
+  at::Tensor logits = at::empty({Bsz, 2}, x.options()), gates = at::empty({Bsz, 2}, x.options());
+  const float *xp = x.data_ptr<float>(), *w = weight.data_ptr<float>(), *bp = bias.data_ptr<float>();
+  float *lp = logits.data_ptr<float>(), *gp = gates.data_ptr<float>();
+  const float thr = static_cast<float>(threshold);
+  for (int64_t b = 0; b < Bsz; ++b)
+    for (int64_t j = 0; j < 2; ++j) {
+      const float* xr = xp + b * C;
+      const float* wr = w + j * C;
+      float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+      for (int64_t c = 0; c < C; ++c) sum += xr[c] * wr[c];
+      const float l = sum + bp[j];
+      lp[b * 2 + j] = l;
+      gp[b * 2 + j] = 1.0f / (1.0f + std::exp(-l)) > thr ? 1.0f : 0.0f;
+    }
+  return {logits, gates};
+}
+
+// The DyVM router at inference: router_forward on xz at the prefix positions (averaged when there are several),
+// xz as it came (16 bits under autocast), read as the Python router reads it.
 std::vector<at::Tensor> route(const at::Tensor& xz, at::TensorList router, double threshold) {
   TORCH_CHECK(router.size() == 3, "mix_forward: router must be [block_head weight, block_head bias, positions]");
   const at::Tensor& pos = router[2];
-  TORCH_CHECK(pos.dim() == 1 && pos.numel() >= 1 && pos.scalar_type() == at::kLong,
-              "mix_forward: the router positions must be a non-empty 1-D int64 tensor");
-  const at::Tensor input = pos.numel() == 1 ? xz.select(1, pos.item<int64_t>()) : xz.index_select(1, pos).mean(1);
-  at::Tensor logits = at::linear(input, router[0], router[1]);
-  if (logits.scalar_type() != at::kFloat) logits = logits.to(at::kFloat);
-  return {logits, at::sigmoid(logits).gt(threshold).to(at::kFloat)};
+  TORCH_CHECK(pos.dim() == 1 && pos.numel() >= 1 && pos.scalar_type() == at::kLong && pos.device().is_cpu() &&
+              pos.is_contiguous(), "mix_forward: the router positions must be a non-empty 1-D int64 CPU tensor");
+  const at::Tensor input = pos.numel() == 1 ? xz.select(1, pos.data_ptr<int64_t>()[0]) : xz.index_select(1, pos).mean(1);
+  return router_forward(input, router[0], router[1], threshold);
 }
 
 // The bidirectional mixer after in_proj at inference: xz (B, L, 2E) float32 → [(B, L, D) =
@@ -2198,11 +2227,188 @@ std::vector<at::Tensor> block_forward(const at::Tensor& hidden, const c10::optio
   return out;
 }
 
+// ---------------------------------- the token predictor (inference) ----------------------------------
+// At inference a pruning stage's predictor is a few tiny matmuls per token; as ATen calls (a LayerNorm, four
+// Linears, three GELUs, the pooling and a log-softmax: ~20 calls) it cost ~0.3 ms a stage at the demo's batch 1,
+// where each GELU alone paid oneDNN's ~20 µs per-call setup. Here it is one pass in plain loops, used by both
+// the pruning stage below and the Python TokenPredictor at inference (so the two give identical values).
+
+// GELU, erf form: 0.5 x (1 + erf(x / √2)), erf by Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7; the approximation
+// oneDNN's gelu_erf uses, which torch's CPU GELU calls for float tensors). For x < 0 the factor 1 + erf(x / √2) =
+// erfc(|x| / √2) is computed directly, without cancellation.
+DYVM_INLINE float gelu_erf_f(float x) {
+  const float z = std::fabs(x) * 0.70710678118654752f;
+  const float t = 1.0f / (1.0f + 0.3275911f * z);
+  const float q = t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f))));
+  const float erfc_z = q * exp_f(-z * z);  // erfc(z), z >= 0
+  return 0.5f * x * (x < 0.0f ? erfc_z : 2.0f - erfc_z);
+}
+
+// y (rows, out) = x (rows, in; row stride ldx) · W^T + bias, then GELU where `gelu`. W (out, in) with row stride ldw.
+// bias (out) for every row, or with bias_rows > 0 one bias row per bias_rows rows of x ((rows / bias_rows, out)).
+// Blocks of 8 rows x 16 outputs accumulate in registers; each output sums its `in` products in order, so the
+// values depend neither on the blocking nor on the thread count. From 2^20 multiply-adds (Vim-T's first Linear)
+// the BLAS matmul is faster (these loops reach about half its rate), then the bias and GELU run here.
+typedef float lin_v16 __attribute__((vector_size(64)));  // GCC/Clang vectors: 16 floats, any target
+
+void small_linear(const float* x, int64_t rows, int64_t in, int64_t ldx, const float* W, int64_t ldw, int64_t out,
+                  const float* bias, int64_t bias_rows, bool gelu, float* y) {
+  if (rows * in * out >= (int64_t{1} << 20)) {  // large (Vim-T's first Linear and up): the BLAS matmul, then the epilogue
+    const at::Tensor xt = at::from_blob(const_cast<float*>(x), {rows, in}, {ldx, 1}, at::kFloat);
+    const at::Tensor wt = at::from_blob(const_cast<float*>(W), {out, in}, {ldw, 1}, at::kFloat);
+    at::Tensor yt = at::from_blob(y, {rows, out}, at::kFloat);
+    at::mm_out(yt, xt, wt.t());
+    at::parallel_for(0, rows, std::max<int64_t>(1, 8192 / std::max<int64_t>(1, out)), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        float* yr = y + r * out;
+        const float* bv = bias ? bias + (bias_rows > 0 ? r / bias_rows * out : 0) : nullptr;
+        if (bv) {
+#pragma omp simd
+          for (int64_t o = 0; o < out; ++o) yr[o] += bv[o];
+        }
+        if (gelu) {
+#pragma omp simd
+          for (int64_t o = 0; o < out; ++o) yr[o] = gelu_erf_f(yr[o]);
+        }
+      }
+    });
+    return;
+  }
+  constexpr int64_t RB = 8, OB = 16;
+  const int64_t outp = (out + OB - 1) / OB * OB;
+  std::vector<float> wt(static_cast<size_t>(in * outp), 0.0f);  // W^T, outputs padded to whole blocks
+  for (int64_t o = 0; o < out; ++o)
+    for (int64_t i = 0; i < in; ++i) wt[i * outp + o] = W[o * ldw + i];
+  const int64_t groups = bias_rows > 0 ? (rows + bias_rows - 1) / bias_rows : 1;
+  std::vector<float> bp(static_cast<size_t>(groups * outp), 0.0f);  // the bias rows, padded likewise
+  if (bias)
+    for (int64_t g = 0; g < groups; ++g) std::memcpy(bp.data() + g * outp, bias + g * out, out * sizeof(float));
+  const int64_t blocks = (rows + RB - 1) / RB;
+  const int64_t grain = std::max<int64_t>(1, 262144 / std::max<int64_t>(1, RB * in * outp));  // fork only for real work
+  at::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
+    for (int64_t blk = b0; blk < b1; ++blk) {
+      const int64_t r0 = blk * RB, nr = std::min(RB, rows - r0);
+      const float* xr[RB];
+      for (int64_t r = 0; r < RB; ++r) xr[r] = x + std::min(r0 + r, rows - 1) * ldx;  // spare rows repeat the last
+      for (int64_t o0 = 0; o0 < outp; o0 += OB) {
+        lin_v16 a[RB] = {};  // in registers: a column block of 16 outputs for 8 rows
+        const float* w = wt.data() + o0;
+        for (int64_t i = 0; i < in; ++i, w += outp) {
+          lin_v16 wv;
+          std::memcpy(&wv, w, sizeof(wv));
+#pragma GCC unroll 8
+          for (int64_t r = 0; r < RB; ++r) a[r] += xr[r][i] * wv;
+        }
+        const int64_t no = std::min(OB, out - o0);
+        for (int64_t r = 0; r < nr; ++r) {
+          lin_v16 bv;
+          std::memcpy(&bv, bp.data() + (bias_rows > 0 ? (r0 + r) / bias_rows : 0) * outp + o0, sizeof(bv));
+          alignas(64) float v[OB];
+          const lin_v16 sum = a[r] + bv;
+          std::memcpy(v, &sum, sizeof(v));
+          if (gelu) {
+#pragma omp simd
+            for (int64_t o = 0; o < OB; ++o) v[o] = gelu_erf_f(v[o]);
+          }
+          std::memcpy(y + (r0 + r) * out + o0, v, no * sizeof(float));
+        }
+      }
+    }
+  });
+}
+
+void check_predictor(at::TensorList p, int64_t D) {
+  TORCH_CHECK(p.size() == 10 || p.size() == 11,
+              "prune_stage: predictor must be [norm w, b, in w, b, out w, b x 3] (+ slot bias)");
+  const int64_t half = D / 2;
+  const std::vector<std::vector<int64_t>> shapes = {{D}, {D}, {D, D}, {D}, {D / 2, D}, {D / 2}, {D / 4, D / 2},
+                                                    {D / 4}, {2, D / 4}, {2}};
+  for (size_t j = 0; j < 10; ++j)
+    TORCH_CHECK(p[j].sizes() == at::IntArrayRef(shapes[j]) && p[j].scalar_type() == at::kFloat && p[j].is_contiguous()
+                && p[j].device().is_cpu(), "prune_stage: predictor tensor ", j, " must be a contiguous float32 CPU tensor of ",
+                "shape ", at::IntArrayRef(shapes[j]), " for D = ", D);
+  TORCH_CHECK(half > 0 && D / 4 > 0, "prune_stage: the predictor needs D >= 4");
+  if (p.size() == 11)
+    TORCH_CHECK(p[10].dim() == 1 && p[10].scalar_type() == at::kFloat && p[10].is_contiguous(),
+                "prune_stage: the slot bias must be a contiguous float32 (S,) tensor");
+}
+
+// TokenPredictor.forward at inference (every token live): x (B*N, D) float32 rows (overwritten: LayerNorm in
+// place) → logp (B*N, 2) keep / drop log-probabilities. p as check_predictor.
+void predictor_rows(float* x, int64_t Bsz, int64_t N, int64_t D, at::TensorList p, double ln_eps, float* logp) {
+  const int64_t rows = Bsz * N, half = D / 2, d2 = D / 2, d4 = D / 4;
+  if (rows == 0) return;
+  const float *lw = p[0].data_ptr<float>(), *lb = p[1].data_ptr<float>();
+  const float eps = static_cast<float>(ln_eps);
+  for (int64_t r = 0; r < rows; ++r) {  // LayerNorm over D (two passes)
+    float* xr = x + r * D;
+    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+    for (int64_t d = 0; d < D; ++d) s += xr[d];
+    const float mean = s / static_cast<float>(D);
+    float v = 0.0f;
+#pragma omp simd reduction(+ : v)
+    for (int64_t d = 0; d < D; ++d) v += (xr[d] - mean) * (xr[d] - mean);
+    const float inv = 1.0f / std::sqrt(v / static_cast<float>(D) + eps);
+#pragma omp simd
+    for (int64_t d = 0; d < D; ++d) xr[d] = (xr[d] - mean) * inv * lw[d] + lb[d];
+  }
+  std::vector<float> h1(static_cast<size_t>(rows * D)), glob(static_cast<size_t>(Bsz * (D - half)), 0.0f),
+      gvec(static_cast<size_t>(Bsz * d2)), h2(static_cast<size_t>(rows * d2)), h3(static_cast<size_t>(rows * d4)),
+      lg(static_cast<size_t>(rows * 2));
+  small_linear(x, rows, D, D, p[2].data_ptr<float>(), D, D, p[3].data_ptr<float>(), 0, true, h1.data());
+  // the pooled half: the mean over the image's tokens with the official "+ 1", then its product with the first
+  // out Linear's right half (and that Linear's bias) once per image
+  for (int64_t b = 0; b < Bsz; ++b) {
+    float* g = glob.data() + b * (D - half);
+    for (int64_t n = 0; n < N; ++n) {
+      const float* hr = h1.data() + (b * N + n) * D + half;
+#pragma omp simd
+      for (int64_t j = 0; j < D - half; ++j) g[j] += hr[j];
+    }
+    for (int64_t j = 0; j < D - half; ++j) g[j] /= static_cast<float>(N + 1);
+  }
+  const float* w1 = p[4].data_ptr<float>();
+  small_linear(glob.data(), Bsz, D - half, D - half, w1 + half, D, d2, p[5].data_ptr<float>(), 0, false, gvec.data());
+  small_linear(h1.data(), rows, half, D, w1, D, d2, gvec.data(), N, true, h2.data());
+  small_linear(h2.data(), rows, d2, d2, p[6].data_ptr<float>(), d2, d4, p[7].data_ptr<float>(), 0, true, h3.data());
+  small_linear(h3.data(), rows, d4, d4, p[8].data_ptr<float>(), d4, 2, p[9].data_ptr<float>(), 0, false, lg.data());
+  const float* slot = p.size() == 11 ? p[10].data_ptr<float>() : nullptr;
+  const int64_t slots = slot ? p[10].size(0) : 0;
+  TORCH_CHECK(slots <= N, "prune_stage: the slot bias must be (S,) with S <= patches");
+  for (int64_t r = 0; r < rows; ++r) {
+    const float a = lg[2 * r], c = lg[2 * r + 1];
+    if (!slot) {  // log_softmax over the two logits
+      const float m = std::max(a, c), lse = m + std::log(std::exp(a - m) + std::exp(c - m));
+      logp[2 * r] = a - lse;
+      logp[2 * r + 1] = c - lse;
+    } else {  // the slot prior on the keep-vs-drop logit: [logsigmoid(diff), logsigmoid(-diff)]
+      const int64_t n = r % N;
+      const float diff = a - c + (n < slots ? slot[n] : 0.0f);
+      const float tail = std::log1p(std::exp(-std::fabs(diff)));
+      logp[2 * r] = std::min(diff, 0.0f) - tail;
+      logp[2 * r + 1] = std::min(-diff, 0.0f) - tail;
+    }
+  }
+}
+
+// The Python TokenPredictor at inference: x (B, N, D) float32 → (B, N, 2), the values prune_stage computes.
+at::Tensor predictor_forward(const at::Tensor& x, at::TensorList predictor, double ln_eps) {
+  TORCH_CHECK(x.dim() == 3 && x.device().is_cpu() && x.scalar_type() == at::kFloat,
+              "predictor_forward: x must be a (B, N, D) float32 CPU tensor");
+  const int64_t Bsz = x.size(0), N = x.size(1), D = x.size(2);
+  check_predictor(predictor, D);
+  at::Tensor rows = x.contiguous().clone();
+  at::Tensor logp = at::empty({Bsz, N, 2}, x.options());
+  predictor_rows(rows.data_ptr<float>(), Bsz, N, D, predictor, ln_eps, logp.data_ptr<float>());
+  return logp;
+}
+
 // A DyVM pruning stage at inference on a batch whose images all have their P prefix tokens at the same
 // positions `prefix`: the predictor reads hidden + residual at the patch slots, each image keeps its `keep`
 // best-scoring patches (ascending slot order), and the sequence is rebuilt with the prefix tokens at
-// `new_prefix`: TokenPredictor.forward, select_keep and TokenSequence.select, call for call (identical
-// values) without a Python round trip. hidden, residual (B, L, D) float32 (or 16-bit hidden under autocast),
+// `new_prefix`: TokenPredictor.forward (predictor_rows, which the Python predictor calls at inference too),
+// select_keep and TokenSequence.select, with identical values, without a Python round trip. hidden, residual (B, L, D) float32 (or 16-bit hidden under autocast),
 // patch_ids (B, N = L - P) int64; predictor: [LayerNorm weight, bias, in Linear weight, bias, then the out
 // Linears' weight and bias (D -> D/2, D/2 -> D/4, D/4 -> 2), optional slot bias]. Returns [hidden' (B, keep+P, D),
 // residual', patch_ids' (B, keep), kept patch slots (B, keep), keep log-probabilities (B, N, 2)].
@@ -2211,8 +2417,6 @@ std::vector<at::Tensor> prune_stage(const at::Tensor& hidden, const at::Tensor& 
                                     int64_t keep, at::IntArrayRef prefix, at::IntArrayRef new_prefix) {
   TORCH_CHECK(hidden.dim() == 3 && hidden.device().is_cpu() && residual.sizes() == hidden.sizes(),
               "prune_stage: hidden and residual must be (B, L, D) CPU tensors of one shape");
-  TORCH_CHECK(predictor.size() == 10 || predictor.size() == 11,
-              "prune_stage: predictor must be [norm w, b, in w, b, out w, b x 3] (+ slot bias)");
   const int64_t Bsz = hidden.size(0), L = hidden.size(1), D = hidden.size(2);
   const int64_t P = static_cast<int64_t>(prefix.size()), N = L - P;
   TORCH_CHECK(static_cast<int64_t>(new_prefix.size()) == P && patch_ids.dim() == 2 && patch_ids.size(0) == Bsz &&
@@ -2236,28 +2440,28 @@ std::vector<at::Tensor> prune_stage(const at::Tensor& hidden, const at::Tensor& 
     for (int64_t l = 0, j = 0; l < L; ++l)
       if (!is_prefix[l]) s[j++] = l;
   }
-  // TokenPredictor.forward on the patch tokens of hidden + residual
-  const at::Tensor x = hidden.add(residual).index_select(1, slots);
-  const at::Tensor h = at::gelu(at::linear(at::layer_norm(x, {D}, predictor[0], predictor[1], ln_eps),
-                                           predictor[2], predictor[3]));
-  const int64_t half = h.size(-1) / 2;
-  const at::Tensor local = h.narrow(-1, 0, half);
-  const at::Tensor glob = h.narrow(-1, half, h.size(-1) - half).sum(1, true).div(N + 1);
-  const at::Tensor& first = predictor[4];
-  const at::Tensor mid = at::linear(local, first.narrow(1, 0, half))
-                             .add(at::linear(glob, first.narrow(1, half, first.size(1) - half), predictor[5]));
-  at::Tensor logp = at::log_softmax(
-      at::linear(at::gelu(at::linear(at::gelu(mid), predictor[6], predictor[7])), predictor[8], predictor[9]), -1);
-  if (predictor.size() == 11) {
-    const at::Tensor& bias = predictor[10];
-    TORCH_CHECK(bias.dim() == 1 && bias.size(0) <= N, "prune_stage: the slot bias must be (S,) with S <= patches");
-    const at::Tensor diff = logp.select(-1, 0).sub(logp.select(-1, 1))
-                                .add(at::constant_pad_nd(bias, {0, N - bias.size(0)}, 0).to(logp.scalar_type()));
-    logp = at::stack({at::log_sigmoid(diff), at::log_sigmoid(diff.neg())}, -1);
+  // TokenPredictor.forward on the patch tokens of hidden + residual (predictor_rows)
+  check_predictor(predictor, D);
+  TORCH_CHECK(residual.scalar_type() == at::kFloat, "prune_stage: the residual must be float32");
+  const at::Tensor hid = (hidden.scalar_type() == at::kFloat ? hidden : hidden.to(at::kFloat)).contiguous();
+  const at::Tensor res = residual.contiguous();
+  at::Tensor logp = at::empty({Bsz, N, 2}, residual.options());
+  {
+    std::vector<float> x(static_cast<size_t>(Bsz * N * D));
+    const float *hp = hid.data_ptr<float>(), *rp = res.data_ptr<float>();
+    const int64_t* s = slots.data_ptr<int64_t>();
+    for (int64_t b = 0; b < Bsz; ++b)
+      for (int64_t j = 0; j < N; ++j) {
+        const int64_t off = (b * L + s[j]) * D;
+        float* xr = x.data() + (b * N + j) * D;
+#pragma omp simd
+        for (int64_t d = 0; d < D; ++d) xr[d] = hp[off + d] + rp[off + d];
+      }
+    predictor_rows(x.data(), Bsz, N, D, predictor, ln_eps, logp.data_ptr<float>());
   }
   // select_keep: the top-k keep scores (at::topk, so ties resolve as in Python), then in slot order (distinct
   // integers: a plain sort per image gives at::sort's result without its per-call cost)
-  at::Tensor kept = std::get<1>(at::topk(logp.select(-1, 0).to(at::kFloat), keep, 1)).contiguous();
+  at::Tensor kept = std::get<1>(at::topk(logp.select(-1, 0), keep, 1)).contiguous();
   {
     int64_t* k = kept.data_ptr<int64_t>();
     for (int64_t b = 0; b < Bsz; ++b) std::sort(k + b * keep, k + (b + 1) * keep);
@@ -2275,10 +2479,25 @@ std::vector<at::Tensor> prune_stage(const at::Tensor& hidden, const at::Tensor& 
         r[b * Lnew + j] = b * L + (tag < 0 ? prefix[-1 - tag] : s[k[b * keep + (seen++)]]);
       }
   }
-  const auto gather = [&](const at::Tensor& t) {
-    return t.reshape({Bsz * L, D}).index_select(0, rows).view({Bsz, Lnew, D});
+  const auto gather = [&](const at::Tensor& t) {  // index_select of those rows, as row copies
+    const at::Tensor src = t.contiguous();
+    at::Tensor out = at::empty({Bsz, Lnew, D}, t.options());
+    const size_t bytes = static_cast<size_t>(D) * t.element_size();
+    const char* sp = static_cast<const char*>(src.data_ptr());
+    char* op = static_cast<char*>(out.data_ptr());
+    const int64_t* r = rows.data_ptr<int64_t>();
+    for (int64_t i = 0; i < Bsz * Lnew; ++i) std::memcpy(op + i * bytes, sp + r[i] * bytes, bytes);
+    return out;
   };
-  return {gather(hidden), gather(residual), patch_ids.gather(1, kept), kept, logp};
+  at::Tensor ids = at::empty({Bsz, keep}, patch_ids.options());
+  {
+    const at::Tensor pid = patch_ids.contiguous();
+    const int64_t *src = pid.data_ptr<int64_t>(), *k = kept.data_ptr<int64_t>();
+    int64_t* dst = ids.data_ptr<int64_t>();
+    for (int64_t b = 0; b < Bsz; ++b)
+      for (int64_t j = 0; j < keep; ++j) dst[b * keep + j] = src[b * N + k[b * keep + j]];
+  }
+  return {gather(hidden), gather(residual), ids, kept, logp};
 }
 
 // Every block of a Vim or DyVM at inference in one call: block_forward layer by layer, with prune_stage before
@@ -2424,6 +2643,8 @@ TORCH_LIBRARY(dyvm_scan, m) {
   m.def("block_forward(Tensor hidden, Tensor? residual, Tensor norm_weight, float eps, Tensor in_weight, "
         "Tensor[] forward_params, Tensor[] backward_params, Tensor out_weight, float out_scale, Tensor? gates, "
         "Tensor[] router, float router_threshold, bool stub_scan) -> Tensor[]");
+  m.def("router_forward(Tensor input, Tensor weight, Tensor bias, float threshold) -> Tensor[]");
+  m.def("predictor_forward(Tensor x, Tensor[] predictor, float ln_eps) -> Tensor");
   m.def("prune_stage(Tensor hidden, Tensor residual, Tensor patch_ids, Tensor[] predictor, float ln_eps, int keep, "
         "int[] prefix, int[] new_prefix) -> Tensor[]");
   m.def("stack_forward(Tensor hidden, Tensor? residual, Tensor patch_ids, Tensor[] layers, float[] eps, "
@@ -2439,6 +2660,8 @@ TORCH_LIBRARY_IMPL(dyvm_scan, CPU, m) {
   m.impl("mix_forward", &mix_forward);
   m.impl("block_forward", &block_forward);
   m.impl("prune_stage", &prune_stage);
+  m.impl("predictor_forward", &predictor_forward);
+  m.impl("router_forward", &router_forward);
   m.impl("stack_forward", &stack_forward);
 }
 #endif  // DYVM_SCAN_STANDALONE
