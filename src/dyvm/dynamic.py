@@ -147,10 +147,12 @@ class TokenPredictor(nn.Module):
     def fused_params(self) -> list[Tensor]:
         """Its tensors in the order of :func:`~dyvm.kernels.mix_cpp.prune_stage`: LayerNorm weight and bias, then
         weight and bias of each Linear (in, and the three of ``out_conv``), then the slot bias if any."""
-        norm, first = self.in_conv[0], self.in_conv[1]
-        params = [norm.weight, norm.bias, first.weight, first.bias]
-        for j in (0, 2, 4):
-            params += [self.out_conv[j].weight, self.out_conv[j].bias]
+        # read from the module dicts: Sequential indexing and attribute lookups cost ~30 µs a stage at batch 1
+        ins, outs = self._modules["in_conv"]._modules, self._modules["out_conv"]._modules
+        params = []
+        for m in (ins["0"], ins["1"], outs["0"], outs["2"], outs["4"]):
+            own = m._parameters
+            params += [own["weight"], own["bias"]]
         return params if self.slot_bias is None else params + [self.slot_bias]
 
     def forward(self, x: Tensor, policy: Optional[Tensor] = None) -> Tensor:

@@ -56,9 +56,11 @@ def tree_hooked(*roots: nn.Module) -> bool:
     stack = list(roots)
     while stack:
         m = stack.pop()
+        if m is None:  # an unset child slot
+            continue
         if m._forward_hooks or m._forward_pre_hooks:
             return True
-        stack.extend(c for c in m._modules.values() if c is not None)
+        stack.extend(m._modules.values())
     return False
 
 
@@ -69,8 +71,10 @@ def applies(x: Tensor, params: Sequence[Tensor], scan_backend: Optional[str]) ->
     if x.device.type != "cpu" or x.dim() != 3 or not (x.dtype == torch.float32 or (
             autocast and x.dtype in (torch.bfloat16, torch.float16))):
         return False
-    if any(p.dtype != torch.float32 for p in params):  # float32 weights and residual stream
-        return False
+    f32 = torch.float32
+    for p in params:  # float32 weights and residual stream (one plain loop: it runs on every eager inference call)
+        if p.dtype != f32:
+            return False
     if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
         return False
     if tracing() or not _kernels_allowed():

@@ -367,7 +367,9 @@ class DyVM(VisionMamba):
             return None
         batch, n = seq.hidden.shape[0], len(stages)
         ids, local, logp = out[3:3 + 3 * n:3], out[4:4 + 3 * n:3], out[5:5 + 3 * n:3]
-        prefix = [torch.tensor(p, dtype=torch.long, device=seq.hidden.device) for p in segments]
+        # one tensor for every boundary (each holds the P prefix positions), unbound into fresh views
+        prefix = list(torch.tensor(segments, dtype=torch.long, device=seq.hidden.device).reshape(len(segments), -1)
+                      .unbind(0))
         final = replace(seq, hidden=out[0], residual=out[1], patch_ids=out[2],
                         prefix_pos=prefix[-1].expand(batch, -1) if stages else seq.prefix_pos)
         if self.use_routers:
