@@ -90,5 +90,20 @@ def test_no_module_asks_the_name_prefix():
 def test_eval_refuses_dyvm_options_for_a_plain_model():
     from dyvm.evaluate import load_for_eval
 
-    with pytest.raises(ValueError, match="DyVM models only"):
-        load_for_eval(None, "vim_tiny", model_overrides(argparse.Namespace(depth=2, token_keep_ratio=0.5)))
+    for given, flag in ((dict(token_keep_ratio=0.5), "--token-keep-ratio"), (dict(block_keep_ratio=0.7), "--block-keep-ratio"),
+                        (dict(pruning_loc=[1]), "--pruning-loc"), (dict(use_routers=False), "--no-routers")):
+        with pytest.raises(ValueError, match=f"^{flag}: DyVM options, but --model vim_tiny is a plain model"):
+            load_for_eval(None, "vim_tiny", model_overrides(argparse.Namespace(depth=2, **given)))
+    assert load_for_eval(None, "dyvm_vim_tiny", model_overrides(argparse.Namespace(
+        depth=2, block_keep_ratio=0.7), dynamic=True)).block_keep_ratio == 0.7
+
+
+def test_flops_refuses_dyvm_options_for_a_plain_model(capsys):
+    """``dyvm flops --model vim_tiny --token-keep-ratio 0.5`` used to print the unpruned model's FLOPs as if the
+    ratio applied; now it is a one-line error naming the option and the DyVM to count instead."""
+    from dyvm.cli import main
+
+    assert main(["flops", "--model", "vim_tiny", "--token-keep-ratio", "0.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("dyvm flops: error: --token-keep-ratio: DyVM options")
+    assert "count a DyVM with --model dyvm_vim_tiny" in err[0]

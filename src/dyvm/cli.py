@@ -331,11 +331,14 @@ def _demo_cli(args: argparse.Namespace) -> int:
 
 def _flops_cli(args: argparse.Namespace) -> int:
     from .flops import count_flops, solve_keep_ratio
-    from .model_options import model_overrides
+    from .model_options import given_options, model_overrides, refuse_dynamic_options
     from .models import create_model
     from .models.registry import is_dynamic_name
 
-    model = create_model(args.model, **model_overrides(args, dynamic=is_dynamic_name(args.model)))
+    dynamic = is_dynamic_name(args.model)
+    if not dynamic:
+        refuse_dynamic_options(args.model, given_options(args), "count")
+    model = create_model(args.model, **model_overrides(args, dynamic=dynamic))
     if args.checkpoint:
         from .checkpoint import load_checkpoint
 

@@ -16,6 +16,7 @@ from timm.layers import trunc_normal_
 from torch import Tensor, nn
 
 from .kernels import mix_cpp
+from .kernels.custom_ops import tracing
 
 SCORE_SOURCES = ("predictor", "random", "static")
 
@@ -160,7 +161,7 @@ class TokenPredictor(nn.Module):
             raise ValueError(f"TokenPredictor: {x.shape[1]} tokens but a slot prior for {self.slot_bias.shape[0]}")
         if policy is None and not self.training:  # eager CPU inference: one extension call (the pruning stage's)
             params = self.fused_params()
-            if mix_cpp.predictor_applies(x, params) and (mix_cpp.tracing() or not mix_cpp.tree_hooked(self)):
+            if mix_cpp.predictor_applies(x, params) and (tracing() or not mix_cpp.tree_hooked(self)):
                 return mix_cpp.token_predictor(x, params, self.in_conv[0].eps)
         x = self.in_conv(x)
         half = x.shape[-1] // 2

@@ -48,7 +48,7 @@ from .data import (FASHION_MNIST_MEAN, FASHION_MNIST_STD, build_dataset, build_t
                    data_config_for, num_classes_of)
 from .dynamic import SampleNoise
 from .model_options import (DYNAMIC_OPTIONS, TASKS, check_task, default_pruning_loc,  # noqa: F401 (re-exported)
-                            model_overrides)
+                            given_options, model_overrides, refuse_dynamic_options)
 from .models.registry import create_model, is_dynamic_name, list_models, static_counterpart
 
 log = logging.getLogger("dyvm.train")
@@ -207,16 +207,8 @@ class TrainConfig:
         cfg = TrainConfig(**asdict(self))
         check_task(cfg.task, cfg.model)
         if not is_dynamic_name(cfg.model):
-            given = [name for name in DYVM_ONLY if getattr(cfg, name) is not None]
-            given += [name for name in ("use_routers", "use_pruning") if getattr(cfg, name) is False]
-            if given:
-                flags = ", ".join("--" + {"use_routers": "no-routers", "use_pruning": "no-pruning"}.get(
-                    name, name.replace("_", "-")) for name in given)
-                dynamic = "dyvm_" + cfg.model
-                hint = (f"fine-tune a DyVM with --model {dynamic}, or drop them" if dynamic in list_models()
-                        else "drop them")
-                raise ValueError(f"{flags}: DyVM options, but --model {cfg.model} is a plain model with no "
-                                 f"predictors or routers ({hint})")
+            refuse_dynamic_options(cfg.model, given_options(cfg, DYVM_ONLY + ("use_routers", "use_pruning")),
+                                   "fine-tune")
         size = next((s for s in ("tiny", "small", "base") if cfg.model.endswith(s)), "tiny")
         segmentation = cfg.task == "segmentation"  # 56-px mosaics
         small = segmentation or (cfg.img_size or _checkpoint_img_size(cfg.checkpoint) or 224) <= SMALL_IMAGE

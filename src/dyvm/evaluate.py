@@ -210,14 +210,18 @@ def teacher_vs_student(teacher, student, images: torch.Tensor, batch_sizes=(1, 6
 def load_for_eval(checkpoint: Optional[str], model_name: Optional[str] = None, overrides: Optional[dict] = None):
     """A model from our checkpoint (architecture inside), or ``model_name`` + an official checkpoint."""
     from .checkpoint import load_checkpoint, model_from_checkpoint, read_checkpoint
-    from .model_options import INFERENCE_OPTIONS
+    from .model_options import INFERENCE_OPTIONS, given_options, refuse_dynamic_options
     from .models import create_model
+    from .models.registry import is_dynamic_name
 
     overrides = dict(overrides or {})
-    knobs = {k: overrides.pop(k) for k in INFERENCE_OPTIONS if k in overrides}
     if checkpoint is None and model_name is None:
         raise ValueError("give --checkpoint (a dyvm checkpoint) or --model NAME")
     ckpt = read_checkpoint(checkpoint) if checkpoint else None
+    arch = model_name or (ckpt.get("arch") if isinstance(ckpt, dict) else None)
+    if arch and not is_dynamic_name(arch):
+        refuse_dynamic_options(arch, given_options(overrides), "evaluate")
+    knobs = {k: overrides.pop(k) for k in INFERENCE_OPTIONS if k in overrides}
     if ckpt is not None and isinstance(ckpt, dict) and ckpt.get("arch") and model_name is None:
         model, _ = model_from_checkpoint(ckpt, **overrides)
     elif model_name is None:

@@ -45,6 +45,29 @@ def default_pruning_loc(depth: int) -> list[int]:
     return locs
 
 
+def given_options(options: Any, names: tuple[str, ...] = DYNAMIC_OPTIONS) -> list[str]:
+    """The ``names`` set in ``options`` (a TrainConfig, an argparse Namespace or a dict): not None, and for the
+    switches ``use_routers`` / ``use_pruning`` (on by default) set to False."""
+    get = options.get if isinstance(options, Mapping) else lambda key: getattr(options, key, None)
+    return [name for name in names
+            if (get(name) is False if name in ("use_routers", "use_pruning") else get(name) is not None)]
+
+
+def refuse_dynamic_options(model: str, given: list[str], verb: str = "use") -> None:
+    """One-line ValueError when DyVM options (``given``, option names) were set for the plain model ``model``,
+    which has no predictors or routers to apply them to: the flags are named, and the DyVM to ``verb`` instead."""
+    if not given:
+        return
+    from .models.registry import list_models
+
+    switches = {"use_routers": "no-routers", "use_pruning": "no-pruning"}
+    flags = ", ".join("--" + switches.get(name, name.replace("_", "-")) for name in given)
+    dynamic = "dyvm_" + model
+    hint = f"{verb} a DyVM with --model {dynamic}, or drop them" if dynamic in list_models() else "drop them"
+    raise ValueError(f"{flags}: DyVM options, but --model {model} is a plain model with no predictors or routers "
+                     f"({hint})")
+
+
 def model_overrides(options: Any, dynamic: Optional[bool] = None) -> dict[str, Any]:
     """``create_model`` keywords from ``options``: a TrainConfig, an argparse Namespace or a dict.
 

@@ -124,8 +124,8 @@ def predictor_applies(x: Tensor, params: Sequence[Tensor]) -> bool:
         return False
     if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
         return False
-    if tracing():  # plain reads only (dynamo would break its graph in the loader); eager calls loaded it
-        return scan_cpp._module is not None
+    if tracing():  # a plain read (dynamo would break its graph in the loader); eager calls loaded it
+        return scan_cpp.loaded()
     return _kernels_allowed() and scan_cpp.available()
 
 
@@ -165,7 +165,7 @@ def router_applies(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> bool:
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or bias.requires_grad):
         return False
     if tracing():
-        return scan_cpp._module is not None
+        return scan_cpp.loaded()
     return _kernels_allowed() and scan_cpp.available()
 
 

@@ -151,6 +151,11 @@ def available() -> bool:
     return _load() is not None
 
 
+def loaded() -> bool:
+    """Whether the kernel is already loaded in this process (a plain read: no build, no lock; safe while tracing)."""
+    return _module is not None
+
+
 def build_error() -> str:
     """Why the kernel is unavailable ('' when it built or has not been tried)."""
     _load()

@@ -28,7 +28,8 @@ from ..dynamic import (BASELINE_MASKS, SCORE_SOURCES, TOKEN_SAMPLERS, Noise, Tok
                        gumbel_softmax_keep, gumbel_stratified_keep, gumbel_topk_keep, official_baseline_keep,
                        select_keep)
 from ..kernels import mix_cpp
-from ..kernels.mix_cpp import tree_hooked
+from ..kernels.custom_ops import tracing
+from ..kernels.mix_cpp import forward_hooked, tree_hooked
 from .registry import register_model
 from .tokens import TokenSequence, gather_tokens, kept_first_order
 from .presets import build_model
@@ -290,7 +291,7 @@ class DyVM(VisionMamba):
             return None, forced
         head, read = layer.mixer.block_head, self.router_input(xz, seq, positions)
         if (forced is None and not self.training and mix_cpp.router_applies(read, head.weight, head.bias)
-                and (mix_cpp.tracing() or not mix_cpp.forward_hooked(head))):  # the extension blocks' router
+                and (tracing() or not forward_hooked(head))):  # the extension blocks' router
             logits, gates = mix_cpp.router(read, head.weight, head.bias, self.router_threshold)
             return logits, gates
         logits = head(read).float()
