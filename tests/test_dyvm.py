@@ -420,7 +420,7 @@ def test_token_predictor_and_router_ops_refuse_bad_arguments_and_step_aside_for_
     pred = TokenPredictor(32).eval()
     params, x = pred.fused_params(), torch.randn(2, 5, 32)
     with torch.no_grad():
-        for args, word in (((x[..., :16], params, 1e-5), "predictor tensor 0"), ((x, params[:9], 1e-5), "predictor"),
+        for args, word in (((x[..., :16], params, 1e-5), "predictor_forward: predictor tensor 0"), ((x, params[:9], 1e-5), "predictor"),
                            ((x.double(), params, 1e-5), "float32")):
             with pytest.raises(RuntimeError, match=word):
                 mix_cpp.predictor_forward(*args)

@@ -2317,20 +2317,20 @@ void small_linear(const float* x, int64_t rows, int64_t in, int64_t ldx, const f
   });
 }
 
-void check_predictor(at::TensorList p, int64_t D) {
+void check_predictor(at::TensorList p, int64_t D, const char* who) {  // who: the op named in its errors
   TORCH_CHECK(p.size() == 10 || p.size() == 11,
-              "prune_stage: predictor must be [norm w, b, in w, b, out w, b x 3] (+ slot bias)");
+              who, ": predictor must be [norm w, b, in w, b, out w, b x 3] (+ slot bias)");
   const int64_t half = D / 2;
   const std::vector<std::vector<int64_t>> shapes = {{D}, {D}, {D, D}, {D}, {D / 2, D}, {D / 2}, {D / 4, D / 2},
                                                     {D / 4}, {2, D / 4}, {2}};
   for (size_t j = 0; j < 10; ++j)
     TORCH_CHECK(p[j].sizes() == at::IntArrayRef(shapes[j]) && p[j].scalar_type() == at::kFloat && p[j].is_contiguous()
-                && p[j].device().is_cpu(), "prune_stage: predictor tensor ", j, " must be a contiguous float32 CPU tensor of ",
+                && p[j].device().is_cpu(), who, ": predictor tensor ", j, " must be a contiguous float32 CPU tensor of ",
                 "shape ", at::IntArrayRef(shapes[j]), " for D = ", D);
-  TORCH_CHECK(half > 0 && D / 4 > 0, "prune_stage: the predictor needs D >= 4");
+  TORCH_CHECK(half > 0 && D / 4 > 0, who, ": the predictor needs D >= 4");
   if (p.size() == 11)
     TORCH_CHECK(p[10].dim() == 1 && p[10].scalar_type() == at::kFloat && p[10].is_contiguous(),
-                "prune_stage: the slot bias must be a contiguous float32 (S,) tensor");
+                who, ": the slot bias must be a contiguous float32 (S,) tensor");
 }
 
 // TokenPredictor.forward at inference (every token live): x (B*N, D) float32 rows (overwritten: LayerNorm in
@@ -2375,7 +2375,7 @@ void predictor_rows(float* x, int64_t Bsz, int64_t N, int64_t D, at::TensorList 
   small_linear(h3.data(), rows, d4, d4, p[8].data_ptr<float>(), d4, 2, p[9].data_ptr<float>(), 0, false, lg.data());
   const float* slot = p.size() == 11 ? p[10].data_ptr<float>() : nullptr;
   const int64_t slots = slot ? p[10].size(0) : 0;
-  TORCH_CHECK(slots <= N, "prune_stage: the slot bias must be (S,) with S <= patches");
+  TORCH_CHECK(slots <= N, "the predictor's slot bias must be (S,) with S <= the number of patches");
   for (int64_t r = 0; r < rows; ++r) {
     const float a = lg[2 * r], c = lg[2 * r + 1];
     if (!slot) {  // log_softmax over the two logits
@@ -2397,7 +2397,7 @@ at::Tensor predictor_forward(const at::Tensor& x, at::TensorList predictor, doub
   TORCH_CHECK(x.dim() == 3 && x.device().is_cpu() && x.scalar_type() == at::kFloat,
               "predictor_forward: x must be a (B, N, D) float32 CPU tensor");
   const int64_t Bsz = x.size(0), N = x.size(1), D = x.size(2);
-  check_predictor(predictor, D);
+  check_predictor(predictor, D, "predictor_forward");
   at::Tensor rows = x.contiguous().clone();
   at::Tensor logp = at::empty({Bsz, N, 2}, x.options());
   predictor_rows(rows.data_ptr<float>(), Bsz, N, D, predictor, ln_eps, logp.data_ptr<float>());
@@ -2441,7 +2441,7 @@ std::vector<at::Tensor> prune_stage(const at::Tensor& hidden, const at::Tensor& 
       if (!is_prefix[l]) s[j++] = l;
   }
   // TokenPredictor.forward on the patch tokens of hidden + residual (predictor_rows)
-  check_predictor(predictor, D);
+  check_predictor(predictor, D, "prune_stage");
   TORCH_CHECK(residual.scalar_type() == at::kFloat, "prune_stage: the residual must be float32");
   const at::Tensor hid = (hidden.scalar_type() == at::kFloat ? hidden : hidden.to(at::kFloat)).contiguous();
   const at::Tensor res = residual.contiguous();
