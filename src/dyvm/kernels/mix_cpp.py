@@ -114,6 +114,15 @@ def block_forward(hidden: Tensor, residual: Optional[Tensor], norm_weight: Tenso
                                              router_threshold, STUB_SCAN[0])
 
 
+def _loops_ready() -> bool:
+    """Whether the extension's predictor and router loops may run now: while a program is traced, a plain read of
+    whether the extension is loaded (dynamo would break its graph in the loader; eager calls loaded it), else
+    loaded or buildable and not refused (FLOP counting)."""
+    if tracing():
+        return scan_cpp.loaded()
+    return _kernels_allowed() and scan_cpp.available()
+
+
 def predictor_applies(x: Tensor, params: Sequence[Tensor]) -> bool:
     """Whether :func:`predictor_forward` serves a token predictor at inference: x (B, N, D) float32 on the CPU,
     contiguous float32 parameters, no autograd, the extension built and allowed (traced programs call it as the
@@ -124,9 +133,7 @@ def predictor_applies(x: Tensor, params: Sequence[Tensor]) -> bool:
         return False
     if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
         return False
-    if tracing():  # a plain read (dynamo would break its graph in the loader); eager calls loaded it
-        return scan_cpp.loaded()
-    return _kernels_allowed() and scan_cpp.available()
+    return _loops_ready()
 
 
 def predictor_forward(x: Tensor, predictor: list[Tensor], ln_eps: float) -> Tensor:
@@ -164,9 +171,7 @@ def router_applies(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> bool:
         return False
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or bias.requires_grad):
         return False
-    if tracing():
-        return scan_cpp.loaded()
-    return _kernels_allowed() and scan_cpp.available()
+    return _loops_ready()
 
 
 def router_forward(x: Tensor, weight: Tensor, bias: Tensor, threshold: float) -> list[Tensor]:
