@@ -216,6 +216,26 @@ RUNS.update({
         f"branch keep loss weighted by each layer's branch cost (β {beta} of the branch compute), layers 5, 6, 7, "
         f"ρ 0.3", at_point(LATE, 0.3, beta, token_sampler="topk", block_loss_weighting="cost"))
        for beta in (0.7, 0.76)},
+    # twelfth round: an earlier point (before layers 4, 5, 6, ρ 0.6, β 0.8), where which tokens survive matters more,
+    # with DyVM against both trained baselines of the official ablation and the nested ones
+    **{f"{rule}_loc456_rho0.6_beta0.8{tag}": (
+        f"{what}, layers 4, 5, 6, ρ 0.6, β 0.8" + (f", seed {seed}" if seed else ""),
+        at_point([4, 5, 6], 0.6, 0.8, seed=seed, **opts))
+       for seed, tag in ((0, ""), (1, "_seed1"))
+       for rule, what, opts in (
+           ("topk", "Gumbel-top-k sampler", dict(token_sampler="topk")),
+           ("official_static", "trained static pruning with the official ablation's masks",
+            dict(score="static", baseline_masks="official")),
+           ("official_random", "trained random pruning with the official ablation's masks",
+            dict(score="random", baseline_masks="official")),
+           ("static", "trained static pruning (nested masks)", dict(score="static", baseline_masks="nested")),
+           ("random", "trained random pruning (nested masks)", dict(score="random", baseline_masks="nested")))},
+    # thirteenth round: the rows of earlier rounds with the top-k or stratified sampler ran with a keep-ratio loss
+    # over the live tokens only once training dropped the pruned tail (0.088 at this point in place of ~2e-4;
+    # its gradient pushed every live token's p(keep) down at stages 2 and 3); the same rows after the fix
+    **{f"topk_ratiofix_loc567_rho0.3_beta0.8_seed{seed}": (
+        f"Gumbel-top-k sampler, keep-ratio loss over all M slots (the fix), seed {seed}, layers 5, 6, 7, ρ 0.3, β 0.8",
+        at_point(LATE, 0.3, 0.8, token_sampler="topk", seed=seed)) for seed in range(4)},
 })
 
 

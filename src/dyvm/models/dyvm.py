@@ -419,7 +419,8 @@ class DyVM(VisionMamba):
         seq = self.embed_sequence(x)
         batch, device = seq.hidden.shape[0], seq.hidden.device
         self._check_forced(keep_masks, gates, batch)
-        seq.policy = seq.hidden.new_ones(batch, seq.num_patches, 1, dtype=torch.float32)
+        num_patches = seq.num_patches
+        seq.policy = seq.hidden.new_ones(batch, num_patches, 1, dtype=torch.float32)
         stats = [] if self.predictor_input_source != "hidden" else None
         decisions, all_logits, all_gates = [], [], []
         stage_of = {loc: k for k, loc in enumerate(self.pruning_loc)}
@@ -449,7 +450,9 @@ class DyVM(VisionMamba):
                     alive = policy.sum(1).long()
                     keep = select_keep(self.score, None, alive, self.keep_counts()[k])
                     decision = torch.zeros_like(policy).scatter_(1, keep, 1.0)
-                decisions.append(decision)
+                # over all M slots, as the full layout has them: the slots a dropped tail held are pruned (0), so
+                # the keep-ratio loss compares the kept share of M with ρ_k, not the share of the live tokens
+                decisions.append(nn.functional.pad(decision, (0, num_patches - decision.shape[1])))
                 probe = (self._pruned_probe(decision, seq) if self.pruned_token_grad and self.score == "predictor"
                          and keep_masks is None else None)
                 # a sampler that keeps exactly inference's count lets training drop the pruned tail
