@@ -236,6 +236,9 @@ RUNS.update({
     **{f"topk_ratiofix_loc567_rho0.3_beta0.8_seed{seed}": (
         f"Gumbel-top-k sampler, keep-ratio loss over all M slots (the fix), seed {seed}, layers 5, 6, 7, ρ 0.3, β 0.8",
         at_point(LATE, 0.3, 0.8, token_sampler="topk", seed=seed)) for seed in range(4)},
+    **{f"stratified_ratiofix_loc567_rho0.3_beta0.8_seed{seed}": (
+        f"stratified sampler, keep-ratio loss over all M slots (the fix), seed {seed}, layers 5, 6, 7, ρ 0.3, β 0.8",
+        at_point(LATE, 0.3, 0.8, token_sampler="stratified", seed=seed)) for seed in range(2)},
 })
 
 
