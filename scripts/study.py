@@ -239,6 +239,10 @@ RUNS.update({
     **{f"stratified_ratiofix_loc567_rho0.3_beta0.8_seed{seed}": (
         f"stratified sampler, keep-ratio loss over all M slots (the fix), seed {seed}, layers 5, 6, 7, ρ 0.3, β 0.8",
         at_point(LATE, 0.3, 0.8, token_sampler="stratified", seed=seed)) for seed in range(2)},
+    # fourteenth round: static selection's spacing with other tokens in every image (a random phase per image)
+    **{f"shifted_static_loc567_rho0.3_beta0.8_seed{seed}": (
+        f"evenly spaced tokens from a random phase per image (a probe), seed {seed}, layers 5, 6, 7, ρ 0.3, β 0.8",
+        at_point(LATE, 0.3, 0.8, score="static", seed=seed, selection="shifted_static")) for seed in range(2)},
 })
 
 
@@ -343,6 +347,26 @@ class InfluenceSelection:
         DyVM.forward_train, DyVM.forward_inference = self.saved
 
 
+class ShiftedStaticSelection(InfluenceSelection):
+    """While active, every DyVM keeps at each stage k evenly spaced live patches (spacing n/k in sequence order,
+    like static selection) from a random phase drawn per image and call: the same spacing as static selection, but
+    other tokens in every image (a probe, not a method: is it the fixed spacing or the fixed tokens that helps?)."""
+
+    def __init__(self, seed: int):
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def masks(self, model, x: torch.Tensor, sign: float = 1.0, shares: Optional[dict] = None) -> list:
+        batch, m = x.shape[0], model.num_patches
+        live, masks = torch.arange(m).expand(batch, m), []          # live patch indices, ascending (sequence order)
+        for keep in model.keep_counts():
+            n = live.shape[1]
+            phase = torch.rand(batch, 1, generator=self.generator) * (n / keep)
+            pos = (phase + torch.arange(keep)[None] * (n / keep)).floor().long().clamp(max=n - 1)
+            live = live.gather(1, pos)
+            masks.append(torch.zeros(batch, m, dtype=torch.bool).scatter_(1, live, True))
+        return masks
+
+
 @torch.no_grad()
 def zero_shot(teacher_path: str) -> dict:
     """The teacher pruned at the demo's point (layers 5, 6, 7, ρ 0.3) without any fine-tuning, every branch on, by
@@ -387,7 +411,8 @@ def run(name: str, teacher: str, threads: int, subset, keep: Optional[str] = Non
     selection = extra.get("selection")
     opts = finetune_options(plan, teacher, **{**dict(subset=subset, threads=threads, no_progress=True, seed=0),
                                               **BASE, **{k: v for k, v in extra.items() if k != "selection"}})
-    oracle = InfluenceSelection(teacher) if selection == "teacher_influence" else contextlib.nullcontext()
+    oracle = (InfluenceSelection(teacher) if selection == "teacher_influence" else
+              ShiftedStaticSelection(extra.get("seed", 0)) if selection == "shifted_static" else contextlib.nullcontext())
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp, oracle:
         summary = train(output=tmp, **opts)
