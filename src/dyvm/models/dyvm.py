@@ -46,8 +46,9 @@ class DyVMTrainOutput(NamedTuple):
     """What the DyVM losses need (training forward). B images, M patches, S stages, depth layers.
 
     logits (B, C); tokens (B, M, D): final normalised non-class tokens in rearranged order
-    (pruned ones included, at the end); decisions: S × (B, M) hard 0/1 keep decisions in the
-    order that entered each stage; token_policy (B, M, 1): final, rearranged (kept first);
+    (pruned ones included, at the end; only the K kept ones when training dropped the pruned tail, and
+    token_policy and current_pos likewise); decisions: S × (B, M) hard 0/1 keep decisions in the
+    order that entered each stage (always all M slots); token_policy (B, M, 1): final, rearranged (kept first);
     current_pos (B, M): original patch index of each slot; gates (depth, B, 2): 0/1 [fwd, bwd];
     cls_pos (B,): the class token's (first prefix token's) final position, None without prefix
     tokens; router_logits (depth, B, 2); prefix_pos (B, P): final positions of all prefix tokens.
