@@ -295,7 +295,43 @@ def teacher_influence(teacher, x: torch.Tensor, first: int) -> dict:
     return shares
 
 
-class InfluenceSelection:
+class ForcedSelection:
+    """While active (``with``), every DyVM keeps the patches of :meth:`masks` at each stage, in training (forced
+    keep masks) and at inference (forced keep indices)."""
+
+    def masks(self, model, x: torch.Tensor) -> list:
+        """S × (B, M) bool keep masks in patch order, nested, exactly each stage's count."""
+        raise NotImplementedError
+
+    def __enter__(self):
+        from dyvm.models.dyvm import DyVM
+
+        self.saved = train, infer = DyVM.forward_train, DyVM.forward_inference
+        selection = self
+
+        def forward_train(model, x, noise=None, keep_masks=None, gates=None):
+            return train(model, x, noise, selection.masks(model, x) if keep_masks is None else keep_masks, gates)
+
+        def forward_inference(model, x, keep_indices=None, gates=None, return_layers=False):
+            if keep_indices is None and model.pruning_loc:
+                keep_indices = selection.keep_indices(model, x)
+            return infer(model, x, keep_indices, gates, return_layers)
+
+        DyVM.forward_train, DyVM.forward_inference = forward_train, forward_inference
+        return self
+
+    def keep_indices(self, model, x: torch.Tensor, *args) -> list:
+        """The masks (``args`` passed on to :meth:`masks`) as inference's forced keep sets: S × (B, K_s) ascending
+        patch indices."""
+        return [m.nonzero()[:, 1].view(x.shape[0], -1) for m in self.masks(model, x, *args)]
+
+    def __exit__(self, *exc):
+        from dyvm.models.dyvm import DyVM
+
+        DyVM.forward_train, DyVM.forward_inference = self.saved
+
+
+class InfluenceSelection(ForcedSelection):
     """While active, every DyVM keeps at each stage the live patches with the largest teacher influence summed over
     the stage's layer and the ones after it (nested, exactly the stage's count), in training (forced keep masks)
     and at inference (forced keep indices)."""
@@ -320,34 +356,8 @@ class InfluenceSelection:
             masks.append(live)
         return masks
 
-    def __enter__(self):
-        from dyvm.models.dyvm import DyVM
 
-        self.saved = train, infer = DyVM.forward_train, DyVM.forward_inference
-        selection = self
-
-        def forward_train(model, x, noise=None, keep_masks=None, gates=None):
-            return train(model, x, noise, selection.masks(model, x) if keep_masks is None else keep_masks, gates)
-
-        def forward_inference(model, x, keep_indices=None, gates=None, return_layers=False):
-            if keep_indices is None and model.pruning_loc:
-                keep_indices = selection.keep_indices(model, x)
-            return infer(model, x, keep_indices, gates, return_layers)
-
-        DyVM.forward_train, DyVM.forward_inference = forward_train, forward_inference
-        return self
-
-    def keep_indices(self, model, x: torch.Tensor, sign: float = 1.0, shares: Optional[dict] = None) -> list:
-        """The masks as inference's forced keep sets: S × (B, K_s) ascending patch indices."""
-        return [m.nonzero()[:, 1].view(x.shape[0], -1) for m in self.masks(model, x, sign, shares)]
-
-    def __exit__(self, *exc):
-        from dyvm.models.dyvm import DyVM
-
-        DyVM.forward_train, DyVM.forward_inference = self.saved
-
-
-class ShiftedStaticSelection(InfluenceSelection):
+class ShiftedStaticSelection(ForcedSelection):
     """While active, every DyVM keeps at each stage k evenly spaced live patches (spacing n/k in sequence order,
     like static selection) from a random phase drawn per image and call: the same spacing as static selection, but
     other tokens in every image (a probe, not a method: is it the fixed spacing or the fixed tokens that helps?)."""
@@ -355,7 +365,7 @@ class ShiftedStaticSelection(InfluenceSelection):
     def __init__(self, seed: int):
         self.generator = torch.Generator().manual_seed(seed)
 
-    def masks(self, model, x: torch.Tensor, sign: float = 1.0, shares: Optional[dict] = None) -> list:
+    def masks(self, model, x: torch.Tensor) -> list:
         batch, m = x.shape[0], model.num_patches
         live, masks = torch.arange(m).expand(batch, m), []          # live patch indices, ascending (sequence order)
         for keep in model.keep_counts():
