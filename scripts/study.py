@@ -243,6 +243,32 @@ RUNS.update({
     **{f"shifted_static_loc567_rho0.3_beta0.8_seed{seed}": (
         f"evenly spaced tokens from a random phase per image (a probe), seed {seed}, layers 5, 6, 7, ρ 0.3, β 0.8",
         at_point(LATE, 0.3, 0.8, score="static", seed=seed, selection="shifted_static")) for seed in range(2)},
+    # fifteenth round: an earlier placement (layers 4, 5, 6) after the keep-ratio fix, where the official ablations
+    # train on revived tokens that inference never sees; more tokens against fewer branches at ~37% cut
+    **{f"topk_ratiofix_loc456_rho{rho}_beta{beta}{'_seed%d' % seed if seed else ''}": (
+        f"Gumbel-top-k sampler, keep-ratio loss over all M slots, layers 4, 5, 6, ρ {rho}, β {beta}"
+        + (f", seed {seed}" if seed else ""), at_point([4, 5, 6], rho, beta, token_sampler="topk", seed=seed))
+       for rho, beta in ((0.5, 0.9), (0.65, 0.7), (0.7, 0.6)) for seed in range(2)},
+    **{f"official_{rule}_loc456_rho{rho}_beta{beta}": (
+        f"trained {rule} pruning with the official ablation's masks, layers 4, 5, 6, ρ {rho}, β {beta}",
+        at_point([4, 5, 6], rho, beta, score=rule, baseline_masks="official"))
+       for rho, beta in ((0.65, 0.7), (0.7, 0.6)) for rule in ("static", "random")},
+    # ... and at the demo's point, a predictor with a learnt positional prior that starts at static selection
+    # (the fourteenth round: the backbone gains from seeing the same tokens in every image)
+    **{f"slotprior_ratiofix_loc567_rho0.3_beta0.8_seed{seed}": (
+        f"learnt slot prior starting at static selection, Gumbel-top-k, keep-ratio loss over all M slots, seed {seed}, "
+        "layers 5, 6, 7, ρ 0.3, β 0.8", at_point(LATE, 0.3, 0.8, token_sampler="topk", slot_prior=True, seed=seed))
+       for seed in range(2)},
+    # ... and the paper's layout in training: the pruned tokens stay at the end of the sequence, masked, so their
+    # keep decisions get gradients through the masks (the backward SSM branch reads them before the kept tokens);
+    # dropping the tail (since edbdb08) keeps the values and loses those gradients
+    **{f"topk_tail_loc567_rho0.3_beta0.8_seed{seed}": (
+        f"Gumbel-top-k sampler, the pruned tail kept in training (the paper's layout), seed {seed}, layers 5, 6, 7, "
+        "ρ 0.3, β 0.8", at_point(LATE, 0.3, 0.8, token_sampler="topk", drop_pruned_tail=False, seed=seed))
+       for seed in range(4)},
+    "official_random_loc456_rho0.5_beta0.9": ("trained random pruning with the official ablation's masks, layers 4, "
+                                              "5, 6, ρ 0.5, β 0.9",
+                                              at_point([4, 5, 6], 0.5, 0.9, score="random", baseline_masks="official")),
 })
 
 

@@ -684,6 +684,40 @@ def test_dropping_the_pruned_tail_leaves_the_keep_ratio_loss_unchanged(monkeypat
     assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(grads, full_grads))
 
 
+def test_keeping_the_pruned_tail_gives_pruned_tokens_a_gradient_and_the_same_values():
+    """drop_pruned_tail=False trains in the paper's layout: the pruned tokens stay at the end of the sequence, masked,
+    and the backward SSM branch reads them before the kept ones, so the loss has a gradient at a pruned token's keep
+    decision. Dropping the tail (the default for exact-count samplers) computes the same values without those
+    gradients: the predictor's output gets exactly 0 at the tokens it pruned."""
+    torch.manual_seed(0)
+    kw = dict(depth=5, pruning_loc=[2, 3, 4], token_keep_ratio=0.5, token_sampler="topk")
+    dropped = small_dyvm(**kw)
+    kept = small_dyvm(drop_pruned_tail=False, **kw)
+    kept.load_state_dict(dropped.state_dict())
+    assert kept.config["drop_pruned_tail"] is False and dropped.config["drop_pruned_tail"] is True
+    x, y = torch.randn(4, 3, dropped.img_size, dropped.img_size), torch.tensor([0, 1, 2, 3])
+
+    def stage0(model):
+        seen = {}
+        handle = model.score_predictors[0].register_forward_hook(lambda mod, args, out: seen.update(logp=out))
+        out = model.train().forward_train(x, noise=lambda shape, device: torch.ones(shape))
+        handle.remove()
+        seen["logp"].retain_grad()
+        torch.nn.functional.cross_entropy(out.logits, y).backward()
+        return out, seen["logp"].grad[..., 0], out.decisions[0] > 0.5
+
+    out_d, grad_d, keep_d = stage0(dropped)
+    out_k, grad_k, keep_k = stage0(kept)
+    assert out_d.tokens.shape[1] == dropped.keep_counts()[-1] and out_k.tokens.shape[1] == dropped.num_patches
+    assert all(torch.equal(a, b) for a, b in zip(out_d.decisions, out_k.decisions))
+    assert torch.allclose(out_d.logits, out_k.logits, atol=1e-5)
+    assert torch.equal(grad_d[~keep_d], torch.zeros_like(grad_d[~keep_d]))   # no signal from the pruned tokens
+    assert grad_k[~keep_k].abs().max() > 1e-4 * grad_k[keep_k].abs().max()   # the paper's layout has one
+    assert grad_d[keep_d].abs().max() > 0
+    with pytest.raises(ValueError, match="drop_pruned_tail"):
+        small_dyvm(token_sampler="stratified", drop_pruned_tail=False)
+
+
 def test_slot_prior_starts_at_static_selection_and_learns():
     """slot_prior: a fresh DyVM keeps exactly what static pruning keeps; the prior is a parameter that
     trains, is reset with the other dynamic parts, and survives a checkpoint round trip."""

@@ -56,6 +56,10 @@ def _dyvm_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--pruned-token-grad", action=argparse.BooleanOptionalAction, default=None,
                    help="training: a zero-valued straight-through path from the pruned tokens into the class token, "
                         "so the keep predictor also learns from the tokens it pruned (not in the paper)")
+    g.add_argument("--drop-pruned-tail", action=argparse.BooleanOptionalAction, default=None,
+                   help="training with --token-sampler topk/stratified drops the pruned tail of the sequence: "
+                        "faster, but the pruned tokens' keep decisions get no gradient; --no-drop-pruned-tail keeps "
+                        "the paper's masked tail")
     g.add_argument("--baseline-masks", choices=["official", "nested"],
                    help="training masks of --score random/static: official (the paper's Pruning_Strategy ablation: "
                         "masks over all slots, pruned tokens can be revived) or nested (the inference rule per image)")

@@ -39,6 +39,7 @@ class ModelConfig:
     token_noise: Optional[float] = None      # Gumbel noise scale of the topk sampler
     pruned_token_grad: Optional[bool] = None  # zero-valued probe: a gradient for the pruned tokens
     baseline_masks: Optional[str] = None    # training masks of random/static: official (revival) or nested
+    drop_pruned_tail: Optional[bool] = None  # training drops the pruned tail (no gradient for pruned decisions)
     use_routers: Optional[bool] = None
     use_pruning: Optional[bool] = None
     predictor_input: Optional[str] = None

@@ -125,8 +125,16 @@ class DyVM(VisionMamba):
         pruned_token_grad: a zero-valued straight-through path from the pruned tokens into the prefix
             tokens at each pruning stage (not in the paper): the values, hence train ≡ inference, are
             unchanged, but the keep predictor also gets a gradient for the tokens it pruned, ⟨∂L/∂prefix,
-            token⟩ ("would adding this token to the class token lower the loss?"), where the paper's
-            layout gives it none (a pruned token never reaches the class token).
+            token⟩ ("would adding this token to the class token lower the loss?"), where a dropped tail gives
+            it none (in the paper's layout, ``drop_pruned_tail=False``, a pruned token's decision gets a
+            gradient only through its mask in the backward SSM branch, which reads it before the kept tokens).
+        drop_pruned_tail: training with a sampler that keeps exactly inference's count (``topk``, ``stratified``)
+            drops the pruned tail of the sequence after each stage (not in the paper): the same values, less work,
+            but the pruned tokens' keep decisions get no gradient. The paper's layout keeps them at the end of the
+            sequence, masked in every later layer, where the backward SSM branch reads them before the kept
+            tokens, so ∂L/∂decision of a pruned token is not 0 (False: that layout; not with ``stratified``,
+            which draws its strata over the live tokens). The nested baselines always drop it (no predictor:
+            the same values and gradients).
         token_noise: scale of the Gumbel noise of the ``topk`` sampler (1: sample in proportion to
             p(keep); 0: train on inference's own top-k, deterministic).
         baseline_masks: the training masks of ``score`` ``random`` / ``static``: ``official`` (the paper's
@@ -146,7 +154,7 @@ class DyVM(VisionMamba):
                  use_routers: bool = True, use_pruning: bool = True, predictor_input: str = "hidden",
                  token_sampler: str = "gumbel", slot_prior: bool = False, slot_prior_strength: float = 3.0,
                  token_noise: float = 1.0, pruned_token_grad: bool = False, baseline_masks: str = "official",
-                 **vim_kwargs: Any):
+                 drop_pruned_tail: bool = True, **vim_kwargs: Any):
         if predictor_input not in self.PREDICTOR_INPUTS:
             raise ValueError(f"predictor_input={predictor_input!r}; expected one of {self.PREDICTOR_INPUTS}")
         if token_sampler not in TOKEN_SAMPLERS:
@@ -159,6 +167,10 @@ class DyVM(VisionMamba):
             raise ValueError(f"token_noise must be a number >= 0, got {token_noise!r}")
         self.token_noise = float(token_noise)
         self.pruned_token_grad = bool(pruned_token_grad)
+        if not drop_pruned_tail and token_sampler == "stratified":
+            raise ValueError("drop_pruned_tail=False needs token_sampler 'topk' or 'gumbel' (the stratified sampler "
+                             "draws its strata over the live tokens only)")
+        self.drop_pruned_tail = bool(drop_pruned_tail)
         if baseline_masks not in BASELINE_MASKS:
             raise ValueError(f"baseline_masks={baseline_masks!r}; expected one of {BASELINE_MASKS}")
         self.baseline_masks = baseline_masks
@@ -206,7 +218,7 @@ class DyVM(VisionMamba):
                            use_pruning=use_pruning, predictor_input=predictor_input, token_sampler=token_sampler,
                            slot_prior=slot_prior, slot_prior_strength=self.slot_prior_strength,
                            token_noise=self.token_noise, pruned_token_grad=self.pruned_token_grad,
-                           baseline_masks=baseline_masks)
+                           baseline_masks=baseline_masks, drop_pruned_tail=self.drop_pruned_tail)
 
     # ----------------------------------------------------------------------------- knobs
     def configure(self, token_keep_ratio: Optional[float] = None, token_ratio: Optional[Sequence[float]] = None,
@@ -457,8 +469,8 @@ class DyVM(VisionMamba):
                 probe = (self._pruned_probe(decision, seq) if self.pruned_token_grad and self.score == "predictor"
                          and keep_masks is None else None)
                 # a sampler that keeps exactly inference's count lets training drop the pruned tail
-                exact = keep_masks is None and (self.token_sampler != "gumbel" if self.score == "predictor"
-                                                else self.baseline_masks == "nested")
+                exact = keep_masks is None and (self.drop_pruned_tail and self.token_sampler != "gumbel"
+                                                if self.score == "predictor" else self.baseline_masks == "nested")
                 seq = seq.rearrange(decision, self.keep_counts()[k] if exact else None)
                 if probe is not None:  # + exactly 0 at the prefix tokens: values unchanged, gradient kept
                     at_prefix = torch.zeros(seq.hidden.shape[:2], dtype=seq.hidden.dtype, device=device)
