@@ -32,6 +32,13 @@ def test_recipes_paper_and_dyvm():
     assert (paper.lr, paper.token_keep_ratio, paper.block_keep_ratio) == (ours.lr, ours.token_keep_ratio,
                                                                            ours.block_keep_ratio) == (5e-5, 0.7, 0.8)
     assert TrainConfig(model="dyvm_vim_small", recipe="paper", keep_prior=True).resolved().keep_prior is True
+    # the option reaches the model: the paper's recipe trains in its layout (the pruned tail kept, masked)
+    from dyvm.model_options import model_overrides
+    from dyvm.models import create_model
+    tiny = {name: TrainConfig(model="dyvm_vim_tiny", recipe=name, token_sampler="topk").resolved()
+            for name in ("paper", "dyvm")}
+    assert [create_model(cfg.model, **model_overrides(cfg, dynamic=True)).drop_pruned_tail
+            for cfg in tiny.values()] == [False, True]
     # small images: the dyvm recipe fine-tunes at the lr the study measured best, the paper recipe keeps its own
     assert TrainConfig(model="dyvm_vim_tiny", img_size=28).resolved().lr == 3e-3
     assert TrainConfig(model="dyvm_vim_tiny", img_size=28, recipe="paper").resolved().lr == 3e-5

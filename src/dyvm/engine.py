@@ -67,9 +67,9 @@ DYVM_COMMON = dict(epochs=30, warmup_epochs=5, warmup_lr=1e-5, min_lr=1e-6, weig
 # one is named in RECIPE_DEPARTURES and in the demo report.
 DYVM_RECIPES = {
     "paper": dict(keep_prior=False, dynamic_lr_scale=1.0, ratio_warmup=0.0, token_sampler="gumbel",
-                  block_loss_weighting="layers"),
+                  block_loss_weighting="layers", drop_pruned_tail=False),
     "dyvm": dict(keep_prior=True, dynamic_lr_scale=20.0, ratio_warmup=0.0, token_sampler="topk",
-                 block_loss_weighting="layers"),
+                 block_loss_weighting="layers", drop_pruned_tail=True),
 }
 NO_DYNAMIC = dict(keep_prior=False, dynamic_lr_scale=1.0, ratio_warmup=0.0)  # a Vim has no predictors/routers
 # options that only a DyVM reads: given for a plain Vim they are an error, not silently ignored
@@ -83,6 +83,8 @@ RECIPE_DEPARTURES = {
                      "(the paper: a Gumbel-softmax per token, the count held at ρ only on average), and drops the "
                      "pruned tail of the sequence, so a pruned token's keep decision gets no gradient (the paper "
                      "keeps the tail, masked; --no-drop-pruned-tail)",
+    "drop_pruned_tail": "with an exact-count sampler training drops the pruned tail of the sequence: the paper's "
+                        "values, but no gradient at a pruned token's keep decision (the paper keeps the tail, masked)",
     "block_loss_weighting": "the branch keep-ratio loss weights each layer by what its branches cost at inference "
                             "(its kept tokens), so β is the share of branch compute that runs (the paper: every "
                             "layer alike, so skips in pruned layers count as much as in full ones)",

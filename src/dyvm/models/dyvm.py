@@ -168,8 +168,9 @@ class DyVM(VisionMamba):
         self.token_noise = float(token_noise)
         self.pruned_token_grad = bool(pruned_token_grad)
         if not drop_pruned_tail and token_sampler == "stratified":
-            raise ValueError("drop_pruned_tail=False needs token_sampler 'topk' or 'gumbel' (the stratified sampler "
-                             "draws its strata over the live tokens only)")
+            raise ValueError("drop_pruned_tail=False (--no-drop-pruned-tail, the paper recipe's) needs token_sampler "
+                             "'topk' or 'gumbel': the stratified sampler draws its strata over the live tokens only "
+                             "(pass --drop-pruned-tail with it)")
         self.drop_pruned_tail = bool(drop_pruned_tail)
         if baseline_masks not in BASELINE_MASKS:
             raise ValueError(f"baseline_masks={baseline_masks!r}; expected one of {BASELINE_MASKS}")
