@@ -80,11 +80,10 @@ RECIPE_DEPARTURES = {
     "keep_prior": "new predictors start at the stage's target keep ratio instead of 1/2",
     "dynamic_lr_scale": "predictors and routers train at this multiple of the backbone lr (1 in the paper)",
     "token_sampler": "training draws each stage's keep set by Gumbel-top-k, exactly inference's kept count per image "
-                     "(the paper: a Gumbel-softmax per token, the count held at ρ only on average), and drops the "
-                     "pruned tail of the sequence, so a pruned token's keep decision gets no gradient (the paper "
-                     "keeps the tail, masked; --no-drop-pruned-tail)",
+                     "(the paper: a Gumbel-softmax per token, the count held at ρ only on average)",
     "drop_pruned_tail": "with an exact-count sampler training drops the pruned tail of the sequence: the paper's "
-                        "values, but no gradient at a pruned token's keep decision (the paper keeps the tail, masked)",
+                        "values, but no gradient at a pruned token's keep decision (the paper keeps the tail, masked; "
+                        "--no-drop-pruned-tail)",
     "block_loss_weighting": "the branch keep-ratio loss weights each layer by what its branches cost at inference "
                             "(its kept tokens), so β is the share of branch compute that runs (the paper: every "
                             "layer alike, so skips in pruned layers count as much as in full ones)",
