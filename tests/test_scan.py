@@ -76,7 +76,8 @@ CONFIGS = {
     # the AVX-512 backward keeps the decays up to 64 steps and recomputes them past that ("long" too)
     "past_decay_store": dict(batch=2, channels=3, length=65),
     "n8_odd": dict(batch=3, channels=5, length=17, nstate=8),
-    # whole blocks of 16 channels: the lanes kernels where the rows are channel-last (AVX-512)
+    # whole blocks of 16 channels: the lanes kernels where the rows are channel-last (AVX-512 and AVX2; on AVX2
+    # the backward past 64 steps is the rows kernel's: "lanes_long")
     "lanes": dict(batch=3, channels=32, length=37),
     "lanes_bare": dict(batch=2, channels=16, length=20, D=False, z=False, bias=False, softplus=False),
     "lanes_big_decay": dict(batch=2, channels=16, length=33, big_decay=True),
@@ -467,7 +468,7 @@ for config in ("full", "bare", "no_softplus", "big_decay", "long", "n8_odd", "si
     t.test_matches_fp64_reference("cpp", config)
 for config in ("full", "bare", "long"):
     t.test_reverse_matches_flipped_reference("cpp", config)
-for config in ("full", "bare", "lanes", "lanes_bare"):
+for config in ("full", "bare", "lanes", "lanes_bare", "lanes_long"):
     for reverse in (False, True):
         t.test_cpp_channel_last_strided_inputs(config, reverse)
 t.check_sub_batches_match_python()
@@ -487,19 +488,19 @@ def test_cpp_paths_of_smaller_cpus_match_reference(removed):
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert proc.stdout.split()[-1] == _expected_simd_path(flags)
-    assert proc.stdout.split()[-2] == "False"  # the lanes kernels are AVX-512 only
+    assert proc.stdout.split()[-2] == str(_expected_simd_path(flags) != "generic")  # lanes with AVX-512 or AVX2
 
 
 @needs_cpp
-def test_lanes_kernels_where_avx512():
-    assert scan_cpp.lanes_kernels() == ("avx512f" in cpu_flags())
+def test_lanes_kernels_where_a_fast_path_is():
+    assert scan_cpp.lanes_kernels() == (scan_cpp.simd_path() in ("avx512", "avx2"))
 
 
 @needs_cpp
 def test_cpp_rows_kernels_still_match_reference():
     # the build without the lanes kernels (its N = 16 rows kernels serve every layout there), through the
-    # same parity tests in a fresh process: both kernel pairs of an AVX-512 build stay tested (elsewhere
-    # this is the default build again)
+    # same parity tests in a fresh process: both kernel pairs of an AVX-512 or AVX2 build stay tested
+    # (on a CPU with neither this is the default build again)
     env = dict(os.environ, DYVM_EXT_CFLAGS="-DDYVM_LANES=0")
     proc = subprocess.run([sys.executable, "-c", _VARIANT_CHECK.format(tests=str(Path(__file__).parent))],
                           env=env, capture_output=True, text=True, timeout=600)

@@ -173,9 +173,9 @@ def simd_path() -> Optional[str]:
 
 
 def lanes_kernels() -> Optional[bool]:
-    """Whether the build has the kernels with 16 channels in the vector lanes (AVX-512), which serve
-    channel-last float rows of 16 states in whole blocks of 16 channels (the mixer's layout) up to L = 512;
-    None when the kernel is unavailable."""
+    """Whether the build has the kernels with 16 channels in the vector lanes (AVX-512, or AVX2 as two 8-lane
+    halves), which serve channel-last float rows of 16 states in whole blocks of 16 channels (the mixer's
+    layout) up to L = 512 (on AVX2 the backward up to L = 64); None when the kernel is unavailable."""
     module = _load()
     return None if module is None else bool(module.lanes_kernels())
 

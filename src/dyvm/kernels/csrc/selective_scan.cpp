@@ -63,8 +63,9 @@
 #else
 #define DYVM_HAVE_N16 0
 #endif
-// Channel-last float rows of 16 states run forward_lanes16 / backward_lanes16 on AVX-512; -DDYVM_LANES=0
-// builds without them (the rows kernels everywhere; for A/B runs and the tests that cover both).
+// Channel-last float rows of 16 states run forward_lanes16 / backward_lanes16 (AVX-512, and AVX2 with the
+// 16 lanes as two registers); -DDYVM_LANES=0 builds without them (the rows kernels everywhere; for A/B runs and
+// the tests that cover both).
 #ifndef DYVM_LANES
 #define DYVM_LANES 1
 #endif
@@ -73,7 +74,7 @@
 #ifndef DYVM_CONV16
 #define DYVM_CONV16 1
 #endif
-#if !defined(__AVX512F__)  // AVX-512 code only, whatever was asked for
+#if !DYVM_HAVE_N16  // the lanes kernels need the 16-lane vector (AVX-512, or AVX2 as two halves)
 #undef DYVM_LANES
 #define DYVM_LANES 0
 #endif
@@ -1188,7 +1189,7 @@ void backward_dispatch(const Args<T>& a, const Strided<T>& gout, const Grads<T>&
 template <>
 void forward_dispatch<float>(const Args<float>& a, const StridedOut<float>& out, int64_t r0, int64_t r1,
                              bool lanes) {
-#if DYVM_N16_AVX512
+#if DYVM_LANES
   if (lanes) return forward_lanes16(a, out, r0, r1);  // r0, r1 count (image, block of 16 channels) units
 #endif
   if (a.N == 16) return forward_rows_n16(a, out, r0, r1);
@@ -1197,7 +1198,7 @@ void forward_dispatch<float>(const Args<float>& a, const StridedOut<float>& out,
 template <>
 void backward_dispatch<float>(const Args<float>& a, const Strided<float>& gout, const Grads<float>& g,
                               int64_t chunk, int64_t d0, int64_t d1, bool lanes) {
-#if DYVM_N16_AVX512
+#if DYVM_LANES
   if (lanes) return backward_lanes16(a, gout, g, chunk, d0, d1);
 #endif
   if (a.N == 16) return backward_chunk_n16(a, gout, g, chunk, d0, d1);
@@ -1786,6 +1787,16 @@ int64_t scan_forward_grain(int64_t L, bool lanes) {
   return std::max<int64_t>(1, 4096 / std::max<int64_t>(1, L) / (lanes ? 16 : 1));
 }
 
+// The longest sequence backward_lanes16 serves. On AVX2 (a Zen 3, docs/speed/2026-12-03e-avx2) its per-block
+// scratch (states, decays and the dB / dC accumulators, 4 KB per step) outgrows the core's L2 with the length:
+// it took 0.63x the rows kernel's time at 15 steps, 0.83x at 50, 0.96-0.98x at 64-80, 1.02-1.06x at 100 and
+// 1.12-1.27x at 197. The forward gains at every length (0.87x at 197).
+#if DYVM_HAVE_N16 && !DYVM_N16_AVX512
+constexpr int64_t kLanesBackwardMaxL = 64;
+#else
+constexpr int64_t kLanesBackwardMaxL = 512;
+#endif
+
 bool lanes_layout(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
                   const c10::optional<at::Tensor>& z, bool channels_last, const c10::optional<at::Tensor>& gout) {
   return DYVM_LANES && u.scalar_type() == at::kFloat && A.size(1) == 16 && u.size(1) % 16 == 0 &&
@@ -1827,7 +1838,7 @@ std::vector<at::Tensor> scan_backward(const at::Tensor& gout, const at::Tensor& 
   TORCH_CHECK(gout.sizes() == u.sizes() && gout.scalar_type() == u.scalar_type(),
               "grad_out must be (B, E, L) in u's dtype");
   const int64_t Bsz = u.size(0), E = u.size(1), L = u.size(2), N = A.size(1);
-  const bool lanes = lanes_layout(u, delta, A, z, channels_last, gout);
+  const bool lanes = lanes_layout(u, delta, A, z, channels_last, gout) && u.size(2) <= kLanesBackwardMaxL;
   const int64_t units = lanes ? E / 16 : E;  // channels, or blocks of 16 for the lanes kernel
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(units, at::get_num_threads()));
   at::Tensor du = empty_bel(u, channels_last);
@@ -2042,7 +2053,7 @@ at::Tensor add_rows(at::Tensor* acc, const at::Tensor& rows, const at::Tensor& p
 at::Tensor scan_forward_rows(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& Bm,
                              const at::Tensor& Cm, const at::Tensor& D, const at::Tensor& z, const at::Tensor& bias,
                              bool reverse, const at::Tensor& rows, at::Tensor* acc) {
-#if DYVM_N16_AVX512
+#if DYVM_LANES
   if (u.scalar_type() == at::kFloat && z.scalar_type() == at::kFloat && lanes_layout(u, delta, A, z, true, {}) &&
       (!acc || (acc->scalar_type() == at::kFloat && acc->stride(1) == 1))) {
     check_inputs(u, delta, A, Bm, Cm, D, c10::nullopt, bias);
