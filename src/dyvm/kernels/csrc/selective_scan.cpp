@@ -976,14 +976,15 @@ void forward_lanes16(const Args<float>& a, const StridedOut<float>& out, int64_t
       const float* Ct = Cb + t * a.sCl;
       // C_t·h_t in four running sums (state n into sum n mod 4): a 16-vector product array summed afterwards
       // kept 32 vectors live and spilled the states to the stack every step (the running sums take 0.95x its
-      // time, docs/speed/2026-12-03b-intel/forward_fma_ab.txt)
-      v16f sum[4] = {Dv * load16(up + t * a.u.sl), {}, {}, {}};
+      // time, docs/speed/2026-12-03b-intel/forward_fma_ab.txt). D u is added after the sum, as the reference
+      // does: added first, VideoMamba's oracle logits were 1.5x as far from an fp64 run (docs/speed/2026-12-03e-avx2)
+      v16f sum[4] = {};
 #pragma GCC unroll 16
       for (int n = 0; n < 16; ++n) {
         h[n] = exp2_v16(load16(At2 + 16 * n) * dt) * h[n] + dtu * Bt[n];
         sum[n % 4] += h[n] * Ct[n];
       }
-      const v16f y = (sum[0] + sum[1]) + (sum[2] + sum[3]);
+      const v16f y = ((sum[0] + sum[1]) + (sum[2] + sum[3])) + Dv * load16(up + t * a.u.sl);
       if (zp)
         store16(Y + 16 * s, y);
       else
@@ -1087,7 +1088,7 @@ void backward_lanes16(const Args<float>& a, const Strided<float>& gout, const Gr
           const v16f dt = load16(DT + 16 * s), dtu = load16(DTU + 16 * s);
           const float* Bt = Bb + t * a.sBl + 8 * half;
           const float* Ct = Cb + t * a.sCl + 8 * half;
-          v16f y = half ? load16(Y + 16 * s) : Dv * load16(U + 16 * s);
+          v16f y = half ? load16(Y + 16 * s) : v16f{};  // D u added after the sum over the states
 #pragma GCC unroll 8
           for (int m = 0; m < 8; ++m) {
             const int n = 8 * half + m;
@@ -1097,6 +1098,7 @@ void backward_lanes16(const Args<float>& a, const Strided<float>& gout, const Gr
             store16(Hs + 256 * (s + 1) + 16 * n, h[m]);
             y = y + h[m] * Ct[m];
           }
+          if (half) y = y + Dv * load16(U + 16 * s);
           if (zp) store16(Y + 16 * s, y);
         }
       }
