@@ -320,3 +320,26 @@ def test_fused_mixer_op_rejects_bad_input():
     with torch.no_grad(), pytest.raises(RuntimeError, match="gates must be \\(B, 2\\)"):
         mix_cpp.mix_forward(torch.randn(2, 17, 2 * mixer.d_inner), params[:7], params[7:], mixer.out_proj.weight,
                             0.5, torch.ones(3, 2))
+
+
+def test_narrow_linear_matches_linear_in_values_and_gradients():
+    # dt_proj's product with its backward in the transposed orientation: the same values and gradients as
+    # F.linear on the mixer's strided slice of x_proj's output, for input and weight
+    from dyvm.kernels.mixer_ops import narrow_linear
+
+    gen = torch.Generator().manual_seed(0)
+    x_dbl = torch.randn(3, 11, 4 + 2 * 16, generator=gen, dtype=torch.float64)
+    weight = torch.randn(24, 4, generator=gen, dtype=torch.float64)
+    grad = torch.randn(3, 11, 24, generator=gen, dtype=torch.float64)
+    results = []
+    for fn in (narrow_linear, torch.nn.functional.linear):
+        x, w = x_dbl.clone().requires_grad_(), weight.clone().requires_grad_()
+        out = fn(x[..., :4], w)
+        out.backward(grad)
+        results.append((out.detach(), x.grad, w.grad))
+    (out, dx, dw), (ref, rdx, rdw) = results
+    assert torch.equal(out, ref)
+    torch.testing.assert_close(dx, rdx, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(dw, rdw, rtol=1e-12, atol=1e-12)
+    assert dx[..., 4:].abs().max() == 0 and dw.is_contiguous()
+    torch.autograd.gradcheck(narrow_linear, (x_dbl[..., :4].clone().requires_grad_(), weight.clone().requires_grad_()))

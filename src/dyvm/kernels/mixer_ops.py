@@ -5,12 +5,15 @@
   and then copy again for ``in_proj``'s matmul).
 - :func:`gated_sum`: ``y_f · g_f + y_b · g_b`` with per-image gates (B,) in one op, whose
   backward computes the gates' gradients as per-image dot products (no (B, E, L) temporaries).
+- :func:`narrow_linear`: ``F.linear`` for a narrow input (``dt_proj``: R = 4-12 features → E), whose
+  backward multiplies in the orientation the CPU GEMM is fast at.
 """
 from __future__ import annotations
 
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -82,3 +85,29 @@ def gated_sum(y_f: Tensor, y_b: Tensor, g_f: Optional[Tensor], g_b: Optional[Ten
         yb = y_b if g_b is None else y_b * g_b.to(y_b.dtype)[:, None, None]
         return yf + yb
     return _GatedSum.apply(y_f, y_b, g_f, g_b)
+
+
+class _NarrowLinear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight):
+        ctx.save_for_backward(x, weight)
+        return F.linear(x, weight)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        g = grad.reshape(-1, weight.shape[0])                               # (M, E)
+        # autograd's own products, g @ W (M, R) and g.T @ x (E, R), have an output only R wide, which
+        # the CPU GEMM runs 2-6x slower than the same products transposed (docs/speed/2026-12-03e-avx2)
+        dx = torch.mm(weight.t(), g.t()).t().reshape(x.shape) if ctx.needs_input_grad[0] else None
+        dw = torch.mm(x.reshape(-1, x.shape[-1]).t(), g).t().contiguous() if ctx.needs_input_grad[1] else None
+        return dx, dw
+
+
+def narrow_linear(x: Tensor, weight: Tensor) -> Tensor:
+    """``F.linear(x, weight)`` without bias: x (..., R), weight (E, R) → (..., E), for small R."""
+    if (not torch.is_grad_enabled() or not (x.requires_grad or weight.requires_grad)
+            or torch.is_autocast_enabled(x.device.type)):
+        return F.linear(x, weight)
+    return _NarrowLinear.apply(x, weight)

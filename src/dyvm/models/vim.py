@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from ..kernels import causal_conv1d, mix_cpp, selective_scan
 from ..kernels.mix_cpp import forward_hooked, tree_hooked
-from ..kernels.mixer_ops import gated_sum, split_xz
+from ..kernels.mixer_ops import gated_sum, narrow_linear, split_xz
 from ..kernels.norm import RMSNorm
 from ..weights import resize_pos_embed
 from .config import ModelConfig
@@ -93,7 +93,7 @@ class BiMambaMixer(nn.Module):
         u = causal_conv1d(x, conv.weight, conv.bias, silu=True, mask=mask, reverse=backward, channels_last=True)
         x_dbl = F.linear(u.transpose(1, 2), x_proj.weight)                 # (B, L, R+2N)
         dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
-        delta = F.linear(dt, dt_proj.weight).transpose(1, 2)               # (B, E, L), bias in scan
+        delta = narrow_linear(dt, dt_proj.weight).transpose(1, 2)          # (B, E, L), bias in scan
         return u, delta, B, C
 
     def _branch(self, backward: bool, x: Tensor, z: Tensor, mask: Optional[Tensor]) -> Tensor:
