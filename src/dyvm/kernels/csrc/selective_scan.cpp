@@ -1799,11 +1799,12 @@ constexpr int64_t kLanesBackwardMaxL = 64;
 constexpr int64_t kLanesBackwardMaxL = 512;
 #endif
 
+// Whether the lanes kernels serve a call: the forward's, or with gout the backward's.
 bool lanes_layout(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
                   const c10::optional<at::Tensor>& z, bool channels_last, const c10::optional<at::Tensor>& gout) {
   return DYVM_LANES && u.scalar_type() == at::kFloat && A.size(1) == 16 && u.size(1) % 16 == 0 &&
          u.size(2) <= 512 && channels_last && u.stride(1) == 1 && delta.stride(1) == 1 &&
-         (!z || z->stride(1) == 1) && (!gout || gout->stride(1) == 1);
+         (!z || z->stride(1) == 1) && (!gout || (gout->stride(1) == 1 && u.size(2) <= kLanesBackwardMaxL));
 }
 
 at::Tensor scan_forward(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
@@ -1840,7 +1841,7 @@ std::vector<at::Tensor> scan_backward(const at::Tensor& gout, const at::Tensor& 
   TORCH_CHECK(gout.sizes() == u.sizes() && gout.scalar_type() == u.scalar_type(),
               "grad_out must be (B, E, L) in u's dtype");
   const int64_t Bsz = u.size(0), E = u.size(1), L = u.size(2), N = A.size(1);
-  const bool lanes = lanes_layout(u, delta, A, z, channels_last, gout) && u.size(2) <= kLanesBackwardMaxL;
+  const bool lanes = lanes_layout(u, delta, A, z, channels_last, gout);
   const int64_t units = lanes ? E / 16 : E;  // channels, or blocks of 16 for the lanes kernel
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(units, at::get_num_threads()));
   at::Tensor du = empty_bel(u, channels_last);
