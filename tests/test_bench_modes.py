@@ -123,6 +123,7 @@ def test_peers_without_mambapy_is_a_one_line_error(monkeypatch, capsys):
     (["--what", "dyvm", "--precision", "-0.1"], "--precision"),
     (["--what", "dyvm", "--rounds", "5", "--max-rounds", "4"], "--max-rounds"),
     (["--what", "dyvm", "--precision", "0", "--max-rounds", "9"], "--max-rounds"),
+    (["--what", "train-step", "--step-model", "tiny", "--train-batch", "0"], "--train-batch"),
 ])
 def test_bad_arguments_are_one_line_errors(argv, needle, capsys):
     assert main(["bench", "--threads", "1", "--no-progress"] + argv) == 2

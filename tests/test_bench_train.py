@@ -59,3 +59,16 @@ def test_real_workers_a_over_a_with_inference_kinds():
     for kind in ("vim-eval", "dyvm-eval"):
         assert len(res["groups"][kind]["ratios"]["A"]["cpu"]["speedup"]) == 2
     assert "Vim inference |" in res["table"] and "DyVM inference |" in res["table"]
+
+
+def test_real_workers_step_the_vim_tiny_presets_at_224px():
+    # --step-model tiny: the workers train the vim_tiny / dyvm_vim_tiny presets on 224 px images (197 tokens)
+    from dyvm.bench_train import bench_train_step
+
+    res = bench_train_step(None, rounds=1, steps=1, warmup=0, threads=1, batch=1, kinds=["vim", "dyvm"],
+                           progress=False, step_model="tiny")
+    assert "224x224x3" in res["step_model"] and res["batch"] == 1
+    assert all(len(res["groups"][k]["arms"]["A"]["seconds"]["wall"]) == 1 for k in ("vim", "dyvm"))
+    with pytest.raises(ValueError, match="--step-model"):
+        bench_train_step(None, step_model="small", progress=False)
+

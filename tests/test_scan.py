@@ -76,8 +76,7 @@ CONFIGS = {
     # the AVX-512 backward keeps the decays up to 64 steps and recomputes them past that ("long" too)
     "past_decay_store": dict(batch=2, channels=3, length=65),
     "n8_odd": dict(batch=3, channels=5, length=17, nstate=8),
-    # whole blocks of 16 channels: the lanes kernels where the rows are channel-last (AVX-512 and AVX2; on AVX2
-    # the backward past 64 steps is the rows kernel's: "lanes_long")
+    # whole blocks of 16 channels: the lanes kernels where the rows are channel-last (AVX-512 and AVX2)
     "lanes": dict(batch=3, channels=32, length=37),
     "lanes_bare": dict(batch=2, channels=16, length=20, D=False, z=False, bias=False, softplus=False),
     "lanes_big_decay": dict(batch=2, channels=16, length=33, big_decay=True),

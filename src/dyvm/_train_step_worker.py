@@ -6,7 +6,7 @@ folder of the build under test, so it must only use the public API that every bu
 nothing from its own package. Protocol: one JSON object per line on stdin, one JSON reply
 per line on stdout (anything else the build prints goes to stderr).
 
-    {"cmd": "setup", "threads": 1, "batch": 128, "seed": 0, "autocast": false}
+    {"cmd": "setup", "threads": 1, "batch": 128, "seed": 0, "autocast": false, "model": "demo" | "tiny"}
         -> {"ok": true, "dyvm_file": ..., "torch": ..., "threads": ...}
     {"cmd": "run", "kind": "dyvm" | "vim" | "dyvm-eval" | "vim-eval", "steps": n}
         -> {"ok": true, "wall": seconds, "cpu": seconds}   (n training steps, or n eval forwards)
@@ -23,18 +23,22 @@ DEMO_KWARGS = dict(img_size=28, patch_size=4, in_chans=1, depth=8, embed_dim=64,
 # its own (the paper's per-token Gumbel-softmax), and says so in its setup reply.
 DYVM_KWARGS = dict(pruning_loc=[5, 6, 7], token_keep_ratio=0.3, block_keep_ratio=0.8)
 DYVM_SAMPLER = dict(token_sampler="topk")
+# "tiny": the vim_tiny / dyvm_vim_tiny presets as they are (224x224x3 images, 1000 classes, the preset's pruning),
+# what a user fine-tuning an official Vim-T trains
+STEP_MODELS = {"demo": (DEMO_KWARGS, DYVM_KWARGS, (1, 28, 28), 10), "tiny": ({}, {}, (3, 224, 224), 1000)}
 
 
-def _make_steps(batch, seed, use_autocast):
+def _make_steps(batch, seed, use_autocast, step_model="demo"):
     import torch
     from torch import nn
 
     import dyvm
     import dyvm.losses
 
+    model_kwargs, dyvm_kwargs, image_shape, classes = STEP_MODELS[step_model]
     torch.manual_seed(seed)
-    x = torch.randn(batch, 1, 28, 28)
-    y = torch.randint(0, 10, (batch,))
+    x = torch.randn(batch, *image_shape)
+    y = torch.randint(0, classes, (batch,))
     ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if use_autocast else None
 
     # the build's own optimiser where it has one (``dyvm.engine.make_optimizer``: what its ``dyvm train`` steps
@@ -51,17 +55,17 @@ def _make_steps(batch, seed, use_autocast):
         return make_optimizer(params, 1e-4, 0.01)  # torch's AdamW default weight decay, as above
 
     # the Vim teacher's own training step: plain CE, AdamW
-    vim = dyvm.create_model("vim_tiny", **DEMO_KWARGS).train()
+    vim = dyvm.create_model("vim_tiny", **model_kwargs).train()
     vim_opt = adamw(vim.parameters())
     ce = nn.CrossEntropyLoss()
 
     # DyVM fine-tuning from a Vim with the same kwargs, that Vim frozen as the distillation teacher
-    teacher = dyvm.create_model("vim_tiny", **DEMO_KWARGS)
+    teacher = dyvm.create_model("vim_tiny", **model_kwargs)
     try:
-        model = dyvm.create_model("dyvm_vim_tiny", **DEMO_KWARGS, **DYVM_KWARGS, **DYVM_SAMPLER)
+        model = dyvm.create_model("dyvm_vim_tiny", **model_kwargs, **dyvm_kwargs, **DYVM_SAMPLER)
         sampler = DYVM_SAMPLER["token_sampler"]
     except TypeError:  # a build from before the sampler option
-        model = dyvm.create_model("dyvm_vim_tiny", **DEMO_KWARGS, **DYVM_KWARGS)
+        model = dyvm.create_model("dyvm_vim_tiny", **model_kwargs, **dyvm_kwargs)
         sampler = "gumbel"
     model.load_state_dict(teacher.state_dict(), strict=False)
     model.train()
@@ -91,9 +95,9 @@ def _make_steps(batch, seed, use_autocast):
         opt.step()
 
     # inference: eval-mode copies of the two models, so the training steps' modes stay untouched
-    vim_eval = dyvm.create_model("vim_tiny", **DEMO_KWARGS).eval()
+    vim_eval = dyvm.create_model("vim_tiny", **model_kwargs).eval()
     vim_eval.load_state_dict(teacher.state_dict())
-    dyvm_eval = dyvm.create_model("dyvm_vim_tiny", **DEMO_KWARGS, **DYVM_KWARGS).eval()
+    dyvm_eval = dyvm.create_model("dyvm_vim_tiny", **model_kwargs, **dyvm_kwargs).eval()
     dyvm_eval.load_state_dict(model.state_dict())
 
     def forward(net):
@@ -124,7 +128,7 @@ def main():
 
                 torch.set_num_threads(int(req["threads"]))
                 steps, path, sampler, optimizer = _make_steps(int(req["batch"]), int(req.get("seed", 0)),
-                                                   bool(req.get("autocast")))
+                                                              bool(req.get("autocast")), req.get("model", "demo"))
                 reply = {"ok": True, "dyvm_file": path, "token_sampler": sampler, "optimizer": optimizer,
                          "torch": torch.__version__,
                          "threads": torch.get_num_threads(), "pid": os.getpid()}

@@ -347,7 +347,8 @@ def main(args) -> int:
     if args.throughput and what not in ("dyvm", "all"):
         raise ValueError(f"--throughput applies to --what dyvm (or all), not {what}")
     for flag, value, low in (("rounds", args.rounds, 1), ("repeats", args.repeats, 1), ("warmup", args.warmup, 0),
-                             ("throughput-batch", args.throughput_batch, 1), ("precision", args.precision, 0),
+                             ("throughput-batch", args.throughput_batch, 1), ("train-batch", args.train_batch, 1),
+                             ("precision", args.precision, 0),
                              ("max-rounds", args.max_rounds, 1)):
         if value is not None and value < low:
             raise ValueError(f"--{flag} must be >= {low}, got {value}")
@@ -367,11 +368,13 @@ def main(args) -> int:
     if what == "train-step":
         from .bench_train import bench_train_step
 
-        res = bench_train_step(args.against, rounds(7), args.steps, warmup, args.threads or 1,
+        batch = 128 if args.step_model == "demo" else args.train_batch
+        res = bench_train_step(args.against, rounds(7), args.steps, warmup, args.threads or 1, batch=batch,
                                kinds=args.kinds, autocast=args.autocast, against_autocast=args.against_autocast,
-                               precision=precision, max_rounds=max_rounds(7), progress=not args.no_progress)
+                               precision=precision, max_rounds=max_rounds(7), progress=not args.no_progress,
+                               step_model=args.step_model)
         out["train_step"] = res
-        print(f"\nTraining steps of the demo configuration (batch 128; "
+        print(f"\nTraining steps of {res['step_model']} (batch {batch}; "
               f"{machine_line(res['threads'], torch.device('cpu'))}), {rounds_text(res)} of {res['steps_per_round']} "
               f"steps, after {res['warmup']} warm-up steps;"
               " images/s are medians over rounds, ratios are medians of per-round ratios")

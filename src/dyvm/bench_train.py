@@ -2,7 +2,8 @@
 
 Two persistent worker processes, one per build, each importing its own ``dyvm`` (through
 ``PYTHONPATH``) and holding the demo's two training steps (batch 128, 28x28x1 images, depth 8,
-D=64, 10 classes):
+D=64, 10 classes), or with ``step_model="tiny"`` those of the ``vim_tiny`` / ``dyvm_vim_tiny`` presets as they
+are (224x224x3 images, 197 tokens, 1000 classes, the preset's pruning; the batch is the caller's):
 
 - ``dyvm``: DyVM fine-tuning step at the demo's operating point (pruning before layers 5, 6, 7,
   ρ = 0.3, β = 0.8, the ``dyvm`` recipe's Gumbel-top-k sampler where the build has it), loss
@@ -31,6 +32,9 @@ from .timing import interleave
 from .utils import child_malloc_env
 
 KINDS = ("dyvm", "vim")
+# what --step-model names (the worker builds it): the configuration's words for the report
+STEP_MODELS = {"demo": "the demo configuration (28x28x1 images, depth 8, D 64)",
+               "tiny": "the vim_tiny / dyvm_vim_tiny presets (224x224x3 images, 197 tokens)"}
 KIND_LABELS = {"dyvm": "DyVM fine-tuning step", "vim": "Vim teacher step", "dyvm-eval": "DyVM inference",
                "vim-eval": "Vim inference"}
 WORKER_SOURCE = Path(__file__).resolve().parent / "_train_step_worker.py"
@@ -44,7 +48,7 @@ class Worker:
     """A persistent worker process for the build whose ``src`` folder is ``src``."""
 
     def __init__(self, src: str, label: str, threads: int = 1, batch: int = 128, seed: int = 0,
-                 autocast: bool = False, python: Optional[str] = None):
+                 autocast: bool = False, python: Optional[str] = None, step_model: str = "demo"):
         self.label, self.src = label, str(Path(src).resolve())
         env = child_malloc_env(dict(os.environ, PYTHONPATH=self.src, OMP_NUM_THREADS=str(threads),
                                          MKL_NUM_THREADS=str(threads)))
@@ -52,7 +56,7 @@ class Worker:
         self.proc = subprocess.Popen([python or sys.executable, "-c", WORKER_SOURCE.read_text()], cwd=self._cwd,
                                      env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.info = self.request({"cmd": "setup", "threads": threads, "batch": batch, "seed": seed,
-                                  "autocast": autocast})
+                                  "autocast": autocast, "model": step_model})
         got = str(Path(self.info["dyvm_file"]).resolve())
         if not got.startswith(self.src + os.sep):
             self.close()
@@ -108,11 +112,15 @@ def format_report(result: dict, labels: dict[str, str]) -> str:
 def bench_train_step(against: Optional[str], rounds: int = 7, steps: int = 2, warmup: int = 2, threads: int = 1,
                      batch: int = 128, kinds: Sequence[str] = KINDS, autocast: bool = False,
                      against_autocast: Optional[bool] = None, progress: bool = True,
-                     precision: Optional[float] = None, max_rounds: Optional[int] = None) -> dict:
+                     precision: Optional[float] = None, max_rounds: Optional[int] = None,
+                     step_model: str = "demo") -> dict:
     """Run this build (A) against the build at ``against`` (B: a checkout or its ``src``); see module doc.
 
     Without ``against``, B is this build too (an A/A run: the ratios show the noise floor).
+    step_model: "demo" (the demo's configuration) or "tiny" (the Vim-T presets at 224 px).
     """
+    if step_model not in STEP_MODELS:
+        raise ValueError(f"--step-model must be one of {', '.join(STEP_MODELS)}, got {step_model!r}")
     here = Path(__file__).resolve().parent.parent
     other = Path(against).resolve() if against else here
     if (other / "src" / "dyvm").is_dir():
@@ -124,9 +132,10 @@ def bench_train_step(against: Optional[str], rounds: int = 7, steps: int = 2, wa
         say("starting workers (each builds its C++ kernels on first use)...")
     workers = {}
     try:
-        workers["A"] = Worker(str(here), "A", threads, batch, autocast=autocast)
+        workers["A"] = Worker(str(here), "A", threads, batch, autocast=autocast, step_model=step_model)
         workers["B"] = Worker(str(other), "B", threads, batch,
-                              autocast=autocast if against_autocast is None else against_autocast)
+                              autocast=autocast if against_autocast is None else against_autocast,
+                              step_model=step_model)
         groups = {kind: {name: worker_runner(w, kind) for name, w in workers.items()} for kind in kinds}
         result = interleave(groups, rounds, repeats=steps, warmup=warmup, baseline="B", units=batch, progress=say,
                             precision=precision, max_rounds=max_rounds)
@@ -141,6 +150,7 @@ def bench_train_step(against: Optional[str], rounds: int = 7, steps: int = 2, wa
               "B": f"{other}{' +bf16 autocast' if (autocast if against_autocast is None else against_autocast) else ''}"
                    f"{sampler('B')}"}
     result.update(labels=labels, steps_per_round=steps, warmup=warmup, threads=threads, batch=batch,
+                  step_model=STEP_MODELS[step_model],
                   workers={k: w.info for k, w in workers.items()})
     result["table"] = format_report(result, labels)
     return result

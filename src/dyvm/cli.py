@@ -217,7 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", nargs="+", help="dtype: models from these checkpoints instead of --model")
     p.add_argument("--sizes", nargs="+", default=["tiny", "small"], help="sizes for the DyVM table")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
-    p.add_argument("--train-batch", type=int, default=8)
+    p.add_argument("--train-batch", type=int, default=8,
+                   help="batch of the backbone table's training step, and of train-step with --step-model tiny")
+    p.add_argument("--step-model", choices=["demo", "tiny"], default="demo",
+                   help="train-step: the demo's configuration (batch 128), or the vim_tiny / dyvm_vim_tiny presets at "
+                        "224 px (batch --train-batch)")
     p.add_argument("--backends", nargs="+", choices=["reference", "torch", "cpp", "cuda"])
     p.add_argument("--routers-on", type=float, default=0.8, help="fraction of SSM branches that run in DyVM")
     p.add_argument("--device", default="cpu")

@@ -29,7 +29,7 @@
 // channels and accumulates dB, dC into its own (B, L, N) partial buffer, summed at the end,
 // so there are no races and the result does not depend on scheduling.
 //
-// On AVX-512, channel-last float rows of 16 states (the mixer's layout) take other kernels,
+// On AVX-512 and AVX2, channel-last float rows of 16 states (the mixer's layout) take other kernels,
 // forward_lanes16 and backward_lanes16, with 16 channels in the vector lanes instead of 16 states (their
 // comments say why).
 //
@@ -171,6 +171,13 @@ DYVM_INLINE float softplus_f(float x) {
   return mx + log1p_unit_f(exp_f(-std::fabs(x)));
 }
 DYVM_INLINE float sigmoid_f(float x) { return 1.0f / (1.0f + exp_f(-x)); }
+// softplus(x) and sigmoid(x) from one exp(-|x|) = e: sigmoid(x) = 1 / (1 + e) for x >= 0, e / (1 + e) below
+// (the backward's pre-pass needs both; one exp instead of two)
+DYVM_INLINE void softplus_sigmoid_f(float x, float& sp, float& sg) {
+  const float e = exp_f(-std::fabs(x));
+  sp = (x > 0.0f ? x : 0.0f) + log1p_unit_f(e);
+  sg = (x >= 0.0f ? 1.0f : e) / (1.0f + e);
+}
 
 // Double versions (libm; double is used for gradcheck, not for speed).
 DYVM_INLINE double exp_f(double x) { return std::exp(x); }
@@ -724,6 +731,8 @@ DYVM_INLINE __m256 row_sums8(const __m256* r) {
   const __m256 b0 = _mm256_hadd_ps(a01, a23), b1 = _mm256_hadd_ps(a45, a67);  // rows 0-3 | 4-7, per 128-bit half
   return _mm256_add_ps(_mm256_permute2f128_ps(b0, b1, 0x20), _mm256_permute2f128_ps(b0, b1, 0x31));
 }
+// The two 8-lane halves of a 16-lane vector added: row_sums8 of 8 of these sums each vector's 16 lanes.
+DYVM_INLINE __m256 fold8(v16f v) { return _mm256_add_ps(v.lo, v.hi); }
 // Row sums of a 16 x 16 block (row-major at p): lane i of the result = sum_n p[16 i + n].
 DYVM_INLINE v16f row_sums16(const float* p) {
   __m256 r[16];
@@ -1009,20 +1018,24 @@ void forward_lanes16(const Args<float>& a, const StridedOut<float>& out, int64_t
 // (B, E, L) tensor is channel-last (the mixer's layout; see scan_backward), a time step of 16 channels is one
 // contiguous load or store, so nothing is gathered or transposed, and the sums over the state (C_t·h_t, the
 // two sums of dΔ) become running vector sums instead of the ring-buffer reductions of backward_chunk_n16.
-// The sums over channels that dB and dC need become per-image (L, 16, 16) accumulators, reduced once per
-// image. Per block of 16 channels and image: pass 1 recomputes Δ, the states h_t[n] and decays (kept, (L+1)
-// x 256 floats each) and the gate's backward; pass 2 runs the reverse recurrence in two halves of 8
-// states (the 16 recurrences over n are independent; 8 dh and 8 dA accumulators stay in registers); pass 3
-// writes dΔ and du. Channels [d0, d1) (multiples of 16) of every image; chunk as in backward_chunk_n16.
-// The same gradients up to float rounding (the sums run in another order), not bit-identical.
+// The sums over channels that dB and dC need: on AVX-512, per-image (L, 16, 16) accumulators reduced once per
+// image; on AVX2, each step's 8 vectors of a half are summed over their lanes at once (fold8, row_sums8) and
+// added into dB and dC, which drops the accumulators' loads and stores and 2 KB a step of scratch (so the
+// backward stays in L2 at 197 steps and beyond; docs/speed/2026-12-04-avx2). Per block of 16 channels and
+// image: pass 1 recomputes Δ, the states h_t[n] and decays (kept, (L+1) x 256 floats each) and the gate's
+// backward; pass 2 runs the reverse recurrence in two halves of 8 states (the 16 recurrences over n are
+// independent; 8 dh and 8 dA accumulators stay in registers), with exp(Δ_t A) h_{t-1} taken as h_t - Δu_t B_t
+// (no second load of the states and decays); pass 3 writes dΔ and du. Channels [d0, d1) (multiples of 16) of
+// every image; chunk as in backward_chunk_n16. The same gradients up to float rounding (the sums run in
+// another order), not bit-identical.
 void backward_lanes16(const Args<float>& a, const Strided<float>& gout, const Grads<float>& g,
                       int64_t chunk, int64_t d0, int64_t d1) {
   const int64_t L = a.L, Bsz = a.batch, nblk = (d1 - d0) / 16;
-  const size_t hs = 256 * (L + 1), es = 256 * (L + 1), acc = 256 * L, per_s = 16 * L;
+  const size_t hs = 256 * (L + 1), es = 256 * (L + 1), acc = DYVM_N16_AVX512 ? 256 * L : 0, per_s = 16 * L;
   Scratch<float> sc(hs + es + 2 * acc + 8 * per_s + 3 * nblk * 256 + 2 * nblk * 16 + 64);
   float* __restrict__ Hs = sc.base;            // Hs[256 s' + 16 n + lane] = h_{s'-1}[n]; s' = 0: zeros
   float* __restrict__ Es = Hs + hs;            // Es[256 s + 16 n + lane] = exp(Δ_s A_n); row L: zeros
-  float* __restrict__ accB = Es + es;          // accB[256 t + 16 n + lane]: dh_t[n] Δu_t, summed over blocks
+  float* __restrict__ accB = Es + es;          // AVX-512: accB[256 t + 16 n + lane]: dh_t[n] Δu_t, summed over blocks
   float* __restrict__ accC = accB + acc;
   float* __restrict__ DT = accC + acc;         // per scan step s, 16 lanes
   float* __restrict__ DTU = DT + per_s;
@@ -1042,7 +1055,14 @@ void backward_lanes16(const Args<float>& a, const Strided<float>& gout, const Gr
   for (int64_t k = 0; k < nblk; ++k) lanes_A(a.A, d0 + 16 * k, At2 + 256 * k, At + 256 * k);
   const bool sp = a.softplus;
   for (int64_t b = 0; b < Bsz; ++b) {
+    float* dBp = g.dB + (chunk * Bsz + b) * L * 16;  // image b's dB, dC: sums over the blocks
+    float* dCp = g.dC + (chunk * Bsz + b) * L * 16;
+#if DYVM_N16_AVX512
     std::fill(accB, accB + 2 * acc, 0.0f);
+#else
+    std::fill(dBp, dBp + 16 * L, 0.0f);
+    std::fill(dCp, dCp + 16 * L, 0.0f);
+#endif
     const float* Bb = a.Bm + b * a.sBb;
     const float* Cb = a.Cm + b * a.sCb;
     for (int64_t k = 0; k < nblk; ++k) {
@@ -1068,10 +1088,11 @@ void backward_lanes16(const Args<float>& a, const Strided<float>& gout, const Gr
       if (sp) {
 #pragma omp simd
         for (int64_t i = 0; i < 16 * L; ++i) {
-          const float raw = SG[i];
-          DT[i] = softplus_f(raw);
-          SG[i] = sigmoid_f(raw);
-          DTU[i] = DT[i] * U[i];
+          float dt, sg;
+          softplus_sigmoid_f(SG[i], dt, sg);
+          DT[i] = dt;
+          SG[i] = sg;
+          DTU[i] = dt * U[i];
         }
       } else {
 #pragma omp simd
@@ -1123,20 +1144,35 @@ void backward_lanes16(const Args<float>& a, const Strided<float>& gout, const Gr
           const float* Bt = Bb + t * a.sBl;
           const float* Ct = Cb + t * a.sCl;
           v16f s1 = {}, s2 = {};
+#if !DYVM_N16_AVX512
+          __m256 qb[8], qc[8];  // this step's dB, dC terms of the 8 states, folded to 8 lanes
+#endif
 #pragma GCC unroll 8
           for (int m = 0; m < 8; ++m) {
             const int n = 8 * half + m;
             const v16f e_next = load16(Es + 256 * (s + 1) + 16 * n);  // row L: zeros
             dh[m] = e_next * dh[m] + dy * Ct[n];
-            const v16f x = dh[m] * load16(Es + 256 * s + 16 * n) * load16(Hs + 256 * s + 16 * n);
+            const v16f h = load16(Hs + 256 * (s + 1) + 16 * n);       // h_t
+            const v16f x = dh[m] * (h - dtu * Bt[n]);                 // dh_t exp(Δ_t A) h_{t-1}
             dA[m] = dA[m] + x * dt;
             s1 = s1 + x * load16(Atk + 16 * n);
             s2 = s2 + dh[m] * Bt[n];
+#if DYVM_N16_AVX512
             float* ab = accB + 256 * t + 16 * n;
             float* ac = accC + 256 * t + 16 * n;
             store16(ab, load16(ab) + dh[m] * dtu);
-            store16(ac, load16(ac) + load16(Hs + 256 * (s + 1) + 16 * n) * dy);
+            store16(ac, load16(ac) + h * dy);
+#else
+            qb[m] = fold8(dh[m] * dtu);
+            qc[m] = fold8(h * dy);
+#endif
           }
+#if !DYVM_N16_AVX512
+          float* db = dBp + 16 * t + 8 * half;
+          float* dc = dCp + 16 * t + 8 * half;
+          _mm256_storeu_ps(db, _mm256_add_ps(_mm256_loadu_ps(db), row_sums8(qb)));
+          _mm256_storeu_ps(dc, _mm256_add_ps(_mm256_loadu_ps(dc), row_sums8(qc)));
+#endif
           store16(S1 + 16 * s, load16(S1 + 16 * s) + s1);
           store16(S2 + 16 * s, load16(S2 + 16 * s) + s2);
         }
@@ -1158,13 +1194,13 @@ void backward_lanes16(const Args<float>& a, const Strided<float>& gout, const Gr
       store16(dDacc + 16 * k, dD);
       store16(dbacc + 16 * k, db);
     }
+#if DYVM_N16_AVX512
     // dB, dC of image b: the block sums over the 16 lanes (channels)
-    float* dBp = g.dB + (chunk * Bsz + b) * L * 16;
-    float* dCp = g.dC + (chunk * Bsz + b) * L * 16;
     for (int64_t t = 0; t < L; ++t) {
       store16(dBp + 16 * t, row_sums16(accB + 256 * t));
       store16(dCp + 16 * t, row_sums16(accC + 256 * t));
     }
+#endif
   }
   for (int64_t k = 0; k < nblk; ++k)
     for (int j = 0; j < 16; ++j) {
@@ -1782,29 +1818,20 @@ Args<T> make_args(const at::Tensor& u, const at::Tensor& delta, const at::Tensor
 
 // Whether the lanes kernels (forward_lanes16, backward_lanes16) serve a call: float rows of 16 states in
 // whole blocks of 16 channels, every (B, E, L) tensor channel-last (gout too, when given), and sequences
-// whose per-thread buffers (about 4.6 KB a step in the backward) stay in L2, up to L = 512.
+// whose per-thread buffers (about 4.5 KB a step in the backward on AVX-512, 2.5 KB on AVX2) stay in L2, up to
+// L = 512.
 // Units per parallel_for task of the forward scan: enough rows to amortise the task overhead (~L*N*20 flops per row);
 // the lanes kernel's units are (image, block of 16 channels).
 int64_t scan_forward_grain(int64_t L, bool lanes) {
   return std::max<int64_t>(1, 4096 / std::max<int64_t>(1, L) / (lanes ? 16 : 1));
 }
 
-// The longest sequence backward_lanes16 serves. On AVX2 (a Zen 3, docs/speed/2026-12-03e-avx2) its per-block
-// scratch (states, decays and the dB / dC accumulators, 4 KB per step) outgrows the core's L2 with the length:
-// it took 0.63x the rows kernel's time at 15 steps, 0.83x at 50, 0.96-0.98x at 64-80, 1.02-1.06x at 100 and
-// 1.12-1.27x at 197. The forward gains at every length (0.87x at 197).
-#if DYVM_HAVE_N16 && !DYVM_N16_AVX512
-constexpr int64_t kLanesBackwardMaxL = 64;
-#else
-constexpr int64_t kLanesBackwardMaxL = 512;
-#endif
-
 // Whether the lanes kernels serve a call: the forward's, or with gout the backward's.
 bool lanes_layout(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
                   const c10::optional<at::Tensor>& z, bool channels_last, const c10::optional<at::Tensor>& gout) {
   return DYVM_LANES && u.scalar_type() == at::kFloat && A.size(1) == 16 && u.size(1) % 16 == 0 &&
          u.size(2) <= 512 && channels_last && u.stride(1) == 1 && delta.stride(1) == 1 &&
-         (!z || z->stride(1) == 1) && (!gout || (gout->stride(1) == 1 && u.size(2) <= kLanesBackwardMaxL));
+         (!z || z->stride(1) == 1) && (!gout || gout->stride(1) == 1);
 }
 
 at::Tensor scan_forward(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
