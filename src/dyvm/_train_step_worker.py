@@ -23,8 +23,9 @@ DEMO_KWARGS = dict(img_size=28, patch_size=4, in_chans=1, depth=8, embed_dim=64,
 # its own (the paper's per-token Gumbel-softmax), and says so in its setup reply.
 DYVM_KWARGS = dict(pruning_loc=[5, 6, 7], token_keep_ratio=0.3, block_keep_ratio=0.8)
 DYVM_SAMPLER = dict(token_sampler="topk")
-# "tiny": the vim_tiny / dyvm_vim_tiny presets as they are (224x224x3 images, 1000 classes, the preset's pruning),
-# what a user fine-tuning an official Vim-T trains
+# --step-model (the keys of dyvm.bench_train.STEP_MODELS, which this file may not import): model kwargs, DyVM kwargs,
+# image shape, classes. "tiny": the vim_tiny / dyvm_vim_tiny presets as they are (224x224x3 images, 1000 classes,
+# the preset's pruning), what a user fine-tuning an official Vim-T trains
 STEP_MODELS = {"demo": (DEMO_KWARGS, DYVM_KWARGS, (1, 28, 28), 10), "tiny": ({}, {}, (3, 224, 224), 1000)}
 
 
