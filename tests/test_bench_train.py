@@ -71,4 +71,3 @@ def test_real_workers_step_the_vim_tiny_presets_at_224px():
     assert all(len(res["groups"][k]["arms"]["A"]["seconds"]["wall"]) == 1 for k in ("vim", "dyvm"))
     with pytest.raises(ValueError, match="--step-model"):
         bench_train_step(None, step_model="small", progress=False)
-
