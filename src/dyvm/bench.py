@@ -36,15 +36,15 @@ FLOOR = "matmul floor (scan stubbed)"
 def stub_scan():
     """Replace the selective scan by a zero-cost stub (returns its input) inside the models."""
     from .kernels import mix_cpp
-    from .models import vim
+    from .kernels import scan as scan_mod
 
-    original = vim.selective_scan
-    vim.selective_scan = lambda u, *args, **kwargs: u
+    original = scan_mod.selective_scan  # the mixer's branches call it through the module (mixer_ops.ssm_branch)
+    scan_mod.selective_scan = lambda u, *args, **kwargs: u
     mix_cpp.STUB_SCAN[0] = True  # the fused inference mixer's scan likewise
     try:
         yield
     finally:
-        vim.selective_scan = original
+        scan_mod.selective_scan = original
         mix_cpp.STUB_SCAN[0] = False
 
 

@@ -1,8 +1,11 @@
 """Small fused pieces of the bidirectional mixer's training graph (fewer passes over (B, L, E)).
 
-- :func:`split_xz`: ``in_proj``'s output (B, L, 2E) → the x and z views (B, E, L); its backward
-  writes both gradients into one (B, L, 2E) buffer (autograd's own would ``cat`` into (B, 2E, L)
-  and then copy again for ``in_proj``'s matmul).
+- :func:`split_xz`: ``in_proj``'s output (B, L, 2E) → the x and z views (B, E, L), one (x, z) pair
+  per branch; its backward sums the branches' x gradients (and z gradients) straight into one
+  (B, L, 2E) buffer (autograd's own would sum them in a pass of its own, ``cat`` into (B, 2E, L) and
+  copy again for ``in_proj``'s matmul).
+- :func:`ssm_branch`: x_proj, dt_proj and the scan of one direction; with the ``cpp`` scan in
+  training one autograd node whose backward adds x_proj's input gradient into the scan's in place.
 - :func:`gated_sum`: ``y_f · g_f + y_b · g_b`` with per-image gates (B,) in one op, whose
   backward computes the gates' gradients as per-image dot products (no (B, E, L) temporaries).
 - :func:`narrow_linear`: ``F.linear`` for a narrow input (``dt_proj``: R = 4-12 features → E), whose
@@ -16,34 +19,44 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import scan as scan_mod
+from .custom_ops import is_channels_last, tracing
+
 
 class _SplitXZ(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, xz):
+    def forward(ctx, xz, copies):
         e = xz.shape[-1] // 2
         ctx.shape = xz.shape
-        return xz[..., :e].transpose(1, 2), xz[..., e:].transpose(1, 2)
+        return tuple(xz[..., i * e:(i + 1) * e].transpose(1, 2) for _ in range(copies) for i in (0, 1))
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, dx, dz):
+    def backward(ctx, *grads):
         shape = ctx.shape
         e = shape[-1] // 2
-        ref = dx if dx is not None else dz
+        ref = next(g for g in grads if g is not None)
         out = torch.empty(shape, dtype=ref.dtype, device=ref.device)
-        for part, g in ((out[..., :e], dx), (out[..., e:], dz)):
-            if g is None:
+        for i in (0, 1):
+            part = out[..., i * e:(i + 1) * e]
+            gs = [g.transpose(1, 2) for g in grads[i::2] if g is not None]
+            if not gs:
                 part.zero_()
-            else:
-                part.copy_(g.transpose(1, 2))
-        return out
+            elif len(gs) == 1:
+                part.copy_(gs[0])
+            else:  # the copies' gradients summed straight into the buffer
+                torch.add(gs[0], gs[1], out=part)
+                for g in gs[2:]:
+                    part.add_(g)
+        return out, None
 
 
-def split_xz(xz: Tensor) -> tuple[Tensor, Tensor]:
-    """xz (B, L, 2E) → x, z: (B, E, L) views (channel-last memory); one-buffer backward."""
+def split_xz(xz: Tensor, copies: int = 1) -> tuple[Tensor, ...]:
+    """xz (B, L, 2E) → (x, z) * copies: (B, E, L) views (channel-last memory), one (x, z) pair per
+    consumer; the backward sums the copies' x (and z) gradients straight into one (B, L, 2E) buffer."""
     if not torch.is_grad_enabled() or not xz.requires_grad:
-        return tuple(xz.transpose(1, 2).chunk(2, dim=1))
-    return _SplitXZ.apply(xz)
+        return tuple(xz.transpose(1, 2).chunk(2, dim=1)) * copies
+    return _SplitXZ.apply(xz, copies)
 
 
 class _GatedSum(torch.autograd.Function):
@@ -111,3 +124,25 @@ def narrow_linear(x: Tensor, weight: Tensor) -> Tensor:
             or torch.is_autocast_enabled(x.device.type)):
         return F.linear(x, weight)
     return _NarrowLinear.apply(x, weight)
+
+
+def ssm_branch(u: Tensor, x_proj_weight: Tensor, dt_proj_weight: Tensor, dt_bias: Tensor, A: Tensor, D: Tensor,
+               z: Tensor, d_state: int, reverse: bool, backend: Optional[str] = None) -> Tensor:
+    """One SSM direction after its conv: u (B, E, L) → x_proj → (Δ = dt_proj(dt), B, C) → the selective
+    scan with D, the z gate and dt_bias (softplus) → (B, E, L). x_proj's and dt_proj's weights (R + 2N, E) and
+    (E, R), no bias. Training with the ``cpp`` scan on float32 channel-last tensors takes one fused node
+    (:func:`~dyvm.kernels.scan_cpp.ssm_branch_cpp`); everything else the composed ops (the same values)."""
+    from . import scan_cpp
+
+    if (torch.is_grad_enabled() and u.requires_grad and u.device.type == "cpu" and u.dtype == torch.float32
+            and is_channels_last(u) and is_channels_last(z) and not scan_mod._AS_CUSTOM_OP[0] and not tracing()
+            and not torch.is_autocast_enabled("cpu")
+            and all(t.dtype == torch.float32 for t in (x_proj_weight, dt_proj_weight, dt_bias, A, D, z))
+            and scan_mod.resolve_backend(backend, u.device) == "cpp"):
+        return scan_cpp.ssm_branch_cpp(u, x_proj_weight, dt_proj_weight, dt_bias, A, D, z, d_state, reverse)
+    rank = dt_proj_weight.shape[1]
+    x_dbl = F.linear(u.transpose(1, 2), x_proj_weight)                  # (B, L, R+2N)
+    dt, B, C = x_dbl.split([rank, d_state, d_state], dim=-1)
+    delta = narrow_linear(dt, dt_proj_weight).transpose(1, 2)           # (B, E, L), bias in scan
+    return scan_mod.selective_scan(u, delta, A, B.transpose(1, 2), C.transpose(1, 2), D, z, dt_bias,
+                                   delta_softplus=True, backend=backend, reverse=reverse)

@@ -247,6 +247,59 @@ class _SelectiveScanCpp(torch.autograd.Function):
                 dbias if args[7] is not None else None, None, None)
 
 
+class _SSMBranchCpp(torch.autograd.Function):
+    """x_proj → (Δ via dt_proj, B, C) → scan for one direction, as one node (float32, channel-last u).
+
+    Its backward writes the gradient of x_proj's output into one (M, R + 2N) buffer (autograd's narrows
+    zero-fill and sum three) and adds x_proj's input gradient into the scan's du in place (``addmm_``),
+    where autograd would sum the two in a separate pass over (B, E, L)."""
+
+    @staticmethod
+    def forward(ctx, u, x_proj_weight, dt_proj_weight, dt_bias, A, D, z, d_state, reverse):
+        batch, channels, length = u.shape
+        rank = dt_proj_weight.shape[1]
+        u2 = u.transpose(1, 2).view(batch * length, channels)          # u is channel-last (else view() raises)
+        x_dbl = torch.mm(u2, x_proj_weight.t())                           # (M, R + 2N)
+        dt = x_dbl[:, :rank]
+        delta = torch.mm(dt, dt_proj_weight.t()).view(batch, length, channels).transpose(1, 2)
+        bc = x_dbl.view(batch, length, -1)
+        args = _prepare(u, delta, A, bc[..., rank:rank + d_state].transpose(1, 2),
+                        bc[..., rank + d_state:].transpose(1, 2), D, z, dt_bias)
+        out = _module.forward(*args, True, bool(reverse), True)
+        ctx.save_for_backward(x_dbl, x_proj_weight, dt_proj_weight, *args)
+        ctx.reverse, ctx.rank, ctx.d_state = bool(reverse), rank, d_state
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        x_dbl, x_proj_weight, dt_proj_weight, *args = ctx.saved_tensors
+        u, dt = args[0], x_dbl[:, :ctx.rank]
+        batch, channels, length = u.shape
+        rank, n = ctx.rank, ctx.d_state
+        du, ddelta, dA, dB, dC, dD, dz, dbias = _module.backward(grad_out, *args, True, ctx.reverse, True)
+        dd2 = ddelta.transpose(1, 2).view(-1, channels)                  # (M, E) views (channel-last, like u)
+        du2 = du.transpose(1, 2).view(-1, channels)
+        d_dbl = torch.empty_like(x_dbl)                                   # (M, R + 2N)
+        # an output R wide is slow for the CPU GEMM: the transposed product, then a narrow copy (as narrow_linear)
+        d_dbl[:, :rank] = torch.mm(dt_proj_weight.t(), dd2.t()).t()
+        d_dbl[:, rank:rank + n] = dB.reshape(-1, n)
+        d_dbl[:, rank + n:] = dC.reshape(-1, n)
+        d_dt_weight = torch.mm(dt.t(), dd2).t()
+        d_x_weight = torch.mm(d_dbl.t(), u.transpose(1, 2).view(-1, channels))
+        du2.addmm_(d_dbl, x_proj_weight)                                  # du (scan) + d_dbl · W_x, in place
+        return (du, d_x_weight, d_dt_weight, dbias if args[7] is not None else None, dA,
+                dD if args[5] is not None else None, dz if args[6] is not None else None, None, None)
+
+
+def ssm_branch_cpp(u: Tensor, x_proj_weight: Tensor, dt_proj_weight: Tensor, dt_bias: Tensor, A: Tensor,
+                   D: Tensor, z: Tensor, d_state: int, reverse: bool) -> Tensor:
+    """One SSM direction after its conv, for training: u (B, E, L) channel-last float32 → the scan's output
+    (B, E, L), channel-last; x_proj (R + 2N, E) and dt_proj (E, R) weights without bias (dt_bias goes into the
+    scan, with softplus). The same values as ``F.linear`` + split + ``narrow_linear`` + the ``cpp`` scan."""
+    return _SSMBranchCpp.apply(u, x_proj_weight, dt_proj_weight, dt_bias, A, D, z, d_state, reverse)
+
+
 def selective_scan_cpp(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
                        D: Optional[Tensor] = None, z: Optional[Tensor] = None,
                        delta_bias: Optional[Tensor] = None, delta_softplus: bool = True,

@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from timm.layers import DropPath, lecun_normal_, trunc_normal_
 from torch import Tensor, nn
 
-from ..kernels import causal_conv1d, mix_cpp, selective_scan
+from ..kernels import causal_conv1d, mix_cpp
 from ..kernels.mix_cpp import forward_hooked, tree_hooked
-from ..kernels.mixer_ops import gated_sum, narrow_linear, split_xz
+from ..kernels.mixer_ops import gated_sum, narrow_linear, split_xz, ssm_branch
 from ..kernels.norm import RMSNorm
 from ..weights import resize_pos_embed
 from .config import ModelConfig
@@ -101,10 +101,10 @@ class BiMambaMixer(nn.Module):
         branch scans the reversed sequence (``reverse=True``); its result is in sequence order."""
         s = "_b" if backward else ""
         A = -torch.exp(getattr(self, "A_b_log" if backward else "A_log").float())
-        u, delta, B, C = self._ssm_inputs(backward, x, mask)
-        return selective_scan(u, delta, A, B.transpose(1, 2), C.transpose(1, 2),
-                              getattr(self, "D" + s).float(), z, getattr(self, "dt_proj" + s).bias.float(),
-                              delta_softplus=True, backend=self.scan_backend, reverse=backward)
+        conv, dt_proj = getattr(self, "conv1d" + s), getattr(self, "dt_proj" + s)
+        u = causal_conv1d(x, conv.weight, conv.bias, silu=True, mask=mask, reverse=backward, channels_last=True)
+        return ssm_branch(u, getattr(self, "x_proj" + s).weight, dt_proj.weight, dt_proj.bias.float(), A,
+                          getattr(self, "D" + s).float(), z, self.d_state, backward, backend=self.scan_backend)
 
     def token_stats(self, xz: Tensor, mask: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         """Per-token averages of the two directions, what the Predictor-B / Predictor-Δ ablations
@@ -228,15 +228,15 @@ class BiMambaMixer(nn.Module):
         fused = None if mask is not None else self.fused_call(xz, gates)
         if fused is not None:
             return fused[0]
-        x, z = split_xz(xz)                                                # (B, E, L) views
+        x, z, x_b, z_b = split_xz(xz, copies=2)                            # (B, E, L) views, a pair per branch
         m = None if mask is None else mask.reshape(mask.shape[0], -1).to(x.dtype)  # (B, L)
         if gates is None:
-            y = self._branch(False, x, z, m) + self._branch(True, x, z, m)
+            y = self._branch(False, x, z, m) + self._branch(True, x_b, z_b, m)
         elif gates.requires_grad or torch.compiler.is_compiling():
             # training: every image runs both branches, gated 0/1 with a gradient (one fused op).
             # Under torch.compile / torch.export likewise (same logits, static shapes, no graph break;
             # the skipped compute is not saved)
-            y = gated_sum(self._branch(False, x, z, m), self._branch(True, x, z, m), *gates.unbind(-1))
+            y = gated_sum(self._branch(False, x, z, m), self._branch(True, x_b, z_b, m), *gates.unbind(-1))
         else:
             y = self._selected_branches(xz, x, z, m, gates)
         if self.divide_out:  # (y / 2) W^T = y (W / 2)^T exactly (a power of two): halve the small weight
