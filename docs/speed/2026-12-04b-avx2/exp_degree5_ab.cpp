@@ -1,5 +1,7 @@
-// AVX2 exp2 variants in the lanes forward: current (exp2_v8), table of 2^(j/8) + degree-3 polynomial, current
-// polynomial with the scale added into the exponent bits, degree-5 polynomial. One thread, alternating calls.
+// Session 25 (from session 24's fwd_exp_ab.cpp): AVX2 exp2 variants in the lanes forward, one thread, alternating
+// calls: cur (exp2_v8 as committed at f2d6607), nohi (its upper clamp dropped), d5 (a degree-5 polynomial, no upper
+// clamp), iadd (the scale added into the exponent bits). exp2_tab and softplus_nodiv are session 24's, unused here
+// (exp2_tab still needs -DC1 -DC2 -DC3 to compile). Usage: ./a.out REPS ROUNDS B E L
 #define DYVM_SCAN_STANDALONE 1
 #include SCAN_SOURCE
 #include <algorithm>
