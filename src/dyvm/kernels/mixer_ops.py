@@ -126,6 +126,14 @@ def narrow_linear(x: Tensor, weight: Tensor) -> Tensor:
     return _NarrowLinear.apply(x, weight)
 
 
+def ssm_inputs(u: Tensor, x_proj_weight: Tensor, dt_proj_weight: Tensor, d_state: int) -> tuple[Tensor, Tensor, Tensor]:
+    """x_proj and dt_proj of one direction as composed ops: u (B, E, L) → Δ before bias and softplus
+    (B, E, L), B and C (B, L, N)."""
+    x_dbl = F.linear(u.transpose(1, 2), x_proj_weight)                  # (B, L, R+2N)
+    dt, B, C = x_dbl.split([dt_proj_weight.shape[1], d_state, d_state], dim=-1)
+    return narrow_linear(dt, dt_proj_weight).transpose(1, 2), B, C
+
+
 def ssm_branch(u: Tensor, x_proj_weight: Tensor, dt_proj_weight: Tensor, dt_bias: Tensor, A: Tensor, D: Tensor,
                z: Tensor, d_state: int, reverse: bool, backend: Optional[str] = None) -> Tensor:
     """One SSM direction after its conv: u (B, E, L) → x_proj → (Δ = dt_proj(dt), B, C) → the selective
@@ -140,9 +148,6 @@ def ssm_branch(u: Tensor, x_proj_weight: Tensor, dt_proj_weight: Tensor, dt_bias
             and all(t.dtype == torch.float32 for t in (x_proj_weight, dt_proj_weight, dt_bias, A, D, z))
             and scan_mod.resolve_backend(backend, u.device) == "cpp"):
         return scan_cpp.ssm_branch_cpp(u, x_proj_weight, dt_proj_weight, dt_bias, A, D, z, d_state, reverse)
-    rank = dt_proj_weight.shape[1]
-    x_dbl = F.linear(u.transpose(1, 2), x_proj_weight)                  # (B, L, R+2N)
-    dt, B, C = x_dbl.split([rank, d_state, d_state], dim=-1)
-    delta = narrow_linear(dt, dt_proj_weight).transpose(1, 2)           # (B, E, L), bias in scan
+    delta, B, C = ssm_inputs(u, x_proj_weight, dt_proj_weight, d_state)
     return scan_mod.selective_scan(u, delta, A, B.transpose(1, 2), C.transpose(1, 2), D, z, dt_bias,
                                    delta_softplus=True, backend=backend, reverse=reverse)

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from ..kernels import causal_conv1d, mix_cpp
 from ..kernels.mix_cpp import forward_hooked, tree_hooked
-from ..kernels.mixer_ops import gated_sum, narrow_linear, split_xz, ssm_branch
+from ..kernels.mixer_ops import gated_sum, split_xz, ssm_branch, ssm_inputs
 from ..kernels.norm import RMSNorm
 from ..weights import resize_pos_embed
 from .config import ModelConfig
@@ -88,23 +88,26 @@ class BiMambaMixer(nn.Module):
         direction's conv runs over the reversed sequence (``reverse=True``; backends without it flip
         around the call)."""
         s = "_b" if backward else ""
-        conv, x_proj, dt_proj = getattr(self, "conv1d" + s), getattr(self, "x_proj" + s), getattr(self, "dt_proj" + s)
-        # the mask zeroes pruned slots before the conv and after it (its bias would make them non-zero)
-        u = causal_conv1d(x, conv.weight, conv.bias, silu=True, mask=mask, reverse=backward, channels_last=True)
-        x_dbl = F.linear(u.transpose(1, 2), x_proj.weight)                 # (B, L, R+2N)
-        dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
-        delta = narrow_linear(dt, dt_proj.weight).transpose(1, 2)          # (B, E, L), bias in scan
+        u = self._conv(backward, x, mask)
+        delta, B, C = ssm_inputs(u, getattr(self, "x_proj" + s).weight, getattr(self, "dt_proj" + s).weight,
+                                 self.d_state)
         return u, delta, B, C
+
+    def _conv(self, backward: bool, x: Tensor, mask: Optional[Tensor]) -> Tensor:
+        """One direction's causal conv + SiLU: x (B, E, L) → u (B, E, L) channel-last; mask (B, L) 0/1 or None
+        zeroes pruned slots before the conv and after it (its bias would make them non-zero)."""
+        conv = getattr(self, "conv1d_b" if backward else "conv1d")
+        return causal_conv1d(x, conv.weight, conv.bias, silu=True, mask=mask, reverse=backward, channels_last=True)
 
     def _branch(self, backward: bool, x: Tensor, z: Tensor, mask: Optional[Tensor]) -> Tensor:
         """One SSM direction. x, z: (B, E, L) in sequence order; mask (B, L) 0/1 or None. The backward
         branch scans the reversed sequence (``reverse=True``); its result is in sequence order."""
         s = "_b" if backward else ""
         A = -torch.exp(getattr(self, "A_b_log" if backward else "A_log").float())
-        conv, dt_proj = getattr(self, "conv1d" + s), getattr(self, "dt_proj" + s)
-        u = causal_conv1d(x, conv.weight, conv.bias, silu=True, mask=mask, reverse=backward, channels_last=True)
-        return ssm_branch(u, getattr(self, "x_proj" + s).weight, dt_proj.weight, dt_proj.bias.float(), A,
-                          getattr(self, "D" + s).float(), z, self.d_state, backward, backend=self.scan_backend)
+        dt_proj = getattr(self, "dt_proj" + s)
+        return ssm_branch(self._conv(backward, x, mask), getattr(self, "x_proj" + s).weight, dt_proj.weight,
+                          dt_proj.bias.float(), A, getattr(self, "D" + s).float(), z, self.d_state, backward,
+                          backend=self.scan_backend)
 
     def token_stats(self, xz: Tensor, mask: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         """Per-token averages of the two directions, what the Predictor-B / Predictor-Δ ablations
