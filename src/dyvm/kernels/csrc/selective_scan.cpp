@@ -2286,10 +2286,39 @@ DYVM_INLINE float gelu_erf_f(float x) {
 
 // y (rows, out) = x (rows, in; row stride ldx) · W^T + bias, then GELU where `gelu`. W (out, in) with row stride ldw.
 // bias (out) for every row, or with bias_rows > 0 one bias row per bias_rows rows of x ((rows / bias_rows, out)).
-// Blocks of 8 rows x 16 outputs accumulate in registers; each output sums its `in` products in order, so the
+// Blocks of kLinRB rows x 16 outputs accumulate in registers; each output sums its `in` products in order, so the
 // values depend neither on the blocking nor on the thread count. From 2^20 multiply-adds (Vim-T's first Linear)
 // the BLAS matmul is faster (these loops reach about half its rate), then the bias and GELU run here.
 typedef float lin_v16 __attribute__((vector_size(64)));  // GCC/Clang vectors: 16 floats, any target
+// A register block: kLinRB rows x 16 outputs, as native vectors (GCC splits a 16-float vector on a 256-bit target
+// poorly: it spilled every product). AVX-512: 8 rows of one 16-float register; else 4 rows of two 8-float ones (8
+// accumulators), which leaves room in 16 registers for the weights.
+#if defined(__AVX512F__)
+typedef float lin_vn __attribute__((vector_size(64)));
+constexpr int64_t kLinRB = 8;
+#else
+typedef float lin_vn __attribute__((vector_size(32)));
+constexpr int64_t kLinRB = 4;
+#endif
+constexpr int64_t kLinOB = 16, kLinNV = kLinOB * sizeof(float) / sizeof(lin_vn);
+
+// a[r] (r < kLinRB) = the sum over i, in order, of x[r * ldx + i] * w[i * ldw .. + 16]: each output sums its
+// products in input order whatever the block size, so the values do not depend on it.
+DYVM_INLINE void linear_block(const float* x, int64_t ldx, const float* w, int64_t ldw, int64_t in, lin_v16* a) {
+  lin_vn acc[kLinRB][kLinNV] = {};
+  for (int64_t i = 0; i < in; ++i, w += ldw) {
+    lin_vn wv[kLinNV];
+#pragma GCC unroll 2
+    for (int64_t k = 0; k < kLinNV; ++k) std::memcpy(&wv[k], w + k * (sizeof(lin_vn) / sizeof(float)), sizeof(lin_vn));
+#pragma GCC unroll 8
+    for (int64_t r = 0; r < kLinRB; ++r) {
+      const float xv = x[r * ldx + i];
+#pragma GCC unroll 2
+      for (int64_t k = 0; k < kLinNV; ++k) acc[r][k] += xv * wv[k];
+    }
+  }
+  for (int64_t r = 0; r < kLinRB; ++r) std::memcpy(&a[r], acc[r], sizeof(lin_v16));
+}
 
 void small_linear(const float* x, int64_t rows, int64_t in, int64_t ldx, const float* W, int64_t ldw, int64_t out,
                   const float* bias, int64_t bias_rows, bool gelu, float* y) {
@@ -2314,8 +2343,7 @@ void small_linear(const float* x, int64_t rows, int64_t in, int64_t ldx, const f
     });
     return;
   }
-  constexpr int64_t RB = 8, OB = 16;
-  const int64_t outp = (out + OB - 1) / OB * OB;
+  const int64_t outp = (out + kLinOB - 1) / kLinOB * kLinOB;
   std::vector<float> wt(static_cast<size_t>(in * outp), 0.0f);  // W^T, outputs padded to whole blocks
   for (int64_t o = 0; o < out; ++o)
     for (int64_t i = 0; i < in; ++i) wt[i * outp + o] = W[o * ldw + i];
@@ -2323,32 +2351,34 @@ void small_linear(const float* x, int64_t rows, int64_t in, int64_t ldx, const f
   std::vector<float> bp(static_cast<size_t>(groups * outp), 0.0f);  // the bias rows, padded likewise
   if (bias)
     for (int64_t g = 0; g < groups; ++g) std::memcpy(bp.data() + g * outp, bias + g * out, out * sizeof(float));
-  const int64_t blocks = (rows + RB - 1) / RB;
-  const int64_t grain = std::max<int64_t>(1, 262144 / std::max<int64_t>(1, RB * in * outp));  // fork only for real work
+  const int64_t blocks = (rows + kLinRB - 1) / kLinRB;
+  const int64_t grain = std::max<int64_t>(1, 262144 / std::max<int64_t>(1, kLinRB * in * outp));  // fork only for real work
   at::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
+    std::vector<float> tail;  // the last block's rows, the spare ones repeating its last row
     for (int64_t blk = b0; blk < b1; ++blk) {
-      const int64_t r0 = blk * RB, nr = std::min(RB, rows - r0);
-      const float* xr[RB];
-      for (int64_t r = 0; r < RB; ++r) xr[r] = x + std::min(r0 + r, rows - 1) * ldx;  // spare rows repeat the last
-      for (int64_t o0 = 0; o0 < outp; o0 += OB) {
-        lin_v16 a[RB] = {};  // in registers: a column block of 16 outputs for 8 rows
-        const float* w = wt.data() + o0;
-        for (int64_t i = 0; i < in; ++i, w += outp) {
-          lin_v16 wv;
-          std::memcpy(&wv, w, sizeof(wv));
-#pragma GCC unroll 8
-          for (int64_t r = 0; r < RB; ++r) a[r] += xr[r][i] * wv;
-        }
-        const int64_t no = std::min(OB, out - o0);
+      const int64_t r0 = blk * kLinRB, nr = std::min(kLinRB, rows - r0);
+      const float* xb = x + r0 * ldx;
+      int64_t ld = ldx;
+      if (nr < kLinRB) {
+        tail.assign(static_cast<size_t>(kLinRB * in), 0.0f);
+        for (int64_t r = 0; r < kLinRB; ++r)
+          std::memcpy(tail.data() + r * in, x + (r0 + std::min(r, nr - 1)) * ldx, in * sizeof(float));
+        xb = tail.data();
+        ld = in;
+      }
+      for (int64_t o0 = 0; o0 < outp; o0 += kLinOB) {
+        lin_v16 a[kLinRB];
+        linear_block(xb, ld, wt.data() + o0, outp, in, a);
+        const int64_t no = std::min(kLinOB, out - o0);
         for (int64_t r = 0; r < nr; ++r) {
           lin_v16 bv;
           std::memcpy(&bv, bp.data() + (bias_rows > 0 ? (r0 + r) / bias_rows : 0) * outp + o0, sizeof(bv));
-          alignas(64) float v[OB];
+          alignas(64) float v[kLinOB];
           const lin_v16 sum = a[r] + bv;
           std::memcpy(v, &sum, sizeof(v));
           if (gelu) {
 #pragma omp simd
-            for (int64_t o = 0; o < OB; ++o) v[o] = gelu_erf_f(v[o]);
+            for (int64_t o = 0; o < kLinOB; ++o) v[o] = gelu_erf_f(v[o]);
           }
           std::memcpy(y + (r0 + r) * out + o0, v, no * sizeof(float));
         }
