@@ -275,6 +275,33 @@ def test_stacked_inference_equals_the_per_layer_and_python_paths(monkeypatch, ar
         assert torch.equal(fused.features.prefix_pos, ref.features.prefix_pos)
 
 
+def test_fused_inference_returns_ordinary_tensors_under_no_grad(monkeypatch):
+    """The fused inference ops run their ATen calls below autograd (as inference_mode would), but what a no_grad
+    forward returns are ordinary tensors: not inference tensors, changeable in place afterwards and usable as
+    constants in a later autograd graph; the per-layer blocks and the pruning stage likewise."""
+    from dyvm.kernels import mix_cpp
+
+    torch.manual_seed(0)
+    model = dyvm.create_model("dyvm_vim_tiny", img_size=32, patch_size=4, depth=4, embed_dim=32, num_classes=5,
+                              pruning_loc=[1, 2, 3]).eval()
+    images = torch.randn(2, 3, 32, 32)
+    calls = []
+    stack = mix_cpp.stack_forward
+    monkeypatch.setattr(mix_cpp, "stack_forward", lambda *a, **k: calls.append(1) or stack(*a, **k))
+    with torch.no_grad():
+        out = model.forward_inference(images)
+        block = model.layers[0](model.embed(images), None)
+    assert calls, "the stacked extension call did not run"
+    for t in (out.logits, out.features.hidden, *out.keep_indices, *out.pred_scores, out.gates, *block):
+        assert not t.is_inference()
+    logits = out.logits.clone()
+    out.logits.mul_(2)  # in place, outside any inference context
+    assert torch.equal(out.logits, logits * 2)
+    w = torch.ones(5, requires_grad=True)
+    (out.logits * w).sum().backward()
+    assert torch.equal(w.grad, out.logits.sum(0))
+
+
 @pytest.mark.parametrize("arch", ["vim_tiny", "mambareg_small", "videomamba_tiny"])
 def test_stacked_backbone_equals_the_per_layer_path(monkeypatch, arch):
     """A plain Vim-family backbone at eager CPU inference runs its blocks in one extension call: the same final
