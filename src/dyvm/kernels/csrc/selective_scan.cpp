@@ -2038,9 +2038,9 @@ std::vector<at::Tensor> conv_backward(const at::Tensor& gout, const at::Tensor& 
 
 // ----------------------- a block and its mixer in one call (inference) ------------------
 
-// kInferenceCalls: the inference ops (mix_forward, block_forward, prune_stage, stack_forward) serve calls with no
-// autograd (mix_cpp.applies), so their ATen calls skip the autograd and view-tracking dispatch keys, as under
-// torch.inference_mode, while what they return stays a normal tensor. Under torch.no_grad a whole forward of the
+// Inference calls below autograd: the inference ops (mix_forward, block_forward, prune_stage, stack_forward) serve
+// calls with no autograd (mix_cpp.applies), so a guard at their start lets their ATen calls skip the autograd and
+// view-tracking dispatch keys, as under torch.inference_mode, while what they return stays an ordinary tensor. Under torch.no_grad a whole forward of the
 // demo's model at batch 1 took ~10% longer than under inference_mode before (its ~1000 small calls).
 
 // The rows `rows` (n,) of a (B, E, L) channel-last view, copied: (n, E, L) channel-last.
@@ -2194,7 +2194,7 @@ std::vector<at::Tensor> mix_forward(const at::Tensor& xz, at::TensorList forward
                                     at::TensorList backward_params, const at::Tensor& out_weight, double out_scale,
                                     const c10::optional<at::Tensor>& gates, at::TensorList router,
                                     double router_threshold, bool stub_scan) {
-  const at::AutoDispatchBelowADInplaceOrView inference_calls;  // see kInferenceCalls
+  const at::AutoDispatchBelowADInplaceOrView inference_calls;  // see "Inference calls below autograd"
   TORCH_CHECK(xz.dim() == 3 && xz.size(2) % 2 == 0 && at::isFloatingType(xz.scalar_type()) &&
               xz.scalar_type() != at::kDouble && xz.device().is_cpu(),
               "mix_forward: xz must be a (B, L, 2E) float32 (or, under autocast, 16-bit) CPU tensor");
@@ -2259,7 +2259,7 @@ std::vector<at::Tensor> block_forward(const at::Tensor& hidden, const c10::optio
                                       const at::Tensor& out_weight, double out_scale,
                                       const c10::optional<at::Tensor>& gates, at::TensorList router,
                                       double router_threshold, bool stub_scan) {
-  const at::AutoDispatchBelowADInplaceOrView inference_calls;  // see kInferenceCalls
+  const at::AutoDispatchBelowADInplaceOrView inference_calls;  // see "Inference calls below autograd"
   TORCH_CHECK(hidden.dim() == 3 && at::isFloatingType(hidden.scalar_type()) &&
               hidden.scalar_type() != at::kDouble && hidden.device().is_cpu(),
               "block_forward: hidden must be a (B, L, D) float32 (or, under autocast, 16-bit) CPU tensor");
@@ -2493,7 +2493,7 @@ at::Tensor predictor_forward(const at::Tensor& x, at::TensorList predictor, doub
 std::vector<at::Tensor> prune_stage(const at::Tensor& hidden, const at::Tensor& residual,
                                     const at::Tensor& patch_ids, at::TensorList predictor, double ln_eps,
                                     int64_t keep, at::IntArrayRef prefix, at::IntArrayRef new_prefix) {
-  const at::AutoDispatchBelowADInplaceOrView inference_calls;  // see kInferenceCalls
+  const at::AutoDispatchBelowADInplaceOrView inference_calls;  // see "Inference calls below autograd"
   TORCH_CHECK(hidden.dim() == 3 && hidden.device().is_cpu() && residual.sizes() == hidden.sizes(),
               "prune_stage: hidden and residual must be (B, L, D) CPU tensors of one shape");
   const int64_t Bsz = hidden.size(0), L = hidden.size(1), D = hidden.size(2);
@@ -2594,7 +2594,7 @@ std::vector<at::Tensor> stack_forward(const at::Tensor& hidden, const c10::optio
                                       at::IntArrayRef positions, at::IntArrayRef stage_layers,
                                       at::IntArrayRef stage_keep, at::TensorList predictors,
                                       at::IntArrayRef predictor_sizes, at::ArrayRef<double> ln_eps, bool stub_scan) {
-  const at::AutoDispatchBelowADInplaceOrView inference_calls;  // see kInferenceCalls
+  const at::AutoDispatchBelowADInplaceOrView inference_calls;  // see "Inference calls below autograd"
   const int64_t per_layer = routed ? 19 : 17, depth = static_cast<int64_t>(eps.size());
   const int64_t S = static_cast<int64_t>(stage_layers.size());
   TORCH_CHECK(static_cast<int64_t>(layers.size()) == depth * per_layer,
