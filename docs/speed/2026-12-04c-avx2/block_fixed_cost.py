@@ -1,9 +1,11 @@
 # Session 26 record (2026-12-04, AVX2 kind): see measured.txt for the commands and outputs.
 import torch, time, sys
+import pathlib, dyvm
+TEACHER = str(pathlib.Path(dyvm.__file__).parent / "assets" / "fashion_mnist_vim_teacher.pth")  # the shipped teacher
 from dyvm.evaluate import load_for_eval
 from dyvm.kernels import mix_cpp
 torch.set_num_threads(int(sys.argv[1]) if len(sys.argv) > 1 else 1)
-t = load_for_eval("/work/main/src/dyvm/assets/fashion_mnist_vim_teacher.pth"); t = t[0] if isinstance(t, tuple) else t
+t = load_for_eval(TEACHER); t = t[0] if isinstance(t, tuple) else t
 t.eval()
 layer = t.layers[3]; P = layer.fused_params()
 nw, inw, fw, bw, ow = P[0], P[1], P[2:9], P[9:16], P[16]
