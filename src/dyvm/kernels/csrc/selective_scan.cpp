@@ -2040,8 +2040,9 @@ std::vector<at::Tensor> conv_backward(const at::Tensor& gout, const at::Tensor& 
 
 // Inference calls below autograd: the inference ops (mix_forward, block_forward, prune_stage, stack_forward) serve
 // calls with no autograd (mix_cpp.applies), so a guard at their start lets their ATen calls skip the autograd and
-// view-tracking dispatch keys, as under torch.inference_mode, while what they return stays an ordinary tensor. Under torch.no_grad a whole forward of the
-// demo's model at batch 1 took ~10% longer than under inference_mode before (its ~1000 small calls).
+// view-tracking dispatch keys, as under torch.inference_mode, while what they return stays an ordinary tensor.
+// Under torch.no_grad a whole forward of the demo's model at batch 1 took ~10% longer than under inference_mode
+// before (its ~1000 small calls).
 
 // The rows `rows` (n,) of a (B, E, L) channel-last view, copied: (n, E, L) channel-last.
 at::Tensor rows_channel_last(const at::Tensor& t, const at::Tensor& rows) {
