@@ -39,9 +39,9 @@ def _backend() -> str:
 
 def _kernels_allowed() -> bool:
     """False while FLOPs are counted (custom op, dispatch mode)."""
-    from .scan import _AS_CUSTOM_OP
+    from .scan import routed_as_custom_op
 
-    return not (_AS_CUSTOM_OP[0] or torch._C._len_torch_dispatch_stack() > 0)
+    return not (routed_as_custom_op() or torch._C._len_torch_dispatch_stack() > 0)
 
 
 def _use_cpp(x: Tensor, weight: Tensor, bias: Optional[Tensor], backend: str, mask: Optional[Tensor] = None) -> bool:

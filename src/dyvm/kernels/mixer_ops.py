@@ -143,7 +143,7 @@ def ssm_branch(u: Tensor, x_proj_weight: Tensor, dt_proj_weight: Tensor, dt_bias
     from . import scan_cpp
 
     if (torch.is_grad_enabled() and u.requires_grad and u.device.type == "cpu" and u.dtype == torch.float32
-            and is_channels_last(u) and is_channels_last(z) and not scan_mod._AS_CUSTOM_OP[0] and not tracing()
+            and is_channels_last(u) and is_channels_last(z) and not scan_mod.routed_as_custom_op() and not tracing()
             and not torch.is_autocast_enabled("cpu")
             and all(t.dtype == torch.float32 for t in (x_proj_weight, dt_proj_weight, dt_bias, A, D, z))
             and scan_mod.resolve_backend(backend, u.device) == "cpp"):

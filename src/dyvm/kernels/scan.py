@@ -92,7 +92,7 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
     the others flip around the call. Under torch.compile / torch.export the call goes through
     the custom op ``torch.ops.dyvm.selective_scan`` (same dispatch, made opaque to the tracer).
     """
-    if _AS_CUSTOM_OP[0] or tracing():
+    if routed_as_custom_op() or tracing():
         return torch.ops.dyvm.selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, backend,
                                              is_channels_last(u))
     return _dispatch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, backend, reverse)
@@ -258,6 +258,12 @@ def _register_flop_formula() -> None:
 
 
 _register_flop_formula()
+
+
+def routed_as_custom_op() -> bool:
+    """Whether scans go through the custom op now (inside :class:`scan_as_custom_op`): then no other path may
+    call the kernels directly (the conv and the fused training node step aside)."""
+    return _AS_CUSTOM_OP[0]
 
 
 class scan_as_custom_op:
