@@ -1,5 +1,5 @@
-"""The default demo's DyVM fine-tune (or a trained baseline) alone (same options, seed 0, 2 threads), with a recipe variant patched in;
-then test top-1 on the 10,000 test images. Usage: python docs/study/sixteenth/finetune_variant.py VARIANT OUTDIR"""
+"""The default demo's DyVM fine-tune (or a trained baseline) alone (same options, seed 0 unless given, 2 threads), with a recipe variant patched in;
+then test top-1 on the 10,000 test images. Usage: python docs/study/sixteenth/finetune_variant.py VARIANT OUTDIR [SEED]"""
 import json, os, sys, time
 import torch
 from dyvm.demo import PLANS, _test_loader, finetune_options, shipped_teacher
@@ -10,6 +10,7 @@ from dyvm.flops import flops_from_stats
 from dyvm.models.dyvm import DyVM
 
 variant, out = sys.argv[1], sys.argv[2]
+seed = int(sys.argv[3]) if len(sys.argv) > 3 else 0  # the demo's seed by default
 if variant == "detach_input":  # the predictor reads the stream without a gradient into the backbone
     orig = DyVM.predictor_input
     def predictor_input(self, k, seq, stats, positions=None):
@@ -25,7 +26,7 @@ rule = dict(official_static=dict(score="static", baseline_masks="official"),
             nested_static=dict(score="static", baseline_masks="nested")).get(variant, dict(score="predictor"))
 teacher, _ = shipped_teacher()
 t0 = time.time()
-summary = train(**finetune_options(PLANS["default"], teacher, output=out, seed=0, **rule, threads=2,
+summary = train(**finetune_options(PLANS["default"], teacher, output=out, seed=seed, **rule, threads=2,
                                    no_progress=True))
 model, _ = model_from_checkpoint(summary["best_checkpoint"])
 loader = _test_loader(model, None, None)
@@ -33,7 +34,7 @@ stats = evaluate(model, loader, torch.device("cpu"), progress=False)
 tm, _ = model_from_checkpoint(teacher)
 tstats = evaluate(tm, loader, torch.device("cpu"), progress=False)
 f, tf = flops_from_stats(model, stats), flops_from_stats(tm, tstats)
-res = dict(variant=variant, top1=stats["top1"], teacher_top1=tstats["top1"],
+res = dict(variant=variant, seed=seed, top1=stats["top1"], teacher_top1=tstats["top1"],
            flops_cut=1 - f["gflops_official"] / tf["gflops_official"], token_keep=stats.get("token_keep"),
            branch_keep_mean=stats.get("branch_keep_mean"), history=summary["history"], seconds=time.time() - t0)
 json.dump(res, open(os.path.join(out, "result.json"), "w"), indent=1)
