@@ -360,12 +360,12 @@ def bench_cell(model, arms, step, device, warmup, rounds) -> dict:
     return res
 
 
-def benchmark(args, device, arms, dry_run) -> list[dict]:
+def benchmark(args, device, arms, dry_run, rows: list, on_row=lambda: None) -> list[dict]:
+    """Appends one row per (model, batch, mode, dtype) cell to ``rows``, calling ``on_row`` after each."""
     import torch
 
     import dyvm
 
-    rows = []
     for name in args.models:
         torch.manual_seed(0)
         model = dyvm.create_model(name, **(TINY.get(name, {}) if dry_run else {})).to(device)
@@ -382,6 +382,7 @@ def benchmark(args, device, arms, dry_run) -> list[dict]:
                     row = dict(model=name, mode=mode, dtype=dtype, batch=batch, seconds=time.perf_counter() - t0, **res)
                     rows.append(row)
                     print(table_line(row, arms), flush=True)
+                    on_row()
                     del step
                     if device.type == "cuda":
                         torch.cuda.empty_cache()
@@ -469,6 +470,11 @@ def main(argv=None) -> int:
     results = {"env": env, "parity": [], "kernel_bench": [], "bench": [], "goals": []}
     failed = False
 
+    def save():  # after every section, so a run stopped at a time limit keeps what it measured
+        tmp = Path(args.out).with_suffix(".tmp")
+        tmp.write_text(json.dumps(results, indent=1))
+        tmp.replace(args.out)
+
     if not args.skip_parity:
         cudnn_tf32 = torch.backends.cudnn.allow_tf32
         torch.backends.cudnn.allow_tf32 = False  # the patch embedding conv at full fp32, like the oracle
@@ -489,23 +495,25 @@ def main(argv=None) -> int:
             print(f"| {r['check']} | {r.get('arm', 'triton')} | {errs or r.get('error', '')[-300:]} | "
                   f"{'yes' if r['ok'] else 'NO'} |")
         failed = not all(r["ok"] for r in rows)
+        save()
 
     if not args.skip_kernel_bench:
         print(f"\n## Selective scan alone (Vim-T shape; median of {1 if args.dry_run else 10} calls)\n\n"
               "| batch | dtype | backend | tile (BLOCK_E, warps) | forward ms | fwd+bwd ms | error |\n"
               "|---|---|---|---|---|---|---|", flush=True)
         results["kernel_bench"] = kernel_bench(args, device, arms, args.dry_run)
+        save()
 
     if not args.skip_bench:
         print(f"\n## Benchmark ({args.rounds} interleaved rounds after {args.warmup} warm-up calls per arm; "
               "ratio = arm time / triton time, median (min-max) over rounds)\n")
         print(table_header(arms), flush=True)
-        results["bench"] = benchmark(args, device, arms, args.dry_run)
+        benchmark(args, device, arms, args.dry_run, rows=results["bench"], on_row=save)
         results["goals"] = [] if args.dry_run else goals(results["bench"])
         if results["goals"]:
             print("\n" + "\n".join("- " + g for g in results["goals"]))
 
-    Path(args.out).write_text(json.dumps(results, indent=1))
+    save()
     print(f"\nwrote {args.out}" + ("; PARITY FAILED" if failed else ""))
     return 1 if failed else 0
 
