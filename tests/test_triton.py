@@ -416,7 +416,7 @@ def test_kernels_compile_for_hopper(monkeypatch, children):
 
     monkeypatch.setattr(scan_triton, "launch", compile_only)
     monkeypatch.setattr(conv_triton, "launch", compile_only)
-    monkeypatch.setattr(scan_triton, "_blocks", lambda u, n: (scan_triton.BLOCK_E_CUDA, 16))
+    monkeypatch.setattr(scan_triton, "_blocks", lambda u, n, block_e_cuda: (block_e_cuda, 16))
     monkeypatch.setattr(conv_triton, "_blocks", lambda x: conv_triton.BLOCKS_CUDA)
     tensors, softplus = test_scan.make_inputs(batch=2, channels=4, length=20)
     mixed = [t.detach().to(torch.bfloat16 if i in (0, 1, 3, 4, 6) else torch.float32).requires_grad_()

@@ -194,18 +194,20 @@ def _scan_bwd_kernel(u_ptr, dt_ptr, a_ptr, b_ptr, c_ptr, d_ptr, z_ptr, bias_ptr,
         tl.store(dbias_ptr + pid_b * E + e, dbias_acc, mask=em)
 
 
-# channels per program: a (32, 16) fp32 state is 4 registers a thread at 4 warps on GPU (not
-# tuned on a GPU yet: benchmarks/gpu_check.py sweeps these); the interpreter runs programs one
-# after the other, so there few big ones are fastest
-BLOCK_E_CUDA = 32
-NUM_WARPS_CUDA = 4
+# (channels per program, warps) of each kernel on CUDA: the fastest tiles of benchmarks/gpu_check.py's
+# sweep on an H200 (2026-12-04; Vim-T's shape, batch 64 and 256, bf16 and fp32). Small single-warp
+# programs win: more of them run side by side, and in the backward the per-step sums over the block's
+# channels (dB, dC) stay inside one warp. The interpreter runs programs one after the other, so
+# there few big ones are fastest.
+FWD_TILE_CUDA = (8, 1)
+BWD_TILE_CUDA = (16, 1)
 BLOCK_E_INTERPRETED = 256
 
 
-def _blocks(u: Tensor, nstate: int) -> tuple[int, int]:
+def _blocks(u: Tensor, nstate: int, block_e_cuda: int) -> tuple[int, int]:
     """(BLOCK_E, BLOCK_N) for u (B, E, L) and d_state ``nstate``."""
     block_n = triton.next_power_of_2(max(nstate, 1))
-    cap = max(1, min(BLOCK_E_CUDA, 4096 // block_n)) if u.is_cuda else BLOCK_E_INTERPRETED
+    cap = max(1, min(block_e_cuda, 4096 // block_n)) if u.is_cuda else BLOCK_E_INTERPRETED
     return min(cap, triton.next_power_of_2(max(u.shape[1], 1))), block_n
 
 
@@ -227,7 +229,7 @@ def _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save: bool):
     ck = u.new_empty((batch, n_chunks, channels, nstate) if save else (1,), dtype=state_dtype)
     if out.numel() == 0:
         return out, ck
-    block_e, block_n = _blocks(u, nstate)
+    block_e, block_n = _blocks(u, nstate, FWD_TILE_CUDA[0])
     grid = (batch, triton.cdiv(channels, block_e))
     launch(_scan_fwd_kernel, grid, u.device,
            u, delta, A, B, C, u if D is None else D, u if z is None else z,
@@ -236,7 +238,7 @@ def _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save: bool):
            *u.stride(), *delta.stride(), *A.stride(), *B.stride(), *C.stride(), *bel_strides(z), *out.stride(),
            HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
            SOFTPLUS=bool(delta_softplus), SAVE=save, CHUNK=CHUNK,
-           BLOCK_E=block_e, BLOCK_N=block_n, ACC=acc, num_warps=NUM_WARPS_CUDA)
+           BLOCK_E=block_e, BLOCK_N=block_n, ACC=acc, num_warps=FWD_TILE_CUDA[1])
     return out, ck
 
 
@@ -244,7 +246,7 @@ def _backward(grad_out, u, delta, A, B, C, D, z, delta_bias, delta_softplus, ck)
     batch, channels, length = u.shape
     nstate = A.shape[1]
     n_chunks = ck.shape[1]
-    block_e, block_n = _blocks(u, nstate)
+    block_e, block_n = _blocks(u, nstate, BWD_TILE_CUDA[0])
     n_eblocks = triton.cdiv(channels, block_e)
     work = ck.dtype  # the state dtype: fp32, or fp64 for fp64 inputs
     du, ddelta = _time_major_empty(u), _time_major_empty(delta)
@@ -266,7 +268,7 @@ def _backward(grad_out, u, delta, A, B, C, D, z, delta_bias, delta_softplus, ck)
                HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
                SOFTPLUS=bool(delta_softplus), CHUNK=CHUNK,
                BLOCK_E=block_e, BLOCK_N=block_n, ACC=acc_dtype(u, delta, A, B, C, D, z, delta_bias),
-               num_warps=NUM_WARPS_CUDA)
+               num_warps=BWD_TILE_CUDA[1])
     else:
         for t in (dA_part, dB_part, dC_part, dD_part, dbias_part):
             t.zero_()
