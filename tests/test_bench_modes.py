@@ -79,6 +79,26 @@ def test_throughput_mode_table():
     assert "Vim img/s" in head and "acceleration" in head and line.count("×") == 2
 
 
+def test_compile_mode_compiles_both_arms_and_counts_masked_branches(monkeypatch):
+    """--compile: both models go through torch.compile (CUDA graphs only on CUDA), and the FLOPs cut is
+    what compiled DyVM computes: every branch (masked), so only the token pruning saves."""
+    modes = []
+
+    def fake_compile(model, mode=None):
+        modes.append((type(model).__name__, mode))
+        return model
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    res = bench.bench_dyvm(sizes=("tiny",), batch_sizes=(1,), compile=True, **FAST)
+    assert sorted(modes) == [("DyVM", None), ("VisionMamba", None)]
+    (row,) = res["rows"]
+    eager = bench.flops_cut("tiny", 0.8)
+    assert row["branch_keep_computed"] == 1.0 and row["branch_keep"] == eager["branch_keep"] < 1
+    assert 0 < row["flops_reduction_official"] < eager["official"]
+    bench.compiled(torch.nn.Identity(), torch.device("cuda"))
+    assert modes[-1] == ("Identity", "reduce-overhead")
+
+
 def test_dtype_mode_runs_fp32_and_bf16_arms():
     res = bench.bench_dtype(models=("vim_tiny",), batch_sizes=(1,), **FAST)
     g = res["result"]["groups"]["vim_tiny b1"]
@@ -118,6 +138,7 @@ def test_peers_without_mambapy_is_a_one_line_error(monkeypatch, capsys):
 
 @pytest.mark.parametrize("argv, needle", [
     (["--what", "peers", "--throughput"], "--throughput"),
+    (["--what", "backbone", "--compile"], "--compile"),
     (["--what", "dyvm", "--rounds", "0"], "--rounds"),
     (["--what", "dyvm", "--repeats", "0", "--sizes", "tiny"], "--repeats"),
     (["--what", "dyvm", "--precision", "-0.1"], "--precision"),

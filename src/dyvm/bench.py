@@ -57,16 +57,24 @@ def autocast_context(device: torch.device, dtype: str):
     return torch.autocast(device.type, dtype=DTYPES[dtype])
 
 
+def compiled(model, device: torch.device):
+    """``torch.compile`` of ``model``; on CUDA with CUDA graphs (mode "reduce-overhead"), since small
+    batches there are bound by the host's kernel launches."""
+    return torch.compile(model, mode="reduce-overhead" if device.type == "cuda" else None)
+
+
 def inference_runner(model, batch: int, device: torch.device, dtype: str = "fp32", stub: bool = False,
-                     seed: int = 0) -> Runner:
-    """A runner of ``model``'s eval forward on a fixed random batch (B, C, H, W)."""
+                     seed: int = 0, compile: bool = False) -> Runner:
+    """A runner of ``model``'s eval forward on a fixed random batch (B, C, H, W); ``compile``: of
+    :func:`compiled` (compiled at the first call, so give the runner warm-up calls)."""
     model.eval()
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, model.in_chans, model.img_size, model.img_size, generator=gen).to(device)
+    fn = compiled(model, device) if compile else model
 
     def forward():
         with torch.no_grad(), autocast_context(device, dtype), (stub_scan() if stub else contextlib.nullcontext()):
-            model(x)
+            fn(x)
 
     return timed(forward, device)
 
@@ -215,42 +223,50 @@ def bench_backbone(model: str = "vim_tiny", batch_sizes=(1, 8), backends=None, t
                 table_cpu=format_comparison(res, "cpu"))
 
 
-def flops_cut(size: str, routers_on: float) -> dict:
-    """DyVM-Vim's FLOPs reduction against Vim of ``size`` (official and full conventions)."""
+def flops_cut(size: str, routers_on: float, branches_masked: bool = False) -> dict:
+    """DyVM-Vim's FLOPs reduction against Vim of ``size`` (official and full conventions).
+    ``branches_masked``: what a compiled DyVM computes (every branch, the skipped ones masked, README
+    "Compile and export"), so only the token pruning counts."""
     from .flops import count_flops
     from .models import create_model
 
     model = create_model(f"dyvm_vim_{size}")
     realised = set_router_pattern(model, routers_on)
+    computed = 1.0 if branches_masked else realised
     teacher = create_model(f"vim_{size}")
-    return dict(branch_keep=realised,
-                official=1 - count_flops(model, "official", branch_keep_ratio=realised) / count_flops(teacher, "official"),
-                full=1 - count_flops(model, "full", branch_keep_ratio=realised) / count_flops(teacher, "full"))
+    return dict(branch_keep=realised, branch_keep_computed=computed,
+                official=1 - count_flops(model, "official", branch_keep_ratio=computed) / count_flops(teacher, "official"),
+                full=1 - count_flops(model, "full", branch_keep_ratio=computed) / count_flops(teacher, "full"))
 
 
 def bench_dyvm(sizes=("tiny", "small"), batch_sizes=(1, 8), threads: Optional[int] = None, device: str = "cpu",
                routers_on: float = 0.8, rounds: int = 15, repeats: Optional[int] = None, warmup: int = 1,
                dtype: str = "fp32", throughput: bool = False, progress: bool = True,
-               precision: Optional[float] = None, max_rounds: Optional[int] = None) -> dict:
+               precision: Optional[float] = None, max_rounds: Optional[int] = None, compile: bool = False) -> dict:
     """DyVM vs Vim, interleaved per (size, batch), next to the FLOPs cut. ``throughput``: one large batch
-    (``batch_sizes[0]``), reported as images/s and the acceleration over the teacher."""
+    (``batch_sizes[0]``), reported as images/s and the acceleration over the teacher. ``compile``: both
+    models under :func:`compiled` (at least 2 warm-up calls: the first compiles), and the FLOPs cut is
+    what compiled DyVM computes (its skipped branches are masked, not skipped)."""
     threads, dev = _setup(threads, device)
+    if compile:
+        warmup = max(warmup, 2)
     groups, units, meta = {}, {}, {}
     for size in sizes:
         vim = build_model(f"vim_{size}", dev)
         dy = build_model(f"dyvm_vim_{size}", dev, routers_on=routers_on)
         for b in batch_sizes:
             key = f"{size} b{b}"
-            groups[key] = {"Vim": inference_runner(vim, b, dev, dtype), "DyVM": inference_runner(dy, b, dev, dtype)}
+            groups[key] = {"Vim": inference_runner(vim, b, dev, dtype, compile=compile),
+                           "DyVM": inference_runner(dy, b, dev, dtype, compile=compile)}
             units[key], meta[key] = b, (size, b)
     res = interleave(groups, units=units, **_rounds_kwargs(rounds, repeats, warmup, progress, precision, max_rounds))
     rows, table_rows = [], []
-    cuts = {size: flops_cut(size, routers_on) for size in sizes}
+    cuts = {size: flops_cut(size, routers_on, branches_masked=compile) for size in sizes}
     for key, (size, b) in meta.items():
         g = res["groups"][key]
         f = cuts[size]
         row = dict(size=size, batch=b, flops_reduction_official=f["official"], flops_reduction_full=f["full"],
-                   branch_keep=f["branch_keep"])
+                   branch_keep=f["branch_keep"], branch_keep_computed=f["branch_keep_computed"])
         for clock in ("wall", "cpu"):
             t = g["ratios"]["DyVM"][clock]["time_summary"]
             s = g["ratios"]["DyVM"][clock]["speedup_summary"]
@@ -290,7 +306,7 @@ def bench_dyvm(sizes=("tiny", "small"), batch_sizes=(1, 8), threads: Optional[in
                 "FLOPs cut (official)", "FLOPs cut (full)", "latency cut / FLOPs cut (official / full)",
                 "≥ 0.9 (official)"]
     return dict(rows=rows, result=res, table=format_table(head, table_rows), threads=threads, routers_on=routers_on,
-                dtype=dtype, throughput=throughput, machine=machine_line(threads, dev))
+                dtype=dtype, throughput=throughput, compile=compile, machine=machine_line(threads, dev))
 
 
 def bench_dtype(models=("vim_tiny",), checkpoints=(), batch_sizes=(1, 8), threads: Optional[int] = None,
@@ -346,6 +362,8 @@ def main(args) -> int:
     what = args.what
     if args.throughput and what not in ("dyvm", "all"):
         raise ValueError(f"--throughput applies to --what dyvm (or all), not {what}")
+    if args.compile and what not in ("dyvm", "all"):
+        raise ValueError(f"--compile applies to --what dyvm (or all), not {what}")
     for flag, value, low in (("rounds", args.rounds, 1), ("repeats", args.repeats, 1), ("warmup", args.warmup, 0),
                              ("throughput-batch", args.throughput_batch, 1), ("train-batch", args.train_batch, 1),
                              ("precision", args.precision, 0),
@@ -395,10 +413,14 @@ def main(args) -> int:
         batches = (args.throughput_batch or (256 if args.device.startswith("cuda") else 64),) if args.throughput \
             else tuple(args.batch_sizes)
         res = bench_dyvm(tuple(args.sizes), batches, args.threads, args.device, args.routers_on, rounds(15),
-                         dtype=args.dtype, throughput=args.throughput, max_rounds=max_rounds(15), **common)
+                         dtype=args.dtype, throughput=args.throughput, max_rounds=max_rounds(15),
+                         compile=args.compile, **common)
         out["dyvm"] = res
         kind = "throughput, official style" if args.throughput else "latency"
-        print(f"\nDyVM vs Vim {kind} (random weights, {100 * args.routers_on:.0f}% of branches on, {args.dtype}; "
+        how = ("; both torch.compile'd" + (" with CUDA graphs" if args.device.startswith("cuda") else "")
+               + ": DyVM's skipped branches are computed and masked, so its FLOPs cut is the token pruning's"
+               if args.compile else "")
+        print(f"\nDyVM vs Vim {kind} (random weights, {100 * args.routers_on:.0f}% of branches on, {args.dtype}{how}; "
               f"{res['machine']}); {rounds_text(res['result'])}; medians of per-round ratios")
         print(res["table"])
     if what == "dtype":

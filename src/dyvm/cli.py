@@ -206,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--throughput", action="store_true",
                    help="dyvm: official-style throughput at one large batch, images/s and acceleration over the teacher")
     p.add_argument("--throughput-batch", type=int, help="batch of --throughput (default: 64 on CPU, 256 on CUDA)")
+    p.add_argument("--compile", action="store_true",
+                   help="dyvm: both models under torch.compile (CUDA graphs on CUDA); DyVM then masks skipped "
+                        "branches instead of skipping them")
     p.add_argument("--against", metavar="CHECKOUT", help="train-step: the other build (a checkout or its src; "
                    "default: this build, an A/A run)")
     p.add_argument("--steps", type=int, default=2, help="train-step: timed steps per build, kind and round")
