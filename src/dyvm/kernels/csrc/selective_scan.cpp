@@ -1023,10 +1023,12 @@ void forward_lanes16(const Args<float>& a, const StridedOut<float>& out, int64_t
 // image; on AVX2, each step's 8 vectors of a half are summed over their lanes at once (fold8, row_sums8) and
 // added into dB and dC, which drops the accumulators' loads and stores and 2 KB a step of scratch (so the
 // backward stays in L2 at 197 steps and beyond; docs/speed/2026-12-04-avx2). Per block of 16 channels and
-// image: pass 1 recomputes Δ, the states h_t[n] and decays (kept, L and L + 1 rows of 256 floats) and the gate's
-// backward; pass 2 runs the reverse recurrence in two halves of 8 states (the 16 recurrences over n are
-// independent; 8 dh and 8 dA accumulators stay in registers), with exp(Δ_t A) h_{t-1} taken as h_t - Δu_t B_t
-// (no second load of the states and decays); pass 3 writes dΔ and du. Channels [d0, d1) (multiples of 16) of
+// image: pass 1 recomputes Δ, the states and decays and the gate's backward, and keeps the decays and the
+// decayed states exp(Δ_t A) h_{t-1} (L + 1 and L rows of 256 floats); pass 2 runs the reverse recurrence in
+// two halves of 8 states (the 16 recurrences over n are independent; 8 dh and 8 dA accumulators stay in
+// registers) and rebuilds h_t from the decayed state with one FMA, as pass 1 computed it. The dA term takes
+// the decayed state as kept: rebuilding it as h_t - Δu_t B_t instead cancels where the decay is strong (dA
+// 1.2e-5 off the float64 reference there, 20x the other kernels' error). Pass 3 writes dΔ and du. Channels [d0, d1) (multiples of 16) of
 // every image; chunk as in backward_chunk_n16. The same gradients up to float rounding (the sums run in
 // another order), not bit-identical.
 void backward_lanes16(const Args<float>& a, const Strided<float>& gout, const Grads<float>& g,
@@ -1034,7 +1036,7 @@ void backward_lanes16(const Args<float>& a, const Strided<float>& gout, const Gr
   const int64_t L = a.L, Bsz = a.batch, nblk = (d1 - d0) / 16;
   const size_t hs = 256 * L, es = 256 * (L + 1), acc = DYVM_N16_AVX512 ? 256 * L : 0, per_s = 16 * L;
   Scratch<float> sc(hs + es + 2 * acc + 8 * per_s + 3 * nblk * 256 + 2 * nblk * 16 + 64);
-  float* __restrict__ Hs = sc.base;            // Hs[256 s + 16 n + lane] = h_s[n]
+  float* __restrict__ Hs = sc.base;            // Hs[256 s + 16 n + lane] = exp(Δ_s A_n) h_{s-1}[n]
   float* __restrict__ Es = Hs + hs;            // Es[256 s + 16 n + lane] = exp(Δ_s A_n); row L: zeros
   float* __restrict__ accB = Es + es;          // AVX-512: accB[256 t + 16 n + lane]: dh_t[n] Δu_t, summed over blocks
   float* __restrict__ accC = accB + acc;
@@ -1114,9 +1116,10 @@ void backward_lanes16(const Args<float>& a, const Strided<float>& gout, const Gr
           for (int m = 0; m < 8; ++m) {
             const int n = 8 * half + m;
             const v16f e = exp2_v16(load16(At2k + 16 * n) * dt);
-            h[m] = e * h[m] + dtu * Bt[m];
+            const v16f decayed = e * h[m];
+            h[m] = decayed + dtu * Bt[m];
             store16(Es + 256 * s + 16 * n, e);
-            store16(Hs + 256 * s + 16 * n, h[m]);
+            store16(Hs + 256 * s + 16 * n, decayed);
             y = y + h[m] * Ct[m];
           }
           if (half) y = y + Dv * load16(U + 16 * s);
@@ -1152,8 +1155,9 @@ void backward_lanes16(const Args<float>& a, const Strided<float>& gout, const Gr
             const int n = 8 * half + m;
             const v16f e_next = load16(Es + 256 * (s + 1) + 16 * n);  // row L: zeros
             dh[m] = e_next * dh[m] + dy * Ct[n];
-            const v16f h = load16(Hs + 256 * s + 16 * n);             // h_t
-            const v16f x = dh[m] * (h - dtu * Bt[n]);                 // dh_t exp(Δ_t A) h_{t-1}
+            const v16f decayed = load16(Hs + 256 * s + 16 * n);       // exp(Δ_t A) h_{t-1}
+            const v16f h = decayed + dtu * Bt[n];                     // h_t, as pass 1 computed it
+            const v16f x = dh[m] * decayed;
             dA[m] = dA[m] + x * dt;
             s1 = s1 + x * load16(Atk + 16 * n);
             s2 = s2 + dh[m] * Bt[n];
