@@ -13,7 +13,8 @@
 4. Benchmark: Vim-T and DyVM-Vim-T, forward (eval, no grad) and training step (forward,
    backward, AdamW step at lr 0 so the weights and DyVM's routing stay put), batch 64 and
    256, bf16 autocast and fp32. The arms (scan backend + conv backend: triton+triton,
-   torch+torch, cuda+auto; ``triton_32x4``: triton with the scan tiles before the H200 sweep)
+   torch+torch, cuda+auto; ``triton_32x4``: triton with the scan tiles before the H200 sweep;
+   ``triton_flipped``: the backward branch's scan on flipped copies, as before the kernels' reverse)
    run in interleaved rounds A, B, C, A, B, C, ... after warm-up; the table gives each arm's
    median time and the median (min-max) of the per-round ratios.
 
@@ -24,6 +25,7 @@ mamba_ssm.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -40,9 +42,30 @@ ARMS = {  # name: (scan backend, conv backend)
     "triton": ("triton", "triton"),
     "torch": ("torch", "torch"),
     "cuda": ("cuda", "auto"),
-    "triton_32x4": ("triton", "triton"),  # the scan kernels' tiles before the H200 sweep of 2026-12-04
+    "triton_32x4": ("triton", "triton"),     # the scan kernels' tiles before the H200 sweep of 2026-12-04
+    "triton_flipped": ("triton", "triton"),  # the backward branch's scan on flipped copies (before 2026-12-04)
 }
-ARM_TILES = {"triton_32x4": ((32, 4), (32, 4))}  # arm: (forward tile, backward tile), else the defaults
+# arms that change the triton backend: tiles (forward, backward) and whether it scans in reverse itself
+ARM_VARIANTS = {"triton_32x4": dict(tiles=((32, 4), (32, 4))), "triton_flipped": dict(reverse_native=False)}
+
+
+@contextlib.contextmanager
+def arm_variant(arm):
+    """The triton backend as ``arm`` has it (ARM_VARIANTS), restored afterwards."""
+    from dyvm.kernels import scan as scan_mod
+    from dyvm.kernels import scan_triton
+
+    tiles, native = (scan_triton.FWD_TILE_CUDA, scan_triton.BWD_TILE_CUDA), set(scan_mod._REVERSE_NATIVE)
+    variant = ARM_VARIANTS.get(arm, {})
+    scan_triton.FWD_TILE_CUDA, scan_triton.BWD_TILE_CUDA = variant.get("tiles", tiles)
+    if not variant.get("reverse_native", True):
+        scan_mod._REVERSE_NATIVE.discard("triton")
+    try:
+        yield
+    finally:
+        scan_triton.FWD_TILE_CUDA, scan_triton.BWD_TILE_CUDA = tiles
+        scan_mod._REVERSE_NATIVE.clear()
+        scan_mod._REVERSE_NATIVE.update(native)
 TINY = {"vim_tiny": dict(img_size=16, patch_size=8, depth=2, embed_dim=16, num_classes=10),  # --dry-run
         "dyvm_vim_tiny": dict(img_size=32, patch_size=8, depth=2, embed_dim=16, num_classes=10,
                               pruning_loc=[1], token_ratio=[0.5])}
@@ -58,7 +81,7 @@ def parse_args(argv):
     p.add_argument("--models", nargs="+", default=["vim_tiny", "dyvm_vim_tiny"])
     p.add_argument("--modes", nargs="+", default=["forward", "train"], choices=["forward", "train"])
     p.add_argument("--arms", nargs="+", default=None, choices=list(ARMS),
-                   help="default: triton torch, and cuda when mamba_ssm imports (triton_32x4: on request)")
+                   help="default: triton torch, and cuda when mamba_ssm imports (triton_32x4, triton_flipped: on request)")
     p.add_argument("--rounds", type=int, default=None, help="timed rounds per cell (default 5; dry run 1)")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls per arm and cell first (dry run 0)")
     p.add_argument("--skip-parity", action="store_true")
@@ -233,7 +256,7 @@ def kernel_bench(args, device, arms, dry_run) -> list[dict]:
                    mk(e, dt=torch.float32)]
             # the sweep gives both kernels the same tile: forward_ms ranks the forward's tiles,
             # fwd_bwd_ms - forward_ms the backward's
-            variants = [(a, None) for a in arms if a not in ARM_TILES] + (
+            variants = [(a, None) for a in arms if a not in ARM_VARIANTS] + (
                 [("triton", t) for t in SWEEP] if not dry_run else [])
             for arm, tile in variants:
                 scan_triton.FWD_TILE_CUDA, scan_triton.BWD_TILE_CUDA = (tile, tile) if tile else default
@@ -318,21 +341,15 @@ def sync(device):
 
 
 def run_arm(model, arm, step, device):
-    from dyvm.kernels import scan_triton
-
     scan_backend, conv_backend = ARMS[arm]
     os.environ["DYVM_CONV_BACKEND"] = conv_backend
     model.set_scan_backend(scan_backend)
-    default = (scan_triton.FWD_TILE_CUDA, scan_triton.BWD_TILE_CUDA)
-    scan_triton.FWD_TILE_CUDA, scan_triton.BWD_TILE_CUDA = ARM_TILES.get(arm, default)
-    try:
+    with arm_variant(arm):
         sync(device)
         t0 = time.perf_counter()
         step()
         sync(device)
         return time.perf_counter() - t0
-    finally:
-        scan_triton.FWD_TILE_CUDA, scan_triton.BWD_TILE_CUDA = default
 
 
 def bench_cell(model, arms, step, device, warmup, rounds) -> dict:
@@ -501,7 +518,8 @@ def main(argv=None) -> int:
             # dry run: the oracle code path once (torch arm; the triton one is in tests/test_triton.py)
             for arm in (["torch"] if args.dry_run else arms):
                 try:
-                    rows += oracle_parity(device, arm)
+                    with arm_variant(arm):
+                        rows += oracle_parity(device, arm)
                 except Exception:
                     rows.append({"check": "oracle", "arm": arm, "ok": False, "error": traceback.format_exc()})
         finally:

@@ -211,6 +211,35 @@ def case_scan_mixed_dtypes():
 
 
 @case
+def case_scan_reverse():
+    """reverse=True walks memory backwards in the kernels (no flipped copies): against the float64
+    reference of the flipped scan, and bit for bit the forward kernels on flipped inputs."""
+    from dyvm.kernels.scan_triton import selective_scan_triton
+
+    def no_copies(*args, **kwargs):
+        raise AssertionError("the triton backend flipped its inputs instead of scanning in reverse")
+
+    for cfg in ("full", "bare", "no_softplus", "n8_odd", "single_step", "many_chunks"):
+        tensors, softplus = test_scan.make_inputs(**SCAN_CONFIGS[cfg])
+        grad_out = torch.randn(tensors[0].shape, generator=torch.Generator().manual_seed(1))
+        flipped = test_scan._time_flipped(tensors)
+        with attr(scan_mod, "_flipped", no_copies), kernel_launches() as names:
+            out, grads = test_scan.run_with_grads(
+                lambda *a: selective_scan(*a, backend="triton", reverse=True), flipped, softplus, grad_out.flip(-1))
+        assert names == ["_scan_fwd_kernel", "_scan_bwd_kernel"], names
+        ref_out, ref_grads = test_scan._unflip(*test_scan.fp64_reference(tensors, softplus, grad_out))
+        torch.testing.assert_close(out.double(), ref_out, rtol=1e-5, atol=1e-5)
+        fwd_out, fwd_grads = test_scan.run_with_grads(
+            lambda *a: selective_scan_triton(*a), test_scan._time_flipped(flipped), softplus, grad_out)
+        assert torch.equal(out, fwd_out.flip(-1)), cfg
+        for i, (name, g, rg, fg) in enumerate(zip(test_scan.NAMES, grads, ref_grads, fwd_grads)):
+            if g is None:
+                continue
+            torch.testing.assert_close(g.double(), rg, rtol=1e-4, atol=1e-5, msg=lambda m: f"{cfg} d{name}: {m}")
+            assert torch.equal(g, fg.flip(-1) if i in test_scan.TIME_AXIS else fg), f"{cfg} d{name}"
+
+
+@case
 def case_scan_no_grad_path():
     test_scan.test_no_grad_path_matches("triton")
 
@@ -421,12 +450,13 @@ def test_kernels_compile_for_hopper(monkeypatch, children):
     tensors, softplus = test_scan.make_inputs(batch=2, channels=4, length=20)
     mixed = [t.detach().to(torch.bfloat16 if i in (0, 1, 3, 4, 6) else torch.float32).requires_grad_()
              for i, t in enumerate(tensors)]
-    scan_triton.selective_scan_triton(*mixed, softplus).sum().backward()
+    for reverse in (False, True):
+        scan_triton.selective_scan_triton(*mixed, softplus, reverse=reverse).sum().backward()
     x = test_conv.make_x(2, 8, 20, "transposed").bfloat16().requires_grad_()
     w, b = (t.requires_grad_() for t in test_conv.make_params(8, 4))
     conv_triton.causal_conv1d_triton(x, w, b).float().sum().backward()
-    assert compiled == ["_scan_fwd_kernel", "_scan_bwd_kernel", "_conv_fwd_kernel", "_conv_bwd_pre_kernel",
-                        "_conv_bwd_x_kernel"]
+    assert compiled == ["_scan_fwd_kernel", "_scan_bwd_kernel"] * 2 + ["_conv_fwd_kernel", "_conv_bwd_pre_kernel",
+                                                                      "_conv_bwd_x_kernel"]
 
 
 def test_triton_is_importable():

@@ -88,8 +88,8 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
 
     reverse=True runs the recurrence from the last time step to the first, i.e. it equals
     ``selective_scan(flip(u), flip(delta), ..., flip(z)).flip(-1)`` with every time axis flipped
-    (the backward branch of a bidirectional mixer). The ``cpp`` backend does it in the kernel;
-    the others flip around the call. Under torch.compile / torch.export the call goes through
+    (the backward branch of a bidirectional mixer). The ``cpp`` and ``triton`` backends do it in
+    their kernels; the others flip around the call. Under torch.compile / torch.export the call goes through
     the custom op ``torch.ops.dyvm.selective_scan`` (same dispatch, made opaque to the tracer).
     """
     if routed_as_custom_op() or tracing():
@@ -104,7 +104,9 @@ def _dispatch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, backend, reve
     impl = _IMPLS[name]()
     if getattr(impl, "native_dtypes", False):  # reads any float dtype itself, output in u's dtype
         args = (u, delta, A, B, C, D, z, delta_bias)
-        return _flipped(impl, *args, delta_softplus) if reverse else impl(*args, delta_softplus)
+        if not reverse:
+            return impl(*args, delta_softplus)
+        return impl(*args, delta_softplus, reverse=True) if name in _REVERSE_NATIVE else _flipped(impl, *args, delta_softplus)
     out_dtype = u.dtype
     state_dtype = torch.float64 if u.dtype == torch.float64 else torch.float32
     args = [t if t is None else t.to(state_dtype) for t in (u, delta, A, B, C, D, z, delta_bias)]
@@ -185,7 +187,7 @@ def _triton():
 _IMPLS: dict[str, Callable] = {"reference": _reference, "torch": _torch, "cpp": _cpp, "cuda": _cuda,
                                "triton": _triton}
 # backends whose implementation takes ``reverse=True`` itself (the others get flipped inputs)
-_REVERSE_NATIVE = {"cpp"}
+_REVERSE_NATIVE = {"cpp", "triton"}
 
 
 # ------------------------------------------------------------------ custom op

@@ -13,6 +13,10 @@ its checkpoint into a small scratch buffer, then runs the reverse recurrence
 Per-(batch, channel) partials of dA, dD and dΔ-bias, and per-channel-block partials of the
 shared dB and dC, are summed in torch (deterministic, no atomics).
 
+``reverse=True`` (a bidirectional mixer's backward branch) walks memory from the last time step
+to the first: scan step s reads and writes time index L - 1 - s, so no flipped copies are made.
+Checkpoints and scratch stay in scan order.
+
 CPU tensors work under Triton's interpreter (``TRITON_INTERPRET=1``, see ``triton_util``).
 """
 from __future__ import annotations
@@ -40,7 +44,7 @@ def _scan_fwd_kernel(u_ptr, dt_ptr, a_ptr, b_ptr, c_ptr, d_ptr, z_ptr, bias_ptr,
                      su_b, su_e, su_l, sdt_b, sdt_e, sdt_l, sa_e, sa_n,
                      sb_b, sb_n, sb_l, sc_b, sc_n, sc_l, sz_b, sz_e, sz_l, so_b, so_e, so_l,
                      HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-                     SOFTPLUS: tl.constexpr, SAVE: tl.constexpr, CHUNK: tl.constexpr,
+                     SOFTPLUS: tl.constexpr, SAVE: tl.constexpr, CHUNK: tl.constexpr, REVERSE: tl.constexpr,
                      BLOCK_E: tl.constexpr, BLOCK_N: tl.constexpr, ACC: tl.constexpr):
     pid_b = tl.program_id(0).to(tl.int64)
     e = tl.program_id(1) * BLOCK_E + tl.arange(0, BLOCK_E)
@@ -60,10 +64,14 @@ def _scan_fwd_kernel(u_ptr, dt_ptr, a_ptr, b_ptr, c_ptr, d_ptr, z_ptr, bias_ptr,
     c_p = c_ptr + pid_b * sc_b + n * sc_n
     ck_p = ck_ptr + pid_b * n_chunks * E * N + e[:, None] * N + n[None, :]
     h = tl.zeros((BLOCK_E, BLOCK_N), dtype=ACC)
-    for t in range(L):
+    for s in range(L):  # scan step s; t: its time index in memory
         if SAVE:
-            if t % CHUNK == 0:
-                tl.store(ck_p + (t // CHUNK) * E * N, h, mask=m2)
+            if s % CHUNK == 0:
+                tl.store(ck_p + (s // CHUNK) * E * N, h, mask=m2)
+        if REVERSE:
+            t = L - 1 - s
+        else:
+            t = s
         ut = tl.load(u_p + t * su_l, mask=em, other=0.0).to(ACC)
         delta = tl.load(dt_p + t * sdt_l, mask=em, other=0.0).to(ACC)
         if HAS_BIAS:
@@ -90,7 +98,7 @@ def _scan_bwd_kernel(u_ptr, dt_ptr, a_ptr, b_ptr, c_ptr, d_ptr, z_ptr, bias_ptr,
                      sb_b, sb_n, sb_l, sc_b, sc_n, sc_l, sz_b, sz_e, sz_l, sg_b, sg_e, sg_l,
                      sdu_b, sdu_e, sdu_l, sddt_b, sddt_e, sddt_l, sdz_b, sdz_e, sdz_l,
                      HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-                     SOFTPLUS: tl.constexpr, CHUNK: tl.constexpr,
+                     SOFTPLUS: tl.constexpr, CHUNK: tl.constexpr, REVERSE: tl.constexpr,
                      BLOCK_E: tl.constexpr, BLOCK_N: tl.constexpr, ACC: tl.constexpr):
     pid_b = tl.program_id(0).to(tl.int64)
     pid_e = tl.program_id(1)
@@ -129,7 +137,10 @@ def _scan_bwd_kernel(u_ptr, dt_ptr, a_ptr, b_ptr, c_ptr, d_ptr, z_ptr, bias_ptr,
         h = tl.load(ck_p + k * E * N, mask=m2, other=0.0)
         for i in range(steps):
             tl.store(hs_p + i * E * N, h, mask=m2)
-            t = t0 + i
+            if REVERSE:  # t0 + i is the scan step, t its time index in memory
+                t = L - 1 - (t0 + i)
+            else:
+                t = t0 + i
             ut = tl.load(u_p + t * su_l, mask=em, other=0.0).to(ACC)
             delta = tl.load(dt_p + t * sdt_l, mask=em, other=0.0).to(ACC)
             if HAS_BIAS:
@@ -141,7 +152,10 @@ def _scan_bwd_kernel(u_ptr, dt_ptr, a_ptr, b_ptr, c_ptr, d_ptr, z_ptr, bias_ptr,
         tl.debug_barrier()
         for j in range(steps):
             i = steps - 1 - j
-            t = t0 + i
+            if REVERSE:
+                t = L - 1 - (t0 + i)
+            else:
+                t = t0 + i
             h_prev = tl.load(hs_p + i * E * N, mask=m2, other=0.0)
             ut = tl.load(u_p + t * su_l, mask=em, other=0.0).to(ACC)
             raw = tl.load(dt_p + t * sdt_l, mask=em, other=0.0).to(ACC)
@@ -218,7 +232,7 @@ def _time_major_empty(like: Tensor) -> Tensor:
     return like.new_empty(b, l, e).transpose(1, 2)
 
 
-def _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save: bool):
+def _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save: bool, reverse: bool = False):
     """Output (B, E, L) in u's dtype (time-major memory), and the checkpoints (B, n_chunks, E, N) or None."""
     batch, channels, length = u.shape
     nstate = A.shape[1]
@@ -237,12 +251,12 @@ def _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save: bool):
            channels, length, nstate, n_chunks,
            *u.stride(), *delta.stride(), *A.stride(), *B.stride(), *C.stride(), *bel_strides(z), *out.stride(),
            HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-           SOFTPLUS=bool(delta_softplus), SAVE=save, CHUNK=CHUNK,
+           SOFTPLUS=bool(delta_softplus), SAVE=save, CHUNK=CHUNK, REVERSE=bool(reverse),
            BLOCK_E=block_e, BLOCK_N=block_n, ACC=acc, num_warps=FWD_TILE_CUDA[1])
     return out, ck
 
 
-def _backward(grad_out, u, delta, A, B, C, D, z, delta_bias, delta_softplus, ck):
+def _backward(grad_out, u, delta, A, B, C, D, z, delta_bias, delta_softplus, ck, reverse: bool = False):
     batch, channels, length = u.shape
     nstate = A.shape[1]
     n_chunks = ck.shape[1]
@@ -266,7 +280,7 @@ def _backward(grad_out, u, delta, A, B, C, D, z, delta_bias, delta_softplus, ck)
                *u.stride(), *delta.stride(), *A.stride(), *B.stride(), *C.stride(), *bel_strides(z),
                *grad_out.stride(), *du.stride(), *ddelta.stride(), *bel_strides(dz),
                HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-               SOFTPLUS=bool(delta_softplus), CHUNK=CHUNK,
+               SOFTPLUS=bool(delta_softplus), CHUNK=CHUNK, REVERSE=bool(reverse),
                BLOCK_E=block_e, BLOCK_N=block_n, ACC=acc_dtype(u, delta, A, B, C, D, z, delta_bias),
                num_warps=BWD_TILE_CUDA[1])
     else:
@@ -282,9 +296,9 @@ def _backward(grad_out, u, delta, A, B, C, D, z, delta_bias, delta_softplus, ck)
 
 class _SelectiveScanTriton(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
-        out, ck = _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save=True)
-        ctx.delta_softplus = delta_softplus
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
+        out, ck = _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save=True, reverse=reverse)
+        ctx.delta_softplus, ctx.reverse = delta_softplus, reverse
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, ck)
         return out
 
@@ -292,24 +306,26 @@ class _SelectiveScanTriton(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
         u, delta, A, B, C, D, z, delta_bias, ck = ctx.saved_tensors
-        grads = _backward(grad_out, u, delta, A, B, C, D, z, delta_bias, ctx.delta_softplus, ck)
-        return (*grads, None)
+        grads = _backward(grad_out, u, delta, A, B, C, D, z, delta_bias, ctx.delta_softplus, ck, ctx.reverse)
+        return (*grads, None, None)
 
 
 def selective_scan_triton(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
                           D: Optional[Tensor] = None, z: Optional[Tensor] = None,
-                          delta_bias: Optional[Tensor] = None, delta_softplus: bool = True) -> Tensor:
+                          delta_bias: Optional[Tensor] = None, delta_softplus: bool = True,
+                          reverse: bool = False) -> Tensor:
     """Selective scan with the Triton kernels; u, delta, z (B, E, L), A (E, N), B, C (B, N, L),
     D, delta_bias (E,). Any strides and float dtypes (mixed is fine); output (B, E, L) in u's
-    dtype, laid out (B, L, E) in memory; gradients in each input's dtype. CUDA tensors, or CPU
-    ones under Triton's interpreter."""
+    dtype, laid out (B, L, E) in memory; gradients in each input's dtype. ``reverse``: the
+    recurrence runs from the last time step to the first (see ``scan.selective_scan``). CUDA
+    tensors, or CPU ones under Triton's interpreter."""
     tensors = (u, delta, A, B, C, D, z, delta_bias)
     devices = {t.device for t in tensors if t is not None}
     if len(devices) != 1:
         raise ValueError(f"scan backend 'triton' needs all tensors on one device, got {sorted(map(str, devices))}")
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
-        return _SelectiveScanTriton.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-    return _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save=False)[0]
+        return _SelectiveScanTriton.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
+    return _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save=False, reverse=reverse)[0]
 
 
 # the dispatcher (scan.selective_scan) passes the inputs in their own dtypes: the kernels read
