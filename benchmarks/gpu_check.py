@@ -81,7 +81,8 @@ def parse_args(argv):
     p.add_argument("--models", nargs="+", default=["vim_tiny", "dyvm_vim_tiny"])
     p.add_argument("--modes", nargs="+", default=["forward", "train"], choices=["forward", "train"])
     p.add_argument("--arms", nargs="+", default=None, choices=list(ARMS),
-                   help="default: triton torch, and cuda when mamba_ssm imports (triton_32x4, triton_flipped: on request)")
+                   help="default: triton torch, and cuda when mamba_ssm imports "
+                        "(triton_32x4, triton_flipped: on request)")
     p.add_argument("--rounds", type=int, default=None, help="timed rounds per cell (default 5; dry run 1)")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls per arm and cell first (dry run 0)")
     p.add_argument("--skip-parity", action="store_true")

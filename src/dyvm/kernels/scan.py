@@ -89,8 +89,9 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
     reverse=True runs the recurrence from the last time step to the first, i.e. it equals
     ``selective_scan(flip(u), flip(delta), ..., flip(z)).flip(-1)`` with every time axis flipped
     (the backward branch of a bidirectional mixer). The ``cpp`` and ``triton`` backends do it in
-    their kernels; the others flip around the call. Under torch.compile / torch.export the call goes through
-    the custom op ``torch.ops.dyvm.selective_scan`` (same dispatch, made opaque to the tracer).
+    their kernels; the others flip around the call. Under torch.compile / torch.export the call
+    goes through the custom op ``torch.ops.dyvm.selective_scan`` (same dispatch, made opaque to
+    the tracer).
     """
     if routed_as_custom_op() or tracing():
         return torch.ops.dyvm.selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, backend,
@@ -106,7 +107,9 @@ def _dispatch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, backend, reve
         args = (u, delta, A, B, C, D, z, delta_bias)
         if not reverse:
             return impl(*args, delta_softplus)
-        return impl(*args, delta_softplus, reverse=True) if name in _REVERSE_NATIVE else _flipped(impl, *args, delta_softplus)
+        if name in _REVERSE_NATIVE:
+            return impl(*args, delta_softplus, reverse=True)
+        return _flipped(impl, *args, delta_softplus)
     out_dtype = u.dtype
     state_dtype = torch.float64 if u.dtype == torch.float64 else torch.float32
     args = [t if t is None else t.to(state_dtype) for t in (u, delta, A, B, C, D, z, delta_bias)]
