@@ -14,7 +14,8 @@
    backward, AdamW step at lr 0 so the weights and DyVM's routing stay put), batch 64 and
    256, bf16 autocast and fp32. The arms (scan backend + conv backend: triton+triton,
    torch+torch, cuda+auto; ``triton_32x4``: triton with the scan tiles before the H200 sweep;
-   ``triton_flipped``: the backward branch's scan on flipped copies, as before the kernels' reverse)
+   ``triton_flipped``: the backward branch's scan and conv on flipped copies, as before the
+   kernels' own reverse)
    run in interleaved rounds A, B, C, A, B, C, ... after warm-up; the table gives each arm's
    median time and the median (min-max) of the per-round ratios.
 
@@ -43,7 +44,8 @@ ARMS = {  # name: (scan backend, conv backend)
     "torch": ("torch", "torch"),
     "cuda": ("cuda", "auto"),
     "triton_32x4": ("triton", "triton"),     # the scan kernels' tiles before the H200 sweep of 2026-12-04
-    "triton_flipped": ("triton", "triton"),  # the backward branch's scan on flipped copies (before 2026-12-04)
+    # the backward branch's scan and conv on flipped copies (as before session 28)
+    "triton_flipped": ("triton", "triton"),
 }
 # arms that change the triton backend: tiles (forward, backward) and whether it scans in reverse itself
 ARM_VARIANTS = {"triton_32x4": dict(tiles=((32, 4), (32, 4))), "triton_flipped": dict(reverse_native=False)}
@@ -52,20 +54,27 @@ ARM_VARIANTS = {"triton_32x4": dict(tiles=((32, 4), (32, 4))), "triton_flipped":
 @contextlib.contextmanager
 def arm_variant(arm):
     """The triton backend as ``arm`` has it (ARM_VARIANTS), restored afterwards."""
+    from dyvm.kernels import conv_triton, scan_triton
     from dyvm.kernels import scan as scan_mod
-    from dyvm.kernels import scan_triton
 
     tiles, native = (scan_triton.FWD_TILE_CUDA, scan_triton.BWD_TILE_CUDA), set(scan_mod._REVERSE_NATIVE)
+    conv = conv_triton.causal_conv1d_triton
     variant = ARM_VARIANTS.get(arm, {})
     scan_triton.FWD_TILE_CUDA, scan_triton.BWD_TILE_CUDA = variant.get("tiles", tiles)
     if not variant.get("reverse_native", True):
         scan_mod._REVERSE_NATIVE.discard("triton")
+
+        def conv_on_flipped_copies(x, weight, bias=None, silu=True, reverse=False):
+            return conv(x.flip(-1), weight, bias, silu).flip(-1) if reverse else conv(x, weight, bias, silu)
+
+        conv_triton.causal_conv1d_triton = conv_on_flipped_copies
     try:
         yield
     finally:
         scan_triton.FWD_TILE_CUDA, scan_triton.BWD_TILE_CUDA = tiles
         scan_mod._REVERSE_NATIVE.clear()
         scan_mod._REVERSE_NATIVE.update(native)
+        conv_triton.causal_conv1d_triton = conv
 TINY = {"vim_tiny": dict(img_size=16, patch_size=8, depth=2, embed_dim=16, num_classes=10),  # --dry-run
         "dyvm_vim_tiny": dict(img_size=32, patch_size=8, depth=2, embed_dim=16, num_classes=10,
                               pruning_loc=[1], token_ratio=[0.5])}

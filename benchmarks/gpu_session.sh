@@ -9,8 +9,8 @@
 #   CHECK_ARGS  gpu_check.py's arguments (default: none); CHECK_TIMEOUT its limit in seconds (default 330)
 # The H200 lease of 2026-12-04 ran  STEPS="check bench" CHECK_ARGS="--rounds 3 --warmup 1"  (run 1, at
 # 3ddd9fb) and  STEPS="check latency" CHECK_ARGS="--arms triton triton_32x4" CHECK_TIMEOUT=240  (run 2): docs/gpu/.
-# Next lease: CHECK_ARGS="--arms triton triton_flipped torch" measures the triton scan's own reverse (session 28,
-# not yet timed on a GPU) against flipped copies, beside the torch backend.
+# Next lease: CHECK_ARGS="--arms triton triton_flipped torch" measures the triton scan's and conv's own reverse
+# (session 28, not yet timed on a GPU) against flipped copies, beside the torch backend.
 set -u
 OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
 STEPS=${STEPS:-check bench latency}

@@ -314,6 +314,48 @@ def case_conv_empty():
 
 
 @case
+def case_conv_reverse():
+    """reverse=True runs the conv anti-causally in the kernels (no flipped copies): against the float64
+    definition on flipped inputs, the output and dx bit for bit the causal kernels on flipped inputs
+    (dw and dbias sum over other time blocks, so only close), and conv.causal_conv1d routes it there."""
+    from dyvm.kernels import conv_triton
+
+    for k, length, silu, bias in CONV_COMBOS:
+        x = test_conv.make_x(3, 21, length, "transposed")
+        w, b = test_conv.make_params(21, k, bias=bias, weight_2d=(k == 2))
+        g = torch.randn(3, 21, length, generator=torch.Generator().manual_seed(2))
+        rev = lambda *a: conv_triton.causal_conv1d_triton(*a, reverse=True)  # noqa: E731
+        with kernel_launches() as names:
+            out, grads = test_conv.grads(rev, x, w, b, silu, g)
+        assert names == ["_conv_fwd_kernel", "_conv_bwd_pre_kernel", "_conv_bwd_x_kernel"], names
+        flip_out, flip_grads = test_conv.grads(conv_triton.causal_conv1d_triton, x.flip(-1), w, b, silu, g.flip(-1))
+        ref_out, ref_grads = test_conv.grads(test_conv.reference, x.flip(-1).double(), w.double(),
+                                             None if b is None else b.double(), silu, g.flip(-1).double())
+        assert torch.equal(out, flip_out.flip(-1)) and torch.equal(grads[0], flip_grads[0].flip(-1))
+        torch.testing.assert_close(out.double(), ref_out.flip(-1), rtol=1e-5, atol=1e-5)
+        for got, want in zip(grads, ref_grads):
+            if want is not None:
+                want = want.flip(-1) if got.shape == x.shape else want
+                torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("reverse"))
+        return real(*args, **kwargs)
+
+    real = conv_triton.causal_conv1d_triton
+    x = test_conv.make_x(2, 8, 10, "transposed")
+    w, b = test_conv.make_params(8, 4)
+    mask = (torch.arange(10) < 7).float().expand(2, 10)
+    with env(DYVM_CONV_BACKEND="triton"), attr(conv_triton, "causal_conv1d_triton", spy):
+        got = conv_mod.causal_conv1d(x, w, b, mask=mask, reverse=True)
+    assert seen == [True]
+    m = mask[:, None, :]
+    want = test_conv.reference((x * m).flip(-1), w, b, True).flip(-1) * m
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+@case
 def case_conv_dispatch():
     """DYVM_CONV_BACKEND=triton routes conv.causal_conv1d to the kernels, except while FLOPs
     are counted (FlopCounterMode must see F.conv1d)."""
@@ -452,11 +494,12 @@ def test_kernels_compile_for_hopper(monkeypatch, children):
              for i, t in enumerate(tensors)]
     for reverse in (False, True):
         scan_triton.selective_scan_triton(*mixed, softplus, reverse=reverse).sum().backward()
-    x = test_conv.make_x(2, 8, 20, "transposed").bfloat16().requires_grad_()
-    w, b = (t.requires_grad_() for t in test_conv.make_params(8, 4))
-    conv_triton.causal_conv1d_triton(x, w, b).float().sum().backward()
-    assert compiled == ["_scan_fwd_kernel", "_scan_bwd_kernel"] * 2 + ["_conv_fwd_kernel", "_conv_bwd_pre_kernel",
-                                                                      "_conv_bwd_x_kernel"]
+    for reverse in (False, True):
+        x = test_conv.make_x(2, 8, 20, "transposed").bfloat16().requires_grad_()
+        w, b = (t.requires_grad_() for t in test_conv.make_params(8, 4))
+        conv_triton.causal_conv1d_triton(x, w, b, reverse=reverse).float().sum().backward()
+    assert compiled == (["_scan_fwd_kernel", "_scan_bwd_kernel"] * 2
+                        + ["_conv_fwd_kernel", "_conv_bwd_pre_kernel", "_conv_bwd_x_kernel"] * 2)
 
 
 def test_triton_is_importable():

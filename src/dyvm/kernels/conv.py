@@ -70,8 +70,9 @@ def causal_conv1d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, silu
     anti-causal), as the backward branch of a bidirectional mixer needs. channels_last: a layout
     hint, the compiled kernel then returns (B, L, E) memory viewed as (B, E, L).
     On CPU the compiled kernel is used where it applies (mask and reverse done in the kernel),
-    on CUDA the ``causal_conv1d`` package's kernel when it imports, else the Triton one (same
-    arithmetic; mask and reverse around the call); see the module docstring.
+    on CUDA the ``causal_conv1d`` package's kernel when it imports (mask and reverse around the
+    call), else the Triton one (same arithmetic; reverse in the kernels, mask around the call); see
+    the module docstring.
     """
     if mask is not None:
         mask = mask.to(x.dtype)
@@ -91,15 +92,14 @@ def _dispatch(x: Tensor, weight: Tensor, bias: Optional[Tensor], silu: bool, mas
     m = None if mask is None else mask[:, None, :]
     if m is not None:
         x = x * m
-    if reverse:
-        x = x.flip(-1)
-    out = _causal_conv1d_plain(x, weight, bias, silu, backend)
-    if reverse:
-        out = out.flip(-1)
+    out = _causal_conv1d_plain(x, weight, bias, silu, backend, reverse)
     return out if m is None else out * m
 
 
-def _causal_conv1d_plain(x: Tensor, weight: Tensor, bias: Optional[Tensor], silu: bool, backend: str) -> Tensor:
+def _causal_conv1d_plain(x: Tensor, weight: Tensor, bias: Optional[Tensor], silu: bool, backend: str,
+                         reverse: bool = False) -> Tensor:
+    """The conv with no mask; ``reverse``: the Triton kernels run it anti-causally themselves, the other
+    paths on flipped copies."""
     from . import triton_util
     from .scan_cuda import causal_conv1d_cuda
 
@@ -109,7 +109,9 @@ def _causal_conv1d_plain(x: Tensor, weight: Tensor, bias: Optional[Tensor], silu
             triton_util.require(f"{ENV_VAR}=triton")
             from .conv_triton import causal_conv1d_triton
 
-            return causal_conv1d_triton(x, weight, bias, silu)
+            return causal_conv1d_triton(x, weight, bias, silu, reverse=reverse)
+    if reverse:
+        return _causal_conv1d_plain(x.flip(-1), weight, bias, silu, backend).flip(-1)
     if weight.dim() == 2:
         weight = weight.unsqueeze(1)
     if fast is not None:

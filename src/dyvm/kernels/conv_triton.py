@@ -7,6 +7,10 @@ in_proj's output). The output is laid out time-major, (B, L, E) in memory viewed
 so the scan reads each time step of a channel block contiguously and ``x_proj`` gets a
 contiguous (B, L, E) input. Arithmetic in float32 (float64 for float64 inputs).
 
+``reverse=True`` runs the conv over the time-reversed sequence (anti-causal: tap k reads
+``x[t + (K-1) - k]``, zero right padding), equal to ``conv(x.flip(-1)).flip(-1)`` without the
+copies (a bidirectional mixer's backward branch).
+
 Backward: one kernel recomputes the pre-activation, writes dL/d(pre-activation) and
 per-(batch, time block) partials of dw and dbias (summed in torch, deterministic); a second
 one forms dx from it. CPU tensors work under Triton's interpreter (``TRITON_INTERPRET=1``, see
@@ -32,7 +36,7 @@ _SUM = tl.standard._sum_combine
 @triton.jit
 def _conv_fwd_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, E, L,
                      sx_b, sx_e, sx_l, sw_e, sw_k, so_b, so_e, so_l,
-                     K: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr,
+                     K: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr, REVERSE: tl.constexpr,
                      BLOCK_E: tl.constexpr, BLOCK_T: tl.constexpr, ACC: tl.constexpr):
     pid_b = tl.program_id(0).to(tl.int64)
     e = tl.program_id(1) * BLOCK_E + tl.arange(0, BLOCK_E)
@@ -41,8 +45,12 @@ def _conv_fwd_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, E, L,
     x_p = x_ptr + pid_b * sx_b + e[:, None] * sx_e
     acc = tl.zeros((BLOCK_E, BLOCK_T), dtype=ACC)
     for k in tl.static_range(K):
-        src = t - (K - 1) + k
-        xv = tl.load(x_p + src[None, :] * sx_l, mask=em[:, None] & ((src >= 0) & tm)[None, :], other=0.0)
+        if REVERSE:  # tap k reads x[t + (K-1) - k] (anti-causal), else x[t - (K-1) + k]
+            src = t + (K - 1) - k
+        else:
+            src = t - (K - 1) + k
+        xv = tl.load(x_p + src[None, :] * sx_l, mask=em[:, None] & ((src >= 0) & (src < L) & tm)[None, :],
+                     other=0.0)
         wv = tl.load(w_ptr + e * sw_e + k * sw_k, mask=em, other=0.0).to(ACC)
         acc += wv[:, None] * xv.to(ACC)
     if HAS_BIAS:
@@ -56,7 +64,7 @@ def _conv_fwd_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, E, L,
 @triton.jit
 def _conv_bwd_pre_kernel(x_ptr, w_ptr, bias_ptr, g_ptr, dpre_ptr, dw_ptr, db_ptr, E, L, n_tblocks,
                          sx_b, sx_e, sx_l, sw_e, sw_k, sg_b, sg_e, sg_l,
-                         K: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr,
+                         K: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr, REVERSE: tl.constexpr,
                          BLOCK_E: tl.constexpr, BLOCK_T: tl.constexpr, ACC: tl.constexpr):
     pid_b = tl.program_id(0).to(tl.int64)
     pid_t = tl.program_id(2)
@@ -69,8 +77,12 @@ def _conv_bwd_pre_kernel(x_ptr, w_ptr, bias_ptr, g_ptr, dpre_ptr, dw_ptr, db_ptr
     if SILU:
         pre = tl.zeros((BLOCK_E, BLOCK_T), dtype=ACC)
         for k in tl.static_range(K):
-            src = t - (K - 1) + k
-            xv = tl.load(x_p + src[None, :] * sx_l, mask=em[:, None] & ((src >= 0) & tm)[None, :], other=0.0)
+            if REVERSE:  # tap k reads x[t + (K-1) - k] (anti-causal), else x[t - (K-1) + k]
+                src = t + (K - 1) - k
+            else:
+                src = t - (K - 1) + k
+            xv = tl.load(x_p + src[None, :] * sx_l, mask=em[:, None] & ((src >= 0) & (src < L) & tm)[None, :],
+                         other=0.0)
             wv = tl.load(w_ptr + e * sw_e + k * sw_k, mask=em, other=0.0).to(ACC)
             pre += wv[:, None] * xv.to(ACC)
         if HAS_BIAS:
@@ -81,8 +93,12 @@ def _conv_bwd_pre_kernel(x_ptr, w_ptr, bias_ptr, g_ptr, dpre_ptr, dw_ptr, db_ptr
     tl.store(dpre_ptr + pid_b * E * L + e[:, None] * L + t[None, :], g, mask=m2)
     part = (pid_b * n_tblocks + pid_t) * E + e     # partials: (B, n_tblocks, E[, K])
     for k in tl.static_range(K):
-        src = t - (K - 1) + k
-        xv = tl.load(x_p + src[None, :] * sx_l, mask=em[:, None] & ((src >= 0) & tm)[None, :], other=0.0)
+        if REVERSE:  # tap k reads x[t + (K-1) - k] (anti-causal), else x[t - (K-1) + k]
+            src = t + (K - 1) - k
+        else:
+            src = t - (K - 1) + k
+        xv = tl.load(x_p + src[None, :] * sx_l, mask=em[:, None] & ((src >= 0) & (src < L) & tm)[None, :],
+                     other=0.0)
         tl.store(dw_ptr + part * K + k, tl.reduce(g * xv.to(ACC), 1, _SUM), mask=em)
     if HAS_BIAS:
         tl.store(db_ptr + part, tl.reduce(g, 1, _SUM), mask=em)
@@ -90,7 +106,8 @@ def _conv_bwd_pre_kernel(x_ptr, w_ptr, bias_ptr, g_ptr, dpre_ptr, dw_ptr, db_ptr
 
 @triton.jit
 def _conv_bwd_x_kernel(dpre_ptr, w_ptr, dx_ptr, E, L, sw_e, sw_k, sdx_b, sdx_e, sdx_l,
-                       K: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_T: tl.constexpr, ACC: tl.constexpr):
+                       K: tl.constexpr, REVERSE: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_T: tl.constexpr,
+                       ACC: tl.constexpr):
     pid_b = tl.program_id(0).to(tl.int64)
     e = tl.program_id(1) * BLOCK_E + tl.arange(0, BLOCK_E)
     t = tl.program_id(2) * BLOCK_T + tl.arange(0, BLOCK_T)
@@ -98,8 +115,11 @@ def _conv_bwd_x_kernel(dpre_ptr, w_ptr, dx_ptr, E, L, sw_e, sw_k, sdx_b, sdx_e, 
     d_p = dpre_ptr + pid_b * E * L + e[:, None] * L
     acc = tl.zeros((BLOCK_E, BLOCK_T), dtype=ACC)
     for k in tl.static_range(K):
-        dst = t + (K - 1) - k   # x[t] feeds out[t + K-1-k] through tap k
-        dv = tl.load(d_p + dst[None, :], mask=em[:, None] & (dst < L)[None, :], other=0.0)
+        if REVERSE:  # x[t] feeds out[t - (K-1) + k] through tap k, else out[t + (K-1) - k]
+            dst = t - (K - 1) + k
+        else:
+            dst = t + (K - 1) - k
+        dv = tl.load(d_p + dst[None, :], mask=em[:, None] & ((dst >= 0) & (dst < L))[None, :], other=0.0)
         wv = tl.load(w_ptr + e * sw_e + k * sw_k, mask=em, other=0.0).to(ACC)
         acc += wv[:, None] * dv
     tl.store(dx_ptr + pid_b * sdx_b + e[:, None] * sdx_e + t[None, :] * sdx_l,
@@ -130,7 +150,7 @@ def _time_major_empty(x: Tensor) -> Tensor:
     return x.new_empty(b, l, e).transpose(1, 2)
 
 
-def _forward(x: Tensor, w: Tensor, bias: Optional[Tensor], silu: bool) -> Tensor:
+def _forward(x: Tensor, w: Tensor, bias: Optional[Tensor], silu: bool, reverse: bool = False) -> Tensor:
     batch, channels, length = x.shape
     out = _time_major_empty(x)
     if out.numel() == 0:
@@ -139,19 +159,19 @@ def _forward(x: Tensor, w: Tensor, bias: Optional[Tensor], silu: bool) -> Tensor
     grid = (batch, triton.cdiv(channels, block_e), triton.cdiv(length, block_t))
     launch(_conv_fwd_kernel, grid, x.device, x, w, w if bias is None else bias, out, channels, length,
            *x.stride(), *w.stride(), *out.stride(),
-           K=w.shape[1], HAS_BIAS=bias is not None, SILU=bool(silu),
+           K=w.shape[1], HAS_BIAS=bias is not None, SILU=bool(silu), REVERSE=bool(reverse),
            BLOCK_E=block_e, BLOCK_T=block_t, ACC=acc_dtype(x, w, bias), num_warps=4)
     return out
 
 
 class _CausalConv1dTriton(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, silu):
+    def forward(ctx, x, weight, bias, silu, reverse):
         w = _weight_2d(weight, x.shape[1])
         ctx.save_for_backward(x, w, bias)
-        ctx.silu = bool(silu)
+        ctx.silu, ctx.reverse = bool(silu), bool(reverse)
         ctx.weight_shape = weight.shape
-        return _forward(x, w, bias, silu)
+        return _forward(x, w, bias, silu, reverse)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -172,18 +192,21 @@ class _CausalConv1dTriton(torch.autograd.Function):
             launch(_conv_bwd_pre_kernel, grid, x.device, x, w, w if bias is None else bias, grad_out,
                    dpre, dw_part, db_part, channels, length, n_tblocks,
                    *x.stride(), *w.stride(), *grad_out.stride(),
-                   K=ksize, HAS_BIAS=bias is not None, SILU=ctx.silu,
+                   K=ksize, HAS_BIAS=bias is not None, SILU=ctx.silu, REVERSE=ctx.reverse,
                    BLOCK_E=block_e, BLOCK_T=block_t, ACC=acc, num_warps=4)
             launch(_conv_bwd_x_kernel, grid, x.device, dpre, w, dx, channels, length,
-                   *w.stride(), *dx.stride(), K=ksize, BLOCK_E=block_e, BLOCK_T=block_t, ACC=acc, num_warps=4)
+                   *w.stride(), *dx.stride(), K=ksize, REVERSE=ctx.reverse, BLOCK_E=block_e, BLOCK_T=block_t,
+                   ACC=acc, num_warps=4)
         dw = dw_part.sum((0, 1)).to(w.dtype).reshape(ctx.weight_shape)
         db = None if bias is None else db_part.sum((0, 1)).to(bias.dtype)
         return (dx if ctx.needs_input_grad[0] else None, dw if ctx.needs_input_grad[1] else None,
-                db if ctx.needs_input_grad[2] else None, None)
+                db if ctx.needs_input_grad[2] else None, None, None)
 
 
-def causal_conv1d_triton(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, silu: bool = True) -> Tensor:
-    """``silu(F.conv1d(x, weight, bias, padding=K-1, groups=E)[..., :L])`` with the Triton kernels.
+def causal_conv1d_triton(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, silu: bool = True,
+                         reverse: bool = False) -> Tensor:
+    """``silu(F.conv1d(x, weight, bias, padding=K-1, groups=E)[..., :L])`` with the Triton kernels;
+    ``reverse``: over the time-reversed sequence (``conv(x.flip(-1)).flip(-1)``, no copies).
 
     x: (B, E, L), any strides and float dtype; weight (E, 1, K) or (E, K); bias (E,). Returns
     (B, E, L) in x's dtype, time-major in memory. CUDA tensors (CPU ones when interpreted).
@@ -192,5 +215,5 @@ def causal_conv1d_triton(x: Tensor, weight: Tensor, bias: Optional[Tensor] = Non
         raise ValueError(f"x must be (B, E, L), got {tuple(x.shape)}")
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
                                     or (bias is not None and bias.requires_grad)):
-        return _CausalConv1dTriton.apply(x, weight, bias, silu)
-    return _forward(x, _weight_2d(weight, x.shape[1]), bias, silu)
+        return _CausalConv1dTriton.apply(x, weight, bias, silu, reverse)
+    return _forward(x, _weight_2d(weight, x.shape[1]), bias, silu, reverse)
