@@ -52,15 +52,16 @@ ARM_VARIANTS = {"triton_32x4": dict(tiles=((32, 4), (32, 4))), "triton_flipped":
 
 
 @contextlib.contextmanager
-def arm_variant(arm):
-    """The triton backend as ``arm`` has it (ARM_VARIANTS), restored afterwards."""
+def arm_variant(arm, tiles=None):
+    """The triton backend as ``arm`` has it (ARM_VARIANTS), or with the scan ``tiles`` (forward,
+    backward) given, restored afterwards."""
     from dyvm.kernels import conv_triton, scan_triton
     from dyvm.kernels import scan as scan_mod
 
-    tiles, native = (scan_triton.FWD_TILE_CUDA, scan_triton.BWD_TILE_CUDA), set(scan_mod._REVERSE_NATIVE)
+    default, native = (scan_triton.FWD_TILE_CUDA, scan_triton.BWD_TILE_CUDA), set(scan_mod._REVERSE_NATIVE)
     conv = conv_triton.causal_conv1d_triton
     variant = ARM_VARIANTS.get(arm, {})
-    scan_triton.FWD_TILE_CUDA, scan_triton.BWD_TILE_CUDA = variant.get("tiles", tiles)
+    scan_triton.FWD_TILE_CUDA, scan_triton.BWD_TILE_CUDA = tiles or variant.get("tiles", default)
     if not variant.get("reverse_native", True):
         scan_mod._REVERSE_NATIVE.discard("triton")
 
@@ -71,7 +72,7 @@ def arm_variant(arm):
     try:
         yield
     finally:
-        scan_triton.FWD_TILE_CUDA, scan_triton.BWD_TILE_CUDA = tiles
+        scan_triton.FWD_TILE_CUDA, scan_triton.BWD_TILE_CUDA = default
         scan_mod._REVERSE_NATIVE.clear()
         scan_mod._REVERSE_NATIVE.update(native)
         conv_triton.causal_conv1d_triton = conv
@@ -255,7 +256,7 @@ def kernel_bench(args, device, arms, dry_run) -> list[dict]:
     e, l, n = (8, 20, 16) if dry_run else (384, 197, 16)
     reps = 1 if dry_run else 10
     rows = []
-    default = (scan_triton.FWD_TILE_CUDA, scan_triton.BWD_TILE_CUDA)  # restored afterwards
+    default = (scan_triton.FWD_TILE_CUDA, scan_triton.BWD_TILE_CUDA)
     for batch in args.batches:
         for dtype in args.dtypes:
             low = torch.bfloat16 if dtype == "bf16" else torch.float32
@@ -269,7 +270,6 @@ def kernel_bench(args, device, arms, dry_run) -> list[dict]:
             variants = [(a, None) for a in arms if a not in ARM_VARIANTS] + (
                 [("triton", t) for t in SWEEP] if not dry_run else [])
             for arm, tile in variants:
-                scan_triton.FWD_TILE_CUDA, scan_triton.BWD_TILE_CUDA = (tile, tile) if tile else default
                 leaves = [t.detach().requires_grad_() for t in ins]
                 res = {"batch": batch, "dtype": dtype, "backend": arm,
                        "tile": ([list(tile)] * 2 if tile else [list(t) for t in default]) if arm == "triton" else None}
@@ -280,14 +280,15 @@ def kernel_bench(args, device, arms, dry_run) -> list[dict]:
                                 out = selective_scan(*(leaves if grad else ins), backend=arm)
                             if grad:
                                 out.backward(torch.ones_like(out))
-                        call()  # warm-up (and compile)
-                        times = []
-                        for _ in range(reps):
-                            sync(device)
-                            t0 = time.perf_counter()
-                            call()
-                            sync(device)
-                            times.append(time.perf_counter() - t0)
+                        with arm_variant(arm, tiles=(tile, tile) if tile else None):
+                            call()  # warm-up (and compile)
+                            times = []
+                            for _ in range(reps):
+                                sync(device)
+                                t0 = time.perf_counter()
+                                call()
+                                sync(device)
+                                times.append(time.perf_counter() - t0)
                         res[label] = statistics.median(times) * 1e3
                 except Exception as exc:
                     res["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
@@ -295,7 +296,6 @@ def kernel_bench(args, device, arms, dry_run) -> list[dict]:
                 nan = float("nan")
                 print(f"| {batch} | {dtype} | {arm} | {res['tile'] or ''} | {res.get('forward_ms', nan):.3f} | "
                       f"{res.get('fwd_bwd_ms', nan):.3f} | {res.get('error', '')} |", flush=True)
-    scan_triton.FWD_TILE_CUDA, scan_triton.BWD_TILE_CUDA = default
     tiles = [r for r in rows if r["backend"] == "triton" and "fwd_bwd_ms" in r and r["tile"][0] == r["tile"][1]]
     for batch in args.batches:
         for dtype in args.dtypes:

@@ -79,10 +79,11 @@ def compile_ab(name, batch, device, rounds) -> dict:
     """Eager vs torch.compile(mode="reduce-overhead"), interleaved; logits compared."""
     import torch
 
+    from dyvm.bench import compiled as compile_model
     from dyvm.timing import interleave, timed
 
     model, x = build(name, device), images(batch, device)
-    compiled = torch.compile(model, mode="reduce-overhead")
+    compiled = compile_model(model, device)  # mode "reduce-overhead" on CUDA, as dyvm bench --compile
     t0 = time.perf_counter()
     with torch.no_grad():
         want = model(x).clone()

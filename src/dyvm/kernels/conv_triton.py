@@ -34,6 +34,17 @@ _SUM = tl.standard._sum_combine
 
 
 @triton.jit
+def _load_tap(x_p, t, k, L, sx_l, em, tm, K: tl.constexpr, REVERSE: tl.constexpr):
+    """x at the time index tap k reads for outputs t: t - (K-1) + k (causal) or t + (K-1) - k (reverse),
+    zero outside [0, L); x_p points at the program's channel rows. (BLOCK_E, BLOCK_T) in x's dtype."""
+    if REVERSE:
+        src = t + (K - 1) - k
+    else:
+        src = t - (K - 1) + k
+    return tl.load(x_p + src[None, :] * sx_l, mask=em[:, None] & ((src >= 0) & (src < L) & tm)[None, :], other=0.0)
+
+
+@triton.jit
 def _conv_fwd_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, E, L,
                      sx_b, sx_e, sx_l, sw_e, sw_k, so_b, so_e, so_l,
                      K: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr, REVERSE: tl.constexpr,
@@ -45,12 +56,7 @@ def _conv_fwd_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, E, L,
     x_p = x_ptr + pid_b * sx_b + e[:, None] * sx_e
     acc = tl.zeros((BLOCK_E, BLOCK_T), dtype=ACC)
     for k in tl.static_range(K):
-        if REVERSE:  # tap k reads x[t + (K-1) - k] (anti-causal), else x[t - (K-1) + k]
-            src = t + (K - 1) - k
-        else:
-            src = t - (K - 1) + k
-        xv = tl.load(x_p + src[None, :] * sx_l, mask=em[:, None] & ((src >= 0) & (src < L) & tm)[None, :],
-                     other=0.0)
+        xv = _load_tap(x_p, t, k, L, sx_l, em, tm, K, REVERSE)
         wv = tl.load(w_ptr + e * sw_e + k * sw_k, mask=em, other=0.0).to(ACC)
         acc += wv[:, None] * xv.to(ACC)
     if HAS_BIAS:
@@ -77,12 +83,7 @@ def _conv_bwd_pre_kernel(x_ptr, w_ptr, bias_ptr, g_ptr, dpre_ptr, dw_ptr, db_ptr
     if SILU:
         pre = tl.zeros((BLOCK_E, BLOCK_T), dtype=ACC)
         for k in tl.static_range(K):
-            if REVERSE:  # tap k reads x[t + (K-1) - k] (anti-causal), else x[t - (K-1) + k]
-                src = t + (K - 1) - k
-            else:
-                src = t - (K - 1) + k
-            xv = tl.load(x_p + src[None, :] * sx_l, mask=em[:, None] & ((src >= 0) & (src < L) & tm)[None, :],
-                         other=0.0)
+            xv = _load_tap(x_p, t, k, L, sx_l, em, tm, K, REVERSE)
             wv = tl.load(w_ptr + e * sw_e + k * sw_k, mask=em, other=0.0).to(ACC)
             pre += wv[:, None] * xv.to(ACC)
         if HAS_BIAS:
@@ -93,12 +94,7 @@ def _conv_bwd_pre_kernel(x_ptr, w_ptr, bias_ptr, g_ptr, dpre_ptr, dw_ptr, db_ptr
     tl.store(dpre_ptr + pid_b * E * L + e[:, None] * L + t[None, :], g, mask=m2)
     part = (pid_b * n_tblocks + pid_t) * E + e     # partials: (B, n_tblocks, E[, K])
     for k in tl.static_range(K):
-        if REVERSE:  # tap k reads x[t + (K-1) - k] (anti-causal), else x[t - (K-1) + k]
-            src = t + (K - 1) - k
-        else:
-            src = t - (K - 1) + k
-        xv = tl.load(x_p + src[None, :] * sx_l, mask=em[:, None] & ((src >= 0) & (src < L) & tm)[None, :],
-                     other=0.0)
+        xv = _load_tap(x_p, t, k, L, sx_l, em, tm, K, REVERSE)
         tl.store(dw_ptr + part * K + k, tl.reduce(g * xv.to(ACC), 1, _SUM), mask=em)
     if HAS_BIAS:
         tl.store(db_ptr + part, tl.reduce(g, 1, _SUM), mask=em)

@@ -39,6 +39,14 @@ _SUM = tl.standard._sum_combine
 
 
 @triton.jit
+def _time_index(s, L, REVERSE: tl.constexpr):
+    """The time index in memory of scan step s: L - 1 - s when the scan runs in reverse."""
+    if REVERSE:
+        return L - 1 - s
+    return s
+
+
+@triton.jit
 def _scan_fwd_kernel(u_ptr, dt_ptr, a_ptr, b_ptr, c_ptr, d_ptr, z_ptr, bias_ptr, out_ptr, ck_ptr,
                      E, L, N, n_chunks,
                      su_b, su_e, su_l, sdt_b, sdt_e, sdt_l, sa_e, sa_n,
@@ -68,10 +76,7 @@ def _scan_fwd_kernel(u_ptr, dt_ptr, a_ptr, b_ptr, c_ptr, d_ptr, z_ptr, bias_ptr,
         if SAVE:
             if s % CHUNK == 0:
                 tl.store(ck_p + (s // CHUNK) * E * N, h, mask=m2)
-        if REVERSE:
-            t = L - 1 - s
-        else:
-            t = s
+        t = _time_index(s, L, REVERSE)
         ut = tl.load(u_p + t * su_l, mask=em, other=0.0).to(ACC)
         delta = tl.load(dt_p + t * sdt_l, mask=em, other=0.0).to(ACC)
         if HAS_BIAS:
@@ -137,10 +142,7 @@ def _scan_bwd_kernel(u_ptr, dt_ptr, a_ptr, b_ptr, c_ptr, d_ptr, z_ptr, bias_ptr,
         h = tl.load(ck_p + k * E * N, mask=m2, other=0.0)
         for i in range(steps):
             tl.store(hs_p + i * E * N, h, mask=m2)
-            if REVERSE:  # t0 + i is the scan step, t its time index in memory
-                t = L - 1 - (t0 + i)
-            else:
-                t = t0 + i
+            t = _time_index(t0 + i, L, REVERSE)  # t0 + i: the scan step
             ut = tl.load(u_p + t * su_l, mask=em, other=0.0).to(ACC)
             delta = tl.load(dt_p + t * sdt_l, mask=em, other=0.0).to(ACC)
             if HAS_BIAS:
@@ -152,10 +154,7 @@ def _scan_bwd_kernel(u_ptr, dt_ptr, a_ptr, b_ptr, c_ptr, d_ptr, z_ptr, bias_ptr,
         tl.debug_barrier()
         for j in range(steps):
             i = steps - 1 - j
-            if REVERSE:
-                t = L - 1 - (t0 + i)
-            else:
-                t = t0 + i
+            t = _time_index(t0 + i, L, REVERSE)
             h_prev = tl.load(hs_p + i * E * N, mask=m2, other=0.0)
             ut = tl.load(u_p + t * su_l, mask=em, other=0.0).to(ACC)
             raw = tl.load(dt_p + t * sdt_l, mask=em, other=0.0).to(ACC)
