@@ -375,20 +375,21 @@ def test_stacked_op_refuses_bad_arguments():
             model.forward_inference(torch.randn(2, 3, 32, 32))
         finally:
             mix_cpp.stack_forward = real
-        hidden, residual, ids, layers, eps, scale, routed, threshold, positions, stages = captured["args"]
-        good = dict(layers=layers, eps=eps, positions=positions, stages=stages)
-        out = real(hidden, residual, ids, layers, eps, scale, routed, threshold, positions, stages)
+        hidden, residual, ids, layers, eps, scale, routed, threshold, positions, stages, packed = captured["args"]
+        good = dict(layers=layers, eps=eps, positions=positions, stages=stages, packed=packed)
+        out = real(hidden, residual, ids, layers, eps, scale, routed, threshold, positions, stages, packed)
         assert len(out) == 3 + 3 + 2 and out[-1].shape == (2, 2, 2)
         stage = stages[0]
         for change, word in ((dict(layers=layers[:-1]), "layers"), (dict(eps=eps[:1]), "layers"),
                              (dict(positions=positions + [[0]]), "positions"),
                              (dict(stages=[(0,) + stage[1:]]), "stage_layers"),
                              (dict(stages=[stage[:2] + (stage[2][:-1],) + stage[3:]]), "predictor"),
-                             (dict(stages=[stage[:1] + (10 ** 6,) + stage[2:]]), "keep")):
+                             (dict(stages=[stage[:1] + (10 ** 6,) + stage[2:]]), "keep"),
+                             (dict(packed=[layers[1]]), "packed")):
             args = {**good, **change}
             with pytest.raises(RuntimeError, match=word):
                 real(hidden, residual, ids, args["layers"], args["eps"], scale, routed, threshold, args["positions"],
-                     args["stages"])
+                     args["stages"], args["packed"])
 
 
 def test_fused_pruning_stage_refuses_bad_arguments():

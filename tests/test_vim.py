@@ -244,6 +244,61 @@ def test_fused_inference_follows_weight_changes(monkeypatch):
     assert mixer._inference_cache  # the cache was used
 
 
+def test_packed_projections_at_inference(monkeypatch):
+    """Where in_proj and out_proj are large (Vim-T's width), eager CPU fp32 inference runs them on oneDNN with each
+    weight packed once: the fused and the Python blocks give identical logits, within float rounding of F.linear's;
+    the packs follow weight changes; a model that ran still copies and pickles (the packs are left out); under bf16
+    autocast nothing is packed; small projections (the demo's width at batch 1) keep torch's matmul."""
+    import copy
+    import io
+
+    import torch.nn.functional as F
+    from dyvm.kernels import mix_cpp
+    from dyvm.models import vim as vim_mod
+
+    pays = torch.ops.dyvm_scan.packed_linear_pays
+    assert pays(1, 192, 768) and pays(64, 384, 192) and not pays(63, 384, 192) and not pays(50, 64, 256)
+    assert pays(1024, 64, 256) and not pays(1023, 64, 256)
+    torch.manual_seed(0)
+    model = dyvm.create_model("vim_tiny", img_size=64, patch_size=8, depth=2, num_classes=5).eval()  # D 192
+    x = torch.randn(4, 3, 64, 64)  # 4 x 65 rows: both projections on the packed weights
+
+    def run(m, fused=True):
+        with monkeypatch.context() as p:
+            if not fused:
+                p.setattr(vim_mod.BiMambaMixer, "fused_call", lambda *a, **k: None)
+                p.setattr(vim_mod.VisionMamba, "fused_stack", lambda *a, **k: None)
+            return m(x)
+
+    def unpacked():  # F.linear's route: a copy (no packs) that packs nothing
+        with monkeypatch.context() as p:
+            p.setattr(mix_cpp, "pack_weight", lambda w: None)
+            return run(copy.deepcopy(model))
+
+    with torch.no_grad():
+        packed = run(model)
+        cache = model.layers[1].mixer._inference_cache
+        assert cache["in_proj_packed"][3].is_mkldnn and cache["out_proj_packed"][3].is_mkldnn
+        assert torch.equal(packed, run(model, fused=False))
+        assert torch.allclose(packed, unpacked(), rtol=1e-5, atol=1e-5)
+        model.layers[1].mixer.in_proj.weight.mul_(1.5)
+        model.layers[0].mixer.out_proj.weight.mul_(-1)
+        after = run(model)
+        assert not torch.allclose(after, packed, atol=1e-3)
+        assert torch.allclose(after, unpacked(), rtol=1e-5, atol=1e-5)
+        assert torch.equal(after, run(model, fused=False))
+        torch.save(model, io.BytesIO())
+        assert torch.equal(copy.deepcopy(model)(x), after)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert model.layers[0].mixer.packed_projections() == (None, None)
+        rows, w = torch.randn(260, 192), model.layers[0].mixer.in_proj.weight
+        pack = mix_cpp.pack_weight(w)
+        assert torch.equal(mix_cpp.linear(rows, w, pack), torch.ops.mkldnn._linear_pointwise(rows, pack, None, "none",
+                                                                                             [], ""))
+        small, w_small = torch.randn(3, 50, 64), torch.randn(256, 64)
+        assert torch.equal(mix_cpp.linear(small, w_small, mix_cpp.pack_weight(w_small)), F.linear(small, w_small))
+
+
 def test_fused_blocks_equal_the_python_blocks(monkeypatch):
     """At eager CPU fp32 inference each block (residual add, RMSNorm, in_proj, mixer) is one extension call;
     every layer's hidden state and residual and the logits equal the Python blocks' exactly."""

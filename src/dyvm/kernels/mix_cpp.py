@@ -17,7 +17,9 @@ a forward the Python between two layers costs far more than in a warm loop, ~12%
 The router's head (:func:`router_forward`) and the token predictor (:func:`predictor_forward`) are plain loops
 rather than ATen calls (at batch 1 their ~25 small calls cost more than their arithmetic); the Python router and
 predictor call the same functions at inference (as the ops ``dyvm::router`` / ``dyvm::token_predictor`` in traced
-programs), so every path scores and routes with identical values.
+programs), so every path scores and routes with identical values. Where ``in_proj`` and ``out_proj`` are large (Vim-T and up),
+both the blocks and the Python mixer run them on oneDNN with the weights packed once (:func:`pack_weight`,
+:func:`linear`; 0.5-0.9x sgemm's time on the AMD AVX-512 kind), again the same route and values on every path.
 """
 from __future__ import annotations
 
@@ -86,24 +88,26 @@ def applies(x: Tensor, params: Sequence[Tensor], scan_backend: Optional[str]) ->
 
 def mix_forward(xz: Tensor, forward_params: list[Tensor], backward_params: list[Tensor], out_weight: Tensor,
                 out_scale: float, gates: Optional[Tensor] = None, router: Sequence[Tensor] = (),
-                router_threshold: float = 0.5) -> list[Tensor]:
+                router_threshold: float = 0.5, out_packed: Optional[Tensor] = None) -> list[Tensor]:
     """xz (B, L, 2E) → [(B, L, D)], or with a router [output, router logits (B, 2), gates (B, 2)].
 
     params per direction: conv weight, conv bias, x_proj weight, dt_proj weight, dt_proj bias, A = -exp(A_log), D.
     gates (B, 2) 0/1 [forward, backward] or None (both on): a direction runs on the images whose gate is on
     (the whole batch, a sub-batch, or not at all) and contributes 0 elsewhere. router: [block_head weight,
     block_head bias, prefix positions (P,) int64]: the gates are then sigmoid(block_head(mean of xz at the
-    positions)) > router_threshold (give gates or a router, not both)."""
+    positions)) > router_threshold (give gates or a router, not both). out_packed: out_proj's weight packed by
+    :func:`pack_weight` (``out_proj`` then runs as :func:`linear` does)."""
     if not scan_cpp.available():
         raise RuntimeError(f"the C++ kernels are unavailable: {scan_cpp.build_error()}")
     return torch.ops.dyvm_scan.mix_forward(xz, forward_params, backward_params, out_weight, out_scale, gates,
-                                           list(router), router_threshold, STUB_SCAN[0])
+                                           list(router), router_threshold, STUB_SCAN[0], out_packed)
 
 
 def block_forward(hidden: Tensor, residual: Optional[Tensor], norm_weight: Tensor, eps: float, in_weight: Tensor,
                   forward_params: list[Tensor], backward_params: list[Tensor], out_weight: Tensor, out_scale: float,
                   gates: Optional[Tensor] = None, router: Sequence[Tensor] = (),
-                  router_threshold: float = 0.5) -> list[Tensor]:
+                  router_threshold: float = 0.5, in_packed: Optional[Tensor] = None,
+                  out_packed: Optional[Tensor] = None) -> list[Tensor]:
     """A whole block: residual' = residual + hidden (hidden at layer 0: residual None), xz = in_proj(RMSNorm
     (residual')), then :func:`mix_forward`'s mixer on xz. hidden, residual (B, L, D) float32 → [output (B, L, D),
     residual'] (+ [router logits, gates] with a router)."""
@@ -111,7 +115,7 @@ def block_forward(hidden: Tensor, residual: Optional[Tensor], norm_weight: Tenso
         raise RuntimeError(f"the C++ kernels are unavailable: {scan_cpp.build_error()}")
     return torch.ops.dyvm_scan.block_forward(hidden, residual, norm_weight, eps, in_weight, forward_params,
                                              backward_params, out_weight, out_scale, gates, list(router),
-                                             router_threshold, STUB_SCAN[0])
+                                             router_threshold, STUB_SCAN[0], in_packed, out_packed)
 
 
 def _loops_ready() -> bool:
@@ -213,14 +217,15 @@ def prune_stage(hidden: Tensor, residual: Tensor, patch_ids: Tensor, predictor: 
 
 def stack_forward(hidden: Tensor, residual: Optional[Tensor], patch_ids: Tensor, layers: list[Tensor],
                   eps: Sequence[float], out_scale: float, routed: bool, router_threshold: float,
-                  positions: Sequence[Sequence[int]], stages: Sequence[tuple[int, int, list[Tensor], float]] = ()
-                  ) -> list[Tensor]:
+                  positions: Sequence[Sequence[int]], stages: Sequence[tuple[int, int, list[Tensor], float]] = (),
+                  packed: Sequence[Tensor] = ()) -> list[Tensor]:
     """Every block of the model (:func:`block_forward` per layer) and the DyVM pruning stages (:func:`prune_stage`
     before the layers they name) in one call, every image with its prefix tokens at the same positions.
 
     layers: per layer [RMSNorm weight, in_proj weight, forward branch (7), backward branch (7), out_proj weight]
     (+ [block_head weight, bias] when ``routed``); eps: per layer; positions: the prefix positions at the start and
-    after each stage; stages: (layer, keep, predictor tensors, LayerNorm eps) → [output (B, L', D), residual,
+    after each stage; stages: (layer, keep, predictor tensors, LayerNorm eps); packed: empty, or per layer in_proj's
+    and out_proj's weights packed by :func:`pack_weight` → [output (B, L', D), residual,
     patch_ids, per stage (patch_ids', kept slots, log-probabilities), with routers their logits and gates
     (depth, B, 2)]."""
     if not scan_cpp.available():
@@ -228,4 +233,32 @@ def stack_forward(hidden: Tensor, residual: Optional[Tensor], patch_ids: Tensor,
     return torch.ops.dyvm_scan.stack_forward(
         hidden, residual, patch_ids, layers, [float(e) for e in eps], out_scale, routed, router_threshold,
         [p for segment in positions for p in segment], [s[0] for s in stages], [s[1] for s in stages],
-        [t for s in stages for t in s[2]], [len(s[2]) for s in stages], [float(s[3]) for s in stages], STUB_SCAN[0])
+        [t for s in stages for t in s[2]], [len(s[2]) for s in stages], [float(s[3]) for s in stages], STUB_SCAN[0],
+        list(packed))
+
+
+def pack_weight(weight: Tensor) -> Optional[Tensor]:
+    """A Linear's float32 CPU weight (out, in) in oneDNN's packed layout, for :func:`linear` and the blocks'
+    ``in_proj`` / ``out_proj`` (None where torch has no oneDNN or the weight is not a float32 CPU tensor)."""
+    if weight.device.type != "cpu" or weight.dtype != torch.float32 or not torch.backends.mkldnn.is_available():
+        return None
+    return torch.ops.mkldnn._reorder_linear_weight(weight.detach())
+
+
+def linear_applies(x: Tensor, weight: Tensor) -> bool:
+    """Whether :func:`linear` serves ``x · weight^T`` now: eager CPU inference in float32 (no autograd, no
+    autocast, nothing traced or counted), the extension built and allowed."""
+    if x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32:
+        return False
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        return False
+    if torch.is_autocast_enabled("cpu") or tracing() or not _kernels_allowed():
+        return False
+    return scan_cpp.available()
+
+
+def linear(x: Tensor, weight: Tensor, packed: Optional[Tensor]) -> Tensor:
+    """x (..., in) · weight (out, in)^T at inference: oneDNN on ``packed`` (:func:`pack_weight`) where the extension's
+    rule says it pays (``in_proj`` / ``out_proj`` of Vim-T and up), else ``F.linear``: the route and the values of
+    the extension's blocks for the same shapes."""
+    return torch.ops.dyvm_scan.linear(x, weight, packed)

@@ -332,7 +332,7 @@ class DyVM(VisionMamba):
                 seq.hidden, seq.residual = fused[0], fused[1]
                 return (fused[2], fused[3]) if self.use_routers else (None, None)
         normed, seq.residual = layer.add_norm(seq.hidden, seq.residual)
-        xz = layer.mixer.in_proj(normed)
+        xz = layer.mixer.project_in(normed)
         logits, gates = self._route(layer, xz, seq, None if forced_gates is None else forced_gates[i], noise,
                                     positions)
         if stats is not None:

@@ -35,6 +35,14 @@ def _decay_rates(a_log: Tensor) -> Tensor:
     return -torch.exp(a_log.float())
 
 
+class _InferenceCache(dict):
+    """A mixer's remembered inference tensors (:meth:`BiMambaMixer._derived`), left out of copies and pickles: the
+    next forward rebuilds them, and oneDNN's packed weights can be neither copied nor saved."""
+
+    def __reduce__(self):
+        return type(self), ()
+
+
 class BiMambaMixer(nn.Module):
     """One mixer with two independent SSM branches (forward and backward over the sequence).
 
@@ -54,7 +62,7 @@ class BiMambaMixer(nn.Module):
         self.dt_rank = math.ceil(d_model / 16) if dt_rank is None else dt_rank
         self.divide_out = divide_out
         self.scan_backend: Optional[str] = None  # None: argument-less dispatch (env var / auto)
-        self._inference_cache: dict[str, tuple] = {}  # see _derived
+        self._inference_cache = _InferenceCache()  # see _derived
         E, N, R = self.d_inner, d_state, self.dt_rank
 
         self.in_proj = nn.Linear(d_model, 2 * E, bias=False)
@@ -175,6 +183,35 @@ class BiMambaMixer(nn.Module):
         return [conv["weight"], conv["bias"], mods["x_proj" + s]._parameters["weight"], dt_proj["weight"],
                 dt_proj["bias"], a, own["D" + s]]
 
+    def packed_projections(self) -> tuple[Optional[Tensor], Optional[Tensor]]:
+        """``in_proj``'s and ``out_proj``'s weights packed for oneDNN (:func:`~dyvm.kernels.mix_cpp.pack_weight`),
+        remembered like A; (None, None) under CPU autocast, where these matmuls run in 16 bits."""
+        if torch.is_autocast_enabled("cpu"):
+            return None, None
+        mods = self._modules
+        return (self._derived("in_proj_packed", mods["in_proj"]._parameters["weight"], mix_cpp.pack_weight),
+                self._derived("out_proj_packed", mods["out_proj"]._parameters["weight"], mix_cpp.pack_weight))
+
+    def project_in(self, u: Tensor) -> Tensor:
+        """``in_proj``: (B, L, D) → xz (B, L, 2E); at eager CPU inference by :func:`~dyvm.kernels.mix_cpp.linear`
+        on the packed weight, the route and values of the fused blocks."""
+        proj = self._modules["in_proj"]
+        weight = proj._parameters["weight"]
+        if forward_hooked(proj) or not mix_cpp.linear_applies(u, weight):
+            return proj(u)
+        return mix_cpp.linear(u, weight, self.packed_projections()[0])
+
+    def project_out(self, y: Tensor) -> Tensor:
+        """``out_proj`` of the summed branches, halved with ``divide_out``: y (B, L, E) → (B, L, D)."""
+        proj = self._modules["out_proj"]
+        weight = proj._parameters["weight"]
+        if forward_hooked(proj) or not mix_cpp.linear_applies(y, weight):
+            if self.divide_out:  # (y / 2) W^T = y (W / 2)^T exactly (a power of two): halve the small weight
+                return F.linear(y, weight * 0.5)
+            return proj(y)
+        out = mix_cpp.linear(y, weight, self.packed_projections()[1])
+        return out * 0.5 if self.divide_out else out
+
     def fused_call(self, x: Tensor, gates: Optional[Tensor] = None, router_positions: Optional[Tensor] = None,
                    router_threshold: float = 0.5, block: Optional[tuple] = None) -> Optional[list[Tensor]]:
         """Eager CPU inference (float32 weights, bf16 autocast allowed) in one call of the compiled extension:
@@ -207,15 +244,16 @@ class BiMambaMixer(nn.Module):
         if params[1] is None or params[8] is None or not mix_cpp.applies(x, checked, self.scan_backend):
             return None
         scale = 0.5 if self.divide_out else 1.0
+        in_packed, out_packed = self.packed_projections()
         if block is None:
-            return mix_cpp.mix_forward(x, params[:7], params[7:], out_weight, scale, gates, router, router_threshold)
+            return mix_cpp.mix_forward(x, params[:7], params[7:], out_weight, scale, gates, router, router_threshold,
+                                       out_packed)
         return mix_cpp.block_forward(x, residual, norm_weight, eps, in_weight, params[:7], params[7:], out_weight,
-                                     scale, gates, router, router_threshold)
+                                     scale, gates, router, router_threshold, in_packed, out_packed)
 
     def forward(self, u: Tensor, mask: Optional[Tensor] = None, gates: Optional[Tensor] = None) -> Tensor:
         """u: (B, L, D) → (B, L, D). mask: (B, L, 1) 0/1 or None; gates: (B, 2) 0/1 [fwd, bwd] or None."""
-        xz = self.in_proj(u)
-        return self.mix(xz, mask, gates)
+        return self.mix(self.project_in(u), mask, gates)
 
     def mix(self, xz: Tensor, mask: Optional[Tensor] = None, gates: Optional[Tensor] = None) -> Tensor:
         """Everything after ``in_proj``: xz (B, L, 2E) → (B, L, D).
@@ -242,9 +280,7 @@ class BiMambaMixer(nn.Module):
             y = gated_sum(self._branch(False, x, z, m), self._branch(True, x_b, z_b, m), *gates.unbind(-1))
         else:
             y = self._selected_branches(xz, x, z, m, gates)
-        if self.divide_out:  # (y / 2) W^T = y (W / 2)^T exactly (a power of two): halve the small weight
-            return F.linear(y.transpose(1, 2), self.out_proj.weight * 0.5)
-        return self.out_proj(y.transpose(1, 2))
+        return self.project_out(y.transpose(1, 2))
 
 
 class Block(nn.Module):
@@ -552,8 +588,10 @@ class VisionMamba(nn.Module):
         if (any(t is None for t in tensors) or len(scales) != 1 or len(backends) != 1
                 or not mix_cpp.applies(hidden, tensors + [t for stage in stages for t in stage[2]], backends.pop())):
             return None
+        packed = [t for layer in self.layers for t in layer._modules["mixer"].packed_projections()]
         return mix_cpp.stack_forward(hidden, None, patch_ids, tensors, eps, 0.5 if scales.pop() else 1.0, routed,
-                                     router_threshold, positions, stages)
+                                     router_threshold, positions, stages,
+                                     () if any(t is None for t in packed) else packed)
 
     def forward_features(self, x: Tensor, layers: Optional[tuple[list, list]] = None) -> TokenSequence:
         """Images → the final sequence, ``hidden`` = RMSNorm-ed tokens (B, L, D). ``layers``: two lists

@@ -103,6 +103,7 @@
 #include <ATen/ops/topk.h>
 #include <ATen/ops/zeros.h>
 #include <ATen/ops/zeros_like.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 #endif
 
@@ -631,20 +632,27 @@ DYVM_INLINE v16f load16(const float* p) {
 }
 DYVM_INLINE void store16(float* p, v16f v) { std::memcpy(p, &v, sizeof(v)); }
 
-// 2^t for 16 lanes: vrndscaleps rounds, vscalefps scales; both handle every range (t <= -150
-// gives 0, t >= 128 gives inf, NaN stays NaN), so no clamping or exponent-bit arithmetic.
+// 2^t for 16 lanes as 2^f 2^floor(t), f = t - floor(t) in [0, 1): vreduceps gives f in one instruction (AVX512DQ;
+// else vrndscaleps and a subtraction), a degree-6 polynomial 2^f (near-minimax on [0, 1), relative error 6.2e-8
+// in float32 with FMAs, exact at f = 0), and vscalefps multiplies by 2^floor(t) reading t itself. Every range is
+// handled with no clamping: finite t <= -150 gives 0, t >= 128 inf, NaN stays NaN. One instruction fewer per exponential
+// than rounding to nearest and subtracting (the recurrence's inner step has 13; docs/speed/2026-12-04f-avx512).
 DYVM_INLINE v16f exp2_v16(v16f t) {
   const __m512 tt = reinterpret_cast<__m512>(t);
-  const __m512 r = _mm512_roundscale_ps(tt, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const v16f f = reinterpret_cast<v16f>(_mm512_sub_ps(tt, r));
-  v16f p = v16f{} + 3.069162316e-04f * 0.5f;  // the polynomial of exp2_f, halved: 2^f
-  p = p * f + 2.679986243e-03f * 0.5f;
-  p = p * f + 1.923697792e-02f * 0.5f;
-  p = p * f + 1.110065755e-01f * 0.5f;
-  p = p * f + 4.804529378e-01f * 0.5f;
-  p = p * f + 1.386294411e+00f * 0.5f;
+#if defined(__AVX512DQ__)
+  const v16f f = reinterpret_cast<v16f>(_mm512_reduce_ps(tt, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC));
+#else
+  const v16f f = reinterpret_cast<v16f>(
+      _mm512_sub_ps(tt, _mm512_roundscale_ps(tt, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC)));
+#endif
+  v16f p = v16f{} + 2.170225489e-04f;
+  p = p * f + 1.243968843e-03f;
+  p = p * f + 9.678840637e-03f;
+  p = p * f + 5.548334122e-02f;
+  p = p * f + 2.402298301e-01f;
+  p = p * f + 6.931470037e-01f;
   p = p * f + 1.0f;
-  return reinterpret_cast<v16f>(_mm512_scalef_ps(reinterpret_cast<__m512>(p), r));
+  return reinterpret_cast<v16f>(_mm512_scalef_ps(reinterpret_cast<__m512>(p), tt));
 }
 
 // Row sums of a 16 x 16 block (row-major at p): lane i of the result = sum_n p[16 i + n].
@@ -2119,6 +2127,48 @@ at::Tensor scan_forward_rows(const at::Tensor& u, const at::Tensor& delta, const
                                           bias, true, reverse, true));
 }
 
+// ------------------------- in_proj and out_proj at inference: oneDNN on a packed weight -------------------------
+// torch's float32 matmul is MKL's sgemm, which packs the weight on every call; oneDNN's matmul on a weight packed
+// once (mkldnn._reorder_linear_weight, remembered per layer by the Python mixer while the weight is unchanged) takes
+// 0.5-0.9x its time on the AMD AVX-512 kind where the weight is large (Vim-T's in_proj at batch 1: 0.55-0.80x with
+// 2 threads, 0.90-0.91x with 1) and up to 3x more where weight and batch are small (the demo's D = 64 layers at
+// batch 1; docs/speed/2026-12-04f-avx512/matmul_crossover.txt). The rule below keeps sgemm where oneDNN lost.
+// Both the extension's blocks and the Python mixer (through the op dyvm_scan::linear) take the same route for the
+// same shapes, so the two give identical values.
+bool packed_linear_pays(int64_t rows, int64_t in, int64_t out) {
+  const int64_t weights = in * out;
+  return weights >= (int64_t{1} << 17) || (weights >= (int64_t{1} << 16) && rows >= 64) ||
+         rows * weights >= (int64_t{1} << 24);
+}
+
+// x (rows, in) float32 · the packed weight's (out, in)^T, by oneDNN (mkldnn::_linear_pointwise, no epilogue)
+at::Tensor packed_mm(const at::Tensor& x, const at::Tensor& packed) {
+  static const auto op = c10::Dispatcher::singleton()
+      .findSchemaOrThrow("mkldnn::_linear_pointwise", "")
+      .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const c10::optional<at::Tensor>&, c10::string_view,
+                        c10::List<c10::optional<at::Scalar>>, c10::optional<c10::string_view>)>();
+  return op.call(x.contiguous(), packed, c10::nullopt, "none", c10::List<c10::optional<at::Scalar>>(), c10::nullopt);
+}
+
+// Whether a float32 x (rows, in) times weight (out, in)^T runs on `packed` (given, float32 input, rule above)
+bool uses_packed(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& packed) {
+  const int64_t in = weight.size(1);
+  return packed && packed->defined() && x.scalar_type() == at::kFloat && in > 0 &&
+         packed_linear_pays(x.numel() / in, in, weight.size(0));
+}
+
+// x (..., in) · weight (out, in)^T at inference: on the packed weight where uses_packed, else at::linear (which
+// autocast lowers to 16 bits), what nn.Linear computes. The Python mixer's in_proj and out_proj at eager inference.
+at::Tensor inference_linear(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& packed) {
+  const at::AutoDispatchBelowADInplaceOrView inference_calls;  // see "Inference calls below autograd"
+  TORCH_CHECK(x.dim() >= 1 && weight.dim() == 2 && x.size(-1) == weight.size(1),
+              "linear: x (..., in) and weight (out, in) must agree on in");
+  if (!uses_packed(x, weight, packed)) return at::linear(x, weight);
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = weight.size(0);
+  return packed_mm(x.reshape({-1, weight.size(1)}), *packed).view(shape);
+}
+
 // One SSM direction at inference: x, z (B, E, L) views of in_proj's output → y (B, E, L) on
 // channel-last memory. params: conv weight (E, 1, K) or (E, K), conv bias (E), x_proj weight
 // (R+2N, E), dt_proj weight (E, R), dt_proj bias (E), A = -exp(A_log) (E, N), D (E). The same calls as the
@@ -2198,7 +2248,8 @@ std::vector<at::Tensor> route(const at::Tensor& xz, at::TensorList router, doubl
 std::vector<at::Tensor> mix_forward(const at::Tensor& xz, at::TensorList forward_params,
                                     at::TensorList backward_params, const at::Tensor& out_weight, double out_scale,
                                     const c10::optional<at::Tensor>& gates, at::TensorList router,
-                                    double router_threshold, bool stub_scan) {
+                                    double router_threshold, bool stub_scan,
+                                    const c10::optional<at::Tensor>& out_packed) {
   const at::AutoDispatchBelowADInplaceOrView inference_calls;  // see "Inference calls below autograd"
   TORCH_CHECK(xz.dim() == 3 && xz.size(2) % 2 == 0 && at::isFloatingType(xz.scalar_type()) &&
               xz.scalar_type() != at::kDouble && xz.device().is_cpu(),
@@ -2247,9 +2298,11 @@ std::vector<at::Tensor> mix_forward(const at::Tensor& xz, at::TensorList forward
   if (!y.defined()) y = at::zeros({Bsz, L, E}, xzf.options()).transpose(1, 2);
   // out_scale (a power of two: 0.5 for the official (y_f + y_b) / 2) scales the smaller of the weight and the output,
   // the same values either way; a scaled copy of a large weight costs a fresh allocation per layer at batch 1
-  const bool scale_output = out_scale != 1.0 && Bsz * L < out_weight.size(1);
+  const at::Tensor yt = y.transpose(1, 2).reshape({Bsz * L, E});
+  const bool packed = uses_packed(yt, out_weight, out_packed);
+  const bool scale_output = out_scale != 1.0 && (packed || Bsz * L < out_weight.size(1));
   const at::Tensor w = out_scale == 1.0 || scale_output ? out_weight : out_weight.mul(out_scale);
-  at::Tensor out = at::mm(y.transpose(1, 2).reshape({Bsz * L, E}), w.t()).view({Bsz, L, out_weight.size(0)});
+  at::Tensor out = (packed ? packed_mm(yt, *out_packed) : at::mm(yt, w.t())).view({Bsz, L, out_weight.size(0)});
   if (scale_output) out.mul_(out_scale);
   if (routed.empty()) return {out};
   return {out, routed[0], routed[1]};
@@ -2263,7 +2316,9 @@ std::vector<at::Tensor> block_forward(const at::Tensor& hidden, const c10::optio
                                       at::TensorList forward_params, at::TensorList backward_params,
                                       const at::Tensor& out_weight, double out_scale,
                                       const c10::optional<at::Tensor>& gates, at::TensorList router,
-                                      double router_threshold, bool stub_scan) {
+                                      double router_threshold, bool stub_scan,
+                                      const c10::optional<at::Tensor>& in_packed,
+                                      const c10::optional<at::Tensor>& out_packed) {
   const at::AutoDispatchBelowADInplaceOrView inference_calls;  // see "Inference calls below autograd"
   TORCH_CHECK(hidden.dim() == 3 && at::isFloatingType(hidden.scalar_type()) &&
               hidden.scalar_type() != at::kDouble && hidden.device().is_cpu(),
@@ -2274,8 +2329,9 @@ std::vector<at::Tensor> block_forward(const at::Tensor& hidden, const c10::optio
   const at::Tensor res = residual ? residual->add(hidden) : (hidden.scalar_type() == at::kFloat ? hidden
                                                                                                 : hidden.to(at::kFloat));
   const at::Tensor normed = res.mul(res.square().mean(-1, true).add(eps).rsqrt()).mul(norm_weight);
-  std::vector<at::Tensor> out = mix_forward(at::linear(normed, in_weight), forward_params, backward_params,
-                                            out_weight, out_scale, gates, router, router_threshold, stub_scan);
+  std::vector<at::Tensor> out = mix_forward(inference_linear(normed, in_weight, in_packed), forward_params,
+                                            backward_params, out_weight, out_scale, gates, router, router_threshold,
+                                            stub_scan, out_packed);
   out.insert(out.begin() + 1, res);
   return out;
 }
@@ -2598,7 +2654,8 @@ std::vector<at::Tensor> stack_forward(const at::Tensor& hidden, const c10::optio
                                       double out_scale, bool routed, double router_threshold,
                                       at::IntArrayRef positions, at::IntArrayRef stage_layers,
                                       at::IntArrayRef stage_keep, at::TensorList predictors,
-                                      at::IntArrayRef predictor_sizes, at::ArrayRef<double> ln_eps, bool stub_scan) {
+                                      at::IntArrayRef predictor_sizes, at::ArrayRef<double> ln_eps, bool stub_scan,
+                                      at::TensorList packed) {
   const at::AutoDispatchBelowADInplaceOrView inference_calls;  // see "Inference calls below autograd"
   const int64_t per_layer = routed ? 19 : 17, depth = static_cast<int64_t>(eps.size());
   const int64_t S = static_cast<int64_t>(stage_layers.size());
@@ -2620,6 +2677,8 @@ std::vector<at::Tensor> stack_forward(const at::Tensor& hidden, const c10::optio
   }
   TORCH_CHECK(static_cast<int64_t>(predictors.size()) == total, "stack_forward: predictors must hold the sum of "
               "predictor_sizes tensors");
+  TORCH_CHECK(packed.empty() || static_cast<int64_t>(packed.size()) == 2 * depth,
+              "stack_forward: packed must be empty or hold each layer's packed in_proj and out_proj weights");
   at::Tensor h = hidden, ids = patch_ids;
   c10::optional<at::Tensor> res = residual;
   std::vector<at::Tensor> outs, logits, gates;
@@ -2646,8 +2705,12 @@ std::vector<at::Tensor> stack_forward(const at::Tensor& hidden, const c10::optio
     at::TensorList p = layers.slice(i * per_layer, per_layer);
     std::vector<at::Tensor> router;
     if (routed) router = {p[17], p[18], router_pos};
+    const auto packed_at = [&](int64_t j) {
+      return packed.empty() ? c10::optional<at::Tensor>() : c10::optional<at::Tensor>(packed[2 * i + j]);
+    };
     std::vector<at::Tensor> out = block_forward(h, res, p[0], eps[i], p[1], p.slice(2, 7), p.slice(9, 7), p[16],
-                                                out_scale, c10::nullopt, router, router_threshold, stub_scan);
+                                                out_scale, c10::nullopt, router, router_threshold, stub_scan,
+                                                packed_at(0), packed_at(1));
     h = out[0];
     res = out[1];
     if (routed) {
@@ -2724,17 +2787,21 @@ TORCH_LIBRARY(dyvm_scan, m) {
   m.def("conv_backward(Tensor grad_out, Tensor x, Tensor weight, Tensor? bias, bool silu, "
         "Tensor? mask=None, bool reverse=False, bool channels_last=False, bool mask_grad=False) -> Tensor[]");
   m.def("mix_forward(Tensor xz, Tensor[] forward_params, Tensor[] backward_params, Tensor out_weight, "
-        "float out_scale, Tensor? gates, Tensor[] router, float router_threshold, bool stub_scan) -> Tensor[]");
+        "float out_scale, Tensor? gates, Tensor[] router, float router_threshold, bool stub_scan, "
+        "Tensor? out_packed=None) -> Tensor[]");
   m.def("block_forward(Tensor hidden, Tensor? residual, Tensor norm_weight, float eps, Tensor in_weight, "
         "Tensor[] forward_params, Tensor[] backward_params, Tensor out_weight, float out_scale, Tensor? gates, "
-        "Tensor[] router, float router_threshold, bool stub_scan) -> Tensor[]");
+        "Tensor[] router, float router_threshold, bool stub_scan, Tensor? in_packed=None, Tensor? out_packed=None) "
+        "-> Tensor[]");
   m.def("router_forward(Tensor input, Tensor weight, Tensor bias, float threshold) -> Tensor[]");
   m.def("predictor_forward(Tensor x, Tensor[] predictor, float ln_eps) -> Tensor");
   m.def("prune_stage(Tensor hidden, Tensor residual, Tensor patch_ids, Tensor[] predictor, float ln_eps, int keep, "
         "int[] prefix, int[] new_prefix) -> Tensor[]");
   m.def("stack_forward(Tensor hidden, Tensor? residual, Tensor patch_ids, Tensor[] layers, float[] eps, "
         "float out_scale, bool routed, float router_threshold, int[] positions, int[] stage_layers, int[] stage_keep, "
-        "Tensor[] predictors, int[] predictor_sizes, float[] ln_eps, bool stub_scan) -> Tensor[]");
+        "Tensor[] predictors, int[] predictor_sizes, float[] ln_eps, bool stub_scan, Tensor[] packed) -> Tensor[]");
+  m.def("linear(Tensor x, Tensor weight, Tensor? packed) -> Tensor");
+  m.def("packed_linear_pays(int rows, int in_features, int out_features) -> bool", &packed_linear_pays);
 }
 
 TORCH_LIBRARY_IMPL(dyvm_scan, CPU, m) {
@@ -2748,5 +2815,14 @@ TORCH_LIBRARY_IMPL(dyvm_scan, CPU, m) {
   m.impl("predictor_forward", &predictor_forward);
   m.impl("router_forward", &router_forward);
   m.impl("stack_forward", &stack_forward);
+  m.impl("linear", &inference_linear);
+}
+
+// the ops that take oneDNN's packed weights (opaque MkldnnCPU tensors, whose dispatch key outranks CPU's)
+TORCH_LIBRARY_IMPL(dyvm_scan, MkldnnCPU, m) {
+  m.impl("mix_forward", &mix_forward);
+  m.impl("block_forward", &block_forward);
+  m.impl("stack_forward", &stack_forward);
+  m.impl("linear", &inference_linear);
 }
 #endif  // DYVM_SCAN_STANDALONE
