@@ -1,0 +1,24 @@
+#!/bin/bash
+# Session 29's measurements at 3191bb2 (this folder's measured.txt says what each shows). Run alone, from this folder:
+#   BASE=<checkout of 33be460> bash chain.sh
+set -x
+export DYVM_EXT_DIR=${DYVM_EXT_DIR:-/work/ext}
+export GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647
+B=${BASE:?set BASE to a checkout of 33be460}
+for b in 1 8 64; do
+  dyvm bench --what train-step --kinds vim-eval dyvm-eval --step-model tiny --train-batch $b --against $B --threads 2 \
+    --rounds 7 --steps $([ $b = 64 ] && echo 1 || echo 2) --no-progress --json eval-b$b-vs-33be460.json > eval-b$b-vs-33be460.txt 2>&1
+done
+OMP_NUM_THREADS=1 dyvm bench --what train-step --kinds vim-eval dyvm-eval --step-model tiny --train-batch 1 --against $B \
+  --threads 1 --rounds 7 --no-progress --json eval-b1-1thread-vs-33be460.json > eval-b1-1thread-vs-33be460.txt 2>&1
+dyvm bench --what train-step --against $B --threads 2 --rounds 7 --no-progress --json train-step-vs-33be460.json \
+  > train-step-vs-33be460.txt 2>&1
+for i in 1 2 3; do for w in $PWD/../../.. $B; do (cd $w && PYTHONPATH=src python $OLDPWD/scan_forward_only.py 1 | grep scan | sed "s|^|$w |"); done; done \
+  > scan_forward_only.txt
+dyvm bench --what dyvm --sizes tiny small --batch-sizes 1 8 64 --threads 2 --rounds 7 --precision 0 --no-progress \
+  --json dyvm-vs-vim-fp32.json > dyvm-vs-vim-fp32.txt 2>&1
+dyvm bench --what dyvm --dtype bf16 --sizes tiny small --batch-sizes 1 8 64 --threads 2 --rounds 7 --precision 0 \
+  --no-progress --json dyvm-vs-vim-bf16.json > dyvm-vs-vim-bf16.txt 2>&1
+OMP_NUM_THREADS=1 dyvm bench --what peers --batch-sizes 1 8 --threads 1 --no-progress --json peers.json > peers.txt 2>&1
+dyvm bench --what backbone --batch-sizes 1 8 --threads 2 --rounds 5 --precision 0 --no-progress --json backbone.json \
+  > backbone.txt 2>&1
