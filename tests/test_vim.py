@@ -248,7 +248,8 @@ def test_packed_projections_at_inference(monkeypatch):
     """Where in_proj and out_proj are large (Vim-T's width), eager CPU fp32 inference runs them on oneDNN with each
     weight packed once: the fused and the Python blocks give identical logits, within float rounding of F.linear's;
     the packs follow weight changes; a model that ran still copies and pickles (the packs are left out); under bf16
-    autocast nothing is packed; small projections (the demo's width at batch 1) keep torch's matmul."""
+    autocast the packs are bf16 and the fused blocks still equal the Python ones (autocast's own matmuls); small
+    projections (the demo's width at batch 1) keep torch's matmul."""
     import copy
     import io
 
@@ -272,7 +273,7 @@ def test_packed_projections_at_inference(monkeypatch):
 
     def unpacked():  # F.linear's route: a copy (no packs) that packs nothing
         with monkeypatch.context() as p:
-            p.setattr(mix_cpp, "pack_weight", lambda w: None)
+            p.setattr(mix_cpp, "pack_weight", lambda w, dtype=None: None)
             return run(copy.deepcopy(model))
 
     with torch.no_grad():
@@ -289,7 +290,11 @@ def test_packed_projections_at_inference(monkeypatch):
         assert torch.equal(after, run(model, fused=False))
         torch.save(model, io.BytesIO())
         assert torch.equal(copy.deepcopy(model)(x), after)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 packs: autocast's values, no per-forward cast
+            low = run(model)
+            assert cache["in_proj_packed_bf16"][3].dtype == torch.bfloat16
+            assert torch.equal(low, run(model, fused=False))
+        with torch.autocast("cpu", dtype=torch.float16):
             assert model.layers[0].mixer.packed_projections() == (None, None)
         rows, w = torch.randn(260, 192), model.layers[0].mixer.in_proj.weight
         pack = mix_cpp.pack_weight(w)

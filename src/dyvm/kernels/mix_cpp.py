@@ -237,12 +237,14 @@ def stack_forward(hidden: Tensor, residual: Optional[Tensor], patch_ids: Tensor,
         list(packed))
 
 
-def pack_weight(weight: Tensor) -> Optional[Tensor]:
-    """A Linear's float32 CPU weight (out, in) in oneDNN's packed layout, for :func:`linear` and the blocks'
-    ``in_proj`` / ``out_proj`` (None where torch has no oneDNN or the weight is not a float32 CPU tensor)."""
+def pack_weight(weight: Tensor, dtype: torch.dtype = torch.float32) -> Optional[Tensor]:
+    """A Linear's float32 CPU weight (out, in) in oneDNN's packed layout, in ``dtype`` (float32, or bfloat16 for the
+    blocks under bf16 autocast, whose matmuls then skip autocast's weight cast and give its values), for
+    :func:`linear` and the blocks' ``in_proj`` / ``out_proj`` (None where torch has no oneDNN or the weight is not
+    a float32 CPU tensor)."""
     if weight.device.type != "cpu" or weight.dtype != torch.float32 or not torch.backends.mkldnn.is_available():
         return None
-    return torch.ops.mkldnn._reorder_linear_weight(weight.detach())
+    return torch.ops.mkldnn._reorder_linear_weight(weight.detach().to(dtype))
 
 
 def linear_applies(x: Tensor, weight: Tensor) -> bool:

@@ -185,12 +185,14 @@ class BiMambaMixer(nn.Module):
 
     def packed_projections(self) -> tuple[Optional[Tensor], Optional[Tensor]]:
         """``in_proj``'s and ``out_proj``'s weights packed for oneDNN (:func:`~dyvm.kernels.mix_cpp.pack_weight`),
-        remembered like A; (None, None) under CPU autocast, where these matmuls run in 16 bits."""
-        if torch.is_autocast_enabled("cpu"):
+        remembered like A: in float32, or in bf16 under CPU bf16 autocast (the fused blocks' matmuls then give
+        autocast's values without casting the weights in every forward); (None, None) under float16 autocast."""
+        dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else torch.float32
+        if dtype not in (torch.float32, torch.bfloat16):
             return None, None
-        mods = self._modules
-        return (self._derived("in_proj_packed", mods["in_proj"]._parameters["weight"], mix_cpp.pack_weight),
-                self._derived("out_proj_packed", mods["out_proj"]._parameters["weight"], mix_cpp.pack_weight))
+        mods, tag = self._modules, "" if dtype == torch.float32 else "_bf16"
+        return tuple(self._derived(name + "_packed" + tag, mods[name]._parameters["weight"],
+                                   lambda w: mix_cpp.pack_weight(w, dtype)) for name in ("in_proj", "out_proj"))
 
     def project_in(self, u: Tensor) -> Tensor:
         """``in_proj``: (B, L, D) → xz (B, L, 2E); at eager CPU inference by :func:`~dyvm.kernels.mix_cpp.linear`

@@ -2141,16 +2141,19 @@ bool packed_linear_pays(int64_t rows, int64_t in, int64_t out) {
          rows * weights >= (int64_t{1} << 24);
 }
 
-// x (rows, in) float32 · the packed weight's (out, in)^T, by oneDNN (mkldnn::_linear_pointwise, no epilogue)
+// x (rows, in) · the packed weight's (out, in)^T, by oneDNN (mkldnn::_linear_pointwise, no epilogue); a bf16 pack
+// (given under bf16 autocast) takes x in bf16 and returns bf16, the values autocast's matmul gives
 at::Tensor packed_mm(const at::Tensor& x, const at::Tensor& packed) {
   static const auto op = c10::Dispatcher::singleton()
       .findSchemaOrThrow("mkldnn::_linear_pointwise", "")
       .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const c10::optional<at::Tensor>&, c10::string_view,
                         c10::List<c10::optional<at::Scalar>>, c10::optional<c10::string_view>)>();
-  return op.call(x.contiguous(), packed, c10::nullopt, "none", c10::List<c10::optional<at::Scalar>>(), c10::nullopt);
+  const at::Tensor xc = (x.scalar_type() == packed.scalar_type() ? x : x.to(packed.scalar_type())).contiguous();
+  return op.call(xc, packed, c10::nullopt, "none", c10::List<c10::optional<at::Scalar>>(), c10::nullopt);
 }
 
-// Whether a float32 x (rows, in) times weight (out, in)^T runs on `packed` (given, float32 input, rule above)
+// Whether a float32 x (rows, in) times weight (out, in)^T runs on `packed` (given, float32 input, rule above); the
+// pack is float32, or bf16 under bf16 autocast
 bool uses_packed(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& packed) {
   const int64_t in = weight.size(1);
   return packed && packed->defined() && x.scalar_type() == at::kFloat && in > 0 &&
