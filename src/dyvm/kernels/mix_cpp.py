@@ -17,9 +17,10 @@ a forward the Python between two layers costs far more than in a warm loop, ~12%
 The router's head (:func:`router_forward`) and the token predictor (:func:`predictor_forward`) are plain loops
 rather than ATen calls (at batch 1 their ~25 small calls cost more than their arithmetic); the Python router and
 predictor call the same functions at inference (as the ops ``dyvm::router`` / ``dyvm::token_predictor`` in traced
-programs), so every path scores and routes with identical values. Where ``in_proj`` and ``out_proj`` are large (Vim-T and up),
-both the blocks and the Python mixer run them on oneDNN with the weights packed once (:func:`pack_weight`,
-:func:`linear`; 0.5-0.9x sgemm's time on the AMD AVX-512 kind), again the same route and values on every path.
+programs), so every path scores and routes with identical values. Where ``in_proj`` and ``out_proj`` are large
+(Vim-T and up), both the blocks and the Python mixer run them on oneDNN with the weights packed once
+(:func:`pack_weight`, :func:`linear`; 0.5-0.9x sgemm's time on the AMD AVX-512 kind), again the same route and
+values on every path.
 """
 from __future__ import annotations
 
@@ -254,9 +255,7 @@ def linear_applies(x: Tensor, weight: Tensor) -> bool:
         return False
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
         return False
-    if torch.is_autocast_enabled("cpu") or tracing() or not _kernels_allowed():
-        return False
-    return scan_cpp.available()
+    return not torch.is_autocast_enabled("cpu") and not tracing() and _loops_ready()
 
 
 def linear(x: Tensor, weight: Tensor, packed: Optional[Tensor]) -> Tensor:

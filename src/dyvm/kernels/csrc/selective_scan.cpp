@@ -635,8 +635,9 @@ DYVM_INLINE void store16(float* p, v16f v) { std::memcpy(p, &v, sizeof(v)); }
 // 2^t for 16 lanes as 2^f 2^floor(t), f = t - floor(t) in [0, 1): vreduceps gives f in one instruction (AVX512DQ;
 // else vrndscaleps and a subtraction), a degree-6 polynomial 2^f (near-minimax on [0, 1), relative error 6.2e-8
 // in float32 with FMAs, exact at f = 0), and vscalefps multiplies by 2^floor(t) reading t itself. Every range is
-// handled with no clamping: finite t <= -150 gives 0, t >= 128 inf, NaN stays NaN. One instruction fewer per exponential
-// than rounding to nearest and subtracting (the recurrence's inner step has 13; docs/speed/2026-12-04f-avx512).
+// handled with no clamping: finite t <= -150 gives 0, t >= 128 inf, NaN stays NaN. One instruction fewer per
+// exponential than rounding to nearest and subtracting (the recurrence's inner step has 13;
+// docs/speed/2026-12-04f-avx512).
 DYVM_INLINE v16f exp2_v16(v16f t) {
   const __m512 tt = reinterpret_cast<__m512>(t);
 #if defined(__AVX512DQ__)
