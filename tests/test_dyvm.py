@@ -144,9 +144,12 @@ def test_branch_skipping_equals_masking():
 def test_sub_batch_really_skips_compute(monkeypatch):
     mixer = small_dyvm(depth=2, pruning_loc=[1]).layers[0].mixer
     xz, gates = torch.randn(4, 9, 2 * mixer.d_inner), torch.tensor([[1., 0], [0, 0], [1, 0], [0, 0]])
-    # the fused inference mixer (one extension call): its matmuls show the rows each direction ran on
+    # the fused inference mixer (one extension call): its matmuls show the rows each direction ran on (x_proj and
+    # dt_proj as ATen matmuls here: their panel route, the default, is a plain loop the profiler does not see)
+    monkeypatch.setattr(mixer, "all_panels", lambda: [])
     with torch.no_grad(), torch.profiler.profile(record_shapes=True) as prof:
         mixer.mix(xz, None, gates)
+    monkeypatch.undo()
     rows = sorted(e.input_shapes[0][0] for e in prof.events() if e.name == "aten::mm")
     assert rows == [2 * 9, 2 * 9, 4 * 9]  # x_proj and dt_proj on 2 images (one direction), out_proj on all 4
     # the Python mixer (what runs where the fused one does not apply)
@@ -375,9 +378,11 @@ def test_stacked_op_refuses_bad_arguments():
             model.forward_inference(torch.randn(2, 3, 32, 32))
         finally:
             mix_cpp.stack_forward = real
-        hidden, residual, ids, layers, eps, scale, routed, threshold, positions, stages, packed = captured["args"]
-        good = dict(layers=layers, eps=eps, positions=positions, stages=stages, packed=packed)
-        out = real(hidden, residual, ids, layers, eps, scale, routed, threshold, positions, stages, packed)
+        hidden, residual, ids, layers, eps, scale, routed, threshold, positions, stages, packed, panels = captured["args"]
+        # per layer x_proj and dt_proj of both branches, then in_proj's and out_proj's (small weights here)
+        assert len(panels) == 6 * 2 and panels[4].shape[0] == layers[1].shape[1]
+        good = dict(layers=layers, eps=eps, positions=positions, stages=stages, packed=packed, panels=panels)
+        out = real(hidden, residual, ids, layers, eps, scale, routed, threshold, positions, stages, packed, panels)
         assert len(out) == 3 + 3 + 2 and out[-1].shape == (2, 2, 2)
         stage = stages[0]
         for change, word in ((dict(layers=layers[:-1]), "layers"), (dict(eps=eps[:1]), "layers"),
@@ -385,11 +390,12 @@ def test_stacked_op_refuses_bad_arguments():
                              (dict(stages=[(0,) + stage[1:]]), "stage_layers"),
                              (dict(stages=[stage[:2] + (stage[2][:-1],) + stage[3:]]), "predictor"),
                              (dict(stages=[stage[:1] + (10 ** 6,) + stage[2:]]), "keep"),
-                             (dict(packed=[layers[1]]), "packed")):
+                             (dict(packed=[layers[1]]), "packed"), (dict(panels=panels[:5]), "panels"),
+                             (dict(panels=[panels[1]] + panels[1:]), "panel")):
             args = {**good, **change}
             with pytest.raises(RuntimeError, match=word):
                 real(hidden, residual, ids, args["layers"], args["eps"], scale, routed, threshold, args["positions"],
-                     args["stages"], args["packed"])
+                     args["stages"], args["packed"], args["panels"])
 
 
 def test_fused_pruning_stage_refuses_bad_arguments():

@@ -89,7 +89,8 @@ def applies(x: Tensor, params: Sequence[Tensor], scan_backend: Optional[str]) ->
 
 def mix_forward(xz: Tensor, forward_params: list[Tensor], backward_params: list[Tensor], out_weight: Tensor,
                 out_scale: float, gates: Optional[Tensor] = None, router: Sequence[Tensor] = (),
-                router_threshold: float = 0.5, out_packed: Optional[Tensor] = None) -> list[Tensor]:
+                router_threshold: float = 0.5, out_packed: Optional[Tensor] = None,
+                panels: Sequence[Tensor] = ()) -> list[Tensor]:
     """xz (B, L, 2E) → [(B, L, D)], or with a router [output, router logits (B, 2), gates (B, 2)].
 
     params per direction: conv weight, conv bias, x_proj weight, dt_proj weight, dt_proj bias, A = -exp(A_log), D.
@@ -97,18 +98,20 @@ def mix_forward(xz: Tensor, forward_params: list[Tensor], backward_params: list[
     (the whole batch, a sub-batch, or not at all) and contributes 0 elsewhere. router: [block_head weight,
     block_head bias, prefix positions (P,) int64]: the gates are then sigmoid(block_head(mean of xz at the
     positions)) > router_threshold (give gates or a router, not both). out_packed: out_proj's weight packed by
-    :func:`pack_weight` (``out_proj`` then runs as :func:`linear` does)."""
+    :func:`pack_weight` (``out_proj`` then runs as :func:`linear` does); panels: empty, or the x_proj and dt_proj
+    panels (:func:`weight_panel`) of the forward then the backward branch (they then run as :func:`panel_linear`),
+    optionally followed by in_proj's and out_proj's (an empty tensor: none; used as :func:`linear` uses them)."""
     if not scan_cpp.available():
         raise RuntimeError(f"the C++ kernels are unavailable: {scan_cpp.build_error()}")
     return torch.ops.dyvm_scan.mix_forward(xz, forward_params, backward_params, out_weight, out_scale, gates,
-                                           list(router), router_threshold, STUB_SCAN[0], out_packed)
+                                           list(router), router_threshold, STUB_SCAN[0], out_packed, list(panels))
 
 
 def block_forward(hidden: Tensor, residual: Optional[Tensor], norm_weight: Tensor, eps: float, in_weight: Tensor,
                   forward_params: list[Tensor], backward_params: list[Tensor], out_weight: Tensor, out_scale: float,
                   gates: Optional[Tensor] = None, router: Sequence[Tensor] = (),
                   router_threshold: float = 0.5, in_packed: Optional[Tensor] = None,
-                  out_packed: Optional[Tensor] = None) -> list[Tensor]:
+                  out_packed: Optional[Tensor] = None, panels: Sequence[Tensor] = ()) -> list[Tensor]:
     """A whole block: residual' = residual + hidden (hidden at layer 0: residual None), xz = in_proj(RMSNorm
     (residual')), then :func:`mix_forward`'s mixer on xz. hidden, residual (B, L, D) float32 → [output (B, L, D),
     residual'] (+ [router logits, gates] with a router)."""
@@ -116,7 +119,7 @@ def block_forward(hidden: Tensor, residual: Optional[Tensor], norm_weight: Tenso
         raise RuntimeError(f"the C++ kernels are unavailable: {scan_cpp.build_error()}")
     return torch.ops.dyvm_scan.block_forward(hidden, residual, norm_weight, eps, in_weight, forward_params,
                                              backward_params, out_weight, out_scale, gates, list(router),
-                                             router_threshold, STUB_SCAN[0], in_packed, out_packed)
+                                             router_threshold, STUB_SCAN[0], in_packed, out_packed, list(panels))
 
 
 def _loops_ready() -> bool:
@@ -219,14 +222,15 @@ def prune_stage(hidden: Tensor, residual: Tensor, patch_ids: Tensor, predictor: 
 def stack_forward(hidden: Tensor, residual: Optional[Tensor], patch_ids: Tensor, layers: list[Tensor],
                   eps: Sequence[float], out_scale: float, routed: bool, router_threshold: float,
                   positions: Sequence[Sequence[int]], stages: Sequence[tuple[int, int, list[Tensor], float]] = (),
-                  packed: Sequence[Tensor] = ()) -> list[Tensor]:
+                  packed: Sequence[Tensor] = (), panels: Sequence[Tensor] = ()) -> list[Tensor]:
     """Every block of the model (:func:`block_forward` per layer) and the DyVM pruning stages (:func:`prune_stage`
     before the layers they name) in one call, every image with its prefix tokens at the same positions.
 
     layers: per layer [RMSNorm weight, in_proj weight, forward branch (7), backward branch (7), out_proj weight]
     (+ [block_head weight, bias] when ``routed``); eps: per layer; positions: the prefix positions at the start and
     after each stage; stages: (layer, keep, predictor tensors, LayerNorm eps); packed: empty, or per layer in_proj's
-    and out_proj's weights packed by :func:`pack_weight` → [output (B, L', D), residual,
+    and out_proj's weights packed by :func:`pack_weight`; panels: empty, or per layer those of
+    :func:`mix_forward` (4 or 6, the same count for every layer) → [output (B, L', D), residual,
     patch_ids, per stage (patch_ids', kept slots, log-probabilities), with routers their logits and gates
     (depth, B, 2)]."""
     if not scan_cpp.available():
@@ -235,7 +239,7 @@ def stack_forward(hidden: Tensor, residual: Optional[Tensor], patch_ids: Tensor,
         hidden, residual, patch_ids, layers, [float(e) for e in eps], out_scale, routed, router_threshold,
         [p for segment in positions for p in segment], [s[0] for s in stages], [s[1] for s in stages],
         [t for s in stages for t in s[2]], [len(s[2]) for s in stages], [float(s[3]) for s in stages], STUB_SCAN[0],
-        list(packed))
+        list(packed), list(panels))
 
 
 def pack_weight(weight: Tensor, dtype: torch.dtype = torch.float32) -> Optional[Tensor]:
@@ -258,8 +262,22 @@ def linear_applies(x: Tensor, weight: Tensor) -> bool:
     return not torch.is_autocast_enabled("cpu") and not tracing() and _loops_ready()
 
 
-def linear(x: Tensor, weight: Tensor, packed: Optional[Tensor]) -> Tensor:
+def linear(x: Tensor, weight: Tensor, packed: Optional[Tensor], panel: Optional[Tensor] = None) -> Tensor:
     """x (..., in) · weight (out, in)^T at inference: oneDNN on ``packed`` (:func:`pack_weight`) where the extension's
-    rule says it pays (``in_proj`` / ``out_proj`` of Vim-T and up), else ``F.linear``: the route and the values of
-    the extension's blocks for the same shapes."""
-    return torch.ops.dyvm_scan.linear(x, weight, packed)
+    rule says it pays (``in_proj`` / ``out_proj`` of Vim-T and up), else on ``panel`` (:func:`weight_panel`, given
+    for small weights) from 2 rows, else ``F.linear``: the route and the values of the extension's blocks for the
+    same shapes."""
+    return torch.ops.dyvm_scan.linear(x, weight, packed, panel)
+
+
+def weight_panel(weight: Tensor) -> Tensor:
+    """A float32 CPU weight (out, in) laid out for :func:`panel_linear`: (in, out rounded up to 16), zero-padded."""
+    return torch.ops.dyvm_scan.panel(weight.detach())
+
+
+def panel_linear(x: Tensor, panel: Tensor, out_features: int) -> Tensor:
+    """x (..., in) float32 · weight (out, in)^T at inference, from the weight's :func:`weight_panel`: register tiles
+    summing each output's products in input order (values independent of tiling and threads). ``x_proj`` and
+    ``dt_proj`` take this route at eager float32 inference, in the extension's blocks and in the Python mixer alike
+    (MKL's sgemm ran these narrow matmuls at 0.3-0.6x the core's rate)."""
+    return torch.ops.dyvm_scan.panel_linear(x, panel, out_features)

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from . import scan as scan_mod
 from .custom_ops import is_channels_last, tracing
+from .mix_cpp import panel_linear
 
 
 class _SplitXZ(torch.autograd.Function):
@@ -126,16 +127,23 @@ def narrow_linear(x: Tensor, weight: Tensor) -> Tensor:
     return _NarrowLinear.apply(x, weight)
 
 
-def ssm_inputs(u: Tensor, x_proj_weight: Tensor, dt_proj_weight: Tensor, d_state: int) -> tuple[Tensor, Tensor, Tensor]:
+def ssm_inputs(u: Tensor, x_proj_weight: Tensor, dt_proj_weight: Tensor, d_state: int,
+               panels: Optional[tuple[Tensor, Tensor]] = None) -> tuple[Tensor, Tensor, Tensor]:
     """x_proj and dt_proj of one direction as composed ops: u (B, E, L) → Δ before bias and softplus
-    (B, E, L), B and C (B, L, N)."""
+    (B, E, L), B and C (B, L, N). ``panels``: the two weights' panels at eager float32 inference
+    (:func:`~dyvm.kernels.mix_cpp.panel_linear`, the extension's blocks' route and values), else F.linear."""
+    if panels is not None:
+        x_dbl = panel_linear(u.transpose(1, 2), panels[0], x_proj_weight.shape[0])
+        dt, B, C = x_dbl.split([dt_proj_weight.shape[1], d_state, d_state], dim=-1)
+        return panel_linear(dt, panels[1], dt_proj_weight.shape[0]).transpose(1, 2), B, C
     x_dbl = F.linear(u.transpose(1, 2), x_proj_weight)                  # (B, L, R+2N)
     dt, B, C = x_dbl.split([dt_proj_weight.shape[1], d_state, d_state], dim=-1)
     return narrow_linear(dt, dt_proj_weight).transpose(1, 2), B, C
 
 
 def ssm_branch(u: Tensor, x_proj_weight: Tensor, dt_proj_weight: Tensor, dt_bias: Tensor, A: Tensor, D: Tensor,
-               z: Tensor, d_state: int, reverse: bool, backend: Optional[str] = None) -> Tensor:
+               z: Tensor, d_state: int, reverse: bool, backend: Optional[str] = None,
+               panels: Optional[tuple[Tensor, Tensor]] = None) -> Tensor:
     """One SSM direction after its conv: u (B, E, L) → x_proj → (Δ = dt_proj(dt), B, C) → the selective
     scan with D, the z gate and dt_bias (softplus) → (B, E, L). x_proj's and dt_proj's weights (R + 2N, E) and
     (E, R), no bias. Training with the ``cpp`` scan on float32 channel-last tensors takes one fused node
@@ -148,6 +156,6 @@ def ssm_branch(u: Tensor, x_proj_weight: Tensor, dt_proj_weight: Tensor, dt_bias
             and all(t.dtype == torch.float32 for t in (x_proj_weight, dt_proj_weight, dt_bias, A, D, z))
             and scan_mod.resolve_backend(backend, u.device) == "cpp"):
         return scan_cpp.ssm_branch_cpp(u, x_proj_weight, dt_proj_weight, dt_bias, A, D, z, d_state, reverse)
-    delta, B, C = ssm_inputs(u, x_proj_weight, dt_proj_weight, d_state)
+    delta, B, C = ssm_inputs(u, x_proj_weight, dt_proj_weight, d_state, panels)
     return scan_mod.selective_scan(u, delta, A, B.transpose(1, 2), C.transpose(1, 2), D, z, dt_bias,
                                    delta_softplus=True, backend=backend, reverse=reverse)

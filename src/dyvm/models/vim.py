@@ -30,6 +30,10 @@ from .registry import register_model
 from .tokens import MiddleClassToken, PrefixLayout, TokenSequence
 
 
+# in a block's panel list, the place of an in_proj / out_proj panel the layer does not use (lists hold no None)
+_NO_PANEL = torch.empty(0)
+
+
 def _decay_rates(a_log: Tensor) -> Tensor:
     """A = -exp(A_log) in float32, as the scan reads it."""
     return -torch.exp(a_log.float())
@@ -98,7 +102,7 @@ class BiMambaMixer(nn.Module):
         s = "_b" if backward else ""
         u = self._conv(backward, x, mask)
         delta, B, C = ssm_inputs(u, getattr(self, "x_proj" + s).weight, getattr(self, "dt_proj" + s).weight,
-                                 self.d_state)
+                                 self.d_state, self._panels(backward, x))
         return u, delta, B, C
 
     def _conv(self, backward: bool, x: Tensor, mask: Optional[Tensor]) -> Tensor:
@@ -115,7 +119,7 @@ class BiMambaMixer(nn.Module):
         dt_proj = getattr(self, "dt_proj" + s)
         return ssm_branch(self._conv(backward, x, mask), getattr(self, "x_proj" + s).weight, dt_proj.weight,
                           dt_proj.bias.float(), A, getattr(self, "D" + s).float(), z, self.d_state, backward,
-                          backend=self.scan_backend)
+                          backend=self.scan_backend, panels=self._panels(backward, x))
 
     def token_stats(self, xz: Tensor, mask: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         """Per-token averages of the two directions, what the Predictor-B / Predictor-Δ ablations
@@ -183,6 +187,39 @@ class BiMambaMixer(nn.Module):
         return [conv["weight"], conv["bias"], mods["x_proj" + s]._parameters["weight"], dt_proj["weight"],
                 dt_proj["bias"], a, own["D" + s]]
 
+    def ssm_panels(self, backward: bool) -> tuple[Tensor, Tensor]:
+        """One direction's ``x_proj`` and ``dt_proj`` weights as panels (:func:`~dyvm.kernels.mix_cpp.weight_panel`),
+        remembered like A: their float32 inference route in the extension's blocks and in the Python mixer."""
+        s, mods = "_b" if backward else "", self._modules
+        return tuple(self._derived(name + s + "_panel", mods[name + s]._parameters["weight"], mix_cpp.weight_panel)
+                     for name in ("x_proj", "dt_proj"))
+
+    def _panels(self, backward: bool, x: Tensor) -> Optional[tuple[Tensor, Tensor]]:
+        """:meth:`ssm_panels` where the Python mixer's x_proj and dt_proj take the panel route (eager float32 CPU
+        inference, :func:`~dyvm.kernels.mix_cpp.linear_applies`), else None (F.linear)."""
+        weight = self._modules["x_proj_b" if backward else "x_proj"]._parameters["weight"]
+        return self.ssm_panels(backward) if mix_cpp.linear_applies(x, weight) else None
+
+    def projection_panel(self, name: str) -> Optional[Tensor]:
+        """``in_proj``'s or ``out_proj``'s weight panel where that weight is small (under 2^17 elements: where the
+        oneDNN pack does not serve every row count; from 2 rows the panel beats sgemm there), else None."""
+        weight = self._modules[name]._parameters["weight"]
+        if weight.numel() >= 1 << 17:
+            return None
+        return self._derived(name + "_panel", weight, mix_cpp.weight_panel)
+
+    def all_panels(self) -> list[Tensor]:
+        """The panels the extension's blocks take: x_proj and dt_proj of the forward then the backward branch,
+        then, where either projection is small, in_proj's and out_proj's (an empty tensor for one that is not);
+        none under autocast (the matmuls then run in 16 bits, as autocast lowers them)."""
+        if torch.is_autocast_enabled("cpu"):
+            return []
+        panels = [*self.ssm_panels(False), *self.ssm_panels(True)]
+        projections = [self.projection_panel("in_proj"), self.projection_panel("out_proj")]
+        if any(p is not None for p in projections):
+            panels += [_NO_PANEL if p is None else p for p in projections]
+        return panels
+
     def packed_projections(self) -> tuple[Optional[Tensor], Optional[Tensor]]:
         """``in_proj``'s and ``out_proj``'s weights packed for oneDNN (:func:`~dyvm.kernels.mix_cpp.pack_weight`),
         remembered like A: in float32, or in bf16 under CPU bf16 autocast (the fused blocks' matmuls then give
@@ -201,7 +238,7 @@ class BiMambaMixer(nn.Module):
         weight = proj._parameters["weight"]
         if forward_hooked(proj) or not mix_cpp.linear_applies(u, weight):
             return proj(u)
-        return mix_cpp.linear(u, weight, self.packed_projections()[0])
+        return mix_cpp.linear(u, weight, self.packed_projections()[0], self.projection_panel("in_proj"))
 
     def project_out(self, y: Tensor) -> Tensor:
         """``out_proj`` of the summed branches, halved with ``divide_out``: y (B, L, E) → (B, L, D)."""
@@ -211,7 +248,7 @@ class BiMambaMixer(nn.Module):
             if self.divide_out:  # (y / 2) W^T = y (W / 2)^T exactly (a power of two): halve the small weight
                 return F.linear(y, weight * 0.5)
             return proj(y)
-        out = mix_cpp.linear(y, weight, self.packed_projections()[1])
+        out = mix_cpp.linear(y, weight, self.packed_projections()[1], self.projection_panel("out_proj"))
         return out * 0.5 if self.divide_out else out
 
     def fused_call(self, x: Tensor, gates: Optional[Tensor] = None, router_positions: Optional[Tensor] = None,
@@ -249,9 +286,9 @@ class BiMambaMixer(nn.Module):
         in_packed, out_packed = self.packed_projections()
         if block is None:
             return mix_cpp.mix_forward(x, params[:7], params[7:], out_weight, scale, gates, router, router_threshold,
-                                       out_packed)
+                                       out_packed, self.all_panels())
         return mix_cpp.block_forward(x, residual, norm_weight, eps, in_weight, params[:7], params[7:], out_weight,
-                                     scale, gates, router, router_threshold, in_packed, out_packed)
+                                     scale, gates, router, router_threshold, in_packed, out_packed, self.all_panels())
 
     def forward(self, u: Tensor, mask: Optional[Tensor] = None, gates: Optional[Tensor] = None) -> Tensor:
         """u: (B, L, D) → (B, L, D). mask: (B, L, 1) 0/1 or None; gates: (B, 2) 0/1 [fwd, bwd] or None."""
@@ -590,10 +627,12 @@ class VisionMamba(nn.Module):
         if (any(t is None for t in tensors) or len(scales) != 1 or len(backends) != 1
                 or not mix_cpp.applies(hidden, tensors + [t for stage in stages for t in stage[2]], backends.pop())):
             return None
-        packed = [t for layer in self.layers for t in layer._modules["mixer"].packed_projections()]
+        mixers = [layer._modules["mixer"] for layer in self.layers]
+        packed = [t for mixer in mixers for t in mixer.packed_projections()]
+        panels = [t for mixer in mixers for t in mixer.all_panels()]
         return mix_cpp.stack_forward(hidden, None, patch_ids, tensors, eps, 0.5 if scales.pop() else 1.0, routed,
                                      router_threshold, positions, stages,
-                                     () if any(t is None for t in packed) else packed)
+                                     () if any(t is None for t in packed) else packed, panels)
 
     def forward_features(self, x: Tensor, layers: Optional[tuple[list, list]] = None) -> TokenSequence:
         """Images → the final sequence, ``hidden`` = RMSNorm-ed tokens (B, L, D). ``layers``: two lists

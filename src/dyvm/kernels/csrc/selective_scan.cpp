@@ -2128,6 +2128,112 @@ at::Tensor scan_forward_rows(const at::Tensor& u, const at::Tensor& delta, const
                                           bias, true, reverse, true));
 }
 
+// --------------------------- x_proj and dt_proj at inference: a matmul on a weight panel ---------------------------
+// torch's float32 matmul (MKL's sgemm) packs the weight on every call and, for the mixer's narrow matmuls, runs far
+// below the core's rate: x_proj (E -> R + 2N = 44 outputs at Vim-T) at 0.6x, dt_proj (R = 12 inputs) at 0.3-0.5x
+// with two threads (docs/speed/2026-12-05-avx512/panel_matmul.txt). Here the weight is laid out once as a panel
+// (in, out rounded up to 16; the Python mixer remembers it like A) and a register tile of kPanRows rows x 2 native
+// vectors of outputs accumulates over the inputs in order, so every output sums its products in the same order
+// whatever the tiling or the thread count (the fused blocks and the Python mixer give identical values).
+typedef float pan_vn __attribute__((vector_size(
+#if defined(__AVX512F__)
+    64
+#else
+    32
+#endif
+    )));
+constexpr int64_t kPanW = sizeof(pan_vn) / sizeof(float), kPanRows = 6, kPanPad = 16;
+
+// weight (out, in) float32 → its panel (in, out rounded up to 16), zero columns after out
+at::Tensor weight_panel(const at::Tensor& weight) {
+  TORCH_CHECK(weight.dim() == 2 && weight.scalar_type() == at::kFloat && weight.device().is_cpu(),
+              "panel: weight must be a (out, in) float32 CPU tensor");
+  const at::Tensor w = weight.contiguous();
+  const int64_t out = w.size(0), in = w.size(1), outp = (out + kPanPad - 1) / kPanPad * kPanPad;
+  at::Tensor panel = at::zeros({in, outp}, w.options());
+  const float* src = w.data_ptr<float>();
+  float* dst = panel.data_ptr<float>();
+  for (int64_t o = 0; o < out; ++o)
+    for (int64_t i = 0; i < in; ++i) dst[i * outp + o] = src[o * in + i];
+  return panel;
+}
+
+// y[r, 0:nc] (r < MR) = x[r] · panel columns [0, NV * kPanW), each output summing its products in input order
+template <int MR, int NV>
+DYVM_INLINE void panel_tile(const float* x, int64_t ldx, const float* w, int64_t ldw, int64_t in, float* y,
+                            int64_t ldy, int64_t nc) {
+  pan_vn acc[MR][NV] = {};
+  for (int64_t i = 0; i < in; ++i, w += ldw) {
+    pan_vn wv[NV];
+    for (int v = 0; v < NV; ++v) std::memcpy(&wv[v], w + v * kPanW, sizeof(pan_vn));
+    for (int r = 0; r < MR; ++r) {
+      const float xv = x[r * ldx + i];
+      for (int v = 0; v < NV; ++v) acc[r][v] += xv * wv[v];
+    }
+  }
+  if (nc == NV * kPanW) {  // whole vectors: a fixed-size copy is a vector store
+    for (int r = 0; r < MR; ++r) std::memcpy(y + r * ldy, acc[r], sizeof(acc[r]));
+  } else {
+    for (int r = 0; r < MR; ++r) std::memcpy(y + r * ldy, acc[r], nc * sizeof(float));
+  }
+}
+
+template <int NV>
+void panel_rows(int64_t nr, const float* x, int64_t ldx, const float* w, int64_t ldw, int64_t in, float* y,
+                int64_t ldy, int64_t nc) {
+  switch (nr) {  // a tile of exactly the rows left (no repeated rows at batch 1's single class token, say)
+    case 1: return panel_tile<1, NV>(x, ldx, w, ldw, in, y, ldy, nc);
+    case 2: return panel_tile<2, NV>(x, ldx, w, ldw, in, y, ldy, nc);
+    case 3: return panel_tile<3, NV>(x, ldx, w, ldw, in, y, ldy, nc);
+    case 4: return panel_tile<4, NV>(x, ldx, w, ldw, in, y, ldy, nc);
+    case 5: return panel_tile<5, NV>(x, ldx, w, ldw, in, y, ldy, nc);
+    default: return panel_tile<kPanRows, NV>(x, ldx, w, ldw, in, y, ldy, nc);
+  }
+}
+
+// y (rows, out; row stride ldy) = x (rows, in; row stride ldx) · the panel of a weight (out, in)
+void panel_matmul(const float* x, int64_t rows, int64_t in, int64_t ldx, const float* panel, int64_t out, float* y,
+                  int64_t ldy) {
+  const int64_t outp = (out + kPanPad - 1) / kPanPad * kPanPad, wide = 2 * kPanW;
+  const int64_t row_tiles = (rows + kPanRows - 1) / kPanRows, col_tiles = (out + wide - 1) / wide;
+  // a task is one tile; fork only for real work (tiles of ~64k multiply-adds per chunk)
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, kPanRows * wide * in));
+  at::parallel_for(0, row_tiles * col_tiles, grain, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t r0 = t / col_tiles * kPanRows, c0 = t % col_tiles * wide;
+      const int64_t nr = std::min(kPanRows, rows - r0), nc = std::min(wide, out - c0);
+      if (c0 + wide <= outp) {
+        panel_rows<2>(nr, x + r0 * ldx, ldx, panel + c0, outp, in, y + r0 * ldy + c0, ldy, nc);
+      } else {  // the last 16 (padded) columns on AVX-512: one vector wide
+        panel_rows<1>(nr, x + r0 * ldx, ldx, panel + c0, outp, in, y + r0 * ldy + c0, ldy, nc);
+      }
+    }
+  });
+}
+
+// x (..., in) float32 · the weight (out, in) whose panel is given → (..., out): the route of x_proj and dt_proj in
+// the extension's blocks, and the Python mixer's (op dyvm_scan::panel_linear) at eager float32 inference
+at::Tensor panel_linear(const at::Tensor& x, const at::Tensor& panel, int64_t out) {
+  TORCH_CHECK(x.dim() >= 1 && x.scalar_type() == at::kFloat && x.device().is_cpu(),
+              "panel_linear: x must be a float32 CPU tensor (..., in)");
+  const int64_t in = x.size(-1);
+  TORCH_CHECK(panel.dim() == 2 && panel.size(0) == in && panel.scalar_type() == at::kFloat && panel.is_contiguous() &&
+              out >= 1 && panel.size(1) == (out + kPanPad - 1) / kPanPad * kPanPad,
+              "panel_linear: panel must be the (in, out rounded up to 16) float32 panel of an (out, in) weight");
+  at::Tensor x2 = x.reshape({-1, in});
+  if (x2.stride(1) != 1 || (x2.size(0) > 1 && x2.stride(0) < in)) x2 = x2.contiguous();
+  const int64_t rows = x2.size(0);
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = out;
+  at::Tensor y = at::empty({rows, out}, x.options());
+  if (rows > 0 && in > 0) {
+    panel_matmul(x2.data_ptr<float>(), rows, in, x2.stride(0), panel.data_ptr<float>(), out, y.data_ptr<float>(), out);
+  } else if (rows > 0) {
+    y.zero_();
+  }
+  return y.view(shape);
+}
+
 // ------------------------- in_proj and out_proj at inference: oneDNN on a packed weight -------------------------
 // torch's float32 matmul is MKL's sgemm, which packs the weight on every call; oneDNN's matmul on a weight packed
 // once (mkldnn._reorder_linear_weight, remembered per layer by the Python mixer while the weight is unchanged) takes
@@ -2161,13 +2267,25 @@ bool uses_packed(const at::Tensor& x, const at::Tensor& weight, const c10::optio
          packed_linear_pays(x.numel() / in, in, weight.size(0));
 }
 
-// x (..., in) · weight (out, in)^T at inference: on the packed weight where uses_packed, else at::linear (which
-// autocast lowers to 16 bits), what nn.Linear computes. The Python mixer's in_proj and out_proj at eager inference.
-at::Tensor inference_linear(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& packed) {
+// Whether x (rows, in) · weight^T runs on the weight's panel (given, with a defined, non-empty tensor; float32 x;
+// not where oneDNN's pack serves): from 2 rows (at one row MKL's matrix-vector product is faster)
+bool uses_panel(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& panel) {
+  const int64_t in = weight.size(1);
+  return panel && panel->defined() && panel->numel() > 0 && x.scalar_type() == at::kFloat && in > 0 &&
+         x.numel() / in >= 2;
+}
+
+// x (..., in) · weight (out, in)^T at inference: on the packed weight where uses_packed, else on its panel where
+// uses_panel, else at::linear (which autocast lowers to 16 bits), what nn.Linear computes. The Python mixer's
+// in_proj and out_proj at eager inference.
+at::Tensor inference_linear(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& packed,
+                            const c10::optional<at::Tensor>& panel) {
   const at::AutoDispatchBelowADInplaceOrView inference_calls;  // see "Inference calls below autograd"
   TORCH_CHECK(x.dim() >= 1 && weight.dim() == 2 && x.size(-1) == weight.size(1),
               "linear: x (..., in) and weight (out, in) must agree on in");
-  if (!uses_packed(x, weight, packed)) return at::linear(x, weight);
+  if (!uses_packed(x, weight, packed)) {
+    return uses_panel(x, weight, panel) ? panel_linear(x, *panel, weight.size(0)) : at::linear(x, weight);
+  }
   std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
   shape.back() = weight.size(0);
   return packed_mm(x.reshape({-1, weight.size(1)}), *packed).view(shape);
@@ -2182,8 +2300,10 @@ at::Tensor inference_linear(const at::Tensor& x, const at::Tensor& weight, const
 // from copies: the values are the same as for copies of those rows either way). acc (B, E, L), if given: y is
 // added into it at those images (in the scan's stores where its fast path serves) and nothing is returned.
 // stub_scan (benchmarks' matmul floor only): the scan returns u, as the Python benchmarks' stub does.
+// panels: empty, or x_proj's and dt_proj's weight panels (weight_panel; float32 inference without autocast): the
+// two matmuls then run as panel_linear, as the Python mixer's do.
 at::Tensor mixer_branch(const at::Tensor& x, const at::Tensor& z, at::TensorList p, bool reverse, bool stub_scan,
-                        const at::Tensor& rows = at::Tensor(), at::Tensor* acc = nullptr) {
+                        at::TensorList panels, const at::Tensor& rows = at::Tensor(), at::Tensor* acc = nullptr) {
   TORCH_CHECK(p.size() == 7, "mix_forward: 7 tensors per direction (conv weight, conv bias, x_proj weight, "
               "dt_proj weight, dt_proj bias, A, D)");
   const int64_t Bsz = rows.defined() ? rows.numel() : x.size(0), E = x.size(1), L = x.size(2);
@@ -2192,8 +2312,12 @@ at::Tensor mixer_branch(const at::Tensor& x, const at::Tensor& z, at::TensorList
   const at::Tensor w = (p[0].dim() == 3 ? p[0].reshape({p[0].size(0), p[0].size(2)}) : p[0]).contiguous();
   const at::Tensor u = rows.defined() ? conv_forward_rows(x, w, p[1], reverse, rows)
                                       : conv_forward(x, w, p[1], true, c10::nullopt, reverse, true);
-  const at::Tensor xdbl = at::mm(u.transpose(1, 2).reshape({Bsz * L, E}), p[2].t());   // (B*L, R+2N)
-  const at::Tensor delta = at::mm(xdbl.narrow(1, 0, R), p[3].t()).view({Bsz, L, E}).transpose(1, 2);
+  TORCH_CHECK(panels.empty() || panels.size() == 2, "mix_forward: panels must be empty or 2 per direction");
+  const at::Tensor ut = u.transpose(1, 2).reshape({Bsz * L, E});
+  const at::Tensor xdbl = panels.empty() ? at::mm(ut, p[2].t()) : panel_linear(ut, panels[0], R + 2 * N);  // (B*L, R+2N)
+  const at::Tensor dt = xdbl.narrow(1, 0, R);
+  const at::Tensor delta = (panels.empty() ? at::mm(dt, p[3].t()) : panel_linear(dt, panels[1], E))
+                               .view({Bsz, L, E}).transpose(1, 2);
   const at::Tensor bc = xdbl.view({Bsz, L, R + 2 * N});
   if (stub_scan) return add_rows(acc, rows, u);
   // under CPU autocast the two matmuls ran in 16 bits: the scan reads float32 copies, as the Python dispatch does
@@ -2253,8 +2377,11 @@ std::vector<at::Tensor> mix_forward(const at::Tensor& xz, at::TensorList forward
                                     at::TensorList backward_params, const at::Tensor& out_weight, double out_scale,
                                     const c10::optional<at::Tensor>& gates, at::TensorList router,
                                     double router_threshold, bool stub_scan,
-                                    const c10::optional<at::Tensor>& out_packed) {
+                                    const c10::optional<at::Tensor>& out_packed, at::TensorList panels) {
   const at::AutoDispatchBelowADInplaceOrView inference_calls;  // see "Inference calls below autograd"
+  TORCH_CHECK(panels.empty() || panels.size() == 4 || panels.size() == 6,
+              "mix_forward: panels must be empty or [x_proj, dt_proj] panels of the forward then the backward branch "
+              "(+ in_proj's and out_proj's)");
   TORCH_CHECK(xz.dim() == 3 && xz.size(2) % 2 == 0 && at::isFloatingType(xz.scalar_type()) &&
               xz.scalar_type() != at::kDouble && xz.device().is_cpu(),
               "mix_forward: xz must be a (B, L, 2E) float32 (or, under autocast, 16-bit) CPU tensor");
@@ -2279,6 +2406,7 @@ std::vector<at::Tensor> mix_forward(const at::Tensor& xz, at::TensorList forward
   at::Tensor y;
   for (int d = 0; d < 2; ++d) {
     at::TensorList p = d == 0 ? forward_params : backward_params;
+    const at::TensorList pan = panels.empty() ? panels : panels.slice(2 * d, 2);  // this branch's x_proj, dt_proj
     std::vector<int64_t> on;
     if (g.defined()) {
       const float* gp = g.data_ptr<float>();
@@ -2293,20 +2421,25 @@ std::vector<at::Tensor> mix_forward(const at::Tensor& xz, at::TensorList forward
       std::copy(on.begin(), on.end(), idx.data_ptr<int64_t>());
     }
     if (!y.defined() && !idx.defined()) {
-      y = mixer_branch(xz_views.first, xz_views.second, p, d == 1, stub_scan);
+      y = mixer_branch(xz_views.first, xz_views.second, p, d == 1, stub_scan, pan);
       continue;
     }
     if (!y.defined()) y = at::zeros({Bsz, L, E}, xzf.options()).transpose(1, 2);
-    mixer_branch(xz_views.first, xz_views.second, p, d == 1, stub_scan, idx, &y);  // y += this branch's output
+    mixer_branch(xz_views.first, xz_views.second, p, d == 1, stub_scan, pan, idx, &y);  // y += this branch's output
   }
   if (!y.defined()) y = at::zeros({Bsz, L, E}, xzf.options()).transpose(1, 2);
   // out_scale (a power of two: 0.5 for the official (y_f + y_b) / 2) scales the smaller of the weight and the output,
   // the same values either way; a scaled copy of a large weight costs a fresh allocation per layer at batch 1
   const at::Tensor yt = y.transpose(1, 2).reshape({Bsz * L, E});
   const bool packed = uses_packed(yt, out_weight, out_packed);
-  const bool scale_output = out_scale != 1.0 && (packed || Bsz * L < out_weight.size(1));
+  const c10::optional<at::Tensor> out_panel =
+      panels.size() == 6 ? c10::optional<at::Tensor>(panels[5]) : c10::optional<at::Tensor>();
+  const bool panel = !packed && uses_panel(yt, out_weight, out_panel);
+  const bool scale_output = out_scale != 1.0 && (packed || panel || Bsz * L < out_weight.size(1));
   const at::Tensor w = out_scale == 1.0 || scale_output ? out_weight : out_weight.mul(out_scale);
-  at::Tensor out = (packed ? packed_mm(yt, *out_packed) : at::mm(yt, w.t())).view({Bsz, L, out_weight.size(0)});
+  at::Tensor out = (packed ? packed_mm(yt, *out_packed)
+                           : panel ? panel_linear(yt, *out_panel, out_weight.size(0)) : at::mm(yt, w.t()))
+                       .view({Bsz, L, out_weight.size(0)});
   if (scale_output) out.mul_(out_scale);
   if (routed.empty()) return {out};
   return {out, routed[0], routed[1]};
@@ -2322,7 +2455,7 @@ std::vector<at::Tensor> block_forward(const at::Tensor& hidden, const c10::optio
                                       const c10::optional<at::Tensor>& gates, at::TensorList router,
                                       double router_threshold, bool stub_scan,
                                       const c10::optional<at::Tensor>& in_packed,
-                                      const c10::optional<at::Tensor>& out_packed) {
+                                      const c10::optional<at::Tensor>& out_packed, at::TensorList panels) {
   const at::AutoDispatchBelowADInplaceOrView inference_calls;  // see "Inference calls below autograd"
   TORCH_CHECK(hidden.dim() == 3 && at::isFloatingType(hidden.scalar_type()) &&
               hidden.scalar_type() != at::kDouble && hidden.device().is_cpu(),
@@ -2333,9 +2466,13 @@ std::vector<at::Tensor> block_forward(const at::Tensor& hidden, const c10::optio
   const at::Tensor res = residual ? residual->add(hidden) : (hidden.scalar_type() == at::kFloat ? hidden
                                                                                                 : hidden.to(at::kFloat));
   const at::Tensor normed = res.mul(res.square().mean(-1, true).add(eps).rsqrt()).mul(norm_weight);
-  std::vector<at::Tensor> out = mix_forward(inference_linear(normed, in_weight, in_packed), forward_params,
+  TORCH_CHECK(panels.empty() || panels.size() == 4 || panels.size() == 6,
+              "block_forward: panels must be empty, or 4 (x_proj, dt_proj of both branches) or 6 (+ in_proj, out_proj)");
+  const c10::optional<at::Tensor> in_panel =
+      panels.size() == 6 ? c10::optional<at::Tensor>(panels[4]) : c10::optional<at::Tensor>();
+  std::vector<at::Tensor> out = mix_forward(inference_linear(normed, in_weight, in_packed, in_panel), forward_params,
                                             backward_params, out_weight, out_scale, gates, router, router_threshold,
-                                            stub_scan, out_packed);
+                                            stub_scan, out_packed, panels);
   out.insert(out.begin() + 1, res);
   return out;
 }
@@ -2659,7 +2796,7 @@ std::vector<at::Tensor> stack_forward(const at::Tensor& hidden, const c10::optio
                                       at::IntArrayRef positions, at::IntArrayRef stage_layers,
                                       at::IntArrayRef stage_keep, at::TensorList predictors,
                                       at::IntArrayRef predictor_sizes, at::ArrayRef<double> ln_eps, bool stub_scan,
-                                      at::TensorList packed) {
+                                      at::TensorList packed, at::TensorList panels) {
   const at::AutoDispatchBelowADInplaceOrView inference_calls;  // see "Inference calls below autograd"
   const int64_t per_layer = routed ? 19 : 17, depth = static_cast<int64_t>(eps.size());
   const int64_t S = static_cast<int64_t>(stage_layers.size());
@@ -2683,6 +2820,11 @@ std::vector<at::Tensor> stack_forward(const at::Tensor& hidden, const c10::optio
               "predictor_sizes tensors");
   TORCH_CHECK(packed.empty() || static_cast<int64_t>(packed.size()) == 2 * depth,
               "stack_forward: packed must be empty or hold each layer's packed in_proj and out_proj weights");
+  const int64_t per_panels = static_cast<int64_t>(panels.size()) / std::max<int64_t>(depth, 1);
+  TORCH_CHECK(panels.empty() || ((per_panels == 4 || per_panels == 6) && per_panels * depth ==
+                                 static_cast<int64_t>(panels.size())),
+              "stack_forward: panels must be empty or hold each layer's x_proj and dt_proj panels of both branches "
+              "(+ its in_proj's and out_proj's)");
   at::Tensor h = hidden, ids = patch_ids;
   c10::optional<at::Tensor> res = residual;
   std::vector<at::Tensor> outs, logits, gates;
@@ -2714,7 +2856,8 @@ std::vector<at::Tensor> stack_forward(const at::Tensor& hidden, const c10::optio
     };
     std::vector<at::Tensor> out = block_forward(h, res, p[0], eps[i], p[1], p.slice(2, 7), p.slice(9, 7), p[16],
                                                 out_scale, c10::nullopt, router, router_threshold, stub_scan,
-                                                packed_at(0), packed_at(1));
+                                                packed_at(0), packed_at(1),
+                                                panels.empty() ? panels : panels.slice(per_panels * i, per_panels));
     h = out[0];
     res = out[1];
     if (routed) {
@@ -2792,20 +2935,23 @@ TORCH_LIBRARY(dyvm_scan, m) {
         "Tensor? mask=None, bool reverse=False, bool channels_last=False, bool mask_grad=False) -> Tensor[]");
   m.def("mix_forward(Tensor xz, Tensor[] forward_params, Tensor[] backward_params, Tensor out_weight, "
         "float out_scale, Tensor? gates, Tensor[] router, float router_threshold, bool stub_scan, "
-        "Tensor? out_packed=None) -> Tensor[]");
+        "Tensor? out_packed, Tensor[] panels) -> Tensor[]");
   m.def("block_forward(Tensor hidden, Tensor? residual, Tensor norm_weight, float eps, Tensor in_weight, "
         "Tensor[] forward_params, Tensor[] backward_params, Tensor out_weight, float out_scale, Tensor? gates, "
-        "Tensor[] router, float router_threshold, bool stub_scan, Tensor? in_packed=None, Tensor? out_packed=None) "
-        "-> Tensor[]");
+        "Tensor[] router, float router_threshold, bool stub_scan, Tensor? in_packed, Tensor? out_packed, "
+        "Tensor[] panels) -> Tensor[]");
   m.def("router_forward(Tensor input, Tensor weight, Tensor bias, float threshold) -> Tensor[]");
   m.def("predictor_forward(Tensor x, Tensor[] predictor, float ln_eps) -> Tensor");
   m.def("prune_stage(Tensor hidden, Tensor residual, Tensor patch_ids, Tensor[] predictor, float ln_eps, int keep, "
         "int[] prefix, int[] new_prefix) -> Tensor[]");
   m.def("stack_forward(Tensor hidden, Tensor? residual, Tensor patch_ids, Tensor[] layers, float[] eps, "
         "float out_scale, bool routed, float router_threshold, int[] positions, int[] stage_layers, int[] stage_keep, "
-        "Tensor[] predictors, int[] predictor_sizes, float[] ln_eps, bool stub_scan, Tensor[] packed) -> Tensor[]");
-  m.def("linear(Tensor x, Tensor weight, Tensor? packed) -> Tensor");
+        "Tensor[] predictors, int[] predictor_sizes, float[] ln_eps, bool stub_scan, Tensor[] packed, "
+        "Tensor[] panels) -> Tensor[]");
+  m.def("linear(Tensor x, Tensor weight, Tensor? packed, Tensor? panel=None) -> Tensor");
   m.def("packed_linear_pays(int rows, int in_features, int out_features) -> bool", &packed_linear_pays);
+  m.def("panel(Tensor weight) -> Tensor");
+  m.def("panel_linear(Tensor x, Tensor panel, int out_features) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(dyvm_scan, CPU, m) {
@@ -2820,6 +2966,8 @@ TORCH_LIBRARY_IMPL(dyvm_scan, CPU, m) {
   m.impl("router_forward", &router_forward);
   m.impl("stack_forward", &stack_forward);
   m.impl("linear", &inference_linear);
+  m.impl("panel", &weight_panel);
+  m.impl("panel_linear", &panel_linear);
 }
 
 // the ops that take oneDNN's packed weights (opaque MkldnnCPU tensors, whose dispatch key outranks CPU's)
