@@ -304,6 +304,77 @@ def test_packed_projections_at_inference(monkeypatch):
         assert torch.equal(mix_cpp.linear(small, w_small, mix_cpp.pack_weight(w_small)), F.linear(small, w_small))
 
 
+def test_panel_matmuls_at_inference(monkeypatch):
+    """At eager CPU fp32 inference x_proj and dt_proj (and in_proj / out_proj where their weights are small) run on
+    weight panels laid out once: within float rounding of F.linear, each row's values independent of the other rows
+    and of the thread count, the fused and the Python blocks identical, the panels following weight changes, none
+    under autocast, and a clear error for a panel of the wrong weight."""
+    import copy
+
+    import torch.nn.functional as F
+    from dyvm.kernels import mix_cpp
+    from dyvm.models import vim as vim_mod
+
+    torch.manual_seed(0)
+    for rows, k, n in ((197, 384, 44), (50, 12, 384), (2, 64, 256), (13, 100, 17), (7, 5, 3)):
+        x, w = torch.randn(rows, k), torch.randn(n, k)
+        y = mix_cpp.panel_linear(x, mix_cpp.weight_panel(w), n)
+        ref = (x.double() @ w.double().t()).float()
+        assert y.shape == (rows, n) and torch.allclose(y, ref, rtol=1e-5, atol=1e-5 * k ** 0.5)
+        alone = torch.stack([mix_cpp.panel_linear(x[i:i + 1], mix_cpp.weight_panel(w), n)[0] for i in range(rows)])
+        assert torch.equal(y, alone)  # rows are tiled 6 at a time; each sums its products in the same order
+        threads = torch.get_num_threads()
+        try:
+            torch.set_num_threads(1)
+            assert torch.equal(mix_cpp.panel_linear(x, mix_cpp.weight_panel(w), n), y)
+        finally:
+            torch.set_num_threads(threads)
+    # a strided input (dt_proj reads the first R columns of x_proj's output) and leading dimensions
+    xdbl = torch.randn(2, 9, 44)
+    w = torch.randn(384, 12)
+    assert torch.allclose(mix_cpp.panel_linear(xdbl[..., :12], mix_cpp.weight_panel(w), 384), F.linear(xdbl[..., :12], w),
+                          rtol=1e-5, atol=1e-5)
+    with pytest.raises(RuntimeError, match="panel_linear: panel must be"):
+        mix_cpp.panel_linear(torch.randn(3, 12), mix_cpp.weight_panel(torch.randn(384, 11)), 384)
+
+    model = dyvm.create_model("vim_tiny", img_size=32, patch_size=8, depth=2, embed_dim=32, num_classes=5).eval()
+    x = torch.randn(3, 3, 32, 32)
+
+    def run(m, fused=True):
+        with monkeypatch.context() as p:
+            if not fused:
+                p.setattr(vim_mod.BiMambaMixer, "fused_call", lambda *a, **k: None)
+                p.setattr(vim_mod.VisionMamba, "fused_stack", lambda *a, **k: None)
+            return m(x)
+
+    def unpaneled():  # F.linear's route: a copy without panels
+        with monkeypatch.context() as p:
+            p.setattr(vim_mod.BiMambaMixer, "all_panels", lambda self: [])
+            p.setattr(vim_mod.BiMambaMixer, "_panels", lambda self, backward, x: None)
+            p.setattr(vim_mod.BiMambaMixer, "projection_panel", lambda self, name: None)
+            return run(copy.deepcopy(model))
+
+    with torch.no_grad():
+        out = run(model)
+        mixer = model.layers[1].mixer
+        assert len(mixer.all_panels()) == 6  # D 32: in_proj and out_proj are small, so they have panels too
+        assert {"x_proj_panel", "dt_proj_b_panel", "in_proj_panel", "out_proj_panel"} <= set(mixer._inference_cache)
+        assert torch.equal(out, run(model, fused=False))
+        assert torch.allclose(out, unpaneled(), rtol=1e-5, atol=1e-5)
+        first = model.layers[0].mixer
+        first.x_proj_b.weight.mul_(3)
+        first.dt_proj.weight.mul_(-2)
+        mixer.in_proj.weight.mul_(2)
+        after = run(model)
+        assert not torch.allclose(after, out, rtol=1e-3, atol=1e-4)
+        assert torch.allclose(after, unpaneled(), rtol=1e-5, atol=1e-5)  # a stale panel would fail here
+        assert torch.equal(after, run(model, fused=False))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert mixer.all_panels() == []
+    big = dyvm.create_model("vim_small", img_size=32, patch_size=16, depth=1, num_classes=5).eval()
+    assert len(big.layers[0].mixer.all_panels()) == 4  # D 384: oneDNN's packs serve in_proj and out_proj
+
+
 def test_fused_blocks_equal_the_python_blocks(monkeypatch):
     """At eager CPU fp32 inference each block (residual add, RMSNorm, in_proj, mixer) is one extension call;
     every layer's hidden state and residual and the logits equal the Python blocks' exactly."""
