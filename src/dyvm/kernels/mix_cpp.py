@@ -19,8 +19,10 @@ rather than ATen calls (at batch 1 their ~25 small calls cost more than their ar
 predictor call the same functions at inference (as the ops ``dyvm::router`` / ``dyvm::token_predictor`` in traced
 programs), so every path scores and routes with identical values. Where ``in_proj`` and ``out_proj`` are large
 (Vim-T and up), both the blocks and the Python mixer run them on oneDNN with the weights packed once
-(:func:`pack_weight`, :func:`linear`; 0.5-0.9x sgemm's time on the AMD AVX-512 kind), again the same route and
-values on every path.
+(:func:`pack_weight`, :func:`linear`; 0.5-0.9x sgemm's time on the AMD AVX-512 kind); ``x_proj`` and ``dt_proj``,
+and ``in_proj`` / ``out_proj`` where they are small, run on weight panels laid out once (:func:`weight_panel`,
+:func:`panel_linear`: register tiles that sum each output in input order, so a row's values do not depend on the
+batch or the threads). Again the same route and values on every path.
 """
 from __future__ import annotations
 
