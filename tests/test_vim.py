@@ -244,6 +244,37 @@ def test_fused_inference_follows_weight_changes(monkeypatch):
     assert mixer._inference_cache  # the cache was used
 
 
+def test_evaluation_after_fused_optimiser_steps_reads_fresh_weights():
+    """torch's fused AdamW (dyvm train's optimiser) updates the parameters without bumping their version counters:
+    an evaluation after training steps in the same process must still use the new weights' A, packs and panels
+    (train() / eval() forget them), giving a fresh copy's logits exactly; before the fix it gave stale ones."""
+    from dyvm.engine import make_optimizer
+
+    torch.manual_seed(0)
+    for name, kwargs in (("vim_tiny", dict(embed_dim=32, depth=2)), ("vim_tiny", dict(depth=2)),
+                         ("dyvm_vim_tiny", dict(embed_dim=32, depth=3, pruning_loc=[1, 2]))):
+        model = dyvm.create_model(name, img_size=32, patch_size=8, num_classes=5, **kwargs)
+        optimizer = make_optimizer(list(model.parameters()), lr=0.05, weight_decay=0.0)
+        assert optimizer.defaults.get("fused")
+        x = torch.randn(4, 3, 32, 32)
+        with torch.no_grad():
+            before = model.eval()(x)  # derives A, packs and panels of the initial weights
+        versions = [p._version for p in model.parameters()]
+        model.train()
+        for _ in range(2):
+            out = model(x)
+            (out if torch.is_tensor(out) else out.logits).square().mean().backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        assert [p._version for p in model.parameters()] == versions  # why the version check alone cannot see it
+        fresh = dyvm.create_model(name, img_size=32, patch_size=8, num_classes=5, **kwargs).eval()
+        fresh.load_state_dict(model.state_dict())
+        with torch.no_grad():
+            after = model.eval()(x)
+            assert not torch.allclose(after, before, atol=1e-3)
+            assert torch.equal(after, fresh(x)), name
+
+
 def test_packed_projections_at_inference(monkeypatch):
     """Where in_proj and out_proj are large (Vim-T's width), eager CPU fp32 inference runs them on oneDNN with each
     weight packed once: the fused and the Python blocks give identical logits, within float rounding of F.linear's;

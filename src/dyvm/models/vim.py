@@ -156,6 +156,15 @@ class BiMambaMixer(nn.Module):
             y = zeros(sub.dtype).index_add_(0, idx, sub) if y is None else y.index_add(0, idx, sub)
         return zeros() if y is None else y
 
+    def train(self, mode: bool = True) -> "BiMambaMixer":
+        """Also forgets the derived inference tensors (:meth:`_derived`): torch's fused optimisers (``dyvm train``'s
+        AdamW) write the parameters without bumping their version counters, so after training steps the version
+        check alone would hand the next evaluation the A, packs and panels of the weights before those steps (it did:
+        every validation after ``dyvm train``'s first epoch read stale ones). A training loop switches to train mode
+        before its steps and to eval mode before evaluating, so each evaluation derives them afresh."""
+        self._inference_cache.clear()
+        return super().train(mode)
+
     def _derived(self, key: str, source: Tensor, make: Callable[[Tensor], Tensor]) -> Tensor:
         """``make(source)`` without autograd, remembered while ``source`` is the same tensor at the same version
         (an optimiser step, ``load_state_dict`` or any in-place change bumps it): at inference each layer's
