@@ -406,6 +406,67 @@ def test_panel_matmuls_at_inference(monkeypatch):
     assert len(big.layers[0].mixer.all_panels()) == 4  # D 384: oneDNN's packs serve in_proj and out_proj
 
 
+def test_rms_norm_in_one_pass_at_inference(monkeypatch):
+    """At eager CPU fp32 inference RMSNorm (and the block's residual add before it) is one pass of the extension:
+    within float rounding of ATen's RMSNorm, each row independent of the batch and the threads, the same values in
+    the fused blocks and in the Python RMSNorm (fused == Python), ATen's calls in training, and clear errors."""
+    from dyvm.kernels import mix_cpp, norm
+
+    def aten(x, w, eps):
+        xf = x.double()
+        return (xf * torch.rsqrt(xf.square().mean(-1, keepdim=True) + eps) * w.double()).float()
+
+    torch.manual_seed(0)
+    for shape in ((1, 50, 64), (3, 197, 192), (2, 7, 37), (5, 16)):
+        x, r, w = torch.randn(shape) * 3, torch.randn(shape), torch.rand(shape[-1]) + 0.5
+        out, res = mix_cpp.add_rms_norm(x, r, w, 1e-5)
+        assert torch.equal(res, r + x)  # the one float32 add
+        assert torch.allclose(out, aten(r + x, w, 1e-5), rtol=1e-6, atol=1e-6)
+        alone, same = mix_cpp.add_rms_norm(x, None, w, 1e-5)
+        assert same.data_ptr() == x.data_ptr() and torch.allclose(alone, aten(x, w, 1e-5), rtol=1e-6, atol=1e-6)
+        rows = x.reshape(-1, shape[-1])
+        one_by_one = torch.cat([mix_cpp.add_rms_norm(rows[i:i + 1], None, w, 1e-5)[0] for i in range(len(rows))])
+        assert torch.equal(one_by_one.view(shape), alone)
+        threads = torch.get_num_threads()
+        try:
+            torch.set_num_threads(1)
+            assert torch.equal(mix_cpp.add_rms_norm(x, r, w, 1e-5)[0], out)
+        finally:
+            torch.set_num_threads(threads)
+    x, w = torch.randn(4, 9, 64), torch.rand(64)
+    strided = torch.randn(4, 9, 128)[..., ::2]
+    assert torch.equal(mix_cpp.add_rms_norm(strided, None, w, 1e-5)[0], mix_cpp.add_rms_norm(strided.contiguous(), None, w,
+                                                                                              1e-5)[0])
+    with torch.no_grad():
+        assert torch.equal(norm.rms_norm(x, w), mix_cpp.add_rms_norm(x, None, w, 1e-5)[0])
+    wg = w.clone().requires_grad_()
+    trained = norm.rms_norm(x, wg)  # autograd: ATen's calls, with a gradient
+    trained.sum().backward()
+    assert wg.grad is not None and torch.allclose(trained, aten(x, w, 1e-5), rtol=1e-6, atol=1e-6)
+    assert norm.rms_norm(x.double(), w.double()).dtype == torch.float64  # float64 stays (ATen's calls)
+    with pytest.raises(RuntimeError, match="add_rms_norm: weight must be"):
+        mix_cpp.add_rms_norm(x, None, torch.rand(63), 1e-5)
+    with pytest.raises(RuntimeError, match="add_rms_norm: residual must be"):
+        mix_cpp.add_rms_norm(x, torch.randn(4, 9, 32), w, 1e-5)
+
+    # the blocks: a hook on RMSNorm sends a block down the Python path, which must give the fused values
+    model = dyvm.create_model("vim_tiny", img_size=32, patch_size=8, depth=2, embed_dim=32, num_classes=5).eval()
+    images = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        fused = model(images)
+        handle = model.layers[1].norm.register_forward_hook(lambda m, args, out: None)
+        python = model(images)
+        handle.remove()
+        with monkeypatch.context() as p:  # ATen's RMSNorm everywhere (the extension refused): rounding apart
+            p.setattr(mix_cpp, "norm_applies", lambda x, w: False)
+            p.setattr(model, "fused_stack", lambda *a, **k: None)
+            for layer in model.layers:
+                p.setattr(layer, "fused_forward", lambda *a, **k: None)
+            aten_logits = model(images)
+    assert torch.equal(python, fused)
+    assert torch.allclose(aten_logits, fused, rtol=1e-5, atol=1e-5)
+
+
 def test_fused_blocks_equal_the_python_blocks(monkeypatch):
     """At eager CPU fp32 inference each block (residual add, RMSNorm, in_proj, mixer) is one extension call;
     every layer's hidden state and residual and the logits equal the Python blocks' exactly."""

@@ -264,6 +264,23 @@ def linear_applies(x: Tensor, weight: Tensor) -> bool:
     return not torch.is_autocast_enabled("cpu") and not tracing() and _loops_ready()
 
 
+def norm_applies(x: Tensor, weight: Tensor) -> bool:
+    """Whether :func:`add_rms_norm` serves an RMSNorm of ``x`` now: eager CPU inference with a float32 input and
+    weight (under autocast too: RMSNorm runs in float32 either way), no autograd, nothing traced or counted, the
+    extension built and allowed."""
+    if x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32:
+        return False
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        return False
+    return not tracing() and _loops_ready()
+
+
+def add_rms_norm(hidden: Tensor, residual: Optional[Tensor], weight: Tensor, eps: float) -> list[Tensor]:
+    """[RMSNorm(res) (..., D) float32, res] with res = residual + hidden (hidden alone where residual is None), in
+    one pass per row: the values of the extension's blocks, within float rounding of ATen's RMSNorm."""
+    return torch.ops.dyvm_scan.add_rms_norm(hidden, residual, weight, eps)
+
+
 def linear(x: Tensor, weight: Tensor, packed: Optional[Tensor], panel: Optional[Tensor] = None) -> Tensor:
     """x (..., in) · weight (out, in)^T at inference: oneDNN on ``packed`` (:func:`pack_weight`) where the extension's
     rule says it pays (``in_proj`` / ``out_proj`` of Vim-T and up), else on ``panel`` (:func:`weight_panel`, given

@@ -2445,6 +2445,71 @@ std::vector<at::Tensor> mix_forward(const at::Tensor& xz, at::TensorList forward
   return {out, routed[0], routed[1]};
 }
 
+// ------------------------------ residual add and RMSNorm at inference, one pass ------------------------------
+// As ATen calls (add, square, mean, add eps, rsqrt, two muls: ~8 calls with the mean's own) RMSNorm cost 10-15 µs a
+// layer at the demo's batch 1, more than its arithmetic. Here one pass per row: res = residual + hidden (or hidden
+// alone), then out = res * (1 / sqrt(sum(res^2) / D + eps)) * weight, the factors in the Python order. The mean square
+// is summed in double, in 16 partial sums (element i into sum i mod 16) added in a fixed order, so a row's values
+// depend neither on the batch nor on the threads. Block.add_norm and RMSNorm call the same op at inference (dyvm_scan::add_rms_norm), so fused
+// blocks and the Python path give identical values; against ATen's reduction they differ by float rounding.
+void add_rms_norm_rows(const float* hidden, const float* residual, const float* weight, float eps, int64_t D,
+                       int64_t r0, int64_t r1, float* res_out, float* out) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* h = hidden + r * D;
+    float* res = res_out ? res_out + r * D : nullptr;
+    const float* x = h;
+    if (residual) {  // res = residual + hidden: the one float32 add ATen's add does, element by element
+      const float* q = residual + r * D;
+      for (int64_t i = 0; i < D; ++i) res[i] = q[i] + h[i];
+      x = res;
+    } else if (res) {
+      std::memcpy(res, h, sizeof(float) * D);
+    }
+    double part[16] = {};  // in double: the mean square to ~1e-16, so the norm's only float32 roundings are the products
+    int64_t i = 0;
+    for (; i + 16 <= D; i += 16) {
+      for (int j = 0; j < 16; ++j) part[j] += static_cast<double>(x[i + j]) * x[i + j];
+    }
+    for (int j = 0; i < D; ++i, ++j) part[j] += static_cast<double>(x[i]) * x[i];
+    double ss = 0.0;
+    for (int j = 0; j < 16; ++j) ss += part[j];
+    const float scale = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(D) + static_cast<double>(eps)));
+    float* o = out + r * D;
+    for (int64_t k = 0; k < D; ++k) o[k] = x[k] * scale * weight[k];
+  }
+}
+
+// hidden (..., D) float32 (or 16-bit: converted first), residual None or float32 like hidden, weight (D) float32 →
+// [RMSNorm(res) (..., D) float32, res] where res = residual + hidden, or hidden (float32) when residual is None.
+std::vector<at::Tensor> add_rms_norm(const at::Tensor& hidden, const c10::optional<at::Tensor>& residual,
+                                     const at::Tensor& weight, double eps) {
+  TORCH_CHECK(hidden.dim() >= 1 && at::isFloatingType(hidden.scalar_type()) && hidden.scalar_type() != at::kDouble &&
+                  hidden.device().is_cpu(),
+              "add_rms_norm: hidden must be a (..., D) float32 (or 16-bit) CPU tensor");
+  const int64_t D = hidden.size(-1);
+  TORCH_CHECK(weight.dim() == 1 && weight.size(0) == D && weight.scalar_type() == at::kFloat && weight.device().is_cpu(),
+              "add_rms_norm: weight must be a float32 CPU tensor of hidden's last size");
+  TORCH_CHECK(!residual || (residual->sizes() == hidden.sizes() && residual->scalar_type() == at::kFloat &&
+                            residual->device().is_cpu()),
+              "add_rms_norm: residual must be a float32 CPU tensor shaped like hidden");
+  const at::Tensor h = hidden.to(at::kFloat).contiguous();
+  const at::Tensor q = residual ? residual->contiguous() : at::Tensor();
+  const at::Tensor w = weight.contiguous();
+  at::Tensor res = residual ? at::empty_like(h) : h;
+  at::Tensor out = at::empty_like(h);
+  const int64_t rows = D > 0 ? h.numel() / D : 0;
+  const float* hp = h.data_ptr<float>();
+  const float* qp = residual ? q.data_ptr<float>() : nullptr;
+  float* rp = residual ? res.data_ptr<float>() : nullptr;
+  const float* wp = w.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  const float e = static_cast<float>(eps);
+  // small tensors in one thread: a parallel region costs more than the work below ~64 K elements
+  at::parallel_for(0, rows, std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(D, 1)),
+                   [&](int64_t r0, int64_t r1) { add_rms_norm_rows(hp, qp, wp, e, D, r0, r1, rp, op); });
+  return {out, res};
+}
+
 // A whole block at inference: Block.add_norm (residual' = residual + hidden, or hidden itself at layer 0;
 // RMSNorm in float32), in_proj, then mix_forward, the Python calls one for one. hidden, residual (B, L, D)
 // float32 → [output (B, L, D), residual'] (+ [router logits, gates] with a router).
@@ -2463,9 +2528,9 @@ std::vector<at::Tensor> block_forward(const at::Tensor& hidden, const c10::optio
   TORCH_CHECK(!residual || (residual->sizes() == hidden.sizes() && residual->scalar_type() == at::kFloat),
               "block_forward: residual must be a float32 tensor shaped like hidden");
   // the residual stream is float32 (at layer 0 it starts as the embeddings)
-  const at::Tensor res = residual ? residual->add(hidden) : (hidden.scalar_type() == at::kFloat ? hidden
-                                                                                                : hidden.to(at::kFloat));
-  const at::Tensor normed = res.mul(res.square().mean(-1, true).add(eps).rsqrt()).mul(norm_weight);
+  const std::vector<at::Tensor> added = add_rms_norm(hidden, residual, norm_weight, eps);
+  const at::Tensor& normed = added[0];
+  const at::Tensor& res = added[1];
   TORCH_CHECK(panels.empty() || panels.size() == 4 || panels.size() == 6,
               "block_forward: panels must be empty, or 4 (x_proj, dt_proj of both branches) or 6 (+ in_proj, out_proj)");
   const c10::optional<at::Tensor> in_panel =
@@ -2951,6 +3016,7 @@ TORCH_LIBRARY(dyvm_scan, m) {
   m.def("linear(Tensor x, Tensor weight, Tensor? packed, Tensor? panel=None) -> Tensor");
   m.def("packed_linear_pays(int rows, int in_features, int out_features) -> bool", &packed_linear_pays);
   m.def("panel(Tensor weight) -> Tensor");
+  m.def("add_rms_norm(Tensor hidden, Tensor? residual, Tensor weight, float eps) -> Tensor[]");
   m.def("panel_linear(Tensor x, Tensor panel, int out_features) -> Tensor");
 }
 
@@ -2967,6 +3033,7 @@ TORCH_LIBRARY_IMPL(dyvm_scan, CPU, m) {
   m.impl("stack_forward", &stack_forward);
   m.impl("linear", &inference_linear);
   m.impl("panel", &weight_panel);
+  m.impl("add_rms_norm", &add_rms_norm);
   m.impl("panel_linear", &panel_linear);
 }
 
