@@ -254,16 +254,6 @@ def pack_weight(weight: Tensor, dtype: torch.dtype = torch.float32) -> Optional[
     return torch.ops.mkldnn._reorder_linear_weight(weight.detach().to(dtype))
 
 
-def linear_applies(x: Tensor, weight: Tensor) -> bool:
-    """Whether :func:`linear` serves ``x · weight^T`` now: eager CPU inference in float32 (no autograd, no
-    autocast, nothing traced or counted), the extension built and allowed."""
-    if x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32:
-        return False
-    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
-        return False
-    return not torch.is_autocast_enabled("cpu") and not tracing() and _loops_ready()
-
-
 def norm_applies(x: Tensor, weight: Tensor) -> bool:
     """Whether :func:`add_rms_norm` serves an RMSNorm of ``x`` now: eager CPU inference with a float32 input and
     weight (under autocast too: RMSNorm runs in float32 either way), no autograd, nothing traced or counted, the
@@ -273,6 +263,12 @@ def norm_applies(x: Tensor, weight: Tensor) -> bool:
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
         return False
     return not tracing() and _loops_ready()
+
+
+def linear_applies(x: Tensor, weight: Tensor) -> bool:
+    """Whether :func:`linear` serves ``x · weight^T`` now: as :func:`norm_applies`, and not under autocast (its
+    matmuls then run in 16 bits, as autocast lowers them)."""
+    return not torch.is_autocast_enabled("cpu") and norm_applies(x, weight)
 
 
 def add_rms_norm(hidden: Tensor, residual: Optional[Tensor], weight: Tensor, eps: float) -> list[Tensor]:

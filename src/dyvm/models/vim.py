@@ -167,7 +167,8 @@ class BiMambaMixer(nn.Module):
 
     def _derived(self, key: str, source: Tensor, make: Callable[[Tensor], Tensor]) -> Tensor:
         """``make(source)`` without autograd, remembered while ``source`` is the same tensor at the same version
-        (an optimiser step, ``load_state_dict`` or any in-place change bumps it): at inference each layer's
+        (``load_state_dict``, a plain optimiser step or any in-place op bumps it; a fused optimiser step does not,
+        hence :meth:`train` forgets everything): at inference each layer's
         ``A = -exp(A_log)`` of both directions is computed once, not in every forward (four small ops a layer: README,
         "Per-layer constants"). Identical values to computing it each time."""
         if torch.compiler.is_compiling():  # traced by torch.compile / torch.export: nothing to remember
