@@ -40,7 +40,9 @@ def test_student_equal_to_teacher_has_zero_distillation(oracle):
                                         gates=torch.ones(4, 3, 2))
     crit = DyVMLoss.for_model(student, torch.nn.CrossEntropyLoss(), teacher)
     _, parts = crit(o["input"], out, torch.tensor([1, 2, 3]))
-    assert parts["kl"] < 1e-9 and parts["token_mse"] < 1e-9
+    # the teacher runs the inference path (RMSNorm in one pass of the extension), the student in training ATen's
+    # float32 norm: the two agree to float rounding (8e-8 in the KL here), far below what a wrong target gives
+    assert parts["kl"] < 1e-6 and parts["token_mse"] < 1e-6
     assert parts["block_ratio"] == pytest.approx((1 - 0.8) ** 2)
 
 

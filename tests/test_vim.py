@@ -439,6 +439,9 @@ def test_rms_norm_in_one_pass_at_inference(monkeypatch):
                                                                                               1e-5)[0])
     with torch.no_grad():
         assert torch.equal(norm.rms_norm(x, w), mix_cpp.add_rms_norm(x, None, w, 1e-5)[0])
+        module = norm.RMSNorm(64).eval()
+        program = torch.export.export(module, (x,))  # traced: the op dyvm::rms_norm, eager's values
+        assert "dyvm.rms_norm" in str(program.graph) and torch.equal(program.module()(x), module(x))
     wg = w.clone().requires_grad_()
     trained = norm.rms_norm(x, wg)  # autograd: ATen's calls, with a gradient
     trained.sum().backward()

@@ -254,27 +254,49 @@ def pack_weight(weight: Tensor, dtype: torch.dtype = torch.float32) -> Optional[
     return torch.ops.mkldnn._reorder_linear_weight(weight.detach().to(dtype))
 
 
-def norm_applies(x: Tensor, weight: Tensor) -> bool:
-    """Whether :func:`add_rms_norm` serves an RMSNorm of ``x`` now: eager CPU inference with a float32 input and
-    weight (under autocast too: RMSNorm runs in float32 either way), no autograd, nothing traced or counted, the
-    extension built and allowed."""
+def _cpu_float32_inference(x: Tensor, weight: Tensor) -> bool:
+    """x and weight float32 CPU tensors, and no gradient wanted from either."""
     if x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32:
         return False
-    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
-        return False
-    return not tracing() and _loops_ready()
+    return not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+
+
+def norm_applies(x: Tensor, weight: Tensor) -> bool:
+    """Whether :func:`rms_norm` serves an RMSNorm of ``x`` now: CPU inference with a float32 input and weight (under
+    autocast too: RMSNorm runs in float32 either way), no autograd, the extension built and allowed (traced
+    programs call it as the op ``dyvm::rms_norm``, so compiled and exported models normalise as eager ones do)."""
+    return _cpu_float32_inference(x, weight) and _loops_ready()
 
 
 def linear_applies(x: Tensor, weight: Tensor) -> bool:
-    """Whether :func:`linear` serves ``x · weight^T`` now: as :func:`norm_applies`, and not under autocast (its
-    matmuls then run in 16 bits, as autocast lowers them)."""
-    return not torch.is_autocast_enabled("cpu") and norm_applies(x, weight)
+    """Whether :func:`linear` serves ``x · weight^T`` now: eager CPU inference in float32 (no autograd, no
+    autocast, nothing traced or counted), the extension built and allowed."""
+    return (_cpu_float32_inference(x, weight) and not torch.is_autocast_enabled("cpu") and not tracing()
+            and _loops_ready())
 
 
 def add_rms_norm(hidden: Tensor, residual: Optional[Tensor], weight: Tensor, eps: float) -> list[Tensor]:
     """[RMSNorm(res) (..., D) float32, res] with res = residual + hidden (hidden alone where residual is None), in
     one pass per row: the values of the extension's blocks, within float rounding of ATen's RMSNorm."""
+    if not scan_cpp.available():
+        raise RuntimeError(f"the C++ kernels are unavailable: {scan_cpp.build_error()}")
     return torch.ops.dyvm_scan.add_rms_norm(hidden, residual, weight, eps)
+
+
+@torch.library.custom_op("dyvm::rms_norm", mutates_args=())
+def _rms_norm_op(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    """:func:`add_rms_norm` without a residual, as an op, for ``torch.compile`` and ``torch.export`` (forward only)."""
+    return add_rms_norm(x, None, weight, eps)[0]
+
+
+@_rms_norm_op.register_fake
+def _(x, weight, eps):
+    return torch.empty_like(x, dtype=torch.float32)
+
+
+def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    """RMSNorm of x (..., D) by :func:`add_rms_norm`, through the op ``dyvm::rms_norm`` where a program is traced."""
+    return _rms_norm_op(x, weight, eps) if tracing() else add_rms_norm(x, None, weight, eps)[0]
 
 
 def linear(x: Tensor, weight: Tensor, packed: Optional[Tensor], panel: Optional[Tensor] = None) -> Tensor:

@@ -8,11 +8,11 @@ from . import mix_cpp
 
 
 def rms_norm(x: Tensor, weight: Tensor, eps: float = 1e-5) -> Tensor:
-    """``x / sqrt(mean(x², -1) + eps) * weight`` in float32 (float64 stays float64). x: (..., D). At eager CPU
-    inference in float32 one pass of the extension (:func:`~dyvm.kernels.mix_cpp.add_rms_norm`, the extension's
-    blocks' values), else ATen's calls."""
+    """``x / sqrt(mean(x², -1) + eps) * weight`` in float32 (float64 stays float64). x: (..., D). At CPU inference
+    in float32 one pass of the extension (:func:`~dyvm.kernels.mix_cpp.rms_norm`, the extension's blocks' values,
+    eager or traced), else ATen's calls (training, other devices, float64, FLOP counting)."""
     if mix_cpp.norm_applies(x, weight):
-        return mix_cpp.add_rms_norm(x, None, weight, eps)[0]
+        return mix_cpp.rms_norm(x, weight, eps)
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     xf = x.to(dtype)
     return xf * torch.rsqrt(xf.square().mean(-1, keepdim=True) + eps) * weight.to(dtype)
