@@ -210,6 +210,17 @@ def test_fused_inference_mixer_equals_python_mixer(monkeypatch):
     assert not calls and grad_xz.grad is not None and mixer.A_log.grad is not None
 
 
+def logits_of(model, x, monkeypatch, fused=True):
+    """model(x); with ``fused=False`` down the Python blocks (the extension's block and stack calls declined)."""
+    from dyvm.models import vim as vim_mod
+
+    with monkeypatch.context() as p:
+        if not fused:
+            p.setattr(vim_mod.BiMambaMixer, "fused_call", lambda *a, **k: None)
+            p.setattr(vim_mod.VisionMamba, "fused_stack", lambda *a, **k: None)
+        return model(x)
+
+
 def test_fused_inference_follows_weight_changes(monkeypatch):
     """The fused inference paths remember each layer's A = -exp(A_log) between forwards; any change of the
     weights (in place, by load_state_dict, by a `.data` swap, by replacing the Parameter) is seen at the next
@@ -286,7 +297,6 @@ def test_packed_projections_at_inference(monkeypatch):
 
     import torch.nn.functional as F
     from dyvm.kernels import mix_cpp
-    from dyvm.models import vim as vim_mod
 
     pays = torch.ops.dyvm_scan.packed_linear_pays
     assert pays(1, 192, 768) and pays(64, 384, 192) and not pays(63, 384, 192) and not pays(50, 64, 256)
@@ -296,11 +306,7 @@ def test_packed_projections_at_inference(monkeypatch):
     x = torch.randn(4, 3, 64, 64)  # 4 x 65 rows: both projections on the packed weights
 
     def run(m, fused=True):
-        with monkeypatch.context() as p:
-            if not fused:
-                p.setattr(vim_mod.BiMambaMixer, "fused_call", lambda *a, **k: None)
-                p.setattr(vim_mod.VisionMamba, "fused_stack", lambda *a, **k: None)
-            return m(x)
+        return logits_of(m, x, monkeypatch, fused)
 
     def unpacked():  # F.linear's route: a copy (no packs) that packs nothing
         with monkeypatch.context() as p:
@@ -372,11 +378,7 @@ def test_panel_matmuls_at_inference(monkeypatch):
     x = torch.randn(3, 3, 32, 32)
 
     def run(m, fused=True):
-        with monkeypatch.context() as p:
-            if not fused:
-                p.setattr(vim_mod.BiMambaMixer, "fused_call", lambda *a, **k: None)
-                p.setattr(vim_mod.VisionMamba, "fused_stack", lambda *a, **k: None)
-            return m(x)
+        return logits_of(m, x, monkeypatch, fused)
 
     def unpaneled():  # F.linear's route: a copy without panels
         with monkeypatch.context() as p:
