@@ -152,6 +152,25 @@ def test_bad_arguments_are_one_line_errors(argv, needle, capsys):
     assert len(err.splitlines()) == 1 and needle in err
 
 
+@pytest.mark.parametrize("argv, batch", [([], 128), (["--train-batch", "1"], 1), (["--step-model", "tiny"], 8),
+                                         (["--step-model", "tiny", "--train-batch", "2"], 2)])
+def test_train_step_batch_follows_the_flag_for_either_model(argv, batch, monkeypatch, capsys):
+    # the demo's configuration steps at 128 unless --train-batch says otherwise (batch 1: its inference latency)
+    import dyvm.bench_train as bench_train
+
+    seen = {}
+
+    def fake(against, rounds, steps, warmup, threads, batch, **kwargs):
+        seen.update(batch=batch, model=kwargs["step_model"])
+        return dict(step_model=kwargs["step_model"], threads=threads, steps_per_round=steps, warmup=warmup,
+                    rounds=rounds, table="", groups={})
+
+    monkeypatch.setattr(bench_train, "bench_train_step", fake)
+    monkeypatch.setattr(bench, "rounds_text", lambda res: "")
+    assert main(["bench", "--what", "train-step", "--threads", "1", "--no-progress"] + argv) == 0
+    assert seen["batch"] == batch and f"(batch {batch};" in capsys.readouterr().out
+
+
 def test_cli_json_has_the_rounds(tmp_path, capsys):
     out = tmp_path / "b.json"
     assert main(["bench", "--what", "dtype", "--model", "vim_tiny", "--batch-sizes", "1", "--rounds", "2", "--repeats",

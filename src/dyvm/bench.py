@@ -386,7 +386,7 @@ def main(args) -> int:
     if what == "train-step":
         from .bench_train import bench_train_step
 
-        batch = 128 if args.step_model == "demo" else args.train_batch
+        batch = args.train_batch or (128 if args.step_model == "demo" else 8)
         res = bench_train_step(args.against, rounds(7), args.steps, warmup, args.threads or 1, batch=batch,
                                kinds=args.kinds, autocast=args.autocast, against_autocast=args.against_autocast,
                                precision=precision, max_rounds=max_rounds(7), progress=not args.no_progress,
@@ -399,7 +399,7 @@ def main(args) -> int:
         print(res["table"])
     if what in ("backbone", "all"):
         res = bench_backbone(args.model, tuple(args.batch_sizes), args.backends, args.threads, args.device, rounds(5),
-                             train_batch=args.train_batch, dtype=args.dtype, max_rounds=max_rounds(5), **common)
+                             train_batch=args.train_batch or 8, dtype=args.dtype, max_rounds=max_rounds(5), **common)
         out["backbone"] = res
         print(f"\nVim backbone ({res['model']}, {args.dtype}, eval; {res['machine']}); default backend "
               f"{res['default_backend']}; {rounds_text(res['result'])}; ratios: median per-round time / the default's")
