@@ -12,3 +12,6 @@ for m in demo tiny; do
 done
 for i in 1 2; do for w in $PWD/../../.. $B; do echo "== $w"; (cd $w && PYTHONPATH=src python $OLDPWD/../2026-12-05-avx512/demo_models.py $C); done; done \
   > demo_models.txt 2>&1
+# added after the commit that let --train-batch set the demo configuration's batch (run alone, the same BASE):
+#   dyvm bench --what train-step --kinds vim-eval dyvm-eval --train-batch 1 --steps 300 --against $BASE --threads 2 --rounds 7 \
+#     --no-progress --json eval-demo-b1-vs-17012db.json > eval-demo-b1-vs-17012db.txt
