@@ -344,8 +344,9 @@ def test_packed_projections_at_inference(monkeypatch):
 def test_panel_matmuls_at_inference(monkeypatch):
     """At eager CPU fp32 inference x_proj and dt_proj (and in_proj / out_proj where their weights are small) run on
     weight panels laid out once: within float rounding of F.linear, each row's values independent of the other rows
-    and of the thread count, the fused and the Python blocks identical, the panels following weight changes, none
-    under autocast, and a clear error for a panel of the wrong weight."""
+    and of the thread count, the fused and the Python blocks identical, the panels following weight changes, under
+    bf16 autocast bf16 copies of the x_proj / dt_proj weights (autocast's values), and a clear error for a panel of
+    the wrong weight."""
     import copy
 
     import torch.nn.functional as F
@@ -402,7 +403,15 @@ def test_panel_matmuls_at_inference(monkeypatch):
         assert not torch.allclose(after, out, rtol=1e-3, atol=1e-4)
         assert torch.allclose(after, unpaneled(), rtol=1e-5, atol=1e-5)  # a stale panel would fail here
         assert torch.equal(after, run(model, fused=False))
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # x_proj / dt_proj weights cast once: autocast's values
+            cast = mixer.all_panels()
+            assert [t.dtype for t in cast] == [torch.bfloat16] * 4 and torch.equal(cast[2], mixer.x_proj_b.weight.bfloat16())
+            low = run(model)
+            assert torch.equal(low, run(model, fused=False))
+            with monkeypatch.context() as p:  # the fused blocks casting every forward, as before: the same values
+                p.setattr(vim_mod.BiMambaMixer, "all_panels", lambda self: [])
+                assert torch.equal(run(model), low)
+        with torch.autocast("cpu", dtype=torch.float16):
             assert mixer.all_panels() == []
     big = dyvm.create_model("vim_small", img_size=32, patch_size=16, depth=1, num_classes=5).eval()
     assert len(big.layers[0].mixer.all_panels()) == 4  # D 384: oneDNN's packs serve in_proj and out_proj

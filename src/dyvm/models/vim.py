@@ -34,6 +34,11 @@ from .tokens import MiddleClassToken, PrefixLayout, TokenSequence
 _NO_PANEL = torch.empty(0)
 
 
+def _to_bfloat16(weight: Tensor) -> Tensor:
+    """The bf16 copy of a weight that CPU bf16 autocast would make in every forward."""
+    return weight.to(torch.bfloat16)
+
+
 def _decay_rates(a_log: Tensor) -> Tensor:
     """A = -exp(A_log) in float32, as the scan reads it."""
     return -torch.exp(a_log.float())
@@ -220,10 +225,15 @@ class BiMambaMixer(nn.Module):
 
     def all_panels(self) -> list[Tensor]:
         """The panels the extension's blocks take: x_proj and dt_proj of the forward then the backward branch,
-        then, where either projection is small, in_proj's and out_proj's (an empty tensor for one that is not);
-        none under autocast (the matmuls then run in 16 bits, as autocast lowers them)."""
+        then, where either projection is small, in_proj's and out_proj's (an empty tensor for one that is not).
+        Under bf16 autocast, x_proj's and dt_proj's weights cast to bf16 once (the matmuls then run as autocast lowers
+        them, without casting those weights in every forward); none under float16 autocast."""
         if torch.is_autocast_enabled("cpu"):
-            return []
+            if torch.get_autocast_dtype("cpu") != torch.bfloat16:
+                return []
+            mods = self._modules
+            return [self._derived(name + s + "_bf16", mods[name + s]._parameters["weight"], _to_bfloat16)
+                    for s in ("", "_b") for name in ("x_proj", "dt_proj")]
         panels = [*self.ssm_panels(False), *self.ssm_panels(True)]
         projections = [self.projection_panel("in_proj"), self.projection_panel("out_proj")]
         if any(p is not None for p in projections):

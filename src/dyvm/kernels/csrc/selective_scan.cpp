@@ -2314,10 +2314,15 @@ at::Tensor mixer_branch(const at::Tensor& x, const at::Tensor& z, at::TensorList
                                       : conv_forward(x, w, p[1], true, c10::nullopt, reverse, true);
   TORCH_CHECK(panels.empty() || panels.size() == 2, "mix_forward: panels must be empty or 2 per direction");
   const at::Tensor ut = u.transpose(1, 2).reshape({Bsz * L, E});
-  const at::Tensor xdbl = panels.empty() ? at::mm(ut, p[2].t()) : panel_linear(ut, panels[0], R + 2 * N);  // (B*L, R+2N)
+  // a float32 panel runs panel_linear; a bf16 one (under bf16 autocast) is the weight cast once, which at::mm takes as
+  // autocast would cast it (the same values, without the cast in every call)
+  const auto project = [&](const at::Tensor& in, const at::Tensor& weight, size_t i, int64_t out) {
+    if (panels.empty()) return at::mm(in, weight.t());
+    return panels[i].scalar_type() == at::kBFloat16 ? at::mm(in, panels[i].t()) : panel_linear(in, panels[i], out);
+  };
+  const at::Tensor xdbl = project(ut, p[2], 0, R + 2 * N);  // (B*L, R+2N)
   const at::Tensor dt = xdbl.narrow(1, 0, R);
-  const at::Tensor delta = (panels.empty() ? at::mm(dt, p[3].t()) : panel_linear(dt, panels[1], E))
-                               .view({Bsz, L, E}).transpose(1, 2);
+  const at::Tensor delta = project(dt, p[3], 1, E).view({Bsz, L, E}).transpose(1, 2);
   const at::Tensor bc = xdbl.view({Bsz, L, R + 2 * N});
   if (stub_scan) return add_rows(acc, rows, u);
   // under CPU autocast the two matmuls ran in 16 bits: the scan reads float32 copies, as the Python dispatch does
