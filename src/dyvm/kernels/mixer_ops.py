@@ -132,13 +132,12 @@ def ssm_inputs(u: Tensor, x_proj_weight: Tensor, dt_proj_weight: Tensor, d_state
     """x_proj and dt_proj of one direction as composed ops: u (B, E, L) → Δ before bias and softplus
     (B, E, L), B and C (B, L, N). ``panels``: the two weights' panels at eager float32 inference
     (:func:`~dyvm.kernels.mix_cpp.panel_linear`, the extension's blocks' route and values), else F.linear."""
-    if panels is not None:
-        x_dbl = panel_linear(u.transpose(1, 2), panels[0], x_proj_weight.shape[0])
-        dt, B, C = x_dbl.split([dt_proj_weight.shape[1], d_state, d_state], dim=-1)
-        return panel_linear(dt, panels[1], dt_proj_weight.shape[0]).transpose(1, 2), B, C
-    x_dbl = F.linear(u.transpose(1, 2), x_proj_weight)                  # (B, L, R+2N)
+    x_dbl = (F.linear(u.transpose(1, 2), x_proj_weight) if panels is None          # (B, L, R+2N)
+             else panel_linear(u.transpose(1, 2), panels[0], x_proj_weight.shape[0]))
     dt, B, C = x_dbl.split([dt_proj_weight.shape[1], d_state, d_state], dim=-1)
-    return narrow_linear(dt, dt_proj_weight).transpose(1, 2), B, C
+    delta = (narrow_linear(dt, dt_proj_weight) if panels is None
+             else panel_linear(dt, panels[1], dt_proj_weight.shape[0]))
+    return delta.transpose(1, 2), B, C
 
 
 def ssm_branch(u: Tensor, x_proj_weight: Tensor, dt_proj_weight: Tensor, dt_bias: Tensor, A: Tensor, D: Tensor,

@@ -202,12 +202,16 @@ class BiMambaMixer(nn.Module):
         return [conv["weight"], conv["bias"], mods["x_proj" + s]._parameters["weight"], dt_proj["weight"],
                 dt_proj["bias"], a, own["D" + s]]
 
+    def _ssm_weights(self, backward: bool, tag: str, make: Callable[[Tensor], Tensor]) -> tuple[Tensor, Tensor]:
+        """``make`` of one direction's ``x_proj`` and ``dt_proj`` weights, remembered like A under ``name + tag``."""
+        s, mods = "_b" if backward else "", self._modules
+        return tuple(self._derived(name + s + tag, mods[name + s]._parameters["weight"], make)
+                     for name in ("x_proj", "dt_proj"))
+
     def ssm_panels(self, backward: bool) -> tuple[Tensor, Tensor]:
         """One direction's ``x_proj`` and ``dt_proj`` weights as panels (:func:`~dyvm.kernels.mix_cpp.weight_panel`),
         remembered like A: their float32 inference route in the extension's blocks and in the Python mixer."""
-        s, mods = "_b" if backward else "", self._modules
-        return tuple(self._derived(name + s + "_panel", mods[name + s]._parameters["weight"], mix_cpp.weight_panel)
-                     for name in ("x_proj", "dt_proj"))
+        return self._ssm_weights(backward, "_panel", mix_cpp.weight_panel)
 
     def _panels(self, backward: bool, x: Tensor) -> Optional[tuple[Tensor, Tensor]]:
         """:meth:`ssm_panels` where the Python mixer's x_proj and dt_proj take the panel route (eager float32 CPU
@@ -231,9 +235,7 @@ class BiMambaMixer(nn.Module):
         if torch.is_autocast_enabled("cpu"):
             if torch.get_autocast_dtype("cpu") != torch.bfloat16:
                 return []
-            mods = self._modules
-            return [self._derived(name + s + "_bf16", mods[name + s]._parameters["weight"], _to_bfloat16)
-                    for s in ("", "_b") for name in ("x_proj", "dt_proj")]
+            return [*self._ssm_weights(False, "_bf16", _to_bfloat16), *self._ssm_weights(True, "_bf16", _to_bfloat16)]
         panels = [*self.ssm_panels(False), *self.ssm_panels(True)]
         projections = [self.projection_panel("in_proj"), self.projection_panel("out_proj")]
         if any(p is not None for p in projections):
