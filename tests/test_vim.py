@@ -1,4 +1,6 @@
 """The Vim backbone: parity with the official implementation, registry, config keys, bad input."""
+import copy
+
 import pytest
 import timm
 import torch
@@ -239,10 +241,17 @@ def test_fused_inference_follows_weight_changes(monkeypatch):
             m.setattr(vim_mod.VisionMamba, "fused_stack", lambda *a, **k: None)
             return model(x)
 
+    def new_out_proj():
+        mixer.out_proj = torch.nn.Linear(mixer.d_inner, 32, bias=False)
+
+    norm = model.layers[0].norm
     changes = [lambda: mixer.A_log.add_(0.3), lambda: mixer.A_b_log.mul_(0.5), lambda: mixer.out_proj.weight.mul_(3),
                lambda: model.load_state_dict(other.state_dict()),
                lambda: setattr(mixer.A_log, "data", mixer.A_log.data + 0.2),
-               lambda: setattr(mixer, "A_b_log", torch.nn.Parameter(mixer.A_b_log.detach() - 0.2))]
+               lambda: setattr(mixer, "A_b_log", torch.nn.Parameter(mixer.A_b_log.detach() - 0.2)),
+               # what the model's remembered stack plan reads besides the derived tensors
+               lambda: setattr(norm.weight, "data", norm.weight.data * 2), lambda: setattr(norm, "eps", 0.5),
+               new_out_proj, lambda: model.layers[1].mixer.conv1d.bias.add_(1)]
     with torch.no_grad():
         before = model(x)
         assert torch.equal(before, python_logits())
@@ -252,7 +261,59 @@ def test_fused_inference_follows_weight_changes(monkeypatch):
             assert not torch.equal(after, before)
             assert torch.equal(after, python_logits())
             before = after
+        plans = model._stack_plans
+        assert plans  # the stack's arguments were remembered
+        mixer.scan_backend = "reference"  # a backend the fused stack does not serve: the plan must not be used
+        assert torch.allclose(model(x), before, atol=1e-5) and not plans[(False, False)].valid()
+        mixer.scan_backend = None
+        copied = copy.deepcopy(model)  # a copy makes its own plan, from its own weights
+        copied.layers[1].mixer.in_proj.weight.mul_(2)
+        assert not torch.equal(copied(x), before) and torch.equal(model(x), before)
     assert mixer._inference_cache  # the cache was used
+
+
+def test_inference_mode_then_training():
+    """A model evaluated under torch.inference_mode trains afterwards in the same process: the index constants and
+    remembered tensors that inference made are never saved for backward (they were inference tensors: the first
+    training step failed)."""
+    torch.manual_seed(0)
+    for name, kwargs in (("vim_tiny", {}), ("dyvm_vim_tiny", {"pruning_loc": [1]})):
+        model = dyvm.create_model(name, img_size=28, patch_size=4, in_chans=1, depth=2, embed_dim=32, num_classes=5,
+                                  **kwargs)
+        x = torch.randn(2, 1, 28, 28)
+        with torch.inference_mode():
+            model.eval()(x)
+        model.eval()
+        x.requires_grad_(True)  # eval with autograd (saliency): the Python blocks, with what inference remembered
+        logits = model(x)
+        logits.sum().backward()
+        assert x.grad is not None and torch.isfinite(x.grad).all(), name
+        out = model.train()(x.detach())
+        loss = (out.logits if hasattr(out, "logits") else out).sum()
+        loss.backward()
+        assert all(p.grad is not None for p in model.layers.parameters()), name
+
+
+def test_narrow_patches_embed_as_a_matmul():
+    """Patches of at most 64 values (the demo's 4x4 grey ones) embed by one matmul instead of oneDNN's
+    convolution: the convolution's values (to float rounding), gradients included, and the right patch order."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    for channels, patch, size in ((1, 4, 28), (3, 4, 30), (1, 8, 32)):
+        model = dyvm.create_model("vim_tiny", img_size=size, patch_size=patch, in_chans=channels, depth=1,
+                                  embed_dim=32, num_classes=5)
+        proj, calls = model.patch_embed.proj, []
+        proj.register_forward_pre_hook(lambda *a: calls.append(1))
+        x = torch.randn(3, channels, size, size, requires_grad=True)
+        ours = model.patch_embed(x)
+        assert not calls  # the matmul route, not the convolution module
+        conv = F.conv2d(x, proj.weight, proj.bias, stride=patch).flatten(2).transpose(1, 2)
+        assert ours.shape == conv.shape == (3, (size // patch) ** 2, 32)
+        assert torch.allclose(ours, conv, atol=1e-6)
+        g = torch.randn_like(ours)
+        grads = torch.autograd.grad(ours, (x, proj.weight), g)
+        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(grads, torch.autograd.grad(conv, (x, proj.weight), g)))
 
 
 def test_evaluation_after_fused_optimiser_steps_reads_fresh_weights():

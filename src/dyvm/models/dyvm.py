@@ -31,7 +31,7 @@ from ..kernels import mix_cpp
 from ..kernels.custom_ops import tracing
 from ..kernels.mix_cpp import forward_hooked, tree_hooked
 from .registry import register_model
-from .tokens import TokenSequence, gather_tokens, kept_first_order
+from .tokens import TokenSequence, gather_tokens, index_constant, kept_first_order
 from .presets import build_model
 from .vim import VisionMamba
 
@@ -39,7 +39,7 @@ from .vim import VisionMamba
 @functools.lru_cache(maxsize=64)
 def _cpu_index(positions: tuple[int, ...]) -> Tensor:
     """Prefix positions as a CPU int64 tensor, built once per tuple (read by the fused router)."""
-    return torch.tensor(positions, dtype=torch.long)
+    return index_constant(positions, torch.device("cpu"))
 
 
 class DyVMTrainOutput(NamedTuple):
@@ -366,16 +366,21 @@ class DyVM(VisionMamba):
         return (not self.training and self.score == "predictor" and self.token_sampler != "stratified"
                 and self.predictor_input_source == "hidden" and not tree_hooked(self.score_predictors))
 
+    def fused_stage_params(self) -> list[tuple[list[Tensor], float]]:
+        return [(predictor.fused_params(), predictor.in_conv[0].eps) for predictor in self.score_predictors]
+
+    def fused_roots(self) -> list[nn.Module]:
+        return [self.layers, self.score_predictors]
+
     def _stacked_inference(self, seq: TokenSequence, positions: list[int]):
         """Every block and stage in one extension call (:meth:`fused_stack`), or None where it does not apply.
-        Returns (the final sequence, S × patch ids, S × kept slots, S × log-probabilities, S + 1 prefix positions,
-        router logits, gates)."""
+        Returns (the final sequence, S × patch ids, S × kept slots, S ×
+        log-probabilities, S + 1 prefix positions, router logits, gates, the S + 1 prefix positions as Python ints)."""
         if not self._stages_fusable():
             return None
         segments, stages = [positions], []
-        for k, (layer, keep) in enumerate(zip(self.pruning_loc, self.keep_counts())):
-            predictor = self.score_predictors[k]
-            stages.append((layer, keep, predictor.fused_params(), predictor.in_conv[0].eps))
+        for layer, keep in zip(self.pruning_loc, self.keep_counts()):
+            stages.append((layer, keep))
             segments.append(seq.layout.shared_positions(keep))
         out = self.fused_stack(seq.hidden, seq.patch_ids, segments, self.use_routers, self.router_threshold, stages)
         if out is None:
@@ -388,9 +393,9 @@ class DyVM(VisionMamba):
         final = replace(seq, hidden=out[0], residual=out[1], patch_ids=out[2],
                         prefix_pos=prefix[-1].expand(batch, -1) if stages else seq.prefix_pos)
         if self.use_routers:
-            return final, ids, local, logp, prefix, out[-2], out[-1]
+            return final, ids, local, logp, prefix, out[-2], out[-1], segments
         unrouted = lambda: self._stack([None] * self.depth, batch, seq.hidden.device)  # noqa: E731 (as the loop)
-        return final, ids, local, logp, prefix, unrouted(), unrouted()
+        return final, ids, local, logp, prefix, unrouted(), unrouted(), segments
 
     def _fused_stage(self, k: int, seq: TokenSequence, keep: int,
                      positions: Optional[list[int]]) -> Optional[tuple[TokenSequence, Tensor, Tensor]]:
@@ -512,13 +517,16 @@ class DyVM(VisionMamba):
         current = lambda: (seq.prefix_pos[0] if positions is None  # noqa: E731
                            else torch.tensor(positions, dtype=torch.long, device=device))
         positions = shared()
-        kept, kept_local, prefix_positions, pred_scores = [], [], [current()], []
+        kept, kept_local, pred_scores = [], [], []
+        prefix_ints = [positions]  # the prefix positions as Python ints per boundary (None where traced)
         stacked = None  # every block and stage in one extension call where that applies
         if keep_indices is None and gates is None and not return_layers and stats is None and positions is not None:
             stacked = self._stacked_inference(seq, positions)
         if stacked is not None:
-            seq, kept, kept_local, pred_scores, prefix_positions, router_logits, all_gates = stacked
+            seq, kept, kept_local, pred_scores, prefix_positions, router_logits, all_gates, prefix_ints = stacked
             positions = shared()
+        else:
+            prefix_positions = [current()]
         for i in range(self.depth if stacked is None else 0):
             if i in stage_of:
                 k = stage_of[i]
@@ -548,6 +556,7 @@ class DyVM(VisionMamba):
                 kept_local.append(local)
                 kept.append(seq.patch_ids)
                 prefix_positions.append(current())
+                prefix_ints.append(positions)
             logits, gate = self._layer(i, seq, gates, None, stats, positions)
             all_logits.append(logits)
             all_gates.append(gate)
@@ -559,7 +568,7 @@ class DyVM(VisionMamba):
         feat = self.final_norm(seq.hidden, seq.residual)
         prefix = seq.prefix(feat)
         # Python ints would break a compiled graph: left empty there (prefix_positions has them as tensors)
-        cls_positions = ([int(p[0]) for p in prefix_positions] if self.num_prefix_tokens
+        cls_positions = ([p[0] for p in prefix_ints] if self.num_prefix_tokens
                          and not torch.compiler.is_compiling() else [])
         return DyVMInferenceOutput(self.forward_head(prefix), kept, kept_local, cls_positions, all_gates, router_logits,
                                    seq.patches(feat, positions), seq.patch_ids, pred_scores, layer_hidden, layer_residual,

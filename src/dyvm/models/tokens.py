@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, replace
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -81,7 +81,10 @@ def _is_prefix(prefix_pos: Tensor, length: int) -> Tensor:
 
 def gather_tokens(x: Tensor, index: Tensor) -> Tensor:
     """x (B, L, D), index (B, K) → (B, K, D): whole D-rows by one ``index_select`` over the flattened
-    batch (3-7× faster on a CPU than ``gather`` with an expanded index, which reads an index per element)."""
+    batch (3-7× faster on a CPU than ``gather`` with an expanded index, which reads an index per element); an
+    index expanded from one row (every image at the same positions, as at inference) by one ``index_select``."""
+    if index.shape[0] == 1 or (index.shape[0] > 1 and index.stride(0) == 0):
+        return x.index_select(1, index[0])
     return _gather_rows(x, _flat_rows(index, x.shape[1]), index.shape[1])
 
 
@@ -99,11 +102,19 @@ def _gather_rows(x: Tensor, rows: Tensor, k: int) -> Tensor:
 
 # Index constants of batches whose images all have their prefix tokens at the same positions (inference),
 # cached per shape: a pruning stage then needs no per-image index arithmetic.
+def index_constant(values: Sequence[int], device: torch.device) -> Tensor:
+    """An int64 index tensor for the caches below, made outside inference mode whatever the caller's mode: an
+    inference tensor could not be saved for backward by a later forward with autograd (a model evaluated under
+    ``torch.inference_mode`` and then trained in the same process failed in its first training step)."""
+    with torch.inference_mode(False):
+        return torch.tensor(values, dtype=torch.long, device=device)
+
+
 @functools.lru_cache(maxsize=512)
 def shared_patch_slots(prefix: tuple, length: int, device: torch.device) -> Tensor:
     """Sequence positions (N,) of the patch tokens among ``length`` tokens with prefix tokens at ``prefix``."""
     skip = set(prefix)
-    return torch.tensor([i for i in range(length) if i not in skip], dtype=torch.long, device=device)
+    return index_constant([i for i in range(length) if i not in skip], device)
 
 
 @functools.lru_cache(maxsize=512)
@@ -118,7 +129,19 @@ def _shared_insert_order(prefix: tuple, num_patches: int, device: torch.device) 
             seen += 1
         else:
             order.append(slot - seen)
-    return torch.tensor(order, dtype=torch.long, device=device)
+    return index_constant(order, device)
+
+
+@functools.lru_cache(maxsize=512)
+def shared_index(values: tuple, device: torch.device) -> Tensor:
+    """``values`` (prefix positions) as a cached index tensor; callers only expand it (views)."""
+    return index_constant(values, device)
+
+
+@functools.lru_cache(maxsize=512)
+def _shared_arange(n: int, device: torch.device) -> Tensor:
+    """``arange(n)``, cached (the patch ids of fresh embeddings); callers only expand it (views)."""
+    return index_constant(range(n), device)
 
 
 def patch_slots(prefix_pos: Tensor, length: int) -> Tensor:
@@ -179,13 +202,14 @@ class TokenSequence:
     def from_parts(cls, prefix: Tensor, patches: Tensor, layout: PrefixLayout) -> "TokenSequence":
         """Lay out fresh embeddings: prefix (B, P, D) placed among patches (B, M, D) by the layout."""
         batch, m = patches.shape[:2]
-        ids = torch.arange(m, device=patches.device).expand(batch, m)
         if torch.compiler.is_compiling():  # the layout's tensor arithmetic (traced), not cached Python ints
+            ids = torch.arange(m, device=patches.device).expand(batch, m)
             pos = layout.positions(torch.full((batch,), m, dtype=torch.long, device=patches.device))
             hidden = insert_prefix(prefix, patches, pos)
         else:  # every image has m patches: the prefix positions and the insertion order are cached constants
             shared = tuple(layout.shared_positions(m))
-            pos = torch.tensor(shared, dtype=torch.long, device=patches.device).expand(batch, len(shared))
+            ids = _shared_arange(m, patches.device).expand(batch, m)
+            pos = shared_index(shared, patches.device).expand(batch, len(shared))
             hidden = patches if not shared else torch.cat([patches, prefix.to(patches.dtype)], dim=1).index_select(
                 1, _shared_insert_order(shared, m, patches.device))
         return cls(hidden, None, pos, ids, layout)

@@ -27,6 +27,7 @@ from ..weights import resize_pos_embed
 from .config import ModelConfig
 from .presets import IMAGENET_MEAN, IMAGENET_STD, build_model, data_config  # noqa: F401 (re-exported)
 from .registry import register_model
+from .remembered import InferenceCache, StackPlan, StackPlans
 from .tokens import MiddleClassToken, PrefixLayout, TokenSequence
 
 
@@ -42,14 +43,6 @@ def _to_bfloat16(weight: Tensor) -> Tensor:
 def _decay_rates(a_log: Tensor) -> Tensor:
     """A = -exp(A_log) in float32, as the scan reads it."""
     return -torch.exp(a_log.float())
-
-
-class _InferenceCache(dict):
-    """A mixer's remembered inference tensors (:meth:`BiMambaMixer._derived`), left out of copies and pickles: the
-    next forward rebuilds them, and oneDNN's packed weights can be neither copied nor saved."""
-
-    def __reduce__(self):
-        return type(self), ()
 
 
 class BiMambaMixer(nn.Module):
@@ -71,7 +64,7 @@ class BiMambaMixer(nn.Module):
         self.dt_rank = math.ceil(d_model / 16) if dt_rank is None else dt_rank
         self.divide_out = divide_out
         self.scan_backend: Optional[str] = None  # None: argument-less dispatch (env var / auto)
-        self._inference_cache = _InferenceCache()  # see _derived
+        self._inference_cache = InferenceCache()  # see _derived
         E, N, R = self.d_inner, d_state, self.dt_rank
 
         self.in_proj = nn.Linear(d_model, 2 * E, bias=False)
@@ -408,7 +401,16 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=stride)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)
+        proj, p = self.proj, self.patch_size
+        if x.device.type == "cpu" and self.stride == p and proj.in_channels * p * p <= 64:
+            # few pixels a patch (the demo's 4x4 grey patches): the convolution as one matmul over the patches. oneDNN's
+            # convolution costs ~40 µs of set-up a call there, 4x the matmul at batch 1; at 16-px RGB patches the two
+            # take the same time and the convolution stays
+            b, c, gh, gw = x.shape[0], x.shape[1], x.shape[2] // p, x.shape[3] // p
+            patches = x[:, :, :gh * p, :gw * p].reshape(b, c, gh, p, gw, p).permute(0, 2, 4, 1, 3, 5)
+            return F.linear(patches.reshape(b, gh * gw, c * p * p), proj.weight.reshape(proj.out_channels, -1),
+                            proj.bias)
+        return proj(x).flatten(2).transpose(1, 2)
 
 
 @dataclass
@@ -598,7 +600,7 @@ class VisionMamba(nn.Module):
         if not x.is_floating_point():
             raise TypeError(f"x must be a floating-point image tensor, got dtype {x.dtype} "
                             "(convert with x.float() and normalise)")
-        weight = next(self.patch_embed.parameters())
+        weight = self.patch_embed.proj.weight
         if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
             raise TypeError(f"x is {x.dtype} but the model's weights are {weight.dtype}: convert the images with "
                             f"x.to({weight.dtype}) (or run under torch.autocast)")
@@ -629,16 +631,16 @@ class VisionMamba(nn.Module):
     def final_norm(self, hidden: Tensor, residual: Tensor) -> Tensor:
         return self.norm_f(residual + self.drop_path(hidden))
 
-    def fused_stack(self, hidden: Tensor, patch_ids: Tensor, positions: Sequence[Sequence[int]],
-                    routed: bool = False, router_threshold: float = 0.5,
-                    stages: Sequence[tuple[int, int, list[Tensor], float]] = ()) -> Optional[list[Tensor]]:
-        """Eager CPU inference of every block (with DyVM's routers when ``routed``, and its pruning ``stages``:
-        (layer, keep, predictor tensors, LayerNorm eps)) in one extension call, every image with its prefix
-        tokens at ``positions`` (at the start, then after each stage): what the per-layer loop computes, call for
-        call (see :func:`~dyvm.kernels.mix_cpp.stack_forward` for what it returns). None where it does not apply
-        (training, hooks on a block or below, a layer the fused block does not serve): the loop runs instead."""
-        if self.training or hidden.device.type != "cpu" or tree_hooked(self.layers):
-            return None
+    def fused_stage_params(self) -> list[tuple[list[Tensor], float]]:
+        """Per pruning stage, its predictor's tensors and LayerNorm eps for :meth:`fused_stack` (DyVM's); none here."""
+        return []
+
+    def fused_roots(self) -> list[nn.Module]:
+        """The modules :meth:`fused_stack` computes (their weights, attributes and hooks decide its plan)."""
+        return [self.layers]
+
+    def _build_stack_plan(self, hidden: Tensor, routed: bool) -> Optional[StackPlan]:
+        """Gather what :meth:`fused_stack` hands the extension, or None where a layer does not qualify for ``hidden``."""
         tensors, eps, scales, backends = [], [], set(), set()
         for layer in self.layers:
             mixer = layer._modules["mixer"]
@@ -646,15 +648,50 @@ class VisionMamba(nn.Module):
             eps.append(layer._modules["norm"].eps)
             scales.add(mixer.divide_out)
             backends.add(mixer.scan_backend)
+        stages = self.fused_stage_params()
         if (any(t is None for t in tensors) or len(scales) != 1 or len(backends) != 1
-                or not mix_cpp.applies(hidden, tensors + [t for stage in stages for t in stage[2]], backends.pop())):
+                or not mix_cpp.applies(hidden, tensors + [t for params, _ in stages for t in params], *backends)):
             return None
         mixers = [layer._modules["mixer"] for layer in self.layers]
         packed = [t for mixer in mixers for t in mixer.packed_projections()]
         panels = [t for mixer in mixers for t in mixer.all_panels()]
-        return mix_cpp.stack_forward(hidden, None, patch_ids, tensors, eps, 0.5 if scales.pop() else 1.0, routed,
-                                     router_threshold, positions, stages,
-                                     () if any(t is None for t in packed) else packed, panels)
+        arguments = (tensors, eps, 0.5 if scales.pop() else 1.0, backends.pop(),
+                     () if any(t is None for t in packed) else packed, panels, stages)
+        roots = self.fused_roots()
+        norms = [m for root in roots for m in root.modules() if isinstance(getattr(m, "eps", None), float)]
+        return StackPlan.make(arguments, roots,
+                              lambda: [(m.scan_backend, m.divide_out) for m in mixers] + [n.eps for n in norms])
+
+    def fused_stack(self, hidden: Tensor, patch_ids: Tensor, positions: Sequence[Sequence[int]],
+                    routed: bool = False, router_threshold: float = 0.5,
+                    stages: Sequence[tuple[int, int]] = ()) -> Optional[list[Tensor]]:
+        """Eager CPU inference of every block (with DyVM's routers when ``routed``, and its pruning ``stages``:
+        (layer, keep), predictors from :meth:`fused_stage_params`) in one extension call, every image with its prefix
+        tokens at ``positions`` (at the start, then after each stage): what the per-layer loop computes, call for
+        call (see :func:`~dyvm.kernels.mix_cpp.stack_forward` for what it returns). None where it does not apply
+        (training, hooks on a block or below, a layer the fused block does not serve): the loop runs instead.
+        The arguments are remembered in a plan (:class:`~.remembered.StackPlan`) while what they came from is
+        unchanged."""
+        if self.training or hidden.device.type != "cpu" or forward_hooked():
+            return None
+        plans = self.__dict__.setdefault("_stack_plans", StackPlans())
+        key = (routed, torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu"))
+        plan = plans.get(key)
+        if plan is None or not plan.valid():
+            plan = self._build_stack_plan(hidden, routed)
+            if plan is None:
+                return None
+            plans[key] = plan
+        if plan.hooked():
+            return None
+        tensors, eps, out_scale, backend, packed, panels, stage_params = plan.arguments
+        # the tensors' dtypes are part of the plan (a cast moves them); autograd only matters where it is on
+        if len(stages) != len(stage_params) or not mix_cpp.applies(
+                hidden, plan.sources if torch.is_grad_enabled() else (), backend):
+            return None
+        return mix_cpp.stack_forward(hidden, None, patch_ids, tensors, eps, out_scale, routed, router_threshold,
+                                     positions, [(layer, keep, *params) for (layer, keep), params in
+                                                 zip(stages, stage_params)], packed, panels)
 
     def forward_features(self, x: Tensor, layers: Optional[tuple[list, list]] = None) -> TokenSequence:
         """Images → the final sequence, ``hidden`` = RMSNorm-ed tokens (B, L, D). ``layers``: two lists
