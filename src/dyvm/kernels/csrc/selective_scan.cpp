@@ -2291,6 +2291,91 @@ at::Tensor inference_linear(const at::Tensor& x, const at::Tensor& weight, const
   return packed_mm(x.reshape({-1, weight.size(1)}), *packed).view(shape);
 }
 
+// One SSM direction at inference on raw pointers: mixer_branch's float32 route where every fast kernel serves it (the
+// conv in registers, x_proj's and dt_proj's panels, the lanes scan), the same kernels on the same numbers in the same
+// order (so the same values), with u and the two projections' outputs in one scratch buffer instead of ~30 ATen views
+// and allocations a branch (~0.4 µs each, a fifth of a demo layer's time at batch 1). xz: (B, L, 2E) contiguous
+// float32 (x its first E channels, z the last E); rows (n,) or null: the sub-batch; y (B, L, E) float32, written
+// (accumulate false: every image) or added to at those images.
+bool raw_branch_applies(const at::Tensor& xz, at::TensorList p, at::TensorList panels) {
+#if DYVM_LANES && DYVM_CONV16
+  if (p.size() != 7 || panels.size() != 2 || xz.dim() != 3 || xz.scalar_type() != at::kFloat || !xz.is_contiguous())
+    return false;
+  for (const at::Tensor* t : {&p[0], &p[1], &p[2], &p[3], &p[4], &p[5], &p[6], &panels[0], &panels[1]})
+    if (t->scalar_type() != at::kFloat || !t->is_contiguous() || !t->device().is_cpu()) return false;
+  const int64_t L = xz.size(1), E = xz.size(2) / 2;
+  if (E % 16 != 0 || L > 512 || p[5].dim() != 2 || p[5].size(0) != E || p[5].size(1) != 16) return false;
+  if (p[0].numel() != 4 * E || p[0].size(0) != E || p[0].size(-1) != 4 || p[1].numel() != E || p[4].numel() != E ||
+      p[6].numel() != E || p[2].dim() != 2 || p[2].size(1) != E || p[3].dim() != 2 || p[3].size(0) != E)
+    return false;
+  const auto padded = [](int64_t c) { return (c + kPanPad - 1) / kPanPad * kPanPad; };
+  const int64_t R = p[3].size(1), NB = p[2].size(0);
+  return NB == R + 32 && panels[0].dim() == 2 && panels[0].size(0) == E && panels[0].size(1) == padded(NB) &&
+         panels[1].dim() == 2 && panels[1].size(0) == R && panels[1].size(1) == padded(E);
+#else
+  (void)xz, (void)p, (void)panels;
+  return false;
+#endif
+}
+
+void raw_branch(const float* xz, int64_t L, int64_t E, at::TensorList p, at::TensorList panels, bool reverse,
+                const int64_t* rows, int64_t n, float* y, bool accumulate) {
+#if DYVM_LANES && DYVM_CONV16
+  if (n == 0 || L == 0) return;
+  const int64_t R = p[3].size(1), NB = p[2].size(0), N = 16, steps = n * L;
+  // uninitialised and 64-byte aligned (a zero-filled vector would cost a pass over ~40 MB at Vim-T's batch 64)
+  const at::Tensor scratch = at::empty({steps * (2 * E + NB)}, p[5].options());
+  float* u = scratch.data_ptr<float>();  // conv + SiLU (n, L, E)
+  float* delta = u + steps * E;     // dt_proj's output (n, L, E)
+  float* xdbl = delta + steps * E;  // x_proj's output (n, L, R + 2N): dt, B, C
+  ConvArgs<float> c;
+  c.x = xz;
+  c.sb = L * 2 * E;
+  c.se = 1;
+  c.sl = 2 * E;
+  c.m = nullptr;
+  c.msb = c.msl = 0;
+  c.w = p[0].data_ptr<float>();
+  c.bias = p[1].data_ptr<float>();
+  c.batch = n;
+  c.E = E;
+  c.L = L;
+  c.K = 4;
+  c.silu = true;
+  c.reverse = reverse;
+  c.rows = rows;
+  const std::vector<float> taps = taps_by_k(c.w, E, 4);
+  run_conv_cl16(c, StridedOut<float>{u, L * E, 1, E}, taps.data(), n);
+  panel_matmul(u, steps, E, E, panels[0].data_ptr<float>(), NB, xdbl, NB);
+  panel_matmul(xdbl, steps, R, NB, panels[1].data_ptr<float>(), E, delta, E);
+  Args<float> a;
+  a.u = {u, L * E, 1, E};
+  a.delta = {delta, L * E, 1, E};
+  a.z = {xz + E, L * 2 * E, 1, 2 * E};
+  a.A = p[5].data_ptr<float>();
+  a.Bm = xdbl + R;
+  a.Cm = xdbl + R + N;
+  a.sBb = a.sCb = L * NB;
+  a.sBl = a.sCl = NB;
+  a.D = p[6].data_ptr<float>();
+  a.bias = p[4].data_ptr<float>();
+  a.batch = n;
+  a.E = E;
+  a.L = L;
+  a.N = N;
+  a.softplus = true;
+  a.reverse = reverse;
+  a.zrows = rows;
+  a.orows = rows;
+  a.accumulate = accumulate;
+  const StridedOut<float> o{y, L * E, 1, E};
+  at::parallel_for(0, n * (E / 16), scan_forward_grain(L, true),
+                   [&](int64_t k0, int64_t k1) { forward_lanes16(a, o, k0, k1); });
+#else
+  (void)xz, (void)L, (void)E, (void)p, (void)panels, (void)reverse, (void)rows, (void)n, (void)y, (void)accumulate;
+#endif
+}
+
 // One SSM direction at inference: x, z (B, E, L) views of in_proj's output → y (B, E, L) on
 // channel-last memory. params: conv weight (E, 1, K) or (E, K), conv bias (E), x_proj weight
 // (R+2N, E), dt_proj weight (E, R), dt_proj bias (E), A = -exp(A_log) (E, N), D (E). The same calls as the
@@ -2407,9 +2492,26 @@ std::vector<at::Tensor> mix_forward(const at::Tensor& xz, at::TensorList forward
   // the router read xz as it came (16 bits under autocast, like the Python router); the branches read it
   // in float32 (the Python mixer upcasts it once)
   const at::Tensor xzf = xz.scalar_type() == at::kFloat ? xz : xz.to(at::kFloat);
-  const auto xz_views = halves(xzf);
   at::Tensor y;
-  for (int d = 0; d < 2; ++d) {
+  // float32 with every fast kernel in both directions: raw_branch on xz's memory, y (B, L, E) viewed as (B, E, L)
+  const bool raw = !stub_scan && panels.size() >= 4 && raw_branch_applies(xz, forward_params, panels.slice(0, 2)) &&
+                   raw_branch_applies(xz, backward_params, panels.slice(2, 2));
+  const auto xz_views = raw ? std::make_pair(at::Tensor(), at::Tensor()) : halves(xzf);
+  at::Tensor y_rows;  // raw: y's (B, L, E) memory
+  for (int d = 0; raw && d < 2; ++d) {
+    const float* gp = g.defined() ? g.data_ptr<float>() : nullptr;
+    std::vector<int64_t> on;
+    for (int64_t b = 0; gp && b < Bsz; ++b)
+      if (gp[b * 2 + d] > 0.5f) on.push_back(b);
+    const int64_t n_on = gp ? static_cast<int64_t>(on.size()) : Bsz;
+    if (n_on == 0) continue;
+    const bool sub = n_on < Bsz, first = !y_rows.defined();
+    if (first) y_rows = sub ? at::zeros({Bsz, L, E}, xz.options()) : at::empty({Bsz, L, E}, xz.options());
+    raw_branch(xz.data_ptr<float>(), L, E, d == 0 ? forward_params : backward_params, panels.slice(2 * d, 2), d == 1,
+               sub ? on.data() : nullptr, n_on, y_rows.data_ptr<float>(), sub || !first);
+  }
+  if (y_rows.defined()) y = y_rows.transpose(1, 2);
+  for (int d = 0; !raw && d < 2; ++d) {
     at::TensorList p = d == 0 ? forward_params : backward_params;
     const at::TensorList pan = panels.empty() ? panels : panels.slice(2 * d, 2);  // this branch's x_proj, dt_proj
     std::vector<int64_t> on;
@@ -2435,12 +2537,23 @@ std::vector<at::Tensor> mix_forward(const at::Tensor& xz, at::TensorList forward
   if (!y.defined()) y = at::zeros({Bsz, L, E}, xzf.options()).transpose(1, 2);
   // out_scale (a power of two: 0.5 for the official (y_f + y_b) / 2) scales the smaller of the weight and the output,
   // the same values either way; a scaled copy of a large weight costs a fresh allocation per layer at batch 1
-  const at::Tensor yt = y.transpose(1, 2).reshape({Bsz * L, E});
+  const at::Tensor yt = y_rows.defined() ? y_rows.view({Bsz * L, E}) : y.transpose(1, 2).reshape({Bsz * L, E});
   const bool packed = uses_packed(yt, out_weight, out_packed);
   const c10::optional<at::Tensor> out_panel =
       panels.size() == 6 ? c10::optional<at::Tensor>(panels[5]) : c10::optional<at::Tensor>();
   const bool panel = !packed && uses_panel(yt, out_weight, out_panel);
   const bool scale_output = out_scale != 1.0 && (packed || panel || Bsz * L < out_weight.size(1));
+  if (raw && panel && yt.is_contiguous() && out_panel->is_contiguous()) {  // panel_linear and mul_ on raw pointers
+    const int64_t D = out_weight.size(0);
+    at::Tensor out = at::empty({Bsz, L, D}, xz.options());
+    float* op = out.data_ptr<float>();
+    panel_matmul(yt.data_ptr<float>(), Bsz * L, E, E, out_panel->data_ptr<float>(), D, op, D);
+    const float scale = static_cast<float>(out_scale);  // what mul_ multiplies by
+    if (scale_output)
+      for (int64_t i = 0, n = Bsz * L * D; i < n; ++i) op[i] *= scale;
+    if (routed.empty()) return {out};
+    return {out, routed[0], routed[1]};
+  }
   const at::Tensor w = out_scale == 1.0 || scale_output ? out_weight : out_weight.mul(out_scale);
   at::Tensor out = (packed ? packed_mm(yt, *out_packed)
                            : panel ? panel_linear(yt, *out_panel, out_weight.size(0)) : at::mm(yt, w.t()))
