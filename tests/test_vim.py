@@ -270,6 +270,9 @@ def test_fused_inference_follows_weight_changes(monkeypatch):
         copied.layers[1].mixer.in_proj.weight.mul_(2)
         assert not torch.equal(copied(x), before) and torch.equal(model(x), before)
     assert mixer._inference_cache  # the cache was used
+    # the plan stamps only the parameters derived tensors are made from: every remembered tensor's source is one
+    sources = mixer.derived_sources()
+    assert all(any(entry[0] is t for t in sources) for entry in mixer._inference_cache.values())
 
 
 def test_inference_mode_then_training():

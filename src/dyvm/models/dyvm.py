@@ -360,11 +360,16 @@ class DyVM(VisionMamba):
         stream = seq.patches(seq.hidden + seq.residual)
         return (weight[..., None] * stream).sum(1) / pruned.sum(1, keepdim=True).clamp(min=1)
 
-    def _stages_fusable(self) -> bool:
-        """Whether the extension's pruning stage computes what this model's Python stages would (the predictor's
-        score with top-k, the paper's predictor input, no hooks on a predictor); the tensors are checked later."""
+    def _stage_rule_fusable(self) -> bool:
+        """Whether the extension's pruning stage applies this model's selection rule (the predictor's score with
+        top-k, the paper's predictor input, at inference); tensors and hooks are checked elsewhere."""
         return (not self.training and self.score == "predictor" and self.token_sampler != "stratified"
-                and self.predictor_input_source == "hidden" and not tree_hooked(self.score_predictors))
+                and self.predictor_input_source == "hidden")
+
+    def _stages_fusable(self) -> bool:
+        """Whether the extension's pruning stage computes what this model's Python stages would: the rule, and no
+        hooks on a predictor (which the stage would not call)."""
+        return self._stage_rule_fusable() and not tree_hooked(self.score_predictors)
 
     def fused_stage_params(self) -> list[tuple[list[Tensor], float]]:
         return [(predictor.fused_params(), predictor.in_conv[0].eps) for predictor in self.score_predictors]
@@ -376,7 +381,7 @@ class DyVM(VisionMamba):
         """Every block and stage in one extension call (:meth:`fused_stack`), or None where it does not apply.
         Returns (the final sequence, S × patch ids, S × kept slots, S ×
         log-probabilities, S + 1 prefix positions, router logits, gates, the S + 1 prefix positions as Python ints)."""
-        if not self._stages_fusable():
+        if not self._stage_rule_fusable():  # (the stack's plan checks the predictors' hooks with the blocks')
             return None
         segments, stages = [positions], []
         for layer, keep in zip(self.pruning_loc, self.keep_counts()):

@@ -7,9 +7,10 @@ through ~80 module lookups again (about 150-230 µs of the demo model's ~1.5 ms)
 
 A plan stays valid while nothing it was made from changed: no module, parameter or buffer was (re)assigned anywhere
 (torch's global registration hooks count those), no mixer forgot its derived tensors (``train()``/``eval()`` do, for
-fused optimisers that do not bump version counters), and every parameter it read is at the same version and address
-(an in-place write, ``load_state_dict``, ``module.to``, a ``.data`` swap). Plain attributes a plan reads (a mixer's
-``scan_backend`` and ``divide_out``, norm eps) are compared on every call.
+fused optimisers that do not bump version counters), and every parameter it derived a tensor from is at the same
+version and address (an in-place write, ``load_state_dict``, ``module.to``, a ``.data`` swap); the other parameters go
+to the extension as themselves, so it reads them as they are. Plain attributes a plan reads (a mixer's ``scan_backend``
+and ``divide_out``, norm eps) are compared on every call.
 """
 from __future__ import annotations
 
@@ -68,11 +69,13 @@ class StackPlan(NamedTuple):
     derived: int
 
     @classmethod
-    def make(cls, arguments: tuple, roots: Sequence[nn.Module], attributes) -> "StackPlan":
-        modules = tuple(m for root in roots for m in root.modules())
-        sources = tuple(t for m in modules for t in (*m._parameters.values(), *m._buffers.values()) if t is not None)
-        return cls(arguments, modules, sources, *_stamps(sources), attributes, attributes(),
-                   _generations["structure"], _generations["derived"])
+    def make(cls, arguments: tuple, roots: Sequence[nn.Module], sources: Sequence[Tensor], attributes) -> "StackPlan":
+        """``sources``: the tensors that ``arguments`` hold derived copies of (A_log for A, weights for their packs
+        and panels); every other tensor in ``arguments`` is the module's own Parameter object, which the extension
+        reads as it is at the call."""
+        sources = tuple(sources)
+        return cls(arguments, tuple(m for root in roots for m in root.modules()), sources, *_stamps(sources),
+                   attributes, attributes(), _generations["structure"], _generations["derived"])
 
     def valid(self) -> bool:
         """Whether ``arguments`` are still what gathering them afresh would give (hooks are not checked here)."""

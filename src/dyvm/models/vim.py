@@ -185,6 +185,12 @@ class BiMambaMixer(nn.Module):
                 entry = self._inference_cache[key] = (source, version, source.detach(), make(source))
         return entry[3]
 
+    def derived_sources(self) -> list[Tensor]:
+        """The parameters :meth:`_derived` makes inference tensors from (A, packs, panels, bf16 copies)."""
+        mods, own = self._modules, self._parameters
+        return [own["A_log"], own["A_b_log"], *(mods[name]._parameters["weight"] for name in (
+            "in_proj", "out_proj", "x_proj", "x_proj_b", "dt_proj", "dt_proj_b"))]
+
     def _direction_params(self, backward: bool) -> list[Tensor]:
         """One direction's tensors in the order of :func:`~dyvm.kernels.mix_cpp.mix_forward` (A = -exp(A_log))."""
         s = "_b" if backward else ""
@@ -659,7 +665,7 @@ class VisionMamba(nn.Module):
                      () if any(t is None for t in packed) else packed, panels, stages)
         roots = self.fused_roots()
         norms = [m for root in roots for m in root.modules() if isinstance(getattr(m, "eps", None), float)]
-        return StackPlan.make(arguments, roots,
+        return StackPlan.make(arguments, roots, [t for mixer in mixers for t in mixer.derived_sources()],
                               lambda: [(m.scan_backend, m.divide_out) for m in mixers] + [n.eps for n in norms])
 
     def fused_stack(self, hidden: Tensor, patch_ids: Tensor, positions: Sequence[Sequence[int]],

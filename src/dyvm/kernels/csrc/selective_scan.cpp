@@ -2296,7 +2296,7 @@ at::Tensor inference_linear(const at::Tensor& x, const at::Tensor& weight, const
 // order (so the same values), with u and the two projections' outputs in one scratch buffer instead of ~30 ATen views
 // and allocations a branch (~0.4 µs each, a fifth of a demo layer's time at batch 1). xz: (B, L, 2E) contiguous
 // float32 (x its first E channels, z the last E); rows (n,) or null: the sub-batch; y (B, L, E) float32, written
-// (accumulate false: every image) or added to at those images.
+// (accumulate false: every image) or added to at those images; stub_scan: u in the scan's place (mixer_branch's).
 bool raw_branch_applies(const at::Tensor& xz, at::TensorList p, at::TensorList panels) {
 #if DYVM_LANES && DYVM_CONV16
   if (p.size() != 7 || panels.size() != 2 || xz.dim() != 3 || xz.scalar_type() != at::kFloat || !xz.is_contiguous())
@@ -2319,7 +2319,7 @@ bool raw_branch_applies(const at::Tensor& xz, at::TensorList p, at::TensorList p
 }
 
 void raw_branch(const float* xz, int64_t L, int64_t E, at::TensorList p, at::TensorList panels, bool reverse,
-                const int64_t* rows, int64_t n, float* y, bool accumulate) {
+                const int64_t* rows, int64_t n, float* y, bool accumulate, bool stub_scan) {
 #if DYVM_LANES && DYVM_CONV16
   if (n == 0 || L == 0) return;
   const int64_t R = p[3].size(1), NB = p[2].size(0), N = 16, steps = n * L;
@@ -2348,6 +2348,18 @@ void raw_branch(const float* xz, int64_t L, int64_t E, at::TensorList p, at::Ten
   run_conv_cl16(c, StridedOut<float>{u, L * E, 1, E}, taps.data(), n);
   panel_matmul(u, steps, E, E, panels[0].data_ptr<float>(), NB, xdbl, NB);
   panel_matmul(xdbl, steps, R, NB, panels[1].data_ptr<float>(), E, delta, E);
+  if (stub_scan) {  // the matmul floor's stub: the scan returns u (added like the scan's output)
+    for (int64_t i = 0; i < n; ++i) {
+      float* dst = y + (rows ? rows[i] : i) * L * E;
+      const float* src = u + i * L * E;
+      if (accumulate) {
+        for (int64_t k = 0; k < L * E; ++k) dst[k] += src[k];
+      } else {
+        std::memcpy(dst, src, sizeof(float) * L * E);
+      }
+    }
+    return;
+  }
   Args<float> a;
   a.u = {u, L * E, 1, E};
   a.delta = {delta, L * E, 1, E};
@@ -2372,7 +2384,8 @@ void raw_branch(const float* xz, int64_t L, int64_t E, at::TensorList p, at::Ten
   at::parallel_for(0, n * (E / 16), scan_forward_grain(L, true),
                    [&](int64_t k0, int64_t k1) { forward_lanes16(a, o, k0, k1); });
 #else
-  (void)xz, (void)L, (void)E, (void)p, (void)panels, (void)reverse, (void)rows, (void)n, (void)y, (void)accumulate;
+  (void)xz, (void)L, (void)E, (void)p, (void)panels, (void)reverse, (void)rows, (void)n, (void)y, (void)accumulate,
+      (void)stub_scan;
 #endif
 }
 
@@ -2494,7 +2507,7 @@ std::vector<at::Tensor> mix_forward(const at::Tensor& xz, at::TensorList forward
   const at::Tensor xzf = xz.scalar_type() == at::kFloat ? xz : xz.to(at::kFloat);
   at::Tensor y;
   // float32 with every fast kernel in both directions: raw_branch on xz's memory, y (B, L, E) viewed as (B, E, L)
-  const bool raw = !stub_scan && panels.size() >= 4 && raw_branch_applies(xz, forward_params, panels.slice(0, 2)) &&
+  const bool raw = panels.size() >= 4 && raw_branch_applies(xz, forward_params, panels.slice(0, 2)) &&
                    raw_branch_applies(xz, backward_params, panels.slice(2, 2));
   const auto xz_views = raw ? std::make_pair(at::Tensor(), at::Tensor()) : halves(xzf);
   at::Tensor y_rows;  // raw: y's (B, L, E) memory
@@ -2508,7 +2521,7 @@ std::vector<at::Tensor> mix_forward(const at::Tensor& xz, at::TensorList forward
     const bool sub = n_on < Bsz, first = !y_rows.defined();
     if (first) y_rows = sub ? at::zeros({Bsz, L, E}, xz.options()) : at::empty({Bsz, L, E}, xz.options());
     raw_branch(xz.data_ptr<float>(), L, E, d == 0 ? forward_params : backward_params, panels.slice(2 * d, 2), d == 1,
-               sub ? on.data() : nullptr, n_on, y_rows.data_ptr<float>(), sub || !first);
+               sub ? on.data() : nullptr, n_on, y_rows.data_ptr<float>(), sub || !first, stub_scan);
   }
   if (y_rows.defined()) y = y_rows.transpose(1, 2);
   for (int d = 0; !raw && d < 2; ++d) {
