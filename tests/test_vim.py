@@ -297,6 +297,24 @@ def test_inference_mode_then_training():
         assert all(p.grad is not None for p in model.layers.parameters()), name
 
 
+def test_remembered_stack_steps_aside_for_gradients():
+    """With autograd on, a model whose remembered stack exists still gives a graph wherever any weight the stack
+    reads requires a gradient, also one it keeps no derived copy of (the norms'), and the fused path otherwise."""
+    torch.manual_seed(0)
+    model = dyvm.create_model("vim_tiny", img_size=28, patch_size=4, in_chans=1, depth=2, embed_dim=32,
+                              num_classes=5).eval()
+    x = torch.randn(1, 1, 28, 28)
+    with torch.no_grad():
+        fused = model(x)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.layers[1].norm.weight.requires_grad_(True)
+    out = model(x)
+    assert out.grad_fn is not None and torch.allclose(out, fused, atol=1e-5)
+    model.layers[1].norm.weight.requires_grad_(False)
+    assert torch.equal(model(x), fused)  # nothing needs a gradient: the remembered stack again
+
+
 def test_narrow_patches_embed_as_a_matmul():
     """Patches of at most 64 values (the demo's 4x4 grey ones) embed by one matmul instead of oneDNN's
     convolution: the convolution's values (to float rounding), gradients included, and the right patch order."""

@@ -379,8 +379,8 @@ class DyVM(VisionMamba):
 
     def _stacked_inference(self, seq: TokenSequence, positions: list[int]):
         """Every block and stage in one extension call (:meth:`fused_stack`), or None where it does not apply.
-        Returns (the final sequence, S × patch ids, S × kept slots, S ×
-        log-probabilities, S + 1 prefix positions, router logits, gates, the S + 1 prefix positions as Python ints)."""
+        Returns (the final sequence, S × patch ids, S × kept slots, S × log-probabilities, S + 1 prefix positions,
+        router logits, gates, the S + 1 prefix positions as Python ints)."""
         if not self._stage_rule_fusable():  # (the stack's plan checks the predictors' hooks with the blocks')
             return None
         segments, stages = [positions], []

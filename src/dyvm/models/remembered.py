@@ -14,7 +14,7 @@ and ``divide_out``, norm eps) are compared on every call.
 """
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 from torch import Tensor, nn
 from torch.nn.modules import module as _module
@@ -63,13 +63,14 @@ class StackPlan(NamedTuple):
     sources: tuple[Tensor, ...]
     versions: list[int]
     addresses: list[int]
-    attributes: Any
+    attributes: Callable[[], Any]
     attribute_values: Any
     structure: int
     derived: int
 
     @classmethod
-    def make(cls, arguments: tuple, roots: Sequence[nn.Module], sources: Sequence[Tensor], attributes) -> "StackPlan":
+    def make(cls, arguments: tuple, roots: Sequence[nn.Module], sources: Sequence[Tensor],
+             attributes: Callable[[], Any]) -> "StackPlan":
         """``sources``: the tensors that ``arguments`` hold derived copies of (A_log for A, weights for their packs
         and panels); every other tensor in ``arguments`` is the module's own Parameter object, which the extension
         reads as it is at the call."""

@@ -691,9 +691,10 @@ class VisionMamba(nn.Module):
         if plan.hooked():
             return None
         tensors, eps, out_scale, backend, packed, panels, stage_params = plan.arguments
-        # the tensors' dtypes are part of the plan (a cast moves them); autograd only matters where it is on
-        if len(stages) != len(stage_params) or not mix_cpp.applies(
-                hidden, plan.sources if torch.is_grad_enabled() else (), backend):
+        # the weights' dtypes were checked when the plan was made (a cast moves the derived sources, so it is made
+        # again); whether one requires a gradient matters only with autograd on
+        graded = tensors + [t for params, _ in stage_params for t in params] if torch.is_grad_enabled() else ()
+        if len(stages) != len(stage_params) or not mix_cpp.applies(hidden, graded, backend):
             return None
         return mix_cpp.stack_forward(hidden, None, patch_ids, tensors, eps, out_scale, routed, router_threshold,
                                      positions, [(layer, keep, *params) for (layer, keep), params in
