@@ -115,6 +115,14 @@ def test_bad_inputs():
         model(good.bfloat16())
     with pytest.raises(ValueError, match="NaN or Inf"):
         model(good.clone().index_fill_(0, torch.tensor([1]), float("nan")))
+    for bad in (float("inf"), -float("inf")):
+        odd = good.clone()
+        odd[1, 2, 3, 4] = bad
+        with pytest.raises(ValueError, match="NaN or Inf"):
+            model(odd)
+    odd = good.clone()
+    odd[0, 0, :2, :] = 3e38  # finite values whose sum overflows: not an error
+    model(odd)
     with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
         model(torch.randn(3, 32, 32))
 

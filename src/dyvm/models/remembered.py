@@ -59,7 +59,7 @@ class StackPlan(NamedTuple):
     they were made from. ``attributes`` (a callable) reads the plain attributes the arguments depend on."""
 
     arguments: tuple
-    modules: tuple[nn.Module, ...]
+    hook_dicts: tuple[dict, ...]
     sources: tuple[Tensor, ...]
     versions: list[int]
     addresses: list[int]
@@ -75,8 +75,10 @@ class StackPlan(NamedTuple):
         and panels); every other tensor in ``arguments`` is the module's own Parameter object, which the extension
         reads as it is at the call."""
         sources = tuple(sources)
-        return cls(arguments, tuple(m for root in roots for m in root.modules()), sources, *_stamps(sources),
-                   attributes, attributes(), _generations["structure"], _generations["derived"])
+        # a module's hook dicts are made once with it and filled in place by register_forward_(pre_)hook
+        hook_dicts = tuple(d for root in roots for m in root.modules() for d in (m._forward_hooks, m._forward_pre_hooks))
+        return cls(arguments, hook_dicts, sources, *_stamps(sources), attributes, attributes(),
+                   _generations["structure"], _generations["derived"])
 
     def valid(self) -> bool:
         """Whether ``arguments`` are still what gathering them afresh would give (hooks are not checked here)."""
@@ -86,7 +88,7 @@ class StackPlan(NamedTuple):
 
     def hooked(self) -> bool:
         """Whether a forward (pre-)hook sits on one of the plan's modules (then the Python path runs, and fires it)."""
-        return any(m._forward_hooks or m._forward_pre_hooks for m in self.modules)
+        return any(self.hook_dicts)
 
 
 class StackPlans(dict):

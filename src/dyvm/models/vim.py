@@ -622,7 +622,9 @@ class VisionMamba(nn.Module):
                 f"x is {x.shape[2]}x{x.shape[3]} but the model expects square {self.img_size}x{self.img_size} images")
         if torch.compiler.is_compiling():  # a data-dependent branch would break the graph: assert in it instead
             torch._assert_async(torch.isfinite(x).all(), "x contains NaN or Inf values")
-        elif not bool(torch.isfinite(x).all()):
+        # a finite sum means every value is finite (a NaN or inf makes the sum NaN or inf); one pass instead of
+        # isfinite's five (0.3 ms of Vim-T's batch 1). Only a sum that is not finite (or overflowed) needs the full check
+        elif not math.isfinite(float(x.detach().sum())) and not bool(torch.isfinite(x).all()):
             raise ValueError("x contains NaN or Inf values")
 
     def embed_sequence(self, x: Tensor) -> TokenSequence:
