@@ -16,7 +16,6 @@ are masked instead of sub-batched (see :mod:`dyvm.export` for what changes in a 
 """
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import replace
 from typing import Any, NamedTuple, Optional, Sequence
@@ -31,15 +30,11 @@ from ..kernels import mix_cpp
 from ..kernels.custom_ops import tracing
 from ..kernels.mix_cpp import forward_hooked, tree_hooked
 from .registry import register_model
-from .tokens import TokenSequence, gather_tokens, index_constant, kept_first_order
+from .tokens import TokenSequence, gather_tokens, kept_first_order, shared_index
 from .presets import build_model
 from .vim import VisionMamba
 
-
-@functools.lru_cache(maxsize=64)
-def _cpu_index(positions: tuple[int, ...]) -> Tensor:
-    """Prefix positions as a CPU int64 tensor, built once per tuple (read by the fused router)."""
-    return index_constant(positions, torch.device("cpu"))
+_CPU = torch.device("cpu")  # the fused router reads its prefix positions from a CPU index
 
 
 class DyVMTrainOutput(NamedTuple):
@@ -326,7 +321,7 @@ class DyVM(VisionMamba):
         if positions is not None and stats is None and forced_gates is None and not self.training:
             # eager CPU inference: the block with its router in one extension call (None where that does not apply)
             fused = layer.fused_forward(seq.hidden, seq.residual, None,
-                                        _cpu_index(tuple(positions)) if self.use_routers else None,
+                                        shared_index(tuple(positions), _CPU) if self.use_routers else None,
                                         self.router_threshold)
             if fused is not None:
                 seq.hidden, seq.residual = fused[0], fused[1]

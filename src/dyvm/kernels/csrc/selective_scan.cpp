@@ -2511,20 +2511,7 @@ std::vector<at::Tensor> mix_forward(const at::Tensor& xz, at::TensorList forward
                    raw_branch_applies(xz, backward_params, panels.slice(2, 2));
   const auto xz_views = raw ? std::make_pair(at::Tensor(), at::Tensor()) : halves(xzf);
   at::Tensor y_rows;  // raw: y's (B, L, E) memory
-  for (int d = 0; raw && d < 2; ++d) {
-    const float* gp = g.defined() ? g.data_ptr<float>() : nullptr;
-    std::vector<int64_t> on;
-    for (int64_t b = 0; gp && b < Bsz; ++b)
-      if (gp[b * 2 + d] > 0.5f) on.push_back(b);
-    const int64_t n_on = gp ? static_cast<int64_t>(on.size()) : Bsz;
-    if (n_on == 0) continue;
-    const bool sub = n_on < Bsz, first = !y_rows.defined();
-    if (first) y_rows = sub ? at::zeros({Bsz, L, E}, xz.options()) : at::empty({Bsz, L, E}, xz.options());
-    raw_branch(xz.data_ptr<float>(), L, E, d == 0 ? forward_params : backward_params, panels.slice(2 * d, 2), d == 1,
-               sub ? on.data() : nullptr, n_on, y_rows.data_ptr<float>(), sub || !first, stub_scan);
-  }
-  if (y_rows.defined()) y = y_rows.transpose(1, 2);
-  for (int d = 0; !raw && d < 2; ++d) {
+  for (int d = 0; d < 2; ++d) {
     at::TensorList p = d == 0 ? forward_params : backward_params;
     const at::TensorList pan = panels.empty() ? panels : panels.slice(2 * d, 2);  // this branch's x_proj, dt_proj
     std::vector<int64_t> on;
@@ -2535,6 +2522,13 @@ std::vector<at::Tensor> mix_forward(const at::Tensor& xz, at::TensorList forward
     }
     const int64_t n_on = g.defined() ? static_cast<int64_t>(on.size()) : Bsz;
     if (n_on == 0) continue;
+    if (raw) {
+      const bool sub = n_on < Bsz, first = !y_rows.defined();
+      if (first) y_rows = sub ? at::zeros({Bsz, L, E}, xz.options()) : at::empty({Bsz, L, E}, xz.options());
+      raw_branch(xz.data_ptr<float>(), L, E, p, pan, d == 1, sub ? on.data() : nullptr, n_on,
+                 y_rows.data_ptr<float>(), sub || !first, stub_scan);
+      continue;
+    }
     at::Tensor idx;  // the sub-batch, or undefined: every image
     if (n_on < Bsz) {
       idx = at::empty({n_on}, xz.options().dtype(at::kLong));
@@ -2547,6 +2541,7 @@ std::vector<at::Tensor> mix_forward(const at::Tensor& xz, at::TensorList forward
     if (!y.defined()) y = at::zeros({Bsz, L, E}, xzf.options()).transpose(1, 2);
     mixer_branch(xz_views.first, xz_views.second, p, d == 1, stub_scan, pan, idx, &y);  // y += this branch's output
   }
+  if (y_rows.defined()) y = y_rows.transpose(1, 2);
   if (!y.defined()) y = at::zeros({Bsz, L, E}, xzf.options()).transpose(1, 2);
   // out_scale (a power of two: 0.5 for the official (y_f + y_b) / 2) scales the smaller of the weight and the output,
   // the same values either way; a scaled copy of a large weight costs a fresh allocation per layer at batch 1
