@@ -633,11 +633,13 @@ DYVM_INLINE v16f load16(const float* p) {
 DYVM_INLINE void store16(float* p, v16f v) { std::memcpy(p, &v, sizeof(v)); }
 
 // 2^t for 16 lanes as 2^f 2^floor(t), f = t - floor(t) in [0, 1): vreduceps gives f in one instruction (AVX512DQ;
-// else vrndscaleps and a subtraction), a degree-6 polynomial 2^f (near-minimax on [0, 1), relative error 6.2e-8
-// in float32 with FMAs, exact at f = 0), and vscalefps multiplies by 2^floor(t) reading t itself. Every range is
-// handled with no clamping: finite t <= -150 gives 0, t >= 128 inf, NaN stays NaN. One instruction fewer per
-// exponential than rounding to nearest and subtracting (the recurrence's inner step has 13;
-// docs/speed/2026-12-04f-avx512).
+// else vrndscaleps and a subtraction), a degree-5 polynomial 2^f (relative-error minimax on [0, 1) with p(0) = 1:
+// 8.3e-8 before rounding, 1.6e-7 (~2.7 ulp) measured in float32 with FMAs), and vscalefps multiplies by 2^floor(t)
+// reading t itself. Every range is handled with no clamping: finite t <= -150 gives 0, t >= 128 inf, NaN stays NaN.
+// One instruction fewer per exponential than rounding to nearest and subtracting (docs/speed/2026-12-04f-avx512).
+// The recurrence's inner step is bound by the FMA pipes (one 512-bit FMA or multiply a cycle on Zen 4; vreduceps
+// and vscalefps issue beside them), so degree 5 instead of 6 (2.0e-9) takes 0.90x its time
+// (docs/speed/2026-12-05e-avx512).
 DYVM_INLINE v16f exp2_v16(v16f t) {
   const __m512 tt = reinterpret_cast<__m512>(t);
 #if defined(__AVX512DQ__)
@@ -646,14 +648,58 @@ DYVM_INLINE v16f exp2_v16(v16f t) {
   const v16f f = reinterpret_cast<v16f>(
       _mm512_sub_ps(tt, _mm512_roundscale_ps(tt, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC)));
 #endif
-  v16f p = v16f{} + 2.170225489e-04f;
-  p = p * f + 1.243968843e-03f;
-  p = p * f + 9.678840637e-03f;
-  p = p * f + 5.548334122e-02f;
-  p = p * f + 2.402298301e-01f;
-  p = p * f + 6.931470037e-01f;
+  v16f p = v16f{} + 1.867216110e-03f;
+  p = p * f + 9.016941487e-03f;
+  p = p * f + 5.579984914e-02f;
+  p = p * f + 2.401645385e-01f;
+  p = p * f + 6.931512913e-01f;
   p = p * f + 1.0f;
   return reinterpret_cast<v16f>(_mm512_scalef_ps(reinterpret_cast<__m512>(p), tt));
+}
+
+// silu(z) = z / (1 + exp(-z)) for 16 lanes: exp2_v16 and one division, where the omp simd loops of the scalar
+// sigmoid_f took a longer exp and a division and two products (z < -88: exp(-z) = inf gives -0, silu's limit).
+DYVM_INLINE v16f silu_v16(v16f z) {
+  return z / (exp2_v16(z * -1.44269504088896341f) + 1.0f);
+}
+
+// log1p(e) for e in [0, 1] on 16 lanes: log1p_unit_f's series
+DYVM_INLINE v16f log1p_unit_v16(v16f e) {
+  const v16f sq = e / (e + 2.0f);
+  const v16f s2 = sq * sq;
+  v16f p = v16f{} + 1.0f / 15.0f;
+  p = p * s2 + 1.0f / 13.0f;
+  p = p * s2 + 1.0f / 11.0f;
+  p = p * s2 + 1.0f / 9.0f;
+  p = p * s2 + 1.0f / 7.0f;
+  p = p * s2 + 1.0f / 5.0f;
+  p = p * s2 + 1.0f / 3.0f;
+  p = p * s2 + 1.0f;
+  return (sq + sq) * p;
+}
+
+// exp(-|x|) and max(0, x) on 16 lanes, the two parts of softplus (max with x second: vmaxps returns its second
+// operand when either is NaN, so NaN stays NaN)
+DYVM_INLINE v16f exp_neg_abs_v16(v16f x) {
+  return exp2_v16(reinterpret_cast<v16f>(_mm512_abs_ps(reinterpret_cast<__m512>(x))) * -1.44269504088896341f);
+}
+DYVM_INLINE v16f relu_v16(v16f x) {
+  return reinterpret_cast<v16f>(_mm512_max_ps(_mm512_setzero_ps(), reinterpret_cast<__m512>(x)));
+}
+
+// softplus(x) = max(x, 0) + log1p(exp(-|x|)) for 16 lanes: softplus_f's formula with exp2_v16, in vectors where the
+// omp simd loops of the scalar version took a longer exp (the forward's Δ pass 0.55x the time, with silu_v16's gate
+// the whole Vim-T scan call 0.81x; docs/speed/2026-12-05e-avx512)
+DYVM_INLINE v16f softplus_v16(v16f x) { return relu_v16(x) + log1p_unit_v16(exp_neg_abs_v16(x)); }
+
+// softplus(x) and sigmoid(x) from one exp(-|x|) = e (the backward's pre-pass), as softplus_sigmoid_f; softplus
+// exactly as softplus_v16, so the backward recomputes the forward's Δ to the bit
+DYVM_INLINE void softplus_sigmoid_v16(v16f x, v16f& sp, v16f& sg) {
+  const v16f e = exp_neg_abs_v16(x);
+  sp = relu_v16(x) + log1p_unit_v16(e);
+  const __mmask16 neg = _mm512_cmp_ps_mask(reinterpret_cast<__m512>(x), _mm512_setzero_ps(), _CMP_LT_OQ);
+  const v16f num = reinterpret_cast<v16f>(_mm512_mask_blend_ps(neg, _mm512_set1_ps(1.0f), reinterpret_cast<__m512>(e)));
+  sg = num / (e + 1.0f);
 }
 
 // Row sums of a 16 x 16 block (row-major at p): lane i of the result = sum_n p[16 i + n].
@@ -971,6 +1017,15 @@ void forward_lanes16(const Args<float>& a, const StridedOut<float>& out, int64_t
     const bool acc = a.accumulate;
     const float* Bb = a.Bm + b * a.sBb;
     const float* Cb = a.Cm + b * a.sCb;
+#if DYVM_N16_AVX512
+    for (int64_t s = 0; s < L; ++s) {  // scan order: Δ and Δu in 16-lane vectors
+      const int64_t t = a.reverse ? L - 1 - s : s;
+      v16f dt = load16(dp + t * a.delta.sl) + bias;
+      if (a.softplus) dt = softplus_v16(dt);
+      store16(DT + 16 * s, dt);
+      store16(DTU + 16 * s, load16(up + t * a.u.sl) * dt);
+    }
+#else
     for (int64_t s = 0; s < L; ++s) {  // scan order
       const int64_t t = a.reverse ? L - 1 - s : s;
       store16(DT + 16 * s, load16(dp + t * a.delta.sl) + bias);
@@ -987,6 +1042,7 @@ void forward_lanes16(const Args<float>& a, const StridedOut<float>& out, int64_t
 #pragma omp simd
       for (int64_t i = 0; i < 16 * L; ++i) DTU[i] *= DT[i];
     }
+#endif
     v16f h[16] = {};
     for (int64_t s = 0; s < L; ++s) {
       const int64_t t = a.reverse ? L - 1 - s : s;
@@ -1010,6 +1066,15 @@ void forward_lanes16(const Args<float>& a, const StridedOut<float>& out, int64_t
         store16(op + t * out.sl, acc ? load16(op + t * out.sl) + y : y);
     }
     if (zp) {  // row_output's formula: (y + D u) silu(z)
+#if DYVM_N16_AVX512
+      for (int64_t s = 0; s < L; ++s) {
+        const int64_t t = a.reverse ? L - 1 - s : s;
+        float* ot = op + t * out.sl;
+        v16f g = load16(Y + 16 * s) * silu_v16(load16(zp + t * a.z.sl));
+        __asm__("" : "+v"(g));  // g rounded before the sum: no FMA, as the Python mixer adds stored outputs
+        store16(ot, acc ? load16(ot) + g : g);
+      }
+#else
       for (int64_t s = 0; s < L; ++s) store16(DT + 16 * s, load16(zp + (a.reverse ? L - 1 - s : s) * a.z.sl));
 #pragma omp simd
       for (int64_t i = 0; i < 16 * L; ++i) {
@@ -1020,6 +1085,7 @@ void forward_lanes16(const Args<float>& a, const StridedOut<float>& out, int64_t
         float* ot = op + (a.reverse ? L - 1 - s : s) * out.sl;
         store16(ot, acc ? load16(ot) + load16(Y + 16 * s) : load16(Y + 16 * s));
       }
+#endif
     }
   }
 }
@@ -1097,6 +1163,15 @@ void backward_lanes16(const Args<float>& a, const Strided<float>& gout, const Gr
         if (zp) store16(Z + 16 * s, load16(zp + t * a.z.sl));
       }
       if (sp) {
+#if DYVM_N16_AVX512
+        for (int64_t i = 0; i < 16 * L; i += 16) {
+          v16f dt, sg;
+          softplus_sigmoid_v16(load16(SG + i), dt, sg);
+          store16(DT + i, dt);
+          store16(SG + i, sg);
+          store16(DTU + i, dt * load16(U + i));
+        }
+#else
 #pragma omp simd
         for (int64_t i = 0; i < 16 * L; ++i) {
           float dt, sg;
@@ -1105,6 +1180,7 @@ void backward_lanes16(const Args<float>& a, const Strided<float>& gout, const Gr
           SG[i] = sg;
           DTU[i] = dt * U[i];
         }
+#endif
       } else {
 #pragma omp simd
         for (int64_t i = 0; i < 16 * L; ++i) {
@@ -1136,12 +1212,21 @@ void backward_lanes16(const Args<float>& a, const Strided<float>& gout, const Gr
         }
       }
       if (zp) {  // row_gate_backward's formulas: dy = g silu(z), dz = g (y + D u) silu'(z)
+#if DYVM_N16_AVX512
+        for (int64_t i = 0; i < 16 * L; i += 16) {
+          const v16f zi = load16(Z + i), gi = load16(DY + i);
+          const v16f sz = 1.0f / (exp2_v16(zi * -1.44269504088896341f) + 1.0f);
+          store16(DY + i, gi * zi * sz);
+          store16(Z + i, gi * load16(Y + i) * sz * (1.0f + zi * (1.0f - sz)));
+        }
+#else
 #pragma omp simd
         for (int64_t i = 0; i < 16 * L; ++i) {
           const float zi = Z[i], gi = DY[i], sz = sigmoid_f(zi);
           DY[i] = gi * zi * sz;
           Z[i] = gi * Y[i] * sz * (1.0f + zi * (1.0f - sz));
         }
+#endif
         for (int64_t s = 0; s < L; ++s)
           store16(g.dz.p + b * g.dz.sb + e0 + (a.reverse ? L - 1 - s : s) * g.dz.sl, load16(Z + 16 * s));
       }
