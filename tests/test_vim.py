@@ -231,6 +231,37 @@ def logits_of(model, x, monkeypatch, fused=True):
         return model(x)
 
 
+def test_branches_side_by_side_on_two_threads(monkeypatch):
+    """With two threads a small fused block (the demo's at batch 1) runs its two SSM branches side by side, one per
+    thread; a large one splits each kernel between the threads instead. Either way the logits are the Python blocks'
+    and the one-thread run's exactly, for a Vim and for a DyVM whose routers turn branches off for some images."""
+    side_by_side = torch.ops.dyvm_scan.directions_in_parallel
+    threads = torch.get_num_threads()
+    torch.manual_seed(0)
+    vim = dyvm.create_model("vim_tiny", img_size=28, patch_size=4, in_chans=1, depth=3, embed_dim=64,
+                            num_classes=5).eval()
+    dy = dyvm.create_model("dyvm_vim_tiny", img_size=28, patch_size=4, in_chans=1, depth=3, embed_dim=64,
+                           num_classes=5, pruning_loc=[1, 2]).eval()
+    for layer in dy.layers:  # routers with real decisions
+        torch.nn.init.normal_(layer.mixer.block_head.weight, std=0.5)
+    try:
+        torch.set_num_threads(2)
+        assert side_by_side(2 * 50 * 128) and not side_by_side(4 * 50 * 128) and side_by_side(8 * 5 * 128)
+        torch.set_num_threads(1)
+        assert not side_by_side(50 * 128)
+        for batch in (1, 4):
+            x = torch.randn(batch, 1, 28, 28)
+            for model in (vim, dy):
+                with torch.no_grad():
+                    results = []
+                    for n in (2, 1):
+                        torch.set_num_threads(n)
+                        results += [logits_of(model, x, monkeypatch), logits_of(model, x, monkeypatch, fused=False)]
+                assert all(torch.equal(results[0], r) for r in results[1:]), (batch, type(model).__name__)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_fused_inference_follows_weight_changes(monkeypatch):
     """The fused inference paths remember each layer's A = -exp(A_log) between forwards; any change of the
     weights (in place, by load_state_dict, by a `.data` swap, by replacing the Parameter) is seen at the next

@@ -43,6 +43,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <type_traits>
 #include <utility>
@@ -2561,6 +2562,18 @@ std::vector<at::Tensor> route(const at::Tensor& xz, at::TensorList router, doubl
 // runs on the whole batch, one on for some runs on that sub-batch (its rows of xz read in place where the
 // kernels' fast paths serve, else copied) and is added into y by rows, one off for all does not run (the Python
 // mixer's `_selected_branches`, call for call, the same values).
+// Whether a fused block's two SSM branches run side by side, one per thread, instead of one after the other with each
+// of their kernels (conv, two panels, scan) split between the threads: with two or more threads, outside a parallel
+// region, for blocks of at most DYVM_DIRECTIONS_MAX (B L E) values, where a split kernel's synchronisation costs
+// about as much as its half of the work (the demo's blocks at batch 1). Both give the same values.
+bool directions_in_parallel(int64_t values) {
+  static const int64_t max_values = [] {
+    const char* v = std::getenv("DYVM_DIRECTIONS_MAX");
+    return v ? std::atoll(v) : int64_t{1} << 14;
+  }();
+  return values <= max_values && at::get_num_threads() >= 2 && !at::in_parallel_region();
+}
+
 std::vector<at::Tensor> mix_forward(const at::Tensor& xz, at::TensorList forward_params,
                                     at::TensorList backward_params, const at::Tensor& out_weight, double out_scale,
                                     const c10::optional<at::Tensor>& gates, at::TensorList router,
@@ -2596,7 +2609,27 @@ std::vector<at::Tensor> mix_forward(const at::Tensor& xz, at::TensorList forward
                    raw_branch_applies(xz, backward_params, panels.slice(2, 2));
   const auto xz_views = raw ? std::make_pair(at::Tensor(), at::Tensor()) : halves(xzf);
   at::Tensor y_rows;  // raw: y's (B, L, E) memory
-  for (int d = 0; d < 2; ++d) {
+  bool all_on = true;  // both directions on for every image
+  if (g.defined()) {
+    const float* gp = g.data_ptr<float>();
+    for (int64_t i = 0; i < 2 * Bsz; ++i) all_on = all_on && gp[i] > 0.5f;
+  }
+  const bool side_by_side = raw && all_on && directions_in_parallel(Bsz * L * E);
+  if (side_by_side) {
+    // one direction per thread; the backward branch writes a buffer of its own, added after (the values of adding in
+    // the scan's stores: each output is rounded before the sum)
+    y_rows = at::empty({Bsz, L, E}, xz.options());
+    const at::Tensor y_back = at::empty({Bsz, L, E}, xz.options());
+    at::parallel_for(0, 2, 1, [&](int64_t d0, int64_t d1) {
+      for (int64_t d = d0; d < d1; ++d)
+        raw_branch(xz.data_ptr<float>(), L, E, d == 0 ? forward_params : backward_params, panels.slice(2 * d, 2),
+                   d == 1, nullptr, Bsz, (d == 0 ? y_rows : y_back).data_ptr<float>(), false, stub_scan);
+    });
+    float* yp = y_rows.data_ptr<float>();
+    const float* bp = y_back.data_ptr<float>();
+    for (int64_t i = 0, n = Bsz * L * E; i < n; ++i) yp[i] += bp[i];
+  }
+  for (int d = 0; d < 2 && !side_by_side; ++d) {
     at::TensorList p = d == 0 ? forward_params : backward_params;
     const at::TensorList pan = panels.empty() ? panels : panels.slice(2 * d, 2);  // this branch's x_proj, dt_proj
     std::vector<int64_t> on;
@@ -3226,6 +3259,7 @@ TORCH_LIBRARY(dyvm_scan, m) {
         "Tensor[] panels) -> Tensor[]");
   m.def("linear(Tensor x, Tensor weight, Tensor? packed, Tensor? panel=None) -> Tensor");
   m.def("packed_linear_pays(int rows, int in_features, int out_features) -> bool", &packed_linear_pays);
+  m.def("directions_in_parallel(int values) -> bool", &directions_in_parallel);
   m.def("panel(Tensor weight) -> Tensor");
   m.def("add_rms_norm(Tensor hidden, Tensor? residual, Tensor weight, float eps) -> Tensor[]");
   m.def("panel_linear(Tensor x, Tensor panel, int out_features) -> Tensor");
