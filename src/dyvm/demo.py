@@ -501,7 +501,10 @@ def render_report(r: dict[str, Any]) -> str:
         lines += [f"DyVM is **slower** than its teacher at batch {' and '.join(slower)} here despite fewer FLOPs: at "
                   "this tiny size (D 64, 50 tokens) a block at batch 1 is mostly fixed cost, so the layers after a "
                   "pruning stage cost nearly what full-length ones do and the stages' predictors add their own, "
-                  f"while layers 0–{first - 1} run on every token in both models.", ""]
+                  f"while layers 0–{first - 1} run on every token in both models"
+                  + (". With two or more threads the teacher's small blocks also run their two SSM branches side by "
+                     "side, one per thread, which a DyVM layer whose router turned one branch off cannot."
+                     if speed["threads"] >= 2 else "."), ""]
     short = [b[1:] for b, v in speed["batches"].items() if v["latency_over_flops_cut_official"] < 0.9]
     if short:
         lines += [f"At batch {' and '.join(short)} the latency cut is below 0.9 × the FLOPs cut (issue 10's goal): "
