@@ -1,3 +1,7 @@
+// The lanes scan forward recurrence alone (16 states x 16 lanes, L 197), one thread: V0 exp2 of degree 6 (before
+// eb84946), V1 a table of 2^(j/16) + cubic, V2 degree 5 (now), V3 degree 6 with integer exponent arithmetic instead
+// of vscalefps, V4 no exponential. Cycles at 3.65 GHz. The special-value lines print degree 5 and degree 6 side by side.
+// g++ -O3 -march=native -mprefer-vector-width=512 -fno-math-errno -fno-trapping-math exp_recurrence.cpp -o er && ./er
 #include <immintrin.h>
 #include <cstdio>
 #include <cstring>
@@ -74,7 +78,7 @@ int main(){
   double maxrel=0, maxrel2=0; std::mt19937 g(1); std::uniform_real_distribution<float> U(-125,127);
   for(int i=0;i<2000000;i++){ float t[16]; for(int k=0;k<16;k++) t[k]=(i%2? U(g): U(g)/100); v16f a=exp2_deg5(load16(t)), b=exp2_cur(load16(t));
     for(int k=0;k<16;k++){ double ref=std::exp2((double)t[k]); double r1=std::fabs(a[k]-ref)/ref, r2=std::fabs(b[k]-ref)/ref; if(r1>maxrel)maxrel=r1; if(r2>maxrel2)maxrel2=r2;}}
-  printf("max rel err tab %.3g cur %.3g\n",maxrel,maxrel2);
+  printf("max rel err degree 5 %.3g degree 6 %.3g\n",maxrel,maxrel2);
   float ts[16]={-200,-127,-126,-125.9f,0,-0.0f,127.9f,128,200,NAN,INFINITY,-INFINITY,-1e-30f,1,-1,0.5f};
   v16f a=exp2_tab(load16(ts)), b=exp2_cur(load16(ts)); for(int k=0;k<16;k++) printf("%g: %g %g\n",ts[k],a[k],b[k]);
   long L=197; std::vector<float> At2(256),DT(16*L),DTU(16*L),B(16*L),C(16*L),Y(16*L);
