@@ -689,7 +689,7 @@ DYVM_INLINE v16f relu_v16(v16f x) {
 }
 
 // softplus(x) = max(x, 0) + log1p(exp(-|x|)) for 16 lanes: softplus_f's formula with exp2_v16, in vectors where the
-// omp simd loops of the scalar version took a longer exp (the forward's Δ pass 0.55x the time, with silu_v16's gate
+// omp simd loops of the scalar version took a longer exp (the forward's Δ pass 0.57x the time, with silu_v16's gate
 // the whole Vim-T scan call 0.81x; docs/speed/2026-12-05e-avx512)
 DYVM_INLINE v16f softplus_v16(v16f x) { return relu_v16(x) + log1p_unit_v16(exp_neg_abs_v16(x)); }
 
@@ -2556,12 +2556,6 @@ std::vector<at::Tensor> route(const at::Tensor& xz, at::TensorList router, doubl
   return router_forward(input, router[0], router[1], threshold);
 }
 
-// The bidirectional mixer after in_proj at inference: xz (B, L, 2E) float32 → [(B, L, D) =
-// (y_f + y_b) (out_weight · out_scale)^T], or with a router [output, router logits, gates]. gates (B, 2)
-// 0/1 [forward, backward] (from the router, else given, else both on): a direction on for every image
-// runs on the whole batch, one on for some runs on that sub-batch (its rows of xz read in place where the
-// kernels' fast paths serve, else copied) and is added into y by rows, one off for all does not run (the Python
-// mixer's `_selected_branches`, call for call, the same values).
 // Whether a fused block's two SSM branches run side by side, one per thread, instead of one after the other with each
 // of their kernels (conv, two panels, scan) split between the threads: with two or more threads, outside a parallel
 // region, for blocks of at most DYVM_DIRECTIONS_MAX (B L E) values, where a split kernel's synchronisation costs
@@ -2574,6 +2568,13 @@ bool directions_in_parallel(int64_t values) {
   return values <= max_values && at::get_num_threads() >= 2 && !at::in_parallel_region();
 }
 
+// The bidirectional mixer after in_proj at inference: xz (B, L, 2E) float32 → [(B, L, D) =
+// (y_f + y_b) (out_weight · out_scale)^T], or with a router [output, router logits, gates]. gates (B, 2)
+// 0/1 [forward, backward] (from the router, else given, else both on): a direction on for every image
+// runs on the whole batch, one on for some runs on that sub-batch (its rows of xz read in place where the
+// kernels' fast paths serve, else copied) and is added into y by rows, one off for all does not run (the Python
+// mixer's `_selected_branches`, call for call, the same values). Both directions on for every image of a small block
+// (directions_in_parallel): the two run side by side, one per thread.
 std::vector<at::Tensor> mix_forward(const at::Tensor& xz, at::TensorList forward_params,
                                     at::TensorList backward_params, const at::Tensor& out_weight, double out_scale,
                                     const c10::optional<at::Tensor>& gates, at::TensorList router,
