@@ -152,11 +152,13 @@ DYVM_INLINE float exp2_f(float t) {
 DYVM_INLINE float exp_f(float x) { return exp2_f(x * 1.44269504088896341f); }
 
 // log1p(e) for e in [0, 1]: 2 atanh(s), s = e / (2 + e) in [0, 1/3]; odd series to s^15
-// (truncation < 2e-9 relative). Keeps full relative accuracy for tiny e.
-DYVM_INLINE float log1p_unit_f(float e) {
-  const float s = e / (e + 2.0f);
-  const float s2 = s * s;
-  float p = 1.0f / 15.0f;
+// (truncation < 2e-9 relative). Keeps full relative accuracy for tiny e. V: float, or the AVX-512 kernels' 16-lane
+// float vector (the same operations lane by lane).
+template <typename V>
+DYVM_INLINE V log1p_unit(V e) {
+  const V s = e / (e + 2.0f);
+  const V s2 = s * s;
+  V p = V{} + 1.0f / 15.0f;
   p = p * s2 + 1.0f / 13.0f;
   p = p * s2 + 1.0f / 11.0f;
   p = p * s2 + 1.0f / 9.0f;
@@ -171,14 +173,14 @@ DYVM_INLINE float log1p_unit_f(float e) {
 // in float (the log1p term is < 2.1e-9 there), like torch's thresholded softplus.
 DYVM_INLINE float softplus_f(float x) {
   const float mx = x > 0.0f ? x : 0.0f;
-  return mx + log1p_unit_f(exp_f(-std::fabs(x)));
+  return mx + log1p_unit(exp_f(-std::fabs(x)));
 }
 DYVM_INLINE float sigmoid_f(float x) { return 1.0f / (1.0f + exp_f(-x)); }
 // softplus(x) and sigmoid(x) from one exp(-|x|) = e: sigmoid(x) = 1 / (1 + e) for x >= 0, e / (1 + e) below
 // (the backward's pre-pass needs both; one exp instead of two)
 DYVM_INLINE void softplus_sigmoid_f(float x, float& sp, float& sg) {
   const float e = exp_f(-std::fabs(x));
-  sp = (x > 0.0f ? x : 0.0f) + log1p_unit_f(e);
+  sp = (x > 0.0f ? x : 0.0f) + log1p_unit(e);
   sg = (x >= 0.0f ? 1.0f : e) / (1.0f + e);
 }
 
@@ -664,21 +666,6 @@ DYVM_INLINE v16f silu_v16(v16f z) {
   return z / (exp2_v16(z * -1.44269504088896341f) + 1.0f);
 }
 
-// log1p(e) for e in [0, 1] on 16 lanes: log1p_unit_f's series
-DYVM_INLINE v16f log1p_unit_v16(v16f e) {
-  const v16f sq = e / (e + 2.0f);
-  const v16f s2 = sq * sq;
-  v16f p = v16f{} + 1.0f / 15.0f;
-  p = p * s2 + 1.0f / 13.0f;
-  p = p * s2 + 1.0f / 11.0f;
-  p = p * s2 + 1.0f / 9.0f;
-  p = p * s2 + 1.0f / 7.0f;
-  p = p * s2 + 1.0f / 5.0f;
-  p = p * s2 + 1.0f / 3.0f;
-  p = p * s2 + 1.0f;
-  return (sq + sq) * p;
-}
-
 // exp(-|x|) and max(0, x) on 16 lanes, the two parts of softplus (max with x second: vmaxps returns its second
 // operand when either is NaN, so NaN stays NaN)
 DYVM_INLINE v16f exp_neg_abs_v16(v16f x) {
@@ -691,13 +678,13 @@ DYVM_INLINE v16f relu_v16(v16f x) {
 // softplus(x) = max(x, 0) + log1p(exp(-|x|)) for 16 lanes: softplus_f's formula with exp2_v16, in vectors where the
 // omp simd loops of the scalar version took a longer exp (the forward's Δ pass 0.57x the time, with silu_v16's gate
 // the whole Vim-T scan call 0.81x; docs/speed/2026-12-05e-avx512)
-DYVM_INLINE v16f softplus_v16(v16f x) { return relu_v16(x) + log1p_unit_v16(exp_neg_abs_v16(x)); }
+DYVM_INLINE v16f softplus_v16(v16f x) { return relu_v16(x) + log1p_unit(exp_neg_abs_v16(x)); }
 
 // softplus(x) and sigmoid(x) from one exp(-|x|) = e (the backward's pre-pass), as softplus_sigmoid_f; softplus
 // exactly as softplus_v16, so the backward recomputes the forward's Δ to the bit
 DYVM_INLINE void softplus_sigmoid_v16(v16f x, v16f& sp, v16f& sg) {
   const v16f e = exp_neg_abs_v16(x);
-  sp = relu_v16(x) + log1p_unit_v16(e);
+  sp = relu_v16(x) + log1p_unit(e);
   const __mmask16 neg = _mm512_cmp_ps_mask(reinterpret_cast<__m512>(x), _mm512_setzero_ps(), _CMP_LT_OQ);
   const v16f num = reinterpret_cast<v16f>(_mm512_mask_blend_ps(neg, _mm512_set1_ps(1.0f), reinterpret_cast<__m512>(e)));
   sg = num / (e + 1.0f);
