@@ -660,16 +660,17 @@ DYVM_INLINE v16f exp2_v16(v16f t) {
   return reinterpret_cast<v16f>(_mm512_scalef_ps(reinterpret_cast<__m512>(p), tt));
 }
 
-// silu(z) = z / (1 + exp(-z)) for 16 lanes: exp2_v16 and one division, where the omp simd loops of the scalar
-// sigmoid_f took a longer exp and a division and two products (z < -88: exp(-z) = inf gives -0, silu's limit).
-DYVM_INLINE v16f silu_v16(v16f z) {
-  return z / (exp2_v16(z * -1.44269504088896341f) + 1.0f);
-}
+// exp, sigmoid and silu on 16 lanes, as exp_f and sigmoid_f on exp2_v16. silu(z) = z / (1 + exp(-z)), one division,
+// where the omp simd loops of the scalar sigmoid_f took a longer exp and a division and two products (z < -88:
+// exp(-z) = inf gives -0, silu's limit).
+DYVM_INLINE v16f exp_v16(v16f x) { return exp2_v16(x * 1.44269504088896341f); }
+DYVM_INLINE v16f sigmoid_v16(v16f z) { return 1.0f / (exp_v16(-z) + 1.0f); }
+DYVM_INLINE v16f silu_v16(v16f z) { return z / (exp_v16(-z) + 1.0f); }
 
 // exp(-|x|) and max(0, x) on 16 lanes, the two parts of softplus (max with x second: vmaxps returns its second
 // operand when either is NaN, so NaN stays NaN)
 DYVM_INLINE v16f exp_neg_abs_v16(v16f x) {
-  return exp2_v16(reinterpret_cast<v16f>(_mm512_abs_ps(reinterpret_cast<__m512>(x))) * -1.44269504088896341f);
+  return exp_v16(-reinterpret_cast<v16f>(_mm512_abs_ps(reinterpret_cast<__m512>(x))));
 }
 DYVM_INLINE v16f relu_v16(v16f x) {
   return reinterpret_cast<v16f>(_mm512_max_ps(_mm512_setzero_ps(), reinterpret_cast<__m512>(x)));
@@ -1203,7 +1204,7 @@ void backward_lanes16(const Args<float>& a, const Strided<float>& gout, const Gr
 #if DYVM_N16_AVX512
         for (int64_t i = 0; i < 16 * L; i += 16) {
           const v16f zi = load16(Z + i), gi = load16(DY + i);
-          const v16f sz = 1.0f / (exp2_v16(zi * -1.44269504088896341f) + 1.0f);
+          const v16f sz = sigmoid_v16(zi);
           store16(DY + i, gi * zi * sz);
           store16(Z + i, gi * load16(Y + i) * sz * (1.0f + zi * (1.0f - sz)));
         }
