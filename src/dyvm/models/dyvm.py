@@ -66,7 +66,8 @@ class DyVMInferenceOutput(NamedTuple):
     cls_positions: the class token's position before and after each stage ([M//2, K_1//2, ...] for
     Vim); gates/router_logits (depth, B, 2); tokens (B, K_S, D): final normalised kept patch tokens;
     current_pos (B, K_S); layer_hidden/residual per layer if asked; prefix_positions: (S+1) × (P,)
-    positions of every prefix token; features: the final sequence (hidden RMSNorm-ed)."""
+    positions of every prefix token; features: the final sequence (hidden RMSNorm-ed). tokens and features are
+    None from ``forward_inference(..., features=False)``."""
 
     logits: Tensor
     keep_indices: list[Tensor]
@@ -74,13 +75,13 @@ class DyVMInferenceOutput(NamedTuple):
     cls_positions: list[int]
     gates: Tensor
     router_logits: Tensor
-    tokens: Tensor
+    tokens: Optional[Tensor]
     current_pos: Tensor
     pred_scores: list[Tensor]
     layer_hidden: list[Tensor]
     layer_residual: list[Tensor]
     prefix_positions: list[Tensor]
-    features: TokenSequence
+    features: Optional[TokenSequence]
 
 
 def _check_ratio(name: str, value: float) -> float:
@@ -378,20 +379,19 @@ class DyVM(VisionMamba):
         router logits, gates, the S + 1 prefix positions as Python ints)."""
         if not self._stage_rule_fusable():  # (the stack's plan checks the predictors' hooks with the blocks')
             return None
-        segments, stages = [positions], []
-        for layer, keep in zip(self.pruning_loc, self.keep_counts()):
-            stages.append((layer, keep))
-            segments.append(seq.layout.shared_positions(keep))
+        counts = self.keep_counts()
+        stages = list(zip(self.pruning_loc, counts))
+        segments = [positions] + [seq.layout.shared_positions(keep) for keep in counts]
         out = self.fused_stack(seq.hidden, seq.patch_ids, segments, self.use_routers, self.router_threshold, stages)
         if out is None:
             return None
         batch, n = seq.hidden.shape[0], len(stages)
         ids, local, logp = out[3:3 + 3 * n:3], out[4:4 + 3 * n:3], out[5:5 + 3 * n:3]
-        # one tensor for every boundary (each holds the P prefix positions), unbound into fresh views
-        prefix = list(torch.tensor(segments, dtype=torch.long, device=seq.hidden.device).reshape(len(segments), -1)
-                      .unbind(0))
-        final = replace(seq, hidden=out[0], residual=out[1], patch_ids=out[2],
-                        prefix_pos=prefix[-1].expand(batch, -1) if stages else seq.prefix_pos)
+        # one cached tensor for every boundary (each holds the P prefix positions), unbound into fresh views
+        prefix = list(shared_index(tuple(p for segment in segments for p in segment), seq.hidden.device)
+                      .view(len(segments), -1).unbind(0))
+        final = TokenSequence(out[0], out[1], prefix[-1].expand(batch, -1) if stages else seq.prefix_pos, out[2],
+                              seq.layout)
         if self.use_routers:
             return final, ids, local, logp, prefix, out[-2], out[-1], segments
         unrouted = lambda: self._stack([None] * self.depth, batch, seq.hidden.device)  # noqa: E731 (as the loop)
@@ -494,11 +494,14 @@ class DyVM(VisionMamba):
 
     # ----------------------------------------------------------------------------- inference
     def forward_inference(self, x: Tensor, keep_indices: Optional[Sequence[Tensor]] = None,
-                          gates: Optional[Tensor] = None, return_layers: bool = False) -> DyVMInferenceOutput:
+                          gates: Optional[Tensor] = None, return_layers: bool = False,
+                          features: bool = True) -> DyVMInferenceOutput:
         """Pruned forward: tokens physically removed, skipped branches not computed.
 
         keep_indices: optional forced keep sets, S × (B, K_s) original patch indices (each a subset
-        of the previous stage's); gates: optional forced (depth, B, 2) 0/1.
+        of the previous stage's); gates: optional forced (depth, B, 2) 0/1. features=False: the final norm
+        runs on the prefix tokens only (what the head reads; the same logits) and ``tokens`` and ``features``
+        are None.
         """
         seq = self.embed_sequence(x)
         batch, device = seq.hidden.shape[0], seq.hidden.device
@@ -565,14 +568,18 @@ class DyVM(VisionMamba):
                 layer_residual.append(seq.residual)
         if stacked is None:
             router_logits, all_gates = self._stack(all_logits, batch, device), self._stack(all_gates, batch, device)
-        feat = self.final_norm(seq.hidden, seq.residual)
-        prefix = seq.prefix(feat)
+        if features:
+            feat = self.final_norm(seq.hidden, seq.residual)
+            prefix = seq.prefix(feat)
+        else:  # a per-token norm: the prefix tokens' values of the full one
+            feat, prefix = None, self.final_norm(seq.prefix(seq.hidden), seq.prefix(seq.residual))
         # Python ints would break a compiled graph: left empty there (prefix_positions has them as tensors)
         cls_positions = ([p[0] for p in prefix_ints] if self.num_prefix_tokens
                          and not torch.compiler.is_compiling() else [])
         return DyVMInferenceOutput(self.forward_head(prefix), kept, kept_local, cls_positions, all_gates, router_logits,
-                                   seq.patches(feat, positions), seq.patch_ids, pred_scores, layer_hidden, layer_residual,
-                                   prefix_positions, replace(seq, hidden=feat, residual=None))
+                                   None if feat is None else seq.patches(feat, positions), seq.patch_ids, pred_scores,
+                                   layer_hidden, layer_residual, prefix_positions,
+                                   None if feat is None else replace(seq, hidden=feat, residual=None))
 
     def forward_features(self, x: Tensor, layers: Optional[tuple[list, list]] = None) -> TokenSequence:
         """The pruned inference path's final sequence, ``hidden`` = RMSNorm-ed kept tokens (B, L_S, D)."""
@@ -589,7 +596,7 @@ class DyVM(VisionMamba):
         """Training: :class:`DyVMTrainOutput`; eval: logits (B, num_classes)."""
         if self.training:
             return self.forward_train(x, noise=noise)
-        return self.forward_inference(x).logits
+        return self.forward_inference(x, features=False).logits
 
 
 # --------------------------------------------------------------------------------- registry

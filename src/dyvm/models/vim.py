@@ -20,6 +20,7 @@ from timm.layers import DropPath, lecun_normal_, trunc_normal_
 from torch import Tensor, nn
 
 from ..kernels import causal_conv1d, mix_cpp
+from ..kernels.custom_ops import tracing
 from ..kernels.mix_cpp import forward_hooked, tree_hooked
 from ..kernels.mixer_ops import gated_sum, split_xz, ssm_branch, ssm_inputs
 from ..kernels.norm import RMSNorm
@@ -637,7 +638,15 @@ class VisionMamba(nn.Module):
         return self.embed_sequence(x).hidden
 
     def final_norm(self, hidden: Tensor, residual: Tensor) -> Tensor:
-        return self.norm_f(residual + self.drop_path(hidden))
+        """``norm_f(residual + hidden)`` (..., D), drop path on ``hidden`` in training. At eager CPU inference in float32
+        the add and the RMSNorm are one pass of the extension (:func:`~dyvm.kernels.mix_cpp.add_rms_norm`: the values
+        of the add followed by ``norm_f``, one call instead of two)."""
+        norm = self._modules["norm_f"]
+        if (not self.training and isinstance(norm, RMSNorm) and residual.dtype == torch.float32
+                and residual.shape == hidden.shape and not tracing() and mix_cpp.norm_applies(hidden, norm.weight)
+                and not forward_hooked(norm)):
+            return mix_cpp.add_rms_norm(hidden, residual, norm.weight, norm.eps)[0]
+        return norm(residual + self.drop_path(hidden))
 
     def fused_stage_params(self) -> list[tuple[list[Tensor], float]]:
         """Per pruning stage, its predictor's tensors and LayerNorm eps for :meth:`fused_stack` (DyVM's); none here."""
@@ -702,14 +711,15 @@ class VisionMamba(nn.Module):
                                      positions, [(layer, keep, *params) for (layer, keep), params in
                                                  zip(stages, stage_params)], packed, panels)
 
-    def forward_features(self, x: Tensor, layers: Optional[tuple[list, list]] = None) -> TokenSequence:
-        """Images → the final sequence, ``hidden`` = RMSNorm-ed tokens (B, L, D). ``layers``: two lists
-        that receive every block's (hidden, residual)."""
+    def forward_blocks(self, x: Tensor, layers: Optional[tuple[list, list]] = None) -> TokenSequence:
+        """Images → the sequence after the last block, before the final norm: ``hidden`` (B, L, D) its mixer's
+        output, ``residual`` the residual stream. ``layers``: two lists that receive every block's (hidden,
+        residual)."""
         seq = self.embed_sequence(x)
         if layers is None and not torch.compiler.is_compiling():
             stacked = self.fused_stack(seq.hidden, seq.patch_ids, [[]])  # no router or stage reads positions
             if stacked is not None:
-                seq.hidden, seq.residual = self.final_norm(stacked[0], stacked[1]), None
+                seq.hidden, seq.residual = stacked[0], stacked[1]
                 return seq
         hidden, residual = seq.hidden, None
         for layer in self.layers:
@@ -717,7 +727,14 @@ class VisionMamba(nn.Module):
             if layers is not None:
                 layers[0].append(hidden)
                 layers[1].append(residual)
-        seq.hidden, seq.residual = self.final_norm(hidden, residual), None
+        seq.hidden, seq.residual = hidden, residual
+        return seq
+
+    def forward_features(self, x: Tensor, layers: Optional[tuple[list, list]] = None) -> TokenSequence:
+        """Images → the final sequence, ``hidden`` = RMSNorm-ed tokens (B, L, D). ``layers``: two lists
+        that receive every block's (hidden, residual)."""
+        seq = self.forward_blocks(x, layers)
+        seq.hidden, seq.residual = self.final_norm(seq.hidden, seq.residual), None
         return seq
 
     def forward_detailed(self, x: Tensor, return_layers: bool = False) -> VimOutput:
@@ -728,9 +745,10 @@ class VisionMamba(nn.Module):
         return VimOutput(self.forward_head(prefix), prefix[:, 0], feat.patches(), layers[0], layers[1])
 
     def forward(self, x: Tensor) -> Tensor:
-        """Images (B, C, H, W) → logits (B, num_classes)."""
-        feat = self.forward_features(x)
-        return self.forward_head(feat.prefix())
+        """Images (B, C, H, W) → logits (B, num_classes). The final norm runs on the prefix tokens only, the ones
+        the head reads (a per-token norm: the values of :meth:`forward_features` at those tokens)."""
+        seq = self.forward_blocks(x)
+        return self.forward_head(self.final_norm(seq.prefix(seq.hidden), seq.prefix(seq.residual)))
 
 
 # --------------------------------------------------------------------------------- registry
