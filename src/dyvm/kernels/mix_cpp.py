@@ -275,6 +275,13 @@ def linear_applies(x: Tensor, weight: Tensor) -> bool:
             and _loops_ready())
 
 
+def panel_applies(x: Tensor, weight: Tensor) -> bool:
+    """Whether ``x_proj`` and ``dt_proj`` run as :func:`panel_linear` now: eager CPU inference on a float32 input
+    (under CPU autocast too, where they stay float32: see ``BiMambaMixer.all_panels``), nothing traced or counted,
+    the extension built and allowed."""
+    return _cpu_float32_inference(x, weight) and not tracing() and _loops_ready()
+
+
 def add_rms_norm(hidden: Tensor, residual: Optional[Tensor], weight: Tensor, eps: float) -> list[Tensor]:
     """[RMSNorm(res) (..., D) float32, res] with res = residual + hidden (hidden alone where residual is None), in
     one pass per row: the values of the extension's blocks, within float rounding of ATen's RMSNorm."""

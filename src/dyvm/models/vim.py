@@ -36,11 +36,6 @@ from .tokens import MiddleClassToken, PrefixLayout, TokenSequence
 _NO_PANEL = torch.empty(0)
 
 
-def _to_bfloat16(weight: Tensor) -> Tensor:
-    """The bf16 copy of a weight that CPU bf16 autocast would make in every forward."""
-    return weight.to(torch.bfloat16)
-
-
 def _decay_rates(a_log: Tensor) -> Tensor:
     """A = -exp(A_log) in float32, as the scan reads it."""
     return -torch.exp(a_log.float())
@@ -101,7 +96,7 @@ class BiMambaMixer(nn.Module):
         s = "_b" if backward else ""
         u = self._conv(backward, x, mask)
         delta, B, C = ssm_inputs(u, getattr(self, "x_proj" + s).weight, getattr(self, "dt_proj" + s).weight,
-                                 self.d_state, self._panels(backward, x))
+                                 self.d_state, self._panels(backward, u))
         return u, delta, B, C
 
     def _conv(self, backward: bool, x: Tensor, mask: Optional[Tensor]) -> Tensor:
@@ -116,9 +111,10 @@ class BiMambaMixer(nn.Module):
         s = "_b" if backward else ""
         A = -torch.exp(getattr(self, "A_b_log" if backward else "A_log").float())
         dt_proj = getattr(self, "dt_proj" + s)
-        return ssm_branch(self._conv(backward, x, mask), getattr(self, "x_proj" + s).weight, dt_proj.weight,
-                          dt_proj.bias.float(), A, getattr(self, "D" + s).float(), z, self.d_state, backward,
-                          backend=self.scan_backend, panels=self._panels(backward, x))
+        u = self._conv(backward, x, mask)
+        return ssm_branch(u, getattr(self, "x_proj" + s).weight, dt_proj.weight, dt_proj.bias.float(), A,
+                          getattr(self, "D" + s).float(), z, self.d_state, backward, backend=self.scan_backend,
+                          panels=self._panels(backward, u))
 
     def token_stats(self, xz: Tensor, mask: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         """Per-token averages of the two directions, what the Predictor-B / Predictor-Δ ablations
@@ -202,22 +198,19 @@ class BiMambaMixer(nn.Module):
         return [conv["weight"], conv["bias"], mods["x_proj" + s]._parameters["weight"], dt_proj["weight"],
                 dt_proj["bias"], a, own["D" + s]]
 
-    def _ssm_weights(self, backward: bool, tag: str, make: Callable[[Tensor], Tensor]) -> tuple[Tensor, Tensor]:
-        """``make`` of one direction's ``x_proj`` and ``dt_proj`` weights, remembered like A under ``name + tag``."""
-        s, mods = "_b" if backward else "", self._modules
-        return tuple(self._derived(name + s + tag, mods[name + s]._parameters["weight"], make)
-                     for name in ("x_proj", "dt_proj"))
-
     def ssm_panels(self, backward: bool) -> tuple[Tensor, Tensor]:
         """One direction's ``x_proj`` and ``dt_proj`` weights as panels (:func:`~dyvm.kernels.mix_cpp.weight_panel`),
-        remembered like A: their float32 inference route in the extension's blocks and in the Python mixer."""
-        return self._ssm_weights(backward, "_panel", mix_cpp.weight_panel)
+        remembered like A: their inference route in the extension's blocks and in the Python mixer."""
+        s, mods = "_b" if backward else "", self._modules
+        return tuple(self._derived(name + s + "_panel", mods[name + s]._parameters["weight"], mix_cpp.weight_panel)
+                     for name in ("x_proj", "dt_proj"))
 
-    def _panels(self, backward: bool, x: Tensor) -> Optional[tuple[Tensor, Tensor]]:
-        """:meth:`ssm_panels` where the Python mixer's x_proj and dt_proj take the panel route (eager float32 CPU
-        inference, :func:`~dyvm.kernels.mix_cpp.linear_applies`), else None (F.linear)."""
+    def _panels(self, backward: bool, u: Tensor) -> Optional[tuple[Tensor, Tensor]]:
+        """:meth:`ssm_panels` where the Python mixer's x_proj and dt_proj take the panel route on the conv's output
+        ``u`` (eager CPU inference on float32, autocast or not: :func:`~dyvm.kernels.mix_cpp.panel_applies`), else
+        None (F.linear)."""
         weight = self._modules["x_proj_b" if backward else "x_proj"]._parameters["weight"]
-        return self.ssm_panels(backward) if mix_cpp.linear_applies(x, weight) else None
+        return self.ssm_panels(backward) if mix_cpp.panel_applies(u, weight) else None
 
     def projection_panel(self, name: str) -> Optional[Tensor]:
         """``in_proj``'s or ``out_proj``'s weight panel where that weight is small (under 2^17 elements: where the
@@ -230,13 +223,12 @@ class BiMambaMixer(nn.Module):
     def all_panels(self) -> list[Tensor]:
         """The panels the extension's blocks take: x_proj and dt_proj of the forward then the backward branch,
         then, where either projection is small, in_proj's and out_proj's (an empty tensor for one that is not).
-        Under bf16 autocast, x_proj's and dt_proj's weights cast to bf16 once (the matmuls then run as autocast lowers
-        them, without casting those weights in every forward); none under float16 autocast."""
-        if torch.is_autocast_enabled("cpu"):
-            if torch.get_autocast_dtype("cpu") != torch.bfloat16:
-                return []
-            return [*self._ssm_weights(False, "_bf16", _to_bfloat16), *self._ssm_weights(True, "_bf16", _to_bfloat16)]
+        Under CPU autocast only the first four: x_proj and dt_proj stay float32 there (their inputs and outputs are
+        the float32 conv output and scan inputs; in 16 bits they cost two casts and a narrow 16-bit matmul each, 18-21%
+        of Vim-S's batch-1 forward), while in_proj and out_proj run as autocast lowers them."""
         panels = [*self.ssm_panels(False), *self.ssm_panels(True)]
+        if torch.is_autocast_enabled("cpu"):
+            return panels
         projections = [self.projection_panel("in_proj"), self.projection_panel("out_proj")]
         if any(p is not None for p in projections):
             panels += [_NO_PANEL if p is None else p for p in projections]

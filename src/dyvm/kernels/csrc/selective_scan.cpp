@@ -2472,8 +2472,8 @@ void raw_branch(const float* xz, int64_t L, int64_t E, at::TensorList p, at::Ten
 // from copies: the values are the same as for copies of those rows either way). acc (B, E, L), if given: y is
 // added into it at those images (in the scan's stores where its fast path serves) and nothing is returned.
 // stub_scan (benchmarks' matmul floor only): the scan returns u, as the Python benchmarks' stub does.
-// panels: empty, or x_proj's and dt_proj's weight panels (weight_panel; float32 inference without autocast): the
-// two matmuls then run as panel_linear, as the Python mixer's do.
+// panels: empty, or x_proj's and dt_proj's weight panels (weight_panel; float32 inference, under CPU autocast too):
+// the two matmuls then run as panel_linear in float32, as the Python mixer's do.
 at::Tensor mixer_branch(const at::Tensor& x, const at::Tensor& z, at::TensorList p, bool reverse, bool stub_scan,
                         at::TensorList panels, const at::Tensor& rows = at::Tensor(), at::Tensor* acc = nullptr) {
   TORCH_CHECK(p.size() == 7, "mix_forward: 7 tensors per direction (conv weight, conv bias, x_proj weight, "
@@ -2486,18 +2486,17 @@ at::Tensor mixer_branch(const at::Tensor& x, const at::Tensor& z, at::TensorList
                                       : conv_forward(x, w, p[1], true, c10::nullopt, reverse, true);
   TORCH_CHECK(panels.empty() || panels.size() == 2, "mix_forward: panels must be empty or 2 per direction");
   const at::Tensor ut = u.transpose(1, 2).reshape({Bsz * L, E});
-  // a float32 panel runs panel_linear; a bf16 one (under bf16 autocast) is the weight cast once, which at::mm takes as
-  // autocast would cast it (the same values, without the cast in every call)
+  // the panels (float32, under CPU autocast too) run panel_linear; without them at::mm (in 16 bits under autocast)
   const auto project = [&](const at::Tensor& in, const at::Tensor& weight, size_t i, int64_t out) {
-    if (panels.empty()) return at::mm(in, weight.t());
-    return panels[i].scalar_type() == at::kBFloat16 ? at::mm(in, panels[i].t()) : panel_linear(in, panels[i], out);
+    return panels.empty() ? at::mm(in, weight.t()) : panel_linear(in, panels[i], out);
   };
   const at::Tensor xdbl = project(ut, p[2], 0, R + 2 * N);  // (B*L, R+2N)
   const at::Tensor dt = xdbl.narrow(1, 0, R);
   const at::Tensor delta = project(dt, p[3], 1, E).view({Bsz, L, E}).transpose(1, 2);
   const at::Tensor bc = xdbl.view({Bsz, L, R + 2 * N});
   if (stub_scan) return add_rows(acc, rows, u);
-  // under CPU autocast the two matmuls ran in 16 bits: the scan reads float32 copies, as the Python dispatch does
+  // where the two matmuls ran in 16 bits (autocast without panels): the scan reads float32 copies, as the Python
+  // dispatch does
   const auto f32 = [](const at::Tensor& t) { return t.scalar_type() == at::kFloat ? t : t.to(at::kFloat); };
   const at::Tensor Bm = f32(bc.narrow(2, R, N)), Cm = f32(bc.narrow(2, R + N, N));
   return scan_forward_rows(u, f32(delta), A, Bm, Cm, p[6], z, p[4], reverse, rows, acc);
