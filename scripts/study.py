@@ -269,6 +269,13 @@ RUNS.update({
     "official_random_loc456_rho0.5_beta0.9": ("trained random pruning with the official ablation's masks, layers 4, "
                                               "5, 6, ρ 0.5, β 0.9",
                                               at_point([4, 5, 6], 0.5, 0.9, score="random", baseline_masks="official")),
+    # seventeenth round: the top-k sampler's keep-ratio loss on its decisions (whose mean is ρ by construction) let the
+    # predictors saturate (every keep log-probability 0 at the demo DyVM's first stage: inference's top-k chose among
+    # ties, the same slots for every image); the loss on the predicted p(keep) instead
+    **{f"topk_probs_loc567_rho0.3_beta0.8_seed{seed}": (
+        f"Gumbel-top-k sampler, keep-ratio loss on the predicted p(keep) (not the decisions), seed {seed}, layers 5, "
+        "6, 7, ρ 0.3, β 0.8", at_point(LATE, 0.3, 0.8, token_sampler="topk", keep_ratio_source="probabilities",
+                                       seed=seed)) for seed in range(2)},
 })
 
 

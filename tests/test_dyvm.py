@@ -687,36 +687,79 @@ def test_topk_sampler_trains_on_what_inference_computes():
 
 
 def test_dropping_the_pruned_tail_leaves_the_keep_ratio_loss_unchanged():
-    """The top-k sampler keeps inference's count, so training drops the pruned tail of the sequence; its decisions still
-    cover all M patch slots (the dropped ones as 0), so the keep-ratio loss and its gradient are those of the
-    full layout, which keeps the tail. (Over the live tokens only, stage k's kept share of stage k−1's tokens was
-    compared with the cumulative ρ_k: a loss of 0.088 at the demo's point instead of ~2e-4, whose gradient pushed
-    every live token's p(keep) down at the later stages.)"""
+    """The top-k sampler keeps inference's count, so training drops the pruned tail of the sequence; its decisions and
+    keep shares (what the keep-ratio loss reads: p(keep) with keep_ratio_source="probabilities") still cover all M
+    patch slots (the dropped ones as 0), so the keep-ratio loss and its gradient are those of the full layout, which keeps the tail. (Over the
+    live tokens only, stage k's kept share of stage k−1's tokens was compared with the cumulative ρ_k: a loss of 0.088
+    at the demo's point instead of ~2e-4, whose gradient pushed every live token's p(keep) down at the later
+    stages.)"""
     from dyvm.losses import token_ratio_loss
 
     def ratio_loss_and_grads(model, x):
         model.zero_grad()
         out = model.train().forward_train(x, noise=lambda shape, device: torch.ones(shape))
-        loss = token_ratio_loss(out.decisions, model.token_ratio)
+        loss = token_ratio_loss(out.keep_shares, model.token_ratio)
         loss.backward()
         return out, loss, [p.grad.clone() for p in model.score_predictors.parameters()]
 
     torch.manual_seed(0)
-    kw = dict(depth=5, pruning_loc=[2, 3, 4], token_keep_ratio=0.5, token_sampler="topk")
+    kw = dict(depth=5, pruning_loc=[2, 3, 4], token_keep_ratio=0.5, token_sampler="topk",
+              keep_ratio_source="probabilities")
     model = small_dyvm(**kw)
+    with torch.no_grad():  # p(keep) ≈ 0.88, off target (a fresh predictor's 0.5 meets ρ = 0.5 at every stage here)
+        for predictor in model.score_predictors:
+            predictor.out_conv[4].bias.copy_(torch.tensor([1.0, -1.0]))
     x = torch.randn(3, 3, model.img_size, model.img_size)
     dropped, loss, grads = ratio_loss_and_grads(model, x)
     m = model.num_patches
-    assert [tuple(d.shape) for d in dropped.decisions] == [(3, m)] * 3
+    assert [tuple(d.shape) for d in dropped.decisions] == [tuple(d.shape) for d in dropped.keep_shares] == [(3, m)] * 3
     assert dropped.tokens.shape[1] == model.keep_counts()[-1]             # the tail was dropped
     full_layout = small_dyvm(drop_pruned_tail=False, **kw)
     full_layout.load_state_dict(model.state_dict())
     full, full_loss, full_grads = ratio_loss_and_grads(full_layout, x)
     assert full.tokens.shape[1] == m                                      # the tail was kept
     assert all(torch.equal(a, b) for a, b in zip(dropped.decisions, full.decisions))
-    want = sum((c / m - r) ** 2 for c, r in zip(model.keep_counts(), model.token_ratio))
-    assert abs(loss.item() - want) < 1e-6 and abs(full_loss.item() - want) < 1e-6
-    assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(grads, full_grads))
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(dropped.keep_shares, full.keep_shares))
+    assert loss.item() > 1e-3 and abs(loss.item() - full_loss.item()) < 1e-6
+    # the last stage's predictor gets the full layout's gradient; the earlier ones' differ by the part that reaches
+    # them through the later stages' p(keep), whose hidden states read the pruned tail only in the full layout (the
+    # mask gradient that dropping the tail gives up: TokenSequence.rearrange)
+    last = len(list(model.score_predictors[-1].parameters()))
+    assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(grads[-last:], full_grads[-last:]))
+
+
+def test_exact_count_samplers_can_hold_the_predicted_keep_ratio():
+    """With a sampler that keeps exactly int(ρ_k·M) tokens the decisions' mean is ρ_k by construction, so their
+    keep-ratio loss (the default) pushes nothing down; keep_ratio_source="probabilities" makes the loss read the
+    predicted p(keep): a predictor that keeps every token with p ≈ 1 (where the decisions' loss had pushed the
+    demo's) gets a loss and a gradient that lower p(keep), while the decisions still keep exactly inference's count.
+    The paper's Gumbel-softmax sampler's loss reads its decisions either way."""
+    from dyvm.losses import token_ratio_loss
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 32, 32)
+    noise = lambda shape, device: torch.rand(shape).clamp_min(1e-6)  # noqa: E731
+    with pytest.raises(ValueError, match="keep_ratio_source"):
+        small_dyvm(keep_ratio_source="soft")
+    for sampler, source in (("topk", "probabilities"), ("stratified", "probabilities"), ("topk", "decisions"),
+                            ("gumbel", "probabilities")):
+        model = small_dyvm(depth=4, pruning_loc=[1, 2, 3], token_keep_ratio=0.5, token_sampler=sampler,
+                           keep_ratio_source=source).train()
+        with torch.no_grad():
+            for predictor in model.score_predictors:  # keep logit far above drop: p(keep) ≈ 1 everywhere
+                predictor.out_conv[4].bias.copy_(torch.tensor([8.0, -8.0]))
+        out = model.forward_train(x, noise=noise)
+        if sampler == "gumbel" or source == "decisions":
+            assert all(s is d for s, d in zip(out.keep_shares, out.decisions))
+            continue
+        assert [d.detach().sum(1).tolist() for d in out.decisions] == [[float(c)] * 4 for c in model.keep_counts()]
+        first = out.keep_shares[0]
+        assert not torch.equal(first, out.decisions[0]) and first.min() > 0.99  # p(keep) at every live slot
+        loss = token_ratio_loss(out.keep_shares, model.token_ratio)
+        assert loss.item() > 0.1
+        loss.backward()
+        bias = model.score_predictors[0].out_conv[4].bias.grad
+        assert bias[0] > 0 > bias[1]  # gradient descent lowers the keep logit and raises the drop logit
 
 
 def test_keeping_the_pruned_tail_gives_pruned_tokens_a_gradient_and_the_same_values():
@@ -854,3 +897,22 @@ def test_every_stage_keeps_at_least_one_patch_token():
     with torch.no_grad():
         out = model.forward_inference(torch.randn(2, 3, model.img_size, model.img_size))
     assert [k.shape[1] for k in out.keep_indices] == [4, 1, 1]
+
+
+def test_evaluation_counts_keep_score_ties_at_each_stage():
+    """evaluate() reports, per pruning stage, the share of images whose keep-th and (keep+1)-th best keep scores are
+    equal (keep_ties): where a predictor's keep log-probabilities saturate, inference's top-k keeps slots chosen by
+    position among ties, which the demo's report then says. A fresh predictor ranks (no ties); one whose keep logit
+    is far above its drop logit everywhere gives log p(keep) = 0 at every token, a tie in every image."""
+    from dyvm.evaluate import cut_ties, evaluate
+
+    assert cut_ties(torch.tensor([[0.0, 0.0, -1.0], [0.0, -1.0, -2.0]]), 1) == 1
+    assert cut_ties(torch.tensor([[0.0, -1.0]]), 2) == 0  # every slot kept: no cut
+    torch.manual_seed(0)
+    model = small_dyvm(depth=4, pruning_loc=[1, 2, 3], token_keep_ratio=0.5).eval()
+    batches = [(torch.randn(4, 3, 32, 32), torch.randint(0, 5, (4,))) for _ in range(2)]
+    assert evaluate(model, batches, torch.device("cpu"), progress=False)["keep_ties"] == [0.0, 0.0, 0.0]
+    with torch.no_grad():
+        for predictor in model.score_predictors:
+            predictor.out_conv[4].bias.copy_(torch.tensor([40.0, -40.0]))
+    assert evaluate(model, batches, torch.device("cpu"), progress=False)["keep_ties"] == [1.0, 1.0, 1.0]

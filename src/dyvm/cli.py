@@ -53,6 +53,10 @@ def _dyvm_args(p: argparse.ArgumentParser) -> None:
                         "--token-sampler topk")
     g.add_argument("--token-noise", type=float,
                    help="Gumbel noise scale of --token-sampler topk (1: sample by p(keep); 0: inference's top-k)")
+    g.add_argument("--keep-ratio-source", choices=["decisions", "probabilities"],
+                   help="what the keep-ratio loss averages with --token-sampler topk/stratified: the hard decisions "
+                        "(default; their mean is rho by construction, so the predictor's p(keep) saturates) or the "
+                        "predicted p(keep) (not in the paper)")
     g.add_argument("--pruned-token-grad", action=argparse.BooleanOptionalAction, default=None,
                    help="training: a zero-valued straight-through path from the pruned tokens into the class token, "
                         "so the keep predictor also learns from the tokens it pruned (not in the paper)")

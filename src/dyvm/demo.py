@@ -166,7 +166,7 @@ def _summarise(model, stats: dict) -> dict[str, Any]:
     if model.is_dynamic:
         out.update(token_keep=stats["token_keep"], branch_keep=stats.get("branch_keep"),
                    branch_keep_mean=stats.get("branch_keep_mean", 1.0),
-                   branch_keep_per_class=stats.get("branch_keep_per_class"),
+                   branch_keep_per_class=stats.get("branch_keep_per_class"), keep_ties=stats.get("keep_ties"),
                    token_keep_ratio=model.token_ratio, router_threshold=model.router_threshold, score=model.score)
     return out
 
@@ -390,7 +390,7 @@ def _meta(mode, plan, seed, data_path, output, timings, figures, version, runs, 
         command += f" --baseline-masks {plan.baseline_masks}"
     with open(os.path.join(runs["dyvm"]["output"], "config.json")) as fh:
         finetune_config = json.load(fh)
-    recipe_keys = ("recipe", "pruning_loc", "token_keep_ratio", "block_keep_ratio", "token_sampler", "drop_pruned_tail", "epochs", "batch_size", "lr", "effective_lr", "min_lr", "warmup_epochs", "weight_decay",
+    recipe_keys = ("recipe", "pruning_loc", "token_keep_ratio", "block_keep_ratio", "token_sampler", "keep_ratio_source", "drop_pruned_tail", "epochs", "batch_size", "lr", "effective_lr", "min_lr", "warmup_epochs", "weight_decay",
                    "keep_prior", "dynamic_lr_scale", "ratio_warmup", "block_loss_weighting", "token_weight", "block_weight", "distill_weight",
                    "mixup", "cutmix", "smoothing", "aa", "reprob", "repeated_aug", "scale_min", "hflip", "drop_path",
                    "amp", "subset")
@@ -409,7 +409,7 @@ def _fmt_keep(values) -> str:
 # How the paper's fine-tuning (spec §5.2, Vim-T script) differs from what the demo ran, per key; its pruning
 # layers are the official [6, 12, 18] of 24 scaled to 8 layers, ρ/β the Vim-S headline point.
 PAPER_FINETUNE = dict(recipe="paper", pruning_loc=[2, 4, 6], token_keep_ratio=0.7, block_keep_ratio=0.8,
-                      token_sampler="gumbel", drop_pruned_tail=False, epochs=30, batch_size=128, lr=3e-5, warmup_epochs=5, weight_decay=1e-8,
+                      token_sampler="gumbel", keep_ratio_source="decisions", drop_pruned_tail=False, epochs=30, batch_size=128, lr=3e-5, warmup_epochs=5, weight_decay=1e-8,
                       keep_prior=False, dynamic_lr_scale=1.0, ratio_warmup=0.0, block_loss_weighting="layers",
                       token_weight=10.0, block_weight=10.0,
                       distill_weight=0.5, mixup=0.8, cutmix=1.0, smoothing=0.1, aa="rand-m9-mstd0.5-inc1",
@@ -472,6 +472,17 @@ def render_report(r: dict[str, Any]) -> str:
     lines += ["", "GFLOPs are G multiply-accumulates per image (shown in M): `official` is DyVM's convention (one SSM "
               "direction per layer, measured branch keep ratio), `full` counts both directions, norms, predictors and "
               "routers.", ""]
+    if d.get("keep_ties"):
+        shares = ", ".join(f"{100 * t:.0f}%" for t in d["keep_ties"])
+        tied = any(t > 0.5 for t in d["keep_ties"])
+        why = (" (with an exact-count sampler the keep-ratio loss read the decisions, whose mean is ρ by construction; "
+               "`--keep-ratio-source probabilities` trains a ranking: docs/study)"
+               if m.get("finetune_recipe", {}).get("token_sampler") in ("topk", "stratified")
+               and m["finetune_recipe"].get("keep_ratio_source", "decisions") == "decisions" else "")
+        lines += [f"DyVM's keep predictor, test images whose k-th and (k+1)-th best keep scores are equal at each stage: "
+                  f"{shares}." + (f" Where that is most of them the predictor's keep log-probabilities saturated{why}: "
+                                  "inference's top-k keeps the same slots of every image there, chosen by position "
+                                  "among ties, not by anything the predictor learnt." if tied else ""), ""]
     if smoke:
         lines += ["## Claim check", "", "None: a smoke run shows the pipeline works, not the method.", ""]
     else:

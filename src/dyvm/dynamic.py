@@ -49,6 +49,8 @@ def gumbel_softmax_keep(logp: Tensor, noise: Noise, tau: float = 1.0) -> Tensor:
 
 
 TOKEN_SAMPLERS = ("gumbel", "topk", "stratified")
+# what the keep-ratio loss averages with an exact-count sampler (DyVM keep_ratio_source)
+KEEP_RATIO_SOURCES = ("decisions", "probabilities")
 
 
 def strata(n: int, k: int, device=None) -> Tensor:

@@ -67,9 +67,9 @@ DYVM_COMMON = dict(epochs=30, warmup_epochs=5, warmup_lr=1e-5, min_lr=1e-6, weig
 # one is named in RECIPE_DEPARTURES and in the demo report.
 DYVM_RECIPES = {
     "paper": dict(keep_prior=False, dynamic_lr_scale=1.0, ratio_warmup=0.0, token_sampler="gumbel",
-                  block_loss_weighting="layers", drop_pruned_tail=False),
+                  block_loss_weighting="layers", drop_pruned_tail=False, keep_ratio_source="decisions"),
     "dyvm": dict(keep_prior=True, dynamic_lr_scale=20.0, ratio_warmup=0.0, token_sampler="topk",
-                 block_loss_weighting="layers", drop_pruned_tail=True),
+                 block_loss_weighting="layers", drop_pruned_tail=True, keep_ratio_source="decisions"),
 }
 NO_DYNAMIC = dict(keep_prior=False, dynamic_lr_scale=1.0, ratio_warmup=0.0)  # a Vim has no predictors/routers
 # options that only a DyVM reads: given for a plain Vim they are an error, not silently ignored
@@ -80,7 +80,10 @@ RECIPE_DEPARTURES = {
     "keep_prior": "new predictors start at the stage's target keep ratio instead of 1/2",
     "dynamic_lr_scale": "predictors and routers train at this multiple of the backbone lr (1 in the paper)",
     "token_sampler": "training draws each stage's keep set by Gumbel-top-k, exactly inference's kept count per image "
-                     "(the paper: a Gumbel-softmax per token, the count held at ρ only on average)",
+                     "(the paper: a Gumbel-softmax per token, the count held at ρ only on average); the keep-ratio "
+                     "loss still reads the decisions, whose mean is then ρ by construction, so the predictors' "
+                     "p(keep) saturates and inference's top-k chooses among ties (--keep-ratio-source probabilities: "
+                     "the loss reads p(keep))",
     "drop_pruned_tail": "with an exact-count sampler training drops the pruned tail of the sequence: the paper's "
                         "values, but no gradient at a pruned token's keep decision (the paper keeps the tail, masked; "
                         "--no-drop-pruned-tail)",
@@ -89,6 +92,9 @@ RECIPE_DEPARTURES = {
                             "layer alike, so skips in pruned layers count as much as in full ones)",
     "ratio_warmup": "keep-ratio targets (ρ_k and β) go linearly from 1 to their values over this fraction of the "
                     "steps (fixed in the paper)",
+    "keep_ratio_source": "with an exact-count sampler the keep-ratio loss reads the predicted p(keep), not the "
+                         "decisions (the paper's sampler's decisions vary, so its loss on them holds p(keep) at ρ "
+                         "on average)",
 }
 
 # Vim/DeiT recipe for training a Vim (from scratch, or fine-tuning to new classes with a checkpoint).
@@ -160,6 +166,7 @@ class TrainConfig:
     pruned_token_grad: Optional[bool] = None
     baseline_masks: Optional[str] = None
     drop_pruned_tail: Optional[bool] = None
+    keep_ratio_source: Optional[str] = None
     use_routers: bool = True
     use_pruning: bool = True
     recipe: str = "dyvm"

@@ -34,6 +34,7 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp: st
     class_total: dict[int, int] = {}
     loss_sum = 0.0
     gate_sum = torch.zeros(model.depth, 2, dtype=torch.float64) if is_dyvm else None
+    tie_counts: list[int] = []  # per stage: images whose keep scores tie across the top-k's cut
     per_class_gates: dict[int, torch.Tensor] = {}
     class_counts: dict[int, int] = {}
     bar = None
@@ -55,6 +56,8 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp: st
                 logits = out.logits
                 gates = out.gates.double().cpu()                                   # (depth, B, 2)
                 gate_sum += gates.sum(1)
+                ties = [cut_ties(scores[..., 0], keep) for scores, keep in zip(out.pred_scores, model.keep_counts())]
+                tie_counts = [a + b for a, b in zip(tie_counts, ties)] if tie_counts else ties
                 for c in targets.unique().tolist():
                     sel = (targets == c).cpu()
                     per_class_gates[c] = per_class_gates.get(c, 0) + gates[:, sel].sum(1)
@@ -86,7 +89,19 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp: st
         stats["branch_keep"] = branch.tolist()
         stats["branch_keep_mean"] = float(branch.mean())
         stats["branch_keep_per_class"] = {c: (g / class_counts[c]).tolist() for c, g in sorted(per_class_gates.items())}
+        if tie_counts:
+            stats["keep_ties"] = [t / n for t in tie_counts]
     return stats
+
+
+def cut_ties(scores: torch.Tensor, keep: int) -> int:
+    """How many images of ``scores`` (B, N) have their ``keep``-th and ``keep+1``-th largest keep scores equal: where
+    a predictor's keep log-probabilities saturate (equal, e.g. all 0), inference's top-k chooses among ties by
+    position, not by anything the predictor learnt."""
+    if keep >= scores.shape[1] or scores.shape[0] == 0:
+        return 0
+    top = scores.float().topk(keep + 1, dim=1).values
+    return int((top[:, keep - 1] == top[:, keep]).sum())
 
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,

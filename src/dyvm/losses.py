@@ -2,7 +2,8 @@
 
     loss = L_cls + w_tok · L_tok / S + w_blk · L_blk + w_dist · (L_KL + L_MSE)
 
-L_tok = Σ_k mean_b (mean_j dec^k_bj − ρ_k)²   (per-sample keep ratio, over all M slots)
+L_tok = Σ_k mean_b (mean_j dec^k_bj − ρ_k)²   (per-sample keep ratio, over all M slots; with a sampler that keeps
+        exactly int(ρ_k·M) tokens (top-k, stratified; not in the paper) the predicted p(keep) in place of dec)
 L_blk = (mean over layers, images, branches of the gates − β)²   (one batch-global mean; with layer weights,
         the layers' means weighted, e.g. by their branches' cost at inference: ``block_loss_weighting="cost"``)
 L_KL  = KL(teacher ‖ student) on logits, batch mean
@@ -27,7 +28,7 @@ from .models.tokens import gather_tokens
 
 
 def token_ratio_loss(decisions: list[Tensor], token_ratio: list[float]) -> Tensor:
-    """Σ_k mean_b (mean_j dec^k_bj − ρ_k)²; decisions S × (B, M)."""
+    """Σ_k mean_b (mean_j dec^k_bj − ρ_k)²; decisions S × (B, M) (the model's ``keep_shares`` in training)."""
     return sum(((d.mean(1) - r) ** 2).mean() for d, r in zip(decisions, token_ratio))
 
 
@@ -165,7 +166,7 @@ class DyVMLoss(nn.Module):
         loss = self.base_criterion(outputs.logits.float(), targets)
         parts = {"cls": loss.item()}
         if self.token_loss:
-            tok = token_ratio_loss(outputs.decisions, self.token_ratio)
+            tok = token_ratio_loss(outputs.keep_shares, self.token_ratio)
             loss = loss + self.token_weight * tok / len(self.token_ratio)
             parts["token_ratio"] = tok.item()
         if self.block_loss:

@@ -14,7 +14,7 @@ ARCHITECTURE_OPTIONS = ("img_size", "patch_size", "depth", "embed_dim", "num_cla
 # The DyVM options; a plain model has none of them.
 DYNAMIC_OPTIONS = ("token_keep_ratio", "block_keep_ratio", "router_threshold", "score", "pruning_loc",
                    "predictor_input", "use_routers", "use_pruning", "token_sampler", "slot_prior", "token_noise",
-                   "pruned_token_grad", "baseline_masks", "drop_pruned_tail")
+                   "pruned_token_grad", "baseline_masks", "drop_pruned_tail", "keep_ratio_source")
 # DyVM options that a built model changes in place (``model.configure``), without rebuilding.
 INFERENCE_OPTIONS = ("token_keep_ratio", "router_threshold", "score")
 # What a model predicts (``model.task``), chosen by ``--task``.

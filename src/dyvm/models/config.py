@@ -40,6 +40,7 @@ class ModelConfig:
     pruned_token_grad: Optional[bool] = None  # zero-valued probe: a gradient for the pruned tokens
     baseline_masks: Optional[str] = None    # training masks of random/static: official (revival) or nested
     drop_pruned_tail: Optional[bool] = None  # training drops the pruned tail (no gradient for pruned decisions)
+    keep_ratio_source: Optional[str] = None  # exact-count samplers' keep-ratio loss: decisions or probabilities
     use_routers: Optional[bool] = None
     use_pruning: Optional[bool] = None
     predictor_input: Optional[str] = None

@@ -23,9 +23,9 @@ from typing import Any, NamedTuple, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..dynamic import (BASELINE_MASKS, SCORE_SOURCES, TOKEN_SAMPLERS, Noise, TokenPredictor, gumbel_sigmoid_gate,
-                       gumbel_softmax_keep, gumbel_stratified_keep, gumbel_topk_keep, official_baseline_keep,
-                       select_keep)
+from ..dynamic import (BASELINE_MASKS, KEEP_RATIO_SOURCES, SCORE_SOURCES, TOKEN_SAMPLERS, Noise, TokenPredictor,
+                       gumbel_sigmoid_gate, gumbel_softmax_keep, gumbel_stratified_keep, gumbel_topk_keep,
+                       official_baseline_keep, select_keep)
 from ..kernels import mix_cpp
 from ..kernels.custom_ops import tracing
 from ..kernels.mix_cpp import forward_hooked, tree_hooked
@@ -46,7 +46,8 @@ class DyVMTrainOutput(NamedTuple):
     order that entered each stage (always all M slots); token_policy (B, M, 1): final, rearranged (kept first);
     current_pos (B, M): original patch index of each slot; gates (depth, B, 2): 0/1 [fwd, bwd];
     cls_pos (B,): the class token's (first prefix token's) final position, None without prefix
-    tokens; router_logits (depth, B, 2); prefix_pos (B, P): final positions of all prefix tokens.
+    tokens; router_logits (depth, B, 2); prefix_pos (B, P): final positions of all prefix tokens;
+    keep_shares: S × (B, M), what the keep-ratio loss averages per stage (see :meth:`DyVM.forward_train`).
     """
 
     logits: Tensor
@@ -58,6 +59,7 @@ class DyVMTrainOutput(NamedTuple):
     cls_pos: Optional[Tensor]
     router_logits: Tensor
     prefix_pos: Tensor
+    keep_shares: list[Tensor]
 
 
 class DyVMInferenceOutput(NamedTuple):
@@ -133,6 +135,15 @@ class DyVM(VisionMamba):
             the same values and gradients).
         token_noise: scale of the Gumbel noise of the ``topk`` sampler (1: sample in proportion to
             p(keep); 0: train on inference's own top-k, deterministic).
+        keep_ratio_source: what the keep-ratio loss averages with a sampler that keeps exactly inference's count
+            (``topk``, ``stratified``): ``decisions`` (their hard values, as the paper's loss reads its sampler's)
+            or ``probabilities`` (the predicted p(keep); not in the paper). The decisions' mean is ρ_k by
+            construction there, so their loss passes the predictor no gradient but the rounding of
+            ``int(ρ_k · M)``, which pushes every p(keep) up: the keep log-probabilities saturate at 0 and
+            inference's top-k chooses among ties (the default demo's DyVM of 2026-12-05 kept the same 14 slots
+            of every image at its first stage). With ``probabilities`` the loss holds the predicted keep ratio at
+            ρ_k and the predictor ranks the tokens (measured in docs/study: no better top-1 at the demo's point).
+            The paper's ``gumbel`` sampler always reads its decisions.
         baseline_masks: the training masks of ``score`` ``random`` / ``static``: ``official`` (the paper's
             Pruning_Strategy ablations: masks over all the rearranged slots, not nested in the previous stage's
             keep, so pruned tokens can be revived; random draws ``int(B·M·ρ_k)`` slots over the whole batch,
@@ -150,7 +161,7 @@ class DyVM(VisionMamba):
                  use_routers: bool = True, use_pruning: bool = True, predictor_input: str = "hidden",
                  token_sampler: str = "gumbel", slot_prior: bool = False, slot_prior_strength: float = 3.0,
                  token_noise: float = 1.0, pruned_token_grad: bool = False, baseline_masks: str = "official",
-                 drop_pruned_tail: bool = True, **vim_kwargs: Any):
+                 drop_pruned_tail: bool = True, keep_ratio_source: str = "decisions", **vim_kwargs: Any):
         if predictor_input not in self.PREDICTOR_INPUTS:
             raise ValueError(f"predictor_input={predictor_input!r}; expected one of {self.PREDICTOR_INPUTS}")
         if token_sampler not in TOKEN_SAMPLERS:
@@ -162,6 +173,9 @@ class DyVM(VisionMamba):
         if isinstance(token_noise, bool) or not isinstance(token_noise, (int, float)) or token_noise < 0:
             raise ValueError(f"token_noise must be a number >= 0, got {token_noise!r}")
         self.token_noise = float(token_noise)
+        if keep_ratio_source not in KEEP_RATIO_SOURCES:
+            raise ValueError(f"keep_ratio_source={keep_ratio_source!r}; expected one of {KEEP_RATIO_SOURCES}")
+        self.keep_ratio_source = keep_ratio_source
         self.pruned_token_grad = bool(pruned_token_grad)
         if not drop_pruned_tail and token_sampler == "stratified":
             raise ValueError("drop_pruned_tail=False (--no-drop-pruned-tail, the paper recipe's) needs token_sampler "
@@ -215,7 +229,8 @@ class DyVM(VisionMamba):
                            use_pruning=use_pruning, predictor_input=predictor_input, token_sampler=token_sampler,
                            slot_prior=slot_prior, slot_prior_strength=self.slot_prior_strength,
                            token_noise=self.token_noise, pruned_token_grad=self.pruned_token_grad,
-                           baseline_masks=baseline_masks, drop_pruned_tail=self.drop_pruned_tail)
+                           baseline_masks=baseline_masks, drop_pruned_tail=self.drop_pruned_tail,
+                           keep_ratio_source=keep_ratio_source)
 
     # ----------------------------------------------------------------------------- knobs
     def configure(self, token_keep_ratio: Optional[float] = None, token_ratio: Optional[Sequence[float]] = None,
@@ -434,6 +449,9 @@ class DyVM(VisionMamba):
         noise: Exp(1) source for the Gumbel draws, consumed per layer in the official order (the
         token sampler at a pruning layer, then the router's two draws). keep_masks: optional forced
         keep sets, S × (B, M) bool in original patch order; gates: optional forced (depth, B, 2).
+
+        The output's ``keep_shares`` (what the keep-ratio loss averages) are the decisions, or with
+        ``keep_ratio_source="probabilities"`` and an exact-count sampler the predictor's p(keep) (0 at slots not live).
         """
         seq = self.embed_sequence(x)
         batch, device = seq.hidden.shape[0], seq.hidden.device
@@ -441,12 +459,13 @@ class DyVM(VisionMamba):
         num_patches = seq.num_patches
         seq.policy = seq.hidden.new_ones(batch, num_patches, 1, dtype=torch.float32)
         stats = [] if self.predictor_input_source != "hidden" else None
-        decisions, all_logits, all_gates = [], [], []
+        decisions, keep_shares, all_logits, all_gates = [], [], [], []
         stage_of = {loc: k for k, loc in enumerate(self.pruning_loc)}
         for i in range(self.depth):
             if i in stage_of:
                 k = stage_of[i]
                 policy = seq.policy[..., 0]
+                share = None  # what the keep-ratio loss reads, where not the decision itself
                 if keep_masks is not None:
                     decision = keep_masks[k].to(device).gather(1, seq.patch_ids).float() * policy
                 elif self.score == "predictor":
@@ -457,6 +476,8 @@ class DyVM(VisionMamba):
                         decision = gumbel_stratified_keep(logp, self.keep_counts()[k], noise, self.token_noise) * policy
                     else:
                         decision = gumbel_softmax_keep(logp, noise) * policy
+                    if self.token_sampler != "gumbel" and self.keep_ratio_source == "probabilities":
+                        share = logp[..., 0].exp() * policy
                 elif self.baseline_masks == "official":  # random / static as the paper's ablation trains them
                     decision = official_baseline_keep(self.score, batch, seq.num_patches, self.token_ratio[k], noise,
                                                       device)
@@ -472,6 +493,8 @@ class DyVM(VisionMamba):
                 # over all M slots, as the full layout has them: the slots a dropped tail held are pruned (0), so
                 # the keep-ratio loss compares the kept share of M with ρ_k, not the share of the live tokens
                 decisions.append(nn.functional.pad(decision, (0, num_patches - decision.shape[1])))
+                keep_shares.append(decisions[-1] if share is None else
+                                   nn.functional.pad(share, (0, num_patches - share.shape[1])))
                 probe = (self._pruned_probe(decision, seq) if self.pruned_token_grad and self.score == "predictor"
                          and keep_masks is None else None)
                 # a sampler that keeps exactly inference's count lets training drop the pruned tail
@@ -490,7 +513,7 @@ class DyVM(VisionMamba):
         cls_pos = prefix_pos[:, 0] if prefix_pos.shape[1] else None
         return DyVMTrainOutput(self.forward_head(seq.prefix(feat)), seq.patches(feat), decisions,
                                seq.policy.detach(), seq.patch_ids, self._stack(all_gates, batch, device), cls_pos,
-                               self._stack(all_logits, batch, device), prefix_pos)
+                               self._stack(all_logits, batch, device), prefix_pos, keep_shares)
 
     # ----------------------------------------------------------------------------- inference
     def forward_inference(self, x: Tensor, keep_indices: Optional[Sequence[Tensor]] = None,
