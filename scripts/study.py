@@ -276,6 +276,10 @@ RUNS.update({
         f"Gumbel-top-k sampler, keep-ratio loss on the predicted p(keep) (not the decisions), seed {seed}, layers 5, "
         "6, 7, ρ 0.3, β 0.8", at_point(LATE, 0.3, 0.8, token_sampler="topk", keep_ratio_source="probabilities",
                                        seed=seed)) for seed in range(2)},
+    "topk0_probs_loc567_rho0.3_beta0.8_seed0": (
+        "Gumbel-top-k without noise (inference's own top-k in training), keep-ratio loss on the predicted p(keep), "
+        "seed 0, layers 5, 6, 7, ρ 0.3, β 0.8",
+        at_point(LATE, 0.3, 0.8, token_sampler="topk", token_noise=0.0, keep_ratio_source="probabilities", seed=0)),
 })
 
 
