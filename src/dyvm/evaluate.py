@@ -35,6 +35,8 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp: st
     loss_sum = 0.0
     gate_sum = torch.zeros(model.depth, 2, dtype=torch.float64) if is_dyvm else None
     tie_counts: list[int] = []  # per stage: images whose keep scores tie across the top-k's cut
+    # (the stratified rule keeps each stratum's best instead: a tie across a global cut means nothing there)
+    ranked_by_top_k = is_dyvm and getattr(model, "token_sampler", None) != "stratified"
     per_class_gates: dict[int, torch.Tensor] = {}
     class_counts: dict[int, int] = {}
     bar = None
@@ -56,8 +58,9 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp: st
                 logits = out.logits
                 gates = out.gates.double().cpu()                                   # (depth, B, 2)
                 gate_sum += gates.sum(1)
-                ties = [cut_ties(scores[..., 0], keep) for scores, keep in zip(out.pred_scores, model.keep_counts())]
-                tie_counts = [a + b for a, b in zip(tie_counts, ties)] if tie_counts else ties
+                if ranked_by_top_k:
+                    ties = [cut_ties(s[..., 0], keep) for s, keep in zip(out.pred_scores, model.keep_counts())]
+                    tie_counts = [a + b for a, b in zip(tie_counts, ties)] if tie_counts else ties
                 for c in targets.unique().tolist():
                     sel = (targets == c).cpu()
                     per_class_gates[c] = per_class_gates.get(c, 0) + gates[:, sel].sum(1)

@@ -268,18 +268,17 @@ def norm_applies(x: Tensor, weight: Tensor) -> bool:
     return _cpu_float32_inference(x, weight) and _loops_ready()
 
 
-def linear_applies(x: Tensor, weight: Tensor) -> bool:
-    """Whether :func:`linear` serves ``x · weight^T`` now: eager CPU inference in float32 (no autograd, no
-    autocast, nothing traced or counted), the extension built and allowed."""
-    return (_cpu_float32_inference(x, weight) and not torch.is_autocast_enabled("cpu") and not tracing()
-            and _loops_ready())
-
-
 def panel_applies(x: Tensor, weight: Tensor) -> bool:
     """Whether ``x_proj`` and ``dt_proj`` run as :func:`panel_linear` now: eager CPU inference on a float32 input
     (under CPU autocast too, where they stay float32: see ``BiMambaMixer.all_panels``), nothing traced or counted,
     the extension built and allowed."""
     return _cpu_float32_inference(x, weight) and not tracing() and _loops_ready()
+
+
+def linear_applies(x: Tensor, weight: Tensor) -> bool:
+    """Whether :func:`linear` serves ``x · weight^T`` now: eager CPU inference in float32 (no autograd, no
+    autocast, nothing traced or counted), the extension built and allowed."""
+    return panel_applies(x, weight) and not torch.is_autocast_enabled("cpu")
 
 
 def add_rms_norm(hidden: Tensor, residual: Optional[Tensor], weight: Tensor, eps: float) -> list[Tensor]:

@@ -594,8 +594,8 @@ class DyVM(VisionMamba):
         if features:
             feat = self.final_norm(seq.hidden, seq.residual)
             prefix = seq.prefix(feat)
-        else:  # a per-token norm: the prefix tokens' values of the full one
-            feat, prefix = None, self.final_norm(seq.prefix(seq.hidden), seq.prefix(seq.residual))
+        else:
+            feat, prefix = None, self.final_prefix(seq)
         # Python ints would break a compiled graph: left empty there (prefix_positions has them as tensors)
         cls_positions = ([p[0] for p in prefix_ints] if self.num_prefix_tokens
                          and not torch.compiler.is_compiling() else [])

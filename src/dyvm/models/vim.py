@@ -640,6 +640,12 @@ class VisionMamba(nn.Module):
             return mix_cpp.add_rms_norm(hidden, residual, norm.weight, norm.eps)[0]
         return norm(residual + self.drop_path(hidden))
 
+    def final_prefix(self, seq: TokenSequence) -> Tensor:
+        """The prefix tokens (B, P, D) of ``seq`` after the final norm (``seq`` as the last block left it: hidden and
+        residual), normalised alone: a per-token norm, so the values of :meth:`final_norm` over the whole sequence at
+        those tokens, without the work on the others (what the head reads)."""
+        return self.final_norm(seq.prefix(seq.hidden), seq.prefix(seq.residual))
+
     def fused_stage_params(self) -> list[tuple[list[Tensor], float]]:
         """Per pruning stage, its predictor's tensors and LayerNorm eps for :meth:`fused_stack` (DyVM's); none here."""
         return []
@@ -737,10 +743,9 @@ class VisionMamba(nn.Module):
         return VimOutput(self.forward_head(prefix), prefix[:, 0], feat.patches(), layers[0], layers[1])
 
     def forward(self, x: Tensor) -> Tensor:
-        """Images (B, C, H, W) → logits (B, num_classes). The final norm runs on the prefix tokens only, the ones
-        the head reads (a per-token norm: the values of :meth:`forward_features` at those tokens)."""
-        seq = self.forward_blocks(x)
-        return self.forward_head(self.final_norm(seq.prefix(seq.hidden), seq.prefix(seq.residual)))
+        """Images (B, C, H, W) → logits (B, num_classes); the final norm on the prefix tokens only
+        (:meth:`final_prefix`: the values of :meth:`forward_features` at those tokens)."""
+        return self.forward_head(self.final_prefix(self.forward_blocks(x)))
 
 
 # --------------------------------------------------------------------------------- registry
