@@ -709,6 +709,17 @@ def test_narrow_linear_matches_linear_in_values_and_gradients():
     torch.autograd.gradcheck(narrow_linear, (x_dbl[..., :4].clone().requires_grad_(), weight.clone().requires_grad_()))
 
 
+def fused_branch_nodes(out: torch.Tensor) -> int:
+    """How many fused SSM-direction nodes (``_SSMBranchCpp``) the autograd graph behind ``out`` holds."""
+    nodes, stack = set(), [out.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is not None and node not in nodes:
+            nodes.add(node)
+            stack.extend(n for n, _ in node.next_functions)
+    return sum(type(n).__name__ == "_SSMBranchCppBackward" for n in nodes)
+
+
 @pytest.mark.skipif("cpp" not in available_backends(), reason="needs the C++ scan kernel")
 def test_fused_ssm_branch_trains_like_the_composed_ops_in_float64():
     # training with the cpp scan on float32 runs each direction's x_proj → dt_proj → scan as one node
@@ -730,13 +741,7 @@ def test_fused_ssm_branch_trains_like_the_composed_ops_in_float64():
         xi = x.to(dtype, copy=True).requires_grad_()
         out = m(xi)
         (out * weight.to(dtype)).sum().backward()
-        nodes, stack = set(), [out.grad_fn]
-        while stack:
-            node = stack.pop()
-            if node is not None and node not in nodes:
-                nodes.add(node)
-                stack.extend(n for n, _ in node.next_functions)
-        fused = sum(type(n).__name__ == "_SSMBranchCppBackward" for n in nodes)
+        fused = fused_branch_nodes(out)
         assert fused == (2 if dtype == torch.float32 else 0)
         results.append([out.detach(), xi.grad] + [p.grad for p in m.parameters()])
     for got, ref in zip(*results):
@@ -744,3 +749,37 @@ def test_fused_ssm_branch_trains_like_the_composed_ops_in_float64():
         if ref is not None:
             # float32 rounding: ~5e-7 of each tensor's largest value here
             torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
+
+
+@pytest.mark.skipif("cpp" not in available_backends(), reason="needs the C++ scan kernel")
+def test_fused_ssm_branch_keeps_its_projections_float32_under_cpu_autocast():
+    # bf16 autocast training takes the same fused node per direction, with x_proj and dt_proj in float32 inside it
+    # (as at inference): the mixer's graph holds both nodes, and one direction's output and gradients under
+    # autocast are those of the same call without it, exactly
+    from dyvm.kernels.mixer_ops import ssm_branch
+    from dyvm.models.vim import BiMambaMixer
+
+    torch.manual_seed(0)
+    mixer = BiMambaMixer(32)
+    mixer.scan_backend = "cpp"
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = mixer(torch.randn(2, 13, 32, requires_grad=True))
+    assert fused_branch_nodes(out) == 2
+
+    E, L = mixer.d_inner, 13
+    u0 = torch.randn(2, L, E).transpose(1, 2)  # (B, E, L) channel-last, as the conv hands it over
+    z0 = torch.randn(2, L, E).transpose(1, 2)
+    grad = torch.randn(2, E, L)
+    results = []
+    for autocast in (True, False):
+        u = u0.clone().requires_grad_()  # clone keeps the channel-last strides
+        weights = [mixer.x_proj.weight.detach().clone().requires_grad_(),
+                   mixer.dt_proj.weight.detach().clone().requires_grad_()]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            y = ssm_branch(u, *weights, mixer.dt_proj.bias.detach(), -mixer.A_log.detach().exp(), mixer.D.detach(),
+                           z0, 16, False, backend="cpp")
+            assert y.dtype == torch.float32
+        y.backward(grad)
+        results.append((y.detach(), u.grad, *(w.grad for w in weights)))
+    for got, ref in zip(*results):
+        assert torch.equal(got, ref)

@@ -146,12 +146,12 @@ def ssm_branch(u: Tensor, x_proj_weight: Tensor, dt_proj_weight: Tensor, dt_bias
     """One SSM direction after its conv: u (B, E, L) → x_proj → (Δ = dt_proj(dt), B, C) → the selective
     scan with D, the z gate and dt_bias (softplus) → (B, E, L). x_proj's and dt_proj's weights (R + 2N, E) and
     (E, R), no bias. Training with the ``cpp`` scan on float32 channel-last tensors takes one fused node
-    (:func:`~dyvm.kernels.scan_cpp.ssm_branch_cpp`); everything else the composed ops (the same values)."""
+    (:func:`~dyvm.kernels.scan_cpp.ssm_branch_cpp`; under CPU autocast too, where x_proj and dt_proj stay float32
+    in it, as at inference); everything else the composed ops (the same values)."""
     from . import scan_cpp
 
     if (torch.is_grad_enabled() and u.requires_grad and u.device.type == "cpu" and u.dtype == torch.float32
             and is_channels_last(u) and is_channels_last(z) and not scan_mod.routed_as_custom_op() and not tracing()
-            and not torch.is_autocast_enabled("cpu")
             and all(t.dtype == torch.float32 for t in (x_proj_weight, dt_proj_weight, dt_bias, A, D, z))
             and scan_mod.resolve_backend(backend, u.device) == "cpp"):
         return scan_cpp.ssm_branch_cpp(u, x_proj_weight, dt_proj_weight, dt_bias, A, D, z, d_state, reverse)

@@ -252,9 +252,13 @@ class _SSMBranchCpp(torch.autograd.Function):
 
     Its backward writes the gradient of x_proj's output into one (M, R + 2N) buffer (autograd's narrows
     zero-fill and sum three) and adds x_proj's input gradient into the scan's du in place (``addmm_``),
-    where autograd would sum the two in a separate pass over (B, E, L)."""
+    where autograd would sum the two in a separate pass over (B, E, L).
+
+    Under CPU autocast the two projections stay float32 here (as at inference: ``BiMambaMixer.all_panels``): the
+    scan reads float32 anyway, and 16-bit products R + 2N and E wide would cost casts of u and Δ both ways."""
 
     @staticmethod
+    @torch.autocast("cpu", enabled=False)
     def forward(ctx, u, x_proj_weight, dt_proj_weight, dt_bias, A, D, z, d_state, reverse):
         batch, channels, length = u.shape
         rank = dt_proj_weight.shape[1]
@@ -272,12 +276,13 @@ class _SSMBranchCpp(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
+    @torch.autocast("cpu", enabled=False)
     def backward(ctx, grad_out):
         x_dbl, x_proj_weight, dt_proj_weight, *args = ctx.saved_tensors
         u, dt = args[0], x_dbl[:, :ctx.rank]
         batch, channels, length = u.shape
         rank, n = ctx.rank, ctx.d_state
-        du, ddelta, dA, dB, dC, dD, dz, dbias = _module.backward(grad_out, *args, True, ctx.reverse, True)
+        du, ddelta, dA, dB, dC, dD, dz, dbias = _module.backward(grad_out.to(u.dtype), *args, True, ctx.reverse, True)
         dd2 = ddelta.transpose(1, 2).view(-1, channels)                  # (M, E) views (channel-last, like u)
         du2 = du.transpose(1, 2).view(-1, channels)
         d_dbl = torch.empty_like(x_dbl)                                   # (M, R + 2N)
