@@ -40,6 +40,9 @@ def test_report_files_and_sane_numbers(report):
         b = r["trained_baselines"][name]
         assert b["score"] == name and b["top1"] > 20 and b["gflops_official"] < t["gflops_official"]
         assert b["training_masks"] == "nested" == r["meta"]["plan"]["baseline_masks"]
+        paired = b["paired_vs_dyvm"]  # DyVM against it image by image: the difference of the two top-1s
+        assert paired["images"] == 2000 and 0 < paired["p_value"] <= 1
+        assert abs(100 * (paired["only_a"] - paired["only_b"]) / paired["images"] - (d["top1"] - b["top1"])) < 1e-9
     assert r["claim"]["drop_bar"] is None and r["claim"]["top1_drop_within_bar"] is None  # a smoke run claims nothing
     rec = r["meta"]["finetune_recipe"]
     assert rec["recipe"] == "dyvm" and rec["keep_prior"] is True and rec["subset"] == 4096

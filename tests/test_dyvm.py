@@ -916,3 +916,44 @@ def test_evaluation_counts_keep_score_ties_at_each_stage():
         for predictor in model.score_predictors:
             predictor.out_conv[4].bias.copy_(torch.tensor([40.0, -40.0]))
     assert evaluate(model, batches, torch.device("cpu"), progress=False)["keep_ties"] == [1.0, 1.0, 1.0]
+
+
+def test_paired_comparison_of_two_models_image_by_image():
+    """evaluate(hits=True) gives each image's top-1 hit in the loader's order (their mean is top-1), and
+    paired_comparison counts the images only one model gets right with the exact two-sided McNemar p-value
+    (the demo's claim check reads DyVM against each trained baseline this way)."""
+    import math
+
+    from dyvm.evaluate import evaluate, paired_comparison
+
+    torch.manual_seed(0)
+    model = small_dyvm(depth=4, pruning_loc=[1, 2, 3], token_keep_ratio=0.5).eval()
+    batches = [(torch.randn(4, 3, 32, 32), torch.randint(0, 5, (4,))) for _ in range(3)]
+    stats = evaluate(model, batches, torch.device("cpu"), progress=False, hits=True)
+    with torch.no_grad():
+        want = torch.cat([model(x).argmax(1) == y for x, y in batches])
+    assert stats["hits"].dtype == torch.bool and torch.equal(stats["hits"], want)
+    assert abs(stats["top1"] - 100 * want.float().mean().item()) < 1e-9
+    assert "hits" not in evaluate(model, batches, torch.device("cpu"), progress=False)
+
+    a = torch.tensor([True] * 10 + [False] * 5 + [True] * 20)
+    b = torch.tensor([False] * 10 + [False] * 5 + [True] * 20)
+    r = paired_comparison(a, b)
+    assert (r["images"], r["only_a"], r["only_b"]) == (35, 10, 0)
+    assert r["p_value"] == pytest.approx(2 / 2 ** 10)  # all 10 discordant images one way: 2 · 0.5^10
+    assert paired_comparison(b, a)["p_value"] == r["p_value"]  # two-sided: symmetric
+    assert paired_comparison(a, a) == dict(images=35, only_a=0, only_b=0, p_value=1.0)
+    c = torch.tensor([True, False] * 30)  # 30 / 30 discordant against its negation: no evidence at all
+    assert paired_comparison(c, ~c)["p_value"] == 1.0
+    # 6 against 2 discordant images: 2 · P(X <= 2), X ~ Bin(8, 1/2)
+    d1 = torch.tensor([True] * 6 + [False] * 2)
+    assert paired_comparison(d1, ~d1)["p_value"] == pytest.approx(2 * (1 + 8 + 28) / 256)
+    assert math.isclose(paired_comparison(d1, ~d1)["p_value"], 0.2890625)
+    with pytest.raises(ValueError, match="paired_comparison"):
+        paired_comparison(a, b[:-1])
+    from dyvm.demo import _paired_words  # the demo's claim check states both counts and the verdict
+
+    words = _paired_words("static", dict(paired_vs_dyvm=dict(static=paired_comparison(d1, ~d1))))
+    assert "DyVM alone is right on 6, static alone on 2" in words and "p = 0.29, within the test images' sampling" in words
+    assert "more than the test images' sampling gives" in _paired_words("random", dict(paired_vs_dyvm=dict(random=r)))
+    assert _paired_words("static", dict(paired_vs_dyvm={})) == ""

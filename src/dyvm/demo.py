@@ -181,7 +181,7 @@ def run_demo(output: str = "dyvm-demo", data_path: Optional[str] = None, mode: s
     from .checkpoint import model_from_checkpoint
     from .data import FASHION_MNIST_CLASSES, find_fashion_mnist
     from .engine import train
-    from .evaluate import evaluate
+    from .evaluate import evaluate, paired_comparison
     from .flops import count_flops
     from .losses import TeacherMemo
     from .viz import accuracy_flops_curve, branch_heatmap, pruning_overlay, training_curves
@@ -260,11 +260,12 @@ def run_demo(output: str = "dyvm-demo", data_path: Optional[str] = None, mode: s
         results["teacher"] = _summarise(teacher, evaluate(teacher, loader, torch.device("cpu"), progress=progress,
                                                           desc="teacher"))
         results["teacher"]["source"] = teacher_source
-        models = {}
+        models, hits = {}, {}
         for name, run in runs.items():
             model, _ = model_from_checkpoint(run["best_checkpoint"])
             models[name] = model
-            stats = evaluate(model, loader, torch.device("cpu"), progress=progress, desc=name)
+            stats = evaluate(model, loader, torch.device("cpu"), progress=progress, desc=name, hits=True)
+            hits[name] = stats.pop("hits")
             x = _summarise(model, stats)
             x["flops_reduction_official"] = 1 - x["gflops_official"] / results["teacher"]["gflops_official"]
             x["flops_reduction_full"] = 1 - x["gflops_full"] / results["teacher"]["gflops_full"]
@@ -274,6 +275,8 @@ def run_demo(output: str = "dyvm-demo", data_path: Optional[str] = None, mode: s
             else:
                 x["training_masks"] = model.baseline_masks
                 results.setdefault("trained_baselines", {})[name] = x
+        for name, x in results.get("trained_baselines", {}).items():  # DyVM against each, image by image
+            x["paired_vs_dyvm"] = paired_comparison(hits["dyvm"], hits[name])
         speed = _latency(teacher, models["dyvm"], loader)
         for b, v in speed["batches"].items():
             results["teacher"].setdefault("latency_ms", {})[b] = v["teacher_ms"]
@@ -363,6 +366,18 @@ def _interp(points: list[dict], g: float) -> Optional[float]:
     return None
 
 
+def _paired_words(name: str, claim: dict) -> str:
+    """The claim check's image-by-image reading of DyVM against one trained baseline (empty where not measured)."""
+    p = claim.get("paired_vs_dyvm", {}).get(name)
+    if p is None:
+        return ""
+    verdict = ("more than the test images' sampling gives" if p["p_value"] < 0.05
+               else "within the test images' sampling")
+    return (f"; on the same {p['images']:,} images DyVM alone is right on {p['only_a']}, {name} alone on "
+            f"{p['only_b']}: exact McNemar p = {p['p_value']:.2g}, {verdict}, for these two trained models, not "
+            "over training seeds")
+
+
 def _claim(results: dict, drop_bar: Optional[float]) -> dict[str, Any]:
     """The bars of issue 8 at this scale: ≥35% fewer FLOPs (official convention, measured branch keep),
     top-1 drop ≤ ``drop_bar``, and above the trained random and static baselines."""
@@ -370,11 +385,12 @@ def _claim(results: dict, drop_bar: Optional[float]) -> dict[str, Any]:
     trained = {s: b["top1"] for s, b in results.get("trained_baselines", {}).items()}
     swapped = {s: _interp(results["curves"].get(s, []), d["gflops_official"]) for s in ("random", "static")}
     beats = {s: d["top1"] > v for s, v in trained.items()}
+    paired = {s: b["paired_vs_dyvm"] for s, b in results.get("trained_baselines", {}).items() if "paired_vs_dyvm" in b}
     return dict(flops_reduction_official=d["flops_reduction_official"], top1_drop=d["top1_drop"], drop_bar=drop_bar,
                 flops_cut_at_least_35pct=d["flops_reduction_official"] >= 0.35,
                 top1_drop_within_bar=None if drop_bar is None else d["top1_drop"] <= drop_bar,
                 trained_baseline_top1=trained, beats_trained_baselines=bool(beats) and all(beats.values()),
-                beats=beats, swapped_scores_top1_at_equal_flops=swapped)
+                beats=beats, paired_vs_dyvm=paired, swapped_scores_top1_at_equal_flops=swapped)
 
 
 def _meta(mode, plan, seed, data_path, output, timings, figures, version, runs, train_teacher) -> dict[str, Any]:
@@ -492,7 +508,7 @@ def render_report(r: dict[str, Any]) -> str:
                   f"- top-1 change vs the teacher: **{-c['top1_drop']:+.2f} points** — "
                   f"{'meets' if c['top1_drop_within_bar'] else 'MISSES'} the ≤ {c['drop_bar']} point bar",
                   "- vs the trained baselines at the same token budget: " + "; ".join(
-                      f"{n} {v:.2f}% ({'DyVM above' if c['beats'][n] else 'DyVM NOT above'})"
+                      f"{n} {v:.2f}% ({'DyVM above' if c['beats'][n] else 'DyVM NOT above'}{_paired_words(n, c)})"
                       for n, v in c["trained_baseline_top1"].items()), ""]
     speed = r["latency"]
     lines += [f"## Latency (this machine, fp32, eval, {speed['threads']} torch threads)", "",

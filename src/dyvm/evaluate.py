@@ -7,6 +7,7 @@ images), latency and throughput.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import sys
 from contextlib import nullcontext
@@ -21,9 +22,10 @@ from .timing import Runner, interleave, timed
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp: str = "none",
-             progress: bool = True, desc: str = "eval") -> dict[str, Any]:
-    """Accuracy (percent) and, for DyVM, token/branch keep ratios, over ``loader``. A segmenter
-    (``model.task == "segmentation"``) gets :func:`evaluate_segmentation` instead."""
+             progress: bool = True, desc: str = "eval", hits: bool = False) -> dict[str, Any]:
+    """Accuracy (percent) and, for DyVM, token/branch keep ratios, over ``loader``. ``hits``: also
+    ``stats["hits"]``, (N,) bool, whether each image's top-1 is right, in the loader's order (for
+    :func:`paired_comparison`). A segmenter (``model.task == "segmentation"``) gets :func:`evaluate_segmentation`."""
 
     if model.task == "segmentation":
         return evaluate_segmentation(model, loader, device, amp, progress, desc)
@@ -32,6 +34,7 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp: st
     correct1 = correct5 = n = 0
     class_correct: dict[int, int] = {}
     class_total: dict[int, int] = {}
+    hit_list: list[torch.Tensor] = []
     loss_sum = 0.0
     gate_sum = torch.zeros(model.depth, 2, dtype=torch.float64) if is_dyvm else None
     tie_counts: list[int] = []  # per stage: images whose keep scores tie across the top-k's cut
@@ -73,6 +76,8 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp: st
         correct1 += (top[:, 0] == targets).sum().item()
         correct5 += (top == targets[:, None]).any(1).sum().item()
         hit = (top[:, 0] == targets).cpu()
+        if hits:
+            hit_list.append(hit)
         labels = targets.cpu()
         total = torch.bincount(labels, minlength=logits.shape[1])
         right = torch.bincount(labels, weights=hit.double(), minlength=logits.shape[1])
@@ -86,6 +91,8 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp: st
         raise ValueError("evaluation saw no images (empty or unreadable data)")
     stats: dict[str, Any] = dict(top1=100.0 * correct1 / n, top5=100.0 * correct5 / n, loss=loss_sum / n, images=n,
                                  per_class_top1={c: 100.0 * class_correct[c] / class_total[c] for c in sorted(class_total)})
+    if hits:
+        stats["hits"] = torch.cat(hit_list)
     if is_dyvm:
         stats["token_keep"] = [k / model.num_patches for k in model.keep_counts()]
         branch = gate_sum / n
@@ -95,6 +102,20 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp: st
         if tie_counts:
             stats["keep_ties"] = [t / n for t in tie_counts]
     return stats
+
+
+def paired_comparison(hits_a: torch.Tensor, hits_b: torch.Tensor) -> dict[str, Any]:
+    """Two models' per-image top-1 hits on the same images, (N,) bool each: how many images only A / only B gets
+    right, and the exact two-sided McNemar p-value (a binomial test of those discordant images, 1/2 each way when
+    the two models are equally accurate), so a top-1 difference can be read against what chance gives."""
+    if hits_a.shape != hits_b.shape or hits_a.dim() != 1:
+        raise ValueError(f"paired_comparison: hits must be two (N,) tensors of one shape, got {tuple(hits_a.shape)} "
+                         f"and {tuple(hits_b.shape)}")
+    a, b = hits_a.bool(), hits_b.bool()
+    only_a, only_b = int((a & ~b).sum()), int((b & ~a).sum())
+    n = only_a + only_b
+    tail = sum(math.comb(n, i) for i in range(min(only_a, only_b) + 1))  # exact integers: no overflow
+    return dict(images=int(a.numel()), only_a=only_a, only_b=only_b, p_value=min(1.0, 2 * tail / 2 ** n))
 
 
 def cut_ties(scores: torch.Tensor, keep: int) -> int:
