@@ -203,10 +203,10 @@ def test_fused_inference_mixer_equals_python_mixer(monkeypatch):
         # a skipped branch contributes exactly nothing: image 1 of the last case equals its forward-only run
         alone = mixer.mix(xz[1:2], None, torch.tensor([[1., 0]]))
         assert torch.allclose(mixer.mix(xz, None, cases[-1])[1:2], alone, rtol=0, atol=1e-6)
-        with torch.autocast("cpu", dtype=torch.bfloat16):     # 16-bit matmuls inside, as in the Python mixer
-            calls.clear()
+        with torch.autocast("cpu", dtype=torch.bfloat16):     # as in the Python mixer: at D 32 every matmul of the
+            calls.clear()                                      # mixer stays float32 on its panel, out_proj's too
             fused = mixer.mix(xz, None, cases[5])
-            assert len(calls) == 1 and fused.dtype == torch.bfloat16
+            assert len(calls) == 1 and fused.dtype == torch.float32
             assert torch.equal(fused, _python_mix(mixer, monkeypatch, xz, None, cases[5]))
         calls.clear()
         mixer.mix(xz, torch.ones(3, 17, 1))                       # a mask: the training layout
@@ -469,8 +469,8 @@ def test_panel_matmuls_at_inference(monkeypatch):
     """At eager CPU fp32 inference x_proj and dt_proj (and in_proj / out_proj where their weights are small) run on
     weight panels laid out once: within float rounding of F.linear, each row's values independent of the other rows
     and of the thread count, the fused and the Python blocks identical, the panels following weight changes, under
-    bf16 autocast bf16 copies of the x_proj / dt_proj weights (autocast's values), and a clear error for a panel of
-    the wrong weight."""
+    CPU autocast the same float32 panels (a small model's mixer then computes exactly what it computes in float32; a
+    large in_proj / out_proj runs on 16-bit oneDNN packs), and a clear error for a panel of the wrong weight."""
     import copy
 
     import torch.nn.functional as F
@@ -527,21 +527,35 @@ def test_panel_matmuls_at_inference(monkeypatch):
         assert not torch.allclose(after, out, rtol=1e-3, atol=1e-4)
         assert torch.allclose(after, unpaneled(), rtol=1e-5, atol=1e-5)  # a stale panel would fail here
         assert torch.equal(after, run(model, fused=False))
+        u = torch.randn(3, 17, 32)
+        plain = mixer(u)
         for dtype in (torch.bfloat16, torch.float16):
-            with torch.autocast("cpu", dtype=dtype):  # x_proj / dt_proj stay float32 panels, in_proj / out_proj 16-bit
+            with torch.autocast("cpu", dtype=dtype):  # every panel stays float32, in_proj's and out_proj's too (D 32)
                 kept = mixer.all_panels()
-                assert len(kept) == 4 and all(t.dtype == torch.float32 for t in kept)
+                assert len(kept) == 6 and all(t.dtype == torch.float32 for t in kept)
                 assert torch.equal(kept[2], mixer.ssm_panels(True)[0])
                 low = run(model)
                 assert torch.equal(low, run(model, fused=False))
+                # the mixer's matmuls all run float32 on panels: exactly float32's values, fused and in Python
+                assert torch.equal(mixer(u), plain)
+                with monkeypatch.context() as p:
+                    p.setattr(vim_mod.BiMambaMixer, "fused_call", lambda *a, **k: None)
+                    assert torch.equal(mixer(u), plain)
                 features = model.forward_features(x).hidden  # float32 (the final norm's), finer than 16-bit logits
-                with monkeypatch.context() as p:  # 16-bit x_proj / dt_proj (autocast's matmuls): close, not equal
+                with monkeypatch.context() as p:  # 16-bit matmuls (autocast's): close, not equal
                     p.setattr(vim_mod.BiMambaMixer, "all_panels", lambda self: [])
                     p.setattr(vim_mod.BiMambaMixer, "_panels", lambda self, backward, x: None)
+                    p.setattr(vim_mod.BiMambaMixer, "projection_panel", lambda self, name: None)
                     cast = copy.deepcopy(model).forward_features(x).hidden
                     assert not torch.equal(cast, features) and torch.allclose(cast, features, rtol=0.1, atol=0.1)
     big = dyvm.create_model("vim_small", img_size=32, patch_size=16, depth=1, num_classes=5).eval()
-    assert len(big.layers[0].mixer.all_panels()) == 4  # D 384: oneDNN's packs serve in_proj and out_proj
+    big_mixer = big.layers[0].mixer
+    assert len(big_mixer.all_panels()) == 4  # D 384: oneDNN's packs serve in_proj and out_proj
+    u = torch.randn(2, 5, 384)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert len(big_mixer.all_panels()) == 4
+        assert big_mixer.project_in(u).dtype == torch.bfloat16  # in 16 bits on the bf16 pack, as autocast lowers it
+        assert torch.equal(big_mixer.project_in(u), F.linear(u, big_mixer.in_proj.weight))
 
 
 def test_rms_norm_in_one_pass_at_inference(monkeypatch):
@@ -608,19 +622,21 @@ def test_rms_norm_in_one_pass_at_inference(monkeypatch):
     assert torch.allclose(aten_logits, fused, rtol=1e-5, atol=1e-5)
 
 
-def test_fused_blocks_equal_the_python_blocks(monkeypatch):
+@pytest.mark.parametrize("dim, autocast_dtype", [(32, torch.float32), (256, torch.bfloat16)])
+def test_fused_blocks_equal_the_python_blocks(monkeypatch, dim, autocast_dtype):
     """At eager CPU fp32 inference each block (residual add, RMSNorm, in_proj, mixer) is one extension call;
-    every layer's hidden state and residual and the logits equal the Python blocks' exactly."""
+    every layer's hidden state and residual and the logits equal the Python blocks' exactly, under bf16 autocast
+    too, where a small out_proj (D 32) stays float32 on its panel and a large one (D 256) runs in bf16."""
     from dyvm.models import vim as vim_mod
 
     torch.manual_seed(0)
-    model = dyvm.create_model("vim_tiny", img_size=32, patch_size=8, depth=3, embed_dim=32, num_classes=5).eval()
+    model = dyvm.create_model("vim_tiny", img_size=32, patch_size=8, depth=3, embed_dim=dim, num_classes=5).eval()
     x = torch.randn(2, 3, 32, 32)
     calls = []
     real = vim_mod.Block.fused_forward
     monkeypatch.setattr(vim_mod.Block, "fused_forward", lambda *a: calls.append(1) or real(*a))
     fused_call = vim_mod.BiMambaMixer.fused_call
-    for autocast in (False, True):  # bf16 autocast: the matmuls inside run in bf16 as the Python ones do
+    for autocast in (False, True):
         monkeypatch.setattr(vim_mod.BiMambaMixer, "fused_call", fused_call)
         calls.clear()
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
@@ -631,7 +647,7 @@ def test_fused_blocks_equal_the_python_blocks(monkeypatch):
         assert torch.equal(fused.logits, python.logits)
         for a, b in zip(fused.layer_hidden + fused.layer_residual, python.layer_hidden + python.layer_residual):
             assert torch.equal(a, b)
-    assert fused.layer_hidden[0].dtype == torch.bfloat16
+    assert fused.layer_hidden[0].dtype == autocast_dtype
 
 
 def test_forward_hooks_fire_at_fused_inference():

@@ -17,7 +17,7 @@ kernel is then portable / single-threaded); :func:`build_error` reports the firs
 float32 and float64 are supported. The fast path is float32 with N = 16 on AVX-512 CPUs (one
 state per vector register) and on AVX2 CPUs (two registers); other N, float64 (meant for gradcheck)
 and CPUs with neither use a generic, compiler-vectorised path (about 3x slower on AVX-512 hardware;
-on a Zen 3 AVX2 core the fast path makes the demo's Vim step 1.37x as fast, README "Two machine kinds").
+on a Zen 3 AVX2 core the fast path makes the demo's Vim step 1.37x as fast, docs/speed/log.md, "Two machine kinds").
 """
 from __future__ import annotations
 

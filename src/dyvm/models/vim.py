@@ -164,7 +164,7 @@ class BiMambaMixer(nn.Module):
         """``make(source)`` without autograd, remembered while ``source`` is the same tensor at the same version
         (``load_state_dict``, a plain optimiser step or any in-place op bumps it; a fused optimiser step does not,
         hence :meth:`train` forgets everything): at inference each layer's
-        ``A = -exp(A_log)`` of both directions is computed once, not in every forward (four small ops a layer: README,
+        ``A = -exp(A_log)`` of both directions is computed once, not in every forward (four small ops a layer: docs/speed/log.md,
         "Per-layer constants"). Identical values to computing it each time."""
         if torch.compiler.is_compiling():  # traced by torch.compile / torch.export: nothing to remember
             return make(source)
@@ -223,12 +223,12 @@ class BiMambaMixer(nn.Module):
     def all_panels(self) -> list[Tensor]:
         """The panels the extension's blocks take: x_proj and dt_proj of the forward then the backward branch,
         then, where either projection is small, in_proj's and out_proj's (an empty tensor for one that is not).
-        Under CPU autocast only the first four: x_proj and dt_proj stay float32 there (their inputs and outputs are
-        the float32 conv output and scan inputs; in 16 bits they cost two casts and a narrow 16-bit matmul each, 18-21%
-        of Vim-S's batch-1 forward), while in_proj and out_proj run as autocast lowers them."""
+        The same under CPU autocast: matmuls that run on panels stay float32 there. x_proj and dt_proj read the
+        float32 conv output and feed the float32 scan (in 16 bits they cost two casts and a narrow 16-bit matmul
+        each, 18-21% of Vim-S's batch-1 forward); a small in_proj or out_proj (the demo's D 64) is too small for a
+        16-bit matmul to pay for its casts (the demo's models ran 2.1x slower at batch 1 in bf16 than in float32).
+        Large ones run on oneDNN's bf16 packs there, the values autocast's matmuls give."""
         panels = [*self.ssm_panels(False), *self.ssm_panels(True)]
-        if torch.is_autocast_enabled("cpu"):
-            return panels
         projections = [self.projection_panel("in_proj"), self.projection_panel("out_proj")]
         if any(p is not None for p in projections):
             panels += [_NO_PANEL if p is None else p for p in projections]
