@@ -446,12 +446,27 @@ def zero_shot(teacher_path: str) -> dict:
                 command="python scripts/study.py zero-shot", date=time.strftime("%Y-%m-%d %H:%M:%S %Z"))
 
 
-def run(name: str, teacher: str, threads: int, subset, keep: Optional[str] = None) -> dict:
+def test_against_teacher(checkpoint: str, teacher: str) -> dict:
+    """A fine-tuned checkpoint and its teacher on the full test split: both stats and the official FLOPs cut
+    (``stats``, ``teacher_stats``, ``gflops_official``, ``flops_cut``)."""
     from dyvm.checkpoint import model_from_checkpoint
-    from dyvm.demo import PLANS, _test_loader, finetune_options
-    from dyvm.engine import train
+    from dyvm.demo import _test_loader
     from dyvm.evaluate import evaluate
     from dyvm.flops import flops_from_stats
+
+    model, _ = model_from_checkpoint(checkpoint)
+    loader = _test_loader(model, None, None)
+    stats = evaluate(model, loader, torch.device("cpu"), progress=False)
+    teacher_model, _ = model_from_checkpoint(teacher)
+    tstats = evaluate(teacher_model, loader, torch.device("cpu"), progress=False)
+    flops, tflops = flops_from_stats(model, stats), flops_from_stats(teacher_model, tstats)
+    return dict(stats=stats, teacher_stats=tstats, gflops_official=flops["gflops_official"],
+                flops_cut=1 - flops["gflops_official"] / tflops["gflops_official"])
+
+
+def run(name: str, teacher: str, threads: int, subset, keep: Optional[str] = None) -> dict:
+    from dyvm.demo import PLANS, finetune_options
+    from dyvm.engine import train
 
     plan = PLANS["default"]
     desc, extra = RUNS[name]
@@ -463,20 +478,16 @@ def run(name: str, teacher: str, threads: int, subset, keep: Optional[str] = Non
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp, oracle:
         summary = train(output=tmp, **opts)
-        model, _ = model_from_checkpoint(summary["best_checkpoint"])
         with open(os.path.join(tmp, "config.json")) as fh:
             config = json.load(fh)
-        loader = _test_loader(model, None, None)
-        stats = evaluate(model, loader, torch.device("cpu"), progress=False)
+        tested = test_against_teacher(summary["best_checkpoint"], teacher)
         if keep:  # the trained model, e.g. for latency measurements
             os.makedirs(keep, exist_ok=True)
             shutil.copy(summary["best_checkpoint"], os.path.join(keep, f"{name}.pth"))
-    teacher_model, _ = model_from_checkpoint(teacher)
-    tstats = evaluate(teacher_model, loader, torch.device("cpu"), progress=False)
-    flops, tflops = flops_from_stats(model, stats), flops_from_stats(teacher_model, tstats)
+    stats, tstats = tested["stats"], tested["teacher_stats"]
     return dict(name=name, description=desc, options=extra, top1=stats["top1"], teacher_top1=tstats["top1"],
-                top1_drop=tstats["top1"] - stats["top1"], gflops_official=flops["gflops_official"],
-                flops_cut=1 - flops["gflops_official"] / tflops["gflops_official"],
+                top1_drop=tstats["top1"] - stats["top1"], gflops_official=tested["gflops_official"],
+                flops_cut=tested["flops_cut"],
                 token_keep=stats.get("token_keep"), branch_keep_mean=stats.get("branch_keep_mean", 1.0),
                 branch_keep=stats.get("branch_keep"),
                 val_top1=summary["best_acc"], history=summary["history"], config=config,

@@ -11,12 +11,11 @@ Nineteenth round: with one pruning stage there is no per-image choice of the las
 round found DyVM losing to static), so does a single learnt stage match or beat a single static one?
 """
 import json, os, sys, time
-import torch
-from dyvm.demo import PLANS, _test_loader, finetune_options, shipped_teacher
+from dyvm.demo import PLANS, finetune_options, shipped_teacher
 from dyvm.engine import train
-from dyvm.evaluate import evaluate
-from dyvm.checkpoint import model_from_checkpoint
-from dyvm.flops import flops_from_stats
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "scripts"))
+from study import test_against_teacher  # noqa: E402  (the study runner's evaluation of a fine-tune)
 
 rule, loc, rho, out = sys.argv[1], [int(v) for v in sys.argv[2].split(",")], float(sys.argv[3]), sys.argv[4]
 seed = int(sys.argv[5]) if len(sys.argv) > 5 else 0
@@ -28,14 +27,10 @@ teacher, _ = shipped_teacher()
 t0 = time.time()
 summary = train(**finetune_options(PLANS["default"], teacher, output=out, seed=seed, pruning_loc=loc,
                                    token_keep_ratio=rho, threads=2, no_progress=True, **RULES[rule]))
-model, _ = model_from_checkpoint(summary["best_checkpoint"])
-loader = _test_loader(model, None, None)
-stats = evaluate(model, loader, torch.device("cpu"), progress=False)
-tm, _ = model_from_checkpoint(teacher)
-tstats = evaluate(tm, loader, torch.device("cpu"), progress=False)
-f, tf = flops_from_stats(model, stats), flops_from_stats(tm, tstats)
+tested = test_against_teacher(summary["best_checkpoint"], teacher)
+stats = tested["stats"]
 res = dict(rule=rule, pruning_loc=loc, token_keep_ratio=rho, seed=seed, top1=stats["top1"],
-           teacher_top1=tstats["top1"], flops_cut=1 - f["gflops_official"] / tf["gflops_official"],
+           teacher_top1=tested["teacher_stats"]["top1"], flops_cut=tested["flops_cut"],
            token_keep=stats.get("token_keep"), keep_ties=stats.get("keep_ties"),
            branch_keep_mean=stats.get("branch_keep_mean"), history=summary["history"], seconds=time.time() - t0)
 json.dump(res, open(os.path.join(out, "result.json"), "w"), indent=1)

@@ -269,17 +269,11 @@ def norm_applies(x: Tensor, weight: Tensor) -> bool:
 
 
 def panel_applies(x: Tensor, weight: Tensor) -> bool:
-    """Whether ``x_proj`` and ``dt_proj`` run as :func:`panel_linear` now: eager CPU inference on a float32 input
-    (under CPU autocast too, where they stay float32: see ``BiMambaMixer.all_panels``), nothing traced or counted,
-    the extension built and allowed."""
+    """Whether ``x_proj`` and ``dt_proj`` run as :func:`panel_linear`, and ``in_proj`` and ``out_proj`` as
+    :func:`linear`, now: eager CPU inference on a float32 input (under CPU autocast too: panels keep their products
+    in float32, the packs are in autocast's dtype; see ``BiMambaMixer.all_panels``), nothing traced or counted, the
+    extension built and allowed."""
     return _cpu_float32_inference(x, weight) and not tracing() and _loops_ready()
-
-
-def linear_applies(x: Tensor, weight: Tensor) -> bool:
-    """Whether :func:`linear` serves ``x · weight^T`` now: eager CPU inference on a float32 input (no autograd,
-    nothing traced or counted; under CPU autocast too, with the packs in its dtype: a small weight's panel then keeps
-    the product in float32, as in the extension's blocks), the extension built and allowed."""
-    return panel_applies(x, weight)
 
 
 def add_rms_norm(hidden: Tensor, residual: Optional[Tensor], weight: Tensor, eps: float) -> list[Tensor]:

@@ -250,7 +250,7 @@ class BiMambaMixer(nn.Module):
         on the packed weight, the route and values of the fused blocks."""
         proj = self._modules["in_proj"]
         weight = proj._parameters["weight"]
-        if forward_hooked(proj) or not mix_cpp.linear_applies(u, weight):
+        if forward_hooked(proj) or not mix_cpp.panel_applies(u, weight):
             return proj(u)
         return mix_cpp.linear(u, weight, self.packed_projections()[0], self.projection_panel("in_proj"))
 
@@ -258,7 +258,7 @@ class BiMambaMixer(nn.Module):
         """``out_proj`` of the summed branches, halved with ``divide_out``: y (B, L, E) → (B, L, D)."""
         proj = self._modules["out_proj"]
         weight = proj._parameters["weight"]
-        if forward_hooked(proj) or not mix_cpp.linear_applies(y, weight):
+        if forward_hooked(proj) or not mix_cpp.panel_applies(y, weight):
             if self.divide_out:  # (y / 2) W^T = y (W / 2)^T exactly (a power of two): halve the small weight
                 return F.linear(y, weight * 0.5)
             return proj(y)
