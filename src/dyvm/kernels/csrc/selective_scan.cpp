@@ -2592,9 +2592,10 @@ std::vector<at::Tensor> mix_forward(const at::Tensor& xz, at::TensorList forward
   // in float32 (the Python mixer upcasts it once)
   const at::Tensor xzf = xz.scalar_type() == at::kFloat ? xz : xz.to(at::kFloat);
   at::Tensor y;
-  // float32 with every fast kernel in both directions: raw_branch on xz's memory, y (B, L, E) viewed as (B, E, L)
-  const bool raw = panels.size() >= 4 && raw_branch_applies(xz, forward_params, panels.slice(0, 2)) &&
-                   raw_branch_applies(xz, backward_params, panels.slice(2, 2));
+  // every fast kernel in both directions: raw_branch on the float32 xz's memory (under autocast the copy the
+  // branches read anyway), y (B, L, E) viewed as (B, E, L)
+  const bool raw = panels.size() >= 4 && raw_branch_applies(xzf, forward_params, panels.slice(0, 2)) &&
+                   raw_branch_applies(xzf, backward_params, panels.slice(2, 2));
   const auto xz_views = raw ? std::make_pair(at::Tensor(), at::Tensor()) : halves(xzf);
   at::Tensor y_rows;  // raw: y's (B, L, E) memory
   bool all_on = true;  // both directions on for every image
@@ -2606,11 +2607,11 @@ std::vector<at::Tensor> mix_forward(const at::Tensor& xz, at::TensorList forward
   if (side_by_side) {
     // one direction per thread; the backward branch writes a buffer of its own, added after (the values of adding in
     // the scan's stores: each output is rounded before the sum)
-    y_rows = at::empty({Bsz, L, E}, xz.options());
-    const at::Tensor y_back = at::empty({Bsz, L, E}, xz.options());
+    y_rows = at::empty({Bsz, L, E}, xzf.options());
+    const at::Tensor y_back = at::empty({Bsz, L, E}, xzf.options());
     at::parallel_for(0, 2, 1, [&](int64_t d0, int64_t d1) {
       for (int64_t d = d0; d < d1; ++d)
-        raw_branch(xz.data_ptr<float>(), L, E, d == 0 ? forward_params : backward_params, panels.slice(2 * d, 2),
+        raw_branch(xzf.data_ptr<float>(), L, E, d == 0 ? forward_params : backward_params, panels.slice(2 * d, 2),
                    d == 1, nullptr, Bsz, (d == 0 ? y_rows : y_back).data_ptr<float>(), false, stub_scan);
     });
     float* yp = y_rows.data_ptr<float>();
@@ -2630,8 +2631,8 @@ std::vector<at::Tensor> mix_forward(const at::Tensor& xz, at::TensorList forward
     if (n_on == 0) continue;
     if (raw) {
       const bool sub = n_on < Bsz, first = !y_rows.defined();
-      if (first) y_rows = sub ? at::zeros({Bsz, L, E}, xz.options()) : at::empty({Bsz, L, E}, xz.options());
-      raw_branch(xz.data_ptr<float>(), L, E, p, pan, d == 1, sub ? on.data() : nullptr, n_on,
+      if (first) y_rows = sub ? at::zeros({Bsz, L, E}, xzf.options()) : at::empty({Bsz, L, E}, xzf.options());
+      raw_branch(xzf.data_ptr<float>(), L, E, p, pan, d == 1, sub ? on.data() : nullptr, n_on,
                  y_rows.data_ptr<float>(), sub || !first, stub_scan);
       continue;
     }
@@ -2659,7 +2660,7 @@ std::vector<at::Tensor> mix_forward(const at::Tensor& xz, at::TensorList forward
   const bool scale_output = out_scale != 1.0 && (packed || panel || Bsz * L < out_weight.size(1));
   if (raw && panel && yt.is_contiguous() && out_panel->is_contiguous()) {  // panel_linear and mul_ on raw pointers
     const int64_t D = out_weight.size(0);
-    at::Tensor out = at::empty({Bsz, L, D}, xz.options());
+    at::Tensor out = at::empty({Bsz, L, D}, xzf.options());
     float* op = out.data_ptr<float>();
     panel_matmul(yt.data_ptr<float>(), Bsz * L, E, E, out_panel->data_ptr<float>(), D, op, D);
     const float scale = static_cast<float>(out_scale);  // what mul_ multiplies by
