@@ -918,6 +918,29 @@ def test_evaluation_counts_keep_score_ties_at_each_stage():
     assert evaluate(model, batches, torch.device("cpu"), progress=False)["keep_ties"] == [1.0, 1.0, 1.0]
 
 
+def test_tied_keep_predictors_are_reported_to_the_user():
+    """A stage whose keep scores tie in most images keeps the same slots of every image, by position: `dyvm eval`'s
+    report prints the tie share per stage and a note naming those stages, training's log records it per epoch
+    (val_keep_ties) and warns after the last epoch; where every stage ranks most images there is no note."""
+    from dyvm.engine import EpochResult, epoch_record
+    from dyvm.evaluate import format_report, keep_ties_note
+
+    assert keep_ties_note(None) is None and keep_ties_note([]) is None
+    assert keep_ties_note([0.0, 0.5, 0.13]) is None  # half is not most
+    note = keep_ties_note([1.0, 0.0, 0.97])
+    assert "stage 1, stage 3" in note and "100%, 0%, 97%" in note and "--keep-ratio-source probabilities" in note
+    report = dict(model="dyvm_vim_tiny", split="test", images=10, top1=80.0, top5=99.0, loss=0.5,
+                  gflops_official=0.01, gflops_full=0.012, token_keep=[0.3, 0.1, 0.02], keep_ties=[1.0, 0.0, 0.97],
+                  latency=[])
+    text = format_report(report)
+    assert "tied across the top-k cut, per stage: 100.0%, 0.0%, 97.0% of the images" in text
+    assert "note: the keep predictor ties" in text
+    assert "note:" not in format_report(dict(report, keep_ties=[0.0, 0.2, 0.0]))
+    record = epoch_record(0, 1e-3, 1.0, EpochResult({"loss": 1.0}, 0), dict(top1=80.0, keep_ties=[1.0, 0.0, 0.97],
+                                                                            token_keep=[0.3, 0.1, 0.02]))
+    assert record["val_keep_ties"] == [1.0, 0.0, 0.97] and record["val_token_keep"] == [0.3, 0.1, 0.02]
+
+
 def test_paired_comparison_of_two_models_image_by_image():
     """evaluate(hits=True) gives each image's top-1 hit in the loader's order (their mean is top-1), and
     paired_comparison counts the images only one model gets right with the exact two-sided McNemar p-value

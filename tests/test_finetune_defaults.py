@@ -29,6 +29,10 @@ def test_two_epochs_with_the_defaults_stay_within_3_points_at_30pct_fewer_flops(
     teacher, _ = model_from_checkpoint(TEACHER_FILE)
     student, _ = model_from_checkpoint(out / "best.pth")
     assert student.pruning_loc == [5, 6, 7]  # the last three of the teacher's 8 layers
+    # a stage whose keep scores tie in most validation images is named in a warning after the last epoch
+    last = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()][-1]
+    assert len(last["val_keep_ties"]) == 3
+    assert ("keep predictor ties across the top-k cut" in proc.stderr) == (max(last["val_keep_ties"]) > 0.5)
     loader = _test_loader(teacher, None, 5000)
     t, s = (evaluate(m, loader, torch.device("cpu"), progress=False) for m in (teacher, student))
     cut = 1 - flops_from_stats(student, s)["gflops_official"] / flops_from_stats(teacher, t)["gflops_official"]

@@ -755,6 +755,8 @@ def epoch_record(epoch: int, lr: float, train_time: float, result: EpochResult, 
                   **{f"val_{k}": v for k, v in stats.items() if not isinstance(v, (list, dict))})
     if "token_keep" in stats:
         record["val_token_keep"] = stats["token_keep"]
+    if "keep_ties" in stats:
+        record["val_keep_ties"] = stats["keep_ties"]
     if "branch_keep_mean" in stats:
         record["val_branch_keep_mean"] = stats["branch_keep_mean"]
     return record
@@ -785,7 +787,7 @@ def train(config: Optional[TrainConfig] = None, **options: Any) -> dict[str, Any
     Returns a summary: best validation top-1 (segmentation: mIoU, also as ``best_acc``), the checkpoint
     paths and the per-epoch history.
     """
-    from .evaluate import evaluate
+    from .evaluate import evaluate, keep_ties_note
 
     cfg = resolve_config(config, **options)
     run = setup_training(cfg)
@@ -836,6 +838,9 @@ def train(config: Optional[TrainConfig] = None, **options: Any) -> dict[str, Any
             dist.barrier()
     if epoch_bar is not None:
         epoch_bar.close()
+    note = keep_ties_note(progress.history[-1].get("val_keep_ties")) if progress.history else None
+    if note and ddp.main:
+        log.warning("validation after the last epoch: %s", note)
     return dict(best_acc=progress.best_acc, checkpoint=run.last_path, best_checkpoint=run.best_path,
                 history=progress.history, output=cfg.output, world_size=ddp.world)
 

@@ -11,7 +11,7 @@ import math
 import statistics
 import sys
 from contextlib import nullcontext
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import nn
@@ -116,6 +116,20 @@ def paired_comparison(hits_a: torch.Tensor, hits_b: torch.Tensor) -> dict[str, A
     n = only_a + only_b
     tail = sum(math.comb(n, i) for i in range(min(only_a, only_b) + 1))  # exact integers: no overflow
     return dict(images=int(a.numel()), only_a=only_a, only_b=only_b, p_value=min(1.0, 2 * tail / 2 ** n))
+
+
+def keep_ties_note(keep_ties: Optional[Sequence[float]]) -> Optional[str]:
+    """One line for a user when a pruning stage's keep scores tie across the top-k's cut in most images (``keep_ties``
+    from :func:`evaluate`): there the kept tokens are the same slots in every image, chosen by position, not ranked by
+    the predictor. None where every stage ranks most images."""
+    if not keep_ties or max(keep_ties) <= 0.5:
+        return None
+    stages = ", ".join(f"stage {k + 1}" for k, t in enumerate(keep_ties) if t > 0.5)
+    shares = ", ".join(f"{100 * t:.0f}%" for t in keep_ties)
+    return (f"the keep predictor ties across the top-k cut in most images at {stages} ({shares} per stage): its "
+            "kept tokens are the same slots of every image, chosen by position, not ranked (with an exact-count "
+            "--token-sampler a keep-ratio loss on the decisions gives the predictor no pull; --keep-ratio-source "
+            "probabilities trains a ranking)")
 
 
 def cut_ties(scores: torch.Tensor, keep: int) -> int:
@@ -370,6 +384,12 @@ def format_report(r: dict[str, Any]) -> str:
         lines.append("  top-1 per class: " + ", ".join(f"{c} {v:.1f}%" for c, v in r["per_class_top1"].items()))
     if "token_keep" in r:
         lines.append("  token keep per stage: " + ", ".join(f"{k:.3f}" for k in r["token_keep"]))
+    if r.get("keep_ties"):
+        lines.append("  keep scores tied across the top-k cut, per stage: "
+                     + ", ".join(f"{100 * t:.1f}%" for t in r["keep_ties"]) + " of the images")
+        note = keep_ties_note(r["keep_ties"])
+        if note:
+            lines.append(f"  note: {note}")
     if "branch_keep" in r:
         lines.append(f"  branch keep (mean {r['branch_keep_mean']:.3f}) per layer [fwd/bwd]: " +
                      " ".join(f"{f:.2f}/{b:.2f}" for f, b in r["branch_keep"]))
