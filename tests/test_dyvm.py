@@ -902,7 +902,7 @@ def test_every_stage_keeps_at_least_one_patch_token():
 def test_evaluation_counts_keep_score_ties_at_each_stage():
     """evaluate() reports, per pruning stage, the share of images whose keep-th and (keep+1)-th best keep scores are
     equal (keep_ties): where a predictor's keep log-probabilities saturate, inference's top-k keeps slots chosen by
-    position among ties, which the demo's report then says. A fresh predictor ranks (no ties); one whose keep logit
+    position among ties (spread evenly over them), which the demo's report then says. A fresh predictor ranks (no ties); one whose keep logit
     is far above its drop logit everywhere gives log p(keep) = 0 at every token, a tie in every image."""
     from dyvm.evaluate import cut_ties, evaluate
 
@@ -916,6 +916,62 @@ def test_evaluation_counts_keep_score_ties_at_each_stage():
         for predictor in model.score_predictors:
             predictor.out_conv[4].bias.copy_(torch.tensor([40.0, -40.0]))
     assert evaluate(model, batches, torch.device("cpu"), progress=False)["keep_ties"] == [1.0, 1.0, 1.0]
+
+
+def test_tied_keep_scores_spread_evenly_over_the_tied_slots():
+    """Where the k-th best keep score ties with others, top_k_spreading_ties keeps the slots above it and spreads the
+    rest evenly over the tied slots in slot order (static's integer linspace among them), whatever order a top-k
+    would return ties in: a brute force over random tie patterns agrees, all-equal scores give static selection, and
+    without ties it is the top-k."""
+    from dyvm.dynamic import select_keep, top_k_spreading_ties
+
+    assert top_k_spreading_ties(torch.zeros(1, 13), 4).tolist() == [[0, 4, 8, 12]]
+    assert torch.equal(top_k_spreading_ties(torch.zeros(3, 49), 14), select_keep("static", None, torch.full((3,), 49), 14))
+    assert top_k_spreading_ties(torch.tensor([[0.0, 0, 1, 0, 0, 0, 0]]), 3).tolist() == [[0, 2, 6]]
+    assert top_k_spreading_ties(torch.tensor([[0.0, 0, 0, float("-inf"), float("-inf")]]), 2).tolist() == [[0, 2]]
+    assert top_k_spreading_ties(torch.zeros(2, 5), 5).tolist() == [[0, 1, 2, 3, 4]] * 2
+    gen = torch.Generator().manual_seed(0)
+    distinct = torch.randn(6, 30, generator=gen)
+    assert torch.equal(top_k_spreading_ties(distinct, 7), distinct.topk(7, dim=1).indices.sort(dim=1).values)
+    for _ in range(300):
+        n = int(torch.randint(2, 40, (1,), generator=gen))
+        k = int(torch.randint(1, n, (1,), generator=gen))
+        scores = torch.randint(0, 3, (2, n), generator=gen).float()
+        for row, got in zip(scores, top_k_spreading_ties(scores, k).tolist()):
+            cut = row.topk(k).values[-1]
+            above = (row > cut).nonzero().flatten().tolist()
+            tied = (row == cut).nonzero().flatten().tolist()
+            need = k - len(above)
+            assert got == sorted(above + [tied[i * (len(tied) - 1) // max(need - 1, 1)] for i in range(need)])
+
+
+def test_a_saturated_keep_predictor_keeps_static_slots_fused_and_python(monkeypatch):
+    """A keep predictor whose keep log-probabilities saturate (every score 0: ties in every image) keeps evenly spaced
+    slots at every stage, as static selection does, in the fused extension stage and the Python path alike (before,
+    the tied slots came in whatever order at::topk returned them: one block of the image, device-dependent)."""
+    from dyvm.dynamic import select_keep
+    from dyvm.models import dyvm as dyvm_mod
+    from dyvm.models import vim as vim_mod
+
+    monkeypatch.setattr(vim_mod.VisionMamba, "fused_stack", lambda *a, **k: None)
+    torch.manual_seed(0)
+    model = dyvm.create_model("dyvm_vim_tiny", img_size=32, patch_size=4, depth=4, embed_dim=32, num_classes=5,
+                              pruning_loc=[1, 2, 3], token_keep_ratio=0.5).eval()
+    with torch.no_grad():
+        for predictor in model.score_predictors:
+            predictor.out_conv[4].bias.copy_(torch.tensor([40.0, -40.0]))
+    images = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        fused = model.forward_inference(images)
+        monkeypatch.setattr(dyvm_mod.DyVM, "_fused_stage", lambda *a: None)
+        python = model.forward_inference(images)
+    n = model.num_patches
+    for stage, keep in enumerate(model.keep_counts()):
+        static = select_keep("static", None, torch.full((3,), n), keep)
+        assert torch.equal(fused.keep_indices_local[stage], static), stage
+        assert torch.equal(python.keep_indices_local[stage], static), stage
+        n = keep
+    assert torch.equal(fused.logits, python.logits)
 
 
 def test_tied_keep_predictors_are_reported_to_the_user():

@@ -497,8 +497,9 @@ def render_report(r: dict[str, Any]) -> str:
                and m["finetune_recipe"].get("keep_ratio_source", "decisions") == "decisions" else "")
         lines += [f"DyVM's keep predictor, test images whose k-th and (k+1)-th best keep scores are equal at each stage: "
                   f"{shares}." + (f" Where that is most of them the predictor's keep log-probabilities saturated{why}: "
-                                  "inference's top-k keeps the same slots of every image there, chosen by position "
-                                  "among ties, not by anything the predictor learnt." if tied else ""), ""]
+                                  "inference keeps the same slots of every image there, spread evenly over the tied "
+                                  "ones (static selection's rule among ties), not chosen by anything the predictor "
+                                  "learnt." if tied else ""), ""]
     if smoke:
         lines += ["## Claim check", "", "None: a smoke run shows the pipeline works, not the method.", ""]
     else:

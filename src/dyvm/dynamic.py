@@ -82,7 +82,30 @@ def gumbel_topk_keep(logp: Tensor, policy: Tensor, k: int, noise: Noise, noise_s
     the Gumbel noise: 1 samples in proportion to p(keep), 0 keeps inference's own top-k.
     """
     scores = _perturbed_keep_scores(logp, noise, noise_scale).masked_fill(policy <= 0.5, float("-inf"))
-    return _straight_through_keep(logp, scores.topk(k, dim=1).indices)
+    return _straight_through_keep(logp, top_k_spreading_ties(scores, k))
+
+
+def top_k_spreading_ties(scores: Tensor, k: int) -> Tensor:
+    """Indices (B, k), ascending, of the ``k`` best ``scores`` (B, N) per row, where the k-th best value ties with
+    others: the slots above it, then of the T slots at it the r still needed spread evenly over them in slot order
+    (static selection's integer linspace ``floor(i (T-1) / (r-1))``), not the first ones a top-k happens to return.
+    A predictor whose keep log-probabilities saturate (equal scores) then keeps evenly spaced slots, as static
+    selection does, instead of one block of the image (docs/study, twentieth round). Without ties: the top-k."""
+    batch, n = scores.shape
+    if k <= 0 or k >= n:
+        return torch.arange(max(min(k, n), 0), device=scores.device).expand(batch, -1)
+    kth = scores.topk(k, dim=1).values[:, -1:]                     # (B, 1) the k-th best value
+    above, tied = scores > kth, scores == kth
+    need = k - above.sum(1, keepdim=True)                          # r >= 1 of the tied slots
+    count = tied.sum(1, keepdim=True)                              # T >= r
+    rank = tied.cumsum(1) - 1                                      # a tied slot's rank among them, 0..T-1
+    # rank j is on the linspace iff i = ceil(j (r-1) / (T-1)) maps back to it: i (T-1) // (r-1) == j
+    span, steps = (count - 1).clamp(min=1), (need - 1).clamp(min=1)
+    i = (rank * (need - 1) + span - 1) // span
+    chosen = tied & (i * (count - 1) // steps == rank) & (i < need)
+    keep = above | chosen                                          # exactly k per row
+    # the kept slots in slot order (a stable sort of the mask: no host sync, unlike nonzero)
+    return keep.to(torch.int8).sort(dim=1, descending=True, stable=True).indices[:, :k]
 
 
 def gumbel_stratified_keep(logp: Tensor, k: int, noise: Noise, noise_scale: float = 1.0) -> Tensor:
@@ -190,7 +213,8 @@ def select_keep(source: str, logp: Optional[Tensor], n_alive: Optional[Tensor], 
     """Indices (B, k) of the tokens to keep, ascending, among the first ``n_alive`` (B,) slots (None: every
     slot of ``logp`` is live).
 
-    ``predictor``: top-k of the predicted keep log-probability; ``random``: k uniformly random
+    ``predictor``: top-k of the predicted keep log-probability (tied slots at the cut spread evenly:
+    :func:`top_k_spreading_ties`); ``random``: k uniformly random
     live tokens; ``static``: evenly spaced live tokens ``floor(linspace(0, n_alive-1, k))`` (the
     official Static ablation). Live tokens always form a prefix of the sequence. ``stratified`` (with
     ``predictor``, every slot live): the best-scoring token of each of k contiguous strata.
@@ -219,7 +243,7 @@ def select_keep(source: str, logp: Optional[Tensor], n_alive: Optional[Tensor], 
         raise ValueError(f"score={source!r} is not a keep-score source; expected one of {SCORE_SOURCES}")
     if alive is not None:
         scores = scores.masked_fill(~alive, float("-inf"))
-    return scores.topk(k, dim=1).indices.sort(dim=1).values
+    return top_k_spreading_ties(scores, k)
 
 
 BASELINE_MASKS = ("official", "nested")

@@ -82,8 +82,8 @@ RECIPE_DEPARTURES = {
     "token_sampler": "training draws each stage's keep set by Gumbel-top-k, exactly inference's kept count per image "
                      "(the paper: a Gumbel-softmax per token, the count held at ρ only on average); the keep-ratio "
                      "loss still reads the decisions, whose mean is then ρ by construction, so the predictors' "
-                     "p(keep) saturates and inference's top-k chooses among ties (--keep-ratio-source probabilities: "
-                     "the loss reads p(keep))",
+                     "p(keep) saturates and inference chooses among ties (spread evenly; --keep-ratio-source "
+                     "probabilities: the loss reads p(keep))",
     "drop_pruned_tail": "with an exact-count sampler training drops the pruned tail of the sequence: the paper's "
                         "values, but no gradient at a pruned token's keep decision (the paper keeps the tail, masked; "
                         "--no-drop-pruned-tail)",

@@ -120,22 +120,23 @@ def paired_comparison(hits_a: torch.Tensor, hits_b: torch.Tensor) -> dict[str, A
 
 def keep_ties_note(keep_ties: Optional[Sequence[float]]) -> Optional[str]:
     """One line for a user when a pruning stage's keep scores tie across the top-k's cut in most images (``keep_ties``
-    from :func:`evaluate`): there the kept tokens are the same slots in every image, chosen by position, not ranked by
-    the predictor. None where every stage ranks most images."""
+    from :func:`evaluate`): there the kept tokens are the same slots in every image (spread evenly over the tied
+    ones: :func:`dyvm.dynamic.top_k_spreading_ties`), not ranked by the predictor. None where every stage ranks most
+    images."""
     if not keep_ties or max(keep_ties) <= 0.5:
         return None
     stages = ", ".join(f"stage {k + 1}" for k, t in enumerate(keep_ties) if t > 0.5)
     shares = ", ".join(f"{100 * t:.0f}%" for t in keep_ties)
     return (f"the keep predictor ties across the top-k cut in most images at {stages} ({shares} per stage): its "
-            "kept tokens are the same slots of every image, chosen by position, not ranked (with an exact-count "
-            "--token-sampler a keep-ratio loss on the decisions gives the predictor no pull; --keep-ratio-source "
-            "probabilities trains a ranking)")
+            "kept tokens are the same slots of every image, spread evenly over the tied ones, not ranked (with an "
+            "exact-count --token-sampler a keep-ratio loss on the decisions gives the predictor no pull; "
+            "--keep-ratio-source probabilities trains a ranking)")
 
 
 def cut_ties(scores: torch.Tensor, keep: int) -> int:
     """How many images of ``scores`` (B, N) have their ``keep``-th and ``keep+1``-th largest keep scores equal: where
-    a predictor's keep log-probabilities saturate (equal, e.g. all 0), inference's top-k chooses among ties by
-    position, not by anything the predictor learnt."""
+    a predictor's keep log-probabilities saturate (equal, e.g. all 0), inference chooses among ties by position
+    (evenly spread over them), not by anything the predictor learnt."""
     if keep >= scores.shape[1] or scores.shape[0] == 0:
         return 0
     top = scores.float().topk(keep + 1, dim=1).values

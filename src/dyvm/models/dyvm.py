@@ -140,9 +140,11 @@ class DyVM(VisionMamba):
             or ``probabilities`` (the predicted p(keep); not in the paper). The decisions' mean is ρ_k by
             construction there, so their loss passes the predictor no gradient but the rounding of
             ``int(ρ_k · M)``, which pushes every p(keep) up: the keep log-probabilities saturate at 0 and
-            inference's top-k chooses among ties (the default demo's DyVM of 2026-12-05 kept the same 14 slots
-            of every image at its first stage). With ``probabilities`` the loss holds the predicted keep ratio at
-            ρ_k and the predictor ranks the tokens (measured in docs/study: no better top-1 at the demo's point).
+            inference chooses among ties, spreading its picks evenly over the tied slots
+            (:func:`~dyvm.dynamic.top_k_spreading_ties`: the same slots of every image, static selection's rule
+            among them; the default demo's DyVM keeps 14 such slots at its first stage). With ``probabilities``
+            the loss holds the predicted keep ratio at ρ_k and the predictor ranks the tokens (measured in
+            docs/study: no better top-1 at the demo's point).
             The paper's ``gumbel`` sampler always reads its decisions.
         baseline_masks: the training masks of ``score`` ``random`` / ``static``: ``official`` (the paper's
             Pruning_Strategy ablations: masks over all the rearranged slots, not nested in the previous stage's

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..dynamic import Noise, gumbel_softmax_keep
+from ..dynamic import Noise, gumbel_softmax_keep, top_k_spreading_ties
 from ..weights import load_checkpoint, resize_pos_embed
 from .dyvm import DyVM
 from .presets import build_model
@@ -305,7 +305,7 @@ class DyVMSeg(SegmentationVariant, DyVM):
                     decision = gumbel_softmax_keep(logp, noise) * policy[..., 0]
                 else:
                     scores = logp[..., 0].masked_fill(policy[..., 0] == 0, float("-inf"))
-                    keep = scores.topk(counts[k], dim=1).indices.sort(dim=1).values
+                    keep = top_k_spreading_ties(scores, counts[k])
                     decision = torch.zeros_like(scores).scatter_(1, keep, 1.0)
                     keep_indices.append(keep)
                 decisions.append(decision)

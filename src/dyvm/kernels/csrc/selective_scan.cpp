@@ -3038,12 +3038,36 @@ std::vector<at::Tensor> prune_stage(const at::Tensor& hidden, const at::Tensor& 
       }
     predictor_rows(x.data(), Bsz, N, D, predictor, ln_eps, logp.data_ptr<float>());
   }
-  // select_keep: the top-k keep scores (at::topk, so ties resolve as in Python), then in slot order (distinct
-  // integers: a plain sort per image gives at::sort's result without its per-call cost)
-  at::Tensor kept = std::get<1>(at::topk(logp.select(-1, 0), keep, 1)).contiguous();
+  // select_keep (dyvm.dynamic.top_k_spreading_ties): the slots above the k-th best keep score, then of the T slots
+  // that tie with it the r still needed spread evenly over them in slot order (floor(i (T-1) / (r-1))), in slot order
+  at::Tensor kept = at::empty({Bsz, keep}, patch_ids.options());
   {
+    const at::Tensor scores = logp.select(-1, 0).contiguous();
+    const at::Tensor kth = std::get<0>(at::topk(scores, keep, 1)).select(1, keep - 1).contiguous();
+    const float* sp = scores.data_ptr<float>();
+    const float* kp = kth.data_ptr<float>();
     int64_t* k = kept.data_ptr<int64_t>();
-    for (int64_t b = 0; b < Bsz; ++b) std::sort(k + b * keep, k + (b + 1) * keep);
+    for (int64_t b = 0; b < Bsz; ++b) {
+      const float* row = sp + b * N;
+      const float cut = kp[b];
+      int64_t above = 0, tied = 0;
+      for (int64_t j = 0; j < N; ++j) {
+        above += row[j] > cut;
+        tied += row[j] == cut;
+      }
+      const int64_t need = keep - above, steps = std::max<int64_t>(need - 1, 1);
+      for (int64_t j = 0, rank = 0, out = 0, next = 0; j < N; ++j) {
+        if (row[j] > cut) {
+          k[b * keep + out++] = j;
+        } else if (row[j] == cut) {
+          if (next < need && next * (tied - 1) / steps == rank) {
+            k[b * keep + out++] = j;
+            ++next;
+          }
+          ++rank;
+        }
+      }
+    }
   }
   // TokenSequence.select: every row of the new sequence in one index over the flattened batch
   const int64_t Lnew = keep + P;
