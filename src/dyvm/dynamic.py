@@ -94,6 +94,7 @@ def top_k_spreading_ties(scores: Tensor, k: int) -> Tensor:
     batch, n = scores.shape
     if k <= 0 or k >= n:
         return torch.arange(max(min(k, n), 0), device=scores.device).expand(batch, -1)
+    scores = scores.nan_to_num(nan=float("inf"), posinf=float("inf"), neginf=float("-inf"))  # NaN: the largest
     kth = scores.topk(k, dim=1).values[:, -1:]                     # (B, 1) the k-th best value
     above, tied = scores > kth, scores == kth
     need = k - above.sum(1, keepdim=True)                          # r >= 1 of the tied slots

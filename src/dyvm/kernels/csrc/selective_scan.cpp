@@ -41,6 +41,8 @@
 // Must not be compiled with -ffast-math (exp2_f rounds with the 1.5*2^23 trick).
 
 #include <algorithm>
+#include <functional>
+#include <limits>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -3040,16 +3042,20 @@ std::vector<at::Tensor> prune_stage(const at::Tensor& hidden, const at::Tensor& 
   }
   // select_keep (dyvm.dynamic.top_k_spreading_ties): the slots above the k-th best keep score, then of the T slots
   // that tie with it the r still needed spread evenly over them in slot order (floor(i (T-1) / (r-1))), in slot order
+  // (plain loops: the k-th best score by nth_element on a copy of the row, no ATen call per stage)
   at::Tensor kept = at::empty({Bsz, keep}, patch_ids.options());
   {
-    const at::Tensor scores = logp.select(-1, 0).contiguous();
-    const at::Tensor kth = std::get<0>(at::topk(scores, keep, 1)).select(1, keep - 1).contiguous();
-    const float* sp = scores.data_ptr<float>();
-    const float* kp = kth.data_ptr<float>();
+    const float* lp = logp.data_ptr<float>();  // (B, N, 2) contiguous: keep log-probability at [.., 0]
     int64_t* k = kept.data_ptr<int64_t>();
+    std::vector<float> row(static_cast<size_t>(N)), order(static_cast<size_t>(N));
     for (int64_t b = 0; b < Bsz; ++b) {
-      const float* row = sp + b * N;
-      const float cut = kp[b];
+      for (int64_t j = 0; j < N; ++j) {  // NaN counts as the largest score, as in top-k
+        const float v = lp[(b * N + j) * 2];
+        row[j] = std::isnan(v) ? std::numeric_limits<float>::infinity() : v;
+      }
+      order = row;
+      std::nth_element(order.begin(), order.begin() + (keep - 1), order.end(), std::greater<float>());
+      const float cut = order[keep - 1];
       int64_t above = 0, tied = 0;
       for (int64_t j = 0; j < N; ++j) {
         above += row[j] > cut;
