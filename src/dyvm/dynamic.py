@@ -100,10 +100,10 @@ def top_k_spreading_ties(scores: Tensor, k: int) -> Tensor:
     need = k - above.sum(1, keepdim=True)                          # r >= 1 of the tied slots
     count = tied.sum(1, keepdim=True)                              # T >= r
     rank = tied.cumsum(1) - 1                                      # a tied slot's rank among them, 0..T-1
-    # rank j is on the linspace iff i = ceil(j (r-1) / (T-1)) maps back to it: i (T-1) // (r-1) == j
+    # rank j is on the linspace iff i = ceil(j (r-1) / (T-1)) (always < r) maps back to it: i (T-1) // (r-1) == j
     span, steps = (count - 1).clamp(min=1), (need - 1).clamp(min=1)
     i = (rank * (need - 1) + span - 1) // span
-    chosen = tied & (i * (count - 1) // steps == rank) & (i < need)
+    chosen = tied & (i * (count - 1) // steps == rank)
     keep = above | chosen                                          # exactly k per row
     # the kept slots in slot order (a stable sort of the mask: no host sync, unlike nonzero)
     return keep.to(torch.int8).sort(dim=1, descending=True, stable=True).indices[:, :k]
