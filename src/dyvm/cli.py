@@ -52,7 +52,8 @@ def _dyvm_args(p: argparse.ArgumentParser) -> None:
                    help="learnt positional keep prior that starts at static (evenly spaced) selection; needs "
                         "--token-sampler topk")
     g.add_argument("--token-noise", type=float,
-                   help="Gumbel noise scale of --token-sampler topk (1: sample by p(keep); 0: inference's top-k)")
+                   help="Gumbel noise scale of --token-sampler topk (1: sample by p(keep); 0: inference's top-k; "
+                        "default: the recipe's, dyvm 0, paper 1)")
     g.add_argument("--keep-ratio-source", choices=["decisions", "probabilities"],
                    help="what the keep-ratio loss averages with --token-sampler topk/stratified: the hard decisions "
                         "(default; their mean is rho by construction, so the predictor's p(keep) saturates) or the "

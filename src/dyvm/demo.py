@@ -406,7 +406,7 @@ def _meta(mode, plan, seed, data_path, output, timings, figures, version, runs, 
         command += f" --baseline-masks {plan.baseline_masks}"
     with open(os.path.join(runs["dyvm"]["output"], "config.json")) as fh:
         finetune_config = json.load(fh)
-    recipe_keys = ("recipe", "pruning_loc", "token_keep_ratio", "block_keep_ratio", "token_sampler", "keep_ratio_source", "drop_pruned_tail", "epochs", "batch_size", "lr", "effective_lr", "min_lr", "warmup_epochs", "weight_decay",
+    recipe_keys = ("recipe", "pruning_loc", "token_keep_ratio", "block_keep_ratio", "token_sampler", "token_noise", "keep_ratio_source", "drop_pruned_tail", "epochs", "batch_size", "lr", "effective_lr", "min_lr", "warmup_epochs", "weight_decay",
                    "keep_prior", "dynamic_lr_scale", "ratio_warmup", "block_loss_weighting", "token_weight", "block_weight", "distill_weight",
                    "mixup", "cutmix", "smoothing", "aa", "reprob", "repeated_aug", "scale_min", "hflip", "drop_path",
                    "amp", "subset")
@@ -425,7 +425,7 @@ def _fmt_keep(values) -> str:
 # How the paper's fine-tuning (spec §5.2, Vim-T script) differs from what the demo ran, per key; its pruning
 # layers are the official [6, 12, 18] of 24 scaled to 8 layers, ρ/β the Vim-S headline point.
 PAPER_FINETUNE = dict(recipe="paper", pruning_loc=[2, 4, 6], token_keep_ratio=0.7, block_keep_ratio=0.8,
-                      token_sampler="gumbel", keep_ratio_source="decisions", drop_pruned_tail=False, epochs=30, batch_size=128, lr=3e-5, warmup_epochs=5, weight_decay=1e-8,
+                      token_sampler="gumbel", token_noise=1.0, keep_ratio_source="decisions", drop_pruned_tail=False, epochs=30, batch_size=128, lr=3e-5, warmup_epochs=5, weight_decay=1e-8,
                       keep_prior=False, dynamic_lr_scale=1.0, ratio_warmup=0.0, block_loss_weighting="layers",
                       token_weight=10.0, block_weight=10.0,
                       distill_weight=0.5, mixup=0.8, cutmix=1.0, smoothing=0.1, aa="rand-m9-mstd0.5-inc1",

@@ -66,9 +66,9 @@ DYVM_COMMON = dict(epochs=30, warmup_epochs=5, warmup_lr=1e-5, min_lr=1e-6, weig
 # plus the departures that docs/study measured to keep accuracy on short runs and small data; each
 # one is named in RECIPE_DEPARTURES and in the demo report.
 DYVM_RECIPES = {
-    "paper": dict(keep_prior=False, dynamic_lr_scale=1.0, ratio_warmup=0.0, token_sampler="gumbel",
+    "paper": dict(keep_prior=False, dynamic_lr_scale=1.0, ratio_warmup=0.0, token_sampler="gumbel", token_noise=1.0,
                   block_loss_weighting="layers", drop_pruned_tail=False, keep_ratio_source="decisions"),
-    "dyvm": dict(keep_prior=True, dynamic_lr_scale=20.0, ratio_warmup=0.0, token_sampler="topk",
+    "dyvm": dict(keep_prior=True, dynamic_lr_scale=20.0, ratio_warmup=0.0, token_sampler="topk", token_noise=0.0,
                  block_loss_weighting="layers", drop_pruned_tail=True, keep_ratio_source="decisions"),
 }
 NO_DYNAMIC = dict(keep_prior=False, dynamic_lr_scale=1.0, ratio_warmup=0.0)  # a Vim has no predictors/routers
@@ -84,6 +84,10 @@ RECIPE_DEPARTURES = {
                      "loss still reads the decisions, whose mean is then ρ by construction, so the predictors' "
                      "p(keep) saturates and inference chooses among ties (spread evenly; --keep-ratio-source "
                      "probabilities: the loss reads p(keep))",
+    "token_noise": "the top-k sampler draws no Gumbel noise: training keeps inference's own top-k (tied scores "
+                   "spread over the tied slots as at inference), so a stage whose predictor ties trains on the slots "
+                   "inference keeps, not on noise-chosen ones (the paper samples every decision; --token-noise 1 "
+                   "samples Gumbel-top-k in proportion to p(keep))",
     "drop_pruned_tail": "with an exact-count sampler training drops the pruned tail of the sequence: the paper's "
                         "values, but no gradient at a pruned token's keep decision (the paper keeps the tail, masked; "
                         "--no-drop-pruned-tail)",
