@@ -974,6 +974,34 @@ def test_a_saturated_keep_predictor_keeps_static_slots_fused_and_python(monkeypa
     assert torch.equal(fused.logits, python.logits)
 
 
+
+def test_the_dyvm_recipe_trains_a_tied_stage_on_the_slots_inference_keeps():
+    """The `dyvm` recipe's top-k sampler draws no Gumbel noise (token_noise 0; the paper recipe's is 1): where the
+    predictor's keep scores tie, training keeps the evenly spaced slots inference keeps, not noise-chosen ones."""
+    from dyvm.engine import TrainConfig
+    from dyvm.model_options import model_overrides
+
+    configs = {name: TrainConfig(model="dyvm_vim_tiny", img_size=32, patch_size=4, depth=4, embed_dim=32,
+                                 pruning_loc=[1, 2, 3], token_keep_ratio=0.5, recipe=name, token_sampler="topk")
+               .resolved() for name in ("dyvm", "paper")}
+    assert (configs["dyvm"].token_noise, configs["paper"].token_noise) == (0.0, 1.0)
+    kept = {}
+    for name, cfg in configs.items():
+        torch.manual_seed(0)
+        model = dyvm.create_model(cfg.model, num_classes=5, **model_overrides(cfg, dynamic=True))
+        assert model.token_noise == cfg.token_noise
+        with torch.no_grad():  # saturated keep log-probabilities: every score ties
+            for predictor in model.score_predictors:
+                predictor.out_conv[4].bias.copy_(torch.tensor([40.0, -40.0]))
+        images = torch.randn(3, 3, 32, 32)
+        torch.manual_seed(1)
+        train = model.train().forward_train(images)
+        with torch.no_grad():
+            inf = model.eval().forward_inference(images, gates=train.gates.detach())
+        n = model.keep_counts()[-1]
+        kept[name] = torch.equal(train.current_pos[:, :n], inf.current_pos)
+    assert kept == {"dyvm": True, "paper": False}
+
 def test_tied_keep_predictors_are_reported_to_the_user():
     """A stage whose keep scores tie in most images keeps the same slots of every image, by position: `dyvm eval`'s
     report prints the tie share per stage and a note naming those stages, training's log records it per epoch
