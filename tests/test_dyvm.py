@@ -974,7 +974,6 @@ def test_a_saturated_keep_predictor_keeps_static_slots_fused_and_python(monkeypa
     assert torch.equal(fused.logits, python.logits)
 
 
-
 def test_the_dyvm_recipe_trains_a_tied_stage_on_the_slots_inference_keeps():
     """The `dyvm` recipe's top-k sampler draws no Gumbel noise (token_noise 0; the paper recipe's is 1): where the
     predictor's keep scores tie, training keeps the evenly spaced slots inference keeps, not noise-chosen ones."""
@@ -1001,6 +1000,7 @@ def test_the_dyvm_recipe_trains_a_tied_stage_on_the_slots_inference_keeps():
         n = model.keep_counts()[-1]
         kept[name] = torch.equal(train.current_pos[:, :n], inf.current_pos)
     assert kept == {"dyvm": True, "paper": False}
+
 
 def test_tied_keep_predictors_are_reported_to_the_user():
     """A stage whose keep scores tie in most images keeps the same slots of every image, by position: `dyvm eval`'s

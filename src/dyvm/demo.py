@@ -445,7 +445,7 @@ def _masks_sentence(plan: dict) -> str:
 
 def render_report(r: dict[str, Any]) -> str:
     """report.md from results.json's content (every number of the report comes from it)."""
-    from .evaluate import keep_ties_note
+    from .evaluate import tied_stages
 
     t, d, m, c = r["teacher"], r["dyvm"], r["meta"], r["claim"]
     plan, src = m["plan"], t["source"]
@@ -492,7 +492,7 @@ def render_report(r: dict[str, Any]) -> str:
               "routers.", ""]
     if d.get("keep_ties"):
         shares = ", ".join(f"{100 * t:.0f}%" for t in d["keep_ties"])
-        tied = keep_ties_note(d["keep_ties"]) is not None  # most images tie at some stage
+        tied = bool(tied_stages(d["keep_ties"]))
         why = (" (with an exact-count sampler the keep-ratio loss read the decisions, whose mean is ρ by construction; "
                "`--keep-ratio-source probabilities` trains a ranking: docs/study)"
                if m.get("finetune_recipe", {}).get("token_sampler") in ("topk", "stratified")

@@ -118,14 +118,21 @@ def paired_comparison(hits_a: torch.Tensor, hits_b: torch.Tensor) -> dict[str, A
     return dict(images=int(a.numel()), only_a=only_a, only_b=only_b, p_value=min(1.0, 2 * tail / 2 ** n))
 
 
+def tied_stages(keep_ties: Optional[Sequence[float]]) -> list[int]:
+    """The pruning stages (0-based) whose keep scores tie across the top-k's cut in most images (``keep_ties`` from
+    :func:`evaluate`, the share of images per stage)."""
+    return [k for k, t in enumerate(keep_ties or ()) if t > 0.5]
+
+
 def keep_ties_note(keep_ties: Optional[Sequence[float]]) -> Optional[str]:
-    """One line for a user when a pruning stage's keep scores tie across the top-k's cut in most images (``keep_ties``
-    from :func:`evaluate`): there the kept tokens are the same slots in every image (spread evenly over the tied
+    """One line for a user when a pruning stage's keep scores tie across the top-k's cut in most images
+    (:func:`tied_stages`): there the kept tokens are the same slots in every image (spread evenly over the tied
     ones: :func:`dyvm.dynamic.top_k_spreading_ties`), not ranked by the predictor. None where every stage ranks most
     images."""
-    if not keep_ties or max(keep_ties) <= 0.5:
+    tied = tied_stages(keep_ties)
+    if not tied:
         return None
-    stages = ", ".join(f"stage {k + 1}" for k, t in enumerate(keep_ties) if t > 0.5)
+    stages = ", ".join(f"stage {k + 1}" for k in tied)
     shares = ", ".join(f"{100 * t:.0f}%" for t in keep_ties)
     return (f"the keep predictor ties across the top-k cut in most images at {stages} ({shares} per stage): its "
             "kept tokens are the same slots of every image, spread evenly over the tied ones, not ranked (with an "

@@ -6,7 +6,6 @@ Usage: python docs/study/twentyfirst/tied_start.py RULE PRUNING_LOC RHO OUTDIR [
 """
 import os
 import runpy
-import sys
 
 import torch
 
@@ -23,6 +22,5 @@ def tied_start(self, keep_prior: bool = False) -> None:
 
 
 DyVM.reset_dynamic_parameters = tied_start
-sys.argv = [sys.argv[0]] + sys.argv[1:]
 runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "nineteenth", "finetune_point.py"),
                run_name="__main__")
