@@ -471,6 +471,9 @@ for config in ("full", "bare", "lanes", "lanes_bare", "lanes_long"):
     for reverse in (False, True):
         t.test_cpp_channel_last_strided_inputs(config, reverse)
 t.check_sub_batches_match_python()
+if scan_cpp.lanes_kernels():
+    for rank, reverse in ((4, False), (12, True), (1, True)):
+        t.check_scan_with_dt_proj_inside(rank, reverse)
 print(scan_cpp.lanes_kernels(), scan_cpp.simd_path())
 """
 
@@ -505,3 +508,59 @@ def test_cpp_rows_kernels_still_match_reference():
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert proc.stdout.split()[-2:] == ["False", _expected_simd_path(cpu_flags())]
+
+
+def check_scan_with_dt_proj_inside(rank, reverse, batch=3, length=37, channels=32):
+    """forward_dt / backward_dt (Δ = dt_proj(dt) computed inside the lanes kernels) against dt_proj as a product
+    and the Δ-tensor ops: the same output and gradients up to float32 rounding (the R-term sums run in another
+    order), dt's and dt_proj's gradients as the products of Δ's gradient."""
+    ops = torch.ops.dyvm_scan
+    g = torch.Generator().manual_seed(rank)
+
+    def channel_last(*shape):  # (B, E, L) views of (B, L, E) memory, as the mixer hands them over
+        return torch.randn(batch, length, channels, generator=g).transpose(1, 2)
+
+    u, z, gout = channel_last(), channel_last(), channel_last()
+    x_dbl = 0.5 * torch.randn(batch, length, rank + 32, generator=g)          # x_proj's output: dt, B, C
+    dt, B, C = x_dbl[..., :rank], x_dbl[..., rank:rank + 16], x_dbl[..., rank + 16:]
+    weight = torch.randn(channels, rank, generator=g) / rank ** 0.5
+    A = -torch.rand(channels, 16, generator=g).mul(2.5).exp()
+    D, bias = torch.randn(channels, generator=g), 0.5 * torch.randn(channels, generator=g)
+    delta = (dt @ weight.t()).transpose(1, 2)                                   # (B, E, L) channel-last
+    assert delta.stride(1) == 1 and ops.lanes_dt_applies(u, z)
+    out = ops.forward_dt(u, dt, weight, A, B, C, D, z, bias, reverse)
+    ref = ops.forward(u, delta, A, B, C, D, z, bias, True, reverse, True)
+    assert out.stride(1) == 1
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
+    du, ddt, dA, dB, dC, dD, dz, dbias, dweight = ops.backward_dt(gout, u, dt, weight, A, B, C, D, z, bias, reverse)
+    rdu, rddelta, rdA, rdB, rdC, rdD, rdz, rdbias = ops.backward(gout, u, delta, A, B, C, D, z, bias, True, reverse,
+                                                                 True)
+    rddelta = rddelta.transpose(1, 2)                                           # (B, L, E)
+    expected = (rdu, rddelta @ weight, rdA, rdB, rdC, rdD, rdz, rdbias,
+                rddelta.reshape(-1, channels).t() @ dt.reshape(-1, rank))
+    for name, got, want in zip(("du", "ddt", "dA", "dB", "dC", "dD", "dz", "dbias", "dweight"),
+                               (du, ddt, dA, dB, dC, dD, dz, dbias, dweight), expected):
+        assert got.shape == want.shape, name
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5 * want.abs().max().item(), msg=name)
+
+
+@needs_cpp
+@pytest.mark.skipif(not (CPP and scan_cpp.lanes_kernels()), reason="this build has no lanes kernels (tested in the "
+                    "variant builds of test_cpp_paths_of_smaller_cpus_match_reference)")
+@pytest.mark.parametrize("rank,reverse", [(4, False), (4, True), (12, False), (24, True), (1, False)])
+def test_cpp_scan_with_dt_proj_inside_matches_the_delta_tensor_ops(rank, reverse):
+    # the training node of one SSM direction (scan_cpp._SSMBranchCpp) runs dt_proj inside the lanes kernels:
+    # demo R = 4, Vim-T 12, Vim-S 24
+    check_scan_with_dt_proj_inside(rank, reverse)
+
+
+@needs_cpp
+def test_cpp_scan_with_dt_proj_inside_refuses_other_layouts():
+    ops = torch.ops.dyvm_scan
+    u = torch.randn(2, 9, 24).transpose(1, 2)                                   # 24 channels: not whole blocks
+    assert not ops.lanes_dt_applies(u, None)
+    args = (u, torch.randn(2, 9, 4), torch.randn(24, 4), -torch.rand(24, 16), torch.randn(2, 9, 16),
+            torch.randn(2, 9, 16), None, None, None)
+    with pytest.raises(RuntimeError, match="scan with dt_proj: needs float32 channel-last"):
+        ops.forward_dt(*args)
+    assert not ops.lanes_dt_applies(torch.randn(2, 32, 9), None)                 # (B, E, L) contiguous

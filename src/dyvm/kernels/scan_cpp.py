@@ -264,12 +264,19 @@ class _SSMBranchCpp(torch.autograd.Function):
         rank = dt_proj_weight.shape[1]
         u2 = u.transpose(1, 2).view(batch * length, channels)          # u is channel-last (else view() raises)
         x_dbl = torch.mm(u2, x_proj_weight.t())                           # (M, R + 2N)
-        dt = x_dbl[:, :rank]
-        delta = torch.mm(dt, dt_proj_weight.t()).view(batch, length, channels).transpose(1, 2)
         bc = x_dbl.view(batch, length, -1)
-        args = _prepare(u, delta, A, bc[..., rank:rank + d_state].transpose(1, 2),
-                        bc[..., rank + d_state:].transpose(1, 2), D, z, dt_bias)
-        out = _module.forward(*args, True, bool(reverse), True)
+        B, C = bc[..., rank:rank + d_state].transpose(1, 2), bc[..., rank + d_state:].transpose(1, 2)
+        # dt_proj inside the scan where the lanes kernels serve the call: Δ (B, E, L) and its gradient never
+        # go through memory, and the product only R = 4-24 wide is not a GEMM call of its own
+        ctx.dt_inside = d_state == 16 and _module.lanes_dt_applies(u, z)
+        if ctx.dt_inside:
+            dt_proj_weight = dt_proj_weight.contiguous()
+            args = _prepare(u, u, A, B, C, D, z, dt_bias)                 # (u stands in for Δ: not read)
+            out = _module.forward_dt(u, bc[..., :rank], dt_proj_weight, *args[2:], bool(reverse))
+        else:
+            delta = torch.mm(x_dbl[:, :rank], dt_proj_weight.t()).view(batch, length, channels).transpose(1, 2)
+            args = _prepare(u, delta, A, B, C, D, z, dt_bias)
+            out = _module.forward(*args, True, bool(reverse), True)
         ctx.save_for_backward(x_dbl, x_proj_weight, dt_proj_weight, *args)
         ctx.reverse, ctx.rank, ctx.d_state = bool(reverse), rank, d_state
         return out
@@ -282,15 +289,24 @@ class _SSMBranchCpp(torch.autograd.Function):
         u, dt = args[0], x_dbl[:, :ctx.rank]
         batch, channels, length = u.shape
         rank, n = ctx.rank, ctx.d_state
-        du, ddelta, dA, dB, dC, dD, dz, dbias = _module.backward(grad_out.to(u.dtype), *args, True, ctx.reverse, True)
-        dd2 = ddelta.transpose(1, 2).view(-1, channels)                  # (M, E) views (channel-last, like u)
-        du2 = du.transpose(1, 2).view(-1, channels)
         d_dbl = torch.empty_like(x_dbl)                                   # (M, R + 2N)
-        # an output R wide is slow for the CPU GEMM: the transposed product, then a narrow copy (as narrow_linear)
-        d_dbl[:, :rank] = torch.mm(dt_proj_weight.t(), dd2.t()).t()
+        if ctx.dt_inside:
+            grad_out = grad_out.to(u.dtype)
+            if grad_out.stride(1) != 1:                                   # the lanes kernels read channel-last
+                grad_out = grad_out.transpose(1, 2).contiguous().transpose(1, 2)
+            du, ddt, dA, dB, dC, dD, dz, dbias, d_dt_weight = _module.backward_dt(
+                grad_out, u, x_dbl.view(batch, length, -1)[..., :rank], dt_proj_weight, *args[2:], ctx.reverse)
+            d_dbl[:, :rank] = ddt.reshape(-1, rank)
+        else:
+            du, ddelta, dA, dB, dC, dD, dz, dbias = _module.backward(grad_out.to(u.dtype), *args, True, ctx.reverse,
+                                                                    True)
+            dd2 = ddelta.transpose(1, 2).view(-1, channels)              # (M, E) views (channel-last, like u)
+            # an output R wide is slow for the CPU GEMM: the transposed product, then a narrow copy (as narrow_linear)
+            d_dbl[:, :rank] = torch.mm(dt_proj_weight.t(), dd2.t()).t()
+            d_dt_weight = torch.mm(dt.t(), dd2).t()
+        du2 = du.transpose(1, 2).view(-1, channels)
         d_dbl[:, rank:rank + n] = dB.reshape(-1, n)
         d_dbl[:, rank + n:] = dC.reshape(-1, n)
-        d_dt_weight = torch.mm(dt.t(), dd2).t()
         d_x_weight = torch.mm(d_dbl.t(), u.transpose(1, 2).view(-1, channels))
         du2.addmm_(d_dbl, x_proj_weight)                                  # du (scan) + d_dbl · W_x, in place
         return (du, d_x_weight, d_dt_weight, dbias if args[7] is not None else None, dA,

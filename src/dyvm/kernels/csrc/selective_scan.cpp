@@ -229,6 +229,12 @@ struct Args {
   const int64_t* zrows = nullptr;
   const int64_t* orows = nullptr;
   bool accumulate = false;
+  // the lanes kernels of a training branch with dt_proj inside (scan_forward_dt, scan_backward_dt): the raw Δ is
+  // Σ_r dtl[b, t, r] dtw[e, r] computed per step (delta.p null), so the (B, E, L) Δ and its gradient are never
+  // written out and read back; dtl is (B, L, R) through its strides sdb, sdl (unit stride over r), dtw (E, R)
+  const T* dtl = nullptr;
+  const T* dtw = nullptr;
+  int64_t sdb = 0, sdl = 0, R = 0;
 };
 
 template <typename T>
@@ -239,6 +245,8 @@ struct Grads {
   T* dC;      // (K, B, L, N)
   T* dD;      // (E) or null
   T* dbias;   // (E) or null
+  T* ddtl = nullptr;  // with Args::dtl: (K, B, L, R) partials of dtl's gradient, one slab per channel chunk
+  T* ddtw = nullptr;  // with Args::dtl: (E, R), dtw's gradient (ddelta is then not written)
 };
 
 // Row pointer of B or C (or a dB/dC partial) at scan step 0 and its step (elements) per scan step.
@@ -729,6 +737,19 @@ DYVM_INLINE v16f row_sums16(const float* p) {
 #undef DYVM_L4
 }
 
+// Sums of 8 rows (8 floats each) → lane i = sum of row i: a horizontal-add tree (as the AVX2 build's).
+DYVM_INLINE __m256 row_sums8(const __m256* r) {
+  const __m256 a01 = _mm256_hadd_ps(r[0], r[1]), a23 = _mm256_hadd_ps(r[2], r[3]);
+  const __m256 a45 = _mm256_hadd_ps(r[4], r[5]), a67 = _mm256_hadd_ps(r[6], r[7]);
+  const __m256 b0 = _mm256_hadd_ps(a01, a23), b1 = _mm256_hadd_ps(a45, a67);
+  return _mm256_add_ps(_mm256_permute2f128_ps(b0, b1, 0x20), _mm256_permute2f128_ps(b0, b1, 0x31));
+}
+// The two 8-lane halves of a 16-lane vector added: row_sums8 of 8 of these sums each vector's 16 lanes.
+DYVM_INLINE __m256 fold8(v16f v) {
+  const __m512 x = reinterpret_cast<__m512>(v);
+  return _mm256_add_ps(_mm512_castps512_ps256(x), _mm512_extractf32x8_ps(x, 1));
+}
+
 #else
 
 // AVX2 (no AVX-512): a 16-lane vector is a pair of 8-lane registers, with the operators the
@@ -970,6 +991,19 @@ DYVM_INLINE void lanes_A(const float* A, int64_t e0, float* __restrict__ At2, fl
     }
 }
 
+// dtw's (16 channels from e0) x R block with the channels in the lanes: Wt[16 r + lane] = dtw[e0 + lane][r]
+DYVM_INLINE void lanes_dtw(const float* dtw, int64_t R, int64_t e0, float* __restrict__ Wt) {
+  for (int64_t r = 0; r < R; ++r)
+    for (int j = 0; j < 16; ++j) Wt[16 * r + j] = dtw[(e0 + j) * R + r];
+}
+
+// The raw Δ of 16 channels at one step: Σ_r dt[r] Wt[r] (dt_proj without bias, as the (M, R) x (R, E) product)
+DYVM_INLINE v16f raw_delta16(const float* __restrict__ dt, const float* __restrict__ Wt, int64_t R) {
+  v16f acc = load16(Wt) * dt[0];
+  for (int64_t r = 1; r < R; ++r) acc += load16(Wt + 16 * r) * dt[r];
+  return acc;
+}
+
 // f lane by lane on 16 lanes (the scalar function vectorised by omp simd, as in row_delta)
 template <typename F>
 DYVM_INLINE v16f map16(v16f x, F f) {
@@ -992,17 +1026,20 @@ DYVM_INLINE v16f map16(v16f x, F f) {
 void forward_lanes16(const Args<float>& a, const StridedOut<float>& out, int64_t k0, int64_t k1) {
   const int64_t L = a.L, nblk = a.E / 16;
   alignas(64) float At2[256];  // At2[16 n + lane] = A[d][n] log2 e
-  Scratch<float> sc(3 * 16 * L);
+  Scratch<float> sc(3 * 16 * L + 16 * a.R);
   float* __restrict__ DT = sc.base;  // per scan step s, 16 lanes: Δ, then z
   float* __restrict__ DTU = DT + 16 * L;  // Δu
   float* __restrict__ Y = DTU + 16 * L;   // C_t·h_t + D u_t
   for (int64_t k = k0; k < k1; ++k) {
     const int64_t b = k / nblk, e0 = (k % nblk) * 16;
     lanes_A(a.A, e0, At2, nullptr);
+    float* __restrict__ Wt = Y + 16 * L;  // dt_proj's block (fused branch)
+    if (a.dtl) lanes_dtw(a.dtw, a.R, e0, Wt);
+    const float* dtlb = a.dtl ? a.dtl + b * a.sdb : nullptr;
     const v16f bias = a.bias ? load16(a.bias + e0) : v16f{};
     const v16f Dv = a.D ? load16(a.D + e0) : v16f{};
     const float* up = a.u.p + b * a.u.sb + e0;
-    const float* dp = a.delta.p + b * a.delta.sb + e0;
+    const float* dp = a.delta.p ? a.delta.p + b * a.delta.sb + e0 : nullptr;
     const float* zp = a.z.p ? a.z.p + (a.zrows ? a.zrows[b] : b) * a.z.sb + e0 : nullptr;
     float* op = out.p + (a.orows ? a.orows[b] : b) * out.sb + e0;
     const bool acc = a.accumulate;
@@ -1011,7 +1048,7 @@ void forward_lanes16(const Args<float>& a, const StridedOut<float>& out, int64_t
 #if DYVM_N16_AVX512
     for (int64_t s = 0; s < L; ++s) {  // scan order: Δ and Δu in 16-lane vectors
       const int64_t t = a.reverse ? L - 1 - s : s;
-      v16f dt = load16(dp + t * a.delta.sl) + bias;
+      v16f dt = (dp ? load16(dp + t * a.delta.sl) : raw_delta16(dtlb + t * a.sdl, Wt, a.R)) + bias;
       if (a.softplus) dt = softplus_v16(dt);
       store16(DT + 16 * s, dt);
       store16(DTU + 16 * s, load16(up + t * a.u.sl) * dt);
@@ -1019,7 +1056,7 @@ void forward_lanes16(const Args<float>& a, const StridedOut<float>& out, int64_t
 #else
     for (int64_t s = 0; s < L; ++s) {  // scan order
       const int64_t t = a.reverse ? L - 1 - s : s;
-      store16(DT + 16 * s, load16(dp + t * a.delta.sl) + bias);
+      store16(DT + 16 * s, (dp ? load16(dp + t * a.delta.sl) : raw_delta16(dtlb + t * a.sdl, Wt, a.R)) + bias);
       store16(DTU + 16 * s, load16(up + t * a.u.sl));
     }
     if (a.softplus) {
@@ -1085,28 +1122,32 @@ void forward_lanes16(const Args<float>& a, const StridedOut<float>& out, int64_t
 // (B, E, L) tensor is channel-last (the mixer's layout; see scan_backward), a time step of 16 channels is one
 // contiguous load or store, so nothing is gathered or transposed, and the sums over the state (C_t·h_t, the
 // two sums of dΔ) become running vector sums instead of the ring-buffer reductions of backward_chunk_n16.
-// The sums over channels that dB and dC need: on AVX-512, per-image (L, 16, 16) accumulators reduced once per
-// image; on AVX2, each step's 8 vectors of a half are summed over their lanes at once (fold8, row_sums8) and
-// added into dB and dC, which drops the accumulators' loads and stores and 2 KB a step of scratch (so the
-// backward stays in L2 at 197 steps and beyond; docs/speed/2026-12-04-avx2). Per block of 16 channels and
+// The sums over channels that dB and dC need: each step's 8 vectors of a half are summed over their lanes at once
+// (fold8, row_sums8) and added into dB and dC, with no per-image accumulators (their loads and stores and 2 KB a
+// step of scratch; so the backward stays in L2 at 197 steps and beyond: docs/speed/2026-12-04-avx2; on AVX-512,
+// where per-image (L, 16, 16) accumulators served until session 38, the fold makes the demo's Vim step 1.03x and
+// Vim-T's 1.04x as fast, docs/speed/log.md "dt_proj inside the training scan"). With Args::dtl (the fused training
+// branch) the raw Δ is dt_proj's product computed per step, and pass 3 sums dt_proj's two gradients in place of
+// writing dΔ: dtw's per channel, dtl's over the lanes of per-image (L, R, 16) sums. Per block of 16 channels and
 // image: pass 1 recomputes Δ, the states and decays and the gate's backward, and keeps the decays and the
 // decayed states exp(Δ_t A) h_{t-1} (L + 1 and L rows of 256 floats); pass 2 runs the reverse recurrence in
 // two halves of 8 states (the 16 recurrences over n are independent; 8 dh and 8 dA accumulators stay in
 // registers) and rebuilds h_t from the decayed state with one FMA, as pass 1 computed it. The dA term takes
 // the decayed state as kept: rebuilding it as h_t - Δu_t B_t instead cancels where the decay is strong (dA
-// 1.2e-5 off the float64 reference there, 20x the other kernels' error). Pass 3 writes dΔ and du. Channels [d0, d1) (multiples of 16) of
+// 1.2e-5 off the float64 reference there, 20x the other kernels' error). Pass 3 writes dΔ (or dt_proj's gradients)
+// and du. Channels [d0, d1) (multiples of 16) of
 // every image; chunk as in backward_chunk_n16. The same gradients up to float rounding (the sums run in
 // another order), not bit-identical.
 void backward_lanes16(const Args<float>& a, const Strided<float>& gout, const Grads<float>& g,
                       int64_t chunk, int64_t d0, int64_t d1) {
   const int64_t L = a.L, Bsz = a.batch, nblk = (d1 - d0) / 16;
-  const size_t hs = 256 * L, es = 256 * (L + 1), acc = DYVM_N16_AVX512 ? 256 * L : 0, per_s = 16 * L;
-  Scratch<float> sc(hs + es + 2 * acc + 8 * per_s + 3 * nblk * 256 + 2 * nblk * 16 + 64);
+  const size_t hs = 256 * L, es = 256 * (L + 1), per_s = 16 * L;
+  const int64_t R = a.dtl ? a.R : 0;  // the fused branch: dt_proj's blocks, dtw's gradient and dtl's per image
+  Scratch<float> sc(hs + es + 8 * per_s + 3 * nblk * 256 + 2 * nblk * 16 + 64 + 2 * nblk * 16 * R +
+                    16 * L * R);
   float* __restrict__ Hs = sc.base;            // Hs[256 s + 16 n + lane] = exp(Δ_s A_n) h_{s-1}[n]
   float* __restrict__ Es = Hs + hs;            // Es[256 s + 16 n + lane] = exp(Δ_s A_n); row L: zeros
-  float* __restrict__ accB = Es + es;          // AVX-512: accB[256 t + 16 n + lane]: dh_t[n] Δu_t, summed over blocks
-  float* __restrict__ accC = accB + acc;
-  float* __restrict__ DT = accC + acc;         // per scan step s, 16 lanes
+  float* __restrict__ DT = Es + es;            // per scan step s, 16 lanes
   float* __restrict__ DTU = DT + per_s;
   float* __restrict__ SG = DTU + per_s;
   float* __restrict__ U = SG + per_s;
@@ -1118,29 +1159,32 @@ void backward_lanes16(const Args<float>& a, const Strided<float>& gout, const Gr
   float* __restrict__ dAacc = At + nblk * 256; // per block [16 n + lane]
   float* __restrict__ dDacc = dAacc + nblk * 256;
   float* __restrict__ dbacc = dDacc + nblk * 16;
+  float* __restrict__ Wt = dbacc + nblk * 16;       // per block [16 r + lane]: dtw[d][r] (lanes_dtw)
+  float* __restrict__ dWacc = Wt + nblk * 16 * R;   // per block [16 r + lane]: dtw's gradient
+  float* __restrict__ accT = dWacc + nblk * 16 * R; // [16 (R t + r) + lane]: dtl[b, t, r]'s gradient terms
   std::fill(Es + 256 * L, Es + 256 * (L + 1), 0.0f);
   std::fill(dAacc, dAacc + nblk * 256 + 2 * nblk * 16, 0.0f);
   for (int64_t k = 0; k < nblk; ++k) lanes_A(a.A, d0 + 16 * k, At2 + 256 * k, At + 256 * k);
+  for (int64_t k = 0; k < nblk && R; ++k) lanes_dtw(a.dtw, R, d0 + 16 * k, Wt + 16 * R * k);
   const bool sp = a.softplus;
   for (int64_t b = 0; b < Bsz; ++b) {
     float* dBp = g.dB + (chunk * Bsz + b) * L * 16;  // image b's dB, dC: sums over the blocks
     float* dCp = g.dC + (chunk * Bsz + b) * L * 16;
-#if DYVM_N16_AVX512
-    std::fill(accB, accB + 2 * acc, 0.0f);
-#else
     std::fill(dBp, dBp + 16 * L, 0.0f);
     std::fill(dCp, dCp + 16 * L, 0.0f);
-#endif
     const float* Bb = a.Bm + b * a.sBb;
     const float* Cb = a.Cm + b * a.sCb;
+    const float* dtlb = R ? a.dtl + b * a.sdb : nullptr;
+    if (R) std::fill(accT, accT + 16 * L * R, 0.0f);
     for (int64_t k = 0; k < nblk; ++k) {
       const int64_t e0 = d0 + 16 * k;
+      const float* __restrict__ Wtk = Wt + 16 * R * k;
       const float* __restrict__ At2k = At2 + 256 * k;
       const float* __restrict__ Atk = At + 256 * k;
       const v16f bias = a.bias ? load16(a.bias + e0) : v16f{};
       const v16f Dv = a.D ? load16(a.D + e0) : v16f{};
       const float* up = a.u.p + b * a.u.sb + e0;
-      const float* dp = a.delta.p + b * a.delta.sb + e0;
+      const float* dp = R ? nullptr : a.delta.p + b * a.delta.sb + e0;
       const float* zp = a.z.p ? a.z.p + b * a.z.sb + e0 : nullptr;
       const float* gp = gout.p + b * gout.sb + e0;
       // pass 1 (scan order): Δ, the states and decays, the gate's backward. The per-step inputs are first
@@ -1148,7 +1192,8 @@ void backward_lanes16(const Args<float>& a, const Strided<float>& gout, const Gr
       float* __restrict__ Z = S2 + per_s;  // z, then dz
       for (int64_t s = 0; s < L; ++s) {
         const int64_t t = a.reverse ? L - 1 - s : s;
-        store16(SG + 16 * s, load16(dp + t * a.delta.sl) + bias);  // the raw Δ, until the loop below
+        const v16f raw = dp ? load16(dp + t * a.delta.sl) : raw_delta16(dtlb + t * a.sdl, Wtk, R);
+        store16(SG + 16 * s, raw + bias);  // the raw Δ, until the loop below
         store16(U + 16 * s, load16(up + t * a.u.sl));
         store16(DY + 16 * s, load16(gp + t * gout.sl));          // grad_out, until the gate's loop
         if (zp) store16(Z + 16 * s, load16(zp + t * a.z.sl));
@@ -1232,9 +1277,7 @@ void backward_lanes16(const Args<float>& a, const Strided<float>& gout, const Gr
           const float* Bt = Bb + t * a.sBl;
           const float* Ct = Cb + t * a.sCl;
           v16f s1 = {}, s2 = {};
-#if !DYVM_N16_AVX512
           __m256 qb[8], qc[8];  // this step's dB, dC terms of the 8 states, folded to 8 lanes
-#endif
 #pragma GCC unroll 8
           for (int m = 0; m < 8; ++m) {
             const int n = 8 * half + m;
@@ -1246,22 +1289,13 @@ void backward_lanes16(const Args<float>& a, const Strided<float>& gout, const Gr
             dA[m] = dA[m] + x * dt;
             s1 = s1 + x * load16(Atk + 16 * n);
             s2 = s2 + dh[m] * Bt[n];
-#if DYVM_N16_AVX512
-            float* ab = accB + 256 * t + 16 * n;
-            float* ac = accC + 256 * t + 16 * n;
-            store16(ab, load16(ab) + dh[m] * dtu);
-            store16(ac, load16(ac) + h * dy);
-#else
             qb[m] = fold8(dh[m] * dtu);
             qc[m] = fold8(h * dy);
-#endif
           }
-#if !DYVM_N16_AVX512
           float* db = dBp + 16 * t + 8 * half;
           float* dc = dCp + 16 * t + 8 * half;
           _mm256_storeu_ps(db, _mm256_add_ps(_mm256_loadu_ps(db), row_sums8(qb)));
           _mm256_storeu_ps(dc, _mm256_add_ps(_mm256_loadu_ps(dc), row_sums8(qc)));
-#endif
           store16(S1 + 16 * s, load16(S1 + 16 * s) + s1);
           store16(S2 + 16 * s, load16(S2 + 16 * s) + s2);
         }
@@ -1275,7 +1309,17 @@ void backward_lanes16(const Args<float>& a, const Strided<float>& gout, const Gr
         const v16f uv = load16(U + 16 * s), dy = load16(DY + 16 * s);
         v16f gd = s1 + uv * s2;
         if (sp) gd = gd * load16(SG + 16 * s);
-        store16(g.ddelta.p + b * g.ddelta.sb + e0 + t * g.ddelta.sl, gd);
+        if (R) {  // dt_proj's backward: dtw's gradient per channel, dtl's as lane sums reduced per image below
+          const float* dtr = dtlb + t * a.sdl;
+          float* dW = dWacc + 16 * R * k;
+          float* at = accT + 16 * R * t;
+          for (int64_t r = 0; r < R; ++r) {
+            store16(dW + 16 * r, load16(dW + 16 * r) + gd * dtr[r]);
+            store16(at + 16 * r, load16(at + 16 * r) + gd * load16(Wtk + 16 * r));
+          }
+        } else {
+          store16(g.ddelta.p + b * g.ddelta.sb + e0 + t * g.ddelta.sl, gd);
+        }
         store16(g.du.p + b * g.du.sb + e0 + t * g.du.sl, load16(DT + 16 * s) * s2 + Dv * dy);
         dD = dD + dy * uv;
         db = db + gd;
@@ -1283,17 +1327,21 @@ void backward_lanes16(const Args<float>& a, const Strided<float>& gout, const Gr
       store16(dDacc + 16 * k, dD);
       store16(dbacc + 16 * k, db);
     }
-#if DYVM_N16_AVX512
-    // dB, dC of image b: the block sums over the 16 lanes (channels)
-    for (int64_t t = 0; t < L; ++t) {
-      store16(dBp + 16 * t, row_sums16(accB + 256 * t));
-      store16(dCp + 16 * t, row_sums16(accC + 256 * t));
+    if (R) {  // dtl's gradient of image b from this chunk's channels: the lane sums of accT's L R rows
+      float* dst = g.ddtl + (chunk * Bsz + b) * L * R;
+      int64_t i = 0;
+      for (; i + 16 <= L * R; i += 16) store16(dst + i, row_sums16(accT + 16 * i));
+      for (; i < L * R; ++i) {
+        float sum = 0.0f;
+        for (int j = 0; j < 16; ++j) sum += accT[16 * i + j];
+        dst[i] = sum;
+      }
     }
-#endif
   }
   for (int64_t k = 0; k < nblk; ++k)
     for (int j = 0; j < 16; ++j) {
       const int64_t d = d0 + 16 * k + j;
+      for (int64_t r = 0; r < R; ++r) g.ddtw[d * R + r] = dWacc[16 * R * k + 16 * r + j];
       for (int n = 0; n < 16; ++n) g.dA[d * 16 + n] = dAacc[256 * k + 16 * n + j];
       if (g.dD) g.dD[d] = dDacc[16 * k + j];
       if (g.dbias) g.dbias[d] = dbacc[16 * k + j];
@@ -1994,6 +2042,98 @@ std::vector<at::Tensor> scan_backward(const at::Tensor& gout, const at::Tensor& 
   at::Tensor dB = chunks == 1 ? dBp[0] : dBp.sum(0);
   at::Tensor dC = chunks == 1 ? dCp[0] : dCp.sum(0);
   return {du, ddelta, dA, dB, dC, dD, dz, dbias};
+}
+
+// One SSM direction of a training step with dt_proj inside the lanes kernels: Δ's raw value is
+// Σ_r dtl[b, t, r] dtw[e, r] (then + delta_bias, softplus), computed per step instead of read from a (B, E, L)
+// tensor, and the backward returns the gradients of dtl and dtw instead of Δ's. dtl: (B, L, R) float32 with unit
+// stride over r (the first R columns of x_proj's output); dtw: dt_proj's weight (E, R), contiguous. The other
+// arguments as scan_forward's with delta_softplus and channels_last set; only where the lanes kernels serve the
+// call (lanes_dt_applies), which the caller checks.
+bool lanes_dt_applies(const at::Tensor& u, const c10::optional<at::Tensor>& z) {
+  return DYVM_LANES && u.scalar_type() == at::kFloat && u.size(1) % 16 == 0 && u.size(2) <= 512 &&
+         u.stride(1) == 1 && (!z || z->stride(1) == 1);
+}
+
+Args<float> dt_args(const at::Tensor& u, const at::Tensor& dtl, const at::Tensor& dtw, const at::Tensor& A,
+                    const at::Tensor& Bm, const at::Tensor& Cm, const c10::optional<at::Tensor>& D,
+                    const c10::optional<at::Tensor>& z, const c10::optional<at::Tensor>& bias, bool reverse) {
+  check_inputs(u, u, A, Bm, Cm, D, z, bias);  // u stands in for delta, which is not read
+  TORCH_CHECK(A.size(1) == 16 && lanes_dt_applies(u, z), "scan with dt_proj: needs float32 channel-last (B, E, L) "
+              "with E a multiple of 16, L <= 512 and 16 states on a build with the lanes kernels");
+  const int64_t R = dtw.size(1);
+  TORCH_CHECK(dtw.dim() == 2 && dtw.size(0) == u.size(1) && dtw.scalar_type() == at::kFloat && dtw.is_contiguous() &&
+              R >= 1, "dt_proj weight must be (E, R) float32, contiguous");
+  TORCH_CHECK(dtl.dim() == 3 && dtl.size(0) == u.size(0) && dtl.size(1) == u.size(2) && dtl.size(2) == R &&
+              dtl.scalar_type() == at::kFloat && dtl.stride(2) == 1, "dt must be (B, L, R) float32, unit stride over R");
+  Args<float> a = make_args<float>(u, u, A, Bm, Cm, D, z, bias, true, reverse);
+  a.delta = Strided<float>{nullptr, 0, 0, 0};
+  a.dtl = dtl.data_ptr<float>();
+  a.dtw = dtw.data_ptr<float>();
+  a.sdb = dtl.stride(0);
+  a.sdl = dtl.stride(1);
+  a.R = R;
+  return a;
+}
+
+at::Tensor scan_forward_dt(const at::Tensor& u, const at::Tensor& dtl, const at::Tensor& dtw, const at::Tensor& A,
+                           const at::Tensor& Bm, const at::Tensor& Cm, const c10::optional<at::Tensor>& D,
+                           const c10::optional<at::Tensor>& z, const c10::optional<at::Tensor>& bias, bool reverse) {
+  const Args<float> a = dt_args(u, dtl, dtw, A, Bm, Cm, D, z, bias, reverse);
+  at::Tensor out = empty_bel(u, true);
+  const int64_t units = u.size(0) * u.size(1) / 16;
+  if (units == 0 || u.size(2) == 0) return out;
+#if DYVM_LANES
+  const StridedOut<float> o = strided_out<float>(out);
+  at::parallel_for(0, units, scan_forward_grain(u.size(2), true),
+                   [&](int64_t k0, int64_t k1) { forward_lanes16(a, o, k0, k1); });
+#endif
+  return out;
+}
+
+// -> {du, ddt (B, L, R), dA, dB, dC, dD, dz, dbias, ddt_weight (E, R)}; ddt in dtl's time order
+std::vector<at::Tensor> scan_backward_dt(const at::Tensor& gout, const at::Tensor& u, const at::Tensor& dtl,
+                                         const at::Tensor& dtw, const at::Tensor& A, const at::Tensor& Bm,
+                                         const at::Tensor& Cm, const c10::optional<at::Tensor>& D,
+                                         const c10::optional<at::Tensor>& z, const c10::optional<at::Tensor>& bias,
+                                         bool reverse) {
+  const Args<float> a = dt_args(u, dtl, dtw, A, Bm, Cm, D, z, bias, reverse);
+  TORCH_CHECK(gout.sizes() == u.sizes() && gout.scalar_type() == u.scalar_type() && gout.stride(1) == 1,
+              "grad_out must be (B, E, L) channel-last in u's dtype");
+  const int64_t Bsz = u.size(0), E = u.size(1), L = u.size(2), N = A.size(1), R = a.R;
+  const int64_t units = E / 16;
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(units, at::get_num_threads()));
+  at::Tensor du = empty_bel(u, true);
+  at::Tensor dA = at::zeros_like(A);
+  at::Tensor dBp = at::zeros({chunks, Bsz, L, N}, u.options());
+  at::Tensor dCp = at::zeros({chunks, Bsz, L, N}, u.options());
+  at::Tensor ddtp = at::zeros({chunks, Bsz, L, R}, u.options());
+  at::Tensor ddtw = at::zeros_like(dtw);
+  at::Tensor dD = D ? at::zeros_like(*D) : at::empty({0}, u.options());
+  at::Tensor dz = z ? empty_bel(u, true) : at::empty({0}, u.options());
+  at::Tensor dbias = bias ? at::zeros_like(*bias) : at::empty({0}, u.options());
+#if DYVM_LANES
+  if (Bsz > 0 && E > 0 && L > 0) {
+    Grads<float> g;
+    g.du = strided_out<float>(du);
+    g.ddelta = StridedOut<float>{nullptr, 0, 0, 0};
+    g.dz = z ? strided_out<float>(dz) : StridedOut<float>{nullptr, 0, 0, 0};
+    g.dA = dA.data_ptr<float>();
+    g.dB = dBp.data_ptr<float>();
+    g.dC = dCp.data_ptr<float>();
+    g.dD = D ? dD.data_ptr<float>() : nullptr;
+    g.dbias = bias ? dbias.data_ptr<float>() : nullptr;
+    g.ddtl = ddtp.data_ptr<float>();
+    g.ddtw = ddtw.data_ptr<float>();
+    const Strided<float> go = strided<float>(gout);
+    at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; ++c)
+        backward_lanes16(a, go, g, c, 16 * (c * units / chunks), 16 * ((c + 1) * units / chunks));
+    });
+  }
+#endif
+  auto total = [chunks](const at::Tensor& t) { return chunks == 1 ? t[0] : t.sum(0); };
+  return {du, total(ddtp), dA, total(dBp), total(dCp), dD, dz, dbias, ddtw};
 }
 
 // ----------------------------- causal conv1d bindings ----------------------------------
@@ -3257,6 +3397,11 @@ TORCH_LIBRARY(dyvm_scan, m) {
   m.def("backward(Tensor grad_out, Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, "
         "Tensor? D, Tensor? z, Tensor? delta_bias, bool delta_softplus, bool reverse=False, "
         "bool channels_last=False) -> Tensor[]");
+  m.def("forward_dt(Tensor u, Tensor dt, Tensor dt_weight, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, "
+        "Tensor? delta_bias, bool reverse=False) -> Tensor");
+  m.def("backward_dt(Tensor grad_out, Tensor u, Tensor dt, Tensor dt_weight, Tensor A, Tensor B, Tensor C, "
+        "Tensor? D, Tensor? z, Tensor? delta_bias, bool reverse=False) -> Tensor[]");
+  m.def("lanes_dt_applies(Tensor u, Tensor? z) -> bool", &lanes_dt_applies);
   m.def("conv_forward(Tensor x, Tensor weight, Tensor? bias, bool silu, Tensor? mask=None, "
         "bool reverse=False, bool channels_last=False) -> Tensor");
   m.def("conv_backward(Tensor grad_out, Tensor x, Tensor weight, Tensor? bias, bool silu, "
@@ -3287,6 +3432,8 @@ TORCH_LIBRARY(dyvm_scan, m) {
 TORCH_LIBRARY_IMPL(dyvm_scan, CPU, m) {
   m.impl("forward", &scan_forward);
   m.impl("backward", &scan_backward);
+  m.impl("forward_dt", &scan_forward_dt);
+  m.impl("backward_dt", &scan_backward_dt);
   m.impl("conv_forward", &conv_forward);
   m.impl("conv_backward", &conv_backward);
   m.impl("mix_forward", &mix_forward);
