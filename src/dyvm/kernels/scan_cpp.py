@@ -250,6 +250,10 @@ class _SelectiveScanCpp(torch.autograd.Function):
 class _SSMBranchCpp(torch.autograd.Function):
     """x_proj → (Δ via dt_proj, B, C) → scan for one direction, as one node (float32, channel-last u).
 
+    Where the lanes kernels serve the call, dt_proj runs inside them (``forward_dt`` / ``backward_dt``): Δ is
+    computed per step from x_proj's first R columns and never stored, and the backward returns dt's and dt_proj's
+    gradients instead of Δ's (docs/speed/log.md, "dt_proj inside the training scan").
+
     Its backward writes the gradient of x_proj's output into one (M, R + 2N) buffer (autograd's narrows
     zero-fill and sum three) and adds x_proj's input gradient into the scan's du in place (``addmm_``),
     where autograd would sum the two in a separate pass over (B, E, L).
