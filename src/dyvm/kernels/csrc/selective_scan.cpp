@@ -1994,6 +1994,26 @@ at::Tensor scan_forward(const at::Tensor& u, const at::Tensor& delta, const at::
   return out;
 }
 
+// The backward's output pointers over the tensors scan_backward / scan_backward_dt allocate; an empty tensor stands
+// for a gradient that is not written (no z, D or delta_bias; dΔ with dt_proj inside): its pointer is null. (Only
+// read where every dimension is non-zero.)
+template <typename T>
+Grads<T> grads_of(at::Tensor& du, at::Tensor& ddelta, at::Tensor& dz, at::Tensor& dA, at::Tensor& dBp,
+                  at::Tensor& dCp, at::Tensor& dD, at::Tensor& dbias) {
+  const auto out = [](at::Tensor& t) { return t.numel() ? strided_out<T>(t) : StridedOut<T>{nullptr, 0, 0, 0}; };
+  const auto ptr = [](at::Tensor& t) { return t.numel() ? t.data_ptr<T>() : nullptr; };
+  Grads<T> g;
+  g.du = strided_out<T>(du);
+  g.ddelta = out(ddelta);
+  g.dz = out(dz);
+  g.dA = dA.data_ptr<T>();
+  g.dB = dBp.data_ptr<T>();
+  g.dC = dCp.data_ptr<T>();
+  g.dD = ptr(dD);
+  g.dbias = ptr(dbias);
+  return g;
+}
+
 std::vector<at::Tensor> scan_backward(const at::Tensor& gout, const at::Tensor& u,
                                       const at::Tensor& delta, const at::Tensor& A,
                                       const at::Tensor& Bm, const at::Tensor& Cm,
@@ -2020,15 +2040,7 @@ std::vector<at::Tensor> scan_backward(const at::Tensor& gout, const at::Tensor& 
   if (Bsz > 0 && E > 0 && L > 0) {
     AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "dyvm_selective_scan_bwd", [&] {
       const Args<scalar_t> a = make_args<scalar_t>(u, delta, A, Bm, Cm, D, z, bias, softplus, reverse);
-      Grads<scalar_t> g;
-      g.du = strided_out<scalar_t>(du);
-      g.ddelta = strided_out<scalar_t>(ddelta);
-      g.dz = z ? strided_out<scalar_t>(dz) : StridedOut<scalar_t>{nullptr, 0, 0, 0};
-      g.dA = dA.data_ptr<scalar_t>();
-      g.dB = dBp.data_ptr<scalar_t>();
-      g.dC = dCp.data_ptr<scalar_t>();
-      g.dD = D ? dD.data_ptr<scalar_t>() : nullptr;
-      g.dbias = bias ? dbias.data_ptr<scalar_t>() : nullptr;
+      const Grads<scalar_t> g = grads_of<scalar_t>(du, ddelta, dz, dA, dBp, dCp, dD, dbias);
       const Strided<scalar_t> go = strided<scalar_t>(gout);
       at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
         for (int64_t c = c0; c < c1; ++c) {
@@ -2114,15 +2126,8 @@ std::vector<at::Tensor> scan_backward_dt(const at::Tensor& gout, const at::Tenso
   at::Tensor dbias = bias ? at::zeros_like(*bias) : at::empty({0}, u.options());
 #if DYVM_LANES
   if (Bsz > 0 && E > 0 && L > 0) {
-    Grads<float> g;
-    g.du = strided_out<float>(du);
-    g.ddelta = StridedOut<float>{nullptr, 0, 0, 0};
-    g.dz = z ? strided_out<float>(dz) : StridedOut<float>{nullptr, 0, 0, 0};
-    g.dA = dA.data_ptr<float>();
-    g.dB = dBp.data_ptr<float>();
-    g.dC = dCp.data_ptr<float>();
-    g.dD = D ? dD.data_ptr<float>() : nullptr;
-    g.dbias = bias ? dbias.data_ptr<float>() : nullptr;
+    at::Tensor no_ddelta = at::empty({0}, u.options());  // dΔ is not written: dt's and dt_proj's gradients are
+    Grads<float> g = grads_of<float>(du, no_ddelta, dz, dA, dBp, dCp, dD, dbias);
     g.ddtl = ddtp.data_ptr<float>();
     g.ddtw = ddtw.data_ptr<float>();
     const Strided<float> go = strided<float>(gout);
