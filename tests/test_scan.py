@@ -527,7 +527,7 @@ def check_scan_with_dt_proj_inside(rank, reverse, batch=3, length=37, channels=3
     A = -torch.rand(channels, 16, generator=g).mul(2.5).exp()
     D, bias = torch.randn(channels, generator=g), 0.5 * torch.randn(channels, generator=g)
     delta = (dt @ weight.t()).transpose(1, 2)                                   # (B, E, L) channel-last
-    assert delta.stride(1) == 1 and ops.lanes_dt_applies(u, z)
+    assert delta.stride(1) == 1 and ops.lanes_dt_applies(u, A, z)
     out = ops.forward_dt(u, dt, weight, A, B, C, D, z, bias, reverse)
     ref = ops.forward(u, delta, A, B, C, D, z, bias, True, reverse, True)
     assert out.stride(1) == 1
@@ -558,9 +558,10 @@ def test_cpp_scan_with_dt_proj_inside_matches_the_delta_tensor_ops(rank, reverse
 def test_cpp_scan_with_dt_proj_inside_refuses_other_layouts():
     ops = torch.ops.dyvm_scan
     u = torch.randn(2, 9, 24).transpose(1, 2)                                   # 24 channels: not whole blocks
-    assert not ops.lanes_dt_applies(u, None)
+    assert not ops.lanes_dt_applies(u, -torch.rand(24, 16), None)
     args = (u, torch.randn(2, 9, 4), torch.randn(24, 4), -torch.rand(24, 16), torch.randn(2, 9, 16),
             torch.randn(2, 9, 16), None, None, None)
     with pytest.raises(RuntimeError, match="scan with dt_proj: needs float32 channel-last"):
         ops.forward_dt(*args)
-    assert not ops.lanes_dt_applies(torch.randn(2, 32, 9), None)                 # (B, E, L) contiguous
+    assert not ops.lanes_dt_applies(torch.randn(2, 32, 9), -torch.rand(32, 16), None)
+    assert not ops.lanes_dt_applies(torch.randn(2, 9, 32).transpose(1, 2), -torch.rand(32, 8), None)  # 8 states                 # (B, E, L) contiguous

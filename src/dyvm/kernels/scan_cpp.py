@@ -35,6 +35,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from .custom_ops import to_layout
+
 EXT_DIR_VAR = "DYVM_EXT_DIR"
 # extra compiler flags for every build attempt, e.g. "-mno-avx512f" to build what an AVX2 CPU runs
 EXTRA_CFLAGS_VAR = "DYVM_EXT_CFLAGS"
@@ -272,7 +274,7 @@ class _SSMBranchCpp(torch.autograd.Function):
         B, C = bc[..., rank:rank + d_state].transpose(1, 2), bc[..., rank + d_state:].transpose(1, 2)
         # dt_proj inside the scan where the lanes kernels serve the call: Δ (B, E, L) and its gradient never
         # go through memory, and the product only R = 4-24 wide is not a GEMM call of its own
-        ctx.dt_inside = d_state == 16 and _module.lanes_dt_applies(u, z)
+        ctx.dt_inside = _module.lanes_dt_applies(u, A, z)
         if ctx.dt_inside:
             dt_proj_weight = dt_proj_weight.contiguous()
             args = _prepare(u, u, A, B, C, D, z, dt_bias)                 # (u stands in for Δ: not read)
@@ -295,9 +297,7 @@ class _SSMBranchCpp(torch.autograd.Function):
         rank, n = ctx.rank, ctx.d_state
         d_dbl = torch.empty_like(x_dbl)                                   # (M, R + 2N)
         if ctx.dt_inside:
-            grad_out = grad_out.to(u.dtype)
-            if grad_out.stride(1) != 1:                                   # the lanes kernels read channel-last
-                grad_out = grad_out.transpose(1, 2).contiguous().transpose(1, 2)
+            grad_out = to_layout(grad_out.to(u.dtype), channels_last=True)   # the lanes kernels read channel-last
             du, ddt, dA, dB, dC, dD, dz, dbias, d_dt_weight = _module.backward_dt(
                 grad_out, u, x_dbl.view(batch, length, -1)[..., :rank], dt_proj_weight, *args[2:], ctx.reverse)
             d_dbl[:, :rank] = ddt.reshape(-1, rank)

@@ -2061,17 +2061,16 @@ std::vector<at::Tensor> scan_backward(const at::Tensor& gout, const at::Tensor& 
 // tensor, and the backward returns the gradients of dtl and dtw instead of Δ's. dtl: (B, L, R) float32 with unit
 // stride over r (the first R columns of x_proj's output); dtw: dt_proj's weight (E, R), contiguous. The other
 // arguments as scan_forward's with delta_softplus and channels_last set; only where the lanes kernels serve the
-// call (lanes_dt_applies), which the caller checks.
-bool lanes_dt_applies(const at::Tensor& u, const c10::optional<at::Tensor>& z) {
-  return DYVM_LANES && u.scalar_type() == at::kFloat && u.size(1) % 16 == 0 && u.size(2) <= 512 &&
-         u.stride(1) == 1 && (!z || z->stride(1) == 1);
+// call (lanes_dt_applies: lanes_layout's rule, with no Δ tensor), which the caller checks.
+bool lanes_dt_applies(const at::Tensor& u, const at::Tensor& A, const c10::optional<at::Tensor>& z) {
+  return lanes_layout(u, u, A, z, true, {});
 }
 
 Args<float> dt_args(const at::Tensor& u, const at::Tensor& dtl, const at::Tensor& dtw, const at::Tensor& A,
                     const at::Tensor& Bm, const at::Tensor& Cm, const c10::optional<at::Tensor>& D,
                     const c10::optional<at::Tensor>& z, const c10::optional<at::Tensor>& bias, bool reverse) {
   check_inputs(u, u, A, Bm, Cm, D, z, bias);  // u stands in for delta, which is not read
-  TORCH_CHECK(A.size(1) == 16 && lanes_dt_applies(u, z), "scan with dt_proj: needs float32 channel-last (B, E, L) "
+  TORCH_CHECK(lanes_dt_applies(u, A, z), "scan with dt_proj: needs float32 channel-last (B, E, L) "
               "with E a multiple of 16, L <= 512 and 16 states on a build with the lanes kernels");
   const int64_t R = dtw.size(1);
   TORCH_CHECK(dtw.dim() == 2 && dtw.size(0) == u.size(1) && dtw.scalar_type() == at::kFloat && dtw.is_contiguous() &&
@@ -3406,7 +3405,7 @@ TORCH_LIBRARY(dyvm_scan, m) {
         "Tensor? delta_bias, bool reverse=False) -> Tensor");
   m.def("backward_dt(Tensor grad_out, Tensor u, Tensor dt, Tensor dt_weight, Tensor A, Tensor B, Tensor C, "
         "Tensor? D, Tensor? z, Tensor? delta_bias, bool reverse=False) -> Tensor[]");
-  m.def("lanes_dt_applies(Tensor u, Tensor? z) -> bool", &lanes_dt_applies);
+  m.def("lanes_dt_applies(Tensor u, Tensor A, Tensor? z) -> bool", &lanes_dt_applies);
   m.def("conv_forward(Tensor x, Tensor weight, Tensor? bias, bool silu, Tensor? mask=None, "
         "bool reverse=False, bool channels_last=False) -> Tensor");
   m.def("conv_backward(Tensor grad_out, Tensor x, Tensor weight, Tensor? bias, bool silu, "
