@@ -532,7 +532,9 @@ def check_scan_with_dt_proj_inside(rank, reverse, batch=3, length=37, channels=3
     ref = ops.forward(u, delta, A, B, C, D, z, bias, True, reverse, True)
     assert out.stride(1) == 1
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
-    du, ddt, dA, dB, dC, dD, dz, dbias, dweight = ops.backward_dt(gout, u, dt, weight, A, B, C, D, z, bias, reverse)
+    du, d_dbl, dA, dD, dz, dbias, dweight = ops.backward_dt(gout, u, dt, weight, A, B, C, D, z, bias, reverse)
+    assert d_dbl.shape == x_dbl.shape and d_dbl.is_contiguous()                # x_proj's output gradient, its rows
+    ddt, dB, dC = d_dbl[..., :rank], d_dbl[..., rank:rank + 16], d_dbl[..., rank + 16:]
     rdu, rddelta, rdA, rdB, rdC, rdD, rdz, rdbias = ops.backward(gout, u, delta, A, B, C, D, z, bias, True, reverse,
                                                                  True)
     rddelta = rddelta.transpose(1, 2)                                           # (B, L, E)
@@ -552,6 +554,21 @@ def test_cpp_scan_with_dt_proj_inside_matches_the_delta_tensor_ops(rank, reverse
     # the training node of one SSM direction (scan_cpp._SSMBranchCpp) runs dt_proj inside the lanes kernels:
     # demo R = 4, Vim-T 12, Vim-S 24
     check_scan_with_dt_proj_inside(rank, reverse)
+
+
+@needs_cpp
+@pytest.mark.skipif(not (CPP and scan_cpp.lanes_kernels()), reason="this build has no lanes kernels (tested in the "
+                    "variant builds of test_cpp_paths_of_smaller_cpus_match_reference)")
+def test_cpp_scan_with_dt_proj_inside_on_one_thread_and_several():
+    # the backward's channel chunks (one per thread) each write a slab of x_proj-output rows, summed after; one
+    # thread writes the single slab that is returned: the same gradients either way
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 3):
+            torch.set_num_threads(n)
+            check_scan_with_dt_proj_inside(4, n == 3, channels=48)
+    finally:
+        torch.set_num_threads(threads)
 
 
 @needs_cpp

@@ -295,22 +295,23 @@ class _SSMBranchCpp(torch.autograd.Function):
         u, dt = args[0], x_dbl[:, :ctx.rank]
         batch, channels, length = u.shape
         rank, n = ctx.rank, ctx.d_state
-        d_dbl = torch.empty_like(x_dbl)                                   # (M, R + 2N)
         if ctx.dt_inside:
             grad_out = to_layout(grad_out.to(u.dtype), channels_last=True)   # the lanes kernels read channel-last
-            du, ddt, dA, dB, dC, dD, dz, dbias, d_dt_weight = _module.backward_dt(
+            # the kernels write x_proj's output gradient (dt, B, C columns) straight into its (B, L, R + 2N) rows
+            du, d_dbl, dA, dD, dz, dbias, d_dt_weight = _module.backward_dt(
                 grad_out, u, x_dbl.view(batch, length, -1)[..., :rank], dt_proj_weight, *args[2:], ctx.reverse)
-            d_dbl[:, :rank] = ddt.reshape(-1, rank)
+            d_dbl = d_dbl.view(-1, rank + 2 * n)                          # (M, R + 2N)
         else:
             du, ddelta, dA, dB, dC, dD, dz, dbias = _module.backward(grad_out.to(u.dtype), *args, True, ctx.reverse,
                                                                     True)
             dd2 = ddelta.transpose(1, 2).view(-1, channels)              # (M, E) views (channel-last, like u)
+            d_dbl = torch.empty_like(x_dbl)                               # (M, R + 2N)
             # an output R wide is slow for the CPU GEMM: the transposed product, then a narrow copy (as narrow_linear)
             d_dbl[:, :rank] = torch.mm(dt_proj_weight.t(), dd2.t()).t()
             d_dt_weight = torch.mm(dt.t(), dd2).t()
+            d_dbl[:, rank:rank + n] = dB.reshape(-1, n)
+            d_dbl[:, rank + n:] = dC.reshape(-1, n)
         du2 = du.transpose(1, 2).view(-1, channels)
-        d_dbl[:, rank:rank + n] = dB.reshape(-1, n)
-        d_dbl[:, rank + n:] = dC.reshape(-1, n)
         d_x_weight = torch.mm(d_dbl.t(), u.transpose(1, 2).view(-1, channels))
         du2.addmm_(d_dbl, x_proj_weight)                                  # du (scan) + d_dbl · W_x, in place
         return (du, d_x_weight, d_dt_weight, dbias if args[7] is not None else None, dA,

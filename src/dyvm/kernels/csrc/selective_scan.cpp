@@ -247,6 +247,9 @@ struct Grads {
   T* dbias;   // (E) or null
   T* ddtl = nullptr;  // with Args::dtl: (K, B, L, R) partials of dtl's gradient, one slab per channel chunk
   T* ddtw = nullptr;  // with Args::dtl: (E, R), dtw's gradient (ddelta is then not written)
+  // backward_lanes16: the row stride (elements) of the dB, dC and ddtl partials, whose L rows per image follow each
+  // other; 0: packed (N, and R). scan_backward_dt sets it to R + 2N: the three interleave as x_proj's output does
+  int64_t srow = 0;
 };
 
 // Row pointer of B or C (or a dB/dC partial) at scan step 0 and its step (elements) per scan step.
@@ -1144,7 +1147,7 @@ void backward_lanes16(const Args<float>& a, const Strided<float>& gout, const Gr
   const size_t hs = 256 * L, es = 256 * (L + 1), per_s = 16 * L;
   const int64_t R = a.dtl ? a.R : 0;  // the fused branch: dt_proj's blocks, dtw's gradient and dtl's per image
   Scratch<float> sc(hs + es + 8 * per_s + 3 * nblk * 256 + 2 * nblk * 16 + 64 + 2 * nblk * 16 * R +
-                    16 * L * R);
+                    17 * L * R);
   float* __restrict__ Hs = sc.base;            // Hs[256 s + 16 n + lane] = exp(Δ_s A_n) h_{s-1}[n]
   float* __restrict__ Es = Hs + hs;            // Es[256 s + 16 n + lane] = exp(Δ_s A_n); row L: zeros
   float* __restrict__ DT = Es + es;            // per scan step s, 16 lanes
@@ -1162,16 +1165,20 @@ void backward_lanes16(const Args<float>& a, const Strided<float>& gout, const Gr
   float* __restrict__ Wt = dbacc + nblk * 16;       // per block [16 r + lane]: dtw[d][r] (lanes_dtw)
   float* __restrict__ dWacc = Wt + nblk * 16 * R;   // per block [16 r + lane]: dtw's gradient
   float* __restrict__ accT = dWacc + nblk * 16 * R; // [16 (R t + r) + lane]: dtl[b, t, r]'s gradient terms
+                                                    // (then L R floats: their sums, where g.srow spaces the rows)
+  const int64_t sbc = g.srow ? g.srow : 16;         // dB's and dC's row stride
   std::fill(Es + 256 * L, Es + 256 * (L + 1), 0.0f);
   std::fill(dAacc, dAacc + nblk * 256 + 2 * nblk * 16, 0.0f);
   for (int64_t k = 0; k < nblk; ++k) lanes_A(a.A, d0 + 16 * k, At2 + 256 * k, At + 256 * k);
   for (int64_t k = 0; k < nblk && R; ++k) lanes_dtw(a.dtw, R, d0 + 16 * k, Wt + 16 * R * k);
   const bool sp = a.softplus;
   for (int64_t b = 0; b < Bsz; ++b) {
-    float* dBp = g.dB + (chunk * Bsz + b) * L * 16;  // image b's dB, dC: sums over the blocks
-    float* dCp = g.dC + (chunk * Bsz + b) * L * 16;
-    std::fill(dBp, dBp + 16 * L, 0.0f);
-    std::fill(dCp, dCp + 16 * L, 0.0f);
+    float* dBp = g.dB + (chunk * Bsz + b) * L * sbc;  // image b's dB, dC: sums over the blocks
+    float* dCp = g.dC + (chunk * Bsz + b) * L * sbc;
+    for (int64_t t = 0; t < L; ++t) {
+      std::fill(dBp + sbc * t, dBp + sbc * t + 16, 0.0f);
+      std::fill(dCp + sbc * t, dCp + sbc * t + 16, 0.0f);
+    }
     const float* Bb = a.Bm + b * a.sBb;
     const float* Cb = a.Cm + b * a.sCb;
     const float* dtlb = R ? a.dtl + b * a.sdb : nullptr;
@@ -1292,8 +1299,8 @@ void backward_lanes16(const Args<float>& a, const Strided<float>& gout, const Gr
             qb[m] = fold8(dh[m] * dtu);
             qc[m] = fold8(h * dy);
           }
-          float* db = dBp + 16 * t + 8 * half;
-          float* dc = dCp + 16 * t + 8 * half;
+          float* db = dBp + sbc * t + 8 * half;
+          float* dc = dCp + sbc * t + 8 * half;
           _mm256_storeu_ps(db, _mm256_add_ps(_mm256_loadu_ps(db), row_sums8(qb)));
           _mm256_storeu_ps(dc, _mm256_add_ps(_mm256_loadu_ps(dc), row_sums8(qc)));
           store16(S1 + 16 * s, load16(S1 + 16 * s) + s1);
@@ -1328,14 +1335,18 @@ void backward_lanes16(const Args<float>& a, const Strided<float>& gout, const Gr
       store16(dbacc + 16 * k, db);
     }
     if (R) {  // dtl's gradient of image b from this chunk's channels: the lane sums of accT's L R rows
-      float* dst = g.ddtl + (chunk * Bsz + b) * L * R;
+      const int64_t sdt = g.srow ? g.srow : R;
+      float* dst = g.ddtl + (chunk * Bsz + b) * L * sdt;
+      float* sums = sdt == R ? dst : accT + 16 * L * R;  // strided rows: summed into scratch, then copied
       int64_t i = 0;
-      for (; i + 16 <= L * R; i += 16) store16(dst + i, row_sums16(accT + 16 * i));
+      for (; i + 16 <= L * R; i += 16) store16(sums + i, row_sums16(accT + 16 * i));
       for (; i < L * R; ++i) {
         float sum = 0.0f;
         for (int j = 0; j < 16; ++j) sum += accT[16 * i + j];
-        dst[i] = sum;
+        sums[i] = sum;
       }
+      if (sums != dst)
+        for (int64_t t = 0; t < L; ++t) std::copy(sums + R * t, sums + R * (t + 1), dst + sdt * t);
     }
   }
   for (int64_t k = 0; k < nblk; ++k)
@@ -2102,7 +2113,8 @@ at::Tensor scan_forward_dt(const at::Tensor& u, const at::Tensor& dtl, const at:
   return out;
 }
 
-// -> {du, ddt (B, L, R), dA, dB, dC, dD, dz, dbias, ddt_weight (E, R)}; ddt in dtl's time order
+// -> {du, dxdbl (B, L, R + 2N), dA, dD, dz, dbias, ddt_weight (E, R)}: dxdbl is the gradient of x_proj's output
+// (dt's R columns, then B's and C's N each, in time order), which the kernels write straight into its rows
 std::vector<at::Tensor> scan_backward_dt(const at::Tensor& gout, const at::Tensor& u, const at::Tensor& dtl,
                                          const at::Tensor& dtw, const at::Tensor& A, const at::Tensor& Bm,
                                          const at::Tensor& Cm, const c10::optional<at::Tensor>& D,
@@ -2116,9 +2128,9 @@ std::vector<at::Tensor> scan_backward_dt(const at::Tensor& gout, const at::Tenso
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(units, at::get_num_threads()));
   at::Tensor du = empty_bel(u, true);
   at::Tensor dA = at::zeros_like(A);
-  at::Tensor dBp = at::zeros({chunks, Bsz, L, N}, u.options());
-  at::Tensor dCp = at::zeros({chunks, Bsz, L, N}, u.options());
-  at::Tensor ddtp = at::zeros({chunks, Bsz, L, R}, u.options());
+  // one slab of x_proj-output rows per channel chunk, every element written by the kernel where it runs
+  at::Tensor dxp = E > 0 ? at::empty({chunks, Bsz, L, R + 2 * N}, u.options())
+                         : at::zeros({chunks, Bsz, L, R + 2 * N}, u.options());
   at::Tensor ddtw = at::zeros_like(dtw);
   at::Tensor dD = D ? at::zeros_like(*D) : at::empty({0}, u.options());
   at::Tensor dz = z ? empty_bel(u, true) : at::empty({0}, u.options());
@@ -2126,8 +2138,11 @@ std::vector<at::Tensor> scan_backward_dt(const at::Tensor& gout, const at::Tenso
 #if DYVM_LANES
   if (Bsz > 0 && E > 0 && L > 0) {
     at::Tensor no_ddelta = at::empty({0}, u.options());  // dΔ is not written: dt's and dt_proj's gradients are
-    Grads<float> g = grads_of<float>(du, no_ddelta, dz, dA, dBp, dCp, dD, dbias);
-    g.ddtl = ddtp.data_ptr<float>();
+    Grads<float> g = grads_of<float>(du, no_ddelta, dz, dA, dxp, dxp, dD, dbias);
+    g.ddtl = dxp.data_ptr<float>();
+    g.dB = g.ddtl + R;
+    g.dC = g.ddtl + R + N;
+    g.srow = R + 2 * N;
     g.ddtw = ddtw.data_ptr<float>();
     const Strided<float> go = strided<float>(gout);
     at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
@@ -2136,8 +2151,7 @@ std::vector<at::Tensor> scan_backward_dt(const at::Tensor& gout, const at::Tenso
     });
   }
 #endif
-  auto total = [chunks](const at::Tensor& t) { return chunks == 1 ? t[0] : t.sum(0); };
-  return {du, total(ddtp), dA, total(dBp), total(dCp), dD, dz, dbias, ddtw};
+  return {du, chunks == 1 ? dxp[0] : dxp.sum(0), dA, dD, dz, dbias, ddtw};
 }
 
 // ----------------------------- causal conv1d bindings ----------------------------------
