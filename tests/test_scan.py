@@ -572,6 +572,66 @@ def test_cpp_scan_with_dt_proj_inside_on_one_thread_and_several():
 
 
 @needs_cpp
+@pytest.mark.skipif(not (CPP and scan_cpp.lanes_kernels()), reason="this build has no lanes kernels (tested in the "
+                    "variant builds of test_cpp_paths_of_smaller_cpus_match_reference)")
+@pytest.mark.parametrize("taps", [4, 3])
+def test_cpp_ops_write_into_and_add_into_given_outputs(taps):
+    # the training mixer's two-direction node (scan_cpp._BiSSMCpp) has the second direction add its output
+    # (forward_dt_add_), z gradient (backward_dt's dz_out) and x gradient (conv_backward's dx_out) to the first's in
+    # the kernels' stores: each equals the returned tensor written, or added to what was there. Views of a
+    # (B, L, 2E) buffer, as the node hands them over; 3 taps: conv_backward's fallback through a fresh dx
+    ops = torch.ops.dyvm_scan
+    g = torch.Generator().manual_seed(taps)
+    batch, length, channels, rank = 2, 23, 32, 4
+
+    def halves():  # the x and z halves of a (B, L, 2E) buffer: (B, E, L) channel-last views, row stride 2E
+        t = torch.randn(batch, length, 2 * channels, generator=g)
+        return t, t[..., :channels].transpose(1, 2), t[..., channels:].transpose(1, 2)
+
+    _, u, z = halves()
+    u = u.contiguous().transpose(1, 2).contiguous().transpose(1, 2)            # the conv's output layout
+    x_dbl = 0.5 * torch.randn(batch, length, rank + 32, generator=g)
+    dt, B, C = x_dbl[..., :rank], x_dbl[..., rank:rank + 16], x_dbl[..., rank + 16:]
+    weight = torch.randn(channels, rank, generator=g) / 2
+    A = -torch.rand(channels, 16, generator=g).mul(2.5).exp()
+    D, bias = torch.randn(channels, generator=g), 0.5 * torch.randn(channels, generator=g)
+    args = (u, dt, weight, A, B, C, D, z, bias)
+    for reverse in (False, True):
+        y = ops.forward_dt(*args, reverse)
+        buf, out, _ = halves()
+        before = out.clone()
+        ops.forward_dt_add_(out, *args, reverse)
+        torch.testing.assert_close(out, before + y, rtol=0, atol=0)
+
+        gout = halves()[1]
+        ref = ops.backward_dt(gout, *args, reverse)
+        for accumulate in (False, True):
+            _, _, dz = halves()
+            start = dz.clone()
+            got = ops.backward_dt(gout, *args, reverse, dz, accumulate)
+            assert got[4].numel() == 0                                          # dz went into dz_out
+            torch.testing.assert_close(dz, start + ref[4] if accumulate else ref[4], rtol=0, atol=0)
+            for a, b in zip(got[:4] + got[5:], ref[:4] + ref[5:]):
+                torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+        _, x, _ = halves()
+        w, cb = torch.randn(channels, taps, generator=g), torch.randn(channels, generator=g)
+        ref = ops.conv_backward(gout, x, w, cb, True, None, reverse, True)
+        for accumulate in (False, True):
+            _, dx, _ = halves()
+            start = dx.clone()
+            got = ops.conv_backward(gout, x, w, cb, True, None, reverse, True, False, dx, accumulate)
+            assert got[0].numel() == 0
+            torch.testing.assert_close(dx, start + ref[0] if accumulate else ref[0], rtol=0, atol=0)
+            torch.testing.assert_close(got[1], ref[1], rtol=0, atol=0)
+            torch.testing.assert_close(got[2], ref[2], rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match="dz_out needs z"):
+        ops.backward_dt(gout, u, dt, weight, A, B, C, D, None, bias, False, torch.empty_like(gout))
+    with pytest.raises(RuntimeError, match="dx_out must be"):
+        ops.conv_backward(gout, x, w, cb, True, None, False, True, False, torch.empty(batch, channels, 3))
+
+
+@needs_cpp
 def test_cpp_scan_with_dt_proj_inside_refuses_other_layouts():
     ops = torch.ops.dyvm_scan
     u = torch.randn(2, 9, 24).transpose(1, 2)                                   # 24 channels: not whole blocks

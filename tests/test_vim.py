@@ -142,9 +142,17 @@ def test_cpu_autocast_runs_conv_and_scan_in_fp32_and_trains(monkeypatch):
     parameter and stay close to the fp32 ones."""
     from dyvm.models import vim as vim_module
 
-    seen = []
+    seen = []  # the dtype each SSM direction's conv reads
     real = vim_module.causal_conv1d
     monkeypatch.setattr(vim_module, "causal_conv1d", lambda x, *a, **k: (seen.append(x.dtype), real(x, *a, **k))[1])
+    real_both = vim_module.bidirectional_ssm
+
+    def both_directions(xz, *a, **k):  # the training node of both directions (its convs read xz's halves)
+        y = real_both(xz, *a, **k)
+        seen.extend([xz.dtype] * 2 if y is not None else [])
+        return y
+
+    monkeypatch.setattr(vim_module, "bidirectional_ssm", both_directions)
     torch.manual_seed(0)
     model = dyvm.create_model("vim_tiny", img_size=32, patch_size=8, depth=2, embed_dim=32, num_classes=5)
     x = torch.randn(2, 3, 32, 32)
@@ -725,15 +733,67 @@ def test_narrow_linear_matches_linear_in_values_and_gradients():
     torch.autograd.gradcheck(narrow_linear, (x_dbl[..., :4].clone().requires_grad_(), weight.clone().requires_grad_()))
 
 
-def fused_branch_nodes(out: torch.Tensor) -> int:
-    """How many fused SSM-direction nodes (``_SSMBranchCpp``) the autograd graph behind ``out`` holds."""
+def graph_nodes(out: torch.Tensor, name: str) -> int:
+    """How many autograd nodes named ``name`` the graph behind ``out`` holds."""
     nodes, stack = set(), [out.grad_fn]
     while stack:
         node = stack.pop()
         if node is not None and node not in nodes:
             nodes.add(node)
             stack.extend(n for n, _ in node.next_functions)
-    return sum(type(n).__name__ == "_SSMBranchCppBackward" for n in nodes)
+    return sum(type(n).__name__ == name for n in nodes)
+
+
+def fused_branch_nodes(out: torch.Tensor) -> int:
+    """How many SSM directions the graph behind ``out`` runs in fused nodes: one per ``_SSMBranchCpp`` (one
+    direction), two per ``_BiSSMCpp`` (both directions of a mixer)."""
+    return graph_nodes(out, "_SSMBranchCppBackward") + 2 * graph_nodes(out, "_BiSSMCppBackward")
+
+
+@pytest.mark.skipif("cpp" not in available_backends(), reason="needs the C++ scan kernel")
+@pytest.mark.parametrize("threads", [1, 2])
+def test_training_mixer_runs_both_directions_in_one_node_with_the_branch_nodes_values(monkeypatch, threads):
+    # without gates or mask a float32 training mixer runs both directions as one node (scan_cpp._BiSSMCpp), whose
+    # second direction adds its output, x gradient and z gradient in the kernels' stores; the two per-direction nodes
+    # summed by ATen (the path with the node turned off) give the same output and gradients: the same float sums
+    from dyvm.kernels import scan_cpp
+    from dyvm.models.vim import BiMambaMixer
+
+    torch.manual_seed(0)
+    mixer = BiMambaMixer(64)
+    mixer.scan_backend = "cpp"
+    x = torch.randn(3, 29, 64)
+    weight = torch.randn(3, 29, 64)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    results = []
+    try:
+        for one_node in (True, False):
+            if not one_node:
+                monkeypatch.setattr(scan_cpp, "bi_ssm_cpp_applies", lambda *args: False)
+            mixer.zero_grad(set_to_none=True)
+            xi = x.clone().requires_grad_()
+            out = mixer(xi)
+            (out * weight).sum().backward()
+            assert graph_nodes(out, "_BiSSMCppBackward") == int(one_node)
+            assert fused_branch_nodes(out) == 2
+            results.append([out.detach(), xi.grad] + [p.grad for p in mixer.parameters()])
+    finally:
+        torch.set_num_threads(previous)
+    for got, ref in zip(*results):
+        assert (got is None) == (ref is None)
+        if ref is not None:
+            torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-7)
+
+    # a DyVM mixer's gated training and a masked one keep the per-direction nodes
+    routed = BiMambaMixer(64, router=True)
+    routed.scan_backend = "cpp"
+    xi = x.clone().requires_grad_()
+    gates = torch.sigmoid(torch.randn(3, 2, requires_grad=True))
+    out = routed(xi, gates=gates)
+    assert graph_nodes(out, "_BiSSMCppBackward") == 0 and fused_branch_nodes(out) == 2
+    out = routed(xi, mask=torch.ones(3, 29, 1))
+    assert graph_nodes(out, "_BiSSMCppBackward") == 0
 
 
 @pytest.mark.skipif("cpp" not in available_backends(), reason="needs the C++ scan kernel")

@@ -6,6 +6,8 @@
   copy again for ``in_proj``'s matmul).
 - :func:`ssm_branch`: x_proj, dt_proj and the scan of one direction; with the ``cpp`` scan in
   training one autograd node whose backward adds x_proj's input gradient into the scan's in place.
+- :func:`bidirectional_ssm`: both directions (convs, projections, scans) as one training node where the ``cpp``
+  scan serves them without gates or mask: the directions' sums happen in the kernels' stores.
 - :func:`gated_sum`: ``y_f · g_f + y_b · g_b`` with per-image gates (B,) in one op, whose
   backward computes the gates' gradients as per-image dot products (no (B, E, L) temporaries).
 - :func:`narrow_linear`: ``F.linear`` for a narrow input (``dt_proj``: R = 4-12 features → E), whose
@@ -138,6 +140,20 @@ def ssm_inputs(u: Tensor, x_proj_weight: Tensor, dt_proj_weight: Tensor, d_state
     delta = (narrow_linear(dt, dt_proj_weight) if panels is None
              else panel_linear(dt, panels[1], dt_proj_weight.shape[0]))
     return delta.transpose(1, 2), B, C
+
+
+def bidirectional_ssm(xz: Tensor, params: list[Tensor], d_state: int, backend: Optional[str] = None
+                      ) -> Optional[Tensor]:
+    """Both SSM directions after ``in_proj`` as one training node where it applies (the ``cpp`` scan, float32 CPU,
+    the lanes kernels: :func:`~dyvm.kernels.scan_cpp.bi_ssm_cpp`): xz (B, L, 2E) → y_f + y_b (B, E, L)
+    channel-last; params: each direction's seven tensors (conv weight and bias, x_proj, dt_proj weight and bias,
+    A, D), forward first. None where it does not apply (the caller then runs the two branches)."""
+    from . import scan_cpp
+
+    if (torch.is_grad_enabled() and xz.requires_grad and not scan_mod.routed_as_custom_op() and not tracing()
+            and scan_mod.resolve_backend(backend, xz.device) == "cpp" and scan_cpp.bi_ssm_cpp_applies(xz, params, d_state)):
+        return scan_cpp.bi_ssm_cpp(xz, params, d_state)
+    return None
 
 
 def ssm_branch(u: Tensor, x_proj_weight: Tensor, dt_proj_weight: Tensor, dt_bias: Tensor, A: Tensor, D: Tensor,

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from ..kernels import causal_conv1d, mix_cpp
 from ..kernels.custom_ops import tracing
 from ..kernels.mix_cpp import forward_hooked, tree_hooked
-from ..kernels.mixer_ops import gated_sum, split_xz, ssm_branch, ssm_inputs
+from ..kernels.mixer_ops import bidirectional_ssm, gated_sum, split_xz, ssm_branch, ssm_inputs
 from ..kernels.norm import RMSNorm
 from ..weights import resize_pos_embed
 from .config import ModelConfig
@@ -98,6 +98,16 @@ class BiMambaMixer(nn.Module):
         delta, B, C = ssm_inputs(u, getattr(self, "x_proj" + s).weight, getattr(self, "dt_proj" + s).weight,
                                  self.d_state, self._panels(backward, u))
         return u, delta, B, C
+
+    def _training_params(self, backward: bool) -> list[Tensor]:
+        """One direction's seven tensors as the training branch reads them (:func:`~dyvm.kernels.mixer_ops.
+        bidirectional_ssm`): conv weight and bias, x_proj weight, dt_proj weight and bias (float32), A = -exp(A_log)
+        (with its gradient), D (float32)."""
+        s = "_b" if backward else ""
+        conv, dt_proj = getattr(self, "conv1d" + s), getattr(self, "dt_proj" + s)
+        A = -torch.exp(getattr(self, "A_b_log" if backward else "A_log").float())
+        return [conv.weight, conv.bias, getattr(self, "x_proj" + s).weight, dt_proj.weight, dt_proj.bias.float(), A,
+                getattr(self, "D" + s).float()]
 
     def _conv(self, backward: bool, x: Tensor, mask: Optional[Tensor]) -> Tensor:
         """One direction's causal conv + SiLU: x (B, E, L) → u (B, E, L) channel-last; mask (B, L) 0/1 or None
@@ -322,6 +332,10 @@ class BiMambaMixer(nn.Module):
         fused = None if mask is not None else self.fused_call(xz, gates)
         if fused is not None:
             return fused[0]
+        y = None if mask is not None or gates is not None else bidirectional_ssm(
+            xz, self._training_params(False) + self._training_params(True), self.d_state, self.scan_backend)
+        if y is not None:  # training: both directions in one node
+            return self.project_out(y.transpose(1, 2))
         x, z, x_b, z_b = split_xz(xz, copies=2)                            # (B, E, L) views, a pair per branch
         m = None if mask is None else mask.reshape(mask.shape[0], -1).to(x.dtype)  # (B, L)
         if gates is None:

@@ -250,6 +250,7 @@ struct Grads {
   // backward_lanes16: the row stride (elements) of the dB, dC and ddtl partials, whose L rows per image follow each
   // other; 0: packed (N, and R). scan_backward_dt sets it to R + 2N: the three interleave as x_proj's output does
   int64_t srow = 0;
+  bool dz_accumulate = false;  // backward_lanes16: dz is added to what is there (the other direction's)
 };
 
 // Row pointer of B or C (or a dB/dC partial) at scan step 0 and its step (elements) per scan step.
@@ -1270,8 +1271,10 @@ void backward_lanes16(const Args<float>& a, const Strided<float>& gout, const Gr
           Z[i] = gi * Y[i] * sz * (1.0f + zi * (1.0f - sz));
         }
 #endif
-        for (int64_t s = 0; s < L; ++s)
-          store16(g.dz.p + b * g.dz.sb + e0 + (a.reverse ? L - 1 - s : s) * g.dz.sl, load16(Z + 16 * s));
+        for (int64_t s = 0; s < L; ++s) {
+          float* dzt = g.dz.p + b * g.dz.sb + e0 + (a.reverse ? L - 1 - s : s) * g.dz.sl;
+          store16(dzt, g.dz_accumulate ? load16(dzt) + load16(Z + 16 * s) : load16(Z + 16 * s));
+        }
       }
       // pass 2 (reverse scan order), the 16 states in two halves of 8 independent recurrences
       std::fill(S1, S1 + 2 * per_s, 0.0f);
@@ -1774,7 +1777,7 @@ template <typename T>
 void conv_forward_cl16(const ConvArgs<T>&, const StridedOut<T>&, const T*, int64_t, int64_t) {}
 template <typename T>
 void conv_backward_cl16_chunk(const ConvArgs<T>&, const Strided<T>&, const StridedOut<T>&, const T*, T*, T*,
-                              int64_t, int64_t) {}
+                              int64_t, int64_t, bool) {}
 
 template <>
 DYVM_INLINE bool conv_cl16_applies<float>(const ConvArgs<float>& a) {
@@ -1816,11 +1819,13 @@ void conv_forward_cl16<float>(const ConvArgs<float>& a, const StridedOut<float>&
   }
 }
 
-// Channels [d0, d1) (multiples of 16) of every image; grad_out and dx channel-last.
+// Channels [d0, d1) (multiples of 16) of every image; grad_out and dx channel-last. accumulate: dx is added to
+// what is there (the other SSM direction's, in the training mixer's node).
 template <>
 void conv_backward_cl16_chunk<float>(const ConvArgs<float>& a, const Strided<float>& gout,
                                      const StridedOut<float>& dx, const float* __restrict__ wt,
-                                     float* __restrict__ dw, float* __restrict__ dbias, int64_t d0, int64_t d1) {
+                                     float* __restrict__ dw, float* __restrict__ dbias, int64_t d0, int64_t d1,
+                                     bool accumulate) {
   const int64_t L = a.L, E = a.E;
   alignas(64) float ones[16];
   std::fill(ones, ones + 16, 1.0f);
@@ -1857,7 +1862,7 @@ void conv_backward_cl16_chunk<float>(const ConvArgs<float>& a, const Strided<flo
         d = d + w2 * g1;
         d = d + w1 * g2;
         d = d + w0 * g3;
-        store16(db + t * dx.sl, d);
+        store16(db + t * dx.sl, accumulate ? load16(db + t * dx.sl) + d : d);
         g3 = g2;
         g2 = g1;
         g1 = g;
@@ -2098,28 +2103,46 @@ Args<float> dt_args(const at::Tensor& u, const at::Tensor& dtl, const at::Tensor
   return a;
 }
 
+// The forward into out (B, E, L) channel-last; a.accumulate: added to what is there
+void run_forward_dt(const Args<float>& a, at::Tensor& out) {
+  const int64_t units = a.batch * a.E / 16;
+  if (units == 0 || a.L == 0) return;
+#if DYVM_LANES
+  const StridedOut<float> o = strided_out<float>(out);
+  at::parallel_for(0, units, scan_forward_grain(a.L, true),
+                   [&](int64_t k0, int64_t k1) { forward_lanes16(a, o, k0, k1); });
+#endif
+}
+
 at::Tensor scan_forward_dt(const at::Tensor& u, const at::Tensor& dtl, const at::Tensor& dtw, const at::Tensor& A,
                            const at::Tensor& Bm, const at::Tensor& Cm, const c10::optional<at::Tensor>& D,
                            const c10::optional<at::Tensor>& z, const c10::optional<at::Tensor>& bias, bool reverse) {
-  const Args<float> a = dt_args(u, dtl, dtw, A, Bm, Cm, D, z, bias, reverse);
   at::Tensor out = empty_bel(u, true);
-  const int64_t units = u.size(0) * u.size(1) / 16;
-  if (units == 0 || u.size(2) == 0) return out;
-#if DYVM_LANES
-  const StridedOut<float> o = strided_out<float>(out);
-  at::parallel_for(0, units, scan_forward_grain(u.size(2), true),
-                   [&](int64_t k0, int64_t k1) { forward_lanes16(a, o, k0, k1); });
-#endif
+  run_forward_dt(dt_args(u, dtl, dtw, A, Bm, Cm, D, z, bias, reverse), out);
   return out;
 }
 
+// out += the scan's output, in the kernel's stores (the training mixer's node adds its second direction so)
+void scan_forward_dt_add(at::Tensor& out, const at::Tensor& u, const at::Tensor& dtl, const at::Tensor& dtw,
+                         const at::Tensor& A, const at::Tensor& Bm, const at::Tensor& Cm,
+                         const c10::optional<at::Tensor>& D, const c10::optional<at::Tensor>& z,
+                         const c10::optional<at::Tensor>& bias, bool reverse) {
+  Args<float> a = dt_args(u, dtl, dtw, A, Bm, Cm, D, z, bias, reverse);
+  TORCH_CHECK(out.sizes() == u.sizes() && out.scalar_type() == at::kFloat && out.stride(1) == 1,
+              "forward_dt_add_: out must be (B, E, L) float32 channel-last");
+  a.accumulate = true;
+  run_forward_dt(a, out);
+}
+
 // -> {du, dxdbl (B, L, R + 2N), dA, dD, dz, dbias, ddt_weight (E, R)}: dxdbl is the gradient of x_proj's output
-// (dt's R columns, then B's and C's N each, in time order), which the kernels write straight into its rows
+// (dt's R columns, then B's and C's N each, in time order), which the kernels write straight into its rows.
+// dz_out ((B, E, L) channel-last float32): z's gradient is written there (added to what is there with dz_accumulate)
+// and the returned dz is empty.
 std::vector<at::Tensor> scan_backward_dt(const at::Tensor& gout, const at::Tensor& u, const at::Tensor& dtl,
                                          const at::Tensor& dtw, const at::Tensor& A, const at::Tensor& Bm,
                                          const at::Tensor& Cm, const c10::optional<at::Tensor>& D,
                                          const c10::optional<at::Tensor>& z, const c10::optional<at::Tensor>& bias,
-                                         bool reverse) {
+                                         bool reverse, const c10::optional<at::Tensor>& dz_out, bool dz_accumulate) {
   const Args<float> a = dt_args(u, dtl, dtw, A, Bm, Cm, D, z, bias, reverse);
   TORCH_CHECK(gout.sizes() == u.sizes() && gout.scalar_type() == u.scalar_type() && gout.stride(1) == 1,
               "grad_out must be (B, E, L) channel-last in u's dtype");
@@ -2133,7 +2156,10 @@ std::vector<at::Tensor> scan_backward_dt(const at::Tensor& gout, const at::Tenso
                          : at::zeros({chunks, Bsz, L, R + 2 * N}, u.options());
   at::Tensor ddtw = at::zeros_like(dtw);
   at::Tensor dD = D ? at::zeros_like(*D) : at::empty({0}, u.options());
-  at::Tensor dz = z ? empty_bel(u, true) : at::empty({0}, u.options());
+  if (dz_out)
+    TORCH_CHECK(z && dz_out->sizes() == u.sizes() && dz_out->scalar_type() == at::kFloat && dz_out->stride(1) == 1,
+                "backward_dt: dz_out needs z and must be (B, E, L) float32 channel-last");
+  at::Tensor dz = !z ? at::empty({0}, u.options()) : dz_out ? *dz_out : empty_bel(u, true);
   at::Tensor dbias = bias ? at::zeros_like(*bias) : at::empty({0}, u.options());
 #if DYVM_LANES
   if (Bsz > 0 && E > 0 && L > 0) {
@@ -2143,6 +2169,7 @@ std::vector<at::Tensor> scan_backward_dt(const at::Tensor& gout, const at::Tenso
     g.dB = g.ddtl + R;
     g.dC = g.ddtl + R + N;
     g.srow = R + 2 * N;
+    g.dz_accumulate = dz_out && dz_accumulate;
     g.ddtw = ddtw.data_ptr<float>();
     const Strided<float> go = strided<float>(gout);
     at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
@@ -2151,6 +2178,7 @@ std::vector<at::Tensor> scan_backward_dt(const at::Tensor& gout, const at::Tenso
     });
   }
 #endif
+  if (dz_out) dz = at::empty({0}, u.options());
   return {du, chunks == 1 ? dxp[0] : dxp.sum(0), dA, dD, dz, dbias, ddtw};
 }
 
@@ -2230,10 +2258,14 @@ at::Tensor conv_forward(const at::Tensor& x, const at::Tensor& w,
   return out;
 }
 
+// dx_out (a (B, E, L) float tensor of x's shape): x's gradient is written there (added to what is there with
+// dx_accumulate) instead of returned (the returned dx is then empty); in the 16-channel kernel's stores where it
+// serves and dx_out is channel-last, else through a fresh dx.
 std::vector<at::Tensor> conv_backward(const at::Tensor& gout, const at::Tensor& x,
                                       const at::Tensor& w, const c10::optional<at::Tensor>& bias,
                                       bool silu, const c10::optional<at::Tensor>& mask, bool reverse,
-                                      bool channels_last, bool mask_grad) {
+                                      bool channels_last, bool mask_grad, const c10::optional<at::Tensor>& dx_out,
+                                      bool dx_accumulate) {
   check_conv(x, w, bias, mask);
   TORCH_CHECK(gout.sizes() == x.sizes() && gout.scalar_type() == x.scalar_type(),
               "grad_out must be (B, E, L) in x's dtype");
@@ -2242,7 +2274,12 @@ std::vector<at::Tensor> conv_backward(const at::Tensor& gout, const at::Tensor& 
   // one chunk of channels per thread; each owns dw, dbias of its channels and a (B, L) dmask
   // partial, summed at the end (no races, independent of scheduling)
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(E, at::get_num_threads()));
-  at::Tensor dx = empty_bel(x, channels_last);
+  if (dx_out)
+    TORCH_CHECK(dx_out->sizes() == x.sizes() && dx_out->scalar_type() == x.scalar_type() && dx_out->device().is_cpu(),
+                "conv_backward: dx_out must be (B, E, L) in x's dtype");
+  // dx_out channel-last: the 16-channel kernel may write (or add) into it directly
+  const bool into = dx_out && dx_out->stride(1) == 1 && channels_last;
+  at::Tensor dx = into ? *dx_out : empty_bel(x, channels_last);
   at::Tensor dw = at::zeros_like(w);
   at::Tensor dbias = bias ? at::zeros_like(*bias) : at::empty({0}, x.options());
   at::Tensor dmp = mask_grad ? at::zeros({chunks, Bsz, L}, x.options()) : at::empty({0}, x.options());
@@ -2251,7 +2288,7 @@ std::vector<at::Tensor> conv_backward(const at::Tensor& gout, const at::Tensor& 
       const ConvArgs<scalar_t> a = make_conv_args<scalar_t>(x, w, bias, silu, mask, reverse);
       const bool cl = a.se == 1 && dx.stride(1) == 1;  // channel-last x and dx (grad_out: any layout)
       const Strided<scalar_t> go = strided<scalar_t>(gout);
-      const StridedOut<scalar_t> pdx = strided_out<scalar_t>(dx);
+      StridedOut<scalar_t> pdx = strided_out<scalar_t>(dx);
       scalar_t* pdw = dw.data_ptr<scalar_t>();
       scalar_t* pdb = bias ? dbias.data_ptr<scalar_t>() : nullptr;
       scalar_t* pdm = mask_grad ? dmp.data_ptr<scalar_t>() : nullptr;
@@ -2260,6 +2297,10 @@ std::vector<at::Tensor> conv_backward(const at::Tensor& gout, const at::Tensor& 
 #if DYVM_HAVE_N16 && DYVM_CONV16
       cl16 = cl && go.se == 1 && !pdm && conv_cl16_applies(a);
 #endif
+      if (into && !cl16) {  // the other kernels write a fresh dx, added into dx_out below
+        dx = empty_bel(x, channels_last);
+        pdx = strided_out<scalar_t>(dx);
+      }
       at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
         for (int64_t c = c0; c < c1; ++c) {
           const int64_t step = cl16 ? 16 : 1, units = E / step;
@@ -2267,7 +2308,7 @@ std::vector<at::Tensor> conv_backward(const at::Tensor& gout, const at::Tensor& 
           scalar_t* dm = pdm ? pdm + c * Bsz * L : nullptr;
 #if DYVM_HAVE_N16 && DYVM_CONV16
           if (cl16) {
-            conv_backward_cl16_chunk(a, go, pdx, wt.data(), pdw, pdb, d0, d1);
+            conv_backward_cl16_chunk(a, go, pdx, wt.data(), pdw, pdb, d0, d1, into && dx_accumulate);
             continue;
           }
 #endif
@@ -2280,6 +2321,16 @@ std::vector<at::Tensor> conv_backward(const at::Tensor& gout, const at::Tensor& 
     });
   }
   at::Tensor dmask = !mask_grad ? at::empty({0}, x.options()) : (chunks == 1 ? dmp[0] : dmp.sum(0));
+  if (dx_out) {
+    if (!dx.is_same(*dx_out)) {
+      at::Tensor target = *dx_out;
+      if (dx_accumulate)
+        target.add_(dx);
+      else
+        target.copy_(dx);
+    }
+    dx = at::empty({0}, x.options());
+  }
   return {dx, dw, dbias, dmask};
 }
 
@@ -3417,13 +3468,17 @@ TORCH_LIBRARY(dyvm_scan, m) {
         "bool channels_last=False) -> Tensor[]");
   m.def("forward_dt(Tensor u, Tensor dt, Tensor dt_weight, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, "
         "Tensor? delta_bias, bool reverse=False) -> Tensor");
+  m.def("forward_dt_add_(Tensor(a!) out, Tensor u, Tensor dt, Tensor dt_weight, Tensor A, Tensor B, Tensor C, "
+        "Tensor? D, Tensor? z, Tensor? delta_bias, bool reverse=False) -> ()");
   m.def("backward_dt(Tensor grad_out, Tensor u, Tensor dt, Tensor dt_weight, Tensor A, Tensor B, Tensor C, "
-        "Tensor? D, Tensor? z, Tensor? delta_bias, bool reverse=False) -> Tensor[]");
+        "Tensor? D, Tensor? z, Tensor? delta_bias, bool reverse=False, Tensor(a!)? dz_out=None, "
+        "bool dz_accumulate=False) -> Tensor[]");
   m.def("lanes_dt_applies(Tensor u, Tensor A, Tensor? z) -> bool", &lanes_dt_applies);
   m.def("conv_forward(Tensor x, Tensor weight, Tensor? bias, bool silu, Tensor? mask=None, "
         "bool reverse=False, bool channels_last=False) -> Tensor");
   m.def("conv_backward(Tensor grad_out, Tensor x, Tensor weight, Tensor? bias, bool silu, "
-        "Tensor? mask=None, bool reverse=False, bool channels_last=False, bool mask_grad=False) -> Tensor[]");
+        "Tensor? mask=None, bool reverse=False, bool channels_last=False, bool mask_grad=False, "
+        "Tensor(a!)? dx_out=None, bool dx_accumulate=False) -> Tensor[]");
   m.def("mix_forward(Tensor xz, Tensor[] forward_params, Tensor[] backward_params, Tensor out_weight, "
         "float out_scale, Tensor? gates, Tensor[] router, float router_threshold, bool stub_scan, "
         "Tensor? out_packed, Tensor[] panels) -> Tensor[]");
@@ -3452,6 +3507,7 @@ TORCH_LIBRARY_IMPL(dyvm_scan, CPU, m) {
   m.impl("backward", &scan_backward);
   m.impl("forward_dt", &scan_forward_dt);
   m.impl("backward_dt", &scan_backward_dt);
+  m.impl("forward_dt_add_", &scan_forward_dt_add);
   m.impl("conv_forward", &conv_forward);
   m.impl("conv_backward", &conv_backward);
   m.impl("mix_forward", &mix_forward);
