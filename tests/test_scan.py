@@ -474,6 +474,7 @@ t.check_sub_batches_match_python()
 if scan_cpp.lanes_kernels():
     for rank, reverse in ((4, False), (12, True), (1, True)):
         t.check_scan_with_dt_proj_inside(rank, reverse)
+    t.check_ops_into_given_outputs(4)
 print(scan_cpp.lanes_kernels(), scan_cpp.simd_path())
 """
 
@@ -532,7 +533,8 @@ def check_scan_with_dt_proj_inside(rank, reverse, batch=3, length=37, channels=3
     ref = ops.forward(u, delta, A, B, C, D, z, bias, True, reverse, True)
     assert out.stride(1) == 1
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
-    du, d_dbl, dA, dD, dz, dbias, dweight = ops.backward_dt(gout, u, dt, weight, A, B, C, D, z, bias, reverse)
+    du, d_dbl, dA, dD, dz, dbias, dweight, dscale = ops.backward_dt(gout, u, dt, weight, A, B, C, D, z, bias, reverse)
+    assert dscale.numel() == 0                                                  # no scale given
     assert d_dbl.shape == x_dbl.shape and d_dbl.is_contiguous()                # x_proj's output gradient, its rows
     ddt, dB, dC = d_dbl[..., :rank], d_dbl[..., rank:rank + 16], d_dbl[..., rank + 16:]
     rdu, rddelta, rdA, rdB, rdC, rdD, rdz, rdbias = ops.backward(gout, u, delta, A, B, C, D, z, bias, True, reverse,
@@ -579,7 +581,12 @@ def test_cpp_ops_write_into_and_add_into_given_outputs(taps):
     # the training mixer's two-direction node (scan_cpp._BiSSMCpp) has the second direction add its output
     # (forward_dt_add_), z gradient (backward_dt's dz_out) and x gradient (conv_backward's dx_out) to the first's in
     # the kernels' stores: each equals the returned tensor written, or added to what was there. Views of a
-    # (B, L, 2E) buffer, as the node hands them over; 3 taps: conv_backward's fallback through a fresh dx
+    # (B, L, 2E) buffer, as the node hands them over; 3 taps: conv_backward's fallback through a fresh dx. A router's
+    # per-image gates scale the scan's output (and grad_out in its backward, which returns their gradient)
+    check_ops_into_given_outputs(taps)
+
+
+def check_ops_into_given_outputs(taps):
     ops = torch.ops.dyvm_scan
     g = torch.Generator().manual_seed(taps)
     batch, length, channels, rank = 2, 23, 32, 4
@@ -625,8 +632,27 @@ def test_cpp_ops_write_into_and_add_into_given_outputs(taps):
             torch.testing.assert_close(dx, start + ref[0] if accumulate else ref[0], rtol=0, atol=0)
             torch.testing.assert_close(got[1], ref[1], rtol=0, atol=0)
             torch.testing.assert_close(got[2], ref[2], rtol=0, atol=0)
+        # per-image scales: 0/1 gates exactly, other values up to float rounding
+        for scale in (torch.tensor([0.0, 1.0]), torch.tensor([0.75, -1.5])):
+            exact = bool(((scale == 0) | (scale == 1)).all())
+            tol = dict(rtol=0, atol=0) if exact else dict(rtol=1e-6, atol=1e-6)
+            torch.testing.assert_close(ops.forward_dt(*args, reverse, scale), y * scale[:, None, None], **tol)
+            buf, out, _ = halves()
+            before = out.clone()
+            ops.forward_dt_add_(out, *args, reverse, scale)
+            torch.testing.assert_close(out, before + y * scale[:, None, None], **tol)
+            got = ops.backward_dt(gout, *args, reverse, None, False, scale)
+            want = ops.backward_dt(gout * scale[:, None, None], *args, reverse)
+            for a, b in zip(got[:7], want[:7]):
+                torch.testing.assert_close(a, b, rtol=1e-5 if not exact else 0, atol=1e-6 if not exact else 0)
+            dscale = (gout * y).sum((1, 2))                                     # Σ grad_out · (output before scale)
+            torch.testing.assert_close(got[7], dscale, rtol=1e-5, atol=1e-5 * dscale.abs().max().item())
     with pytest.raises(RuntimeError, match="dz_out needs z"):
         ops.backward_dt(gout, u, dt, weight, A, B, C, D, None, bias, False, torch.empty_like(gout))
+    with pytest.raises(RuntimeError, match="a scale needs the z gate"):
+        ops.forward_dt(u, dt, weight, A, B, C, D, None, bias, False, torch.ones(batch))
+    with pytest.raises(RuntimeError, match="scale must be"):
+        ops.forward_dt(*args, False, torch.ones(batch + 1))
     with pytest.raises(RuntimeError, match="dx_out must be"):
         ops.conv_backward(gout, x, w, cb, True, None, False, True, False, torch.empty(batch, channels, 3))
 

@@ -751,19 +751,22 @@ def fused_branch_nodes(out: torch.Tensor) -> int:
 
 
 @pytest.mark.skipif("cpp" not in available_backends(), reason="needs the C++ scan kernel")
-@pytest.mark.parametrize("threads", [1, 2])
-def test_training_mixer_runs_both_directions_in_one_node_with_the_branch_nodes_values(monkeypatch, threads):
-    # without gates or mask a float32 training mixer runs both directions as one node (scan_cpp._BiSSMCpp), whose
-    # second direction adds its output, x gradient and z gradient in the kernels' stores; the two per-direction nodes
-    # summed by ATen (the path with the node turned off) give the same output and gradients: the same float sums
+@pytest.mark.parametrize("threads,routed", [(1, False), (2, False), (2, True)])
+def test_training_mixer_runs_both_directions_in_one_node_with_the_branch_nodes_values(monkeypatch, threads, routed):
+    # without a token mask a float32 training mixer runs both directions as one node (scan_cpp._BiSSMCpp), whose
+    # second direction adds its output, x gradient and z gradient in the kernels' stores, with a DyVM router's 0/1
+    # gates applied per image there and their gradients summed in the scan's backward; the two per-direction nodes
+    # summed (gated_sum) by ATen, the path with the node turned off, give the same output and gradients: the same
+    # float sums, the gates' gradients up to the order of their sums
     from dyvm.kernels import scan_cpp
     from dyvm.models.vim import BiMambaMixer
 
     torch.manual_seed(0)
-    mixer = BiMambaMixer(64)
+    mixer = BiMambaMixer(64, router=routed)
     mixer.scan_backend = "cpp"
     x = torch.randn(3, 29, 64)
     weight = torch.randn(3, 29, 64)
+    logits = torch.tensor([[2.0, -1.0], [0.5, 3.0], [-2.0, 1.0]])              # one image with a branch off each
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     results = []
@@ -773,27 +776,29 @@ def test_training_mixer_runs_both_directions_in_one_node_with_the_branch_nodes_v
                 monkeypatch.setattr(scan_cpp, "bi_ssm_cpp_applies", lambda *args: False)
             mixer.zero_grad(set_to_none=True)
             xi = x.clone().requires_grad_()
-            out = mixer(xi)
+            lg = logits.clone().requires_grad_()
+            # straight-through 0/1 gates, as the router's in training
+            gates = ((lg > 0).float() - torch.sigmoid(lg)).detach() + torch.sigmoid(lg) if routed else None
+            out = mixer(xi, gates=gates)
             (out * weight).sum().backward()
             assert graph_nodes(out, "_BiSSMCppBackward") == int(one_node)
             assert fused_branch_nodes(out) == 2
-            results.append([out.detach(), xi.grad] + [p.grad for p in mixer.parameters()])
+            results.append([out.detach(), xi.grad] + [p.grad for p in mixer.parameters()] + [lg.grad])
     finally:
         torch.set_num_threads(previous)
-    for got, ref in zip(*results):
+    for i, (got, ref) in enumerate(zip(*results)):
         assert (got is None) == (ref is None)
         if ref is not None:
-            torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-7)
+            if i < len(results[0]) - 1:
+                torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-7)
+            else:  # the gates' gradients: per-image sums over (E, L) in another order
+                torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
+    assert not routed or results[0][-1].abs().min() > 0
 
-    # a DyVM mixer's gated training and a masked one keep the per-direction nodes
-    routed = BiMambaMixer(64, router=True)
-    routed.scan_backend = "cpp"
+    # a masked mixer keeps the per-direction nodes
     xi = x.clone().requires_grad_()
-    gates = torch.sigmoid(torch.randn(3, 2, requires_grad=True))
-    out = routed(xi, gates=gates)
+    out = mixer(xi, mask=torch.ones(3, 29, 1))
     assert graph_nodes(out, "_BiSSMCppBackward") == 0 and fused_branch_nodes(out) == 2
-    out = routed(xi, mask=torch.ones(3, 29, 1))
-    assert graph_nodes(out, "_BiSSMCppBackward") == 0
 
 
 @pytest.mark.skipif("cpp" not in available_backends(), reason="needs the C++ scan kernel")

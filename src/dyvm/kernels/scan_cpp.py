@@ -298,7 +298,7 @@ class _SSMBranchCpp(torch.autograd.Function):
         if ctx.dt_inside:
             grad_out = to_layout(grad_out.to(u.dtype), channels_last=True)   # the lanes kernels read channel-last
             # the kernels write x_proj's output gradient (dt, B, C columns) straight into its (B, L, R + 2N) rows
-            du, d_dbl, dA, dD, dz, dbias, d_dt_weight = _module.backward_dt(
+            du, d_dbl, dA, dD, dz, dbias, d_dt_weight, _ = _module.backward_dt(
                 grad_out, u, x_dbl.view(batch, length, -1)[..., :rank], dt_proj_weight, *args[2:], ctx.reverse)
             d_dbl = d_dbl.view(-1, rank + 2 * n)                          # (M, R + 2N)
         else:
@@ -320,22 +320,25 @@ class _SSMBranchCpp(torch.autograd.Function):
 
 class _BiSSMCpp(torch.autograd.Function):
     """Both SSM directions of a mixer after ``in_proj`` (conv + SiLU, x_proj, dt_proj inside the scan, the gated
-    scan), for training without gates or token mask: xz (B, L, 2E) float32 → y_f + y_b (B, E, L) channel-last.
+    scan), for training without a token mask: xz (B, L, 2E) float32, gates (B, 2) [forward, backward] or None →
+    y_f g_f + y_b g_b (B, E, L) channel-last (y_f + y_b without gates).
 
-    As one node the second direction's scan adds its output into the first's in its stores, and the backward writes
-    both directions' x and z gradients into one (B, L, 2E) buffer, the second direction's conv and scan kernels adding
-    theirs in their stores: no (B, E, L) sums in passes of their own (the forward's, and split_xz's two in the
-    backward). Only where the lanes kernels serve both directions (:func:`bi_ssm_cpp_applies`). params: per direction
-    conv weight (E, 1, K), conv bias (E), x_proj weight (R + 2N, E), dt_proj weight (E, R), dt_proj bias (E),
-    A (E, N), D (E), forward direction first."""
+    As one node the second direction's scan adds its output into the first's in its stores (each times its per-image
+    gate there), and the backward writes both directions' x and z gradients into one (B, L, 2E) buffer, the second
+    direction's conv and scan kernels adding theirs in their stores, with the gates' gradients summed in the scan's
+    backward: no (B, E, L) passes of their own for the directions' sum, their gating, split_xz's two sums or the gates'
+    dot products. Only where the lanes kernels serve both directions (:func:`bi_ssm_cpp_applies`). params: per
+    direction conv weight (E, 1, K), conv bias (E), x_proj weight (R + 2N, E), dt_proj weight (E, R), dt_proj bias
+    (E), A (E, N), D (E), forward direction first."""
 
     @staticmethod
     @torch.autocast("cpu", enabled=False)
-    def forward(ctx, xz, d_state, *params):
+    def forward(ctx, xz, gates, d_state, *params):
         batch, length, two_e = xz.shape
         channels = two_e // 2
         x, z = xz[..., :channels].transpose(1, 2), xz[..., channels:].transpose(1, 2)   # channel-last views
         y, saved, ctx.shapes = None, [xz], []
+        scales = (None, None) if gates is None else gates.detach().float().t().contiguous()      # (2, B)
         for reverse, (conv_w, conv_b, x_w, dt_w, dt_bias, A, D) in ((False, params[:7]), (True, params[7:])):
             rank = dt_w.shape[1]
             w = conv_w.reshape(channels, -1).contiguous()
@@ -344,13 +347,13 @@ class _BiSSMCpp(torch.autograd.Function):
             scan_args = (u, x_dbl[..., :rank], dt_w.contiguous(), A.contiguous(), x_dbl[..., rank:rank + d_state],
                          x_dbl[..., rank + d_state:], D.contiguous(), z, dt_bias.contiguous())
             if y is None:
-                y = _module.forward_dt(*scan_args, reverse)
+                y = _module.forward_dt(*scan_args, reverse, scales[0])
             else:
-                _module.forward_dt_add_(y, *scan_args, reverse)                             # y_f + y_b in the stores
+                _module.forward_dt_add_(y, *scan_args, reverse, scales[1])                  # y_f + y_b in the stores
             saved += [w, conv_b, x_w, *scan_args[:4], scan_args[6], scan_args[8], x_dbl]
             ctx.shapes.append(conv_w.shape)
-        ctx.save_for_backward(*saved)
-        ctx.d_state = d_state
+        ctx.save_for_backward(*saved, *(() if gates is None else (scales,)))
+        ctx.d_state, ctx.gates_dtype = d_state, None if gates is None else gates.dtype
         return y
 
     @staticmethod
@@ -358,18 +361,20 @@ class _BiSSMCpp(torch.autograd.Function):
     @torch.autocast("cpu", enabled=False)
     def backward(ctx, grad_out):
         xz, *saved = ctx.saved_tensors
+        scales = saved[20] if ctx.gates_dtype is not None else (None, None)
         channels, n = xz.shape[-1] // 2, ctx.d_state
         grad_out = to_layout(grad_out.to(xz.dtype), channels_last=True)
         d_xz = torch.empty_like(xz)                                         # both directions' x and z gradients
         x, z = xz[..., :channels].transpose(1, 2), xz[..., channels:].transpose(1, 2)
         dx, dz = d_xz[..., :channels].transpose(1, 2), d_xz[..., channels:].transpose(1, 2)
-        grads = []
+        grads, d_gates = [], []
         for i, reverse in enumerate((False, True)):
             w, conv_b, x_w, u, dt, dt_w, A, D, dt_bias, x_dbl = saved[10 * i:10 * (i + 1)]
             rank = dt_w.shape[1]
-            du, d_dbl, dA, dD, _, dbias, d_dt_w = _module.backward_dt(
+            du, d_dbl, dA, dD, _, dbias, d_dt_w, d_gate = _module.backward_dt(
                 grad_out, u, dt, dt_w, A, x_dbl[..., rank:rank + n], x_dbl[..., rank + n:], D, z, dt_bias, reverse,
-                dz, i > 0)
+                dz, i > 0, scales[i])
+            d_gates.append(d_gate)
             d_dbl = d_dbl.view(-1, rank + 2 * n)
             u2, du2 = u.transpose(1, 2).view(-1, channels), du.transpose(1, 2).view(-1, channels)
             d_x_w = torch.mm(d_dbl.t(), u2)
@@ -377,14 +382,18 @@ class _BiSSMCpp(torch.autograd.Function):
             _, d_conv_w, d_conv_b, _ = _module.conv_backward(du, x, w, conv_b, True, None, reverse, True, False, dx,
                                                              i > 0)
             grads += [d_conv_w.reshape(ctx.shapes[i]), d_conv_b, d_x_w, d_dt_w, dbias, dA, dD]
-        return (d_xz, None, *grads)
+        d_gates = None if ctx.gates_dtype is None else torch.stack(d_gates, 1).to(ctx.gates_dtype)
+        return (d_xz, d_gates, None, *grads)
 
 
-def bi_ssm_cpp_applies(xz: Tensor, params: list[Tensor], d_state: int) -> bool:
+def bi_ssm_cpp_applies(xz: Tensor, params: list[Tensor], d_state: int, gates: Optional[Tensor] = None) -> bool:
     """Whether :func:`bi_ssm_cpp` serves these tensors: float32 CPU, the lanes kernels for both directions (E a
-    multiple of 16, L <= 512, 16 states), the extension built."""
+    multiple of 16, L <= 512, 16 states), gates (B, 2) on the CPU or None, the extension built."""
     if (xz.dim() != 3 or xz.dtype != torch.float32 or xz.device.type != "cpu" or not xz.is_contiguous()
             or d_state != 16 or len(params) != 14 or _load() is None):
+        return False
+    if gates is not None and (tuple(gates.shape) != (xz.shape[0], 2) or gates.device.type != "cpu"
+                              or not gates.is_floating_point()):
         return False
     if any(p is None or p.dtype != torch.float32 or p.device.type != "cpu" for p in params):
         return False
@@ -392,10 +401,11 @@ def bi_ssm_cpp_applies(xz: Tensor, params: list[Tensor], d_state: int) -> bool:
     return bool(_module.lanes_dt_applies(z, params[5], z)) and params[12].shape == params[5].shape
 
 
-def bi_ssm_cpp(xz: Tensor, params: list[Tensor], d_state: int) -> Tensor:
-    """Both SSM directions of a mixer after ``in_proj``, for training (:class:`_BiSSMCpp`): xz (B, L, 2E) → y_f + y_b
-    (B, E, L) channel-last; the same values as two :func:`ssm_branch_cpp` calls after their convs, summed."""
-    return _BiSSMCpp.apply(xz, d_state, *params)
+def bi_ssm_cpp(xz: Tensor, params: list[Tensor], d_state: int, gates: Optional[Tensor] = None) -> Tensor:
+    """Both SSM directions of a mixer after ``in_proj``, for training (:class:`_BiSSMCpp`): xz (B, L, 2E), gates
+    (B, 2) or None → y_f g_f + y_b g_b (B, E, L) channel-last; the same values as two :func:`ssm_branch_cpp` calls
+    after their convs, gated and summed (gates of 0 and 1, the routers'; others up to float rounding)."""
+    return _BiSSMCpp.apply(xz, gates, d_state, *params)
 
 
 def ssm_branch_cpp(u: Tensor, x_proj_weight: Tensor, dt_proj_weight: Tensor, dt_bias: Tensor, A: Tensor,

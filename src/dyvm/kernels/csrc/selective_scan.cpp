@@ -235,6 +235,9 @@ struct Args {
   const T* dtl = nullptr;
   const T* dtw = nullptr;
   int64_t sdb = 0, sdl = 0, R = 0;
+  // the lanes kernels with a z gate: a per-image factor (B,) on the output (a DyVM router's 0/1 gate of this
+  // direction, in the training mixer's node), and in the backward on grad_out; null: 1
+  const T* scale = nullptr;
 };
 
 template <typename T>
@@ -251,6 +254,7 @@ struct Grads {
   // other; 0: packed (N, and R). scan_backward_dt sets it to R + 2N: the three interleave as x_proj's output does
   int64_t srow = 0;
   bool dz_accumulate = false;  // backward_lanes16: dz is added to what is there (the other direction's)
+  T* dscale = nullptr;  // with Args::scale: (K, B) partials of its gradient, Σ grad_out · (the output before it)
 };
 
 // Row pointer of B or C (or a dB/dC partial) at scan step 0 and its step (elements) per scan step.
@@ -1103,15 +1107,18 @@ void forward_lanes16(const Args<float>& a, const StridedOut<float>& out, int64_t
         const int64_t t = a.reverse ? L - 1 - s : s;
         float* ot = op + t * out.sl;
         v16f g = load16(Y + 16 * s) * silu_v16(load16(zp + t * a.z.sl));
+        if (a.scale) g = g * a.scale[b];
         __asm__("" : "+v"(g));  // g rounded before the sum: no FMA, as the Python mixer adds stored outputs
         store16(ot, acc ? load16(ot) + g : g);
       }
 #else
       for (int64_t s = 0; s < L; ++s) store16(DT + 16 * s, load16(zp + (a.reverse ? L - 1 - s : s) * a.z.sl));
+      const float sc = a.scale ? a.scale[b] : 1.0f;
 #pragma omp simd
       for (int64_t i = 0; i < 16 * L; ++i) {
         const float zv = DT[i];
         Y[i] = Y[i] * (zv * sigmoid_f(zv));
+        if (a.scale) Y[i] = Y[i] * sc;
       }
       for (int64_t s = 0; s < L; ++s) {
         float* ot = op + (a.reverse ? L - 1 - s : s) * out.sl;
@@ -1256,21 +1263,35 @@ void backward_lanes16(const Args<float>& a, const Strided<float>& gout, const Gr
         }
       }
       if (zp) {  // row_gate_backward's formulas: dy = g silu(z), dz = g (y + D u) silu'(z)
+        // with a scale s: g = s grad_out, and s's gradient gains Σ grad_out (y + D u) silu(z) over these steps
+        const float sc = a.scale ? a.scale[b] : 1.0f;
+        float dsc = 0.0f;
 #if DYVM_N16_AVX512
+        v16f dsv = {};
         for (int64_t i = 0; i < 16 * L; i += 16) {
-          const v16f zi = load16(Z + i), gi = load16(DY + i);
+          const v16f zi = load16(Z + i), go = load16(DY + i), yi = load16(Y + i);
           const v16f sz = sigmoid_v16(zi);
+          const v16f gi = a.scale ? go * sc : go;
+          if (a.scale) dsv += go * (yi * (zi * sz));
           store16(DY + i, gi * zi * sz);
-          store16(Z + i, gi * load16(Y + i) * sz * (1.0f + zi * (1.0f - sz)));
+          store16(Z + i, gi * yi * sz * (1.0f + zi * (1.0f - sz)));
+        }
+        if (a.scale) {
+          alignas(64) float lanes[16];
+          store16(lanes, dsv);
+          for (int j = 0; j < 16; ++j) dsc += lanes[j];
         }
 #else
-#pragma omp simd
+#pragma omp simd reduction(+ : dsc)
         for (int64_t i = 0; i < 16 * L; ++i) {
-          const float zi = Z[i], gi = DY[i], sz = sigmoid_f(zi);
+          const float zi = Z[i], go = DY[i], sz = sigmoid_f(zi);
+          const float gi = go * sc;
+          dsc += go * (Y[i] * (zi * sz));
           DY[i] = gi * zi * sz;
           Z[i] = gi * Y[i] * sz * (1.0f + zi * (1.0f - sz));
         }
 #endif
+        if (a.scale) g.dscale[chunk * Bsz + b] += dsc;
         for (int64_t s = 0; s < L; ++s) {
           float* dzt = g.dz.p + b * g.dz.sb + e0 + (a.reverse ? L - 1 - s : s) * g.dz.sl;
           store16(dzt, g.dz_accumulate ? load16(dzt) + load16(Z + 16 * s) : load16(Z + 16 * s));
@@ -2103,6 +2124,16 @@ Args<float> dt_args(const at::Tensor& u, const at::Tensor& dtl, const at::Tensor
   return a;
 }
 
+// Args::scale from an optional (B,) float32 tensor (the ops' `scale`: a per-image factor on the gated output)
+void set_scale(Args<float>& a, const at::Tensor& u, const c10::optional<at::Tensor>& z,
+               const c10::optional<at::Tensor>& scale) {
+  if (!scale) return;
+  TORCH_CHECK(z, "scan with dt_proj: a scale needs the z gate");
+  TORCH_CHECK(scale->dim() == 1 && scale->size(0) == u.size(0) && scale->scalar_type() == at::kFloat &&
+              scale->is_contiguous() && scale->device().is_cpu(), "scan with dt_proj: scale must be (B,) float32");
+  a.scale = scale->data_ptr<float>();
+}
+
 // The forward into out (B, E, L) channel-last; a.accumulate: added to what is there
 void run_forward_dt(const Args<float>& a, at::Tensor& out) {
   const int64_t units = a.batch * a.E / 16;
@@ -2114,11 +2145,15 @@ void run_forward_dt(const Args<float>& a, at::Tensor& out) {
 #endif
 }
 
+// scale (B,): the output of image b times scale[b]
 at::Tensor scan_forward_dt(const at::Tensor& u, const at::Tensor& dtl, const at::Tensor& dtw, const at::Tensor& A,
                            const at::Tensor& Bm, const at::Tensor& Cm, const c10::optional<at::Tensor>& D,
-                           const c10::optional<at::Tensor>& z, const c10::optional<at::Tensor>& bias, bool reverse) {
+                           const c10::optional<at::Tensor>& z, const c10::optional<at::Tensor>& bias, bool reverse,
+                           const c10::optional<at::Tensor>& scale) {
+  Args<float> a = dt_args(u, dtl, dtw, A, Bm, Cm, D, z, bias, reverse);
+  set_scale(a, u, z, scale);
   at::Tensor out = empty_bel(u, true);
-  run_forward_dt(dt_args(u, dtl, dtw, A, Bm, Cm, D, z, bias, reverse), out);
+  run_forward_dt(a, out);
   return out;
 }
 
@@ -2126,24 +2161,28 @@ at::Tensor scan_forward_dt(const at::Tensor& u, const at::Tensor& dtl, const at:
 void scan_forward_dt_add(at::Tensor& out, const at::Tensor& u, const at::Tensor& dtl, const at::Tensor& dtw,
                          const at::Tensor& A, const at::Tensor& Bm, const at::Tensor& Cm,
                          const c10::optional<at::Tensor>& D, const c10::optional<at::Tensor>& z,
-                         const c10::optional<at::Tensor>& bias, bool reverse) {
+                         const c10::optional<at::Tensor>& bias, bool reverse, const c10::optional<at::Tensor>& scale) {
   Args<float> a = dt_args(u, dtl, dtw, A, Bm, Cm, D, z, bias, reverse);
+  set_scale(a, u, z, scale);
   TORCH_CHECK(out.sizes() == u.sizes() && out.scalar_type() == at::kFloat && out.stride(1) == 1,
               "forward_dt_add_: out must be (B, E, L) float32 channel-last");
   a.accumulate = true;
   run_forward_dt(a, out);
 }
 
-// -> {du, dxdbl (B, L, R + 2N), dA, dD, dz, dbias, ddt_weight (E, R)}: dxdbl is the gradient of x_proj's output
+// -> {du, dxdbl (B, L, R + 2N), dA, dD, dz, dbias, ddt_weight (E, R), dscale (B,)}: dxdbl is the gradient of x_proj's output
 // (dt's R columns, then B's and C's N each, in time order), which the kernels write straight into its rows.
 // dz_out ((B, E, L) channel-last float32): z's gradient is written there (added to what is there with dz_accumulate)
-// and the returned dz is empty.
+// and the returned dz is empty. scale (B,), as in scan_forward_dt: grad_out of image b is taken times scale[b], and
+// dscale[b] = Σ grad_out · (the output of image b before its scale); empty without a scale.
 std::vector<at::Tensor> scan_backward_dt(const at::Tensor& gout, const at::Tensor& u, const at::Tensor& dtl,
                                          const at::Tensor& dtw, const at::Tensor& A, const at::Tensor& Bm,
                                          const at::Tensor& Cm, const c10::optional<at::Tensor>& D,
                                          const c10::optional<at::Tensor>& z, const c10::optional<at::Tensor>& bias,
-                                         bool reverse, const c10::optional<at::Tensor>& dz_out, bool dz_accumulate) {
-  const Args<float> a = dt_args(u, dtl, dtw, A, Bm, Cm, D, z, bias, reverse);
+                                         bool reverse, const c10::optional<at::Tensor>& dz_out, bool dz_accumulate,
+                                         const c10::optional<at::Tensor>& scale) {
+  Args<float> a = dt_args(u, dtl, dtw, A, Bm, Cm, D, z, bias, reverse);
+  set_scale(a, u, z, scale);
   TORCH_CHECK(gout.sizes() == u.sizes() && gout.scalar_type() == u.scalar_type() && gout.stride(1) == 1,
               "grad_out must be (B, E, L) channel-last in u's dtype");
   const int64_t Bsz = u.size(0), E = u.size(1), L = u.size(2), N = A.size(1), R = a.R;
@@ -2161,6 +2200,7 @@ std::vector<at::Tensor> scan_backward_dt(const at::Tensor& gout, const at::Tenso
                 "backward_dt: dz_out needs z and must be (B, E, L) float32 channel-last");
   at::Tensor dz = !z ? at::empty({0}, u.options()) : dz_out ? *dz_out : empty_bel(u, true);
   at::Tensor dbias = bias ? at::zeros_like(*bias) : at::empty({0}, u.options());
+  at::Tensor dscp = scale ? at::zeros({chunks, Bsz}, u.options()) : at::empty({0}, u.options());
 #if DYVM_LANES
   if (Bsz > 0 && E > 0 && L > 0) {
     at::Tensor no_ddelta = at::empty({0}, u.options());  // dΔ is not written: dt's and dt_proj's gradients are
@@ -2170,6 +2210,7 @@ std::vector<at::Tensor> scan_backward_dt(const at::Tensor& gout, const at::Tenso
     g.dC = g.ddtl + R + N;
     g.srow = R + 2 * N;
     g.dz_accumulate = dz_out && dz_accumulate;
+    g.dscale = scale ? dscp.data_ptr<float>() : nullptr;
     g.ddtw = ddtw.data_ptr<float>();
     const Strided<float> go = strided<float>(gout);
     at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
@@ -2179,7 +2220,8 @@ std::vector<at::Tensor> scan_backward_dt(const at::Tensor& gout, const at::Tenso
   }
 #endif
   if (dz_out) dz = at::empty({0}, u.options());
-  return {du, chunks == 1 ? dxp[0] : dxp.sum(0), dA, dD, dz, dbias, ddtw};
+  at::Tensor dscale = !scale ? dscp : chunks == 1 ? dscp[0] : dscp.sum(0);
+  return {du, chunks == 1 ? dxp[0] : dxp.sum(0), dA, dD, dz, dbias, ddtw, dscale};
 }
 
 // ----------------------------- causal conv1d bindings ----------------------------------
@@ -3467,12 +3509,12 @@ TORCH_LIBRARY(dyvm_scan, m) {
         "Tensor? D, Tensor? z, Tensor? delta_bias, bool delta_softplus, bool reverse=False, "
         "bool channels_last=False) -> Tensor[]");
   m.def("forward_dt(Tensor u, Tensor dt, Tensor dt_weight, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, "
-        "Tensor? delta_bias, bool reverse=False) -> Tensor");
+        "Tensor? delta_bias, bool reverse=False, Tensor? scale=None) -> Tensor");
   m.def("forward_dt_add_(Tensor(a!) out, Tensor u, Tensor dt, Tensor dt_weight, Tensor A, Tensor B, Tensor C, "
-        "Tensor? D, Tensor? z, Tensor? delta_bias, bool reverse=False) -> ()");
+        "Tensor? D, Tensor? z, Tensor? delta_bias, bool reverse=False, Tensor? scale=None) -> ()");
   m.def("backward_dt(Tensor grad_out, Tensor u, Tensor dt, Tensor dt_weight, Tensor A, Tensor B, Tensor C, "
         "Tensor? D, Tensor? z, Tensor? delta_bias, bool reverse=False, Tensor(a!)? dz_out=None, "
-        "bool dz_accumulate=False) -> Tensor[]");
+        "bool dz_accumulate=False, Tensor? scale=None) -> Tensor[]");
   m.def("lanes_dt_applies(Tensor u, Tensor A, Tensor? z) -> bool", &lanes_dt_applies);
   m.def("conv_forward(Tensor x, Tensor weight, Tensor? bias, bool silu, Tensor? mask=None, "
         "bool reverse=False, bool channels_last=False) -> Tensor");
