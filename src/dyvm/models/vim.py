@@ -23,7 +23,7 @@ from ..kernels import causal_conv1d, mix_cpp
 from ..kernels.custom_ops import tracing
 from ..kernels.mix_cpp import forward_hooked, tree_hooked
 from ..kernels.mixer_ops import bidirectional_ssm, gated_sum, split_xz, ssm_branch, ssm_inputs
-from ..kernels.norm import RMSNorm
+from ..kernels.norm import RMSNorm, add_rms_norm
 from ..weights import resize_pos_embed
 from .config import ModelConfig
 from .presets import IMAGENET_MEAN, IMAGENET_STD, build_model, data_config  # noqa: F401 (re-exported)
@@ -367,6 +367,12 @@ class Block(nn.Module):
 
     def add_norm(self, hidden: Tensor, residual: Optional[Tensor]) -> tuple[Tensor, Tensor]:
         """Returns (normed input of the mixer, new residual)."""
+        norm = self._modules["norm"]
+        if (self.training and isinstance(self.drop_path, nn.Identity) and type(norm) is RMSNorm
+                and hidden.dtype != torch.float64 and not forward_hooked(norm)):
+            fused = add_rms_norm(hidden, residual, norm.weight, norm.eps)  # one autograd node (None: not served)
+            if fused is not None:
+                return fused
         if residual is None:  # layer 0: the residual stream starts as the embeddings, in fp32 (fp64 stays)
             residual = hidden if hidden.dtype == torch.float64 else hidden.float()
         else:

@@ -2996,6 +2996,68 @@ std::vector<at::Tensor> add_rms_norm(const at::Tensor& hidden, const c10::option
   return {out, res};
 }
 
+// add_rms_norm's backward, for training (norm.add_rms_norm's node): grad_out (..., D) of the normed output, res
+// (..., D) float32 (the norm's input, residual + hidden), weight (D) float32, grad_res (res's own gradient, from the
+// next block's add) or None → [d_res (..., D) = rstd (g w - x̂ Σ g w x̂ / D) + grad_res, d_weight (D) = Σ g x̂] with
+// x̂ = res rstd and rstd recomputed per row as the forward computes it. One pass per row; d_weight summed per thread
+// chunk of rows, then over the chunks.
+std::vector<at::Tensor> rms_norm_backward(const at::Tensor& grad_out, const at::Tensor& res, const at::Tensor& weight,
+                                          double eps, const c10::optional<at::Tensor>& grad_res) {
+  TORCH_CHECK(res.dim() >= 1 && res.scalar_type() == at::kFloat && res.device().is_cpu(),
+              "rms_norm_backward: res must be a (..., D) float32 CPU tensor");
+  const int64_t D = res.size(-1);
+  TORCH_CHECK(grad_out.sizes() == res.sizes() && at::isFloatingType(grad_out.scalar_type()) &&
+                  grad_out.device().is_cpu(), "rms_norm_backward: grad_out must be a CPU tensor shaped like res");
+  TORCH_CHECK(weight.dim() == 1 && weight.size(0) == D && weight.scalar_type() == at::kFloat && weight.device().is_cpu(),
+              "rms_norm_backward: weight must be a float32 CPU tensor of res's last size");
+  TORCH_CHECK(!grad_res || (grad_res->sizes() == res.sizes() && grad_res->device().is_cpu() &&
+                            at::isFloatingType(grad_res->scalar_type())),
+              "rms_norm_backward: grad_res must be a CPU tensor shaped like res");
+  const at::Tensor g = grad_out.to(at::kFloat).contiguous(), x = res.contiguous(), w = weight.contiguous();
+  const at::Tensor gr = grad_res ? grad_res->to(at::kFloat).contiguous() : at::Tensor();
+  at::Tensor dres = at::empty_like(x);
+  const int64_t rows = D > 0 ? x.numel() / D : 0;
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(rows, at::get_num_threads()));
+  at::Tensor dwp = at::zeros({chunks, D}, x.options());
+  const float *gp = g.data_ptr<float>(), *xp = x.data_ptr<float>(), *wp = w.data_ptr<float>();
+  const float* grp = grad_res ? gr.data_ptr<float>() : nullptr;
+  float *dp = dres.data_ptr<float>(), *dwpp = dwp.data_ptr<float>();
+  const double e = static_cast<double>(static_cast<float>(eps));
+  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+    std::vector<float> xh(static_cast<size_t>(D));
+    for (int64_t c = c0; c < c1; ++c) {
+      float* dw = dwpp + c * D;
+      for (int64_t r = c * rows / chunks; r < (c + 1) * rows / chunks; ++r) {
+        const float *xr = xp + r * D, *gr_ = gp + r * D;
+        double part[16] = {};  // the forward's mean square (add_rms_norm_rows), so rstd is the forward's
+        int64_t i = 0;
+        for (; i + 16 <= D; i += 16)
+          for (int j = 0; j < 16; ++j) part[j] += static_cast<double>(xr[i + j]) * xr[i + j];
+        for (int j = 0; i < D; ++i, ++j) part[j] += static_cast<double>(xr[i]) * xr[i];
+        double ss = 0.0;
+        for (int j = 0; j < 16; ++j) ss += part[j];
+        const float rstd = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(D) + e));
+        float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+        for (int64_t k = 0; k < D; ++k) {
+          xh[k] = xr[k] * rstd;
+          dot += gr_[k] * wp[k] * xh[k];
+        }
+        const float m = dot / static_cast<float>(D);
+        float* dr = dp + r * D;
+        const float* q = grp ? grp + r * D : nullptr;
+#pragma omp simd
+        for (int64_t k = 0; k < D; ++k) {
+          const float v = rstd * (gr_[k] * wp[k] - xh[k] * m);
+          dr[k] = q ? v + q[k] : v;
+          dw[k] += gr_[k] * xh[k];
+        }
+      }
+    }
+  });
+  return {dres, chunks == 1 ? dwp[0] : dwp.sum(0)};
+}
+
 // A whole block at inference: Block.add_norm (residual' = residual + hidden, or hidden itself at layer 0;
 // RMSNorm in float32), in_proj, then mix_forward, the Python calls one for one. hidden, residual (B, L, D)
 // float32 → [output (B, L, D), residual'] (+ [router logits, gates] with a router).
@@ -3529,6 +3591,7 @@ TORCH_LIBRARY(dyvm_scan, m) {
         "Tensor[] router, float router_threshold, bool stub_scan, Tensor? in_packed, Tensor? out_packed, "
         "Tensor[] panels) -> Tensor[]");
   m.def("router_forward(Tensor input, Tensor weight, Tensor bias, float threshold) -> Tensor[]");
+  m.def("rms_norm_backward(Tensor grad_out, Tensor res, Tensor weight, float eps, Tensor? grad_res) -> Tensor[]");
   m.def("predictor_forward(Tensor x, Tensor[] predictor, float ln_eps) -> Tensor");
   m.def("prune_stage(Tensor hidden, Tensor residual, Tensor patch_ids, Tensor[] predictor, float ln_eps, int keep, "
         "int[] prefix, int[] new_prefix) -> Tensor[]");
@@ -3561,6 +3624,7 @@ TORCH_LIBRARY_IMPL(dyvm_scan, CPU, m) {
   m.impl("linear", &inference_linear);
   m.impl("panel", &weight_panel);
   m.impl("add_rms_norm", &add_rms_norm);
+  m.impl("rms_norm_backward", &rms_norm_backward);
   m.impl("panel_linear", &panel_linear);
 }
 
