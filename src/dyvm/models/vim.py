@@ -334,7 +334,8 @@ class BiMambaMixer(nn.Module):
             return fused[0]
         # training without a token mask, every image running both branches (gated 0/1 with a gradient under a
         # router): both directions in one node where the cpp kernels serve them
-        both = mask is None and (gates is None or (gates.requires_grad and not torch.compiler.is_compiling()))
+        both = (mask is None and torch.is_grad_enabled() and xz.requires_grad
+                and (gates is None or (gates.requires_grad and not torch.compiler.is_compiling())))
         y = bidirectional_ssm(xz, self._training_params(False) + self._training_params(True), self.d_state,
                               self.scan_backend, gates) if both else None
         if y is not None:
