@@ -666,5 +666,5 @@ def test_cpp_scan_with_dt_proj_inside_refuses_other_layouts():
             torch.randn(2, 9, 16), None, None, None)
     with pytest.raises(RuntimeError, match="scan with dt_proj: needs float32 channel-last"):
         ops.forward_dt(*args)
-    assert not ops.lanes_dt_applies(torch.randn(2, 32, 9), -torch.rand(32, 16), None)
-    assert not ops.lanes_dt_applies(torch.randn(2, 9, 32).transpose(1, 2), -torch.rand(32, 8), None)  # 8 states                 # (B, E, L) contiguous
+    assert not ops.lanes_dt_applies(torch.randn(2, 32, 9), -torch.rand(32, 16), None)  # (B, E, L) contiguous
+    assert not ops.lanes_dt_applies(torch.randn(2, 9, 32).transpose(1, 2), -torch.rand(32, 8), None)  # 8 states

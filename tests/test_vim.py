@@ -804,13 +804,16 @@ def fused_branch_nodes(out: torch.Tensor) -> int:
 
 
 @pytest.mark.skipif("cpp" not in available_backends(), reason="needs the C++ scan kernel")
-@pytest.mark.parametrize("threads,routed", [(1, False), (2, False), (2, True)])
-def test_training_mixer_runs_both_directions_in_one_node_with_the_branch_nodes_values(monkeypatch, threads, routed):
-    # without a token mask a float32 training mixer runs both directions as one node (scan_cpp._BiSSMCpp), whose
-    # second direction adds its output, x gradient and z gradient in the kernels' stores, with a DyVM router's 0/1
-    # gates applied per image there and their gradients summed in the scan's backward; the two per-direction nodes
-    # summed (gated_sum) by ATen, the path with the node turned off, give the same output and gradients: the same
-    # float sums, the gates' gradients up to the order of their sums
+@pytest.mark.parametrize("threads,routed,masked", [(1, False, False), (2, False, False), (2, True, False),
+                                                    (2, True, True)])
+def test_training_mixer_runs_both_directions_in_one_node_with_the_branch_nodes_values(monkeypatch, threads, routed,
+                                                                                      masked):
+    # a float32 training mixer runs both directions as one node (scan_cpp._BiSSMCpp), whose second direction adds
+    # its output, x gradient and z gradient in the kernels' stores, with a DyVM router's 0/1 gates applied per image
+    # there and their gradients summed in the scan's backward, and DyVM's keep mask (the paper's layout) in the convs
+    # with its gradient; the two per-direction nodes summed (gated_sum) by ATen, the path with the node turned off,
+    # give the same output and gradients: the same float sums, the gates' and the mask's gradients up to the order of
+    # their sums
     from dyvm.kernels import scan_cpp
     from dyvm.models.vim import BiMambaMixer
 
@@ -820,6 +823,7 @@ def test_training_mixer_runs_both_directions_in_one_node_with_the_branch_nodes_v
     x = torch.randn(3, 29, 64)
     weight = torch.randn(3, 29, 64)
     logits = torch.tensor([[2.0, -1.0], [0.5, 3.0], [-2.0, 1.0]])              # one image with a branch off each
+    keep = (torch.rand(3, 29, 1) > 0.3).float()
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     results = []
@@ -832,26 +836,24 @@ def test_training_mixer_runs_both_directions_in_one_node_with_the_branch_nodes_v
             lg = logits.clone().requires_grad_()
             # straight-through 0/1 gates, as the router's in training
             gates = ((lg > 0).float() - torch.sigmoid(lg)).detach() + torch.sigmoid(lg) if routed else None
-            out = mixer(xi, gates=gates)
+            mask = keep.clone().requires_grad_() if masked else None
+            out = mixer(xi, mask=mask, gates=gates)
             (out * weight).sum().backward()
             assert graph_nodes(out, "_BiSSMCppBackward") == int(one_node)
             assert fused_branch_nodes(out) == 2
-            results.append([out.detach(), xi.grad] + [p.grad for p in mixer.parameters()] + [lg.grad])
+            results.append([out.detach(), xi.grad] + [p.grad for p in mixer.parameters()]
+                           + [mask.grad if masked else None, lg.grad])
     finally:
         torch.set_num_threads(previous)
     for i, (got, ref) in enumerate(zip(*results)):
         assert (got is None) == (ref is None)
         if ref is not None:
-            if i < len(results[0]) - 1:
+            if i < len(results[0]) - 2:
                 torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-7)
-            else:  # the gates' gradients: per-image sums over (E, L) in another order
+            else:  # the mask's and the gates' gradients: sums over E (and L) in another order
                 torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
     assert not routed or results[0][-1].abs().min() > 0
-
-    # a masked mixer keeps the per-direction nodes
-    xi = x.clone().requires_grad_()
-    out = mixer(xi, mask=torch.ones(3, 29, 1))
-    assert graph_nodes(out, "_BiSSMCppBackward") == 0 and fused_branch_nodes(out) == 2
+    assert not masked or results[0][-2].abs().max() > 0
 
 
 @pytest.mark.skipif("cpp" not in available_backends(), reason="needs the C++ scan kernel")

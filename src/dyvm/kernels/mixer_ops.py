@@ -143,18 +143,18 @@ def ssm_inputs(u: Tensor, x_proj_weight: Tensor, dt_proj_weight: Tensor, d_state
 
 
 def bidirectional_ssm(xz: Tensor, params: list[Tensor], d_state: int, backend: Optional[str] = None,
-                      gates: Optional[Tensor] = None) -> Optional[Tensor]:
+                      gates: Optional[Tensor] = None, mask: Optional[Tensor] = None) -> Optional[Tensor]:
     """Both SSM directions after ``in_proj`` as one training node where it applies (the ``cpp`` scan, float32 CPU,
     the lanes kernels: :func:`~dyvm.kernels.scan_cpp.bi_ssm_cpp`): xz (B, L, 2E), gates (B, 2) [forward, backward] or
-    None → y_f g_f + y_b g_b (B, E, L) channel-last (gated_sum of the two branches); params: each direction's seven
-    tensors (conv weight and bias, x_proj, dt_proj weight and bias, A, D), forward first. None where it does not
-    apply (the caller then runs the two branches)."""
+    None, mask (B, L) 0/1 or None (the convs' token mask) → y_f g_f + y_b g_b (B, E, L) channel-last (gated_sum of
+    the two branches); params: each direction's seven tensors (conv weight and bias, x_proj, dt_proj weight and bias,
+    A, D), forward first. None where it does not apply (the caller then runs the two branches)."""
     from . import scan_cpp
 
     if (torch.is_grad_enabled() and xz.requires_grad and not scan_mod.routed_as_custom_op() and not tracing()
             and scan_mod.resolve_backend(backend, xz.device) == "cpp"
-            and scan_cpp.bi_ssm_cpp_applies(xz, params, d_state, gates)):
-        return scan_cpp.bi_ssm_cpp(xz, params, d_state, gates)
+            and scan_cpp.bi_ssm_cpp_applies(xz, params, d_state, gates, mask)):
+        return scan_cpp.bi_ssm_cpp(xz, params, d_state, gates, mask)
     return None
 
 

@@ -320,8 +320,9 @@ class _SSMBranchCpp(torch.autograd.Function):
 
 class _BiSSMCpp(torch.autograd.Function):
     """Both SSM directions of a mixer after ``in_proj`` (conv + SiLU, x_proj, dt_proj inside the scan, the gated
-    scan), for training without a token mask: xz (B, L, 2E) float32, gates (B, 2) [forward, backward] or None →
-    y_f g_f + y_b g_b (B, E, L) channel-last (y_f + y_b without gates).
+    scan), for training: xz (B, L, 2E) float32, mask (B, L) 0/1 float32 or None (DyVM's keep mask, applied by the
+    convs, with its gradient), gates (B, 2) [forward, backward] or None → y_f g_f + y_b g_b (B, E, L) channel-last
+    (y_f + y_b without gates).
 
     As one node the second direction's scan adds its output into the first's in its stores (each times its per-image
     gate there), and the backward writes both directions' x and z gradients into one (B, L, 2E) buffer, the second
@@ -333,7 +334,7 @@ class _BiSSMCpp(torch.autograd.Function):
 
     @staticmethod
     @torch.autocast("cpu", enabled=False)
-    def forward(ctx, xz, gates, d_state, *params):
+    def forward(ctx, xz, mask, gates, d_state, *params):
         batch, length, two_e = xz.shape
         channels = two_e // 2
         x, z = xz[..., :channels].transpose(1, 2), xz[..., channels:].transpose(1, 2)   # channel-last views
@@ -342,7 +343,7 @@ class _BiSSMCpp(torch.autograd.Function):
         for reverse, (conv_w, conv_b, x_w, dt_w, dt_bias, A, D) in ((False, params[:7]), (True, params[7:])):
             rank = dt_w.shape[1]
             w = conv_w.reshape(channels, -1).contiguous()
-            u = _module.conv_forward(x, w, conv_b, True, None, reverse, True)               # (B, E, L) channel-last
+            u = _module.conv_forward(x, w, conv_b, True, mask, reverse, True)               # (B, E, L) channel-last
             x_dbl = torch.mm(u.transpose(1, 2).view(-1, channels), x_w.t()).view(batch, length, -1)
             scan_args = (u, x_dbl[..., :rank], dt_w.contiguous(), A.contiguous(), x_dbl[..., rank:rank + d_state],
                          x_dbl[..., rank + d_state:], D.contiguous(), z, dt_bias.contiguous())
@@ -352,8 +353,8 @@ class _BiSSMCpp(torch.autograd.Function):
                 _module.forward_dt_add_(y, *scan_args, reverse, scales[1])                  # y_f + y_b in the stores
             saved += [w, conv_b, x_w, *scan_args[:4], scan_args[6], scan_args[8], x_dbl]
             ctx.shapes.append(conv_w.shape)
-        ctx.save_for_backward(*saved, *(() if gates is None else (scales,)))
-        ctx.d_state, ctx.gates_dtype = d_state, None if gates is None else gates.dtype
+        ctx.save_for_backward(*saved, *(() if gates is None else (scales,)), *(() if mask is None else (mask,)))
+        ctx.d_state, ctx.gates_dtype, ctx.masked = d_state, None if gates is None else gates.dtype, mask is not None
         return y
 
     @staticmethod
@@ -362,12 +363,14 @@ class _BiSSMCpp(torch.autograd.Function):
     def backward(ctx, grad_out):
         xz, *saved = ctx.saved_tensors
         scales = saved[20] if ctx.gates_dtype is not None else (None, None)
+        mask = saved[-1] if ctx.masked else None
+        mask_grad = ctx.masked and ctx.needs_input_grad[1]
         channels, n = xz.shape[-1] // 2, ctx.d_state
         grad_out = to_layout(grad_out.to(xz.dtype), channels_last=True)
         d_xz = torch.empty_like(xz)                                         # both directions' x and z gradients
         x, z = xz[..., :channels].transpose(1, 2), xz[..., channels:].transpose(1, 2)
         dx, dz = d_xz[..., :channels].transpose(1, 2), d_xz[..., channels:].transpose(1, 2)
-        grads, d_gates = [], []
+        grads, d_gates, d_mask = [], [], None
         for i, reverse in enumerate((False, True)):
             w, conv_b, x_w, u, dt, dt_w, A, D, dt_bias, x_dbl = saved[10 * i:10 * (i + 1)]
             rank = dt_w.shape[1]
@@ -379,21 +382,28 @@ class _BiSSMCpp(torch.autograd.Function):
             u2, du2 = u.transpose(1, 2).view(-1, channels), du.transpose(1, 2).view(-1, channels)
             d_x_w = torch.mm(d_dbl.t(), u2)
             du2.addmm_(d_dbl, x_w)                                          # du (scan) + d_dbl · W_x, in place
-            _, d_conv_w, d_conv_b, _ = _module.conv_backward(du, x, w, conv_b, True, None, reverse, True, False, dx,
-                                                             i > 0)
+            _, d_conv_w, d_conv_b, dm = _module.conv_backward(du, x, w, conv_b, True, mask, reverse, True, mask_grad,
+                                                              dx, i > 0)
+            if mask_grad:
+                d_mask = dm if d_mask is None else d_mask.add_(dm)
             grads += [d_conv_w.reshape(ctx.shapes[i]), d_conv_b, d_x_w, d_dt_w, dbias, dA, dD]
         d_gates = None if ctx.gates_dtype is None else torch.stack(d_gates, 1).to(ctx.gates_dtype)
-        return (d_xz, d_gates, None, *grads)
+        return (d_xz, d_mask, d_gates, None, *grads)
 
 
-def bi_ssm_cpp_applies(xz: Tensor, params: list[Tensor], d_state: int, gates: Optional[Tensor] = None) -> bool:
+def bi_ssm_cpp_applies(xz: Tensor, params: list[Tensor], d_state: int, gates: Optional[Tensor] = None,
+                       mask: Optional[Tensor] = None) -> bool:
     """Whether :func:`bi_ssm_cpp` serves these tensors: float32 CPU, the lanes kernels for both directions (E a
-    multiple of 16, L <= 512, 16 states), gates (B, 2) on the CPU or None, the extension built."""
+    multiple of 16, L <= 512, 16 states), gates (B, 2) on the CPU or None, mask (B, L) float32 on the CPU or None,
+    the extension built."""
     if (xz.dim() != 3 or xz.dtype != torch.float32 or xz.device.type != "cpu" or not xz.is_contiguous()
             or d_state != 16 or len(params) != 14 or _load() is None):
         return False
     if gates is not None and (tuple(gates.shape) != (xz.shape[0], 2) or gates.device.type != "cpu"
                               or not gates.is_floating_point()):
+        return False
+    if mask is not None and (tuple(mask.shape) != tuple(xz.shape[:2]) or mask.dtype != torch.float32
+                             or mask.device.type != "cpu"):
         return False
     if any(p is None or p.dtype != torch.float32 or p.device.type != "cpu" for p in params):
         return False
@@ -401,11 +411,13 @@ def bi_ssm_cpp_applies(xz: Tensor, params: list[Tensor], d_state: int, gates: Op
     return bool(_module.lanes_dt_applies(z, params[5], z)) and params[12].shape == params[5].shape
 
 
-def bi_ssm_cpp(xz: Tensor, params: list[Tensor], d_state: int, gates: Optional[Tensor] = None) -> Tensor:
+def bi_ssm_cpp(xz: Tensor, params: list[Tensor], d_state: int, gates: Optional[Tensor] = None,
+               mask: Optional[Tensor] = None) -> Tensor:
     """Both SSM directions of a mixer after ``in_proj``, for training (:class:`_BiSSMCpp`): xz (B, L, 2E), gates
-    (B, 2) or None → y_f g_f + y_b g_b (B, E, L) channel-last; the same values as two :func:`ssm_branch_cpp` calls
-    after their convs, gated and summed (gates of 0 and 1, the routers'; others up to float rounding)."""
-    return _BiSSMCpp.apply(xz, gates, d_state, *params)
+    (B, 2) or None, mask (B, L) or None → y_f g_f + y_b g_b (B, E, L) channel-last; the same values as two
+    :func:`ssm_branch_cpp` calls after their (masked) convs, gated and summed (gates of 0 and 1, the routers'; others
+    up to float rounding)."""
+    return _BiSSMCpp.apply(xz, mask, gates, d_state, *params)
 
 
 def ssm_branch_cpp(u: Tensor, x_proj_weight: Tensor, dt_proj_weight: Tensor, dt_bias: Tensor, A: Tensor,

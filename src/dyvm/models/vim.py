@@ -332,16 +332,16 @@ class BiMambaMixer(nn.Module):
         fused = None if mask is not None else self.fused_call(xz, gates)
         if fused is not None:
             return fused[0]
-        # training without a token mask, every image running both branches (gated 0/1 with a gradient under a
-        # router): both directions in one node where the cpp kernels serve them
-        both = (mask is None and torch.is_grad_enabled() and xz.requires_grad
+        m = None if mask is None else mask.reshape(mask.shape[0], -1).to(xz.dtype)  # (B, L)
+        # training, every image running both branches (gated 0/1 with a gradient under a router): both directions in
+        # one node where the cpp kernels serve them
+        both = (torch.is_grad_enabled() and xz.requires_grad
                 and (gates is None or (gates.requires_grad and not torch.compiler.is_compiling())))
         y = bidirectional_ssm(xz, self._training_params(False) + self._training_params(True), self.d_state,
-                              self.scan_backend, gates) if both else None
+                              self.scan_backend, gates, m) if both else None
         if y is not None:
             return self.project_out(y.transpose(1, 2))
         x, z, x_b, z_b = split_xz(xz, copies=2)                            # (B, E, L) views, a pair per branch
-        m = None if mask is None else mask.reshape(mask.shape[0], -1).to(x.dtype)  # (B, L)
         if gates is None:
             y = self._branch(False, x, z, m) + self._branch(True, x_b, z_b, m)
         elif gates.requires_grad or torch.compiler.is_compiling():

@@ -2170,8 +2170,9 @@ void scan_forward_dt_add(at::Tensor& out, const at::Tensor& u, const at::Tensor&
   run_forward_dt(a, out);
 }
 
-// -> {du, dxdbl (B, L, R + 2N), dA, dD, dz, dbias, ddt_weight (E, R), dscale (B,)}: dxdbl is the gradient of x_proj's output
-// (dt's R columns, then B's and C's N each, in time order), which the kernels write straight into its rows.
+// -> {du, dxdbl (B, L, R + 2N), dA, dD, dz, dbias, ddt_weight (E, R), dscale (B,)}: dxdbl is the gradient of
+// x_proj's output (dt's R columns, then B's and C's N each, in time order), which the kernels write straight into its
+// rows.
 // dz_out ((B, E, L) channel-last float32): z's gradient is written there (added to what is there with dz_accumulate)
 // and the returned dz is empty. scale (B,), as in scan_forward_dt: grad_out of image b is taken times scale[b], and
 // dscale[b] = Σ grad_out · (the output of image b before its scale); empty without a scale.
