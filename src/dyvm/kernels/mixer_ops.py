@@ -6,8 +6,8 @@
   copy again for ``in_proj``'s matmul).
 - :func:`ssm_branch`: x_proj, dt_proj and the scan of one direction; with the ``cpp`` scan in
   training one autograd node whose backward adds x_proj's input gradient into the scan's in place.
-- :func:`bidirectional_ssm`: both directions (convs, projections, scans) as one training node where the ``cpp``
-  scan serves them without gates or mask: the directions' sums happen in the kernels' stores.
+- :func:`bidirectional_ssm`: both directions (convs, projections, scans, a router's gates, DyVM's keep mask) as one
+  training node where the ``cpp`` kernels serve them: the directions' sums happen in the kernels' stores.
 - :func:`gated_sum`: ``y_f · g_f + y_b · g_b`` with per-image gates (B,) in one op, whose
   backward computes the gates' gradients as per-image dot products (no (B, E, L) temporaries).
 - :func:`narrow_linear`: ``F.linear`` for a narrow input (``dt_proj``: R = 4-12 features → E), whose
