@@ -569,10 +569,10 @@ def test_panel_matmuls_at_inference(monkeypatch):
 @pytest.mark.parametrize("with_residual,dtype", [(True, torch.float32), (False, torch.float32),
                                                   (True, torch.bfloat16)])
 def test_training_add_and_rms_norm_in_one_node_match_float64_autograd(with_residual, dtype):
-    """In training the block's residual add and RMSNorm are one autograd node (norm.add_rms_norm: one pass of the
-    extension forward and one backward): its outputs and the gradients of hidden, residual and weight agree with
-    float64 autograd through ATen's composed ops, for both outputs' gradients, with and without a residual, and with
-    a 16-bit hidden (bf16 autocast's mixer output); Block.add_norm takes it in training."""
+    """In training the block's residual add and RMSNorm are one autograd node (norm.add_rms_norm_for_training: one
+    pass of the extension forward and one backward): its outputs and the gradients of hidden, residual and weight
+    agree with float64 autograd through ATen's composed ops, for both outputs' gradients, with and without a residual,
+    and with a 16-bit hidden (bf16 autocast's mixer output); Block.add_norm takes it in training."""
     from dyvm.kernels import norm
     from dyvm.models.vim import BiMambaMixer, Block
 
@@ -591,7 +591,7 @@ def test_training_add_and_rms_norm_in_one_node_match_float64_autograd(with_resid
             res = h if r is None else r + h
             out = res * torch.rsqrt(res.square().mean(-1, keepdim=True) + 1e-5) * w
         else:
-            out, res = norm.add_rms_norm(h, r, w, 1e-5)
+            out, res = norm.add_rms_norm_for_training(h, r, w, 1e-5)
             assert type(out.grad_fn).__name__ == "_AddRMSNormBackward" and out.dtype == res.dtype == torch.float32
         ((out * g_out.to(out.dtype)).sum() + (res * g_res.to(res.dtype)).sum()).backward()
         results.append((out, res, h.grad, None if r is None else r.grad, w.grad))
@@ -602,17 +602,17 @@ def test_training_add_and_rms_norm_in_one_node_match_float64_autograd(with_resid
             torch.testing.assert_close(got.double(), want.double(), rtol=tol, atol=tol * want.abs().max().item())
     # the gradient of the normed output alone (the residual unused) and of the residual alone (the norm unused)
     h, w = hidden.float().requires_grad_(), weight.clone().requires_grad_()
-    norm.add_rms_norm(h, None, w, 1e-5)[0].sum().backward()
+    norm.add_rms_norm_for_training(h, None, w, 1e-5)[0].sum().backward()
     assert h.grad is not None and w.grad is not None
     h.grad = None
-    norm.add_rms_norm(h, residual, w, 1e-5)[1].sum().backward()
+    norm.add_rms_norm_for_training(h, residual, w, 1e-5)[1].sum().backward()
     assert torch.equal(h.grad, torch.ones(shape))
 
     block = Block(64, BiMambaMixer(64)).train()
     normed, _ = block.add_norm(hidden.float().requires_grad_(), residual)
     assert type(normed.grad_fn).__name__ == "_AddRMSNormBackward"
     with torch.no_grad():
-        assert norm.add_rms_norm(hidden, residual, weight, 1e-5) is None    # no autograd: not the training node
+        assert norm.add_rms_norm_for_training(hidden, residual, weight, 1e-5) is None  # no autograd: not served
     with pytest.raises(RuntimeError, match="rms_norm_backward: weight must be"):
         torch.ops.dyvm_scan.rms_norm_backward(g_out, g_res, torch.rand(63), 1e-5, None)
     with pytest.raises(RuntimeError, match="rms_norm_backward: grad_out must be"):

@@ -45,8 +45,8 @@ class _AddRMSNorm(torch.autograd.Function):
         return d_res, d_res if ctx.has_residual else None, d_weight, None
 
 
-def add_rms_norm(hidden: Tensor, residual: Optional[Tensor], weight: Tensor,
-                 eps: float) -> Optional[tuple[Tensor, Tensor]]:
+def add_rms_norm_for_training(hidden: Tensor, residual: Optional[Tensor], weight: Tensor,
+                              eps: float) -> Optional[tuple[Tensor, Tensor]]:
     """Training: (RMSNorm(res), res) with res = residual + hidden in float32 (hidden alone where residual is None),
     as one autograd node (:class:`_AddRMSNorm`) where the extension serves it: CPU, hidden float32 (or 16-bit under
     autocast), residual and weight float32, autograd recording. None elsewhere (the caller then runs ATen's ops;

@@ -249,6 +249,16 @@ class _SelectiveScanCpp(torch.autograd.Function):
                 dbias if args[7] is not None else None, None, None)
 
 
+def _x_proj_backward(d_dbl: Tensor, u: Tensor, du: Tensor, x_proj_weight: Tensor) -> Tensor:
+    """x_proj's backward in a training node: d_dbl (M, R + 2N) the gradient of its output, u and du (B, E, L)
+    channel-last its input and the scan's gradient of it → x_proj's weight gradient (R + 2N, E); d_dbl · W_x is added
+    into du in place (``addmm_``), where autograd would sum the two in a separate pass over (B, E, L)."""
+    channels = u.shape[1]
+    d_weight = torch.mm(d_dbl.t(), u.transpose(1, 2).view(-1, channels))
+    du.transpose(1, 2).view(-1, channels).addmm_(d_dbl, x_proj_weight)
+    return d_weight
+
+
 class _SSMBranchCpp(torch.autograd.Function):
     """x_proj → (Δ via dt_proj, B, C) → scan for one direction, as one node (float32, channel-last u).
 
@@ -311,9 +321,7 @@ class _SSMBranchCpp(torch.autograd.Function):
             d_dt_weight = torch.mm(dt.t(), dd2).t()
             d_dbl[:, rank:rank + n] = dB.reshape(-1, n)
             d_dbl[:, rank + n:] = dC.reshape(-1, n)
-        du2 = du.transpose(1, 2).view(-1, channels)
-        d_x_weight = torch.mm(d_dbl.t(), u.transpose(1, 2).view(-1, channels))
-        du2.addmm_(d_dbl, x_proj_weight)                                  # du (scan) + d_dbl · W_x, in place
+        d_x_weight = _x_proj_backward(d_dbl, u, du, x_proj_weight)
         return (du, d_x_weight, d_dt_weight, dbias if args[7] is not None else None, dA,
                 dD if args[5] is not None else None, dz if args[6] is not None else None, None, None)
 
@@ -378,10 +386,7 @@ class _BiSSMCpp(torch.autograd.Function):
                 grad_out, u, dt, dt_w, A, x_dbl[..., rank:rank + n], x_dbl[..., rank + n:], D, z, dt_bias, reverse,
                 dz, i > 0, scales[i])
             d_gates.append(d_gate)
-            d_dbl = d_dbl.view(-1, rank + 2 * n)
-            u2, du2 = u.transpose(1, 2).view(-1, channels), du.transpose(1, 2).view(-1, channels)
-            d_x_w = torch.mm(d_dbl.t(), u2)
-            du2.addmm_(d_dbl, x_w)                                          # du (scan) + d_dbl · W_x, in place
+            d_x_w = _x_proj_backward(d_dbl.view(-1, rank + 2 * n), u, du, x_w)
             _, d_conv_w, d_conv_b, dm = _module.conv_backward(du, x, w, conv_b, True, mask, reverse, True, mask_grad,
                                                               dx, i > 0)
             if mask_grad:

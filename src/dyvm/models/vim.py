@@ -23,7 +23,7 @@ from ..kernels import causal_conv1d, mix_cpp
 from ..kernels.custom_ops import tracing
 from ..kernels.mix_cpp import forward_hooked, tree_hooked
 from ..kernels.mixer_ops import bidirectional_ssm, gated_sum, split_xz, ssm_branch, ssm_inputs
-from ..kernels.norm import RMSNorm, add_rms_norm
+from ..kernels.norm import RMSNorm, add_rms_norm_for_training
 from ..weights import resize_pos_embed
 from .config import ModelConfig
 from .presets import IMAGENET_MEAN, IMAGENET_STD, build_model, data_config  # noqa: F401 (re-exported)
@@ -99,10 +99,10 @@ class BiMambaMixer(nn.Module):
                                  self.d_state, self._panels(backward, u))
         return u, delta, B, C
 
-    def _training_params(self, backward: bool) -> list[Tensor]:
-        """One direction's seven tensors as the training branch reads them (:func:`~dyvm.kernels.mixer_ops.
-        bidirectional_ssm`): conv weight and bias, x_proj weight, dt_proj weight and bias (float32), A = -exp(A_log)
-        (with its gradient), D (float32)."""
+    def _branch_params(self, backward: bool) -> list[Tensor]:
+        """One direction's seven tensors as the Python branch (:meth:`_branch`) and the training node
+        (:func:`~dyvm.kernels.mixer_ops.bidirectional_ssm`) read them: conv weight and bias, x_proj weight, dt_proj
+        weight and bias (float32), A = -exp(A_log) (with its gradient), D (float32)."""
         s = "_b" if backward else ""
         conv, dt_proj = getattr(self, "conv1d" + s), getattr(self, "dt_proj" + s)
         A = -torch.exp(getattr(self, "A_b_log" if backward else "A_log").float())
@@ -118,13 +118,10 @@ class BiMambaMixer(nn.Module):
     def _branch(self, backward: bool, x: Tensor, z: Tensor, mask: Optional[Tensor]) -> Tensor:
         """One SSM direction. x, z: (B, E, L) in sequence order; mask (B, L) 0/1 or None. The backward
         branch scans the reversed sequence (``reverse=True``); its result is in sequence order."""
-        s = "_b" if backward else ""
-        A = -torch.exp(getattr(self, "A_b_log" if backward else "A_log").float())
-        dt_proj = getattr(self, "dt_proj" + s)
+        _, _, x_proj_weight, dt_proj_weight, dt_bias, A, D = self._branch_params(backward)
         u = self._conv(backward, x, mask)
-        return ssm_branch(u, getattr(self, "x_proj" + s).weight, dt_proj.weight, dt_proj.bias.float(), A,
-                          getattr(self, "D" + s).float(), z, self.d_state, backward, backend=self.scan_backend,
-                          panels=self._panels(backward, u))
+        return ssm_branch(u, x_proj_weight, dt_proj_weight, dt_bias, A, D, z, self.d_state, backward,
+                          backend=self.scan_backend, panels=self._panels(backward, u))
 
     def token_stats(self, xz: Tensor, mask: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         """Per-token averages of the two directions, what the Predictor-B / Predictor-Δ ablations
@@ -337,7 +334,7 @@ class BiMambaMixer(nn.Module):
         # one node where the cpp kernels serve them
         both = (torch.is_grad_enabled() and xz.requires_grad
                 and (gates is None or (gates.requires_grad and not torch.compiler.is_compiling())))
-        y = bidirectional_ssm(xz, self._training_params(False) + self._training_params(True), self.d_state,
+        y = bidirectional_ssm(xz, self._branch_params(False) + self._branch_params(True), self.d_state,
                               self.scan_backend, gates, m) if both else None
         if y is not None:
             return self.project_out(y.transpose(1, 2))
@@ -371,7 +368,7 @@ class Block(nn.Module):
         norm = self._modules["norm"]
         if (self.training and isinstance(self.drop_path, nn.Identity) and type(norm) is RMSNorm
                 and hidden.dtype != torch.float64 and not forward_hooked(norm)):
-            fused = add_rms_norm(hidden, residual, norm.weight, norm.eps)  # one autograd node (None: not served)
+            fused = add_rms_norm_for_training(hidden, residual, norm.weight, norm.eps)  # None: not served
             if fused is not None:
                 return fused
         if residual is None:  # layer 0: the residual stream starts as the embeddings, in fp32 (fp64 stays)

@@ -1930,6 +1930,11 @@ at::Tensor empty_bel(const at::Tensor& like, bool channels_last) {
   return at::empty({like.size(0), like.size(2), like.size(1)}, like.options()).transpose(1, 2);
 }
 
+// The sum over dim 0 of per-thread-chunk partials (K, ...): the one slab itself where K = 1
+at::Tensor chunk_total(const at::Tensor& partials) {
+  return partials.size(0) == 1 ? partials[0] : partials.sum(0);
+}
+
 template <typename T>
 Strided<T> strided(const at::Tensor& t) {
   return {t.data_ptr<T>(), t.stride(0), t.stride(1), t.stride(2)};
@@ -2088,8 +2093,8 @@ std::vector<at::Tensor> scan_backward(const at::Tensor& gout, const at::Tensor& 
       });
     });
   }
-  at::Tensor dB = chunks == 1 ? dBp[0] : dBp.sum(0);
-  at::Tensor dC = chunks == 1 ? dCp[0] : dCp.sum(0);
+  at::Tensor dB = chunk_total(dBp);
+  at::Tensor dC = chunk_total(dCp);
   return {du, ddelta, dA, dB, dC, dD, dz, dbias};
 }
 
@@ -2221,8 +2226,7 @@ std::vector<at::Tensor> scan_backward_dt(const at::Tensor& gout, const at::Tenso
   }
 #endif
   if (dz_out) dz = at::empty({0}, u.options());
-  at::Tensor dscale = !scale ? dscp : chunks == 1 ? dscp[0] : dscp.sum(0);
-  return {du, chunks == 1 ? dxp[0] : dxp.sum(0), dA, dD, dz, dbias, ddtw, dscale};
+  return {du, chunk_total(dxp), dA, dD, dz, dbias, ddtw, scale ? chunk_total(dscp) : dscp};
 }
 
 // ----------------------------- causal conv1d bindings ----------------------------------
@@ -2363,7 +2367,7 @@ std::vector<at::Tensor> conv_backward(const at::Tensor& gout, const at::Tensor& 
       });
     });
   }
-  at::Tensor dmask = !mask_grad ? at::empty({0}, x.options()) : (chunks == 1 ? dmp[0] : dmp.sum(0));
+  at::Tensor dmask = !mask_grad ? at::empty({0}, x.options()) : chunk_total(dmp);
   if (dx_out) {
     if (!dx.is_same(*dx_out)) {
       at::Tensor target = *dx_out;
@@ -2997,11 +3001,11 @@ std::vector<at::Tensor> add_rms_norm(const at::Tensor& hidden, const c10::option
   return {out, res};
 }
 
-// add_rms_norm's backward, for training (norm.add_rms_norm's node): grad_out (..., D) of the normed output, res
-// (..., D) float32 (the norm's input, residual + hidden), weight (D) float32, grad_res (res's own gradient, from the
-// next block's add) or None → [d_res (..., D) = rstd (g w - x̂ Σ g w x̂ / D) + grad_res, d_weight (D) = Σ g x̂] with
-// x̂ = res rstd and rstd recomputed per row as the forward computes it. One pass per row; d_weight summed per thread
-// chunk of rows, then over the chunks.
+// add_rms_norm's backward, for training (norm.add_rms_norm_for_training's node): grad_out (..., D) of the normed
+// output, res (..., D) float32 (the norm's input, residual + hidden), weight (D) float32, grad_res (res's own
+// gradient, from the next block's add) or None → [d_res (..., D) = rstd (g w - x̂ Σ g w x̂ / D) + grad_res,
+// d_weight (D) = Σ g x̂] with x̂ = res rstd and rstd recomputed per row as the forward computes it. One pass per row;
+// d_weight summed per thread chunk of rows, then over the chunks.
 std::vector<at::Tensor> rms_norm_backward(const at::Tensor& grad_out, const at::Tensor& res, const at::Tensor& weight,
                                           double eps, const c10::optional<at::Tensor>& grad_res) {
   TORCH_CHECK(res.dim() >= 1 && res.scalar_type() == at::kFloat && res.device().is_cpu(),
@@ -3056,7 +3060,7 @@ std::vector<at::Tensor> rms_norm_backward(const at::Tensor& grad_out, const at::
       }
     }
   });
-  return {dres, chunks == 1 ? dwp[0] : dwp.sum(0)};
+  return {dres, chunk_total(dwp)};
 }
 
 // A whole block at inference: Block.add_norm (residual' = residual + hidden, or hidden itself at layer 0;
