@@ -1053,6 +1053,13 @@ void forward_lanes16(const Args<float>& a, const StridedOut<float>& out, int64_t
     const bool acc = a.accumulate;
     const float* Bb = a.Bm + b * a.sBb;
     const float* Cb = a.Cm + b * a.sCb;
+    // the next unit's rows of u, z and the output, fetched into cache during this unit's recurrence (as
+    // backward_lanes16 does): one cache line per step of each, strided by the tensors' rows
+    const bool next = k + 1 < k1;
+    const int64_t nb = (k + 1) / nblk, ne0 = ((k + 1) % nblk) * 16;
+    const float* nu = next ? a.u.p + nb * a.u.sb + ne0 : nullptr;
+    const float* nz = next && zp ? a.z.p + (a.zrows ? a.zrows[nb] : nb) * a.z.sb + ne0 : nullptr;
+    const float* no = next ? out.p + (a.orows ? a.orows[nb] : nb) * out.sb + ne0 : nullptr;
 #if DYVM_N16_AVX512
     for (int64_t s = 0; s < L; ++s) {  // scan order: Δ and Δu in 16-lane vectors
       const int64_t t = a.reverse ? L - 1 - s : s;
@@ -1085,6 +1092,11 @@ void forward_lanes16(const Args<float>& a, const StridedOut<float>& out, int64_t
       const v16f dt = load16(DT + 16 * s), dtu = load16(DTU + 16 * s);
       const float* Bt = Bb + t * a.sBl;
       const float* Ct = Cb + t * a.sCl;
+      if (nu) {
+        __builtin_prefetch(nu + t * a.u.sl);
+        __builtin_prefetch(no + t * out.sl, 1);
+        if (nz) __builtin_prefetch(nz + t * a.z.sl);
+      }
       // C_t·h_t in four running sums (state n into sum n mod 4): a 16-vector product array summed afterwards
       // kept 32 vectors live and spilled the states to the stack every step (the running sums take 0.95x its
       // time, docs/speed/2026-12-03b-intel/forward_fma_ab.txt). D u is added after the sum, as the reference
@@ -1155,7 +1167,7 @@ void backward_lanes16(const Args<float>& a, const Strided<float>& gout, const Gr
   const size_t hs = 256 * L, es = 256 * (L + 1), per_s = 16 * L;
   const int64_t R = a.dtl ? a.R : 0;  // the fused branch: dt_proj's blocks, dtw's gradient and dtl's per image
   Scratch<float> sc(hs + es + 8 * per_s + 3 * nblk * 256 + 2 * nblk * 16 + 64 + 2 * nblk * 16 * R +
-                    17 * L * R);
+                    17 * L * R + (R ? nblk * per_s : 0));
   float* __restrict__ Hs = sc.base;            // Hs[256 s + 16 n + lane] = exp(Δ_s A_n) h_{s-1}[n]
   float* __restrict__ Es = Hs + hs;            // Es[256 s + 16 n + lane] = exp(Δ_s A_n); row L: zeros
   float* __restrict__ DT = Es + es;            // per scan step s, 16 lanes
@@ -1174,6 +1186,7 @@ void backward_lanes16(const Args<float>& a, const Strided<float>& gout, const Gr
   float* __restrict__ dWacc = Wt + nblk * 16 * R;   // per block [16 r + lane]: dtw's gradient
   float* __restrict__ accT = dWacc + nblk * 16 * R; // [16 (R t + r) + lane]: dtl[b, t, r]'s gradient terms
                                                     // (then L R floats: their sums, where g.srow spaces the rows)
+  float* __restrict__ GDall = accT + 17 * L * R;    // the fused branch, per block [16 s + lane]: dΔ before dt_proj
   const int64_t sbc = g.srow ? g.srow : 16;         // dB's and dC's row stride
   std::fill(Es + 256 * L, Es + 256 * (L + 1), 0.0f);
   std::fill(dAacc, dAacc + nblk * 256 + 2 * nblk * 16, 0.0f);
@@ -1190,7 +1203,6 @@ void backward_lanes16(const Args<float>& a, const Strided<float>& gout, const Gr
     const float* Bb = a.Bm + b * a.sBb;
     const float* Cb = a.Cm + b * a.sCb;
     const float* dtlb = R ? a.dtl + b * a.sdb : nullptr;
-    if (R) std::fill(accT, accT + 16 * L * R, 0.0f);
     for (int64_t k = 0; k < nblk; ++k) {
       const int64_t e0 = d0 + 16 * k;
       const float* __restrict__ Wtk = Wt + 16 * R * k;
@@ -1202,6 +1214,18 @@ void backward_lanes16(const Args<float>& a, const Strided<float>& gout, const Gr
       const float* dp = R ? nullptr : a.delta.p + b * a.delta.sb + e0;
       const float* zp = a.z.p ? a.z.p + b * a.z.sb + e0 : nullptr;
       const float* gp = gout.p + b * gout.sb + e0;
+      // The next block's rows (this image's, or the next image's first block's), fetched into cache during pass 2,
+      // whose arithmetic hides the misses: each block reads one cache line per step of u, grad_out and z and writes
+      // one of dz (adding into it for the second direction) and du, strided by the tensors' rows, so pass 1, the
+      // gate's stores and pass 3 otherwise waited on memory (docs/speed/log.md "Prefetched rows in the training
+      // kernels")
+      const int64_t nb = k + 1 < nblk ? b : b + 1, ne0 = k + 1 < nblk ? e0 + 16 : d0;
+      const bool next = nb < Bsz;
+      const float* nu = next ? a.u.p + nb * a.u.sb + ne0 : nullptr;
+      const float* ng = next ? gout.p + nb * gout.sb + ne0 : nullptr;
+      const float* nz = next && zp ? a.z.p + nb * a.z.sb + ne0 : nullptr;
+      const float* ndz = next && zp ? g.dz.p + nb * g.dz.sb + ne0 : nullptr;
+      float* dub = g.du.p + b * g.du.sb + e0;
       // pass 1 (scan order): Δ, the states and decays, the gate's backward. The per-step inputs are first
       // copied into (L, 16) buffers, so Δ = softplus(...) and the gate run as long vector loops
       float* __restrict__ Z = S2 + per_s;  // z, then dz
@@ -1307,6 +1331,16 @@ void backward_lanes16(const Args<float>& a, const Strided<float>& gout, const Gr
           const v16f dy = load16(DY + 16 * s), dt = load16(DT + 16 * s), dtu = load16(DTU + 16 * s);
           const float* Bt = Bb + t * a.sBl;
           const float* Ct = Cb + t * a.sCl;
+          if (half == 0) {
+            if (nu) {
+              __builtin_prefetch(nu + t * a.u.sl);
+              __builtin_prefetch(ng + t * gout.sl);
+            }
+            if (nz) __builtin_prefetch(nz + t * a.z.sl);
+          } else {
+            __builtin_prefetch(dub + t * g.du.sl, 1);
+            if (ndz) __builtin_prefetch(ndz + t * g.dz.sl, 1);
+          }
           v16f s1 = {}, s2 = {};
           __m256 qb[8], qc[8];  // this step's dB, dC terms of the 8 states, folded to 8 lanes
 #pragma GCC unroll 8
@@ -1334,31 +1368,50 @@ void backward_lanes16(const Args<float>& a, const Strided<float>& gout, const Gr
       }
       // pass 3: dΔ, du, and the sums of dD and dbias
       v16f dD = load16(dDacc + 16 * k), db = load16(dbacc + 16 * k);
+      float* __restrict__ GD = GDall + per_s * k;  // the fused branch
       for (int64_t s = 0; s < L; ++s) {
         const int64_t t = a.reverse ? L - 1 - s : s;
         const v16f s1 = load16(S1 + 16 * s), s2 = load16(S2 + 16 * s);
         const v16f uv = load16(U + 16 * s), dy = load16(DY + 16 * s);
         v16f gd = s1 + uv * s2;
         if (sp) gd = gd * load16(SG + 16 * s);
-        if (R) {  // dt_proj's backward: dtw's gradient per channel, dtl's as lane sums reduced per image below
-          const float* dtr = dtlb + t * a.sdl;
-          float* dW = dWacc + 16 * R * k;
-          float* at = accT + 16 * R * t;
-          for (int64_t r = 0; r < R; ++r) {
-            store16(dW + 16 * r, load16(dW + 16 * r) + gd * dtr[r]);
-            store16(at + 16 * r, load16(at + 16 * r) + gd * load16(Wtk + 16 * r));
-          }
+        if (R) {  // dt_proj's backward: dtw's gradient after this loop, dtl's after the image's last block
+          store16(GD + 16 * s, gd);
         } else {
           store16(g.ddelta.p + b * g.ddelta.sb + e0 + t * g.ddelta.sl, gd);
         }
-        store16(g.du.p + b * g.du.sb + e0 + t * g.du.sl, load16(DT + 16 * s) * s2 + Dv * dy);
+        store16(dub + t * g.du.sl, load16(DT + 16 * s) * s2 + Dv * dy);
         dD = dD + dy * uv;
         db = db + gd;
       }
       store16(dDacc + 16 * k, dD);
       store16(dbacc + 16 * k, db);
+      // dtw's gradient per channel, Σ_t dΔ_t dtl[t, r], in registers 8 columns at a time, from the stored dΔ
+      for (int64_t r0 = 0; r0 < R; r0 += 8) {
+        const int64_t nr = std::min<int64_t>(8, R - r0);
+        v16f acc[8] = {};
+        for (int64_t s = 0; s < L; ++s) {
+          const float* dtr = dtlb + (a.reverse ? L - 1 - s : s) * a.sdl + r0;
+          const v16f gd = load16(GD + 16 * s);
+#pragma GCC unroll 8
+          for (int j = 0; j < 8; ++j)
+            if (j < nr) acc[j] += gd * dtr[j];
+        }
+        float* dW = dWacc + 16 * R * k + 16 * r0;
+        for (int j = 0; j < nr; ++j) store16(dW + 16 * j, load16(dW + 16 * j) + acc[j]);
+      }
     }
-    if (R) {  // dtl's gradient of image b from this chunk's channels: the lane sums of accT's L R rows
+    if (R) {  // dtl's gradient of image b from this chunk's channels, Σ_e dΔ[t, e] dtw[e, r]: the blocks' terms
+      // summed in registers once the image's blocks are done (added into accT block by block in pass 3, those
+      // read-modify-writes took 8% of this kernel's samples), then the lane sums of accT's L R rows
+      for (int64_t s = 0; s < L; ++s) {
+        float* at = accT + 16 * R * (a.reverse ? L - 1 - s : s);
+        for (int64_t r = 0; r < R; ++r) {
+          v16f v = {};
+          for (int64_t k = 0; k < nblk; ++k) v += load16(GDall + per_s * k + 16 * s) * load16(Wt + 16 * R * k + 16 * r);
+          store16(at + 16 * r, v);
+        }
+      }
       const int64_t sdt = g.srow ? g.srow : R;
       float* dst = g.ddtl + (chunk * Bsz + b) * L * sdt;
       float* sums = sdt == R ? dst : accT + 16 * L * R;  // strided rows: summed into scratch, then copied
@@ -1826,9 +1879,18 @@ void conv_forward_cl16<float>(const ConvArgs<float>& a, const StridedOut<float>&
     const v16f bias = a.bias ? load16(a.bias + e0) : v16f{};
     const float* xb = a.x + (a.rows ? a.rows[b] : b) * a.sb + e0;
     float* ob = o.p + b * o.sb + e0;
+    // the next unit's rows, fetched during this one (one cache line per step, strided by the rows)
+    const bool next = k + 1 < k1;
+    const int64_t nb = (k + 1) / nblk, ne0 = ((k + 1) % nblk) * 16;
+    const float* nx = next ? a.x + (a.rows ? a.rows[nb] : nb) * a.sb + ne0 : nullptr;
+    const float* no = o.p + nb * o.sb + ne0;
     v16f x3 = {}, x2 = {}, x1 = {};  // inputs at scan steps s-3, s-2, s-1 (zero before the start)
     for (int64_t s = 0; s < L; ++s) {
       const int64_t t = a.reverse ? L - 1 - s : s;
+      if (nx) {
+        __builtin_prefetch(nx + t * a.sl);
+        __builtin_prefetch(no + t * o.sl, 1);
+      }
       const v16f x0 = load16(xb + t * a.sl);
       v16f pre = conv_pre16(bias, w0, w1, w2, w3, x3, x2, x1, x0);
       if (a.silu) pre = pre * map16(pre, [](float v) { return sigmoid_f(v); });
@@ -1847,19 +1909,28 @@ void conv_backward_cl16_chunk<float>(const ConvArgs<float>& a, const Strided<flo
                                      const StridedOut<float>& dx, const float* __restrict__ wt,
                                      float* __restrict__ dw, float* __restrict__ dbias, int64_t d0, int64_t d1,
                                      bool accumulate) {
-  const int64_t L = a.L, E = a.E;
+  const int64_t L = a.L, E = a.E, nblk = (d1 - d0) / 16;
   alignas(64) float ones[16];
   std::fill(ones, ones + 16, 1.0f);
   const v16f one = load16(ones);
-  for (int64_t e0 = d0; e0 < d1; e0 += 16) {
-    const v16f w0 = load16(wt + e0), w1 = load16(wt + E + e0), w2 = load16(wt + 2 * E + e0),
-               w3 = load16(wt + 3 * E + e0);
-    const v16f bias = a.bias ? load16(a.bias + e0) : v16f{};
-    double acc[5][16] = {};  // dw[k] for k < 4, dbias: per-image float sums added in image order
-    for (int64_t b = 0; b < a.batch; ++b) {
+  // per block: dw[k] for k < 4, dbias: per-image float sums added in image order. Images outer, blocks inner: the
+  // blocks of an image read and write neighbouring cache lines of the same rows, and the next block's rows are
+  // fetched during this one (blocks outer, each block walked the whole batch's rows, one line per row out of cache)
+  std::vector<double> acc(static_cast<size_t>(nblk) * 5 * 16, 0.0);
+  for (int64_t b = 0; b < a.batch; ++b) {
+    for (int64_t kb = 0; kb < nblk; ++kb) {
+      const int64_t e0 = d0 + 16 * kb;
+      const v16f w0 = load16(wt + e0), w1 = load16(wt + E + e0), w2 = load16(wt + 2 * E + e0),
+                 w3 = load16(wt + 3 * E + e0);
+      const v16f bias = a.bias ? load16(a.bias + e0) : v16f{};
       const float* xb = a.x + b * a.sb + e0;
       const float* gb = gout.p + b * gout.sb + e0;
       float* db = dx.p + b * dx.sb + e0;
+      const int64_t nb = kb + 1 < nblk ? b : b + 1, ne0 = kb + 1 < nblk ? e0 + 16 : d0;
+      const bool next = nb < a.batch;
+      const float* nx = a.x + nb * a.sb + ne0;
+      const float* ng = gout.p + nb * gout.sb + ne0;
+      const float* nd = dx.p + nb * dx.sb + ne0;
       auto x_at = [&](int64_t s) { return s < 0 ? v16f{} : load16(xb + (a.reverse ? L - 1 - s : s) * a.sl); };
       // inputs at scan steps s-3 .. s, and g at s+1 .. s+3 (zero past the end)
       v16f x3 = x_at(L - 4), x2 = x_at(L - 3), x1 = x_at(L - 2), x0 = x_at(L - 1);
@@ -1867,6 +1938,11 @@ void conv_backward_cl16_chunk<float>(const ConvArgs<float>& a, const Strided<flo
       v16f sw0 = {}, sw1 = {}, sw2 = {}, sw3 = {}, sb = {};
       for (int64_t s = L - 1; s >= 0; --s) {
         const int64_t t = a.reverse ? L - 1 - s : s;
+        if (next) {
+          __builtin_prefetch(nx + t * a.sl);
+          __builtin_prefetch(ng + t * gout.sl);
+          __builtin_prefetch(nd + t * dx.sl, 1);
+        }
         const v16f go = load16(gb + t * gout.sl);
         v16f g = go;
         if (a.silu) {
@@ -1898,14 +1974,17 @@ void conv_backward_cl16_chunk<float>(const ConvArgs<float>& a, const Strided<flo
       store16(part[2], sw2);
       store16(part[3], sw3);
       store16(part[4], sb);
+      double* ak = acc.data() + kb * 80;
       for (int k = 0; k < 5; ++k)
-        for (int j = 0; j < 16; ++j) acc[k][j] += static_cast<double>(part[k][j]);
-    }
-    for (int j = 0; j < 16; ++j) {
-      for (int k = 0; k < 4; ++k) dw[(e0 + j) * 4 + k] = static_cast<float>(acc[k][j]);
-      if (dbias) dbias[e0 + j] = static_cast<float>(acc[4][j]);
+        for (int j = 0; j < 16; ++j) ak[16 * k + j] += static_cast<double>(part[k][j]);
     }
   }
+  for (int64_t kb = 0; kb < nblk; ++kb)
+    for (int j = 0; j < 16; ++j) {
+      const int64_t e = d0 + 16 * kb + j;
+      for (int k = 0; k < 4; ++k) dw[e * 4 + k] = static_cast<float>(acc[kb * 80 + 16 * k + j]);
+      if (dbias) dbias[e] = static_cast<float>(acc[kb * 80 + 64 + j]);
+    }
 }
 #endif  // DYVM_HAVE_N16
 
