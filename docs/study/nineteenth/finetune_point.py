@@ -4,7 +4,8 @@ trained nested baseline, then test top-1 and the official FLOPs cut on the 10,00
 Usage: python docs/study/nineteenth/finetune_point.py RULE PRUNING_LOC RHO OUTDIR [SEED]
   RULE: dyvm | dyvm_probs (the keep-ratio loss on p(keep): --keep-ratio-source probabilities) | static | random
         (the demo's trained baselines: nested masks) | dyvm_noise0 / dyvm_probs_noise0 (the same DyVMs trained on
-        inference's own top-k: --token-noise 0; twenty-first round)
+        inference's own top-k: --token-noise 0; twenty-first round) | dyvm_bf16 (the default DyVM under bf16 autocast:
+        --amp bf16; docs/study/precision)
   PRUNING_LOC: comma-separated layers, e.g. 5 (one stage before layer 5) or 5,6,7 (the demo's)
   RHO: the token keep ratio per stage (the demo's: 0.3)
 
@@ -22,7 +23,7 @@ rule, loc, rho, out = sys.argv[1], [int(v) for v in sys.argv[2].split(",")], flo
 seed = int(sys.argv[5]) if len(sys.argv) > 5 else 0
 RULES = {"dyvm": {}, "dyvm_probs": dict(keep_ratio_source="probabilities"), "static": dict(score="static", baseline_masks="nested"),
          "random": dict(score="random", baseline_masks="nested"), "dyvm_noise0": dict(token_noise=0.0),
-         "dyvm_probs_noise0": dict(keep_ratio_source="probabilities", token_noise=0.0)}
+         "dyvm_probs_noise0": dict(keep_ratio_source="probabilities", token_noise=0.0), "dyvm_bf16": dict(amp="bf16")}
 if rule not in RULES:
     raise SystemExit(f"RULE must be one of {', '.join(RULES)}")
 teacher, _ = shipped_teacher()
