@@ -1883,7 +1883,7 @@ void conv_forward_cl16<float>(const ConvArgs<float>& a, const StridedOut<float>&
     const bool next = k + 1 < k1;
     const int64_t nb = (k + 1) / nblk, ne0 = ((k + 1) % nblk) * 16;
     const float* nx = next ? a.x + (a.rows ? a.rows[nb] : nb) * a.sb + ne0 : nullptr;
-    const float* no = o.p + nb * o.sb + ne0;
+    const float* no = next ? o.p + nb * o.sb + ne0 : nullptr;
     v16f x3 = {}, x2 = {}, x1 = {};  // inputs at scan steps s-3, s-2, s-1 (zero before the start)
     for (int64_t s = 0; s < L; ++s) {
       const int64_t t = a.reverse ? L - 1 - s : s;
@@ -1928,9 +1928,9 @@ void conv_backward_cl16_chunk<float>(const ConvArgs<float>& a, const Strided<flo
       float* db = dx.p + b * dx.sb + e0;
       const int64_t nb = kb + 1 < nblk ? b : b + 1, ne0 = kb + 1 < nblk ? e0 + 16 : d0;
       const bool next = nb < a.batch;
-      const float* nx = a.x + nb * a.sb + ne0;
-      const float* ng = gout.p + nb * gout.sb + ne0;
-      const float* nd = dx.p + nb * dx.sb + ne0;
+      const float* nx = next ? a.x + nb * a.sb + ne0 : nullptr;
+      const float* ng = next ? gout.p + nb * gout.sb + ne0 : nullptr;
+      const float* nd = next ? dx.p + nb * dx.sb + ne0 : nullptr;
       auto x_at = [&](int64_t s) { return s < 0 ? v16f{} : load16(xb + (a.reverse ? L - 1 - s : s) * a.sl); };
       // inputs at scan steps s-3 .. s, and g at s+1 .. s+3 (zero past the end)
       v16f x3 = x_at(L - 4), x2 = x_at(L - 3), x1 = x_at(L - 2), x0 = x_at(L - 1);
