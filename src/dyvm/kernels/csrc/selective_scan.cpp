@@ -1408,7 +1408,8 @@ void backward_lanes16(const Args<float>& a, const Strided<float>& gout, const Gr
         float* at = accT + 16 * R * (a.reverse ? L - 1 - s : s);
         for (int64_t r = 0; r < R; ++r) {
           v16f v = {};
-          for (int64_t k = 0; k < nblk; ++k) v += load16(GDall + per_s * k + 16 * s) * load16(Wt + 16 * R * k + 16 * r);
+          for (int64_t k = 0; k < nblk; ++k)
+            v += load16(GDall + per_s * k + 16 * s) * load16(Wt + 16 * R * k + 16 * r);
           store16(at + 16 * r, v);
         }
       }
