@@ -562,13 +562,14 @@ def test_cpp_scan_with_dt_proj_inside_matches_the_delta_tensor_ops(rank, reverse
 @pytest.mark.skipif(not (CPP and scan_cpp.lanes_kernels()), reason="this build has no lanes kernels (tested in the "
                     "variant builds of test_cpp_paths_of_smaller_cpus_match_reference)")
 def test_cpp_scan_with_dt_proj_inside_on_one_thread_and_several():
-    # the backward's channel chunks (one per thread) each write a slab of x_proj-output rows, summed after; one
-    # thread writes the single slab that is returned: the same gradients either way
+    # the backward splits the images across the threads (each a slab of dA, dD, dbias and dt_proj's gradient, summed
+    # after; uneven splits too), or with fewer images than threads the channel blocks (each a slab of x_proj-output
+    # rows, summed after); one thread writes single slabs: the same gradients every way
     threads = torch.get_num_threads()
     try:
-        for n in (1, 3):
+        for n, batch in ((1, 3), (3, 3), (2, 5), (3, 1), (2, 1)):
             torch.set_num_threads(n)
-            check_scan_with_dt_proj_inside(4, n == 3, channels=48)
+            check_scan_with_dt_proj_inside(4, n == 3, batch=batch, channels=48)
     finally:
         torch.set_num_threads(threads)
 

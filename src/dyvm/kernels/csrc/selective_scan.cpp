@@ -1158,11 +1158,11 @@ void forward_lanes16(const Args<float>& a, const StridedOut<float>& out, int64_t
 // registers) and rebuilds h_t from the decayed state with one FMA, as pass 1 computed it. The dA term takes
 // the decayed state as kept: rebuilding it as h_t - Δu_t B_t instead cancels where the decay is strong (dA
 // 1.2e-5 off the float64 reference there, 20x the other kernels' error). Pass 3 writes dΔ (or dt_proj's gradients)
-// and du. Channels [d0, d1) (multiples of 16) of
-// every image; chunk as in backward_chunk_n16. The same gradients up to float rounding (the sums run in
-// another order), not bit-identical.
+// and du. Channels [d0, d1) (multiples of 16) of images [b0, b1); chunk: the slab of the (K, B, ...) partials it
+// writes (as in backward_chunk_n16); dA, dD, dbias and ddtw are written (not added) for channels [d0, d1), summed
+// over images [b0, b1). The same gradients up to float rounding (the sums run in another order), not bit-identical.
 void backward_lanes16(const Args<float>& a, const Strided<float>& gout, const Grads<float>& g,
-                      int64_t chunk, int64_t d0, int64_t d1) {
+                      int64_t chunk, int64_t d0, int64_t d1, int64_t b0, int64_t b1) {
   const int64_t L = a.L, Bsz = a.batch, nblk = (d1 - d0) / 16;
   const size_t hs = 256 * L, es = 256 * (L + 1), per_s = 16 * L;
   const int64_t R = a.dtl ? a.R : 0;  // the fused branch: dt_proj's blocks, dtw's gradient and dtl's per image
@@ -1193,7 +1193,7 @@ void backward_lanes16(const Args<float>& a, const Strided<float>& gout, const Gr
   for (int64_t k = 0; k < nblk; ++k) lanes_A(a.A, d0 + 16 * k, At2 + 256 * k, At + 256 * k);
   for (int64_t k = 0; k < nblk && R; ++k) lanes_dtw(a.dtw, R, d0 + 16 * k, Wt + 16 * R * k);
   const bool sp = a.softplus;
-  for (int64_t b = 0; b < Bsz; ++b) {
+  for (int64_t b = b0; b < b1; ++b) {
     float* dBp = g.dB + (chunk * Bsz + b) * L * sbc;  // image b's dB, dC: sums over the blocks
     float* dCp = g.dC + (chunk * Bsz + b) * L * sbc;
     for (int64_t t = 0; t < L; ++t) {
@@ -1220,7 +1220,7 @@ void backward_lanes16(const Args<float>& a, const Strided<float>& gout, const Gr
       // gate's stores and pass 3 otherwise waited on memory (docs/speed/log.md "Prefetched rows in the training
       // kernels")
       const int64_t nb = k + 1 < nblk ? b : b + 1, ne0 = k + 1 < nblk ? e0 + 16 : d0;
-      const bool next = nb < Bsz;
+      const bool next = nb < b1;
       const float* nu = next ? a.u.p + nb * a.u.sb + ne0 : nullptr;
       const float* ng = next ? gout.p + nb * gout.sb + ne0 : nullptr;
       const float* nz = next && zp ? a.z.p + nb * a.z.sb + ne0 : nullptr;
@@ -1463,7 +1463,7 @@ template <>
 void backward_dispatch<float>(const Args<float>& a, const Strided<float>& gout, const Grads<float>& g,
                               int64_t chunk, int64_t d0, int64_t d1, bool lanes) {
 #if DYVM_LANES
-  if (lanes) return backward_lanes16(a, gout, g, chunk, d0, d1);
+  if (lanes) return backward_lanes16(a, gout, g, chunk, d0, d1, 0, a.batch);
 #endif
   if (a.N == 16) return backward_chunk_n16(a, gout, g, chunk, d0, d1);
   backward_chunk<float>(a, gout, g, chunk, d0, d1);
@@ -2272,23 +2272,32 @@ std::vector<at::Tensor> scan_backward_dt(const at::Tensor& gout, const at::Tenso
   TORCH_CHECK(gout.sizes() == u.sizes() && gout.scalar_type() == u.scalar_type() && gout.stride(1) == 1,
               "grad_out must be (B, E, L) channel-last in u's dtype");
   const int64_t Bsz = u.size(0), E = u.size(1), L = u.size(2), N = A.size(1), R = a.R;
-  const int64_t units = E / 16;
-  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(units, at::get_num_threads()));
+  // Work split: images across the threads (each image's dB, dC and dtl rows then come from one thread, and each
+  // thread reads and writes whole rows of u, grad_out, z, du and dz), or, with fewer images than threads, channel
+  // blocks (each thread a slab of those partials, summed after). Split by images the call takes 0.95x the time at the
+  // demo's shapes (interleaved in one process; docs/speed/log.md "The training scan's backward split by images").
+  const int64_t units = E / 16, threads = at::get_num_threads();
+  const bool by_images = Bsz >= threads;
+  const int64_t chunks = by_images ? std::max<int64_t>(1, threads) : std::max<int64_t>(1, std::min(units, threads));
+  const int64_t rslabs = by_images ? 1 : chunks;   // slabs of the per-image partials (dB, dC, dtl, the gates')
+  const int64_t wslabs = by_images ? chunks : 1;   // slabs of the per-channel gradients (dA, dD, dbias, dtw)
   at::Tensor du = empty_bel(u, true);
-  at::Tensor dA = at::zeros_like(A);
-  // one slab of x_proj-output rows per channel chunk, every element written by the kernel where it runs
-  at::Tensor dxp = E > 0 ? at::empty({chunks, Bsz, L, R + 2 * N}, u.options())
-                         : at::zeros({chunks, Bsz, L, R + 2 * N}, u.options());
-  at::Tensor ddtw = at::zeros_like(dtw);
-  at::Tensor dD = D ? at::zeros_like(*D) : at::empty({0}, u.options());
+  // every element of these written by the kernel where it runs
+  at::Tensor dA = at::empty({wslabs, E, N}, u.options());
+  at::Tensor dxp = at::empty({rslabs, Bsz, L, R + 2 * N}, u.options());
+  at::Tensor ddtw = at::empty({wslabs, E, R}, u.options());
+  at::Tensor dD = at::empty({wslabs, D ? E : 0}, u.options());
   if (dz_out)
     TORCH_CHECK(z && dz_out->sizes() == u.sizes() && dz_out->scalar_type() == at::kFloat && dz_out->stride(1) == 1,
                 "backward_dt: dz_out needs z and must be (B, E, L) float32 channel-last");
   at::Tensor dz = !z ? at::empty({0}, u.options()) : dz_out ? *dz_out : empty_bel(u, true);
-  at::Tensor dbias = bias ? at::zeros_like(*bias) : at::empty({0}, u.options());
-  at::Tensor dscp = scale ? at::zeros({chunks, Bsz}, u.options()) : at::empty({0}, u.options());
+  at::Tensor dbias = at::empty({wslabs, bias ? E : 0}, u.options());
+  at::Tensor dscp = scale ? at::zeros({rslabs, Bsz}, u.options()) : at::empty({0}, u.options());
+  const bool runs = DYVM_LANES && Bsz > 0 && E > 0 && L > 0;
+  if (!runs)  // the sums over no terms
+    dA.zero_(), dxp.zero_(), ddtw.zero_(), dD.zero_(), dbias.zero_();
 #if DYVM_LANES
-  if (Bsz > 0 && E > 0 && L > 0) {
+  if (runs) {
     at::Tensor no_ddelta = at::empty({0}, u.options());  // dΔ is not written: dt's and dt_proj's gradients are
     Grads<float> g = grads_of<float>(du, no_ddelta, dz, dA, dxp, dxp, dD, dbias);
     g.ddtl = dxp.data_ptr<float>();
@@ -2300,13 +2309,32 @@ std::vector<at::Tensor> scan_backward_dt(const at::Tensor& gout, const at::Tenso
     g.ddtw = ddtw.data_ptr<float>();
     const Strided<float> go = strided<float>(gout);
     at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
-      for (int64_t c = c0; c < c1; ++c)
-        backward_lanes16(a, go, g, c, 16 * (c * units / chunks), 16 * ((c + 1) * units / chunks));
+      for (int64_t c = c0; c < c1; ++c) {
+        if (!by_images) {
+          backward_lanes16(a, go, g, c, 16 * (c * units / chunks), 16 * ((c + 1) * units / chunks), 0, Bsz);
+          continue;
+        }
+        Grads<float> gc = g;  // this thread's slab of the per-channel gradients
+        gc.dA += c * E * N;
+        gc.ddtw += c * E * R;
+        if (gc.dD) gc.dD += c * E;
+        if (gc.dbias) gc.dbias += c * E;
+        backward_lanes16(a, go, gc, 0, 0, E, c * Bsz / chunks, (c + 1) * Bsz / chunks);
+      }
     });
   }
 #endif
   if (dz_out) dz = at::empty({0}, u.options());
-  return {du, chunk_total(dxp), dA, dD, dz, dbias, ddtw, scale ? chunk_total(dscp) : dscp};
+  // the per-channel gradients' slabs summed in slab order (a few thousand floats: a plain loop, not an ATen call)
+  const auto slab_total = [&](at::Tensor& t) {
+    float* p = t.data_ptr<float>();
+    const int64_t n = t.numel() / wslabs;
+    for (int64_t c = 1; c < wslabs; ++c)
+      for (int64_t i = 0; i < n; ++i) p[i] += p[c * n + i];
+    return t[0];
+  };
+  return {du, chunk_total(dxp), slab_total(dA), slab_total(dD), dz, slab_total(dbias), slab_total(ddtw),
+          scale ? chunk_total(dscp) : dscp};
 }
 
 // ----------------------------- causal conv1d bindings ----------------------------------
