@@ -786,6 +786,67 @@ def test_narrow_linear_matches_linear_in_values_and_gradients():
     torch.autograd.gradcheck(narrow_linear, (x_dbl[..., :4].clone().requires_grad_(), weight.clone().requires_grad_()))
 
 
+def test_weight_grad_splits_rows_across_threads_with_the_products_values():
+    # in_proj's, out_proj's and x_proj's weight gradients in float32 training: grad (M, out)^T x (M, in) with the M
+    # rows split across the threads (each part on one thread, summed in thread order) from 2048 rows, one mm below;
+    # the same values as torch.mm up to float rounding, at every thread count; strided operands (x_proj's input is a
+    # view of channel-last memory)
+    ops = torch.ops.dyvm_scan
+    gen = torch.Generator().manual_seed(0)
+    threads = torch.get_num_threads()
+    try:
+        for n, rows in ((1, 6400), (2, 6400), (3, 5000), (2, 2047), (2, 2048)):
+            torch.set_num_threads(n)
+            grad = torch.randn(rows, 36, generator=gen)
+            x = torch.randn(rows, 3, 128, generator=gen)[:, 1]                     # rows strided by 384
+            want = (grad.double().t() @ x.double()).float()
+            got = ops.weight_grad(grad, x)
+            assert got.shape == (36, 128) and got.is_contiguous()
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
+            assert torch.equal(ops.weight_grad(grad, x), got)                         # deterministic
+            x.requires_grad_()                                                        # a saved activation
+            torch.testing.assert_close(ops.weight_grad(grad, x), got, rtol=0, atol=0)
+    finally:
+        torch.set_num_threads(threads)
+    with pytest.raises(RuntimeError, match="weight_grad: grad \\(M, out\\) and input \\(M, in\\) must be 2-D"):
+        ops.weight_grad(torch.randn(10, 4), torch.randn(11, 8))
+    with pytest.raises(RuntimeError, match="weight_grad: grad and input must share a dtype"):
+        ops.weight_grad(torch.randn(10, 4), torch.randn(10, 8, dtype=torch.float64))
+
+
+def test_projection_node_matches_linear_in_values_and_gradients():
+    # in_proj / out_proj in float32 CPU training take one node whose weight gradient is weight_grad: the same output
+    # as F.linear, the same input gradient, the weight gradient up to float rounding; it steps aside (plain F.linear)
+    # under autocast, without grad, and for non-contiguous inputs
+    from dyvm.kernels.mixer_ops import projection
+
+    gen = torch.Generator().manual_seed(1)
+    x0 = torch.randn(64, 50, 64, generator=gen)
+    w0 = torch.randn(256, 64, generator=gen) / 8
+    grad = torch.randn(64, 50, 256, generator=gen)
+    results = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)                                                    # weight_grad splits from 2 threads
+    try:
+        for fn in (projection, torch.nn.functional.linear):
+            x, w = x0.clone().requires_grad_(), w0.clone().requires_grad_()
+            out = fn(x, w)
+            out.backward(grad)
+            results.append((out.detach(), x.grad, w.grad, out.grad_fn.name()))
+    finally:
+        torch.set_num_threads(threads)
+    (out, dx, dw, node), (ref, rdx, rdw, _) = results
+    assert node == "_ProjectionBackward"
+    assert torch.equal(out, ref) and torch.equal(dx, rdx)
+    torch.testing.assert_close(dw, rdw, rtol=1e-5, atol=1e-5 * rdw.abs().max().item())
+    x, w = x0.clone().requires_grad_(), w0.clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert projection(x, w).grad_fn.name() != "_ProjectionBackward"
+    assert projection(x.transpose(0, 1), w).grad_fn.name() != "_ProjectionBackward"
+    with torch.no_grad():
+        assert torch.equal(projection(x, w), ref)
+
+
 def graph_nodes(out: torch.Tensor, name: str) -> int:
     """How many autograd nodes named ``name`` the graph behind ``out`` holds."""
     nodes, stack = set(), [out.grad_fn]

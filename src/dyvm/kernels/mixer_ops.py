@@ -12,6 +12,8 @@
   backward computes the gates' gradients as per-image dot products (no (B, E, L) temporaries).
 - :func:`narrow_linear`: ``F.linear`` for a narrow input (``dt_proj``: R = 4-12 features → E), whose
   backward multiplies in the orientation the CPU GEMM is fast at.
+- :func:`projection`: ``F.linear`` for ``in_proj`` and ``out_proj`` in float32 CPU training, whose weight gradient
+  splits the rows across the threads (the extension's ``weight_grad``).
 """
 from __future__ import annotations
 
@@ -127,6 +129,37 @@ def narrow_linear(x: Tensor, weight: Tensor) -> Tensor:
             or torch.is_autocast_enabled(x.device.type)):
         return F.linear(x, weight)
     return _NarrowLinear.apply(x, weight)
+
+
+class _Projection(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight):
+        ctx.save_for_backward(x, weight)
+        return F.linear(x, weight)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        from . import scan_cpp
+
+        x, weight = ctx.saved_tensors
+        g = grad.reshape(-1, weight.shape[0])                               # (M, out)
+        dx = torch.mm(g, weight).view(x.shape) if ctx.needs_input_grad[0] else None
+        dw = scan_cpp.weight_grad(g, x.reshape(-1, x.shape[-1])) if ctx.needs_input_grad[1] else None
+        return dx, dw
+
+
+def projection(x: Tensor, weight: Tensor) -> Tensor:
+    """``F.linear(x, weight)`` without bias: x (..., in), weight (out, in) → (..., out); in float32 CPU training (no
+    autocast) one node whose weight gradient splits the M rows across the threads (:func:`~dyvm.kernels.scan_cpp.
+    weight_grad`), the same values up to float rounding (its sum over rows runs in two parts)."""
+    from . import scan_cpp
+
+    if (not torch.is_grad_enabled() or not weight.requires_grad or tracing() or x.device.type != "cpu"
+            or x.dtype != torch.float32 or weight.dtype != torch.float32 or torch.is_autocast_enabled("cpu")
+            or not x.is_contiguous() or not scan_cpp.weight_grad_applies(x.numel() // x.shape[-1])):
+        return F.linear(x, weight)
+    return _Projection.apply(x, weight)
 
 
 def ssm_inputs(u: Tensor, x_proj_weight: Tensor, dt_proj_weight: Tensor, d_state: int,

@@ -249,12 +249,26 @@ class _SelectiveScanCpp(torch.autograd.Function):
                 dbias if args[7] is not None else None, None, None)
 
 
+def weight_grad_applies(rows: int) -> bool:
+    """Whether :func:`weight_grad` splits a product of ``rows`` rows across the threads (else it is one ``mm``)."""
+    return rows >= 2048 and torch.get_num_threads() > 1 and _load() is not None
+
+
+def weight_grad(grad: Tensor, x: Tensor) -> Tensor:
+    """A Linear's weight gradient grad (M, out)^T · x (M, in) → (out, in), float32 CPU: the extension's
+    ``weight_grad`` (the rows split across the threads, partials summed in thread order) where it is built, else
+    ``torch.mm``."""
+    if _load() is None:
+        return torch.mm(grad.t(), x)
+    return _module.weight_grad(grad, x)
+
+
 def _x_proj_backward(d_dbl: Tensor, u: Tensor, du: Tensor, x_proj_weight: Tensor) -> Tensor:
     """x_proj's backward in a training node: d_dbl (M, R + 2N) the gradient of its output, u and du (B, E, L)
     channel-last its input and the scan's gradient of it → x_proj's weight gradient (R + 2N, E); d_dbl · W_x is added
     into du in place (``addmm_``), where autograd would sum the two in a separate pass over (B, E, L)."""
     channels = u.shape[1]
-    d_weight = torch.mm(d_dbl.t(), u.transpose(1, 2).view(-1, channels))
+    d_weight = weight_grad(d_dbl, u.transpose(1, 2).view(-1, channels))
     du.transpose(1, 2).view(-1, channels).addmm_(d_dbl, x_proj_weight)
     return d_weight
 

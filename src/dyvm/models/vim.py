@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from ..kernels import causal_conv1d, mix_cpp
 from ..kernels.custom_ops import tracing
 from ..kernels.mix_cpp import forward_hooked, tree_hooked
-from ..kernels.mixer_ops import bidirectional_ssm, gated_sum, split_xz, ssm_branch, ssm_inputs
+from ..kernels.mixer_ops import bidirectional_ssm, gated_sum, projection, split_xz, ssm_branch, ssm_inputs
 from ..kernels.norm import RMSNorm, add_rms_norm_for_training
 from ..weights import resize_pos_embed
 from .config import ModelConfig
@@ -258,7 +258,7 @@ class BiMambaMixer(nn.Module):
         proj = self._modules["in_proj"]
         weight = proj._parameters["weight"]
         if forward_hooked(proj) or not mix_cpp.panel_applies(u, weight):
-            return proj(u)
+            return proj(u) if forward_hooked(proj) else projection(u, weight)
         return mix_cpp.linear(u, weight, self.packed_projections()[0], self.projection_panel("in_proj"))
 
     def project_out(self, y: Tensor) -> Tensor:
@@ -267,8 +267,8 @@ class BiMambaMixer(nn.Module):
         weight = proj._parameters["weight"]
         if forward_hooked(proj) or not mix_cpp.panel_applies(y, weight):
             if self.divide_out:  # (y / 2) W^T = y (W / 2)^T exactly (a power of two): halve the small weight
-                return F.linear(y, weight * 0.5)
-            return proj(y)
+                return projection(y, weight * 0.5)
+            return proj(y) if forward_hooked(proj) else projection(y, weight)
         out = mix_cpp.linear(y, weight, self.packed_projections()[1], self.projection_panel("out_proj"))
         return out * 0.5 if self.divide_out else out
 
