@@ -2275,7 +2275,7 @@ std::vector<at::Tensor> scan_backward_dt(const at::Tensor& gout, const at::Tenso
   // Work split: images across the threads (each image's dB, dC and dtl rows then come from one thread, and each
   // thread reads and writes whole rows of u, grad_out, z, du and dz), or, with fewer images than threads, channel
   // blocks (each thread a slab of those partials, summed after). Split by images the call takes 0.95x the time at the
-  // demo's shapes (interleaved in one process; docs/speed/log.md "The training scan's backward split by images").
+  // demo's shapes (interleaved in one process; docs/speed/log.md "The training step's work split by images and rows").
   const int64_t units = E / 16, threads = at::get_num_threads();
   const bool by_images = Bsz >= threads;
   const int64_t chunks = by_images ? std::max<int64_t>(1, threads) : std::max<int64_t>(1, std::min(units, threads));
@@ -3175,8 +3175,8 @@ std::vector<at::Tensor> rms_norm_backward(const at::Tensor& grad_out, const at::
 // threads, each thread's product on one thread (MKL runs single-threaded inside a parallel region), the partials
 // summed in thread order. MKL's own threading splits the small (out, in) result instead, each thread reading all M
 // rows of both operands; at the demo's shapes (M = 6400; in_proj's, out_proj's and x_proj's weights) the split takes
-// 0.76-0.90x the time (docs/speed/log.md "Weight gradients with the rows split across the threads"). Fewer than
-// 1024 rows per thread: one at::mm.
+// 0.76-1.02x the time alone and the Vim step 0.95x (docs/speed/log.md "The training step's work split by images and
+// rows"). Fewer than 1024 rows per thread: one at::mm.
 at::Tensor weight_grad(const at::Tensor& grad, const at::Tensor& input) {
   TORCH_CHECK(grad.dim() == 2 && input.dim() == 2 && grad.size(0) == input.size(0),
               "weight_grad: grad (M, out) and input (M, in) must be 2-D with the same rows");
