@@ -157,7 +157,7 @@ def projection(x: Tensor, weight: Tensor) -> Tensor:
 
     if (not torch.is_grad_enabled() or not weight.requires_grad or tracing() or x.device.type != "cpu"
             or x.dtype != torch.float32 or weight.dtype != torch.float32 or torch.is_autocast_enabled("cpu")
-            or not x.is_contiguous() or not scan_cpp.weight_grad_applies(x.numel() // x.shape[-1])):
+            or not x.is_contiguous() or not scan_cpp.weight_grad_applies(x.numel() // max(1, x.shape[-1]))):
         return F.linear(x, weight)
     return _Projection.apply(x, weight)
 

@@ -3176,7 +3176,7 @@ std::vector<at::Tensor> rms_norm_backward(const at::Tensor& grad_out, const at::
 // summed in thread order. MKL's own threading splits the small (out, in) result instead, each thread reading all M
 // rows of both operands; at the demo's shapes (M = 6400; in_proj's, out_proj's and x_proj's weights) the split takes
 // 0.76-1.02x the time alone and the Vim step 0.95x (docs/speed/log.md "The training step's work split by images and
-// rows"). Fewer than 1024 rows per thread: one at::mm.
+// rows"). At most one part per thread and per 1024 rows; under 2048 rows (or not float32): one at::mm.
 at::Tensor weight_grad(const at::Tensor& grad, const at::Tensor& input) {
   TORCH_CHECK(grad.dim() == 2 && input.dim() == 2 && grad.size(0) == input.size(0),
               "weight_grad: grad (M, out) and input (M, in) must be 2-D with the same rows");
