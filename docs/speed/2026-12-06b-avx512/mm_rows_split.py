@@ -2,7 +2,6 @@
 # thread, against MKL's own 2-thread product; and row-split forward / input-gradient products for comparison. Caches
 # flushed before each call (as inside a step). `python mm_rows_split.py` (builds a small extension with load_inline).
 import statistics
-import sys
 import tempfile
 import time
 
@@ -43,31 +42,37 @@ at::Tensor mm_nt_msplit(const at::Tensor& a, const at::Tensor& w) {
   return out;
 }
 """
-m = load_inline("ksplit_x", cpp_sources=src, functions=["mm_tn_ksplit", "mm_nt_msplit"], extra_cflags=["-O2", "-fopenmp"], build_directory=tempfile.mkdtemp(), verbose=False)
+m = load_inline("ksplit_x", cpp_sources=src, functions=["mm_tn_ksplit", "mm_nt_msplit"], extra_cflags=["-O2", "-fopenmp"],
+                build_directory=tempfile.mkdtemp(), verbose=False)
 torch.set_num_threads(2)
 flush = torch.empty(64 << 20 >> 2)
 res = {}
+
+
+def time_arms(name, arms):
+    """Each arm's median call time over 20 calls, caches flushed before each, into res[(name, arm)]."""
+    for arm, f in arms.items():
+        for _ in range(3):
+            f()
+        ts = []
+        for _ in range(20):
+            flush.add_(1.0)
+            t = time.perf_counter()
+            f()
+            ts.append(time.perf_counter() - t)
+        res.setdefault((name, arm), []).append(statistics.median(ts) * 1e3)
+
+
 for rnd in range(6):
     for name, (K, M, N) in {"in_dW": (6400, 256, 64), "out_dW": (6400, 64, 128), "xp_dW": (6400, 36, 128)}.items():
         g = torch.randn(K, M); x = torch.randn(K, N)
         ref = torch.mm(g.t(), x); got = m.mm_tn_ksplit(g, x)
         assert torch.allclose(ref, got, rtol=1e-4, atol=1e-2), (ref - got).abs().max()
-        for arm, f in {"mkl": lambda: torch.mm(g.t(), x), "ksplit": lambda: m.mm_tn_ksplit(g, x)}.items():
-            for _ in range(3): f()
-            ts = []
-            for _ in range(20):
-                flush.add_(1.0)
-                t = time.perf_counter(); f(); ts.append(time.perf_counter() - t)
-            res.setdefault((name, arm), []).append(statistics.median(ts) * 1e3)
-    for name, (M, K, N) in {"in_fwd": (6400, 64, 256), "out_fwd": (6400, 128, 64), "xp_fwd": (6400, 128, 36), "in_dX": (6400, 256, 64), "out_dX": (6400, 64, 128)}.items():
+        time_arms(name, {"mkl": lambda: torch.mm(g.t(), x), "ksplit": lambda: m.mm_tn_ksplit(g, x)})
+    for name, (M, K, N) in {"in_fwd": (6400, 64, 256), "out_fwd": (6400, 128, 64), "xp_fwd": (6400, 128, 36),
+                            "in_dX": (6400, 256, 64), "out_dX": (6400, 64, 128)}.items():
         a = torch.randn(M, K); w = torch.randn(N, K)
-        for arm, f in {"mkl": lambda: torch.mm(a, w.t()), "msplit": lambda: m.mm_nt_msplit(a, w)}.items():
-            for _ in range(3): f()
-            ts = []
-            for _ in range(20):
-                flush.add_(1.0)
-                t = time.perf_counter(); f(); ts.append(time.perf_counter() - t)
-            res.setdefault((name, arm), []).append(statistics.median(ts) * 1e3)
+        time_arms(name, {"mkl": lambda: torch.mm(a, w.t()), "msplit": lambda: m.mm_nt_msplit(a, w)})
 names = sorted({k[0] for k in res})
 for n in names:
     arms = [k for k in res if k[0] == n]

@@ -105,36 +105,14 @@ def gated_sum(y_f: Tensor, y_b: Tensor, g_f: Optional[Tensor], g_b: Optional[Ten
     return _GatedSum.apply(y_f, y_b, g_f, g_b)
 
 
-class _NarrowLinear(torch.autograd.Function):
+class _LinearNoBias(torch.autograd.Function):
+    """``F.linear(x, weight)`` with a backward for the CPU's GEMM: ``narrow`` (few input features) transposes its
+    products; otherwise the weight gradient splits the rows across the threads."""
+
     @staticmethod
-    def forward(ctx, x, weight):
+    def forward(ctx, x, weight, narrow):
         ctx.save_for_backward(x, weight)
-        return F.linear(x, weight)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        x, weight = ctx.saved_tensors
-        g = grad.reshape(-1, weight.shape[0])                               # (M, E)
-        # autograd's own products, g @ W (M, R) and g.T @ x (E, R), have an output only R wide, which
-        # the CPU GEMM runs 2-6x slower than the same products transposed (docs/speed/2026-12-03e-avx2)
-        dx = torch.mm(weight.t(), g.t()).t().reshape(x.shape) if ctx.needs_input_grad[0] else None
-        dw = torch.mm(x.reshape(-1, x.shape[-1]).t(), g).t().contiguous() if ctx.needs_input_grad[1] else None
-        return dx, dw
-
-
-def narrow_linear(x: Tensor, weight: Tensor) -> Tensor:
-    """``F.linear(x, weight)`` without bias: x (..., R), weight (E, R) → (..., E), for small R."""
-    if (not torch.is_grad_enabled() or not (x.requires_grad or weight.requires_grad)
-            or torch.is_autocast_enabled(x.device.type)):
-        return F.linear(x, weight)
-    return _NarrowLinear.apply(x, weight)
-
-
-class _Projection(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weight):
-        ctx.save_for_backward(x, weight)
+        ctx.narrow = narrow
         return F.linear(x, weight)
 
     @staticmethod
@@ -144,9 +122,29 @@ class _Projection(torch.autograd.Function):
 
         x, weight = ctx.saved_tensors
         g = grad.reshape(-1, weight.shape[0])                               # (M, out)
-        dx = torch.mm(g, weight).view(x.shape) if ctx.needs_input_grad[0] else None
-        dw = scan_cpp.weight_grad(g, x.reshape(-1, x.shape[-1])) if ctx.needs_input_grad[1] else None
-        return dx, dw
+        x2 = x.reshape(-1, x.shape[-1])                                     # (M, in)
+        dx = dw = None
+        if ctx.narrow:
+            # autograd's own products, g @ W (M, R) and g.T @ x (E, R), have an output only R wide, which
+            # the CPU GEMM runs 2-6x slower than the same products transposed (docs/speed/2026-12-03e-avx2)
+            if ctx.needs_input_grad[0]:
+                dx = torch.mm(weight.t(), g.t()).t().reshape(x.shape)
+            if ctx.needs_input_grad[1]:
+                dw = torch.mm(x2.t(), g).t().contiguous()
+        else:
+            if ctx.needs_input_grad[0]:
+                dx = torch.mm(g, weight).reshape(x.shape)
+            if ctx.needs_input_grad[1]:
+                dw = scan_cpp.weight_grad(g, x2)
+        return dx, dw, None
+
+
+def narrow_linear(x: Tensor, weight: Tensor) -> Tensor:
+    """``F.linear(x, weight)`` without bias: x (..., R), weight (E, R) → (..., E), for small R."""
+    if (not torch.is_grad_enabled() or not (x.requires_grad or weight.requires_grad)
+            or torch.is_autocast_enabled(x.device.type)):
+        return F.linear(x, weight)
+    return _LinearNoBias.apply(x, weight, True)
 
 
 def projection(x: Tensor, weight: Tensor) -> Tensor:
@@ -159,7 +157,7 @@ def projection(x: Tensor, weight: Tensor) -> Tensor:
             or x.dtype != torch.float32 or weight.dtype != torch.float32 or torch.is_autocast_enabled("cpu")
             or not x.is_contiguous() or not scan_cpp.weight_grad_applies(x.numel() // max(1, x.shape[-1]))):
         return F.linear(x, weight)
-    return _Projection.apply(x, weight)
+    return _LinearNoBias.apply(x, weight, False)
 
 
 def ssm_inputs(u: Tensor, x_proj_weight: Tensor, dt_proj_weight: Tensor, d_state: int,
