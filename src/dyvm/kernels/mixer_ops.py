@@ -122,20 +122,14 @@ class _LinearNoBias(torch.autograd.Function):
 
         x, weight = ctx.saved_tensors
         g = grad.reshape(-1, weight.shape[0])                               # (M, out)
-        x2 = x.reshape(-1, x.shape[-1])                                     # (M, in)
         dx = dw = None
-        if ctx.narrow:
-            # autograd's own products, g @ W (M, R) and g.T @ x (E, R), have an output only R wide, which
-            # the CPU GEMM runs 2-6x slower than the same products transposed (docs/speed/2026-12-03e-avx2)
-            if ctx.needs_input_grad[0]:
-                dx = torch.mm(weight.t(), g.t()).t().reshape(x.shape)
-            if ctx.needs_input_grad[1]:
-                dw = torch.mm(x2.t(), g).t().contiguous()
-        else:
-            if ctx.needs_input_grad[0]:
-                dx = torch.mm(g, weight).reshape(x.shape)
-            if ctx.needs_input_grad[1]:
-                dw = scan_cpp.weight_grad(g, x2)
+        if ctx.needs_input_grad[0]:
+            # narrow: autograd's own products, g @ W (M, R) and g.T @ x (E, R), have an output only R wide,
+            # which the CPU GEMM runs 2-6x slower than the same products transposed (docs/speed/2026-12-03e-avx2)
+            dx = (torch.mm(weight.t(), g.t()).t() if ctx.narrow else torch.mm(g, weight)).reshape(x.shape)
+        if ctx.needs_input_grad[1]:
+            x2 = x.reshape(-1, x.shape[-1])                                 # (M, in)
+            dw = torch.mm(x2.t(), g).t().contiguous() if ctx.narrow else scan_cpp.weight_grad(g, x2)
         return dx, dw, None
 
 

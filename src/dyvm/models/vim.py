@@ -257,18 +257,21 @@ class BiMambaMixer(nn.Module):
         on the packed weight, the route and values of the fused blocks."""
         proj = self._modules["in_proj"]
         weight = proj._parameters["weight"]
-        if forward_hooked(proj) or not mix_cpp.panel_applies(u, weight):
-            return proj(u) if forward_hooked(proj) else projection(u, weight)
+        if forward_hooked(proj):
+            return proj(u)
+        if not mix_cpp.panel_applies(u, weight):
+            return projection(u, weight)
         return mix_cpp.linear(u, weight, self.packed_projections()[0], self.projection_panel("in_proj"))
 
     def project_out(self, y: Tensor) -> Tensor:
         """``out_proj`` of the summed branches, halved with ``divide_out``: y (B, L, E) → (B, L, D)."""
         proj = self._modules["out_proj"]
         weight = proj._parameters["weight"]
-        if forward_hooked(proj) or not mix_cpp.panel_applies(y, weight):
+        hooked = forward_hooked(proj)
+        if hooked or not mix_cpp.panel_applies(y, weight):
             if self.divide_out:  # (y / 2) W^T = y (W / 2)^T exactly (a power of two): halve the small weight
                 return projection(y, weight * 0.5)
-            return proj(y) if forward_hooked(proj) else projection(y, weight)
+            return proj(y) if hooked else projection(y, weight)
         out = mix_cpp.linear(y, weight, self.packed_projections()[1], self.projection_panel("out_proj"))
         return out * 0.5 if self.divide_out else out
 

@@ -2015,6 +2015,16 @@ at::Tensor chunk_total(const at::Tensor& partials) {
   return partials.size(0) == 1 ? partials[0] : partials.sum(0);
 }
 
+// The same for small float32 partials (K, ...) of a few thousand elements: added into slab 0 in a plain loop, in slab
+// order (an ATen sum's dispatch and output cost more than the adds), slab 0 returned
+at::Tensor small_chunk_total(at::Tensor& partials) {
+  float* p = partials.data_ptr<float>();
+  const int64_t K = partials.size(0), n = K ? partials.numel() / K : 0;
+  for (int64_t c = 1; c < K; ++c)
+    for (int64_t i = 0; i < n; ++i) p[i] += p[c * n + i];
+  return partials[0];
+}
+
 template <typename T>
 Strided<T> strided(const at::Tensor& t) {
   return {t.data_ptr<T>(), t.stride(0), t.stride(1), t.stride(2)};
@@ -2325,16 +2335,8 @@ std::vector<at::Tensor> scan_backward_dt(const at::Tensor& gout, const at::Tenso
   }
 #endif
   if (dz_out) dz = at::empty({0}, u.options());
-  // the per-channel gradients' slabs summed in slab order (a few thousand floats: a plain loop, not an ATen call)
-  const auto slab_total = [&](at::Tensor& t) {
-    float* p = t.data_ptr<float>();
-    const int64_t n = t.numel() / wslabs;
-    for (int64_t c = 1; c < wslabs; ++c)
-      for (int64_t i = 0; i < n; ++i) p[i] += p[c * n + i];
-    return t[0];
-  };
-  return {du, chunk_total(dxp), slab_total(dA), slab_total(dD), dz, slab_total(dbias), slab_total(ddtw),
-          scale ? chunk_total(dscp) : dscp};
+  return {du, chunk_total(dxp), small_chunk_total(dA), small_chunk_total(dD), dz, small_chunk_total(dbias),
+          small_chunk_total(ddtw), scale ? chunk_total(dscp) : dscp};
 }
 
 // ----------------------------- causal conv1d bindings ----------------------------------
@@ -3193,11 +3195,7 @@ at::Tensor weight_grad(const at::Tensor& grad, const at::Tensor& input) {
       at::mm_out(out, grad.slice(0, m0, m1).t(), input.slice(0, m0, m1));
     }
   });
-  float* p = part.data_ptr<float>();
-  const int64_t n = part[0].numel();
-  for (int64_t c = 1; c < chunks; ++c)
-    for (int64_t i = 0; i < n; ++i) p[i] += p[c * n + i];
-  return part[0];
+  return small_chunk_total(part);
 }
 
 // A whole block at inference: Block.add_norm (residual' = residual + hidden, or hidden itself at layer 0;
