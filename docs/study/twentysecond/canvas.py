@@ -1,0 +1,193 @@
+"""Twenty-second round: does learnt token selection beat static selection where the garment moves?
+
+Every Fashion-MNIST image (both splits, all 70,000) is placed on a black 56 x 56 canvas at an offset drawn once
+per image (uniform in 0..28 on each axis, from a fixed seed per split), and the Vim sees it through 8-px patches:
+49 patch tokens as in the demo (same sequence length, same cost a step), of which the garment covers 16-25 and
+the rest is background. The demo's recipe otherwise: a teacher trained with TEACHER_RECIPE's options, then DyVM
+and the trained nested static / random baselines fine-tuned from it with the demo's fine-tuning options.
+
+Usage:
+  python docs/study/twentysecond/canvas.py teacher OUTDIR [EPOCHS]
+  python docs/study/twentysecond/canvas.py finetune RULE PRUNING_LOC RHO TEACHER OUTDIR [SEED] [EPOCHS]
+    RULE: dyvm (the demo's DyVM recipe) | dyvm_probs (its keep-ratio loss on p(keep):
+          --keep-ratio-source probabilities) | dyvm_probs_noise1 (and the top-k sampler's Gumbel noise:
+          --token-noise 1) | dyvm_probs_tail (and the pruned tail kept in training: --no-drop-pruned-tail) |
+          dyvm_gumbel (the paper's per-token Gumbel-softmax sampler: --token-sampler gumbel) | static | random (the demo's trained nested baselines) |
+          ink (an oracle, not a method: every stage keeps the patches with the most garment in the input image,
+          in training and at inference; the DyVM's predictor unused) | influence (an oracle: the frozen teacher's
+          class-token influence selects, study.InfluenceSelection) | dyvm_guided (dyvm_probs plus a BCE pulling
+          p(keep) toward the influence oracle's selection at every stage, weight 1) | dyvm_guided_stage (the same with
+          the influence at the stage's own layer only, not summed over the layers after it: one layer's cost)
+"""
+import contextlib
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+from PIL import Image
+
+import dyvm.data
+from dyvm.demo import MODEL, PLANS, TEACHER_RECIPE, finetune_options
+from dyvm.engine import train
+
+CANVAS, PATCH = 56, 8
+_plain_init = dyvm.data.FashionMNIST.__init__
+
+
+def _canvas_init(self, root=None, split="train", transform=None, channels=1, download=False):
+    _plain_init(self, root, split, transform, channels, download)
+    n, size = len(self.images), self.images.shape[1]
+    offsets = np.random.default_rng({"train": 1, "test": 2}[split]).integers(0, CANVAS - size + 1, size=(n, 2))
+    canvas = np.zeros((n, CANVAS, CANVAS), dtype=self.images.dtype)
+    for i, (y, x) in enumerate(offsets):  # once per dataset, not per step
+        canvas[i, y:y + size, x:x + size] = self.images[i]
+    self.images, self.offsets = canvas, offsets
+
+
+# PLAIN=1: the demo's own centred 28-px images and 4-px patches (for the oracle on the demo's data)
+PLAIN = os.environ.get("PLAIN") == "1"
+if not PLAIN:
+    dyvm.data.FashionMNIST.__init__ = _canvas_init
+CANVAS_MODEL = MODEL if PLAIN else dict(MODEL, img_size=CANVAS, patch_size=PATCH)
+
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "scripts"))
+from study import ForcedSelection, InfluenceSelection, teacher_influence, test_against_teacher  # noqa: E402
+# (the study runner's oracle selections and evaluation; the canvas data reaches them through the patch above)
+
+
+@torch.no_grad()
+def stage_influence(teacher, x, layers) -> dict:
+    """study.teacher_influence for ``layers`` only: {layer: (B, M) each patch's share of the influence on the class
+    token at that layer's mixer}."""
+    from study import token_influence
+
+    inputs = {}
+    hooks = [teacher.layers[i].mixer.register_forward_hook(lambda m, a, o, i=i: inputs.__setitem__(i, a[0]))
+             for i in layers]
+    try:
+        teacher.forward_detailed(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    shares = {}
+    for i, u in inputs.items():
+        cls = u.shape[1] // 2
+        w = token_influence(teacher.layers[i].mixer, u, cls)
+        w = torch.cat([w[:, :cls], w[:, cls + 1:]], 1)
+        shares[i] = w / w.sum(1, keepdim=True)
+    return shares
+
+
+def influence_guided_loss(weight: float, stage_layer_only: bool = False):
+    """Patch DyVMLoss: add ``weight`` x the stages' mean BCE(the predictor's p(keep), the frozen teacher's selection).
+    The teacher's selection at a stage: of the live patches, the stage's count with the largest class-token influence
+    summed over the stage's layer and the ones after it (study.InfluenceSelection's rule), read in the stage's own
+    slot order (kept patches first, in order, as TokenSequence.rearrange lays them out). Needs
+    keep_ratio_source="probabilities" (the output's keep_shares are then p(keep)) and the dropped pruned tail."""
+    import torch.nn.functional as F
+
+    from dyvm.losses import DyVMLoss
+    from dyvm.models.tokens import kept_first_order
+
+    plain = DyVMLoss.forward
+
+    def forward(self, inputs, outputs, targets):
+        loss, parts = plain(self, inputs, outputs, targets)
+        shares = (stage_influence(self.teacher, inputs, STAGE_LAYER) if stage_layer_only
+                  else teacher_influence(self.teacher, inputs, STAGE_LAYER[0]))
+        batch, m = outputs.decisions[0].shape
+        order = torch.arange(m).expand(batch, m)                    # the patch at each live slot
+        bce = 0.0
+        for k, loc in enumerate(STAGE_LAYER):
+            live = order.shape[1]
+            decision = outputs.decisions[k].detach()[:, :live]
+            keep = int(decision[0].sum().round().item())
+            layers = [loc] if stage_layer_only else range(loc, self.teacher.depth)
+            score = sum(shares[j] for j in layers).gather(1, order)
+            target = torch.zeros_like(score).scatter_(1, score.topk(keep, 1).indices, 1.0)
+            p = outputs.keep_shares[k][:, :live].float().clamp(1e-6, 1 - 1e-6)
+            bce = bce + F.binary_cross_entropy(p, target)
+            order = order.gather(1, kept_first_order(decision)[:, :keep])
+        if not torch.equal(order, outputs.current_pos.cpu()):  # the slot orders followed as the model laid them out
+            raise RuntimeError("influence_guided_loss: stage slot orders do not match the model's patch ids")
+        bce = bce / len(STAGE_LAYER)
+        parts["influence_bce"] = float(bce.detach())
+        return loss + weight * bce, parts
+
+    DyVMLoss.forward = forward
+
+
+STAGE_LAYER = []
+
+
+class InkSelection(ForcedSelection):
+    """Each stage keeps the live patches whose input pixels (normalised, so relative to the background) sum highest:
+    where the garment is, known from the image itself (nested, exactly each stage's count)."""
+
+    def masks(self, model, x):
+        p = model.patch_embed.patch_size
+        ink = x.float().unfold(2, p, p).unfold(3, p, p).sum((1, 4, 5)).flatten(1)  # (B, M)
+        ink = ink + 1e-4 * torch.arange(ink.shape[1], dtype=ink.dtype)  # ties (background) by slot: deterministic
+        live, masks = None, []
+        for keep in model.keep_counts():
+            score = ink if live is None else ink.masked_fill(~live, float("-inf"))
+            live = torch.zeros_like(score, dtype=torch.bool).scatter_(1, score.topk(keep, 1).indices, True)
+            masks.append(live)
+        return masks
+
+
+def main() -> None:
+    what = sys.argv[1]
+    t0 = time.time()
+    if what == "teacher":
+        out = sys.argv[2]
+        epochs = int(sys.argv[3]) if len(sys.argv) > 3 else TEACHER_RECIPE["epochs"]
+        summary = train(**dict(TEACHER_RECIPE, **CANVAS_MODEL, epochs=epochs, output=out, threads=2, no_progress=True))
+        res = dict(what="teacher", epochs=epochs, val_top1=summary["best_acc"], history=summary["history"],
+                   checkpoint=summary["best_checkpoint"], seconds=time.time() - t0)
+    elif what == "finetune":
+        rule, loc, rho, teacher, out = sys.argv[2], [int(v) for v in sys.argv[3].split(",")], float(sys.argv[4]), \
+            sys.argv[5], sys.argv[6]
+        seed = int(sys.argv[7]) if len(sys.argv) > 7 else 0
+        rules = {"dyvm": {}, "dyvm_probs": dict(keep_ratio_source="probabilities"),
+                 "dyvm_probs_noise1": dict(keep_ratio_source="probabilities", token_noise=1.0),
+                 "dyvm_probs_tail": dict(keep_ratio_source="probabilities", drop_pruned_tail=False),
+                 "dyvm_gumbel": dict(token_sampler="gumbel"),
+                 "dyvm_guided": dict(keep_ratio_source="probabilities"),
+                 "dyvm_guided_stage": dict(keep_ratio_source="probabilities"), "influence": dict(token_sampler="topk"),
+                 "static": dict(score="static", baseline_masks="nested"),
+                 "random": dict(score="random", baseline_masks="nested"), "ink": dict(token_sampler="topk")}
+        opts = dict(output=out, seed=seed, pruning_loc=loc, token_keep_ratio=rho, threads=2, no_progress=True,
+                    **CANVAS_MODEL, **rules[rule])
+        if len(sys.argv) > 8:
+            opts["epochs"] = int(sys.argv[8])
+        if os.environ.get("SMOKE") == "1":  # a check of the script, not a result
+            opts.update(subset=512, epochs=1)
+        if rule in ("dyvm_guided", "dyvm_guided_stage"):
+            STAGE_LAYER.extend(loc)
+            influence_guided_loss(1.0, stage_layer_only=rule == "dyvm_guided_stage")
+        oracle = (InkSelection() if rule == "ink" else InfluenceSelection(teacher) if rule == "influence"
+                  else contextlib.nullcontext())
+        with oracle:
+            summary = train(**finetune_options(PLANS["default"], teacher, **opts))
+            tested = test_against_teacher(summary["best_checkpoint"], teacher)
+        stats = tested["stats"]
+        res = dict(what="finetune", rule=rule, pruning_loc=loc, token_keep_ratio=rho, seed=seed, top1=stats["top1"],
+                   teacher_top1=tested["teacher_stats"]["top1"], flops_cut=tested["flops_cut"],
+                   token_keep=stats.get("token_keep"), keep_ties=stats.get("keep_ties"),
+                   branch_keep_mean=stats.get("branch_keep_mean"), history=summary["history"],
+                   seconds=time.time() - t0)
+    else:
+        raise SystemExit("first argument: teacher or finetune")
+    res["date"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    res["command"] = "python docs/study/twentysecond/canvas.py " + " ".join(sys.argv[1:])
+    json.dump(res, open(os.path.join(out, "result.json"), "w"), indent=1)
+    print(json.dumps({k: v for k, v in res.items() if k != "history"}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+#!/bin/bash
+# Twenty-second round (session 42, 2026-12-06, the AMD Zen 4 AVX-512 kind, alone, one run at a time): Fashion-MNIST
+# on a 56-px canvas at a random per-image offset, 8-px patches (canvas.py's docstring). Each spec "RULE LOC RHO SEED".
+# The round ran, in this order (05:51-08:00 UTC):
+#   python docs/study/twentysecond/canvas.py teacher /work/runs/s42/teacher 6        (-> canvas_teacher_6ep.pth)
+#   bash docs/study/twentysecond/commands.sh "dyvm 5,6,7 0.3 0" "static 5,6,7 0.3 0" "dyvm 2 0.57 0" "static 2 0.57 0"
+#   bash docs/study/twentysecond/commands.sh "dyvm_probs 5,6,7 0.3 0" "dyvm_probs 2 0.57 0" "random 5,6,7 0.3 0"
+#   bash docs/study/twentysecond/commands.sh "ink 2 0.57 0" "ink 5,6,7 0.3 0"
+#   PLAIN=1 bash docs/study/twentysecond/commands.sh "ink 5,6,7 0.3 0" "ink 2 0.57 0"
+#   bash docs/study/twentysecond/commands.sh "influence 2 0.57 0" "dyvm_guided 2 0.57 0"
+#   PLAIN=1 bash docs/study/twentysecond/commands.sh "dyvm_guided 5,6,7 0.3 0"
+#   bash docs/study/twentysecond/commands.sh "dyvm_guided 5,6,7 0.3 0" "static 2 0.57 1" "dyvm_guided 2 0.57 1"
+#   bash docs/study/twentysecond/commands.sh "dyvm_guided_stage 2 0.57 0"
+#   python docs/study/twentysecond/paired.py /work/runs/s42 ...   (paired.txt's first line)
+# (The teacher path below is that run's output; canvas_teacher_6ep.pth is the same file.)
+T=/work/runs/s42/teacher/best.pth; P=
+if [ "$PLAIN" = 1 ]; then T=$(python -c "from dyvm.demo import shipped_teacher; print(shipped_teacher()[0])"); P=plain_; fi
+for spec in "$@"; do
+  set -- $spec
+  name=$P${1}_loc${2//,/}_rho${3}_seed$4
+  python docs/study/twentysecond/canvas.py finetune $1 $2 $3 $T /work/runs/s42/$name $4
+  cp /work/runs/s42/$name/result.json docs/study/twentysecond/$name.json
+done
+# The oracle on the demo's own centred 28-px images (PLAIN=1, the shipped teacher): each spec "RULE LOC RHO SEED".
