@@ -1,7 +1,7 @@
 #!/bin/bash
 # Twenty-second round (session 42, 2026-12-06, the AMD Zen 4 AVX-512 kind, alone, one run at a time): Fashion-MNIST
 # on a 56-px canvas at a random per-image offset, 8-px patches (canvas.py's docstring). Each spec "RULE LOC RHO SEED".
-# The round ran, in this order (05:51-08:00 UTC):
+# The round ran, in this order (05:51-08:26 UTC):
 #   python docs/study/twentysecond/canvas.py teacher /work/runs/s42/teacher 6        (-> canvas_teacher_6ep.pth)
 #   bash docs/study/twentysecond/commands.sh "dyvm 5,6,7 0.3 0" "static 5,6,7 0.3 0" "dyvm 2 0.57 0" "static 2 0.57 0"
 #   bash docs/study/twentysecond/commands.sh "dyvm_probs 5,6,7 0.3 0" "dyvm_probs 2 0.57 0" "random 5,6,7 0.3 0"
@@ -11,6 +11,7 @@
 #   PLAIN=1 bash docs/study/twentysecond/commands.sh "dyvm_guided 5,6,7 0.3 0"
 #   bash docs/study/twentysecond/commands.sh "dyvm_guided 5,6,7 0.3 0" "static 2 0.57 1" "dyvm_guided 2 0.57 1"
 #   bash docs/study/twentysecond/commands.sh "dyvm_guided_stage 2 0.57 0"
+#   bash docs/study/twentysecond/commands.sh "static 2 0.57 2" "dyvm_guided 2 0.57 2"     (08:11-08:26)
 #   python docs/study/twentysecond/paired.py /work/runs/s42 ...   (paired.txt's first line)
 # (The teacher path below is that run's output; canvas_teacher_6ep.pth is the same file.)
 T=/work/runs/s42/teacher/best.pth; P=
