@@ -312,12 +312,12 @@ def token_influence(mixer, u: torch.Tensor, position: int, chunk: int = 16) -> t
 
 
 @torch.no_grad()
-def teacher_influence(teacher, x: torch.Tensor, first: int) -> dict:
+def teacher_influence(teacher, x: torch.Tensor, first: int, layers: Optional[list] = None) -> dict:
     """{layer: (B, M) each patch's share of the influence on the class token} for layers ``first``.. of ``teacher``
-    (a Vim with its class token in the middle)."""
+    (a Vim with its class token in the middle), or for ``layers`` only where given."""
     inputs = {}
     hooks = [teacher.layers[i].mixer.register_forward_hook(lambda m, a, o, i=i: inputs.__setitem__(i, a[0]))
-             for i in range(first, teacher.depth)]
+             for i in (range(first, teacher.depth) if layers is None else layers)]
     try:
         teacher.forward_detailed(x)
     finally:
@@ -357,6 +357,18 @@ class ForcedSelection:
         DyVM.forward_train, DyVM.forward_inference = forward_train, forward_inference
         return self
 
+    @staticmethod
+    def nested_top_k(stage_scores: list, counts: list) -> list:
+        """S × (B, M) bool masks: at each stage the ``counts[k]`` patches of largest ``stage_scores[k]`` (B, M) among
+        those the previous stage kept (nested, exactly each stage's count)."""
+        live, masks = None, []
+        for score, keep in zip(stage_scores, counts):
+            if live is not None:
+                score = score.masked_fill(~live, float("-inf"))
+            live = torch.zeros_like(score, dtype=torch.bool).scatter_(1, score.topk(keep, 1).indices, True)
+            masks.append(live)
+        return masks
+
     def keep_indices(self, model, x: torch.Tensor, *args) -> list:
         """The masks (``args`` passed on to :meth:`masks`) as inference's forced keep sets: S × (B, K_s) ascending
         patch indices."""
@@ -384,14 +396,8 @@ class InfluenceSelection(ForcedSelection):
         :func:`teacher_influence` of ``x`` if already computed."""
         if shares is None:
             shares = teacher_influence(self.teacher, x, min(model.pruning_loc))
-        live, masks = None, []
-        for loc, keep in zip(model.pruning_loc, model.keep_counts()):
-            score = sign * sum(shares[j] for j in range(loc, self.teacher.depth))
-            if live is not None:
-                score = score.masked_fill(~live, float("-inf"))
-            live = torch.zeros_like(score, dtype=torch.bool).scatter_(1, score.topk(keep, 1).indices, True)
-            masks.append(live)
-        return masks
+        return self.nested_top_k([sign * sum(shares[j] for j in range(loc, self.teacher.depth))
+                                  for loc in model.pruning_loc], model.keep_counts())
 
 
 class ShiftedStaticSelection(ForcedSelection):

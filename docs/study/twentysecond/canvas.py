@@ -59,35 +59,13 @@ from study import ForcedSelection, InfluenceSelection, teacher_influence, test_a
 # (the study runner's oracle selections and evaluation; the canvas data reaches them through the patch above)
 
 
-@torch.no_grad()
-def stage_influence(teacher, x, layers) -> dict:
-    """study.teacher_influence for ``layers`` only: {layer: (B, M) each patch's share of the influence on the class
-    token at that layer's mixer}."""
-    from study import token_influence
-
-    inputs = {}
-    hooks = [teacher.layers[i].mixer.register_forward_hook(lambda m, a, o, i=i: inputs.__setitem__(i, a[0]))
-             for i in layers]
-    try:
-        teacher.forward_detailed(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    shares = {}
-    for i, u in inputs.items():
-        cls = u.shape[1] // 2
-        w = token_influence(teacher.layers[i].mixer, u, cls)
-        w = torch.cat([w[:, :cls], w[:, cls + 1:]], 1)
-        shares[i] = w / w.sum(1, keepdim=True)
-    return shares
-
-
-def influence_guided_loss(weight: float, stage_layer_only: bool = False):
+def influence_guided_loss(weight: float, stage_layers: list, stage_layer_only: bool = False):
     """Patch DyVMLoss: add ``weight`` x the stages' mean BCE(the predictor's p(keep), the frozen teacher's selection).
     The teacher's selection at a stage: of the live patches, the stage's count with the largest class-token influence
     summed over the stage's layer and the ones after it (study.InfluenceSelection's rule), read in the stage's own
     slot order (kept patches first, in order, as TokenSequence.rearrange lays them out). Needs
-    keep_ratio_source="probabilities" (the output's keep_shares are then p(keep)) and the dropped pruned tail."""
+    keep_ratio_source="probabilities" (the output's keep_shares are then p(keep)) and the dropped pruned tail.
+    ``stage_layer_only``: the influence at each stage's own layer only."""
     import torch.nn.functional as F
 
     from dyvm.losses import DyVMLoss
@@ -97,12 +75,11 @@ def influence_guided_loss(weight: float, stage_layer_only: bool = False):
 
     def forward(self, inputs, outputs, targets):
         loss, parts = plain(self, inputs, outputs, targets)
-        shares = (stage_influence(self.teacher, inputs, STAGE_LAYER) if stage_layer_only
-                  else teacher_influence(self.teacher, inputs, STAGE_LAYER[0]))
+        shares = teacher_influence(self.teacher, inputs, stage_layers[0], stage_layers if stage_layer_only else None)
         batch, m = outputs.decisions[0].shape
         order = torch.arange(m).expand(batch, m)                    # the patch at each live slot
         bce = 0.0
-        for k, loc in enumerate(STAGE_LAYER):
+        for k, loc in enumerate(stage_layers):
             live = order.shape[1]
             decision = outputs.decisions[k].detach()[:, :live]
             keep = int(decision[0].sum().round().item())
@@ -114,14 +91,12 @@ def influence_guided_loss(weight: float, stage_layer_only: bool = False):
             order = order.gather(1, kept_first_order(decision)[:, :keep])
         if not torch.equal(order, outputs.current_pos.cpu()):  # the slot orders followed as the model laid them out
             raise RuntimeError("influence_guided_loss: stage slot orders do not match the model's patch ids")
-        bce = bce / len(STAGE_LAYER)
+        bce = bce / len(stage_layers)
         parts["influence_bce"] = float(bce.detach())
         return loss + weight * bce, parts
 
     DyVMLoss.forward = forward
 
-
-STAGE_LAYER = []
 
 
 class InkSelection(ForcedSelection):
@@ -132,12 +107,8 @@ class InkSelection(ForcedSelection):
         p = model.patch_embed.patch_size
         ink = x.float().unfold(2, p, p).unfold(3, p, p).sum((1, 4, 5)).flatten(1)  # (B, M)
         ink = ink + 1e-4 * torch.arange(ink.shape[1], dtype=ink.dtype)  # ties (background) by slot: deterministic
-        live, masks = None, []
-        for keep in model.keep_counts():
-            score = ink if live is None else ink.masked_fill(~live, float("-inf"))
-            live = torch.zeros_like(score, dtype=torch.bool).scatter_(1, score.topk(keep, 1).indices, True)
-            masks.append(live)
-        return masks
+        counts = model.keep_counts()
+        return self.nested_top_k([ink] * len(counts), counts)
 
 
 def main() -> None:
@@ -168,8 +139,7 @@ def main() -> None:
         if os.environ.get("SMOKE") == "1":  # a check of the script, not a result
             opts.update(subset=512, epochs=1)
         if rule in ("dyvm_guided", "dyvm_guided_stage"):
-            STAGE_LAYER.extend(loc)
-            influence_guided_loss(1.0, stage_layer_only=rule == "dyvm_guided_stage")
+            influence_guided_loss(1.0, loc, stage_layer_only=rule == "dyvm_guided_stage")
         oracle = (InkSelection() if rule == "ink" else InfluenceSelection(teacher) if rule == "influence"
                   else contextlib.nullcontext())
         with oracle:
