@@ -284,52 +284,15 @@ RUNS.update({
 
 
 # ----------------------------------------------------------------------------------------- oracle selection
-def token_influence(mixer, u: torch.Tensor, position: int, chunk: int = 16) -> torch.Tensor:
-    """(B, L): the norm of each token's contribution to the mixer's output at ``position``, u (B, L, D) the
-    mixer's input: the SSM's "hidden attention" (Ali et al., 2024) of both directions, times the token's input,
-    through the output gate and ``out_proj`` (the D skip term, the token's own, is left out)."""
-    import torch.nn.functional as F
-
-    x, z = mixer.in_proj(u).chunk(2, -1)
-    length = torch.arange(u.shape[1], device=u.device)
-    total = 0
-    for backward in (False, True):
-        s = "_b" if backward else ""
-        inp, delta, b, c = mixer._ssm_inputs(backward, x.transpose(1, 2), None)     # (B,E,L) ×2, (B,L,N) ×2
-        delta = F.softplus(delta + getattr(mixer, "dt_proj" + s).bias[:, None])
-        a = -torch.exp(getattr(mixer, "A_b_log" if backward else "A_log"))          # (E, N)
-        cum = delta.cumsum(-1)
-        if backward:   # the backward scan reaches `position` from j >= position through delta_position..delta_{j-1}
-            span, reach = (cum - delta) - (cum - delta)[..., position:position + 1], length >= position
-        else:          # the forward scan from j <= position through delta_{j+1}..delta_position
-            span, reach = cum[..., position:position + 1] - cum, length <= position
-        cb = c[:, position, None, :] * b                                             # (B, L, N)
-        alpha = torch.cat([(torch.exp(a[:, None, :] * span[i:i + chunk, ..., None].clamp(min=0)) * cb[i:i + chunk, None])
-                           .sum(-1) for i in range(0, u.shape[0], chunk)])           # (B, E, L)
-        total = total + alpha * delta * inp * reach
-    gate = F.silu(z[:, position])                                                    # (B, E)
-    return torch.einsum("bel,be,de->bld", total, gate, mixer.out_proj.weight).norm(dim=-1) / 2
-
-
 @torch.no_grad()
 def teacher_influence(teacher, x: torch.Tensor, first: int, layers: Optional[list] = None) -> dict:
     """{layer: (B, M) each patch's share of the influence on the class token} for layers ``first``.. of ``teacher``
-    (a Vim with its class token in the middle), or for ``layers`` only where given."""
-    inputs = {}
-    hooks = [teacher.layers[i].mixer.register_forward_hook(lambda m, a, o, i=i: inputs.__setitem__(i, a[0]))
-             for i in (range(first, teacher.depth) if layers is None else layers)]
-    try:
-        teacher.forward_detailed(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    shares = {}
-    for i, u in inputs.items():
-        cls = u.shape[1] // 2
-        w = token_influence(teacher.layers[i].mixer, u, cls)
-        w = torch.cat([w[:, :cls], w[:, cls + 1:]], 1)
-        shares[i] = w / w.sum(1, keepdim=True)
-    return shares
+    (a Vim), or for ``layers`` only where given: the library's
+    :meth:`~dyvm.models.vim.VisionMamba.class_token_influence` (since session 43; before it, this script's own copy
+    read position L // 2, on the demo's 50-token sequences the patch token after the class token at 24)."""
+    layers = list(range(first, teacher.depth)) if layers is None else list(layers)
+    out = teacher.forward_detailed(x, return_layers=True)
+    return dict(zip(layers, teacher.class_token_influence(out.layer_residual, layers)))
 
 
 class ForcedSelection:

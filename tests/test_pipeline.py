@@ -293,6 +293,11 @@ def test_dyvm_finetune_from_our_vim_then_eval(tmp_path, fashion_mnist):
             "--epochs", "1", "--checkpoint", tmp_path / "vim" / "best.pth", "--output", tmp_path / "dyvm")
     log = [json.loads(line) for line in open(tmp_path / "dyvm" / "log.jsonl")]
     assert {"train_kl", "train_token_mse", "train_token_ratio", "train_block_ratio"} <= set(log[0])
+    run_cli("train", "--model", "dyvm_vim_tiny", *TINY, "--pruning-loc", "1", "--token-keep-ratio", "0.7",
+            "--keep-guidance", "1", "--epochs", "1", "--checkpoint", tmp_path / "vim" / "best.pth",
+            "--output", tmp_path / "guided")
+    log = [json.loads(line) for line in open(tmp_path / "guided" / "log.jsonl")]
+    assert log[0]["train_keep_guidance"] > 0 and "train_kl" in log[0]
     out = tmp_path / "eval.json"
     run_cli("eval", "--checkpoint", tmp_path / "dyvm" / "best.pth", "--token-keep-ratio", "0.5", "--score", "static",
             "--router-threshold", "0.4", "--json", out, "--no-progress", "--latency-batch-sizes", "1", "--threads", "1")
@@ -312,6 +317,9 @@ def test_dyvm_finetune_from_our_vim_then_eval(tmp_path, fashion_mnist):
     (["--model", "vim_giant"], "unknown model name"),
     (["--checkpoint", "/nonexistent.pth"], "no such file"),
     (["--model", "dyvm_vim_tiny", "--pruning-loc", "0", "1"], "pruning_loc"),
+    (["--model", "dyvm_vim_tiny", "--pruning-loc", "1", "--keep-guidance", "1", "--distill-weight", "0"],
+     "--keep-guidance reads a frozen Vim teacher"),
+    (["--model", "dyvm_vim_tiny", "--pruning-loc", "1", "--keep-guidance", "-1"], "--keep-guidance must be"),
 ])
 def test_bad_training_input_is_one_line(tmp_path, args, match, fashion_mnist):
     proc = run_cli("train", *TINY, "--epochs", "1", "--output", tmp_path / "x", *args, check=False)

@@ -147,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--block-loss-weighting", choices=["layers", "cost"],
                    help="what β counts: layers (the paper: every layer's branches alike) or cost (each layer "
                         "weighted by what its branches cost at inference, its kept tokens)")
+    g.add_argument("--keep-guidance", type=float, metavar="W",
+                   help="weight of a loss that pulls the keep predictors toward the frozen teacher's own choice of "
+                        "patches (those with the most influence on its class token; not in the paper; default 0: "
+                        "off). Helps where objects move in the image (docs/study, twenty-second round)")
     g.add_argument("--token-weight", type=float, help="token keep-ratio loss weight (10)")
     g.add_argument("--block-weight", type=float, help="branch keep-ratio loss weight (10)")
     g.add_argument("--distill-weight", type=float, help="distillation weight (0.5)")

@@ -407,8 +407,8 @@ def _meta(mode, plan, seed, data_path, output, timings, figures, version, runs, 
     with open(os.path.join(runs["dyvm"]["output"], "config.json")) as fh:
         finetune_config = json.load(fh)
     recipe_keys = ("recipe", "pruning_loc", "token_keep_ratio", "block_keep_ratio", "token_sampler", "token_noise", "keep_ratio_source", "drop_pruned_tail", "epochs", "batch_size", "lr", "effective_lr", "min_lr", "warmup_epochs", "weight_decay",
-                   "keep_prior", "dynamic_lr_scale", "ratio_warmup", "block_loss_weighting", "token_weight", "block_weight", "distill_weight",
-                   "mixup", "cutmix", "smoothing", "aa", "reprob", "repeated_aug", "scale_min", "hflip", "drop_path",
+                   "keep_prior", "dynamic_lr_scale", "ratio_warmup", "block_loss_weighting", "keep_guidance", "token_weight", "block_weight",
+                   "distill_weight", "mixup", "cutmix", "smoothing", "aa", "reprob", "repeated_aug", "scale_min", "hflip", "drop_path",
                    "amp", "subset")
     return dict(command=command, argv=sys.argv, mode=mode, seed=seed, plan=asdict(plan), data_path=data_path,
                 date=time.strftime("%Y-%m-%d %H:%M:%S %Z"), dyvm_version=version, torch_version=torch.__version__,
@@ -427,7 +427,7 @@ def _fmt_keep(values) -> str:
 PAPER_FINETUNE = dict(recipe="paper", pruning_loc=[2, 4, 6], token_keep_ratio=0.7, block_keep_ratio=0.8,
                       token_sampler="gumbel", token_noise=1.0, keep_ratio_source="decisions", drop_pruned_tail=False, epochs=30, batch_size=128, lr=3e-5, warmup_epochs=5, weight_decay=1e-8,
                       keep_prior=False, dynamic_lr_scale=1.0, ratio_warmup=0.0, block_loss_weighting="layers",
-                      token_weight=10.0, block_weight=10.0,
+                      keep_guidance=0.0, token_weight=10.0, block_weight=10.0,
                       distill_weight=0.5, mixup=0.8, cutmix=1.0, smoothing=0.1, aa="rand-m9-mstd0.5-inc1",
                       reprob=0.25, repeated_aug=3, scale_min=0.08, amp="none")
 

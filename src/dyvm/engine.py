@@ -67,15 +67,17 @@ DYVM_COMMON = dict(epochs=30, warmup_epochs=5, warmup_lr=1e-5, min_lr=1e-6, weig
 # one is named in RECIPE_DEPARTURES and in the demo report.
 DYVM_RECIPES = {
     "paper": dict(keep_prior=False, dynamic_lr_scale=1.0, ratio_warmup=0.0, token_sampler="gumbel", token_noise=1.0,
-                  block_loss_weighting="layers", drop_pruned_tail=False, keep_ratio_source="decisions"),
+                  block_loss_weighting="layers", drop_pruned_tail=False, keep_ratio_source="decisions",
+                  keep_guidance=0.0),
     "dyvm": dict(keep_prior=True, dynamic_lr_scale=20.0, ratio_warmup=0.0, token_sampler="topk", token_noise=0.0,
-                 block_loss_weighting="layers", drop_pruned_tail=True, keep_ratio_source="decisions"),
+                 block_loss_weighting="layers", drop_pruned_tail=True, keep_ratio_source="decisions",
+                 keep_guidance=0.0),
 }
 NO_DYNAMIC = dict(keep_prior=False, dynamic_lr_scale=1.0, ratio_warmup=0.0)  # a Vim has no predictors/routers
 # options that only a DyVM reads: given for a plain Vim they are an error, not silently ignored
 DYVM_ONLY = tuple(name for name in DYNAMIC_OPTIONS if name not in ("use_routers", "use_pruning")) + (
     "keep_prior", "dynamic_lr_scale", "ratio_warmup", "block_loss_weighting", "token_weight", "block_weight",
-    "distill_weight", "teacher")
+    "distill_weight", "keep_guidance", "teacher")
 RECIPE_DEPARTURES = {
     "keep_prior": "new predictors start at the stage's target keep ratio instead of 1/2",
     "dynamic_lr_scale": "predictors and routers train at this multiple of the backbone lr (1 in the paper)",
@@ -96,6 +98,10 @@ RECIPE_DEPARTURES = {
                             "layer alike, so skips in pruned layers count as much as in full ones)",
     "ratio_warmup": "keep-ratio targets (ρ_k and β) go linearly from 1 to their values over this fraction of the "
                     "steps (fixed in the paper)",
+    "keep_guidance": "a loss of this weight pulls each stage's p(keep) toward the frozen teacher's own choice (its "
+                     "live patches with the most class-token influence from that layer on; binary cross-entropy), "
+                     "which docs/study's twenty-second round found to rank above trained static selection where "
+                     "objects move in the image (the paper: no such term)",
     "keep_ratio_source": "with an exact-count sampler the keep-ratio loss reads the predicted p(keep), not the "
                          "decisions (the paper's sampler's decisions vary, so its loss on them holds p(keep) at ρ "
                          "on average)",
@@ -178,6 +184,7 @@ class TrainConfig:
     dynamic_lr_scale: Optional[float] = None
     ratio_warmup: Optional[float] = None
     block_loss_weighting: Optional[str] = None
+    keep_guidance: Optional[float] = None
     epochs: Optional[int] = None
     batch_size: Optional[int] = None
     lr: Optional[float] = None
@@ -325,6 +332,13 @@ def _check_config(cfg: TrainConfig) -> None:
     if cfg.block_loss_weighting is not None and cfg.block_loss_weighting not in BLOCK_LOSS_WEIGHTINGS:
         raise ValueError(f"--block-loss-weighting {cfg.block_loss_weighting!r}: expected one of "
                          f"{', '.join(BLOCK_LOSS_WEIGHTINGS)}")
+    if cfg.keep_guidance is not None and not (math.isfinite(cfg.keep_guidance) and cfg.keep_guidance >= 0):
+        raise ValueError(f"--keep-guidance must be a finite weight >= 0, got {cfg.keep_guidance}")
+    if cfg.keep_guidance:
+        if cfg.task == "segmentation":
+            raise ValueError("--keep-guidance applies to classification only (a segmenter has no class token)")
+        if cfg.score not in (None, "predictor") or cfg.use_pruning is False:
+            raise ValueError("--keep-guidance trains the keep predictors: it needs token pruning with --score predictor")
     if cfg.ratio_warmup is not None and not 0.0 <= cfg.ratio_warmup <= 1.0:
         raise ValueError(f"ratio_warmup is a fraction of the run in [0, 1], got {cfg.ratio_warmup}")
     if cfg.task == "segmentation":
@@ -365,15 +379,20 @@ def build_models(cfg: TrainConfig, num_classes: int, channels: int, data_mean_st
                                 crop_pct=1.0 if cfg.dataset == "fashion-mnist" or (cfg.img_size or 224) <= SMALL_IMAGE
                                 else 0.875)
     teacher = None
-    if model.is_dynamic and (cfg.distill_weight or 0) > 0:
+    if model.is_dynamic and ((cfg.distill_weight or 0) > 0 or (cfg.keep_guidance or 0) > 0):
         source = cfg.teacher or cfg.checkpoint
         if source is None:
-            raise ValueError("DyVM fine-tuning distils from a frozen Vim: pass --checkpoint (a Vim) or --teacher, "
+            raise ValueError("--keep-guidance reads a frozen Vim teacher: pass --checkpoint (a Vim) or --teacher"
+                             if not cfg.distill_weight else
+                             "DyVM fine-tuning distils from a frozen Vim: pass --checkpoint (a Vim) or --teacher, "
                              "or --distill-weight 0")
         teacher_kw = {k: v for k, v in kw.items() if k not in DYNAMIC_OPTIONS and k != "drop_path_rate"}
         teacher = create_model(static_counterpart(cfg.model), **teacher_kw)
         load_checkpoint(teacher, source, strict=False)
         teacher.eval().requires_grad_(False)
+        if cfg.keep_guidance and teacher.layout.num_prefix != 1:
+            raise ValueError(f"--keep-guidance reads the teacher's influence on its class token; {cfg.model}'s "
+                             f"teacher has {teacher.layout.num_prefix} prefix tokens (registers), not one class token")
     return model, teacher
 
 
@@ -506,7 +525,7 @@ def build_criteria(cfg: TrainConfig, model: nn.Module, teacher: Optional[nn.Modu
     else:
         base_criterion = nn.CrossEntropyLoss()
     criterion = (DyVMLoss.for_model(model, base_criterion, teacher, block_loss_weighting=cfg.block_loss_weighting
-                                    or "layers", token_weight=cfg.token_weight,
+                                    or "layers", keep_guidance=cfg.keep_guidance or 0.0, token_weight=cfg.token_weight,
                                     block_weight=cfg.block_weight,
                                     distill_weight=cfg.distill_weight if teacher is not None else 0.0)
                  if model.is_dynamic else None)

@@ -9,6 +9,9 @@ L_blk = (mean over layers, images, branches of the gates − β)²   (one batch-
 L_KL  = KL(teacher ‖ student) on logits, batch mean
 L_MSE = mean squared error between the student's kept final tokens and the teacher's tokens at
         the same original positions.
+Not in the paper, off unless asked (``keep_guidance`` w_guide > 0): + w_guide · L_guide, the stages' mean binary
+cross-entropy between the predictor's p(keep) and the frozen teacher's own choice at each stage (its live patches
+with the most class-token influence from the stage's layer on: :func:`teacher_keep_scores`).
 The token-only and block-only ablations drop the terms that do not apply (block-only also drops
 L_MSE, as the official ablation).
 """
@@ -23,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .flops import branch_macs_per_layer
-from .models.dyvm import DyVM, DyVMTrainOutput
+from .models.dyvm import DyVM, DyVMTrainOutput, StageSlots
 from .models.tokens import gather_tokens
 
 
@@ -65,6 +68,46 @@ def kept_token_mse(tokens: Tensor, token_policy: Tensor, current_pos: Tensor, te
     return F.mse_loss(tokens[kept].float(), matched[kept].float())
 
 
+def teacher_keep_scores(teacher: nn.Module, layer_residual: list[Tensor], pruning_loc: list[int]) -> Tensor:
+    """(S, B, M): at each stage, each patch's class-token influence in the frozen teacher (its share per layer,
+    :meth:`~dyvm.models.vim.VisionMamba.class_token_influence`) summed over the stage's layer and every later one,
+    in patch order. The layers after the stage count: the stage's layer alone chose worse than trained static
+    selection in docs/study's twenty-second round."""
+    first = min(pruning_loc)
+    shares = teacher.class_token_influence(layer_residual, range(first, teacher.depth))  # (depth - first, B, M)
+    from_layer = shares.flip(0).cumsum(0).flip(0)   # [j - first]: the sum over layers j .. depth - 1
+    return from_layer[[loc - first for loc in pruning_loc]]
+
+
+@torch.no_grad()
+def teacher_outputs(teacher: nn.Module, inputs: Tensor, guidance_loc: Optional[list[int]] = None) -> SimpleNamespace:
+    """The frozen teacher's logits (B, C), final patch tokens (B, M, D) and, with ``guidance_loc`` (the student's
+    pruning layers), its keep scores (S, B, M) (:func:`teacher_keep_scores`; else None)."""
+    out = teacher.forward_detailed(inputs, return_layers=guidance_loc is not None)
+    scores = None if guidance_loc is None else teacher_keep_scores(teacher, out.layer_residual, guidance_loc)
+    return SimpleNamespace(logits=out.logits, tokens=out.tokens, keep_scores=scores)
+
+
+def keep_guidance_loss(stages: list[StageSlots], keep_scores: Tensor, keep_counts: list[int]) -> Tensor:
+    """Mean over stages of the binary cross-entropy, averaged over each stage's live slots, between the predictor's
+    p(keep) (``stages[k].keep_logp``) and the teacher's choice: 1 at the ``keep_counts[k]`` live slots whose
+    patches score highest in ``keep_scores[k]`` (B, M) (patch order, read through ``stages[k].patch_ids``), 0 at the
+    other live slots."""
+    total = 0.0
+    for stage, scores, count in zip(stages, keep_scores, keep_counts):
+        if stage.keep_logp is None:
+            raise ValueError("keep guidance needs the keep predictor's p(keep) at every stage (score='predictor', "
+                             "no forced keep masks)")
+        live = stage.live > 0.5
+        score = scores.to(stage.patch_ids.device).gather(1, stage.patch_ids).masked_fill(~live, float("-inf"))
+        target = torch.zeros_like(score).scatter_(1, score.topk(min(count, score.shape[1]), 1).indices, 1.0)
+        target = target * live
+        logp = stage.keep_logp.float()
+        bce = -(target * logp[..., 0] + (1 - target) * logp[..., 1])
+        total = total + (bce * live).sum() / live.sum().clamp(min=1)
+    return total / len(keep_counts)
+
+
 class TeacherMemo:
     """A frozen teacher's outputs (logits, final patch tokens) remembered by the exact bytes of the input
     batch and of the teacher's weights, in one store shared by the whole process.
@@ -79,11 +122,12 @@ class TeacherMemo:
     _store: "dict[tuple[str, str], SimpleNamespace]" = {}
     _bytes = 0
 
-    def __init__(self, teacher: nn.Module, max_mb: float):
+    def __init__(self, teacher: nn.Module, max_mb: float, guidance_loc: Optional[list[int]] = None):
         if max_mb <= 0:
             raise ValueError(f"teacher_cache_mb must be > 0 to remember anything, got {max_mb}")
-        self.teacher, self.max_bytes = teacher, int(max_mb * 2 ** 20)
+        self.teacher, self.max_bytes, self.guidance_loc = teacher, int(max_mb * 2 ** 20), guidance_loc
         h = hashlib.blake2b(digest_size=16)
+        h.update(repr(guidance_loc).encode())  # entries with keep scores are other entries
         for name, t in sorted(teacher.state_dict().items()):
             h.update(name.encode())
             h.update(t.detach().cpu().contiguous().numpy().tobytes())
@@ -103,9 +147,9 @@ class TeacherMemo:
             self.hits += 1
             return entry
         self.misses += 1
-        out = self.teacher.forward_detailed(inputs)
-        entry = SimpleNamespace(logits=out.logits.detach().clone(), tokens=out.tokens.detach().clone())
-        size = entry.logits.nbytes + entry.tokens.nbytes
+        out = teacher_outputs(self.teacher, inputs, self.guidance_loc)
+        entry = SimpleNamespace(**{k: None if v is None else v.detach().clone() for k, v in vars(out).items()})
+        size = sum(v.nbytes for v in vars(entry).values() if v is not None)
         if TeacherMemo._bytes + size <= self.max_bytes:
             TeacherMemo._store[key] = entry
             TeacherMemo._bytes += size
@@ -127,11 +171,18 @@ class DyVMLoss(nn.Module):
     def __init__(self, base_criterion: nn.Module, teacher: Optional[nn.Module], token_ratio: list[float],
                  block_keep_ratio: float, token_weight: float = 10.0, block_weight: float = 10.0,
                  distill_weight: float = 0.5, token_loss: bool = True, block_loss: bool = True,
-                 token_distill: bool = True, block_layer_weights: Optional[Tensor] = None):
+                 token_distill: bool = True, block_layer_weights: Optional[Tensor] = None,
+                 keep_guidance: float = 0.0, pruning_loc: Optional[list[int]] = None,
+                 keep_counts: Optional[list[int]] = None):
         super().__init__()
-        for name, w in dict(token_weight=token_weight, block_weight=block_weight, distill_weight=distill_weight).items():
+        for name, w in dict(token_weight=token_weight, block_weight=block_weight, distill_weight=distill_weight,
+                            keep_guidance=keep_guidance).items():
             if w < 0:
                 raise ValueError(f"{name} must be >= 0, got {w}")
+        if keep_guidance > 0 and (teacher is None or not pruning_loc or keep_counts is None):
+            raise ValueError("keep_guidance needs a frozen teacher and a model whose keep predictors prune "
+                             "(pruning_loc and keep_counts)")
+        self.keep_guidance, self.pruning_loc, self.keep_counts = keep_guidance, pruning_loc, keep_counts
         self.base_criterion = base_criterion
         self.teacher = teacher
         if teacher is not None:
@@ -144,23 +195,31 @@ class DyVMLoss(nn.Module):
 
     @classmethod
     def for_model(cls, model: DyVM, base_criterion: nn.Module, teacher: Optional[nn.Module] = None,
-                  block_loss_weighting: str = "layers", **weights: float) -> "DyVMLoss":
+                  block_loss_weighting: str = "layers", keep_guidance: float = 0.0, **weights: float) -> "DyVMLoss":
         """The loss of ``model``'s variant: token+block, token-only (no routers) or block-only (no pruning).
         ``block_loss_weighting``: ``layers`` (the paper: every layer's branches count alike) or ``cost`` (each
-        layer weighted by what its branches cost at inference, :func:`branch_cost_weights`)."""
+        layer weighted by what its branches cost at inference, :func:`branch_cost_weights`). ``keep_guidance``:
+        the weight of the teacher-guided keep loss (:func:`keep_guidance_loss`; 0: off, the paper)."""
         if block_loss_weighting not in BLOCK_LOSS_WEIGHTINGS:
             raise ValueError(f"block_loss_weighting={block_loss_weighting!r}; expected one of {BLOCK_LOSS_WEIGHTINGS}")
         pruning, routing = bool(model.pruning_loc), model.use_routers
+        if keep_guidance > 0 and not (pruning and model.score == "predictor"):
+            raise ValueError("keep_guidance trains the keep predictors: it needs token pruning with score='predictor'")
         layer_weights = branch_cost_weights(model) if routing and block_loss_weighting == "cost" else None
         return cls(base_criterion, teacher, model.token_ratio, model.block_keep_ratio,
                    token_loss=pruning and model.score == "predictor", block_loss=routing,
-                   token_distill=pruning or not routing, block_layer_weights=layer_weights, **weights)
+                   token_distill=pruning or not routing, block_layer_weights=layer_weights,
+                   keep_guidance=keep_guidance, pruning_loc=list(model.pruning_loc) if pruning else None,
+                   keep_counts=model.keep_counts() if pruning else None, **weights)
 
     def remember_teacher(self, max_mb: float) -> "DyVMLoss":
         """Remember the teacher's outputs per input batch (see :class:`TeacherMemo`)."""
         if self.teacher is not None:
-            self.teacher_memo = TeacherMemo(self.teacher, max_mb)
+            self.teacher_memo = TeacherMemo(self.teacher, max_mb, self._guidance_loc())
         return self
+
+    def _guidance_loc(self) -> Optional[list[int]]:
+        return self.pruning_loc if self.keep_guidance > 0 else None
 
     def forward(self, inputs: Tensor, outputs: DyVMTrainOutput, targets: Tensor) -> tuple[Tensor, dict[str, float]]:
         loss = self.base_criterion(outputs.logits.float(), targets)
@@ -173,12 +232,15 @@ class DyVMLoss(nn.Module):
             blk = block_ratio_loss(outputs.gates, self.block_keep_ratio, self.block_layer_weights)
             loss = loss + self.block_weight * blk
             parts["block_ratio"] = blk.item()
-        if self.teacher is not None and self.distill_weight > 0:
-            if self.teacher_memo is not None:
-                teacher_out = self.teacher_memo(inputs)
-            else:
-                with torch.no_grad():
-                    teacher_out = self.teacher.forward_detailed(inputs)
+        teacher_out = None
+        if self.teacher is not None and (self.distill_weight > 0 or self.keep_guidance > 0):
+            teacher_out = (self.teacher_memo(inputs) if self.teacher_memo is not None
+                           else teacher_outputs(self.teacher, inputs, self._guidance_loc()))
+        if self.keep_guidance > 0:
+            guide = keep_guidance_loss(outputs.stages, teacher_out.keep_scores, self.keep_counts)
+            loss = loss + self.keep_guidance * guide
+            parts["keep_guidance"] = guide.item()
+        if teacher_out is not None and self.distill_weight > 0:
             kl = distill_kl(outputs.logits, teacher_out.logits)
             distill = kl
             parts["kl"] = kl.item()

@@ -15,9 +15,11 @@ Usage:
           dyvm_gumbel (the paper's per-token Gumbel-softmax sampler: --token-sampler gumbel) | static | random (the demo's trained nested baselines) |
           ink (an oracle, not a method: every stage keeps the patches with the most garment in the input image,
           in training and at inference; the DyVM's predictor unused) | influence (an oracle: the frozen teacher's
-          class-token influence selects, study.InfluenceSelection) | dyvm_guided (dyvm_probs plus a BCE pulling
-          p(keep) toward the influence oracle's selection at every stage, weight 1) | dyvm_guided_stage (the same with
-          the influence at the stage's own layer only, not summed over the layers after it: one layer's cost)
+          class-token influence selects, study.InfluenceSelection) | dyvm_guided (dyvm_probs plus the library's
+          --keep-guidance 1: a BCE pulling p(keep) toward the influence oracle's selection at every stage; until
+          session 43 this script's own copy of that loss, whose influence read the patch token after the class
+          token) | dyvm_guided_stage (the same with the influence at the stage's own layer only, not summed over
+          the layers after it: one layer's cost)
 """
 import contextlib
 import json
@@ -33,7 +35,8 @@ import dyvm.data
 from dyvm.demo import MODEL, PLANS, TEACHER_RECIPE, finetune_options
 from dyvm.engine import train
 
-CANVAS, PATCH = 56, 8
+# CANVAS=40 PATCH=4 (environment): another canvas and patch size (session 43: the demo's 4-px patches, 100 tokens)
+CANVAS, PATCH = int(os.environ.get("CANVAS", 56)), int(os.environ.get("PATCH", 8))
 _plain_init = dyvm.data.FashionMNIST.__init__
 
 
@@ -55,48 +58,19 @@ CANVAS_MODEL = MODEL if PLAIN else dict(MODEL, img_size=CANVAS, patch_size=PATCH
 
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "scripts"))
-from study import ForcedSelection, InfluenceSelection, teacher_influence, test_against_teacher  # noqa: E402
+from study import ForcedSelection, InfluenceSelection, test_against_teacher  # noqa: E402
 # (the study runner's oracle selections and evaluation; the canvas data reaches them through the patch above)
 
 
-def influence_guided_loss(weight: float, stage_layers: list, stage_layer_only: bool = False):
-    """Patch DyVMLoss: add ``weight`` x the stages' mean BCE(the predictor's p(keep), the frozen teacher's selection).
-    The teacher's selection at a stage: of the live patches, the stage's count with the largest class-token influence
-    summed over the stage's layer and the ones after it (study.InfluenceSelection's rule), read in the stage's own
-    slot order (kept patches first, in order, as TokenSequence.rearrange lays them out). Needs
-    keep_ratio_source="probabilities" (the output's keep_shares are then p(keep)) and the dropped pruned tail.
-    ``stage_layer_only``: the influence at each stage's own layer only."""
-    import torch.nn.functional as F
+def stage_layer_only_scores():
+    """Patch the library's keep guidance (``--keep-guidance``) to score each stage by the teacher's influence at the
+    stage's own layer only, not summed over the layers after it (the dyvm_guided_stage rule)."""
+    import dyvm.losses
 
-    from dyvm.losses import DyVMLoss
-    from dyvm.models.tokens import kept_first_order
+    def at_stage_layer(teacher, layer_residual, pruning_loc):
+        return teacher.class_token_influence(layer_residual, pruning_loc)
 
-    plain = DyVMLoss.forward
-
-    def forward(self, inputs, outputs, targets):
-        loss, parts = plain(self, inputs, outputs, targets)
-        shares = teacher_influence(self.teacher, inputs, stage_layers[0], stage_layers if stage_layer_only else None)
-        batch, m = outputs.decisions[0].shape
-        order = torch.arange(m).expand(batch, m)                    # the patch at each live slot
-        bce = 0.0
-        for k, loc in enumerate(stage_layers):
-            live = order.shape[1]
-            decision = outputs.decisions[k].detach()[:, :live]
-            keep = int(decision[0].sum().round().item())
-            layers = [loc] if stage_layer_only else range(loc, self.teacher.depth)
-            score = sum(shares[j] for j in layers).gather(1, order)
-            target = torch.zeros_like(score).scatter_(1, score.topk(keep, 1).indices, 1.0)
-            p = outputs.keep_shares[k][:, :live].float().clamp(1e-6, 1 - 1e-6)
-            bce = bce + F.binary_cross_entropy(p, target)
-            order = order.gather(1, kept_first_order(decision)[:, :keep])
-        if not torch.equal(order, outputs.current_pos.cpu()):  # the slot orders followed as the model laid them out
-            raise RuntimeError("influence_guided_loss: stage slot orders do not match the model's patch ids")
-        bce = bce / len(stage_layers)
-        parts["influence_bce"] = float(bce.detach())
-        return loss + weight * bce, parts
-
-    DyVMLoss.forward = forward
-
+    dyvm.losses.teacher_keep_scores = at_stage_layer
 
 
 class InkSelection(ForcedSelection):
@@ -128,8 +102,9 @@ def main() -> None:
                  "dyvm_probs_noise1": dict(keep_ratio_source="probabilities", token_noise=1.0),
                  "dyvm_probs_tail": dict(keep_ratio_source="probabilities", drop_pruned_tail=False),
                  "dyvm_gumbel": dict(token_sampler="gumbel"),
-                 "dyvm_guided": dict(keep_ratio_source="probabilities"),
-                 "dyvm_guided_stage": dict(keep_ratio_source="probabilities"), "influence": dict(token_sampler="topk"),
+                 "dyvm_guided": dict(keep_ratio_source="probabilities", keep_guidance=1.0),
+                 "dyvm_guided_stage": dict(keep_ratio_source="probabilities", keep_guidance=1.0),
+                 "influence": dict(token_sampler="topk"),
                  "static": dict(score="static", baseline_masks="nested"),
                  "random": dict(score="random", baseline_masks="nested"), "ink": dict(token_sampler="topk")}
         opts = dict(output=out, seed=seed, pruning_loc=loc, token_keep_ratio=rho, threads=2, no_progress=True,
@@ -138,8 +113,8 @@ def main() -> None:
             opts["epochs"] = int(sys.argv[8])
         if os.environ.get("SMOKE") == "1":  # a check of the script, not a result
             opts.update(subset=512, epochs=1)
-        if rule in ("dyvm_guided", "dyvm_guided_stage"):
-            influence_guided_loss(1.0, loc, stage_layer_only=rule == "dyvm_guided_stage")
+        if rule == "dyvm_guided_stage":
+            stage_layer_only_scores()
         oracle = (InkSelection() if rule == "ink" else InfluenceSelection(teacher) if rule == "influence"
                   else contextlib.nullcontext())
         with oracle:

@@ -249,6 +249,14 @@ class _SelectiveScanCpp(torch.autograd.Function):
                 dbias if args[7] is not None else None, None, None)
 
 
+def influence_paths(span: Tensor, a: Tensor, cb: Tensor) -> Optional[Tensor]:
+    """sum_n cb[b, j, n] exp(a[e, n] max(span[b, j, e], 0)) → (B, L, E) for span (B, L, E), a (E, N), cb (B, L, N),
+    float32 CPU: the extension's one-pass loop where it is built, else None."""
+    if _load() is None or span.device.type != "cpu":
+        return None
+    return _module.influence_paths(span.float(), a.float(), cb.float())
+
+
 def weight_grad_applies(rows: int) -> bool:
     """Whether :func:`weight_grad` splits a product of ``rows`` rows across the threads (else it is one ``mm``)."""
     return rows >= 2048 and torch.get_num_threads() > 1 and _load() is not None

@@ -47,7 +47,8 @@ class DyVMTrainOutput(NamedTuple):
     current_pos (B, M): original patch index of each slot; gates (depth, B, 2): 0/1 [fwd, bwd];
     cls_pos (B,): the class token's (first prefix token's) final position, None without prefix
     tokens; router_logits (depth, B, 2); prefix_pos (B, P): final positions of all prefix tokens;
-    keep_shares: S × (B, M), what the keep-ratio loss averages per stage (see :meth:`DyVM.forward_train`).
+    keep_shares: S × (B, M), what the keep-ratio loss averages per stage (see :meth:`DyVM.forward_train`);
+    stages: S × :class:`StageSlots`, the slots as each stage met them (what teacher-guided keep losses read).
     """
 
     logits: Tensor
@@ -60,6 +61,18 @@ class DyVMTrainOutput(NamedTuple):
     router_logits: Tensor
     prefix_pos: Tensor
     keep_shares: list[Tensor]
+    stages: Sequence["StageSlots"] = ()
+
+
+class StageSlots(NamedTuple):
+    """One pruning stage's view of the sequence it pruned, m slots (M, or fewer after a dropped tail):
+    patch_ids (B, m) the original patch index at each slot; live (B, m) 0/1, the slots still in play; keep_logp
+    (B, m, 2) the predictor's log [p(keep), p(drop)], None where the predictor did not choose (forced masks,
+    random or static scores)."""
+
+    patch_ids: Tensor
+    live: Tensor
+    keep_logp: Optional[Tensor]
 
 
 class DyVMInferenceOutput(NamedTuple):
@@ -461,13 +474,13 @@ class DyVM(VisionMamba):
         num_patches = seq.num_patches
         seq.policy = seq.hidden.new_ones(batch, num_patches, 1, dtype=torch.float32)
         stats = [] if self.predictor_input_source != "hidden" else None
-        decisions, keep_shares, all_logits, all_gates = [], [], [], []
+        decisions, keep_shares, stages, all_logits, all_gates = [], [], [], [], []
         stage_of = {loc: k for k, loc in enumerate(self.pruning_loc)}
         for i in range(self.depth):
             if i in stage_of:
                 k = stage_of[i]
                 policy = seq.policy[..., 0]
-                share = None  # what the keep-ratio loss reads, where not the decision itself
+                share = logp = None  # what the keep-ratio loss reads, where not the decision itself
                 if keep_masks is not None:
                     decision = keep_masks[k].to(device).gather(1, seq.patch_ids).float() * policy
                 elif self.score == "predictor":
@@ -497,6 +510,7 @@ class DyVM(VisionMamba):
                 decisions.append(nn.functional.pad(decision, (0, num_patches - decision.shape[1])))
                 keep_shares.append(decisions[-1] if share is None else
                                    nn.functional.pad(share, (0, num_patches - share.shape[1])))
+                stages.append(StageSlots(seq.patch_ids, policy, logp))
                 probe = (self._pruned_probe(decision, seq) if self.pruned_token_grad and self.score == "predictor"
                          and keep_masks is None else None)
                 # a sampler that keeps exactly inference's count lets training drop the pruned tail
@@ -515,7 +529,7 @@ class DyVM(VisionMamba):
         cls_pos = prefix_pos[:, 0] if prefix_pos.shape[1] else None
         return DyVMTrainOutput(self.forward_head(seq.prefix(feat)), seq.patches(feat), decisions,
                                seq.policy.detach(), seq.patch_ids, self._stack(all_gates, batch, device), cls_pos,
-                               self._stack(all_logits, batch, device), prefix_pos, keep_shares)
+                               self._stack(all_logits, batch, device), prefix_pos, keep_shares, stages)
 
     # ----------------------------------------------------------------------------- inference
     def forward_inference(self, x: Tensor, keep_indices: Optional[Sequence[Tensor]] = None,

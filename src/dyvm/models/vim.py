@@ -24,6 +24,7 @@ from ..kernels.custom_ops import tracing
 from ..kernels.mix_cpp import forward_hooked, tree_hooked
 from ..kernels.mixer_ops import bidirectional_ssm, gated_sum, projection, split_xz, ssm_branch, ssm_inputs
 from ..kernels.norm import RMSNorm, add_rms_norm_for_training
+from ..kernels.scan_cpp import influence_paths
 from ..weights import resize_pos_embed
 from .config import ModelConfig
 from .presets import IMAGENET_MEAN, IMAGENET_STD, build_model, data_config  # noqa: F401 (re-exported)
@@ -132,6 +133,43 @@ class BiMambaMixer(nn.Module):
         _, d_f, b_f, _ = self._ssm_inputs(False, x, m)
         _, d_b, b_b, _ = self._ssm_inputs(True, x, m)
         return (b_f + b_b) / 2, ((d_f + d_b) / 2).transpose(1, 2)
+
+    @torch.no_grad()
+    def token_influence(self, u: Tensor, position: int, chunk: int = 16) -> Tensor:
+        """How much each token feeds this mixer's output at ``position``: u (B, L, D) the mixer's input → (B, L),
+        the norm of token j's term in the output there. Both SSM directions unrolled into their "hidden attention"
+        (Ali et al., 2024): token j reaches ``position`` through C_pos · Π exp(Δ_s A) · B_j Δ_j u_j (the forward
+        branch from j <= position, the backward one from j >= position), then through the output gate and
+        ``out_proj``. The D skip term (only the token at ``position`` itself) is left out. The paths' sum over the
+        state is one pass of the extension on CPUs where it is built, else PyTorch ops over ``chunk`` images at a
+        time, bounding the (chunk, L, E, N) temporaries."""
+        x, z = self.in_proj(u).chunk(2, -1)                                               # (B, L, E) each
+        length = torch.arange(u.shape[1], device=u.device)[:, None]
+        total = 0.0
+        for backward in (False, True):   # in (B, L, E), the layout the kernels leave u and Δ in
+            s = "_b" if backward else ""
+            inp, delta, b, c = self._ssm_inputs(backward, x.transpose(1, 2), None)         # (B, E, L) ×2, (B, L, N) ×2
+            inp, delta = inp.transpose(1, 2), delta.transpose(1, 2)
+            delta = delta + getattr(self, "dt_proj" + s).bias.float()
+            # softplus as max(x, 0) + log(1 + exp(-|x|)): ATen's softplus and log1p took ~10x the time here (not
+            # vectorised), and the log of 1 + e rounds only where e < 6e-8, far under the Δ that matter
+            delta = delta.clamp(min=0) + torch.log(torch.exp(-delta.abs()) + 1)
+            a = _decay_rates(getattr(self, "A_b_log" if backward else "A_log"))          # (E, N)
+            cum = delta.cumsum(1)
+            if backward:  # reversed scan: j >= position arrives through Δ_position .. Δ_{j-1}
+                before = cum - delta
+                span, reach = before - before[:, position:position + 1], length >= position
+            else:         # j <= position arrives through Δ_{j+1} .. Δ_position
+                span, reach = cum[:, position:position + 1] - cum, length <= position
+            cb = (c[:, position, None, :] * b).float()                                    # (B, L, N)
+            paths = influence_paths(span, a, cb) if span.device.type == "cpu" else None    # the extension's loop
+            if paths is None:
+                paths = torch.cat([(torch.exp(a * span[i:i + chunk, ..., None].clamp(min=0))
+                                    * cb[i:i + chunk, :, None]).sum(-1) for i in range(0, u.shape[0], chunk)])
+            total = total + paths * delta * inp * reach                                   # (B, L, E)
+        gate = F.silu(z[:, position].float())                                             # (B, E)
+        scale = 0.5 if self.divide_out else 1.0
+        return F.linear(total * gate[:, None], self.out_proj.weight.float()).norm(dim=-1) * scale
 
     def _selected_branches(self, xz: Tensor, x: Tensor, z: Tensor, mask: Optional[Tensor], gates: Tensor) -> Tensor:
         """Inference: each branch runs for the images whose gate (B, 2) is on and contributes 0 for the
@@ -765,6 +803,23 @@ class VisionMamba(nn.Module):
         feat = self.forward_features(x, layers if return_layers else None)
         prefix = feat.prefix()
         return VimOutput(self.forward_head(prefix), prefix[:, 0], feat.patches(), layers[0], layers[1])
+
+    @torch.no_grad()
+    def class_token_influence(self, layer_residual: Sequence[Tensor], layers: Sequence[int]) -> Tensor:
+        """(len(layers), B, M): each patch's share of what reaches the class token inside each of ``layers``' mixers
+        (:meth:`BiMambaMixer.token_influence`, normalised to sum 1 per image and layer), from the residual streams
+        that :meth:`forward_detailed` returns with ``return_layers=True`` (each block's mixer reads its norm)."""
+        if self.layout.num_prefix != 1:
+            raise ValueError(f"class_token_influence needs one class token; {type(self).__name__} has "
+                             f"{self.layout.num_prefix} prefix tokens")
+        shares = []
+        for i in layers:
+            u = self.layers[i].norm(layer_residual[i])
+            (cls,) = self.layout.shared_positions(u.shape[1] - 1)
+            w = self.layers[i].mixer.token_influence(u, cls)
+            w = torch.cat([w[:, :cls], w[:, cls + 1:]], 1)
+            shares.append(w / w.sum(1, keepdim=True).clamp(min=torch.finfo(w.dtype).tiny))
+        return torch.stack(shares)
 
     def forward(self, x: Tensor) -> Tensor:
         """Images (B, C, H, W) → logits (B, num_classes); the final norm on the prefix tokens only

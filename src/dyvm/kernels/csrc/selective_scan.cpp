@@ -3198,6 +3198,49 @@ at::Tensor weight_grad(const at::Tensor& grad, const at::Tensor& input) {
   return small_chunk_total(part);
 }
 
+// The paths of the class-token influence (BiMambaMixer.token_influence, keep guidance in training): span (B, L, E),
+// a = A (E, N) and cb (B, L, N) float32 → out (B, L, E), out[b, j, e] = sum_n cb[b, j, n] exp(a[e, n] max(span[b, j, e], 0)).
+// One pass over rows of channels (contiguous, vectorised), where the composed PyTorch ops materialised
+// (images, L, E, N) products three times over.
+at::Tensor influence_paths(const at::Tensor& span, const at::Tensor& a, const at::Tensor& cb) {
+  TORCH_CHECK(span.dim() == 3 && a.dim() == 2 && cb.dim() == 3,
+              "influence_paths: span (B, L, E), a (E, N) and cb (B, L, N)");
+  TORCH_CHECK(span.scalar_type() == at::kFloat && a.scalar_type() == at::kFloat && cb.scalar_type() == at::kFloat,
+              "influence_paths: float32 tensors");
+  const at::AutoDispatchBelowADInplaceOrView below;
+  const at::Tensor s = span.contiguous(), c = cb.contiguous(), at_ = a.t().contiguous();  // a as (N, E)
+  const int64_t B = s.size(0), L = s.size(1), E = s.size(2), N = at_.size(0);
+  TORCH_CHECK(at_.size(1) == E && c.size(0) == B && c.size(1) == L && c.size(2) == N,
+              "influence_paths: span (B, L, E), a (E, N) and cb (B, L, N) disagree in size");
+  std::vector<float> a2(N * E);  // a log2(e): exp(x) = 2^(x log2 e), as exp_f
+  const float* ap = at_.data_ptr<float>();
+  for (int64_t k = 0; k < N * E; ++k) a2[k] = ap[k] * 1.44269504088896341f;
+  at::Tensor out = at::empty({B, L, E}, s.options());
+  const float* __restrict__ sp = s.data_ptr<float>();
+  const float* __restrict__ cp = c.data_ptr<float>();
+  float* __restrict__ op = out.data_ptr<float>();
+  at::parallel_for(0, B * L, 8, [&](int64_t r0, int64_t r1) {
+    std::vector<float> clamped(E);
+    float* __restrict__ sc = clamped.data();
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* __restrict__ sr = sp + r * E;
+      const float* __restrict__ cr = cp + r * N;
+      float* __restrict__ o = op + r * E;
+      for (int64_t e = 0; e < E; ++e) {
+        sc[e] = sr[e] > 0.0f ? sr[e] : 0.0f;
+        o[e] = 0.0f;
+      }
+      for (int64_t n = 0; n < N; ++n) {
+        const float cn = cr[n];
+        const float* __restrict__ an = a2.data() + n * E;
+#pragma omp simd
+        for (int64_t e = 0; e < E; ++e) o[e] += cn * exp2_f(an[e] * sc[e]);
+      }
+    }
+  });
+  return out;
+}
+
 // A whole block at inference: Block.add_norm (residual' = residual + hidden, or hidden itself at layer 0;
 // RMSNorm in float32), in_proj, then mix_forward, the Python calls one for one. hidden, residual (B, L, D)
 // float32 → [output (B, L, D), residual'] (+ [router logits, gates] with a router).
@@ -3746,6 +3789,7 @@ TORCH_LIBRARY(dyvm_scan, m) {
   m.def("panel(Tensor weight) -> Tensor");
   m.def("add_rms_norm(Tensor hidden, Tensor? residual, Tensor weight, float eps) -> Tensor[]");
   m.def("panel_linear(Tensor x, Tensor panel, int out_features) -> Tensor");
+  m.def("influence_paths(Tensor span, Tensor a, Tensor cb) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(dyvm_scan, CPU, m) {
@@ -3768,6 +3812,7 @@ TORCH_LIBRARY_IMPL(dyvm_scan, CPU, m) {
   m.impl("rms_norm_backward", &rms_norm_backward);
   m.impl("weight_grad", &weight_grad);
   m.impl("panel_linear", &panel_linear);
+  m.impl("influence_paths", &influence_paths);
 }
 
 // the ops that take oneDNN's packed weights (opaque MkldnnCPU tensors, whose dispatch key outranks CPU's)
