@@ -415,16 +415,16 @@ def zero_shot(teacher_path: str) -> dict:
                 command="python scripts/study.py zero-shot", date=time.strftime("%Y-%m-%d %H:%M:%S %Z"))
 
 
-def test_against_teacher(checkpoint: str, teacher: str) -> dict:
-    """A fine-tuned checkpoint and its teacher on the full test split: both stats and the official FLOPs cut
-    (``stats``, ``teacher_stats``, ``gflops_official``, ``flops_cut``)."""
+def test_against_teacher(checkpoint: str, teacher: str, canvas: int = 0) -> dict:
+    """A fine-tuned checkpoint and its teacher on the full test split (on a ``canvas``-px canvas when set): both
+    stats and the official FLOPs cut (``stats``, ``teacher_stats``, ``gflops_official``, ``flops_cut``)."""
     from dyvm.checkpoint import model_from_checkpoint
     from dyvm.demo import _test_loader
     from dyvm.evaluate import evaluate
     from dyvm.flops import flops_from_stats
 
     model, _ = model_from_checkpoint(checkpoint)
-    loader = _test_loader(model, None, None)
+    loader = _test_loader(model, None, None, canvas=canvas)
     stats = evaluate(model, loader, torch.device("cpu"), progress=False)
     teacher_model, _ = model_from_checkpoint(teacher)
     tstats = evaluate(teacher_model, loader, torch.device("cpu"), progress=False)

@@ -87,6 +87,26 @@ def test_fashion_mnist_from_idx_files(fashion_mnist):
         build_dataset("fashion-mnist", "train", None, data_path="/nonexistent")
 
 
+def test_fashion_mnist_on_a_canvas(fashion_mnist):
+    plain = dyvm.data.FashionMNIST(None, "test")
+    moved = dyvm.data.FashionMNIST(None, "test", canvas=40)
+    assert moved.images.shape == (10000, 40, 40) and moved.offsets.shape == (10000, 2)
+    assert moved.offsets.min() == 0 and moved.offsets.max() == 12  # every offset in 0..40-28 is drawn
+    for i in (0, 1, 9999):
+        (y, x), image = moved.offsets[i], moved.images[i].copy()
+        assert np.array_equal(image[y:y + 28, x:x + 28], plain.images[i])
+        image[y:y + 28, x:x + 28] = 0
+        assert not image.any()  # black around the garment
+    assert np.array_equal(moved.offsets, dyvm.data.FashionMNIST(None, "test", canvas=40).offsets)  # fixed per split
+    train = build_dataset("fashion-mnist", "train", None, val_size=5000, canvas=40)
+    assert train[0][0].size == (40, 40) and not np.array_equal(train.dataset.offsets[:100], moved.offsets[:100])
+    for bad in (20, 40.5, True):
+        with pytest.raises(ValueError, match="--canvas"):
+            build_dataset("fashion-mnist", "test", None, canvas=bad)
+    with pytest.raises(ValueError, match="--canvas 40: applies to --dataset fashion-mnist only"):
+        build_dataset("imagefolder", "test", None, data_path="/nonexistent", canvas=40)
+
+
 def test_to_tensor_and_normalize_fused_with_identical_values(fashion_mnist):
     """build_transform runs ToTensor + Normalize as one ToNormalizedTensor whose values equal the two torchvision
     steps' bit for bit: every byte value in L and RGB, real Fashion-MNIST images through the training transform (same
@@ -309,6 +329,25 @@ def test_dyvm_finetune_from_our_vim_then_eval(tmp_path, fashion_mnist):
     assert 0 <= result["top1"] <= result["top5"] <= 100
 
 
+def test_canvas_runs_from_training_through_fine_tuning_to_eval(tmp_path, fashion_mnist):
+    canvas = ["--img-size", "35", "--canvas", "35"]  # 25 patches of 7 px, the garment moved by 0-7 px
+    run_cli("train", "--model", "vim_tiny", *TINY, *canvas, "--epochs", "1", "--lr", "2e-3", "--output", tmp_path / "vim")
+    assert read_checkpoint(tmp_path / "vim" / "best.pth")["train_config"]["canvas"] == 35
+    # fine-tuning from it keeps its canvas unless told otherwise
+    run_cli("train", "--model", "dyvm_vim_tiny", *TINY, "--img-size", "35", "--pruning-loc", "1", "--epochs", "1",
+            "--checkpoint", tmp_path / "vim" / "best.pth", "--output", tmp_path / "dyvm")
+    assert read_checkpoint(tmp_path / "dyvm" / "best.pth")["train_config"]["canvas"] == 35
+    results = {}
+    for name, extra in (("default", []), ("plain", ["--canvas", "0"])):
+        out = tmp_path / f"{name}.json"
+        proc = run_cli("eval", "--checkpoint", tmp_path / "dyvm" / "best.pth", "--json", out, "--no-progress",
+                       "--latency-batch-sizes", "1", "--threads", "1", *extra)
+        results[name] = json.loads(out.read_text())
+        assert ("on a 35-px canvas" in proc.stdout) == (name == "default")
+    assert results["default"]["canvas"] == 35 and results["plain"]["canvas"] == 0
+    assert results["default"]["images"] == results["plain"]["images"] == 10000
+
+
 @pytest.mark.parametrize("args,match", [
     (["--data-path", "/nonexistent"], "--data-path /nonexistent"),
     (["--dataset", "imagefolder"], "--data-path is required"),
@@ -320,6 +359,8 @@ def test_dyvm_finetune_from_our_vim_then_eval(tmp_path, fashion_mnist):
     (["--model", "dyvm_vim_tiny", "--pruning-loc", "1", "--keep-guidance", "1", "--distill-weight", "0"],
      "--keep-guidance reads a frozen Vim teacher"),
     (["--model", "dyvm_vim_tiny", "--pruning-loc", "1", "--keep-guidance", "-1"], "--keep-guidance must be"),
+    (["--canvas", "20"], "--canvas 20: 0 (the garments as they are) or a canvas size of at least 28 px"),
+    (["--dataset", "imagefolder", "--data-path", "/tmp", "--canvas", "40"], "applies to --dataset fashion-mnist only"),
 ])
 def test_bad_training_input_is_one_line(tmp_path, args, match, fashion_mnist):
     proc = run_cli("train", *TINY, "--epochs", "1", "--output", tmp_path / "x", *args, check=False)

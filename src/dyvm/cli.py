@@ -76,6 +76,9 @@ def _data_args(p: argparse.ArgumentParser) -> None:
                    help="fashion-mnist (idx files) or an ImageFolder: ROOT/train/<class>/* with ROOT/val/<class>/*, "
                         "or a single tree ROOT/<class>/* (split by --val-fraction)")
     g.add_argument("--data-path", help="dataset root (fashion-mnist default: /usr/share/datasets/fashion-mnist)")
+    g.add_argument("--canvas", type=int, metavar="PX",
+                   help="fashion-mnist: every garment placed on a black PX x PX canvas at its own fixed offset (0: "
+                        "as it is; default: what the checkpoint was trained on, else 0)")
     g.add_argument("--batch-size", type=int,
                    help="images per process per step (train: the preset's, 32 for images <= 64 px; eval: 64)")
     g.add_argument("--workers", type=int, default=0, help="data-loading worker processes")

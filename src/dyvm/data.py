@@ -13,6 +13,10 @@ folders), or a single tree ``ROOT/<class>/*`` (also ``ROOT/train/`` alone) whose
 a deterministic, per-class ``val_fraction`` of every class. Images are read as they come (any
 mode PIL opens: grey, RGB, alpha, palette, CMYK, 16-bit; EXIF rotation applied) and converted to
 the model's channel count by :func:`to_model_mode`.
+
+Fashion-MNIST on a canvas (``canvas=N``, ``dyvm train --canvas N``): every image is placed on a black N x N
+canvas at an offset drawn once per image (uniform, each axis, from a fixed seed per split), so the garment moves
+and most patches are background: the data where token selection has something to find.
 """
 from __future__ import annotations
 
@@ -37,6 +41,7 @@ FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", 
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
 FASHION_MNIST_FIX = "apt-get install -y dataset-fashion-mnist"
 VAL_FRACTION, VAL_CAP = 0.1, 5000   # default held-out validation split: 10% of train, at most 5,000
+CANVAS_SEEDS = {"train": 1, "test": 2}  # the offsets belong to the data, not to a run's seed
 _FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
           "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 
@@ -86,16 +91,31 @@ def _idx_file(folder: Path, name: str) -> Optional[Path]:
     return None
 
 
+def place_on_canvas(images: np.ndarray, canvas: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N, canvas, canvas) images with each of ``images`` (N, S, S) at its own offset, and the (N, 2) offsets
+    (row, column), uniform in 0..canvas - S from ``seed``; the rest is 0."""
+    n, size = len(images), images.shape[1]
+    offsets = np.random.default_rng(seed).integers(0, canvas - size + 1, size=(n, 2))
+    placed = np.zeros((n, canvas, canvas), dtype=images.dtype)
+    span = np.arange(size)
+    rows = (offsets[:, 0, None] + span)[:, :, None]  # (N, S, 1)
+    cols = (offsets[:, 1, None] + span)[:, None, :]  # (N, 1, S)
+    placed[np.arange(n)[:, None, None], rows, cols] = images
+    return placed, offsets
+
+
 class FashionMNIST(Dataset):
     """Fashion-MNIST from idx files. Items: (transformed image, label). Images are 28×28 grey PIL
-    images before the transform ("L"; converted to "RGB" when ``channels == 3``)."""
+    images before the transform ("L"; converted to "RGB" when ``channels == 3``), or ``canvas`` × ``canvas``
+    with the garment at ``self.offsets[i]`` (:func:`place_on_canvas`) when ``canvas`` is set."""
 
     classes = FASHION_MNIST_CLASSES
 
     def __init__(self, root: Optional[str] = None, split: str = "train", transform: Optional[Callable] = None,
-                 channels: int = 1, download: bool = False):
+                 channels: int = 1, download: bool = False, canvas: int = 0):
         if split not in _FILES:
             raise ValueError(f"split={split!r}; expected 'train' or 'test'")
+        check_canvas(canvas)
         try:
             folder = find_fashion_mnist(root)
         except FileNotFoundError:
@@ -109,8 +129,11 @@ class FashionMNIST(Dataset):
         images, labels = (read_idx(_idx_file(folder, n)) for n in _FILES[split])
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
             raise ValueError(f"{folder}: idx files of split {split!r} do not match ({images.shape}, {labels.shape})")
+        self.offsets = None
+        if canvas:
+            images, self.offsets = place_on_canvas(images, canvas, CANVAS_SEEDS[split])
         self.images, self.targets = images, torch.from_numpy(labels.astype(np.int64))
-        self.transform, self.channels, self.root = transform, channels, str(folder)
+        self.transform, self.channels, self.root, self.canvas = transform, channels, str(folder), canvas
 
     def __len__(self) -> int:
         return len(self.images)
@@ -120,6 +143,14 @@ class FashionMNIST(Dataset):
         if self.channels == 3:
             img = img.convert("RGB")
         return (self.transform(img) if self.transform else img), int(self.targets[index])
+
+
+def check_canvas(canvas: int, dataset: str = "fashion-mnist") -> None:
+    """One-line errors for ``--canvas``: 0 (off) or an integer of at least 28, Fashion-MNIST only."""
+    if canvas and dataset != "fashion-mnist":
+        raise ValueError(f"--canvas {canvas}: applies to --dataset fashion-mnist only, not {dataset}")
+    if isinstance(canvas, bool) or not isinstance(canvas, (int, np.integer)) or (canvas and canvas < 28):
+        raise ValueError(f"--canvas {canvas!r}: 0 (the garments as they are) or a canvas size of at least 28 px")
 
 
 def to_model_mode(img: Image.Image, channels: int) -> Image.Image:
@@ -327,16 +358,19 @@ def build_transform(data_cfg: dict[str, Any], is_training: bool, aa: Optional[st
 
 def build_dataset(dataset: str, split: str, transform: Optional[Callable], data_path: Optional[str] = None,
                   channels: int = 3, val_size: Optional[int] = None, on_corrupt: str = "skip",
-                  subset: Optional[int] = None, download: bool = False, val_fraction: float = 0.2) -> Dataset:
+                  subset: Optional[int] = None, download: bool = False, val_fraction: float = 0.2,
+                  canvas: int = 0) -> Dataset:
     """``split`` in train / val / test, as described in the module docstring. ``val_size``: images
     held out of the training set for model selection (None: :func:`default_val_size`);
-    ``val_fraction``: share of each class that becomes the test split of a single ImageFolder tree."""
+    ``val_fraction``: share of each class that becomes the test split of a single ImageFolder tree;
+    ``canvas``: Fashion-MNIST placed on a canvas of this size (0: as it is)."""
     from torch.utils.data import Subset
 
     if split not in ("train", "val", "test"):
         raise ValueError(f"split={split!r}; expected train, val or test")
+    check_canvas(canvas, dataset)
     if dataset == "fashion-mnist":
-        full = FashionMNIST(data_path, "test" if split == "test" else "train", transform, channels, download)
+        full = FashionMNIST(data_path, "test" if split == "test" else "train", transform, channels, download, canvas)
         order = np.arange(len(full))
     elif dataset == "imagefolder":
         train_dir, val_dir = imagefolder_layout(data_path)

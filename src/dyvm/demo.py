@@ -133,13 +133,13 @@ def teacher_command() -> str:
     return " ".join(parts)
 
 
-def _test_loader(model, data_path, n_images, batch_size=500):
+def _test_loader(model, data_path, n_images, batch_size=500, canvas=0):
     from torch.utils.data import DataLoader, Subset
 
     from .data import build_dataset, build_transform, data_config_for
 
     ds = build_dataset("fashion-mnist", "test", build_transform(data_config_for(model), False), data_path,
-                       model.in_chans)
+                       model.in_chans, canvas=canvas)
     if n_images:
         ds = Subset(ds, list(range(n_images)))
     return DataLoader(ds, batch_size=batch_size, shuffle=False)

@@ -44,8 +44,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from .data import (FASHION_MNIST_MEAN, FASHION_MNIST_STD, build_dataset, build_transform, collate_skip_none,
-                   data_config_for, num_classes_of)
+from .data import (FASHION_MNIST_MEAN, FASHION_MNIST_STD, build_dataset, build_transform, check_canvas,
+                   collate_skip_none, data_config_for, num_classes_of)
 from .dynamic import SampleNoise
 from .model_options import (DYNAMIC_OPTIONS, TASKS, check_task, default_pruning_loc,  # noqa: F401 (re-exported)
                             given_options, model_overrides, refuse_dynamic_options)
@@ -156,6 +156,7 @@ class TrainConfig:
     teacher: Optional[str] = None
     dataset: str = "fashion-mnist"
     data_path: Optional[str] = None
+    canvas: Optional[int] = None
     img_size: Optional[int] = None
     patch_size: Optional[int] = None
     depth: Optional[int] = None
@@ -252,6 +253,8 @@ class TrainConfig:
         if segmentation:
             preset.update(SEGMENTATION_RECIPE if is_dynamic_name(cfg.model) else
                           {k: v for k, v in SEGMENTATION_RECIPE.items() if k != "token_sampler"})
+        if cfg.canvas is None:  # fine-tuning keeps the data its checkpoint was trained on
+            cfg.canvas = _checkpoint_train_option(cfg.checkpoint, "canvas") or 0
         warmup_given = cfg.warmup_epochs is not None
         for key, value in preset.items():
             if getattr(cfg, key) is None:
@@ -263,14 +266,23 @@ class TrainConfig:
 
 def _checkpoint_img_size(path: Optional[str]) -> Optional[int]:
     """The input size a dyvm checkpoint was trained at (None for official or unreadable files)."""
+    return _checkpoint_entry(path, "config", "img_size")
+
+
+def _checkpoint_train_option(path: Optional[str], key: str) -> Any:
+    """A ``dyvm train`` option a dyvm checkpoint records (None for official or unreadable files)."""
+    return _checkpoint_entry(path, "train_config", key)
+
+
+def _checkpoint_entry(path: Optional[str], section: str, key: str) -> Any:
     if not path or not os.path.isfile(path):
         return None
     try:
         ckpt = read_checkpoint(path)
     except ValueError:
         return None
-    config = ckpt.get("config") if isinstance(ckpt, dict) else None
-    return config.get("img_size") if isinstance(config, dict) else None
+    config = ckpt.get(section) if isinstance(ckpt, dict) else None
+    return config.get(key) if isinstance(config, dict) else None
 
 
 # ------------------------------------------------------------------------------ distributed
@@ -320,6 +332,9 @@ def _check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"--warmup-epochs must be >= 0, got {cfg.warmup_epochs}")
     if cfg.val_size is not None and cfg.val_size < 0:
         raise ValueError(f"--val-size must be >= 0, got {cfg.val_size}")
+    check_canvas(cfg.canvas or 0, cfg.dataset)
+    if cfg.canvas and cfg.task == "segmentation":
+        raise ValueError(f"--canvas {cfg.canvas}: segmentation trains on its own mosaics, not on a canvas")
     if os.path.exists(cfg.output) and not os.path.isdir(cfg.output):
         raise ValueError(f"--output {cfg.output}: exists and is not a directory (a run folder is written there)")
     if not cfg.resume and os.path.isfile(os.path.join(cfg.output, "checkpoint.pth")):
@@ -482,9 +497,9 @@ def build_loaders(cfg: TrainConfig, model: nn.Module, channels: int, ddp: Dist):
         train_tf = build_transform(data_cfg, True, cfg.aa, cfg.reprob, (cfg.scale_min, 1.0), cfg.hflip)
         eval_tf = build_transform(data_cfg, False)
         train_set = _Indexed(build_dataset(cfg.dataset, "train", train_tf, cfg.data_path, channels, cfg.val_size,
-                                           cfg.corrupt, cfg.subset, val_fraction=cfg.val_fraction))
+                                           cfg.corrupt, cfg.subset, val_fraction=cfg.val_fraction, canvas=cfg.canvas))
         val_set = build_dataset(cfg.dataset, "val", eval_tf, cfg.data_path, channels, cfg.val_size, cfg.corrupt,
-                                val_fraction=cfg.val_fraction)
+                                val_fraction=cfg.val_fraction, canvas=cfg.canvas)
     if len(val_set) == 0:
         raise ValueError("--val-size 0: model selection needs a held-out validation split of at least 1 image")
     if len(train_set) < cfg.batch_size * ddp.world:

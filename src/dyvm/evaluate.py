@@ -293,6 +293,8 @@ def load_for_eval(checkpoint: Optional[str], model_name: Optional[str] = None, o
         if ckpt is not None:
             load_checkpoint(model, ckpt)
     model.class_names = class_names_of(ckpt, model.num_classes)
+    train_config = ckpt.get("train_config") if isinstance(ckpt, dict) else None
+    model.trained_canvas = int((train_config or {}).get("canvas") or 0)  # the data it learnt from (dyvm eval's default)
     if knobs:
         if not model.is_dynamic:
             raise ValueError(f"--{'/--'.join(k.replace('_', '-') for k in knobs)} apply to DyVM models only")
@@ -313,8 +315,10 @@ def evaluate_checkpoint(checkpoint: Optional[str] = None, model: Optional[str] =
                         workers: int = 0, device: Optional[str] = None, latency_batch_sizes=(1, 64),
                         val_size: Optional[int] = None, corrupt: str = "skip", progress: bool = True,
                         download: bool = False, val_fraction: float = 0.2, dtype: str = "fp32",
-                        task: Optional[str] = None, **overrides: Any) -> dict[str, Any]:
+                        task: Optional[str] = None, canvas: Optional[int] = None,
+                        **overrides: Any) -> dict[str, Any]:
     """Everything ``dyvm eval`` reports, as a dict. ``dtype`` "bf16": the accuracy pass runs under bf16 autocast.
+    ``canvas``: Fashion-MNIST on a canvas (None: the canvas the checkpoint was trained on, else none).
     A segmenter is evaluated on the Fashion-MNIST mosaics of ``split`` (``val_size``: how many mosaics;
     default all of the split's)."""
     from .data import build_dataset, build_transform, collate_skip_none, data_config_for
@@ -334,8 +338,10 @@ def evaluate_checkpoint(checkpoint: Optional[str] = None, model: Optional[str] =
         return _evaluate_segmenter(net, checkpoint, model, dev, split, batch_size, workers, data_path, val_size,
                                    latency_batch_sizes, progress, dtype)
     data_cfg = data_config_for(net)
+    if canvas is None:
+        canvas = net.trained_canvas if dataset == "fashion-mnist" else 0
     ds = build_dataset(dataset, split, build_transform(data_cfg, False), data_path, net.in_chans, val_size, corrupt,
-                       download=download, val_fraction=val_fraction)
+                       download=download, val_fraction=val_fraction, canvas=canvas)
     names = net.class_names
     if checkpoint and names != [str(i) for i in range(len(names))] and list(ds.classes) != names:
         raise ValueError(f"the data's classes ({', '.join(map(str, ds.classes[:6]))}{', ...' if len(ds.classes) > 6 else ''}) "
@@ -345,7 +351,7 @@ def evaluate_checkpoint(checkpoint: Optional[str] = None, model: Optional[str] =
     stats = evaluate(net, loader, dev, amp="bf16" if dtype == "bf16" else "none", progress=progress)
     stats["per_class_top1"] = {names[c] if c < len(names) else str(c): v for c, v in stats["per_class_top1"].items()}
     result: dict[str, Any] = dict(model=getattr(net, "arch", model), checkpoint=checkpoint, split=split, classes=names,
-                                  **stats,
+                                  canvas=canvas, **stats,
                                   **flops_from_stats(net, stats))
     return _with_run_facts(result, net, dev, latency_batch_sizes, dtype)
 
@@ -380,7 +386,8 @@ def _evaluate_segmenter(net, checkpoint, model, dev, split, batch_size, workers,
 
 
 def format_report(r: dict[str, Any]) -> str:
-    lines = [f"model {r['model']}  ({r['split']} split, {r['images']} {'mosaics' if 'miou' in r else 'images'}, "
+    canvas = f" on a {r['canvas']}-px canvas" if r.get("canvas") else ""
+    lines = [f"model {r['model']}  ({r['split']} split, {r['images']} {'mosaics' if 'miou' in r else 'images'}{canvas}, "
              f"{r.get('dtype', 'fp32')})"]
     if "miou" in r:
         lines.append(f"  mIoU {r['miou']:.2f}%   pixel accuracy {r['pixel_acc']:.2f}%   loss {r['loss']:.4f}")
@@ -417,7 +424,8 @@ def eval_cli(args) -> int:
                                  args.batch_size or 64,
                                  args.workers, args.device, tuple(args.latency_batch_sizes), args.val_size, args.corrupt,
                                  progress=not args.no_progress, download=args.download,
-                                 val_fraction=args.val_fraction, dtype=args.dtype, task=args.task, **overrides)
+                                 val_fraction=args.val_fraction, dtype=args.dtype, task=args.task,
+                                 canvas=args.canvas, **overrides)
     print(format_report(result))
     if args.json:
         from .checkpoint import atomic_write

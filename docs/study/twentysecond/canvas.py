@@ -27,34 +27,18 @@ import os
 import sys
 import time
 
-import numpy as np
 import torch
-from PIL import Image
 
-import dyvm.data
 from dyvm.demo import MODEL, PLANS, TEACHER_RECIPE, finetune_options
 from dyvm.engine import train
 
-# CANVAS=40 PATCH=4 (environment): another canvas and patch size (session 43: the demo's 4-px patches, 100 tokens)
+# CANVAS=40 PATCH=4 (environment): another canvas and patch size (session 43: the demo's 4-px patches, 100 tokens).
+# The canvas is the library's data option (dyvm train --canvas; until session 44 this script patched the data set,
+# with the same offsets: dyvm.data.place_on_canvas draws them from the same seeds).
 CANVAS, PATCH = int(os.environ.get("CANVAS", 56)), int(os.environ.get("PATCH", 8))
-_plain_init = dyvm.data.FashionMNIST.__init__
-
-
-def _canvas_init(self, root=None, split="train", transform=None, channels=1, download=False):
-    _plain_init(self, root, split, transform, channels, download)
-    n, size = len(self.images), self.images.shape[1]
-    offsets = np.random.default_rng({"train": 1, "test": 2}[split]).integers(0, CANVAS - size + 1, size=(n, 2))
-    canvas = np.zeros((n, CANVAS, CANVAS), dtype=self.images.dtype)
-    for i, (y, x) in enumerate(offsets):  # once per dataset, not per step
-        canvas[i, y:y + size, x:x + size] = self.images[i]
-    self.images, self.offsets = canvas, offsets
-
-
 # PLAIN=1: the demo's own centred 28-px images and 4-px patches (for the oracle on the demo's data)
 PLAIN = os.environ.get("PLAIN") == "1"
-if not PLAIN:
-    dyvm.data.FashionMNIST.__init__ = _canvas_init
-CANVAS_MODEL = MODEL if PLAIN else dict(MODEL, img_size=CANVAS, patch_size=PATCH)
+CANVAS_MODEL = MODEL if PLAIN else dict(MODEL, img_size=CANVAS, patch_size=PATCH, canvas=CANVAS)
 
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "scripts"))
@@ -119,7 +103,7 @@ def main() -> None:
                   else contextlib.nullcontext())
         with oracle:
             summary = train(**finetune_options(PLANS["default"], teacher, **opts))
-            tested = test_against_teacher(summary["best_checkpoint"], teacher)
+            tested = test_against_teacher(summary["best_checkpoint"], teacher, 0 if PLAIN else CANVAS)
         stats = tested["stats"]
         res = dict(what="finetune", rule=rule, pruning_loc=loc, token_keep_ratio=rho, seed=seed, top1=stats["top1"],
                    teacher_top1=tested["teacher_stats"]["top1"], flops_cut=tested["flops_cut"],

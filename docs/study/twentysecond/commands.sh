@@ -19,6 +19,11 @@
 #   CANVAS=40 PATCH=4 python docs/study/twentysecond/canvas.py teacher /work/runs/s43/teacher40 10
 #   CANVAS=40 PATCH=4 RUNS=/work/runs/s43 TEACHER=/work/runs/s43/teacher40/best.pth \
 #       bash docs/study/twentysecond/commands.sh "static 2 0.57 0" "dyvm_guided 2 0.57 0"      (-> c40_*.json)
+#   CANVAS=40 PATCH=4 RUNS=/work/runs/s43 TEACHER=/work/runs/s43/teacher40/best.pth \
+#       bash docs/study/twentysecond/commands.sh "dyvm 2 0.57 0" "random 2 0.57 0"                (session 43)
+#   CANVAS=40 PATCH=4 RUNS=/work/runs/s44 TEACHER=docs/study/twentysecond/canvas40_teacher_10ep.pth \
+#       bash docs/study/twentysecond/commands.sh "static 2 0.57 1" "dyvm_guided 2 0.57 1"         (session 44, 10:30-10:59;
+#   the guided run failed at start on the old canvas patch and was rerun after canvas.py moved to --canvas)
 # (The teacher path below is session 42's run output; canvas_teacher_6ep.pth is the same file. RUNS, TEACHER: another
 # run folder and teacher; CANVAS: the records get a c<CANVAS>_ prefix.)
 RUNS=${RUNS:-/work/runs/s42}; T=${TEACHER:-/work/runs/s42/teacher/best.pth}; P=${CANVAS:+c${CANVAS}_}
