@@ -333,7 +333,13 @@ def test_canvas_runs_from_training_through_fine_tuning_to_eval(tmp_path, fashion
     canvas = ["--img-size", "35", "--canvas", "35"]  # 25 patches of 7 px, the garment moved by 0-7 px
     run_cli("train", "--model", "vim_tiny", *TINY, *canvas, "--epochs", "1", "--lr", "2e-3", "--output", tmp_path / "vim")
     assert read_checkpoint(tmp_path / "vim" / "best.pth")["train_config"]["canvas"] == 35
-    # fine-tuning from it keeps its canvas unless told otherwise
+    # fine-tuning from it keeps its canvas unless told otherwise; other data sets have none
+    from dyvm.engine import TrainConfig
+
+    vim = str(tmp_path / "vim" / "best.pth")
+    assert TrainConfig(model="dyvm_vim_tiny", checkpoint=vim).resolved().canvas == 35
+    assert TrainConfig(model="dyvm_vim_tiny", checkpoint=vim, canvas=0).resolved().canvas == 0
+    assert TrainConfig(model="dyvm_vim_tiny", checkpoint=vim, dataset="imagefolder").resolved().canvas == 0
     run_cli("train", "--model", "dyvm_vim_tiny", *TINY, "--img-size", "35", "--pruning-loc", "1", "--epochs", "1",
             "--checkpoint", tmp_path / "vim" / "best.pth", "--output", tmp_path / "dyvm")
     assert read_checkpoint(tmp_path / "dyvm" / "best.pth")["train_config"]["canvas"] == 35

@@ -253,8 +253,9 @@ class TrainConfig:
         if segmentation:
             preset.update(SEGMENTATION_RECIPE if is_dynamic_name(cfg.model) else
                           {k: v for k, v in SEGMENTATION_RECIPE.items() if k != "token_sampler"})
-        if cfg.canvas is None:  # fine-tuning keeps the data its checkpoint was trained on
-            cfg.canvas = _checkpoint_train_option(cfg.checkpoint, "canvas") or 0
+        if cfg.canvas is None:  # fine-tuning on Fashion-MNIST keeps the canvas its checkpoint was trained on
+            inherited = _checkpoint_train_option(cfg.checkpoint, "canvas") if cfg.dataset == "fashion-mnist" else 0
+            cfg.canvas = inherited or 0
         warmup_given = cfg.warmup_epochs is not None
         for key, value in preset.items():
             if getattr(cfg, key) is None:

@@ -268,6 +268,7 @@ def teacher_vs_student(teacher, student, images: torch.Tensor, batch_sizes=(1, 6
                         time_ratio_range=[ratio["min"], ratio["max"]], latency_cut=1 - ratio["median"])
     return dict(batches=out, rounds=rounds, dtype="fp32", images=int(images.shape[0]), threads=torch.get_num_threads())
 
+
 def load_for_eval(checkpoint: Optional[str], model_name: Optional[str] = None, overrides: Optional[dict] = None):
     """A model from our checkpoint (architecture inside), or ``model_name`` + an official checkpoint."""
     from .checkpoint import load_checkpoint, model_from_checkpoint, read_checkpoint

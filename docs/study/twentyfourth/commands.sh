@@ -23,3 +23,8 @@ for spec in "dyvm_guided 2 0.57 0" "static 2 0.57 0"; do
   CANVAS=40 PATCH=4 python docs/study/twentysecond/canvas.py finetune $1 $2 $3 $RUNS/teacher40_20ep/best.pth $RUNS/$name $4
   cp $RUNS/$name/result.json docs/study/twentyfourth/$name.json
 done
+# Then, alone (12:56-12:58 UTC):
+#   python docs/study/twentyfourth/latency.py docs/study/twentyfourth/canvas40_teacher_20ep.pth \
+#       $RUNS/c40t20_dyvm_guided_loc2_rho0.57_seed0/best.pth docs/study/twentyfourth/c40t20_dyvm_guided_loc2_rho0.57_seed0.json \
+#       40 docs/study/twentyfourth/latency_guided_seed0.json
+#   CANVAS=40 PATCH=4 python docs/study/twentysecond/paired.py $RUNS c40t20_dyvm_guided_loc2_rho0.57_seed0:c40t20_static_loc2_rho0.57_seed0
