@@ -43,7 +43,7 @@ CANVAS_MODEL = MODEL if PLAIN else dict(MODEL, img_size=CANVAS, patch_size=PATCH
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "scripts"))
 from study import ForcedSelection, InfluenceSelection, test_against_teacher  # noqa: E402
-# (the study runner's oracle selections and evaluation; the canvas data reaches them through the patch above)
+# (the study runner's oracle selections and evaluation; test_against_teacher takes the canvas)
 
 
 def stage_layer_only_scores():
