@@ -234,7 +234,9 @@ class TrainConfig:
                                    "fine-tune")
         size = next((s for s in ("tiny", "small", "base") if cfg.model.endswith(s)), "tiny")
         segmentation = cfg.task == "segmentation"  # 56-px mosaics
-        small = segmentation or (cfg.img_size or _checkpoint_img_size(cfg.checkpoint) or 224) <= SMALL_IMAGE
+        inherit_canvas = cfg.canvas is None and cfg.dataset == "fashion-mnist"
+        recorded = _checkpoint_records(cfg.checkpoint) if cfg.img_size is None or inherit_canvas else {}
+        small = segmentation or (cfg.img_size or recorded.get("config", {}).get("img_size") or 224) <= SMALL_IMAGE
         if is_dynamic_name(cfg.model):
             if cfg.recipe not in DYVM_RECIPES:
                 raise ValueError(f"recipe={cfg.recipe!r}; expected one of {sorted(DYVM_RECIPES)}")
@@ -254,8 +256,7 @@ class TrainConfig:
             preset.update(SEGMENTATION_RECIPE if is_dynamic_name(cfg.model) else
                           {k: v for k, v in SEGMENTATION_RECIPE.items() if k != "token_sampler"})
         if cfg.canvas is None:  # fine-tuning on Fashion-MNIST keeps the canvas its checkpoint was trained on
-            inherited = _checkpoint_train_option(cfg.checkpoint, "canvas") if cfg.dataset == "fashion-mnist" else 0
-            cfg.canvas = inherited or 0
+            cfg.canvas = (recorded.get("train_config", {}).get("canvas") if inherit_canvas else 0) or 0
         warmup_given = cfg.warmup_epochs is not None
         for key, value in preset.items():
             if getattr(cfg, key) is None:
@@ -265,25 +266,18 @@ class TrainConfig:
         return cfg
 
 
-def _checkpoint_img_size(path: Optional[str]) -> Optional[int]:
-    """The input size a dyvm checkpoint was trained at (None for official or unreadable files)."""
-    return _checkpoint_entry(path, "config", "img_size")
-
-
-def _checkpoint_train_option(path: Optional[str], key: str) -> Any:
-    """A ``dyvm train`` option a dyvm checkpoint records (None for official or unreadable files)."""
-    return _checkpoint_entry(path, "train_config", key)
-
-
-def _checkpoint_entry(path: Optional[str], section: str, key: str) -> Any:
+def _checkpoint_records(path: Optional[str]) -> dict[str, dict]:
+    """What a dyvm checkpoint records of its model and its run, ``{"config": ..., "train_config": ...}``, read once
+    ({} entries for official or unreadable files, or no path)."""
     if not path or not os.path.isfile(path):
-        return None
+        return {}
     try:
         ckpt = read_checkpoint(path)
     except ValueError:
-        return None
-    config = ckpt.get(section) if isinstance(ckpt, dict) else None
-    return config.get(key) if isinstance(config, dict) else None
+        return {}
+    if not isinstance(ckpt, dict):
+        return {}
+    return {key: ckpt[key] for key in ("config", "train_config") if isinstance(ckpt.get(key), dict)}
 
 
 # ------------------------------------------------------------------------------ distributed
