@@ -1,4 +1,4 @@
-"""Ship a finished ``dyvm train`` run as the demo's teacher: ``src/dyvm/assets/fashion_mnist_vim_teacher.{pth,json}``.
+"""Ship a finished ``dyvm train`` run as the demo's teacher: ``dyvm.demo.TEACHER_FILE`` and its card ``TEACHER_CARD``.
 
     python scripts/ship_demo_teacher.py RUN_DIR --commit SHA --command "dyvm train ..."
 
@@ -29,10 +29,12 @@ def main() -> None:
     best = os.path.join(args.run_dir, "best.pth")
     ckpt = read_checkpoint(best)
     model, _ = model_from_checkpoint(ckpt)
-    save_checkpoint(TEACHER_FILE, model, epoch=ckpt["epoch"], val_top1=ckpt["val_top1"])
-    stats = evaluate(model, _test_loader(model, None, None), torch.device("cpu"), progress=False)
     with open(os.path.join(args.run_dir, "config.json")) as fh:
         config = json.load(fh)
+    # the run's options go with the weights: fine-tuning and `dyvm eval` read the canvas it learnt on from them
+    save_checkpoint(TEACHER_FILE, model, epoch=ckpt["epoch"], val_top1=ckpt["val_top1"], train_config=config)
+    loader = _test_loader(model, None, None, canvas=config.get("canvas") or 0)
+    stats = evaluate(model, loader, torch.device("cpu"), progress=False)
     with open(os.path.join(args.run_dir, "log.jsonl")) as fh:
         log = [json.loads(line) for line in fh if line.strip()]
     card = dict(file=os.path.basename(TEACHER_FILE), sha256=sha256_of(TEACHER_FILE), command=args.command,

@@ -4,9 +4,11 @@
     python scripts/study.py report                                               # table + plot + JSON
     python scripts/study.py zero-shot         # the teacher pruned by each selection rule, no fine-tuning
 
-Every run fine-tunes the demo's teacher (the shipped checkpoint unless --teacher) for the demo's budget
-(`dyvm demo`'s plan: 2 epochs on the 55,000 training images, batch 128, since 2026-11-30 19:10; the runs
-before it used 1 epoch, which each run's config records) and evaluates on the full Fashion-MNIST test split. Results go to docs/study/runs/NAME.json, written when the run ends.
+Every run fine-tunes the centred demo's teacher (the shipped 28-px checkpoint, dyvm.demo.CENTRED_TEACHER_FILE,
+unless --teacher) for that demo's budget (CENTRED_PLAN: 2 epochs on the 55,000 training images, batch 128, since
+2026-11-30 19:10; the runs before it used 1 epoch, which each run's config records) and evaluates on the full
+Fashion-MNIST test split. Results go to docs/study/runs/NAME.json, written when the run ends. (`dyvm demo` itself
+moved to garments on a 40-px canvas in session 45; this study and rounds 1-21 are about the centred images.)
 """
 import argparse
 import contextlib
@@ -27,6 +29,10 @@ OUT = os.path.join(HERE, "..", "docs", "study")
 # it. It is not the demo's current point (layers 5, 6, 7, ρ 0.5, β 0.6), which the study found.
 BASE = dict(pruning_loc=[2, 4, 6], token_keep_ratio=0.7, block_keep_ratio=0.8)
 LATE = [5, 6, 7]  # pruning before the last three of the teacher's 8 layers
+# `dyvm demo`'s default plan on the centred 28-px images until session 44 (the budget of every run here)
+CENTRED_PLAN = dict(pruning_loc=LATE, token_keep_ratio=0.3, block_keep_ratio=0.8, finetune_epochs=2, finetune_lr=3e-3,
+                    subset=None, test_images=None, drop_bar=1.5, keep_ratio_source="decisions", keep_guidance=0.0)
+CENTRED = dict(img_size=28, canvas=0)  # finetune_options overrides: the centred images
 
 
 def at_point(pruning_loc: list, rho: float, beta: float, **options) -> dict:
@@ -399,7 +405,7 @@ def zero_shot(teacher_path: str) -> dict:
     model.eval()
     rules = ("teacher_influence", "reverse_influence", "static", "random")
     correct, n = dict.fromkeys(rules + ("teacher",), 0), 0
-    for x, y in _test_loader(oracle.teacher, None, None, batch_size=250):
+    for x, y in _test_loader(oracle.teacher, None, None, batch_size=250, canvas=0):
         correct["teacher"] += (oracle.teacher(x).argmax(-1) == y).sum().item()
         shares = teacher_influence(oracle.teacher, x, LATE[0])   # once per batch, for both influence rules
         for rule in rules:
@@ -434,13 +440,13 @@ def test_against_teacher(checkpoint: str, teacher: str, canvas: int = 0) -> dict
 
 
 def run(name: str, teacher: str, threads: int, subset, keep: Optional[str] = None) -> dict:
-    from dyvm.demo import PLANS, finetune_options
+    from dyvm.demo import DemoPlan, finetune_options
     from dyvm.engine import train
 
-    plan = PLANS["default"]
+    plan = DemoPlan(**CENTRED_PLAN)
     desc, extra = RUNS[name]
     selection = extra.get("selection")
-    opts = finetune_options(plan, teacher, **{**dict(subset=subset, threads=threads, no_progress=True, seed=0),
+    opts = finetune_options(plan, teacher, **{**dict(subset=subset, threads=threads, no_progress=True, seed=0, **CENTRED),
                                               **BASE, **{k: v for k, v in extra.items() if k != "selection"}})
     oracle = (InfluenceSelection(teacher) if selection == "teacher_influence" else
               ShiftedStaticSelection(extra.get("seed", 0)) if selection == "shifted_static" else contextlib.nullcontext())
@@ -524,7 +530,7 @@ def main() -> None:
     if args.cmd == "report":
         report()
         return
-    from dyvm.demo import TEACHER_FILE
+    from dyvm.demo import CENTRED_TEACHER_FILE as TEACHER_FILE
 
     if args.cmd == "zero-shot":
         torch.set_num_threads(args.threads)

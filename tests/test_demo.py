@@ -46,8 +46,15 @@ def test_report_files_and_sane_numbers(report):
     assert r["claim"]["drop_bar"] is None and r["claim"]["top1_drop_within_bar"] is None  # a smoke run claims nothing
     rec = r["meta"]["finetune_recipe"]
     assert rec["recipe"] == "dyvm" and rec["keep_prior"] is True and rec["subset"] == 4096
+    # DyVM alone is guided by the teacher's choice; the baselines have no predictor to guide. All on the canvas.
+    assert (rec["keep_guidance"], rec["keep_ratio_source"]) == (1.0, "probabilities") and r["meta"]["canvas"] == 40
+    for name, score in (("dyvm", "predictor"), ("random", "random"), ("static", "static")):
+        config = json.loads((report / "checkpoints" / name / "config.json").read_text())
+        assert (config["score"], config["canvas"], config["epochs"]) == (score, 40, 1)
+        assert (config["keep_guidance"] > 0) == (name == "dyvm")
     assert d["gflops_official"] < t["gflops_official"] and d["gflops_full"] < t["gflops_full"]
-    assert len(d["token_keep"]) == 3 and d["token_keep"][0] > d["token_keep"][-1]
+    assert len(d["token_keep"]) == len(r["meta"]["plan"]["pruning_loc"]) == 1  # measured: 56 or 57 of 100 patches
+    assert abs(d["token_keep"][0] - r["meta"]["plan"]["token_keep_ratio"]) <= 0.011
     assert len(d["branch_keep"]) == 8 and 0 < d["branch_keep_mean"] <= 1
     assert set(r["curves"]) == {"predictor", "random", "static"}
     for points in r["curves"].values():
@@ -67,6 +74,7 @@ def test_report_files_and_sane_numbers(report):
     assert f"{t['top1']:.2f}" in text and f"{d['top1']:.2f}" in text  # the report shows the JSON's numbers
     assert "A smoke run" in text and "← departs" in text and "trained random pruning" in text
     assert "their training masks are nested per image" in text  # the baselines' departure is named
+    assert "black 40-px canvas" in text and "(100 tokens)" in text and "`--keep-guidance`, a departure" in text
     assert f"{speed['batches']['b64']['time_ratio']:.3f}" in text  # the latency table shows the JSON's ratio
     assert not [p for p in os.listdir(report.parent) if p.startswith(".dyvm-demo-")]  # no temp folder left
 
@@ -103,3 +111,23 @@ def test_failed_demo_leaves_no_half_report(tmp_path):
                            "--data-path", str(tmp_path / "nothing")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "--data-path" in proc.stderr.strip().splitlines()[-1]
     assert not out.exists() and not [p for p in os.listdir(tmp_path) if p.startswith(".dyvm-demo-")]
+
+
+def test_demo_plans_guide_dyvm_alone_on_the_canvas():
+    """Each fine-tune's options: all three on the demo's canvas with the same budget; only DyVM's predictor is guided
+    by the teacher (the baselines have none); `--recipe paper` trains the paper's predictor, unguided."""
+    from dyvm.demo import CANVAS, demo_plan, finetune_options
+
+    plan = demo_plan("default")
+    runs = {score: finetune_options(plan, "teacher.pth", score) for score in ("predictor", "random", "static")}
+    for score, options in runs.items():
+        assert (options["score"], options["canvas"], options["img_size"]) == (score, CANVAS, CANVAS)
+        assert (options["epochs"], options["pruning_loc"], options["token_keep_ratio"]) == (1, [2], 0.57)
+        assert ("keep_guidance" in options) == (score == "predictor")
+        assert options.get("baseline_masks") == (None if score == "predictor" else "nested")
+    assert (runs["predictor"]["keep_guidance"], runs["predictor"]["keep_ratio_source"]) == (1.0, "probabilities")
+    paper = finetune_options(demo_plan("default", recipe="paper"), "teacher.pth")
+    assert paper["recipe"] == "paper" and "keep_guidance" not in paper and "keep_ratio_source" not in paper
+    assert demo_plan("long").finetune_epochs > demo_plan("default").finetune_epochs
+    with pytest.raises(ValueError, match="finetune_epochs"):
+        demo_plan("default", finetune_epochs=0)

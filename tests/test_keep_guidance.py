@@ -167,8 +167,19 @@ def test_remembered_teacher_outputs_hold_the_keep_scores():
     plain = TeacherMemo(teacher, 64)
     first = guided(x)
     assert torch.equal(first.keep_scores, teacher_outputs(teacher, x, [1, 3, 5]).keep_scores)
-    assert plain(x).keep_scores is None and guided.misses == plain.misses == 1  # other entries, not each other's
     assert guided(x) is first and guided.hits == 1
+    # a run without guidance reuses the guided run's teacher outputs (the demo's baselines after its DyVM) ...
+    reused = plain(x)
+    assert plain.hits == 1 and plain.misses == 0 and reused.keep_scores is None
+    assert torch.equal(reused.logits, first.logits) and torch.equal(reused.tokens, first.tokens)
+    # ... while guidance at other layers is computed anew, and a plain entry does not serve a guided run
+    other = TeacherMemo(teacher, 64, [2])
+    assert other(x).keep_scores.shape[0] == 1 and other.misses == 1
+    TeacherMemo.clear()
+    y = torch.randn(4, 1, 28, 28)
+    assert plain(y).keep_scores is None and plain.misses == 1
+    assert torch.equal(guided(y).keep_scores, teacher_outputs(teacher, y, [1, 3, 5]).keep_scores)
+    assert guided.misses == 2 and guided(y).keep_scores is not None and guided.hits == 2  # it replaced the plain one
     TeacherMemo.clear()
 
 

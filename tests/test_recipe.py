@@ -43,8 +43,8 @@ def test_recipes_paper_and_dyvm():
     assert TrainConfig(model="dyvm_vim_tiny", img_size=28).resolved().lr == 3e-3
     assert TrainConfig(model="dyvm_vim_tiny", img_size=28, recipe="paper").resolved().lr == 3e-5
     assert TrainConfig(model="dyvm_vim_tiny", img_size=28, lr=1e-4).resolved().lr == 1e-4
-    # the size comes from our checkpoint when --img-size is not given (the shipped teacher: 28 px)
-    from dyvm.demo import TEACHER_FILE
+    # the size comes from our checkpoint when --img-size is not given (the shipped centred teacher: 28 px)
+    from dyvm.demo import CENTRED_TEACHER_FILE as TEACHER_FILE
 
     small = TrainConfig(model="dyvm_vim_tiny", checkpoint=TEACHER_FILE).resolved()
     assert (small.lr, small.mixup, small.aa) == (3e-3, 0.0, "none")

@@ -268,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-path", help="Fashion-MNIST idx files (default: Debian's dataset-fashion-mnist)")
     p.add_argument("--download", action="store_true",
                    help="fetch Fashion-MNIST through torchvision into --data-path (default ./data) when it is missing")
-    p.add_argument("--quick", action="store_true", help="a ~3-minute smoke run")
+    p.add_argument("--quick", action="store_true", help="a ~2-minute smoke run")
     p.add_argument("--long", action="store_true", help="the longer run that checks the paper's claim")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--finetune-epochs", type=int, help="epochs of each fine-tuning run (DyVM, random, static)")

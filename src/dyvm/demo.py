@@ -1,6 +1,11 @@
 """``dyvm demo``: the paper's pipeline in miniature on Fashion-MNIST, with a report.
 
-1. the Vim teacher (28 px, patch 4: 49 patch tokens + a class token): by default the checkpoint
+The data: Fashion-MNIST with every garment at its own fixed offset on a black 40-px canvas
+(``dyvm.data.place_on_canvas``), so where the garment sits changes from image to image as in real photos.
+On the centred 28-px images (the demo until session 44) a fixed evenly spaced selection is close to the
+best any selection can do, and no learnt selection beat it (docs/study, rounds 1-21).
+
+1. the Vim teacher (40 px, patch 4: 100 patch tokens + a class token): by default the checkpoint
    shipped in ``dyvm/assets`` (made by ``dyvm train``; its command, seed, commit and log ship beside
    it, and ``--train-teacher`` retrains it in the run); evaluated on the test split in the run;
 2. fine-tune DyVM from it with distillation from the frozen teacher, and, with the same budget, the
@@ -30,20 +35,27 @@ import torch
 
 from .engine import SMALL_DYVM_POINT
 
-# The teacher architecture of every demo mode: a small Vim on 28-px images with 4-px patches.
-MODEL = dict(img_size=28, patch_size=4, in_chans=1, depth=8, embed_dim=64)
+# The demo's images: each 28-px garment at its own fixed offset (0-12 px per axis) on a 40-px canvas.
+CANVAS = 40
+# The teacher architecture of every demo mode: a small Vim on those 40-px images with 4-px patches.
+MODEL = dict(img_size=CANVAS, patch_size=4, in_chans=1, depth=8, embed_dim=64)
 ASSETS = os.path.join(os.path.dirname(__file__), "assets")
-TEACHER_FILE = os.path.join(ASSETS, "fashion_mnist_vim_teacher.pth")
-TEACHER_CARD = os.path.join(ASSETS, "fashion_mnist_vim_teacher.json")
+TEACHER_FILE = os.path.join(ASSETS, "fashion_mnist_canvas40_vim_teacher.pth")
+TEACHER_CARD = os.path.join(ASSETS, "fashion_mnist_canvas40_vim_teacher.json")
+# The demo's teacher until session 44, on the centred 28-px images: what tests/test_finetune_defaults.py
+# fine-tunes with `dyvm train`'s defaults, and the teacher of docs/study's rounds 1-21.
+CENTRED_TEACHER_FILE = os.path.join(ASSETS, "fashion_mnist_vim_teacher.pth")
+CENTRED_TEACHER_CARD = os.path.join(ASSETS, "fashion_mnist_vim_teacher.json")
 
 # The recipe that made the shipped teacher (``dyvm train`` options; ``--train-teacher`` reruns it).
-TEACHER_RECIPE = dict(model="vim_tiny", **MODEL, dataset="fashion-mnist", batch_size=128, epochs=10, lr=8e-3,
-                      min_lr=1e-5, warmup_epochs=1, warmup_lr=1e-5, weight_decay=0.05, mixup=0.0, cutmix=0.0,
+TEACHER_RECIPE = dict(model="vim_tiny", **MODEL, dataset="fashion-mnist", canvas=CANVAS, batch_size=128, epochs=20,
+                      lr=8e-3, min_lr=1e-5, warmup_epochs=1, warmup_lr=1e-5, weight_decay=0.05, mixup=0.0, cutmix=0.0,
                       smoothing=0.0, aa="none", reprob=0.0, repeated_aug=1, drop_path=0.0, scale_min=0.8, hflip=0.5,
                       val_size=5000, eval_batch_size=500, seed=0)
 
 # The three fine-tunes share the seed, so the same batches: the frozen teacher's outputs are computed in
-# the first and remembered for the other two (dyvm.losses.TeacherMemo; about 0.7 GB per epoch here).
+# the first (with DyVM's keep-guidance scores) and remembered for the other two (dyvm.losses.TeacherMemo; about
+# 1.4 GB per epoch of the 40-px images).
 TEACHER_CACHE_MB = 6144
 # Fine-tuning options shared by DyVM and the trained baselines. Augmentation for 28-px images: mild
 # crops and flips only (RandAugment, mixup, cutmix and random erasing are the paper's ImageNet recipe).
@@ -69,36 +81,67 @@ class DemoPlan:
     # ablation's batch-level masks with revived tokens, which train ~35% slower here (the whole sequence runs to
     # the last layer) and were not stronger at this point: docs/study, official_* rows
     baseline_masks: str = "nested"
+    # DyVM's own options (not the trained baselines', which have no predictor): the keep-ratio loss on p(keep), and
+    # a BCE of this weight pulling p(keep) toward the frozen teacher's choice (`dyvm train --keep-guidance`); None:
+    # the recipe's own (`--recipe paper` runs the paper's: neither)
+    keep_ratio_source: Optional[str] = "probabilities"
+    keep_guidance: Optional[float] = 1.0
 
 
-# The operating point: `dyvm train`'s own default for DyVM on small images (engine.SMALL_DYVM_POINT, found by
-# docs/study): pruning before the last three layers (5, 6, 7 of 8) with ρ 0.3 (14, 4, 1 of 49 tokens kept)
-# and β 0.8. At the demo's budget it lost 1.3 points at a 36.4% cut, where the paper's placement scaled to
-# 8 layers (2, 4, 6) with ρ 0.7, β 0.8 lost 4-5 after one epoch.
-OPERATING_POINT = dict(pruning_loc=[MODEL["depth"] + p for p in SMALL_DYVM_POINT["pruning_loc"]],
-                       token_keep_ratio=SMALL_DYVM_POINT["token_keep_ratio"],
-                       block_keep_ratio=SMALL_DYVM_POINT["block_keep_ratio"])
+# The operating point (docs/study, rounds 22-24, on the canvas): one pruning stage before layer 2 of 8 keeping
+# ρ = 0.57 of the 100 patches (57), β 0.8: a 35.7% FLOPs cut. With the teacher's guidance the predictor found the
+# garment and scored 1.4 points above trained static selection; the placement of `dyvm train`'s own small-image
+# default (engine.SMALL_DYVM_POINT: the last three layers) cuts too little of 100 tokens' cost that late.
+OPERATING_POINT = dict(pruning_loc=[2], token_keep_ratio=0.57, block_keep_ratio=SMALL_DYVM_POINT["block_keep_ratio"])
 PLANS = {
     "quick": DemoPlan(**OPERATING_POINT, finetune_epochs=1, finetune_lr=3e-3, subset=4096, test_images=2000,
-                      drop_bar=None, sweep=[1.0, 0.7, 0.4]),
-    "default": DemoPlan(**OPERATING_POINT, finetune_epochs=2, finetune_lr=3e-3, subset=None, test_images=None,
-                        drop_bar=1.5, sweep=[1.0, 0.7, 0.5, 0.3]),
-    "long": DemoPlan(**OPERATING_POINT, finetune_epochs=8, finetune_lr=3e-3, subset=None, test_images=None,
-                     drop_bar=1.0, sweep=[1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3]),
+                      drop_bar=None, sweep=[1.0, 0.57, 0.3]),
+    "default": DemoPlan(**OPERATING_POINT, finetune_epochs=1, finetune_lr=3e-3, subset=None, test_images=None,
+                        drop_bar=1.5, sweep=[1.0, 0.57, 0.3]),
+    "long": DemoPlan(**OPERATING_POINT, finetune_epochs=3, finetune_lr=3e-3, subset=None, test_images=None,
+                     drop_bar=1.0, sweep=[1.0, 0.9, 0.8, 0.7, 0.57, 0.5, 0.4, 0.3]),
 }
 # The three fine-tuned models: DyVM's learned predictor, and the trained baselines.
 FINETUNED = {"dyvm": "predictor", "random": "random", "static": "static"}
 
 
-def finetune_options(plan: DemoPlan, teacher_ckpt: str, **overrides: Any) -> dict[str, Any]:
-    """``train()`` options of one of the demo's fine-tuning runs (DyVM or a trained baseline): the plan's
-    budget and operating point on FINETUNE_COMMON; ``overrides`` replace any of them (the study's rows)."""
-    options = dict(FINETUNE_COMMON, **MODEL, model="dyvm_vim_tiny", checkpoint=teacher_ckpt,
-                   epochs=plan.finetune_epochs, lr=plan.finetune_lr, recipe=plan.recipe,
+def finetune_options(plan: DemoPlan, teacher_ckpt: str, score: str = "predictor", **overrides: Any) -> dict[str, Any]:
+    """``train()`` options of one of the demo's fine-tuning runs (DyVM, or a trained baseline: ``score`` random or
+    static): the plan's budget and operating point on FINETUNE_COMMON; ``overrides`` replace any of them."""
+    options = dict(FINETUNE_COMMON, **MODEL, canvas=CANVAS, model="dyvm_vim_tiny", checkpoint=teacher_ckpt,
+                   epochs=plan.finetune_epochs, lr=plan.finetune_lr, recipe=plan.recipe, score=score,
                    token_keep_ratio=plan.token_keep_ratio, block_keep_ratio=plan.block_keep_ratio,
                    pruning_loc=plan.pruning_loc, subset=plan.subset)
+    if score == "predictor":
+        options.update({k: v for k, v in dict(keep_ratio_source=plan.keep_ratio_source,
+                                              keep_guidance=plan.keep_guidance).items() if v is not None})
+    else:
+        options.update(baseline_masks=plan.baseline_masks)
     options.update(overrides)
     return options
+
+
+def demo_plan(mode: str = "default", finetune_epochs: Optional[int] = None, recipe: Optional[str] = None,
+              baseline_masks: Optional[str] = None) -> DemoPlan:
+    """The plan of a demo mode with the user's changes; a bad value is a one-line error before any work."""
+    if mode not in PLANS:
+        raise ValueError(f"mode={mode!r}; expected one of {list(PLANS)}")
+    plan = DemoPlan(**asdict(PLANS[mode]))
+    if finetune_epochs is not None:
+        if finetune_epochs < 1:
+            raise ValueError(f"finetune_epochs must be >= 1, got {finetune_epochs}")
+        plan.finetune_epochs = finetune_epochs
+    if recipe is not None:
+        plan.recipe = recipe
+        if recipe != "dyvm":   # the demo's guided predictor is the dyvm recipe's; another recipe trains its own way
+            plan.keep_ratio_source = plan.keep_guidance = None
+    if baseline_masks is not None:
+        from .dynamic import BASELINE_MASKS
+
+        if baseline_masks not in BASELINE_MASKS:
+            raise ValueError(f"--baseline-masks {baseline_masks!r}: expected one of {', '.join(BASELINE_MASKS)}")
+        plan.baseline_masks = baseline_masks
+    return plan
 
 
 def _phase(msg: str) -> None:
@@ -114,15 +157,17 @@ def sha256_of(path: str) -> str:
     return h.hexdigest()
 
 
-def shipped_teacher() -> tuple[str, dict]:
-    """The shipped teacher checkpoint and its card (command, seed, commit, log, hash, accuracy)."""
-    with open(TEACHER_CARD) as fh:
+def shipped_teacher(file: Optional[str] = None, card_file: Optional[str] = None) -> tuple[str, dict]:
+    """A shipped teacher checkpoint (default: the demo's, TEACHER_FILE) and its card (command, seed, commit, log,
+    hash, accuracy), after checking the file against the card's hash."""
+    file, card_file = file or TEACHER_FILE, card_file or TEACHER_CARD
+    with open(card_file) as fh:
         card = json.load(fh)
-    digest = sha256_of(TEACHER_FILE)
+    digest = sha256_of(file)
     if digest != card["sha256"]:
-        raise ValueError(f"{TEACHER_FILE} does not match its card (sha256 {digest[:12]}… vs {card['sha256'][:12]}…); "
+        raise ValueError(f"{file} does not match its card (sha256 {digest[:12]}… vs {card['sha256'][:12]}…); "
                          "reinstall dyvm or rerun with --train-teacher")
-    return TEACHER_FILE, card
+    return file, card
 
 
 def teacher_command() -> str:
@@ -133,7 +178,7 @@ def teacher_command() -> str:
     return " ".join(parts)
 
 
-def _test_loader(model, data_path, n_images, batch_size=500, canvas=0):
+def _test_loader(model, data_path, n_images, batch_size=500, canvas=CANVAS):
     from torch.utils.data import DataLoader, Subset
 
     from .data import build_dataset, build_transform, data_config_for
@@ -186,21 +231,7 @@ def run_demo(output: str = "dyvm-demo", data_path: Optional[str] = None, mode: s
     from .losses import TeacherMemo
     from .viz import accuracy_flops_curve, branch_heatmap, pruning_overlay, training_curves
 
-    if mode not in PLANS:
-        raise ValueError(f"mode={mode!r}; expected one of {list(PLANS)}")
-    plan = DemoPlan(**asdict(PLANS[mode]))
-    if finetune_epochs is not None:
-        if finetune_epochs < 1:
-            raise ValueError(f"finetune_epochs must be >= 1, got {finetune_epochs}")
-        plan.finetune_epochs = finetune_epochs
-    if recipe is not None:
-        plan.recipe = recipe
-    if baseline_masks is not None:
-        from .dynamic import BASELINE_MASKS
-
-        if baseline_masks not in BASELINE_MASKS:
-            raise ValueError(f"--baseline-masks {baseline_masks!r}: expected one of {', '.join(BASELINE_MASKS)}")
-        plan.baseline_masks = baseline_masks
+    plan = demo_plan(mode, finetune_epochs, recipe, baseline_masks)
     try:
         find_fashion_mnist(data_path)  # fail early with a clear message (naming the command that fixes it)
     except FileNotFoundError:
@@ -244,10 +275,9 @@ def run_demo(output: str = "dyvm-demo", data_path: Optional[str] = None, mode: s
                    f"with distillation ({plan.finetune_epochs} epoch(s), ρ={plan.token_keep_ratio}, "
                    f"β={plan.block_keep_ratio}, recipe {plan.recipe})")
             t = time.time()
-            masks = {} if score == "predictor" else dict(baseline_masks=plan.baseline_masks)
-            runs[name] = train(**finetune_options(plan, teacher_ckpt, output=os.path.join(ckpt_dir, name), score=score,
+            runs[name] = train(**finetune_options(plan, teacher_ckpt, score, output=os.path.join(ckpt_dir, name),
                                                   data_path=data_path, seed=seed, no_progress=not progress,
-                                                  threads=threads, **masks))
+                                                  threads=threads))
             timings[f"{name}_train_s"] = time.time() - t
         TeacherMemo.clear()
 
@@ -414,7 +444,7 @@ def _meta(mode, plan, seed, data_path, output, timings, figures, version, runs, 
                 date=time.strftime("%Y-%m-%d %H:%M:%S %Z"), dyvm_version=version, torch_version=torch.__version__,
                 python=platform.python_version(), machine=f"{cpu}, {os.cpu_count()} cores",
                 torch_threads=torch.get_num_threads(), scan_backend=resolve_backend(None), timings_s=timings,
-                figures=figures, output=output,
+                figures=figures, output=output, canvas=CANVAS,
                 finetune_recipe={k: finetune_config.get(k) for k in recipe_keys})
 
 
@@ -465,13 +495,27 @@ def render_report(r: dict[str, Any]) -> str:
                      "`dyvm demo --train-teacher` retrains it in the run.")
     else:
         lines.append(f"Teacher: a Vim trained in this run by `{src['command']}` (seed {src['seed']}).")
-    lines += ["A Vim with a middle class token and bidirectional SSM: depth 8, D = 64, 28-px images cut into 4-px "
-              "patches (49 tokens), trained on 55,000 training images (5,000 more held out for model selection).", "",
+    canvas = m.get("canvas", 0)
+    if canvas:
+        lines += ["", f"The data: Fashion-MNIST with every 28-px garment at its own fixed offset (0–{canvas - 28} px on "
+                  f"each axis, drawn once per image from a fixed seed per split) on a black {canvas}-px canvas "
+                  f"(`--canvas {canvas}`), so where the garment is changes from image to image, as in photos. On the "
+                  "centred 28-px images every garment sits in the same place: a fixed evenly spaced selection is then "
+                  "close to the best any selection can do, and no learnt one beat it (docs/study, rounds 1–21).", ""]
+    size = canvas or 28
+    n_tokens = (size // 4) ** 2
+    lines += [f"A Vim with a middle class token and bidirectional SSM: depth 8, D = 64, {size}-px images cut into 4-px "
+              f"patches ({n_tokens} tokens), trained on 55,000 training images (5,000 more held out for model "
+              "selection).", "",
               f"Fine-tuned from it, the same budget each ({plan['finetune_epochs']} epoch(s) on "
               f"{format(plan['subset'], ',') if plan['subset'] else 'all 55,000'} images), with distillation from the "
               f"frozen teacher, token pruning before layers {plan['pruning_loc']} (ρ = {plan['token_keep_ratio']}) "
               f"and per-image SSM branch selection (β = {plan['block_keep_ratio']}):",
-              "- **DyVM**: the learned keep predictor;",
+              "- **DyVM**: the learned keep predictor" + (
+                  f", trained with a BCE (weight {plan['keep_guidance']}) pulling its p(keep) toward the frozen "
+                  "teacher's own choice, the patches with the most class-token influence (`--keep-guidance`, a "
+                  "departure from the paper, which trains the predictor through the task and ratio losses only)"
+                  if plan.get("keep_guidance") else "") + ";",
               "- **trained random** / **trained static**: the Pruning_Strategy ablations — keep k random / "
               "evenly spaced tokens per image at inference (no predictor, no ratio loss). " + _masks_sentence(plan), "",
               f"Accuracy on the official test split ({'all 10,000' if not plan['test_images'] else plan['test_images']} "
@@ -529,7 +573,7 @@ def render_report(r: dict[str, Any]) -> str:
     if slower:
         first = min(plan["pruning_loc"])
         lines += [f"DyVM is **slower** than its teacher at batch {' and '.join(slower)} here despite fewer FLOPs: at "
-                  "this tiny size (D 64, 50 tokens) a block at batch 1 is mostly fixed cost, so the layers after a "
+                  f"this tiny size (D 64, {n_tokens + 1} tokens) a block at batch 1 is mostly fixed cost, so the layers after a "
                   "pruning stage cost nearly what full-length ones do and the stages' predictors add their own, "
                   f"while layers 0–{first - 1} run on every token in both models"
                   + (". With two or more threads the teacher's small blocks also run their two SSM branches side by "
@@ -546,7 +590,7 @@ def render_report(r: dict[str, Any]) -> str:
         paper = PAPER_FINETUNE.get(key, "–")
         mark = " ← departs" if key in PAPER_FINETUNE and value != paper else ""
         lines.append(f"| {key} | {value}{mark} | {paper} |")
-    lines += ["", "Precision fp32. The paper fine-tunes ImageNet at 224 px; here 28-px images get mild crops "
+    lines += ["", f"Precision fp32. The paper fine-tunes ImageNet at 224 px; here {size}-px images get mild crops "
               "(scale ≥ 0.8) and flips, without RandAugment, mixup, cutmix or random erasing. The three fine-tunes "
               "share the seed and so see the same batches: the frozen teacher's outputs, computed in the first, "
               "are reused by the other two (`--teacher-cache-mb`; it saves time and changes no number).", "",

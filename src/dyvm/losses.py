@@ -109,14 +109,16 @@ def keep_guidance_loss(stages: list[StageSlots], keep_scores: Tensor, keep_count
 
 
 class TeacherMemo:
-    """A frozen teacher's outputs (logits, final patch tokens) remembered by the exact bytes of the input
-    batch and of the teacher's weights, in one store shared by the whole process.
+    """A frozen teacher's outputs (logits, final patch tokens, keep scores where asked) remembered by the exact
+    bytes of the input batch and of the teacher's weights, in one store shared by the whole process.
 
     Runs that feed the same batches to the same teacher compute each teacher forward once: the demo's
     DyVM and its trained baselines share the seed, hence the data order and the augmentations. A hit
-    returns what the teacher computed for those bytes, so training is unchanged; only time is saved.
-    The store keeps the first ``max_mb`` of outputs and then stops adding (runs replay the batches in
-    the same order, so evicting old entries for new ones would leave the next run nothing to hit).
+    returns what the teacher computed for those bytes, so training is unchanged; only time is saved. An
+    entry made with keep scores (``guidance_loc``, the stages' layers) also serves runs that want none;
+    a run that wants them for other layers computes its own. The store keeps the first ``max_mb`` of
+    outputs and then stops adding (runs replay the batches in the same order, so evicting old entries
+    for new ones would leave the next run nothing to hit).
     """
 
     _store: "dict[tuple[str, str], SimpleNamespace]" = {}
@@ -125,9 +127,9 @@ class TeacherMemo:
     def __init__(self, teacher: nn.Module, max_mb: float, guidance_loc: Optional[list[int]] = None):
         if max_mb <= 0:
             raise ValueError(f"teacher_cache_mb must be > 0 to remember anything, got {max_mb}")
-        self.teacher, self.max_bytes, self.guidance_loc = teacher, int(max_mb * 2 ** 20), guidance_loc
+        self.teacher, self.max_bytes = teacher, int(max_mb * 2 ** 20)
+        self.guidance_loc = None if guidance_loc is None else list(guidance_loc)
         h = hashlib.blake2b(digest_size=16)
-        h.update(repr(guidance_loc).encode())  # entries with keep scores are other entries
         for name, t in sorted(teacher.state_dict().items()):
             h.update(name.encode())
             h.update(t.detach().cpu().contiguous().numpy().tobytes())
@@ -143,16 +145,21 @@ class TeacherMemo:
     def __call__(self, inputs: Tensor) -> SimpleNamespace:
         key = (self.fingerprint, self._digest(inputs))
         entry = TeacherMemo._store.get(key)
-        if entry is not None:
+        if entry is not None and self.guidance_loc in (None, entry.guidance_loc):
             self.hits += 1
+            if self.guidance_loc is None and entry.keep_scores is not None:  # a plain run reads no keep scores
+                return SimpleNamespace(logits=entry.logits, tokens=entry.tokens, keep_scores=None, guidance_loc=None)
             return entry
         self.misses += 1
         out = teacher_outputs(self.teacher, inputs, self.guidance_loc)
-        entry = SimpleNamespace(**{k: None if v is None else v.detach().clone() for k, v in vars(out).items()})
-        size = sum(v.nbytes for v in vars(entry).values() if v is not None)
-        if TeacherMemo._bytes + size <= self.max_bytes:
+        entry = SimpleNamespace(**{k: None if v is None else v.detach().clone() for k, v in vars(out).items()},
+                                guidance_loc=self.guidance_loc)
+        size = sum(v.nbytes for v in vars(entry).values() if isinstance(v, Tensor))
+        old = TeacherMemo._store.get(key)   # an entry without the keep scores asked for now: replaced by this one
+        old_size = 0 if old is None else sum(v.nbytes for v in vars(old).values() if isinstance(v, Tensor))
+        if TeacherMemo._bytes - old_size + size <= self.max_bytes:
             TeacherMemo._store[key] = entry
-            TeacherMemo._bytes += size
+            TeacherMemo._bytes += size - old_size
         return entry
 
     @classmethod

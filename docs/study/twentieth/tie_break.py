@@ -35,7 +35,7 @@ for path in sys.argv[1:]:
     model.eval()
     model._fused_stage = lambda *a, **k: None  # the Python path, where the rule is swapped
     model._stacked_inference = lambda *a, **k: None
-    loader = _test_loader(model, None, 10000)
+    loader = _test_loader(model, None, 10000, canvas=0)
     row = {}
     for name, rule in RULES.items():
         dyn.top_k_spreading_ties = rule

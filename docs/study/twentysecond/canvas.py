@@ -29,7 +29,7 @@ import time
 
 import torch
 
-from dyvm.demo import MODEL, PLANS, TEACHER_RECIPE, finetune_options
+from dyvm.demo import MODEL, TEACHER_RECIPE, DemoPlan, finetune_options
 from dyvm.engine import train
 
 # CANVAS=40 PATCH=4 (environment): another canvas and patch size (session 43: the demo's 4-px patches, 100 tokens).
@@ -38,11 +38,12 @@ from dyvm.engine import train
 CANVAS, PATCH = int(os.environ.get("CANVAS", 56)), int(os.environ.get("PATCH", 8))
 # PLAIN=1: the demo's own centred 28-px images and 4-px patches (for the oracle on the demo's data)
 PLAIN = os.environ.get("PLAIN") == "1"
-CANVAS_MODEL = MODEL if PLAIN else dict(MODEL, img_size=CANVAS, patch_size=PATCH, canvas=CANVAS)
+CANVAS_MODEL = dict(MODEL, img_size=28, canvas=0) if PLAIN else dict(MODEL, img_size=CANVAS, patch_size=PATCH,
+                                                                      canvas=CANVAS)
 
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "scripts"))
-from study import ForcedSelection, InfluenceSelection, test_against_teacher  # noqa: E402
+from study import CENTRED_PLAN, ForcedSelection, InfluenceSelection, test_against_teacher  # noqa: E402
 # (the study runner's oracle selections and evaluation; test_against_teacher takes the canvas)
 
 
@@ -74,7 +75,7 @@ def main() -> None:
     t0 = time.time()
     if what == "teacher":
         out = sys.argv[2]
-        epochs = int(sys.argv[3]) if len(sys.argv) > 3 else TEACHER_RECIPE["epochs"]
+        epochs = int(sys.argv[3]) if len(sys.argv) > 3 else 10  # rounds 22-23 (round 24: `dyvm train`, 20)
         summary = train(**dict(TEACHER_RECIPE, **CANVAS_MODEL, epochs=epochs, output=out, threads=2, no_progress=True))
         res = dict(what="teacher", epochs=epochs, val_top1=summary["best_acc"], history=summary["history"],
                    checkpoint=summary["best_checkpoint"], seconds=time.time() - t0)
@@ -102,7 +103,8 @@ def main() -> None:
         oracle = (InkSelection() if rule == "ink" else InfluenceSelection(teacher) if rule == "influence"
                   else contextlib.nullcontext())
         with oracle:
-            summary = train(**finetune_options(PLANS["default"], teacher, **opts))
+            # the budget of rounds 22-24: the centred demo's plan (2 epochs), each rule's own selection options
+            summary = train(**finetune_options(DemoPlan(**CENTRED_PLAN), teacher, **opts))
             tested = test_against_teacher(summary["best_checkpoint"], teacher, 0 if PLAIN else CANVAS)
         stats = tested["stats"]
         res = dict(what="finetune", rule=rule, pruning_loc=loc, token_keep_ratio=rho, seed=seed, top1=stats["top1"],
