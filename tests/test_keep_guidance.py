@@ -60,7 +60,8 @@ def test_token_influence_equals_the_scan_one_token_at_a_time():
     assert torch.allclose(mixer.token_influence(u, position, chunk=16), fast)      # chunking changes nothing
 
 
-def test_influence_paths_of_the_extension_equal_the_pytorch_ops(monkeypatch):
+@pytest.mark.parametrize("position", [0, 24, 49])   # the first token, the class token of 49 patches, the last
+def test_influence_terms_of_the_extension_equal_the_pytorch_ops(monkeypatch, position):
     from dyvm.kernels import scan_cpp
 
     assert scan_cpp.available()  # built here: the comparison below must not compare PyTorch with itself
@@ -68,10 +69,11 @@ def test_influence_paths_of_the_extension_equal_the_pytorch_ops(monkeypatch):
     mixer = dyvm.create_model("vim_tiny", img_size=28, patch_size=4, depth=1, embed_dim=32).layers[0].mixer.eval()
     _perturbed_decays(mixer)
     u = torch.randn(5, 50, 32)
-    fast = mixer.token_influence(u, 24)
-    monkeypatch.setattr("dyvm.models.vim.influence_paths", lambda *args: None)
-    composed = mixer.token_influence(u, 24, chunk=2)
-    assert torch.allclose(fast, composed, rtol=1e-5, atol=1e-9)
+    fast = mixer.token_influence(u, position)
+    monkeypatch.setattr("dyvm.models.vim.influence_terms", lambda *args: None)
+    composed = mixer.token_influence(u, position, chunk=2)
+    assert torch.allclose(fast, composed, rtol=2e-5, atol=1e-7)
+    assert bool((fast > 0).all())  # every token reaches the position through one direction or both
 
 
 def test_class_token_influence_reads_the_class_token_of_an_odd_patch_count():

@@ -249,12 +249,15 @@ class _SelectiveScanCpp(torch.autograd.Function):
                 dbias if args[7] is not None else None, None, None)
 
 
-def influence_paths(span: Tensor, a: Tensor, cb: Tensor) -> Optional[Tensor]:
-    """sum_n cb[b, j, n] exp(a[e, n] max(span[b, j, e], 0)) → (B, L, E) for span (B, L, E), a (E, N), cb (B, L, N),
-    float32 CPU: the extension's one-pass loop where it is built, else None."""
-    if _load() is None or span.device.type != "cpu":
+def influence_terms(u: Tensor, delta: Tensor, dt_bias: Tensor, a: Tensor, b: Tensor, c: Tensor, position: int,
+                    backward: bool) -> Optional[Tensor]:
+    """One SSM direction's terms of the class-token influence at ``position`` (B, L, E): Δ u Σ_n C_pos B_j
+    exp(A span), 0 for tokens that do not reach it; u, delta (before bias and softplus) (B, L, E), dt_bias (E),
+    A (E, N), B, C (B, L, N). The extension's one pass on CPU tensors where it is built, else None."""
+    if _load() is None or u.device.type != "cpu":
         return None
-    return _module.influence_paths(span.float(), a.float(), cb.float())
+    return _module.influence_terms(u.float(), delta.float(), dt_bias.float(), a.float(), b.float(), c.float(),
+                                   int(position), bool(backward))
 
 
 def weight_grad_applies(rows: int) -> bool:

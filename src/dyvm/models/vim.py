@@ -24,7 +24,7 @@ from ..kernels.custom_ops import tracing
 from ..kernels.mix_cpp import forward_hooked, tree_hooked
 from ..kernels.mixer_ops import bidirectional_ssm, gated_sum, projection, split_xz, ssm_branch, ssm_inputs
 from ..kernels.norm import RMSNorm, add_rms_norm_for_training
-from ..kernels.scan_cpp import influence_paths
+from ..kernels.scan_cpp import influence_terms
 from ..weights import resize_pos_embed
 from .config import ModelConfig
 from .presets import IMAGENET_MEAN, IMAGENET_STD, build_model, data_config  # noqa: F401 (re-exported)
@@ -140,9 +140,9 @@ class BiMambaMixer(nn.Module):
         the norm of token j's term in the output there. Both SSM directions unrolled into their "hidden attention"
         (Ali et al., 2024): token j reaches ``position`` through C_pos · Π exp(Δ_s A) · B_j Δ_j u_j (the forward
         branch from j <= position, the backward one from j >= position), then through the output gate and
-        ``out_proj``. The D skip term (only the token at ``position`` itself) is left out. The paths' sum over the
-        state is one pass of the extension on CPUs where it is built, else PyTorch ops over ``chunk`` images at a
-        time, bounding the (chunk, L, E, N) temporaries."""
+        ``out_proj``. The D skip term (only the token at ``position`` itself) is left out. Each direction's terms are
+        one pass of the extension on CPUs where it is built (:func:`~dyvm.kernels.scan_cpp.influence_terms`), else
+        PyTorch ops over ``chunk`` images at a time, bounding the (chunk, L, E, N) temporaries."""
         x, z = self.in_proj(u).chunk(2, -1)                                               # (B, L, E) each
         length = torch.arange(u.shape[1], device=u.device)[:, None]
         total = 0.0
@@ -150,11 +150,15 @@ class BiMambaMixer(nn.Module):
             s = "_b" if backward else ""
             inp, delta, b, c = self._ssm_inputs(backward, x.transpose(1, 2), None)         # (B, E, L) ×2, (B, L, N) ×2
             inp, delta = inp.transpose(1, 2), delta.transpose(1, 2)
+            a = _decay_rates(getattr(self, "A_b_log" if backward else "A_log"))          # (E, N)
+            terms = influence_terms(inp, delta, getattr(self, "dt_proj" + s).bias, a, b, c, position, backward)
+            if terms is not None:   # the extension: the steps below in one pass, over the reaching tokens only
+                total = total + terms
+                continue
             delta = delta + getattr(self, "dt_proj" + s).bias.float()
             # softplus as max(x, 0) + log(1 + exp(-|x|)): ATen's softplus and log1p took ~10x the time here (not
             # vectorised), and the log of 1 + e rounds only where e < 6e-8, far under the Δ that matter
             delta = delta.clamp(min=0) + torch.log(torch.exp(-delta.abs()) + 1)
-            a = _decay_rates(getattr(self, "A_b_log" if backward else "A_log"))          # (E, N)
             cum = delta.cumsum(1)
             if backward:  # reversed scan: j >= position arrives through Δ_position .. Δ_{j-1}
                 before = cum - delta
@@ -162,10 +166,8 @@ class BiMambaMixer(nn.Module):
             else:         # j <= position arrives through Δ_{j+1} .. Δ_position
                 span, reach = cum[:, position:position + 1] - cum, length <= position
             cb = (c[:, position, None, :] * b).float()                                    # (B, L, N)
-            paths = influence_paths(span, a, cb) if span.device.type == "cpu" else None    # the extension's loop
-            if paths is None:
-                paths = torch.cat([(torch.exp(a * span[i:i + chunk, ..., None].clamp(min=0))
-                                    * cb[i:i + chunk, :, None]).sum(-1) for i in range(0, u.shape[0], chunk)])
+            paths = torch.cat([(torch.exp(a * span[i:i + chunk, ..., None].clamp(min=0))
+                                * cb[i:i + chunk, :, None]).sum(-1) for i in range(0, u.shape[0], chunk)])
             total = total + paths * delta * inp * reach                                   # (B, L, E)
         gate = F.silu(z[:, position].float())                                             # (B, E)
         scale = 0.5 if self.divide_out else 1.0

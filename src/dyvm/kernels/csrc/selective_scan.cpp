@@ -3198,43 +3198,96 @@ at::Tensor weight_grad(const at::Tensor& grad, const at::Tensor& input) {
   return small_chunk_total(part);
 }
 
-// The paths of the class-token influence (BiMambaMixer.token_influence, keep guidance in training): span (B, L, E),
-// a = A (E, N) and cb (B, L, N) float32 → out (B, L, E), out[b, j, e] = sum_n cb[b, j, n] exp(a[e, n] max(span[b, j, e], 0)).
-// One pass over rows of channels (contiguous, vectorised), where the composed PyTorch ops materialised
-// (images, L, E, N) products three times over.
-at::Tensor influence_paths(const at::Tensor& span, const at::Tensor& a, const at::Tensor& cb) {
-  TORCH_CHECK(span.dim() == 3 && a.dim() == 2 && cb.dim() == 3,
-              "influence_paths: span (B, L, E), a (E, N) and cb (B, L, N)");
-  TORCH_CHECK(span.scalar_type() == at::kFloat && a.scalar_type() == at::kFloat && cb.scalar_type() == at::kFloat,
-              "influence_paths: float32 tensors");
+// One SSM direction's terms of the class-token influence (BiMambaMixer.token_influence, keep guidance in
+// training), everything between the mixer's SSM inputs and its gate in one pass per image:
+//   Δ = softplus(delta + dt_bias), the path decay from token j to `position` (the forward scan: j <= position,
+//   span = Σ_{s=j+1..position} Δ_s; the backward one: j >= position, span = Σ_{s=position..j-1} Δ_s), and
+//   out[b, j, e] = Δ[b, j, e] u[b, j, e] Σ_n c[b, position, n] b[b, j, n] exp(A[e, n] span[b, j, e]),
+//   0 where j does not reach `position`.
+// u, delta (B, L, E), dt_bias (E), A (E, N), B, C (B, L, N), float32 → (B, L, E). Only the reaching half of the
+// sequence is computed (the composed PyTorch ops computed every j, then masked).
+at::Tensor influence_terms(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& dt_bias,
+                           const at::Tensor& a, const at::Tensor& b, const at::Tensor& c, int64_t position,
+                           bool backward) {
+  TORCH_CHECK(u.dim() == 3 && delta.sizes() == u.sizes() && a.dim() == 2 && b.dim() == 3 && c.sizes() == b.sizes(),
+              "influence_terms: u, delta (B, L, E), A (E, N), B and C (B, L, N)");
+  for (const at::Tensor* t : {&u, &delta, &dt_bias, &a, &b, &c})
+    TORCH_CHECK(t->scalar_type() == at::kFloat && t->device().is_cpu(), "influence_terms: float32 CPU tensors");
   const at::AutoDispatchBelowADInplaceOrView below;
-  const at::Tensor s = span.contiguous(), c = cb.contiguous(), at_ = a.t().contiguous();  // a as (N, E)
-  const int64_t B = s.size(0), L = s.size(1), E = s.size(2), N = at_.size(0);
-  TORCH_CHECK(at_.size(1) == E && c.size(0) == B && c.size(1) == L && c.size(2) == N,
-              "influence_paths: span (B, L, E), a (E, N) and cb (B, L, N) disagree in size");
-  std::vector<float> a2(N * E);  // a log2(e): exp(x) = 2^(x log2 e), as exp_f
+  const int64_t B = u.size(0), L = u.size(1), E = u.size(2), N = a.size(1);
+  TORCH_CHECK(a.size(0) == E && dt_bias.numel() == E && b.size(0) == B && b.size(1) == L && b.size(2) == N,
+              "influence_terms: sizes disagree");
+  TORCH_CHECK(position >= 0 && position < L, "influence_terms: position outside the sequence");
+  const at::Tensor uc = u.contiguous(), dc = delta.contiguous(), bc = b.contiguous(), cc = c.contiguous();
+  const at::Tensor at_ = a.t().contiguous();  // (N, E)
+  std::vector<float> a2(N * E);                // A log2(e): exp(x) = 2^(x log2 e), as exp2_f
   const float* ap = at_.data_ptr<float>();
   for (int64_t k = 0; k < N * E; ++k) a2[k] = ap[k] * 1.44269504088896341f;
-  at::Tensor out = at::empty({B, L, E}, s.options());
-  const float* __restrict__ sp = s.data_ptr<float>();
-  const float* __restrict__ cp = c.data_ptr<float>();
+  const at::Tensor bias = dt_bias.contiguous();
+  const float* __restrict__ biasp = bias.data_ptr<float>();
+  at::Tensor out = at::zeros({B, L, E}, u.options());
+  const float* __restrict__ up = uc.data_ptr<float>();
+  const float* __restrict__ dp = dc.data_ptr<float>();
+  const float* __restrict__ bp = bc.data_ptr<float>();
+  const float* __restrict__ cp = cc.data_ptr<float>();
   float* __restrict__ op = out.data_ptr<float>();
-  at::parallel_for(0, B * L, 8, [&](int64_t r0, int64_t r1) {
-    std::vector<float> clamped(E);
-    float* __restrict__ sc = clamped.data();
-    for (int64_t r = r0; r < r1; ++r) {
-      const float* __restrict__ sr = sp + r * E;
-      const float* __restrict__ cr = cp + r * N;
-      float* __restrict__ o = op + r * E;
-      for (int64_t e = 0; e < E; ++e) {
-        sc[e] = sr[e] > 0.0f ? sr[e] : 0.0f;
-        o[e] = 0.0f;
-      }
-      for (int64_t n = 0; n < N; ++n) {
-        const float cn = cr[n];
-        const float* __restrict__ an = a2.data() + n * E;
+  const int64_t first = backward ? position : 0, last = backward ? L - 1 : position;  // the tokens that reach it
+  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    std::vector<float> soft(L * E), cum(L * E), span(E), cb(N);
+    for (int64_t bi = b0; bi < b1; ++bi) {
+      const float* __restrict__ ub = up + bi * L * E;
+      const float* __restrict__ db = dp + bi * L * E;
+      const float* __restrict__ cpos = cp + (bi * L + position) * N;
+      float* __restrict__ ob = op + bi * L * E;
+      // Δ = softplus(delta + bias) and its running sum over the sequence (rows of channels, vectorised)
+      float* __restrict__ sf = soft.data();
+      float* __restrict__ cu = cum.data();
+      for (int64_t l = 0; l < L; ++l) {
+        const float* __restrict__ drow = db + l * E;
+        float* __restrict__ srow = sf + l * E;
+        float* __restrict__ crow = cu + l * E;
 #pragma omp simd
-        for (int64_t e = 0; e < E; ++e) o[e] += cn * exp2_f(an[e] * sc[e]);
+        for (int64_t e = 0; e < E; ++e) srow[e] = softplus_f(drow[e] + biasp[e]);
+        if (l == 0) {
+          for (int64_t e = 0; e < E; ++e) crow[e] = srow[e];
+        } else {
+          const float* __restrict__ prev = cu + (l - 1) * E;
+#pragma omp simd
+          for (int64_t e = 0; e < E; ++e) crow[e] = prev[e] + srow[e];
+        }
+      }
+      for (int64_t l = first; l <= last; ++l) {
+        const float* __restrict__ cl = cu + l * E;
+        const float* __restrict__ cpo = cu + position * E;
+        const float* __restrict__ sl = sf + l * E;
+        const float* __restrict__ spo = sf + position * E;
+        float* __restrict__ spn = span.data();
+        if (backward) {  // Σ Δ over position .. l-1 = cum[l-1] - cum[position-1]
+#pragma omp simd
+          for (int64_t e = 0; e < E; ++e) {
+            const float v = (cl[e] - sl[e]) - (cpo[e] - spo[e]);
+            spn[e] = v > 0.0f ? v : 0.0f;
+          }
+        } else {         // Σ Δ over l+1 .. position = cum[position] - cum[l]
+#pragma omp simd
+          for (int64_t e = 0; e < E; ++e) {
+            const float v = cpo[e] - cl[e];
+            spn[e] = v > 0.0f ? v : 0.0f;
+          }
+        }
+        const float* __restrict__ brow = bp + (bi * L + l) * N;
+        for (int64_t n = 0; n < N; ++n) cb[n] = cpos[n] * brow[n];
+        float* __restrict__ o = ob + l * E;
+        for (int64_t n = 0; n < N; ++n) {
+          const float cn = cb[n];
+          const float* __restrict__ an = a2.data() + n * E;
+          const float* __restrict__ sp = span.data();
+#pragma omp simd
+          for (int64_t e = 0; e < E; ++e) o[e] += cn * exp2_f(an[e] * sp[e]);
+        }
+        const float* __restrict__ ul = ub + l * E;
+#pragma omp simd
+        for (int64_t e = 0; e < E; ++e) o[e] *= sl[e] * ul[e];
       }
     }
   });
@@ -3789,7 +3842,7 @@ TORCH_LIBRARY(dyvm_scan, m) {
   m.def("panel(Tensor weight) -> Tensor");
   m.def("add_rms_norm(Tensor hidden, Tensor? residual, Tensor weight, float eps) -> Tensor[]");
   m.def("panel_linear(Tensor x, Tensor panel, int out_features) -> Tensor");
-  m.def("influence_paths(Tensor span, Tensor a, Tensor cb) -> Tensor");
+  m.def("influence_terms(Tensor u, Tensor delta, Tensor dt_bias, Tensor a, Tensor b, Tensor c, int position, bool backward) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(dyvm_scan, CPU, m) {
@@ -3812,7 +3865,7 @@ TORCH_LIBRARY_IMPL(dyvm_scan, CPU, m) {
   m.impl("rms_norm_backward", &rms_norm_backward);
   m.impl("weight_grad", &weight_grad);
   m.impl("panel_linear", &panel_linear);
-  m.impl("influence_paths", &influence_paths);
+  m.impl("influence_terms", &influence_terms);
 }
 
 // the ops that take oneDNN's packed weights (opaque MkldnnCPU tensors, whose dispatch key outranks CPU's)
