@@ -18,9 +18,10 @@ import sys
 import time
 
 DEMO_KWARGS = dict(img_size=28, patch_size=4, in_chans=1, depth=8, embed_dim=64, num_classes=10)
-# The demo's operating point (dyvm.demo.OPERATING_POINT, repeated here: the worker may import an older
-# dyvm that lacks it) and the training sampler of its recipe; a build without that sampler trains with
-# its own (the paper's per-token Gumbel-softmax), and says so in its setup reply.
+# The centred demo's operating point (dyvm.demo.OPERATING_POINT until session 44, repeated here: the worker may
+# import an older dyvm that lacks it; the demo has run on the 40-px canvas since, which this mode does not measure)
+# and the training sampler of its recipe; a build without that sampler trains with its own (the paper's per-token
+# Gumbel-softmax), and says so in its setup reply.
 DYVM_KWARGS = dict(pruning_loc=[5, 6, 7], token_keep_ratio=0.3, block_keep_ratio=0.8)
 DYVM_SAMPLER = dict(token_sampler="topk")
 # --step-model (the keys of dyvm.bench_train.STEP_MODELS, which this file may not import): model kwargs, DyVM kwargs,

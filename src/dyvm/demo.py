@@ -57,7 +57,7 @@ TEACHER_RECIPE = dict(model="vim_tiny", **MODEL, dataset="fashion-mnist", canvas
 # the first (with DyVM's keep-guidance scores) and remembered for the other two (dyvm.losses.TeacherMemo; about
 # 1.4 GB per epoch of the 40-px images).
 TEACHER_CACHE_MB = 6144
-# Fine-tuning options shared by DyVM and the trained baselines. Augmentation for 28-px images: mild
+# Fine-tuning options shared by DyVM and the trained baselines. Augmentation for 28-px garments: mild
 # crops and flips only (RandAugment, mixup, cutmix and random erasing are the paper's ImageNet recipe).
 FINETUNE_COMMON = dict(dataset="fashion-mnist", batch_size=128, val_size=5000, eval_batch_size=500, mixup=0.0,
                        cutmix=0.0, aa="none", reprob=0.0, smoothing=0.0, repeated_aug=1, scale_min=0.8, hflip=0.5,
