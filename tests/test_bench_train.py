@@ -71,3 +71,13 @@ def test_real_workers_step_the_vim_tiny_presets_at_224px():
     assert all(len(res["groups"][k]["arms"]["A"]["seconds"]["wall"]) == 1 for k in ("vim", "dyvm"))
     with pytest.raises(ValueError, match="--step-model"):
         bench_train_step(None, step_model="small", progress=False)
+
+
+def test_real_workers_step_the_canvas_demo_configuration():
+    # --step-model canvas: 40-px images, one pruning stage before layer 2 (what `dyvm demo` fine-tunes since session 45)
+    from dyvm.bench_train import bench_train_step
+
+    res = bench_train_step(None, rounds=1, steps=1, warmup=0, threads=1, batch=4, kinds=["dyvm", "dyvm-eval"],
+                           progress=False, step_model="canvas")
+    assert "40x40x1" in res["step_model"] and "before 2" in res["step_model"] and res["batch"] == 4
+    assert all(len(res["groups"][k]["arms"]["A"]["seconds"]["wall"]) == 1 for k in ("dyvm", "dyvm-eval"))

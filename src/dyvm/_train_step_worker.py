@@ -27,7 +27,11 @@ DYVM_SAMPLER = dict(token_sampler="topk")
 # --step-model (the keys of dyvm.bench_train.STEP_MODELS, which this file may not import): model kwargs, DyVM kwargs,
 # image shape, classes. "tiny": the vim_tiny / dyvm_vim_tiny presets as they are (224x224x3 images, 1000 classes,
 # the preset's pruning), what a user fine-tuning an official Vim-T trains
-STEP_MODELS = {"demo": (DEMO_KWARGS, DYVM_KWARGS, (1, 28, 28), 10), "tiny": ({}, {}, (3, 224, 224), 1000)}
+# "canvas": the demo since session 45, on 40-px images (101 tokens), one stage before layer 2 keeping 0.57 of the
+# patches (its keep guidance, a loss on the teacher's outputs that older builds lack, is not in this step)
+STEP_MODELS = {"demo": (DEMO_KWARGS, DYVM_KWARGS, (1, 28, 28), 10), "tiny": ({}, {}, (3, 224, 224), 1000),
+               "canvas": (dict(DEMO_KWARGS, img_size=40), dict(pruning_loc=[2], token_keep_ratio=0.57,
+                                                             block_keep_ratio=0.8), (1, 40, 40), 10)}
 
 
 def _make_steps(batch, seed, use_autocast, step_model="demo"):

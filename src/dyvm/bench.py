@@ -386,7 +386,7 @@ def main(args) -> int:
     if what == "train-step":
         from .bench_train import bench_train_step
 
-        batch = args.train_batch or (128 if args.step_model == "demo" else 8)
+        batch = args.train_batch or (8 if args.step_model == "tiny" else 128)
         res = bench_train_step(args.against, rounds(7), args.steps, warmup, args.threads or 1, batch=batch,
                                kinds=args.kinds, autocast=args.autocast, against_autocast=args.against_autocast,
                                precision=precision, max_rounds=max_rounds(7), progress=not args.no_progress,

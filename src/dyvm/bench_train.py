@@ -33,8 +33,10 @@ from .utils import child_malloc_env
 
 KINDS = ("dyvm", "vim")
 # what --step-model names (the worker builds it): the configuration's words for the report
-STEP_MODELS = {"demo": "the demo configuration (28x28x1 images, depth 8, D 64)",
-               "tiny": "the vim_tiny / dyvm_vim_tiny presets (224x224x3 images, 197 tokens)"}
+STEP_MODELS = {"demo": "the centred demo's configuration (28x28x1 images, depth 8, D 64, pruning before 5, 6, 7)",
+               "tiny": "the vim_tiny / dyvm_vim_tiny presets (224x224x3 images, 197 tokens)",
+               "canvas": "the canvas demo's configuration (40x40x1 images, depth 8, D 64, pruning before 2, rho 0.57; "
+                         "without its keep guidance)"}
 KIND_LABELS = {"dyvm": "DyVM fine-tuning step", "vim": "Vim teacher step", "dyvm-eval": "DyVM inference",
                "vim-eval": "Vim inference"}
 WORKER_SOURCE = Path(__file__).resolve().parent / "_train_step_worker.py"

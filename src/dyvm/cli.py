@@ -233,11 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sizes", nargs="+", default=["tiny", "small"], help="sizes for the DyVM table")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
     p.add_argument("--train-batch", type=int,
-                   help="batch of train-step's steps (default: 128 for --step-model demo, 8 for tiny; e.g. 1 to time "
+                   help="batch of train-step's steps (default: 128 for --step-model demo and canvas, 8 for tiny; e.g. 1 to time "
                         "inference at batch 1 with --kinds vim-eval dyvm-eval) and of the backbone table's training "
                         "step (default 8)")
-    p.add_argument("--step-model", choices=["demo", "tiny"], default="demo",
-                   help="train-step: the demo's configuration, or the vim_tiny / dyvm_vim_tiny presets at 224 px")
+    p.add_argument("--step-model", choices=["demo", "canvas", "tiny"], default="demo",
+                   help="train-step: the centred demo's configuration (28 px), the canvas demo's (40 px, pruning "
+                        "before layer 2), or the vim_tiny / dyvm_vim_tiny presets at 224 px")
     p.add_argument("--backends", nargs="+", choices=["reference", "torch", "cpp", "cuda"])
     p.add_argument("--routers-on", type=float, default=0.8, help="fraction of SSM branches that run in DyVM")
     p.add_argument("--device", default="cpu")
