@@ -502,11 +502,11 @@ def render_report(r: dict[str, Any]) -> str:
                   f"(`--canvas {canvas}`), so where the garment is changes from image to image, as in photos. On the "
                   "centred 28-px images every garment sits in the same place: a fixed evenly spaced selection is then "
                   "close to the best any selection can do, and no learnt one beat it (docs/study, rounds 1–21).", ""]
-    size = canvas or 28
-    n_tokens = (size // 4) ** 2
-    lines += [f"A Vim with a middle class token and bidirectional SSM: depth 8, D = 64, {size}-px images cut into 4-px "
-              f"patches ({n_tokens} tokens), trained on 55,000 training images (5,000 more held out for model "
-              "selection).", "",
+    size, patch = canvas or 28, MODEL["patch_size"]
+    n_tokens = (size // patch) ** 2
+    lines += [f"A Vim with a middle class token and bidirectional SSM: depth 8, D = 64, {size}-px images cut into "
+              f"{patch}-px patches ({n_tokens} tokens), trained on 55,000 training images (5,000 more held out for "
+              "model selection).", "",
               f"Fine-tuned from it, the same budget each ({plan['finetune_epochs']} epoch(s) on "
               f"{format(plan['subset'], ',') if plan['subset'] else 'all 55,000'} images), with distillation from the "
               f"frozen teacher, token pruning before layers {plan['pruning_loc']} (ρ = {plan['token_keep_ratio']}) "

@@ -144,23 +144,26 @@ class TeacherMemo:
     @torch.no_grad()
     def __call__(self, inputs: Tensor) -> SimpleNamespace:
         key = (self.fingerprint, self._digest(inputs))
-        entry = TeacherMemo._store.get(key)
-        if entry is not None and self.guidance_loc in (None, entry.guidance_loc):
+        old = TeacherMemo._store.get(key)
+        if old is not None and self.guidance_loc in (None, old.guidance_loc):
             self.hits += 1
-            if self.guidance_loc is None and entry.keep_scores is not None:  # a plain run reads no keep scores
-                return SimpleNamespace(logits=entry.logits, tokens=entry.tokens, keep_scores=None, guidance_loc=None)
-            return entry
+            if self.guidance_loc is None and old.keep_scores is not None:  # a plain run reads no keep scores
+                return SimpleNamespace(logits=old.logits, tokens=old.tokens, keep_scores=None, guidance_loc=None)
+            return old
         self.misses += 1
         out = teacher_outputs(self.teacher, inputs, self.guidance_loc)
         entry = SimpleNamespace(**{k: None if v is None else v.detach().clone() for k, v in vars(out).items()},
                                 guidance_loc=self.guidance_loc)
-        size = sum(v.nbytes for v in vars(entry).values() if isinstance(v, Tensor))
-        old = TeacherMemo._store.get(key)   # an entry without the keep scores asked for now: replaced by this one
-        old_size = 0 if old is None else sum(v.nbytes for v in vars(old).values() if isinstance(v, Tensor))
-        if TeacherMemo._bytes - old_size + size <= self.max_bytes:
+        # an old entry here lacks the keep scores asked for now: this one replaces it
+        grown = self._nbytes(entry) - (0 if old is None else self._nbytes(old))
+        if TeacherMemo._bytes + grown <= self.max_bytes:
             TeacherMemo._store[key] = entry
-            TeacherMemo._bytes += size - old_size
+            TeacherMemo._bytes += grown
         return entry
+
+    @staticmethod
+    def _nbytes(entry: SimpleNamespace) -> int:
+        return sum(v.nbytes for v in vars(entry).values() if isinstance(v, Tensor))
 
     @classmethod
     def clear(cls) -> None:
