@@ -278,6 +278,40 @@ def test_stacked_inference_equals_the_per_layer_and_python_paths(monkeypatch, ar
         assert torch.equal(fused.features.prefix_pos, ref.features.prefix_pos)
 
 
+@pytest.mark.parametrize("arch,kw", [("dyvm_vim_tiny", {}), ("dyvm_vim_tiny", dict(slot_prior=True, token_sampler="topk")),
+                                     ("dyvm_vim_tiny", dict(use_routers=False)), ("dyvm_vim_tiny", dict(use_pruning=False)),
+                                     ("dyvm_mambareg_small", {}), ("dyvm_videomamba_tiny", {})])
+def test_whole_forward_in_one_call_equals_the_split_path(monkeypatch, arch, kw):
+    """A DyVM's eval forward at eager CPU inference is one extension call (embedding, every block, router and stage,
+    final norm, head) where its variant embeds and classifies as Vim does (VideoMamba's image model too, with its class
+    token first): exactly the logits of forward_inference, also on images of identical patches (top-k ties). MambaReg
+    (its registers' own embedding and head) keeps the split path."""
+    from dyvm.kernels import mix_cpp
+    from dyvm.models import vim as vim_mod
+
+    torch.manual_seed(0)
+    model = dyvm.create_model(arch, img_size=32, patch_size=4, depth=4, embed_dim=32, num_classes=5,
+                              **({} if kw.get("use_pruning") is False else dict(pruning_loc=[1, 2, 3])), **kw).eval()
+    for predictor in model.score_predictors:
+        torch.nn.init.normal_(predictor.out_conv[4].weight, std=0.5)
+    if model.use_routers:  # routers with real decisions: some branches off
+        for layer in model.layers:
+            torch.nn.init.normal_(layer.mixer.block_head.weight, std=0.5)
+            torch.nn.init.zeros_(layer.mixer.block_head.bias)
+    images = torch.cat([torch.randn(4, 3, 32, 32), torch.zeros(2, 3, 32, 32)])
+    calls, op = [], mix_cpp.forward_logits
+    monkeypatch.setattr(mix_cpp, "forward_logits", lambda *a, **k: calls.append(1) or op(*a, **k))
+    with torch.no_grad():
+        fused = model(images)
+        split = model.forward_inference(images, features=False)
+        monkeypatch.setattr(vim_mod.VisionMamba, "fused_logits", lambda *a: None)
+        assert torch.equal(model(images), fused)
+    assert calls == ([] if arch == "dyvm_mambareg_small" else [1])
+    assert torch.equal(fused, split.logits)
+    if model.use_routers and arch == "dyvm_vim_tiny":
+        assert 0 < split.gates.mean() < 1
+
+
 def test_fused_inference_returns_ordinary_tensors_under_no_grad(monkeypatch):
     """The fused inference ops run their ATen calls below autograd (as inference_mode would), but what a no_grad
     forward returns are ordinary tensors: not inference tensors, changeable in place afterwards and usable as

@@ -980,3 +980,37 @@ def test_fused_ssm_branch_keeps_its_projections_float32_under_cpu_autocast():
         results.append((y.detach(), u.grad, *(w.grad for w in weights)))
     for got, ref in zip(*results):
         assert torch.equal(got, ref)
+
+
+@pytest.mark.parametrize("channels,patch,size", [(1, 4, 30), (3, 8, 32)])  # narrow patches (one matmul), convolved ones
+def test_whole_forward_in_one_call_equals_the_split_path(monkeypatch, channels, patch, size):
+    """At eager CPU inference a Vim's eval forward is one extension call (input check, patch embedding, class token,
+    pos_embed, blocks, final norm, head): exactly the logits of the path with Python around the stacked blocks. It
+    steps aside for hooks, autocast and autograd, and images with NaN still raise the usual ValueError."""
+    from dyvm.kernels import mix_cpp
+
+    torch.manual_seed(0)
+    model = dyvm.create_model("vim_tiny", img_size=size, patch_size=patch, in_chans=channels, depth=3, embed_dim=32,
+                              num_classes=5).eval()
+    images = torch.randn(3, channels, size, size)
+    calls, op = [], mix_cpp.forward_logits
+    monkeypatch.setattr(mix_cpp, "forward_logits", lambda *a, **k: calls.append(1) or op(*a, **k))
+    with torch.no_grad():
+        fused = model(images)
+        assert calls == [1]
+        hook = model.head.register_forward_hook(lambda *a: None)
+        split = model(images)
+        hook.remove()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            model(images)
+        assert calls == [1]
+        assert torch.equal(fused, split)
+        bad = images.clone()
+        bad[1, 0, 2, 3] = float("nan")
+        with pytest.raises(ValueError, match="NaN or Inf"):
+            model(bad)
+        with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+            model(images[0])
+    assert calls == [1, 1]
+    model(images)  # autograd on and parameters that want gradients: the Python path
+    assert calls == [1, 1]

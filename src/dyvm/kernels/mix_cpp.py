@@ -13,7 +13,8 @@ matmuls inside run in 16 bits exactly as the Python ones would, and the scan rea
 copies): no autograd, no mask, nothing traced or counted (see :func:`applies`). ``prune_stage`` does the
 same for a pruning stage: the token predictor, the top-k and the rebuilt sequence; ``stack_forward`` runs every
 block and stage of a model in one call (the checks once per forward instead of once per layer: in the middle of
-a forward the Python between two layers costs far more than in a warm loop, ~12% of the demo model's batch-1 time).
+a forward the Python between two layers costs far more than in a warm loop, ~12% of the demo model's batch-1 time),
+and ``forward_logits`` a classifier's whole eval forward, from the images to the head.
 The router's head (:func:`router_forward`) and the token predictor (:func:`predictor_forward`) are plain loops
 rather than ATen calls (at batch 1 their ~25 small calls cost more than their arithmetic); the Python router and
 predictor call the same functions at inference (as the ops ``dyvm::router`` / ``dyvm::token_predictor`` in traced
@@ -242,6 +243,26 @@ def stack_forward(hidden: Tensor, residual: Optional[Tensor], patch_ids: Tensor,
         [p for segment in positions for p in segment], [s[0] for s in stages], [s[1] for s in stages],
         [t for s in stages for t in s[2]], [len(s[2]) for s in stages], [float(s[3]) for s in stages], STUB_SCAN[0],
         list(packed), list(panels))
+
+
+def forward_logits(images: Tensor, patch_weight: Tensor, patch_bias: Tensor, patch: int, stride: int, narrow: bool,
+                   prefix_tokens: Tensor, pos_embed: Tensor, layers: list[Tensor], eps: Sequence[float],
+                   out_scale: float, routed: bool, router_threshold: float, positions: Sequence[Sequence[int]],
+                   stages: Sequence[tuple[int, int, list[Tensor], float]], packed: Sequence[Tensor],
+                   panels: Sequence[Tensor], norm_weight: Tensor, norm_eps: float, head_weight: Tensor,
+                   head_bias: Tensor) -> list[Tensor]:
+    """A classifier's whole eval forward in one call: images (B, C, H, W) float32 → [logits (B, classes), the
+    images' sum]. The patch embedding (``narrow``: patches of at most 64 values as one matmul, else the strided
+    convolution), ``prefix_tokens`` (P, D) at ``positions[0]`` and ``pos_embed``, :func:`stack_forward` with the
+    other arguments, then RMSNorm (``norm_weight``) of residual + hidden at the first prefix token of the last
+    segment and the head. Where the sum is not finite (a NaN or an infinity in the images) nothing else runs and the
+    logits are empty. ``STUB_SCAN`` applies as in :func:`stack_forward`."""
+    return torch.ops.dyvm_scan.forward_logits(
+        images, patch_weight, patch_bias, patch, stride, narrow, prefix_tokens, pos_embed, layers,
+        [float(e) for e in eps], out_scale, routed, router_threshold, [p for segment in positions for p in segment],
+        [s[0] for s in stages], [s[1] for s in stages], [t for s in stages for t in s[2]], [len(s[2]) for s in stages],
+        [float(s[3]) for s in stages], STUB_SCAN[0], list(packed), list(panels), norm_weight, norm_eps, head_weight,
+        head_bias)
 
 
 def pack_weight(weight: Tensor, dtype: torch.dtype = torch.float32) -> Optional[Tensor]:

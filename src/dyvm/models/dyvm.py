@@ -397,6 +397,14 @@ class DyVM(VisionMamba):
         hooks on a predictor (which the stage would not call)."""
         return self._stage_rule_fusable() and not tree_hooked(self.score_predictors)
 
+    def fused_segments(self) -> Optional[tuple[list[list[int]], bool, float, list[tuple[int, int]]]]:
+        if not self._stage_rule_fusable():
+            return None
+        counts = self.keep_counts()
+        positions = [self.layout.shared_positions(self.num_patches)]
+        positions += [self.layout.shared_positions(keep) for keep in counts]
+        return positions, self.use_routers, self.router_threshold, list(zip(self.pruning_loc, counts))
+
     def fused_stage_params(self) -> list[tuple[list[Tensor], float]]:
         return [(predictor.fused_params(), predictor.in_conv[0].eps) for predictor in self.score_predictors]
 
@@ -635,7 +643,8 @@ class DyVM(VisionMamba):
         """Training: :class:`DyVMTrainOutput`; eval: logits (B, num_classes)."""
         if self.training:
             return self.forward_train(x, noise=noise)
-        return self.forward_inference(x, features=False).logits
+        logits = self.fused_logits(x) if isinstance(x, Tensor) else None
+        return logits if logits is not None else self.forward_inference(x, features=False).logits
 
 
 # --------------------------------------------------------------------------------- registry

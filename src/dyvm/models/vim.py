@@ -463,9 +463,14 @@ class PatchEmbed(nn.Module):
         self.num_patches = self.grid_size[0] * self.grid_size[1]
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=stride)
 
+    def narrow(self, x: Tensor) -> bool:
+        """Whether ``x`` embeds as one matmul over its patches (on a CPU, patches of at most 64 values)."""
+        p = self.patch_size
+        return x.device.type == "cpu" and self.stride == p and self.proj.in_channels * p * p <= 64
+
     def forward(self, x: Tensor) -> Tensor:
         proj, p = self.proj, self.patch_size
-        if x.device.type == "cpu" and self.stride == p and proj.in_channels * p * p <= 64:
+        if self.narrow(x):
             # few pixels a patch (the demo's 4x4 grey patches): the convolution as one matmul over the patches. oneDNN's
             # convolution costs ~40 µs of set-up a call there, 4x the matmul at batch 1; at 16-px RGB patches the two
             # take the same time and the convolution stays
@@ -655,8 +660,9 @@ class VisionMamba(nn.Module):
                               num_classes) if num_classes > 0 else nn.Identity()
 
     # ----------------------------------------------------------------------------- forward
-    def check_input(self, x: Tensor) -> None:
-        """Raise a clear TypeError/ValueError for an image batch this model cannot take."""
+    def check_input(self, x: Tensor, finite: bool = True) -> None:
+        """Raise a clear TypeError/ValueError for an image batch this model cannot take (``finite``: NaN and
+        infinities too; :meth:`fused_logits` reads the sum that check needs inside its extension call)."""
         if not isinstance(x, Tensor):
             raise TypeError(f"x must be a torch.Tensor of shape (B, {self.in_chans}, {self.img_size}, "
                             f"{self.img_size}), got {type(x).__name__}")
@@ -677,6 +683,8 @@ class VisionMamba(nn.Module):
                 f"the images, or build the model with img_size={x.shape[2]} and load the checkpoint "
                 "(load_checkpoint interpolates pos_embed)" if x.shape[2] == x.shape[3] else
                 f"x is {x.shape[2]}x{x.shape[3]} but the model expects square {self.img_size}x{self.img_size} images")
+        if not finite:
+            return
         if torch.compiler.is_compiling():  # a data-dependent branch would break the graph: assert in it instead
             torch._assert_async(torch.isfinite(x).all(), "x contains NaN or Inf values")
         # a finite sum means every value is finite (a NaN or inf makes the sum NaN or inf); one pass instead of
@@ -751,6 +759,19 @@ class VisionMamba(nn.Module):
         (training, hooks on a block or below, a layer the fused block does not serve): the loop runs instead.
         The arguments are remembered in a plan (:class:`~.remembered.StackPlan`) while what they came from is
         unchanged."""
+        arguments = self.stack_arguments(hidden, routed, len(stages))
+        if arguments is None:
+            return None
+        tensors, eps, out_scale, packed, panels, stage_params = arguments
+        return mix_cpp.stack_forward(hidden, None, patch_ids, tensors, eps, out_scale, routed, router_threshold,
+                                     positions, [(layer, keep, *params) for (layer, keep), params in
+                                                 zip(stages, stage_params)], packed, panels)
+
+    def stack_arguments(self, hidden: Tensor, routed: bool, num_stages: int) -> Optional[tuple]:
+        """What :meth:`fused_stack` hands the extension for a forward of ``hidden`` (B, L, D) (or, as
+        :meth:`fused_logits` asks, any 3-D tensor of the images' dtype and device): (per-layer tensors, eps,
+        out_scale, packed weights, panels, per-stage predictor tensors and LayerNorm eps), or None where the fused
+        path does not apply."""
         if self.training or hidden.device.type != "cpu" or forward_hooked():
             return None
         plans = self.__dict__.setdefault("_stack_plans", StackPlans())
@@ -767,11 +788,54 @@ class VisionMamba(nn.Module):
         # the weights' dtypes were checked when the plan was made (a cast moves the derived sources, so it is made
         # again); whether one requires a gradient matters only with autograd on
         graded = tensors + [t for params, _ in stage_params for t in params] if torch.is_grad_enabled() else ()
-        if len(stages) != len(stage_params) or not mix_cpp.applies(hidden, graded, backend):
+        if num_stages != len(stage_params) or not mix_cpp.applies(hidden, graded, backend):
             return None
-        return mix_cpp.stack_forward(hidden, None, patch_ids, tensors, eps, out_scale, routed, router_threshold,
-                                     positions, [(layer, keep, *params) for (layer, keep), params in
-                                                 zip(stages, stage_params)], packed, panels)
+        return tensors, eps, out_scale, packed, panels, stage_params
+
+    def fused_segments(self) -> Optional[tuple[list[list[int]], bool, float, list[tuple[int, int]]]]:
+        """What :meth:`fused_logits` stacks: (the prefix positions at the start and after each stage, routed, the
+        routers' threshold, the stages (layer, keep)); None where the stack would not serve this model's forward."""
+        return [self.layout.shared_positions(self.num_patches)], False, 0.5, []
+
+    def fused_logits(self, x: Tensor) -> Optional[Tensor]:
+        """The eval forward's logits (B, num_classes) in one extension call (``dyvm_scan::forward_logits``: the
+        input's finite check, the patch embedding, the prefix tokens and ``pos_embed``, every block and stage, the final
+        norm at the class token and the head, with the Python path's calls and values), or None where it does not
+        apply: training, tracing, autocast, a variant with its own embedding or head, hooks on a module it would
+        call, weights the stacked blocks do not serve. Between separate calls the Python ran cold (see the op)."""
+        mods = self._modules
+        pe, head, norm = mods["patch_embed"], mods["head"], mods["norm_f"]
+        if (self.training or x.device.type != "cpu" or x.dtype != torch.float32 or torch.compiler.is_compiling()
+                or torch.is_autocast_enabled("cpu") or type(self).embed_tokens is not VisionMamba.embed_tokens
+                or type(self).forward_head is not VisionMamba.forward_head or type(pe) is not PatchEmbed
+                or type(head) is not nn.Linear or head.bias is None or not isinstance(norm, RMSNorm)
+                or not self.num_prefix_tokens):
+            return None
+        proj = pe._modules["proj"]
+        edges = [proj.weight, proj.bias, self.cls_token, self.pos_embed, norm.weight, head.weight, head.bias]
+        if proj.bias is None or not mix_cpp.panel_applies(x, proj.weight) or any(
+                t.dtype != torch.float32 or (torch.is_grad_enabled() and t.requires_grad) for t in edges):
+            return None
+        if forward_hooked(pe, proj, mods["pos_drop"], norm, head):
+            return None
+        self.check_input(x, finite=False)  # (the finite check reads the sum the extension call returns)
+        segments = self.fused_segments()
+        if segments is None:
+            return None
+        positions, routed, threshold, stages = segments
+        arguments = self.stack_arguments(x.flatten(2), routed, len(stages))  # (its checks read dtype and device)
+        if arguments is None:
+            return None
+        tensors, eps, out_scale, packed, panels, stage_params = arguments
+        logits, total = mix_cpp.forward_logits(
+            x, proj.weight, proj.bias, pe.patch_size, pe.stride, pe.narrow(x), self.cls_token[0], self.pos_embed,
+            tensors, eps, out_scale, routed, threshold, positions,
+            [(layer, keep, *params) for (layer, keep), params in zip(stages, stage_params)], packed, panels,
+            norm.weight, norm.eps, head.weight, head.bias)
+        if not math.isfinite(float(total)):
+            self.check_input(x)  # raises for NaN or infinities; a finite batch whose sum overflowed runs the usual way
+            return None
+        return logits
 
     def forward_blocks(self, x: Tensor, layers: Optional[tuple[list, list]] = None) -> TokenSequence:
         """Images → the sequence after the last block, before the final norm: ``hidden`` (B, L, D) its mixer's
@@ -825,7 +889,12 @@ class VisionMamba(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Images (B, C, H, W) → logits (B, num_classes); the final norm on the prefix tokens only
-        (:meth:`final_prefix`: the values of :meth:`forward_features` at those tokens)."""
+        (:meth:`final_prefix`: the values of :meth:`forward_features` at those tokens). At eager CPU inference the
+        whole forward is one extension call where :meth:`fused_logits` applies (the same values)."""
+        if not self.training and isinstance(x, Tensor):
+            logits = self.fused_logits(x)
+            if logits is not None:
+                return logits
         return self.forward_head(self.final_prefix(self.forward_blocks(x)))
 
 

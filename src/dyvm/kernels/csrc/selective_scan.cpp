@@ -97,7 +97,9 @@
 #include <ATen/ops/from_blob.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/sum.h>
+#include <ATen/ops/arange.h>
 #include <ATen/ops/constant_pad_nd.h>
+#include <ATen/ops/conv2d.h>
 #include <ATen/ops/gelu.h>
 #include <ATen/ops/layer_norm.h>
 #include <ATen/ops/log_sigmoid.h>
@@ -3469,56 +3471,71 @@ void predictor_rows(float* x, int64_t Bsz, int64_t N, int64_t D, at::TensorList 
   if (rows == 0) return;
   const float *lw = p[0].data_ptr<float>(), *lb = p[1].data_ptr<float>();
   const float eps = static_cast<float>(ln_eps);
-  for (int64_t r = 0; r < rows; ++r) {  // LayerNorm over D (two passes)
-    float* xr = x + r * D;
-    float s = 0.0f;
+  // the row loops split over the threads by rows (each row's arithmetic as one thread would do it: the same values
+  // for any thread count); a task is ~16k values
+  const int64_t row_grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, D));
+  at::parallel_for(0, rows, row_grain, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {  // LayerNorm over D (two passes)
+      float* xr = x + r * D;
+      float s = 0.0f;
 #pragma omp simd reduction(+ : s)
-    for (int64_t d = 0; d < D; ++d) s += xr[d];
-    const float mean = s / static_cast<float>(D);
-    float v = 0.0f;
+      for (int64_t d = 0; d < D; ++d) s += xr[d];
+      const float mean = s / static_cast<float>(D);
+      float v = 0.0f;
 #pragma omp simd reduction(+ : v)
-    for (int64_t d = 0; d < D; ++d) v += (xr[d] - mean) * (xr[d] - mean);
-    const float inv = 1.0f / std::sqrt(v / static_cast<float>(D) + eps);
+      for (int64_t d = 0; d < D; ++d) v += (xr[d] - mean) * (xr[d] - mean);
+      const float inv = 1.0f / std::sqrt(v / static_cast<float>(D) + eps);
 #pragma omp simd
-    for (int64_t d = 0; d < D; ++d) xr[d] = (xr[d] - mean) * inv * lw[d] + lb[d];
-  }
-  std::vector<float> h1(static_cast<size_t>(rows * D)), glob(static_cast<size_t>(Bsz * (D - half)), 0.0f),
-      gvec(static_cast<size_t>(Bsz * d2)), h2(static_cast<size_t>(rows * d2)), h3(static_cast<size_t>(rows * d4)),
-      lg(static_cast<size_t>(rows * 2));
-  small_linear(x, rows, D, D, p[2].data_ptr<float>(), D, D, p[3].data_ptr<float>(), 0, true, h1.data());
-  // the pooled half: the mean over the image's tokens with the official "+ 1", then its product with the first
-  // out Linear's right half (and that Linear's bias) once per image
-  for (int64_t b = 0; b < Bsz; ++b) {
-    float* g = glob.data() + b * (D - half);
-    for (int64_t n = 0; n < N; ++n) {
-      const float* hr = h1.data() + (b * N + n) * D + half;
-#pragma omp simd
-      for (int64_t j = 0; j < D - half; ++j) g[j] += hr[j];
+      for (int64_t d = 0; d < D; ++d) xr[d] = (xr[d] - mean) * inv * lw[d] + lb[d];
     }
-    for (int64_t j = 0; j < D - half; ++j) g[j] /= static_cast<float>(N + 1);
-  }
+  });
+  // uninitialised scratch (every element is written before it is read; zero-filling h1 alone was a pass over 1.6 MB
+  // at the demo's batch 64)
+  const at::Tensor scratch = at::empty({rows * (D + d2 + d4 + 2) + Bsz * d2}, p[0].options());
+  float* h1 = scratch.data_ptr<float>();
+  float* h2 = h1 + rows * D;
+  float* h3 = h2 + rows * d2;
+  float* lg = h3 + rows * d4;
+  float* gvec = lg + rows * 2;
+  std::vector<float> glob(static_cast<size_t>(Bsz * (D - half)), 0.0f);
+  small_linear(x, rows, D, D, p[2].data_ptr<float>(), D, D, p[3].data_ptr<float>(), 0, true, h1);
+  // the pooled half: the mean over the image's tokens with the official "+ 1", then its product with the first
+  // out Linear's right half (and that Linear's bias) once per image (split by images: each sums its tokens in order)
+  at::parallel_for(0, Bsz, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, N * D)), [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      float* g = glob.data() + b * (D - half);
+      for (int64_t n = 0; n < N; ++n) {
+        const float* hr = h1 + (b * N + n) * D + half;
+#pragma omp simd
+        for (int64_t j = 0; j < D - half; ++j) g[j] += hr[j];
+      }
+      for (int64_t j = 0; j < D - half; ++j) g[j] /= static_cast<float>(N + 1);
+    }
+  });
   const float* w1 = p[4].data_ptr<float>();
-  small_linear(glob.data(), Bsz, D - half, D - half, w1 + half, D, d2, p[5].data_ptr<float>(), 0, false, gvec.data());
-  small_linear(h1.data(), rows, half, D, w1, D, d2, gvec.data(), N, true, h2.data());
-  small_linear(h2.data(), rows, d2, d2, p[6].data_ptr<float>(), d2, d4, p[7].data_ptr<float>(), 0, true, h3.data());
-  small_linear(h3.data(), rows, d4, d4, p[8].data_ptr<float>(), d4, 2, p[9].data_ptr<float>(), 0, false, lg.data());
+  small_linear(glob.data(), Bsz, D - half, D - half, w1 + half, D, d2, p[5].data_ptr<float>(), 0, false, gvec);
+  small_linear(h1, rows, half, D, w1, D, d2, gvec, N, true, h2);
+  small_linear(h2, rows, d2, d2, p[6].data_ptr<float>(), d2, d4, p[7].data_ptr<float>(), 0, true, h3);
+  small_linear(h3, rows, d4, d4, p[8].data_ptr<float>(), d4, 2, p[9].data_ptr<float>(), 0, false, lg);
   const float* slot = p.size() == 11 ? p[10].data_ptr<float>() : nullptr;
   const int64_t slots = slot ? p[10].size(0) : 0;
   TORCH_CHECK(slots <= N, "the predictor's slot bias must be (S,) with S <= the number of patches");
-  for (int64_t r = 0; r < rows; ++r) {
-    const float a = lg[2 * r], c = lg[2 * r + 1];
-    if (!slot) {  // log_softmax over the two logits
-      const float m = std::max(a, c), lse = m + std::log(std::exp(a - m) + std::exp(c - m));
-      logp[2 * r] = a - lse;
-      logp[2 * r + 1] = c - lse;
-    } else {  // the slot prior on the keep-vs-drop logit: [logsigmoid(diff), logsigmoid(-diff)]
-      const int64_t n = r % N;
-      const float diff = a - c + (n < slots ? slot[n] : 0.0f);
-      const float tail = std::log1p(std::exp(-std::fabs(diff)));
-      logp[2 * r] = std::min(diff, 0.0f) - tail;
-      logp[2 * r + 1] = std::min(-diff, 0.0f) - tail;
+  at::parallel_for(0, rows, 4096, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float a = lg[2 * r], c = lg[2 * r + 1];
+      if (!slot) {  // log_softmax over the two logits
+        const float m = std::max(a, c), lse = m + std::log(std::exp(a - m) + std::exp(c - m));
+        logp[2 * r] = a - lse;
+        logp[2 * r + 1] = c - lse;
+      } else {  // the slot prior on the keep-vs-drop logit: [logsigmoid(diff), logsigmoid(-diff)]
+        const int64_t n = r % N;
+        const float diff = a - c + (n < slots ? slot[n] : 0.0f);
+        const float tail = std::log1p(std::exp(-std::fabs(diff)));
+        logp[2 * r] = std::min(diff, 0.0f) - tail;
+        logp[2 * r + 1] = std::min(-diff, 0.0f) - tail;
+      }
     }
-  }
+  });
 }
 
 // The Python TokenPredictor at inference: x (B, N, D) float32 → (B, N, 2), the values prune_stage computes.
@@ -3577,17 +3594,21 @@ std::vector<at::Tensor> prune_stage(const at::Tensor& hidden, const at::Tensor& 
   const at::Tensor res = residual.contiguous();
   at::Tensor logp = at::empty({Bsz, N, 2}, residual.options());
   {
-    std::vector<float> x(static_cast<size_t>(Bsz * N * D));
+    // uninitialised (every value is written below), split by images
+    const at::Tensor xt = at::empty({Bsz * N * D}, residual.options());
+    float* x = xt.data_ptr<float>();
     const float *hp = hid.data_ptr<float>(), *rp = res.data_ptr<float>();
     const int64_t* s = slots.data_ptr<int64_t>();
-    for (int64_t b = 0; b < Bsz; ++b)
-      for (int64_t j = 0; j < N; ++j) {
-        const int64_t off = (b * L + s[j]) * D;
-        float* xr = x.data() + (b * N + j) * D;
+    at::parallel_for(0, Bsz, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, N * D)), [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b)
+        for (int64_t j = 0; j < N; ++j) {
+          const int64_t off = (b * L + s[j]) * D;
+          float* xr = x + (b * N + j) * D;
 #pragma omp simd
-        for (int64_t d = 0; d < D; ++d) xr[d] = hp[off + d] + rp[off + d];
-      }
-    predictor_rows(x.data(), Bsz, N, D, predictor, ln_eps, logp.data_ptr<float>());
+          for (int64_t d = 0; d < D; ++d) xr[d] = hp[off + d] + rp[off + d];
+        }
+    });
+    predictor_rows(x, Bsz, N, D, predictor, ln_eps, logp.data_ptr<float>());
   }
   // select_keep (dyvm.dynamic.top_k_spreading_ties): the slots above the k-th best keep score, then of the T slots
   // that tie with it the r still needed spread evenly over them in slot order (floor(i (T-1) / (r-1))), in slot order
@@ -3752,6 +3773,103 @@ std::vector<at::Tensor> stack_forward(const at::Tensor& hidden, const c10::optio
   return result;
 }
 
+// ------------------------------ a whole classifying forward at inference, one call ------------------------------
+// Between two extension calls a forward's Python and small ATen calls ran cold: the blocks' weights and activations
+// had pushed the interpreter's and the dispatcher's code and data out of the caches, so the ~20 calls around the
+// stack (input check, patch embedding, the class token's placement, pos_embed, final norm, head) cost 250-350 µs of
+// the demo teacher's ~1.2 ms batch-1 forward where they take ~100 µs in a warm loop (a plain x.sum() right after the
+// stack took 50 µs instead of 5). Here they run in the same call as the stack, in C++, with the same ATen calls and
+// float operations as the Python path, so the same values:
+// - the input's sum (Python's finite check reads it: a NaN or an infinity makes it non-finite); if it is not finite
+//   nothing else runs and logits come back empty;
+// - PatchEmbed: patches of at most 64 values (`narrow`, which needs stride == patch) as at::linear over the patches
+//   (the Python route's reshape and permute), else at::conv2d with the stride, flatten and transpose;
+// - embed_tokens: the prefix tokens (P, D) at `positions`' first segment among the patches, plus pos_embed (1, L, D);
+// - stack_forward (every block and DyVM stage; stub_scan: the benchmarks' matmul floor, as there);
+// - final_prefix + forward_head: RMSNorm of residual + hidden at the first prefix token of the last segment (a
+//   per-row norm: the values of normalising every prefix token) and at::linear with the head.
+// Returns [logits (B, classes) (empty where the sum is not finite), the sum (a float32 scalar)].
+std::vector<at::Tensor> forward_logits(const at::Tensor& images, const at::Tensor& patch_weight,
+                                       const at::Tensor& patch_bias, int64_t patch, int64_t stride, bool narrow,
+                                       const at::Tensor& prefix_tokens, const at::Tensor& pos_embed,
+                                       at::TensorList layers, at::ArrayRef<double> eps, double out_scale, bool routed,
+                                       double router_threshold, at::IntArrayRef positions,
+                                       at::IntArrayRef stage_layers, at::IntArrayRef stage_keep,
+                                       at::TensorList predictors, at::IntArrayRef predictor_sizes,
+                                       at::ArrayRef<double> ln_eps, bool stub_scan, at::TensorList packed,
+                                       at::TensorList panels, const at::Tensor& norm_weight, double norm_eps,
+                                       const at::Tensor& head_weight,
+                                       const at::Tensor& head_bias) {
+  const at::AutoDispatchBelowADInplaceOrView inference_calls;  // see "Inference calls below autograd"
+  TORCH_CHECK(images.dim() == 4 && images.scalar_type() == at::kFloat && images.device().is_cpu(),
+              "forward_logits: images must be a (B, C, H, W) float32 CPU tensor");
+  const at::Tensor total = images.sum();
+  if (!std::isfinite(total.item<float>())) return {at::empty({0}, images.options()), total};
+  const int64_t Bsz = images.size(0), C = images.size(1), p = patch, D = patch_weight.size(0);
+  TORCH_CHECK(p >= 1 && patch_weight.dim() == 4 && patch_weight.size(1) == C && patch_weight.size(2) == p &&
+              patch_weight.size(3) == p && patch_bias.numel() == D,
+              "forward_logits: patch_weight must be (D, C, patch, patch) and patch_bias (D)");
+  // PatchEmbed.forward → (B, M, D)
+  at::Tensor embedded;
+  if (narrow) {
+    const at::Tensor x = images.contiguous();
+    const int64_t H = x.size(2), W = x.size(3), gh = H / p, gw = W / p, M = gh * gw, K = C * p * p;
+    at::Tensor patches = at::empty({Bsz, M, K}, x.options());  // each patch in (channel, row, column) order
+    const float* xp = x.data_ptr<float>();
+    float* pp = patches.data_ptr<float>();
+    at::parallel_for(0, Bsz * M, std::max<int64_t>(1, 16384 / K), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t b = r / M, i = r % M / gw, j = r % gw;
+        for (int64_t c = 0; c < C; ++c)
+          for (int64_t y = 0; y < p; ++y)
+            std::memcpy(pp + r * K + (c * p + y) * p, xp + ((b * C + c) * H + i * p + y) * W + j * p,
+                        sizeof(float) * p);
+      }
+    });
+    embedded = at::linear(patches, patch_weight.reshape({D, K}), patch_bias);
+  } else {
+    embedded = at::conv2d(images, patch_weight, patch_bias, {stride, stride}).flatten(2).transpose(1, 2);
+  }
+  const int64_t M = embedded.size(1), S = static_cast<int64_t>(stage_layers.size());
+  const int64_t P = static_cast<int64_t>(positions.size()) / (S + 1), L = M + P;
+  TORCH_CHECK(prefix_tokens.dim() == 2 && prefix_tokens.size(0) == P && prefix_tokens.size(1) == D &&
+              pos_embed.numel() == L * D, "forward_logits: prefix_tokens must be (P, D) and pos_embed (1, M + P, D)");
+  // embed_tokens: the sequence with the prefix tokens at positions[0 .. P) and pos_embed added
+  std::vector<int64_t> slot_of(L, -1);
+  for (int64_t i = 0; i < P; ++i) {
+    TORCH_CHECK(positions[i] >= 0 && positions[i] < L && slot_of[positions[i]] < 0,
+                "forward_logits: the prefix positions must be distinct and in [0, M + P)");
+    slot_of[positions[i]] = i;
+  }
+  at::Tensor hidden = at::empty({Bsz, L, D}, images.options());
+  {
+    const at::Tensor e = embedded.contiguous(), t = prefix_tokens.contiguous(), pe = pos_embed.contiguous();
+    const float *ep = e.data_ptr<float>(), *tp = t.data_ptr<float>(), *pos = pe.data_ptr<float>();
+    float* hp = hidden.data_ptr<float>();
+    at::parallel_for(0, Bsz, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, L * D)), [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b)
+        for (int64_t l = 0, n = 0; l < L; ++l) {
+          const float* src = slot_of[l] >= 0 ? tp + slot_of[l] * D : ep + (b * M + n++) * D;
+          float* dst = hp + (b * L + l) * D;
+          const float* add = pos + l * D;
+#pragma omp simd
+          for (int64_t d = 0; d < D; ++d) dst[d] = src[d] + add[d];
+        }
+    });
+  }
+  const at::Tensor patch_ids = at::arange(M, images.options().dtype(at::kLong)).expand({Bsz, M});
+  const std::vector<at::Tensor> out =
+      stack_forward(hidden, c10::nullopt, patch_ids, layers, eps, out_scale, routed, router_threshold, positions,
+                    stage_layers, stage_keep, predictors, predictor_sizes, ln_eps, stub_scan, packed, panels);
+  // final_prefix and forward_head: the first prefix token of the last segment
+  TORCH_CHECK(P >= 1, "forward_logits: the head reads the first prefix token; positions is empty");
+  const int64_t cls = positions[S * P];
+  const at::Tensor h = out[0].select(1, cls).contiguous(), r = out[1].select(1, cls).contiguous();
+  const at::Tensor normed = add_rms_norm(h, r, norm_weight, norm_eps)[0];
+  return {at::linear(normed, head_weight, head_bias), total};
+}
+
+
 }  // namespace
 
 // Which float N = 16 fast path this build compiled: 512 (AVX-512), 256 (AVX2), 0 (none: generic only).
@@ -3836,6 +3954,11 @@ TORCH_LIBRARY(dyvm_scan, m) {
         "float out_scale, bool routed, float router_threshold, int[] positions, int[] stage_layers, int[] stage_keep, "
         "Tensor[] predictors, int[] predictor_sizes, float[] ln_eps, bool stub_scan, Tensor[] packed, "
         "Tensor[] panels) -> Tensor[]");
+  m.def("forward_logits(Tensor images, Tensor patch_weight, Tensor patch_bias, int patch, int stride, bool narrow, "
+        "Tensor prefix_tokens, Tensor pos_embed, Tensor[] layers, float[] eps, float out_scale, bool routed, "
+        "float router_threshold, int[] positions, int[] stage_layers, int[] stage_keep, Tensor[] predictors, "
+        "int[] predictor_sizes, float[] ln_eps, bool stub_scan, Tensor[] packed, Tensor[] panels, Tensor norm_weight, "
+        "float norm_eps, Tensor head_weight, Tensor head_bias) -> Tensor[]");
   m.def("linear(Tensor x, Tensor weight, Tensor? packed, Tensor? panel=None) -> Tensor");
   m.def("packed_linear_pays(int rows, int in_features, int out_features) -> bool", &packed_linear_pays);
   m.def("directions_in_parallel(int values) -> bool", &directions_in_parallel);
@@ -3859,6 +3982,7 @@ TORCH_LIBRARY_IMPL(dyvm_scan, CPU, m) {
   m.impl("predictor_forward", &predictor_forward);
   m.impl("router_forward", &router_forward);
   m.impl("stack_forward", &stack_forward);
+  m.impl("forward_logits", &forward_logits);
   m.impl("linear", &inference_linear);
   m.impl("panel", &weight_panel);
   m.impl("add_rms_norm", &add_rms_norm);
@@ -3873,6 +3997,7 @@ TORCH_LIBRARY_IMPL(dyvm_scan, MkldnnCPU, m) {
   m.impl("mix_forward", &mix_forward);
   m.impl("block_forward", &block_forward);
   m.impl("stack_forward", &stack_forward);
+  m.impl("forward_logits", &forward_logits);
   m.impl("linear", &inference_linear);
 }
 #endif  // DYVM_SCAN_STANDALONE
