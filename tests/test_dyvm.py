@@ -281,11 +281,12 @@ def test_stacked_inference_equals_the_per_layer_and_python_paths(monkeypatch, ar
 @pytest.mark.parametrize("arch,kw", [("dyvm_vim_tiny", {}), ("dyvm_vim_tiny", dict(slot_prior=True, token_sampler="topk")),
                                      ("dyvm_vim_tiny", dict(use_routers=False)), ("dyvm_vim_tiny", dict(use_pruning=False)),
                                      ("dyvm_mambareg_small", {}), ("dyvm_videomamba_tiny", {})])
-def test_whole_forward_in_one_call_equals_the_split_path(monkeypatch, arch, kw):
+@pytest.mark.parametrize("autocast", [False, True])
+def test_whole_forward_in_one_call_equals_the_split_path(monkeypatch, arch, kw, autocast):
     """A DyVM's eval forward at eager CPU inference is one extension call (embedding, every block, router and stage,
     final norm, head) where its variant embeds and classifies as Vim does (VideoMamba's image model too, with its class
     token first): exactly the logits of forward_inference, also on images of identical patches (top-k ties). MambaReg
-    (its registers' own embedding and head) keeps the split path."""
+    (its registers' own embedding and head) keeps the split path. In float32 and under bf16 autocast."""
     from dyvm.kernels import mix_cpp
     from dyvm.models import vim as vim_mod
 
@@ -301,7 +302,7 @@ def test_whole_forward_in_one_call_equals_the_split_path(monkeypatch, arch, kw):
     images = torch.cat([torch.randn(4, 3, 32, 32), torch.zeros(2, 3, 32, 32)])
     calls, op = [], mix_cpp.forward_logits
     monkeypatch.setattr(mix_cpp, "forward_logits", lambda *a, **k: calls.append(1) or op(*a, **k))
-    with torch.no_grad():
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         fused = model(images)
         split = model.forward_inference(images, features=False)
         monkeypatch.setattr(vim_mod.VisionMamba, "fused_logits", lambda *a: None)

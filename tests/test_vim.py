@@ -985,8 +985,9 @@ def test_fused_ssm_branch_keeps_its_projections_float32_under_cpu_autocast():
 @pytest.mark.parametrize("channels,patch,size", [(1, 4, 30), (3, 8, 32)])  # narrow patches (one matmul), convolved ones
 def test_whole_forward_in_one_call_equals_the_split_path(monkeypatch, channels, patch, size):
     """At eager CPU inference a Vim's eval forward is one extension call (input check, patch embedding, class token,
-    pos_embed, blocks, final norm, head): exactly the logits of the path with Python around the stacked blocks. It
-    steps aside for hooks, autocast and autograd, and images with NaN still raise the usual ValueError."""
+    pos_embed, blocks, final norm, head): exactly the logits of the path with Python around the stacked blocks, in
+    float32 and under bf16 autocast. It steps aside for hooks, 16-bit images and autograd, and images with NaN still
+    raise the usual ValueError."""
     from dyvm.kernels import mix_cpp
 
     torch.manual_seed(0)
@@ -1000,17 +1001,20 @@ def test_whole_forward_in_one_call_equals_the_split_path(monkeypatch, channels, 
         assert calls == [1]
         hook = model.head.register_forward_hook(lambda *a: None)
         split = model(images)
-        hook.remove()
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            model(images)
-        assert calls == [1]
+            split_bf16 = model(images)
+            hook.remove()
+            fused_bf16 = model(images)
+            model(images.bfloat16())  # 16-bit images: the split path
+        assert calls == [1, 1]
         assert torch.equal(fused, split)
+        assert fused_bf16.dtype == torch.bfloat16 and torch.equal(fused_bf16, split_bf16)
         bad = images.clone()
         bad[1, 0, 2, 3] = float("nan")
         with pytest.raises(ValueError, match="NaN or Inf"):
             model(bad)
         with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
             model(images[0])
-    assert calls == [1, 1]
+    assert calls == [1, 1, 1]
     model(images)  # autograd on and parameters that want gradients: the Python path
-    assert calls == [1, 1]
+    assert calls == [1, 1, 1]

@@ -800,13 +800,14 @@ class VisionMamba(nn.Module):
     def fused_logits(self, x: Tensor) -> Optional[Tensor]:
         """The eval forward's logits (B, num_classes) in one extension call (``dyvm_scan::forward_logits``: the
         input's finite check, the patch embedding, the prefix tokens and ``pos_embed``, every block and stage, the final
-        norm at the class token and the head, with the Python path's calls and values), or None where it does not
-        apply: training, tracing, autocast, a variant with its own embedding or head, hooks on a module it would
-        call, weights the stacked blocks do not serve. Between separate calls the Python ran cold (see the op)."""
+        norm at the class token and the head, with the Python path's calls and values, under CPU autocast too), or None
+        where it does not apply: training, tracing, images not float32, a variant with its own embedding or head,
+        hooks on a module it would call, weights the stacked blocks do not serve. Between separate calls the Python
+        ran cold (see the op)."""
         mods = self._modules
         pe, head, norm = mods["patch_embed"], mods["head"], mods["norm_f"]
         if (self.training or x.device.type != "cpu" or x.dtype != torch.float32 or torch.compiler.is_compiling()
-                or torch.is_autocast_enabled("cpu") or type(self).embed_tokens is not VisionMamba.embed_tokens
+                or type(self).embed_tokens is not VisionMamba.embed_tokens
                 or type(self).forward_head is not VisionMamba.forward_head or type(pe) is not PatchEmbed
                 or type(head) is not nn.Linear or head.bias is None or not isinstance(norm, RMSNorm)
                 or not self.num_prefix_tokens):

@@ -3785,6 +3785,8 @@ std::vector<at::Tensor> stack_forward(const at::Tensor& hidden, const c10::optio
 // - PatchEmbed: patches of at most 64 values (`narrow`, which needs stride == patch) as at::linear over the patches
 //   (the Python route's reshape and permute), else at::conv2d with the stride, flatten and transpose;
 // - embed_tokens: the prefix tokens (P, D) at `positions`' first segment among the patches, plus pos_embed (1, L, D);
+// - under CPU autocast the ATen matmuls inside (the embedding, the blocks', the head) run in 16 bits as the Python
+//   path's do, so the logits come back in the autocast dtype;
 // - stack_forward (every block and DyVM stage; stub_scan: the benchmarks' matmul floor, as there);
 // - final_prefix + forward_head: RMSNorm of residual + hidden at the first prefix token of the last segment (a
 //   per-row norm: the values of normalising every prefix token) and at::linear with the head.
@@ -3843,7 +3845,11 @@ std::vector<at::Tensor> forward_logits(const at::Tensor& images, const at::Tenso
   }
   at::Tensor hidden = at::empty({Bsz, L, D}, images.options());
   {
-    const at::Tensor e = embedded.contiguous(), t = prefix_tokens.contiguous(), pe = pos_embed.contiguous();
+    // under CPU autocast the embedding's matmul ran in 16 bits and Python joins the prefix tokens rounded to that
+    // dtype before the float32 pos_embed add: the same roundings, then the adds in float32
+    const at::ScalarType joined = embedded.scalar_type();
+    const at::Tensor e = embedded.to(at::kFloat).contiguous(),
+                     t = prefix_tokens.to(joined).to(at::kFloat).contiguous(), pe = pos_embed.contiguous();
     const float *ep = e.data_ptr<float>(), *tp = t.data_ptr<float>(), *pos = pe.data_ptr<float>();
     float* hp = hidden.data_ptr<float>();
     at::parallel_for(0, Bsz, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, L * D)), [&](int64_t b0, int64_t b1) {
