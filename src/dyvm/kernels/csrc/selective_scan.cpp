@@ -3777,9 +3777,9 @@ std::vector<at::Tensor> stack_forward(const at::Tensor& hidden, const c10::optio
 // Between two extension calls a forward's Python and small ATen calls ran cold: the blocks' weights and activations
 // had pushed the interpreter's and the dispatcher's code and data out of the caches, so the ~20 calls around the
 // stack (input check, patch embedding, the class token's placement, pos_embed, final norm, head) cost 250-350 µs of
-// the demo teacher's ~1.2 ms batch-1 forward where they take ~100 µs in a warm loop (a plain x.sum() right after the
-// stack took 50 µs instead of 5). Here they run in the same call as the stack, in C++, with the same ATen calls and
-// float operations as the Python path, so the same values:
+// the demo teacher's ~1.2 ms batch-1 forward where they take ~100 µs in a warm loop (x.sum() of 8 images right after
+// the stack took 30 µs instead of 2.5: docs/speed/2026-12-06c-avx512/cold_after_stack.txt). Here they run in the same
+// call as the stack, in C++, with the same ATen calls and float operations as the Python path, so the same values:
 // - the input's sum (Python's finite check reads it: a NaN or an infinity makes it non-finite); if it is not finite
 //   nothing else runs and logits come back empty;
 // - PatchEmbed: patches of at most 64 values (`narrow`, which needs stride == patch) as at::linear over the patches
@@ -3800,8 +3800,7 @@ std::vector<at::Tensor> forward_logits(const at::Tensor& images, const at::Tenso
                                        at::TensorList predictors, at::IntArrayRef predictor_sizes,
                                        at::ArrayRef<double> ln_eps, bool stub_scan, at::TensorList packed,
                                        at::TensorList panels, const at::Tensor& norm_weight, double norm_eps,
-                                       const at::Tensor& head_weight,
-                                       const at::Tensor& head_bias) {
+                                       const at::Tensor& head_weight, const at::Tensor& head_bias) {
   const at::AutoDispatchBelowADInplaceOrView inference_calls;  // see "Inference calls below autograd"
   TORCH_CHECK(images.dim() == 4 && images.scalar_type() == at::kFloat && images.device().is_cpu(),
               "forward_logits: images must be a (B, C, H, W) float32 CPU tensor");
