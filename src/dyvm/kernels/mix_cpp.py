@@ -238,11 +238,17 @@ def stack_forward(hidden: Tensor, residual: Optional[Tensor], patch_ids: Tensor,
     (depth, B, 2)]."""
     if not scan_cpp.available():
         raise RuntimeError(f"the C++ kernels are unavailable: {scan_cpp.build_error()}")
-    return torch.ops.dyvm_scan.stack_forward(
-        hidden, residual, patch_ids, layers, [float(e) for e in eps], out_scale, routed, router_threshold,
-        [p for segment in positions for p in segment], [s[0] for s in stages], [s[1] for s in stages],
-        [t for s in stages for t in s[2]], [len(s[2]) for s in stages], [float(s[3]) for s in stages], STUB_SCAN[0],
-        list(packed), list(panels))
+    return torch.ops.dyvm_scan.stack_forward(hidden, residual, patch_ids, *_stack_lists(
+        layers, eps, out_scale, routed, router_threshold, positions, stages, packed, panels))
+
+
+def _stack_lists(layers, eps, out_scale, routed, router_threshold, positions, stages, packed, panels) -> tuple:
+    """The extension's flat form of :func:`stack_forward`'s arguments after ``patch_ids``, shared with
+    :func:`forward_logits`: the per-stage tuples split into lists, the segments' positions joined."""
+    return (layers, [float(e) for e in eps], out_scale, routed, router_threshold,
+            [p for segment in positions for p in segment], [s[0] for s in stages], [s[1] for s in stages],
+            [t for s in stages for t in s[2]], [len(s[2]) for s in stages], [float(s[3]) for s in stages],
+            STUB_SCAN[0], list(packed), list(panels))
 
 
 def forward_logits(images: Tensor, patch_weight: Tensor, patch_bias: Tensor, patch: int, stride: int, narrow: bool,
@@ -258,11 +264,9 @@ def forward_logits(images: Tensor, patch_weight: Tensor, patch_bias: Tensor, pat
     segment and the head. Where the sum is not finite (a NaN or an infinity in the images) nothing else runs and the
     logits are empty. ``STUB_SCAN`` applies as in :func:`stack_forward`."""
     return torch.ops.dyvm_scan.forward_logits(
-        images, patch_weight, patch_bias, patch, stride, narrow, prefix_tokens, pos_embed, layers,
-        [float(e) for e in eps], out_scale, routed, router_threshold, [p for segment in positions for p in segment],
-        [s[0] for s in stages], [s[1] for s in stages], [t for s in stages for t in s[2]], [len(s[2]) for s in stages],
-        [float(s[3]) for s in stages], STUB_SCAN[0], list(packed), list(panels), norm_weight, norm_eps, head_weight,
-        head_bias)
+        images, patch_weight, patch_bias, patch, stride, narrow, prefix_tokens, pos_embed,
+        *_stack_lists(layers, eps, out_scale, routed, router_threshold, positions, stages, packed, panels),
+        norm_weight, norm_eps, head_weight, head_bias)
 
 
 def pack_weight(weight: Tensor, dtype: torch.dtype = torch.float32) -> Optional[Tensor]:

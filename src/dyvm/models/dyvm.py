@@ -398,6 +398,9 @@ class DyVM(VisionMamba):
         return self._stage_rule_fusable() and not tree_hooked(self.score_predictors)
 
     def fused_segments(self) -> Optional[tuple[list[list[int]], bool, float, list[tuple[int, int]]]]:
+        """The stacked call's segments, routing and stages (see :meth:`VisionMamba.fused_segments`) at this model's
+        patch count, for :meth:`_stacked_inference` and :meth:`fused_logits` alike; None where the extension's stage
+        would not apply this model's selection rule."""
         if not self._stage_rule_fusable():
             return None
         counts = self.keep_counts()
@@ -411,16 +414,15 @@ class DyVM(VisionMamba):
     def fused_roots(self) -> list[nn.Module]:
         return [self.layers, self.score_predictors]
 
-    def _stacked_inference(self, seq: TokenSequence, positions: list[int]):
-        """Every block and stage in one extension call (:meth:`fused_stack`), or None where it does not apply.
-        Returns (the final sequence, S × patch ids, S × kept slots, S × log-probabilities, S + 1 prefix positions,
-        router logits, gates, the S + 1 prefix positions as Python ints)."""
-        if not self._stage_rule_fusable():  # (the stack's plan checks the predictors' hooks with the blocks')
+    def _stacked_inference(self, seq: TokenSequence):
+        """Every block and stage in one extension call (:meth:`fused_stack`) on a freshly embedded ``seq``, or None
+        where it does not apply. Returns (the final sequence, S × patch ids, S × kept slots, S × log-probabilities,
+        S + 1 prefix positions, router logits, gates, the S + 1 prefix positions as Python ints)."""
+        plan = self.fused_segments()  # (the stack's plan checks the predictors' hooks with the blocks')
+        if plan is None:
             return None
-        counts = self.keep_counts()
-        stages = list(zip(self.pruning_loc, counts))
-        segments = [positions] + [seq.layout.shared_positions(keep) for keep in counts]
-        out = self.fused_stack(seq.hidden, seq.patch_ids, segments, self.use_routers, self.router_threshold, stages)
+        segments, routed, threshold, stages = plan
+        out = self.fused_stack(seq.hidden, seq.patch_ids, segments, routed, threshold, stages)
         if out is None:
             return None
         batch, n = seq.hidden.shape[0], len(stages)
@@ -571,7 +573,7 @@ class DyVM(VisionMamba):
         prefix_ints = [positions]  # the prefix positions as Python ints per boundary (None where traced)
         stacked = None  # every block and stage in one extension call where that applies
         if keep_indices is None and gates is None and not return_layers and stats is None and positions is not None:
-            stacked = self._stacked_inference(seq, positions)
+            stacked = self._stacked_inference(seq)
         if stacked is not None:
             seq, kept, kept_local, pred_scores, prefix_positions, router_logits, all_gates, prefix_ints = stacked
             positions = shared()
