@@ -46,7 +46,7 @@ def test_matmul_floor_stubs_the_scan_in_the_fused_and_the_python_mixer(monkeypat
     assert torch.equal(fused, python) and not torch.allclose(fused, real)
 
 
-def test_image_runner_walks_real_images_one_per_call_at_batch_1():
+def test_image_runner_walks_real_images_a_batch_per_call():
     seen = []
 
     class Recorder(torch.nn.Module):
@@ -58,8 +58,12 @@ def test_image_runner_walks_real_images_one_per_call_at_batch_1():
     evaluate.image_runner(Recorder(), images, 1)(4)
     assert [int(x[0, 0, 0, 0]) for x in seen] == [0, 4, 8, 0] and all(x.shape[0] == 1 for x in seen)
     seen.clear()
-    evaluate.image_runner(Recorder(), images, 2)(2)
+    evaluate.image_runner(Recorder(), images, 2)(2)  # 3 images: one whole batch of 2, then from the first again
     assert all(torch.equal(x, images[:2]) for x in seen)
+    seen.clear()
+    more = torch.arange(7 * 4, dtype=torch.float32).view(7, 1, 2, 2)
+    evaluate.image_runner(Recorder(), more, 3)(3)  # batches of 3 from 7 images: 0-2, 3-5, then 0-2 again
+    assert [torch.equal(x, more[i:i + 3]) for x, i in zip(seen, (0, 3, 0))] == [True] * 3
     with pytest.raises(ValueError, match="batch 4 needs at least 4 images"):
         evaluate.image_runner(Recorder(), images, 4)
 

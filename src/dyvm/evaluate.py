@@ -235,17 +235,18 @@ def measure_latency(model: nn.Module, batch_size: int, device: torch.device, rep
 
 
 def image_runner(model, images: torch.Tensor, batch: int) -> Runner:
-    """A runner of ``model``'s eval forward on real images (N, C, H, W): batch 1 walks through them one
-    per call (a DyVM's routers decide per image, so its cost varies per image); a larger batch is the
-    first ``batch`` images every call."""
+    """A runner of ``model``'s eval forward on real images (N, C, H, W), walking through them ``batch`` at a
+    time, one batch per call, from the first again after the last whole batch: a DyVM's routers decide per image,
+    so its cost varies with the images, and every batch size averages over all of them (the demo's eight batches
+    of 8: docs/speed/2026-12-06d-avx512/batches_of_8.txt)."""
     if batch > images.shape[0]:
         raise ValueError(f"batch {batch} needs at least {batch} images, got {images.shape[0]}")
     model.eval()
     step = {"next": 0}
 
     def forward():
-        i = step["next"] if batch == 1 else 0
-        step["next"] = (i + 1) % images.shape[0]
+        i = step["next"]
+        step["next"] = 0 if i + 2 * batch > images.shape[0] else i + batch
         with torch.no_grad():
             model(images[i:i + batch])
 
