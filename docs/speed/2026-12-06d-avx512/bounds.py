@@ -23,6 +23,7 @@ Usage: python docs/speed/2026-12-06d-avx512/bounds.py DYVM_CKPT [--rounds 9] [--
 """
 import argparse
 import json
+from statistics import median
 
 import torch
 from torch.utils.cpp_extension import load_inline
@@ -85,7 +86,6 @@ for batch in (1, 8):
     units[f"vim_tiny b{batch}"] = batch
 res = interleave(groups, rounds=args.rounds, units=units)
 wall = lambda g, arm: res["groups"][g]["arms"][arm]["seconds"]["wall"]  # noqa: E731 (s a call, one per round)
-median = lambda values: sorted(values)[len(values) // 2]  # noqa: E731 (odd rounds)
 rates = [fma_ops / s for s in wall("peak", "fma loop")]  # 512-bit FMAs a second, per round
 sgemm = [2 * n ** 3 / s / (32 * r) for s, r in zip(wall("peak", "sgemm 2048^3"), rates)]
 mixer = vim.layers[0].mixer
