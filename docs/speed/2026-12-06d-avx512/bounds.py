@@ -124,7 +124,7 @@ teacher = load_for_eval(shipped_teacher()[0]).eval()
 student = load_for_eval(args.dyvm_checkpoint).eval()
 images = next(iter(_test_loader(student, None, 64, batch_size=64)))[0]
 keep = measure_branch_keep(student, images)
-cut = 1 - count_flops(student, "official", images=images) / count_flops(teacher, "official")
+cut = 1 - count_flops(student, "official", branch_keep_ratio=float(keep.mean())) / count_flops(teacher, "official")
 bar = 1 - 0.9 * cut
 block_parts = ("in_proj", "out_proj", "conv", "x_proj", "dt_proj", "scan")
 blocks = lambda model, **kw: sum(flops_breakdown(model, "full", **kw)[k] for k in block_parts)  # noqa: E731
